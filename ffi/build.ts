@@ -1,0 +1,295 @@
+/**
+ * Finds libtorch, compiles the native shim against it, and caches the result.
+ *
+ * libtorch is looked for in this order:
+ * 1. `LIBTORCH`: a libtorch folder with `include/` and `lib/`;
+ * 2. a Python that imports torch (`DINO_PYTHON`, else `python3`, then
+ *    `/usr/bin/python3`): this is how a CUDA build of PyTorch gives CUDA;
+ * 3. the system install (Debian's `libtorch-dev`).
+ *
+ * The shim is compiled once per (shim source, libtorch version, location, C++
+ * ABI, CUDA) into `$DINO_CACHE_DIR` (default `~/.cache/dino-deno`) and reused.
+ * `DINO_SHIM` names a prebuilt shim and skips all of this.
+ *
+ * @example Build (or find) the shim from the command line
+ * ```sh
+ * deno task build
+ * ```
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Where a libtorch was found and how to compile against it. */
+export interface Libtorch {
+  /** How it was found: `LIBTORCH`, `python:<exe>` or `system`. */
+  source: string;
+  /** The libtorch version, e.g. `1.13.1`. */
+  version: string;
+  /** Header folders, the first holding `ATen/ATen.h`. */
+  include: string[];
+  /** The folder holding `libtorch_cpu.so`. */
+  lib: string;
+  /** `_GLIBCXX_USE_CXX11_ABI`: 0 or 1. */
+  abi: number;
+  /** Whether this libtorch was built with CUDA (`libtorch_cuda.so` exists). */
+  cuda: boolean;
+}
+
+const SOURCES = ["shim.cpp"];
+const NATIVE_DIR = new URL("../native/", import.meta.url);
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function run(cmd: string, args: string[]): { ok: boolean; out: string; err: string } {
+  try {
+    const r = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
+    const dec = new TextDecoder();
+    return { ok: r.success, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+  } catch (e) {
+    return { ok: false, out: "", err: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+function versionFromHeaders(include: string): string | undefined {
+  for (const rel of ["torch/csrc/api/include/torch/version.h", "torch/version.h"]) {
+    try {
+      const text = Deno.readTextFileSync(join(include, rel));
+      const m = text.match(/#define TORCH_VERSION_MAJOR (\d+)[\s\S]*?MINOR (\d+)[\s\S]*?PATCH (\d+)/);
+      if (m) return `${m[1]}.${m[2]}.${m[3]}`;
+    } catch { /* try the next layout */ }
+  }
+  return undefined;
+}
+
+/** The C++ ABI a libtorch was built with, read from its shared library's symbols. */
+function abiOf(lib: string): number {
+  const r = run("sh", ["-c", `nm -D --defined-only '${join(lib, "libc10.so")}' | grep -c __cxx11`]);
+  return r.ok && Number(r.out.trim()) > 0 ? 1 : 0;
+}
+
+function fromFolder(root: string, source: string): Libtorch | string {
+  const include = join(root, "include");
+  const lib = join(root, "lib");
+  if (!exists(join(include, "ATen/ATen.h"))) return `${source}: no include/ATen/ATen.h under ${root}`;
+  if (!exists(join(lib, "libtorch_cpu.so"))) return `${source}: no lib/libtorch_cpu.so under ${root}`;
+  return {
+    source,
+    version: versionFromHeaders(include) ?? "unknown",
+    include: [include, join(include, "torch/csrc/api/include")],
+    lib,
+    abi: abiOf(lib),
+    cuda: exists(join(lib, "libtorch_cuda.so")),
+  };
+}
+
+const PROBE = `
+import json, os, torch
+from torch.utils import cpp_extension as c
+lib = c.library_paths()[0]
+print(json.dumps({"version": torch.__version__.split("+")[0], "include": c.include_paths(), "lib": lib,
+  "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": os.path.exists(os.path.join(lib, "libtorch_cuda.so"))}))
+`;
+
+function fromPython(exe: string): Libtorch | string {
+  const r = run(exe, ["-c", PROBE]);
+  if (!r.ok) {
+    const why = r.err.trim().split("\n").pop() ?? "failed";
+    return `python ${exe}: ${why}`;
+  }
+  const info = JSON.parse(r.out.trim().split("\n").pop()!);
+  return { source: `python:${exe}`, ...info };
+}
+
+function fromSystem(): Libtorch | string {
+  const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
+  for (const lib of [`/usr/lib/${arch}-linux-gnu`, "/usr/lib", "/usr/local/lib", "/usr/lib64"]) {
+    if (!exists(join(lib, "libtorch_cpu.so"))) continue;
+    for (const include of ["/usr/include", "/usr/local/include"]) {
+      if (!exists(join(include, "ATen/ATen.h"))) continue;
+      return {
+        source: "system",
+        version: versionFromHeaders(include) ?? "unknown",
+        include: [include, join(include, "torch/csrc/api/include")],
+        lib,
+        abi: abiOf(lib),
+        cuda: exists(join(lib, "libtorch_cuda.so")),
+      };
+    }
+  }
+  return "system: no libtorch_cpu.so with ATen headers under /usr or /usr/local";
+}
+
+const INSTALL_HINT = [
+  "Install one of:",
+  "  - Debian/Ubuntu (CPU): sudo apt-get install libtorch-dev libopenblas0-pthread",
+  "  - PyTorch with CUDA: pip install torch, then run with DINO_PYTHON=/path/to/python",
+  "  - a libtorch zip from pytorch.org: unpack it and set LIBTORCH=/path/to/libtorch",
+].join("\n");
+
+/** Finds libtorch in the documented order, or throws an error listing every place tried. */
+export function findLibtorch(): Libtorch {
+  const tried: string[] = [];
+  const env = Deno.env.get("LIBTORCH");
+  if (env) {
+    const r = fromFolder(env, "LIBTORCH");
+    if (typeof r !== "string") return r;
+    // An explicit choice that is wrong must not silently fall through.
+    throw new Error(`LIBTORCH=${env} is not a usable libtorch (${r}).\n${INSTALL_HINT}`);
+  }
+  const pythons = Deno.env.get("DINO_PYTHON") ? [Deno.env.get("DINO_PYTHON")!] : ["python3", "/usr/bin/python3"];
+  for (const exe of pythons) {
+    const r = fromPython(exe);
+    if (typeof r !== "string") return r;
+    tried.push(r);
+  }
+  const sys = fromSystem();
+  if (typeof sys !== "string") return sys;
+  tried.push(sys);
+  throw new Error(`libtorch not found. Tried:\n  - LIBTORCH: not set\n  - ${tried.join("\n  - ")}\n${INSTALL_HINT}`);
+}
+
+function findCompiler(): string {
+  const candidates = [Deno.env.get("CXX"), "c++", "g++", "clang++"].filter((c): c is string => !!c);
+  for (const cxx of candidates) {
+    if (run(cxx, ["--version"]).ok) return cxx;
+  }
+  throw new Error(
+    `no C++ compiler found (tried ${candidates.join(", ")}).\n` +
+      "Install one (Debian/Ubuntu: sudo apt-get install g++) or set CXX.",
+  );
+}
+
+async function readSources(): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const name of SOURCES) {
+    const url = new URL(name, NATIVE_DIR);
+    if (url.protocol === "file:") {
+      out.set(name, await Deno.readTextFile(fileURLToPath(url)));
+    } else {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`cannot fetch the native shim source ${url}: HTTP ${res.status}`);
+      out.set(name, await res.text());
+    }
+  }
+  return out;
+}
+
+/** The folder where built shims are cached. */
+export function cacheDir(): string {
+  const explicit = Deno.env.get("DINO_CACHE_DIR");
+  if (explicit) return explicit;
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  return join(xdg ?? join(homedir(), ".cache"), "dino-deno");
+}
+
+/** Records where libtorch was found, so later runs need not start Python. */
+interface Discovery {
+  key: string;
+  libtorch: Libtorch;
+  mtime: number;
+}
+
+function discoveryKey(): string {
+  return ["LIBTORCH", "DINO_PYTHON", "PATH"].map((k) => Deno.env.get(k) ?? "").join("\0");
+}
+
+function mtimeOf(path: string): number {
+  try {
+    return Deno.statSync(path).mtime?.getTime() ?? 0;
+  } catch {
+    return -1;
+  }
+}
+
+function cachedLibtorch(): Libtorch {
+  const file = join(cacheDir(), "libtorch.json");
+  const key = discoveryKey();
+  try {
+    const d: Discovery = JSON.parse(Deno.readTextFileSync(file));
+    if (d.key === key && d.mtime === mtimeOf(join(d.libtorch.lib, "libtorch_cpu.so"))) return d.libtorch;
+  } catch { /* no usable record: discover below */ }
+  const libtorch = findLibtorch();
+  const record: Discovery = { key, libtorch, mtime: mtimeOf(join(libtorch.lib, "libtorch_cpu.so")) };
+  writeAtomic(file, new TextEncoder().encode(JSON.stringify(record)));
+  return libtorch;
+}
+
+function writeAtomic(path: string, data: Uint8Array): void {
+  Deno.mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  Deno.writeFileSync(tmp, data);
+  Deno.renameSync(tmp, path);
+}
+
+/** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
+export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<string> {
+  const sources = await readSources();
+  const hash = createHash("sha256");
+  for (const [name, text] of sources) hash.update(name).update("\0").update(text).update("\0");
+  hash.update(JSON.stringify(libtorch));
+  const dir = cacheDir();
+  const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
+  if (exists(out)) return out;
+
+  const cxx = findCompiler();
+  const work = Deno.makeTempDirSync({ prefix: "dino-shim-" });
+  try {
+    for (const [name, text] of sources) Deno.writeTextFileSync(join(work, name), text);
+    const tmp = join(work, "shim.so");
+    const args = [
+      "-std=gnu++17",
+      "-O2",
+      "-fPIC",
+      "-shared",
+      `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
+      ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
+      ...libtorch.include.flatMap((i) => ["-isystem", i]),
+      join(work, "shim.cpp"),
+      "-o",
+      tmp,
+      `-L${libtorch.lib}`,
+      `-Wl,-rpath,${libtorch.lib}`,
+      // CUDA kernels register themselves when libtorch_cuda loads: keep it linked.
+      "-Wl,--no-as-needed",
+      ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
+      "-ltorch",
+      "-ltorch_cpu",
+      "-lc10",
+    ];
+    const r = run(cxx, args);
+    if (!r.ok) {
+      throw new Error(`compiling the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
+    }
+    Deno.mkdirSync(dir, { recursive: true });
+    writeAtomic(out, Deno.readFileSync(tmp));
+    return out;
+  } finally {
+    Deno.removeSync(work, { recursive: true });
+  }
+}
+
+/** The shim to load: `DINO_SHIM` when set, else a cached or freshly compiled build. */
+export async function shimPath(): Promise<string> {
+  const prebuilt = Deno.env.get("DINO_SHIM");
+  if (prebuilt) {
+    if (!exists(prebuilt)) throw new Error(`DINO_SHIM=${prebuilt} does not exist; unset it to build the shim`);
+    return prebuilt;
+  }
+  return await buildShim();
+}
+
+if (import.meta.main) {
+  const libtorch = findLibtorch();
+  console.log(`libtorch ${libtorch.version} (${libtorch.source}, ABI ${libtorch.abi}, CUDA ${libtorch.cuda})`);
+  console.log(await buildShim(libtorch));
+}

@@ -1,0 +1,65 @@
+/**
+ * Loads the native shim. This is the only module that calls `Deno.dlopen`.
+ *
+ * Each call passes a context buffer through which the shim reports the
+ * outcome: the result's dtype, device and shape, or an error message. Sync
+ * calls share one buffer (JavaScript runs them one at a time); a nonblocking
+ * call must bring its own, from {@linkcode newContext}.
+ *
+ * @module
+ */
+import { shimPath } from "./build.ts";
+import { symbols } from "./spec.ts";
+
+/** A call's context buffer: 32 float64 fields, then a NUL-terminated message. */
+export type Context = Uint8Array<ArrayBuffer>;
+
+/** Field offsets (in float64s) of the context, as laid out by `struct Ctx`. */
+export const Field = { status: 0, dtype: 1, device: 2, requiresGrad: 3, count: 4, ndim: 5, sizes: 6 } as const;
+const MESSAGE_OFFSET = 256;
+
+/** A fresh context buffer, for a call that may overlap others. */
+export function newContext(): Context {
+  return new Uint8Array(1024);
+}
+
+function withNames<S extends Record<string, Deno.ForeignFunction>>(table: S): S {
+  return Object.fromEntries(
+    Object.entries(table).map(([key, def]) => [key, { ...def, name: def.name ?? `dn_${key}` }]),
+  ) as S;
+}
+
+const library = Deno.dlopen(await shimPath(), withNames(symbols));
+
+/** The shim's entry points. */
+export const native = library.symbols;
+/** The context shared by sync calls. */
+export const ctx: Context = newContext();
+/** The shared context's fields, as float64s. */
+export const meta = new Float64Array(ctx.buffer, 0, 32);
+
+const decoder = new TextDecoder();
+
+/** The message the shim left in a context. */
+export function messageOf(c: Context): string {
+  const bytes = c.subarray(MESSAGE_OFFSET);
+  const end = bytes.indexOf(0);
+  return decoder.decode(end < 0 ? bytes : bytes.subarray(0, end));
+}
+
+/** An error raised by libtorch, with the op that raised it. */
+export class TorchError extends Error {
+  /** The failing op's name. */
+  readonly op: string;
+  constructor(op: string, message: string) {
+    super(`${op}: ${message}`);
+    this.name = "TorchError";
+    this.op = op;
+  }
+}
+
+/** Throws the context's error if the last scalar-returning call failed; returns its value. */
+export function checked(value: number, op: string, c: Context = ctx): number {
+  if (Number.isNaN(value) && new Float64Array(c.buffer, 0, 1)[0] !== 0) throw new TorchError(op, messageOf(c));
+  return value;
+}

@@ -1,0 +1,183 @@
+/**
+ * Linear algebra and neural-network ops.
+ *
+ * @example
+ * ```ts
+ * import { gelu, linear, randn, Generator, tidy } from "./mod.ts";
+ * using g = new Generator(0);
+ * const y = tidy(() => gelu(linear(randn(g, [4, 8]), randn(g, [16, 8]))));
+ * y.dispose();
+ * ```
+ * @module
+ */
+import { ctx, native } from "../lib.ts";
+import { type Tensor, wrap, wrapList } from "../tensor.ts";
+import { ints } from "./args.ts";
+
+const NULL = null;
+
+/** Matrix product with broadcasting, as `torch.matmul`. @example `matmul(q, transpose(k, -2, -1))` */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return wrap(native.matmul(ctx, a.ptr, b.ptr), "matmul");
+}
+/** Batched matrix product of [B, n, m] and [B, m, p]. @example `bmm(a, b)` */
+export function bmm(a: Tensor, b: Tensor): Tensor {
+  return wrap(native.bmm(ctx, a.ptr, b.ptr), "bmm");
+}
+/** `x W^T + b`, W of shape [out, in]. @example `linear(x, w, b)` */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  return wrap(native.linear(ctx, x.ptr, weight.ptr, bias?.ptr ?? NULL), "linear");
+}
+
+/** Options of {@linkcode conv2d}. */
+export interface Conv2dOptions {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+  dilation?: number | [number, number];
+  groups?: number;
+}
+const pair = (v: number | [number, number] | undefined, d: number): number[] =>
+  v === undefined ? [d, d] : typeof v === "number" ? [v, v] : v;
+
+/** 2-D convolution of [B, C, H, W] by [out, C/groups, kH, kW]. @example `conv2d(img, w, b, { stride: 16 })` */
+export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
+  const s = pair(options.stride, 1), p = pair(options.padding, 0), d = pair(options.dilation, 1);
+  return wrap(
+    native.conv2d(ctx, x.ptr, weight.ptr, bias?.ptr ?? NULL, ints(s), 2, ints(p), 2, ints(d), 2, options.groups ?? 1),
+    "conv2d",
+  );
+}
+/** Layer normalisation over the trailing `normalizedShape` dims. @example `layerNorm(x, [D], w, b, 1e-6)` */
+export function layerNorm(
+  x: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor,
+  bias?: Tensor,
+  eps = 1e-5,
+): Tensor {
+  const shape = ints(normalizedShape);
+  return wrap(
+    native.layer_norm(ctx, x.ptr, shape, normalizedShape.length, weight?.ptr ?? NULL, bias?.ptr ?? NULL, eps),
+    "layerNorm",
+  );
+}
+
+/** Inputs of {@linkcode batchNorm} besides x. */
+export interface BatchNormOptions {
+  weight?: Tensor;
+  bias?: Tensor;
+  runningMean?: Tensor;
+  runningVar?: Tensor;
+  training: boolean;
+  momentum?: number;
+  eps?: number;
+}
+/**
+ * Batch normalisation over dim 1. Pure: the running statistics are not
+ * changed in place; their updated copies are returned (when given).
+ *
+ * @example
+ * ```ts
+ * import { batchNorm, dispose, ones, randn, zeros, Generator } from "./mod.ts";
+ * using g = new Generator(1);
+ * using x = randn(g, [8, 4]);
+ * using m = zeros([4]);
+ * using v = ones([4]);
+ * const r = batchNorm(x, { runningMean: m, runningVar: v, training: true });
+ * dispose(r);
+ * ```
+ */
+export function batchNorm(
+  x: Tensor,
+  o: BatchNormOptions,
+): { output: Tensor; runningMean?: Tensor; runningVar?: Tensor } {
+  const list = native.batch_norm(
+    ctx,
+    x.ptr,
+    o.weight?.ptr ?? NULL,
+    o.bias?.ptr ?? NULL,
+    o.runningMean?.ptr ?? NULL,
+    o.runningVar?.ptr ?? NULL,
+    o.training,
+    o.momentum ?? 0.1,
+    o.eps ?? 1e-5,
+  );
+  const [output, ...stats] = wrapList(list, "batchNorm");
+  return o.runningMean && o.runningVar ? { output, runningMean: stats[0], runningVar: stats[1] } : { output };
+}
+/** GELU: exact (erf) by default, or the tanh approximation. @example `gelu(x)` */
+export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
+  return wrap(native.gelu(ctx, x.ptr, approximate === "tanh"), "gelu");
+}
+/** Softmax along `dim`. @example `softmax(logits, -1)` */
+export function softmax(x: Tensor, dim: number): Tensor {
+  return wrap(native.softmax(ctx, x.ptr, dim), "softmax");
+}
+/** log(softmax(x)) along `dim`, computed stably. @example `logSoftmax(logits, -1)` */
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  return wrap(native.log_softmax(ctx, x.ptr, dim), "logSoftmax");
+}
+
+const INTERPOLATION = { nearest: 0, bilinear: 1, bicubic: 2 } as const;
+/** Options of {@linkcode interpolate}: a target `size`, or `scaleFactor` (as PyTorch, size = floor(in * scale)). */
+export interface InterpolateOptions {
+  size?: [number, number];
+  scaleFactor?: number | [number, number];
+  mode?: keyof typeof INTERPOLATION;
+  alignCorners?: boolean;
+  /** Low-pass filter when shrinking (bilinear and bicubic), as torchvision's antialias=True. */
+  antialias?: boolean;
+}
+/**
+ * Resizes [B, C, H, W] images, as `torch.nn.functional.interpolate`.
+ *
+ * @example
+ * ```ts
+ * import { interpolate, ones } from "./mod.ts";
+ * using x = ones([1, 3, 8, 8]);
+ * using y = interpolate(x, { size: [4, 4], mode: "bicubic", antialias: true });
+ * ```
+ */
+export function interpolate(x: Tensor, o: InterpolateOptions): Tensor {
+  const mode = o.mode ?? "nearest";
+  if (x.ndim !== 4) throw new RangeError(`interpolate takes [B, C, H, W] input, got shape [${x.shape}]`);
+  let size: number[];
+  let sh = NaN, sw = NaN;
+  if (o.size) {
+    size = o.size;
+  } else if (o.scaleFactor !== undefined) {
+    [sh, sw] = typeof o.scaleFactor === "number" ? [o.scaleFactor, o.scaleFactor] : o.scaleFactor;
+    size = [Math.floor(x.shape[2] * sh), Math.floor(x.shape[3] * sw)];
+  } else {
+    throw new TypeError("interpolate needs size or scaleFactor");
+  }
+  const align = mode === "nearest" ? false : o.alignCorners ?? false;
+  return wrap(
+    native.interpolate(ctx, x.ptr, ints(size), 2, INTERPOLATION[mode], align, o.antialias ?? false, sh, sw),
+    "interpolate",
+  );
+}
+/** The sampling grid [B, H, W, 2] of affine maps `theta` [B, 2, 3], as `F.affine_grid`. @example `affineGrid(theta, [B, C, 96, 96])` */
+export function affineGrid(theta: Tensor, size: readonly number[], alignCorners = false): Tensor {
+  return wrap(native.affine_grid(ctx, theta.ptr, ints(size), size.length, alignCorners), "affineGrid");
+}
+const GRID_MODE = { bilinear: 0, nearest: 1, bicubic: 2 } as const;
+const GRID_PADDING = { zeros: 0, border: 1, reflection: 2 } as const;
+/** Samples `x` [B, C, H, W] at `grid` [B, h, w, 2] in [-1, 1] coordinates, as `F.grid_sample`. @example `gridSample(img, grid, { mode: "bicubic" })` */
+export function gridSample(
+  x: Tensor,
+  grid: Tensor,
+  o: { mode?: keyof typeof GRID_MODE; padding?: keyof typeof GRID_PADDING; alignCorners?: boolean } = {},
+): Tensor {
+  const mode = GRID_MODE[o.mode ?? "bilinear"], padding = GRID_PADDING[o.padding ?? "zeros"];
+  return wrap(native.grid_sample(ctx, x.ptr, grid.ptr, mode, padding, o.alignCorners ?? false), "gridSample");
+}
+const PAD_MODE = { constant: 0, reflect: 1, replicate: 2, circular: 3 } as const;
+/** Pads the last dims; `pads` lists (before, after) pairs from the last dim backwards, as `F.pad`. @example `pad(x, [1, 1, 1, 1], "reflect")` */
+export function pad(x: Tensor, pads: readonly number[], mode: keyof typeof PAD_MODE = "constant", value = 0): Tensor {
+  return wrap(native.pad(ctx, x.ptr, ints(pads), pads.length, PAD_MODE[mode], value), "pad");
+}
+/** One-hot encoding of i64 class indices. @example `oneHot(labels, 10)` */
+export function oneHot(x: Tensor, numClasses = -1): Tensor {
+  return wrap(native.one_hot(ctx, x.ptr, numClasses), "oneHot");
+}

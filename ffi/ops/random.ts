@@ -1,0 +1,143 @@
+/**
+ * Seeded random numbers from explicit generators. Values are always drawn on
+ * the CPU (PyTorch's mt19937 generator, so a seed gives the same numbers as
+ * `torch.Generator().manual_seed(seed)`) and then moved to the asked device:
+ * the same seed gives the same tensor on every device.
+ *
+ * @example
+ * ```ts
+ * import { Generator, rand } from "./mod.ts";
+ * using g = new Generator(42);
+ * using u = rand(g, [2, 3]); // U[0, 1)
+ * ```
+ * @module
+ */
+import { ctx, messageOf, native, TorchError } from "../lib.ts";
+import { deviceCode, DTYPE_CODES, type Tensor, wrap } from "../tensor.ts";
+import { ints } from "./args.ts";
+import type { TensorOptions } from "./creation.ts";
+
+const registry = new FinalizationRegistry<Deno.PointerObject>((ptr) => native.generator_free(ptr));
+
+/**
+ * A random-number generator. Drawing from it advances it: pass it explicitly
+ * to every random op. Its state can be saved and restored.
+ *
+ * @example
+ * ```ts
+ * import { Generator, randn } from "./mod.ts";
+ * using g = new Generator(0);
+ * using state = g.state();
+ * using a = randn(g, [3]);
+ * using g2 = Generator.fromState(state);
+ * using b = randn(g2, [3]); // equal to a
+ * ```
+ */
+export class Generator {
+  #ptr: Deno.PointerObject | null;
+
+  static #adopt: Deno.PointerObject | null = null;
+
+  /** A generator seeded with `seed` (an integer below 2^53). */
+  constructor(seed: number | bigint) {
+    const adopted = Generator.#adopt;
+    Generator.#adopt = null;
+    this.#ptr = adopted ?? Generator.#check(native.generator_new(ctx, BigInt(seed)));
+    registry.register(this, this.#ptr, this);
+  }
+
+  static #check(ptr: Deno.PointerValue): Deno.PointerObject {
+    if (ptr === null) throw new TorchError("Generator", messageOf(ctx));
+    return ptr;
+  }
+
+  /** A generator continuing from a saved state. */
+  static fromState(state: Tensor): Generator {
+    Generator.#adopt = Generator.#check(native.generator_from_state(ctx, state.ptr));
+    return new Generator(0);
+  }
+
+  /** The native handle; throws after dispose. */
+  get ptr(): Deno.PointerObject {
+    if (this.#ptr === null) throw new Error("use of a disposed Generator");
+    return this.#ptr;
+  }
+
+  /** The full state, as a u8 tensor (to store in checkpoints). */
+  state(): Tensor {
+    return wrap(native.generator_state(ctx, this.ptr), "Generator.state");
+  }
+
+  /** Frees the generator. */
+  dispose(): void {
+    if (this.#ptr === null) return;
+    registry.unregister(this);
+    native.generator_free(this.#ptr);
+    this.#ptr = null;
+  }
+
+  /** Lets `using g = new Generator(seed)` free it at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function dev(o: TensorOptions): number {
+  return deviceCode(o.device ?? "cpu");
+}
+
+/** Uniform on [low, high). @example `uniform(g, [B], 0.4, 1)` */
+export function uniform(g: Generator, shape: readonly number[], low = 0, high = 1, o: TensorOptions = {}): Tensor {
+  const dtype = DTYPE_CODES[o.dtype ?? "f32"];
+  return wrap(native.uniform(ctx, g.ptr, ints(shape), shape.length, low, high, dtype, dev(o)), "uniform");
+}
+/** Uniform on [0, 1), as `torch.rand`. @example `rand(g, [2, 2])` */
+export function rand(g: Generator, shape: readonly number[], o: TensorOptions = {}): Tensor {
+  return uniform(g, shape, 0, 1, o);
+}
+/** Normal with `mean` and `std`. @example `normal(g, [D], 0, 0.02)` */
+export function normal(g: Generator, shape: readonly number[], mean = 0, std = 1, o: TensorOptions = {}): Tensor {
+  const dtype = DTYPE_CODES[o.dtype ?? "f32"];
+  return wrap(native.normal(ctx, g.ptr, ints(shape), shape.length, mean, std, dtype, dev(o)), "normal");
+}
+/** Standard normal, as `torch.randn`. @example `randn(g, [4, 8])` */
+export function randn(g: Generator, shape: readonly number[], o: TensorOptions = {}): Tensor {
+  return normal(g, shape, 0, 1, o);
+}
+/**
+ * Bernoulli draws: 1 with probability `p`, a number or a tensor of
+ * probabilities (whose shape, dtype and device the result takes).
+ *
+ * @example
+ * ```ts
+ * import { bernoulli, Generator } from "./mod.ts";
+ * using g = new Generator(3);
+ * using flips = bernoulli(g, 0.5, [16]);
+ * ```
+ */
+export function bernoulli(g: Generator, p: number | Tensor, shape?: readonly number[], o: TensorOptions = {}): Tensor {
+  if (typeof p !== "number") return wrap(native.bernoulli(ctx, g.ptr, p.ptr), "bernoulli");
+  if (!shape) throw new TypeError("bernoulli with a scalar p needs a shape");
+  const dtype = DTYPE_CODES[o.dtype ?? "f32"];
+  return wrap(native.bernoulli_scalar(ctx, g.ptr, ints(shape), shape.length, p, dtype, dev(o)), "bernoulli");
+}
+/** Integers uniform on [low, high); i64 unless a dtype is given. @example `randint(g, 0, 10, [5])` */
+export function randint(
+  g: Generator,
+  low: number,
+  high: number,
+  shape: readonly number[],
+  o: TensorOptions = {},
+): Tensor {
+  const dtype = DTYPE_CODES[o.dtype ?? "i64"];
+  return wrap(native.randint(ctx, g.ptr, low, high, ints(shape), shape.length, dtype, dev(o)), "randint");
+}
+/** A random permutation of 0..n-1 (i64). @example `randperm(g, 60000)` */
+export function randperm(g: Generator, n: number, o: TensorOptions = {}): Tensor {
+  return wrap(native.randperm(ctx, g.ptr, n, DTYPE_CODES[o.dtype ?? "i64"], dev(o)), "randperm");
+}
+/** Zeroes each element with probability `p` and scales the rest by 1/(1-p); the identity (a copy) unless `train`. @example `dropout(g, x, 0.1, true)` */
+export function dropout(g: Generator, x: Tensor, p: number, train = true): Tensor {
+  if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout probability must be in [0, 1], got ${p}`);
+  return wrap(native.dropout(ctx, g.ptr, x.ptr, p, train), "dropout");
+}

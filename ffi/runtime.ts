@@ -1,0 +1,43 @@
+/**
+ * The native runtime: versions, threads, seeds and CUDA.
+ *
+ * @example
+ * ```ts
+ * import { cudaAvailable, libtorchVersion, setNumThreads } from "./mod.ts";
+ * setNumThreads(2);
+ * console.log(libtorchVersion(), cudaAvailable());
+ * ```
+ * @module
+ */
+import { checked, ctx, messageOf, native } from "./lib.ts";
+
+/** The libtorch version the shim was built against, e.g. `1.13.1`. @example `libtorchVersion()` */
+export function libtorchVersion(): string {
+  checked(native.version(ctx), "libtorchVersion");
+  return messageOf(ctx);
+}
+/** Seeds libtorch's global generator (only used by code outside this project's explicit generators). @example `manualSeed(0)` */
+export function manualSeed(seed: number): void {
+  checked(native.manual_seed(ctx, BigInt(seed)), "manualSeed");
+}
+/** The number of threads libtorch uses for intra-op parallelism. @example `getNumThreads()` */
+export function getNumThreads(): number {
+  return checked(native.get_num_threads(ctx), "getNumThreads");
+}
+/** Sets the number of intra-op threads. @example `setNumThreads(2)` */
+export function setNumThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`thread count must be a positive integer, got ${n}`);
+  checked(native.set_num_threads(ctx, n), "setNumThreads");
+}
+/** How many CUDA devices libtorch sees (0 for a CPU-only libtorch). @example `cudaDeviceCount()` */
+export function cudaDeviceCount(): number {
+  return checked(native.cuda_device_count(ctx), "cudaDeviceCount");
+}
+/** Whether CUDA can be used. @example `const device = cudaAvailable() ? "cuda" : "cpu"` */
+export function cudaAvailable(): boolean {
+  return cudaDeviceCount() > 0;
+}
+/** Waits for all queued CUDA work (a no-op without CUDA), for honest timings. @example `cudaSynchronize()` */
+export function cudaSynchronize(): void {
+  checked(native.cuda_synchronize(ctx), "cudaSynchronize");
+}

@@ -1,0 +1,29 @@
+/**
+ * DINO self-supervised Vision Transformers for Deno, with libtorch doing the
+ * math through a thin C shim loaded with Deno FFI.
+ *
+ * Importing this module finds libtorch, builds the shim on first use (cached
+ * afterwards) and loads it; run with `--allow-ffi --allow-run --allow-env
+ * --allow-read --allow-write` (or `-A`), plus `--allow-net` when importing
+ * from a URL.
+ *
+ * Tensors are handles with one owner each: see {@linkcode tidy} for the rule.
+ *
+ * @example
+ * ```ts
+ * import { add, tensor, tidy, toArray } from "./mod.ts";
+ * const out = tidy(() => toArray(add(tensor([1, 2]), tensor([3, 4]))));
+ * console.log(out); // [4, 6]
+ * ```
+ * @module
+ */
+export { type Device, dispose, type DType, keep, liveTensors, Tensor, tensorsIn, tidy } from "./ffi/tensor.ts";
+export { TorchError } from "./ffi/lib.ts";
+export { findLibtorch, type Libtorch } from "./ffi/build.ts";
+export * from "./ffi/runtime.ts";
+export * from "./ffi/ops/creation.ts";
+export * from "./ffi/ops/math.ts";
+export * from "./ffi/ops/shape.ts";
+export * from "./ffi/ops/nn.ts";
+export * from "./ffi/ops/random.ts";
+export * from "./ffi/ops/autograd.ts";

@@ -1,0 +1,416 @@
+// A flat C ABI over libtorch for Deno FFI. No design lives here, only dispatch.
+//
+// Every entry point takes a `Ctx*` first: a caller-owned buffer through which
+// the call reports its outcome (status, the result's dtype, device and shape,
+// or the error message). Because the buffer belongs to the call, a nonblocking
+// call on a worker thread reports its own error; nothing is thread-local.
+//
+// Ops are one line each in the tables below. The macros wrap every body in the
+// same try/catch, so no C++ exception ever crosses into Deno.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/version.h>
+#ifdef DINO_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+// Layout shared with ffi/lib.ts: 32 doubles, then the message.
+struct Ctx {
+  double status;  // 0 ok, 1 error
+  double dtype;   // c10::ScalarType code
+  double device;  // -1 cpu, k >= 0 cuda:k
+  double requires_grad;
+  double count;  // list results: how many tensors
+  double ndim;
+  double sizes[26];
+  char message[768];
+};
+static_assert(sizeof(Ctx) == 1024, "Ctx layout is shared with TypeScript");
+
+using T = at::Tensor*;
+using G = at::Generator*;
+using L = std::vector<at::Tensor>*;
+
+static std::atomic<int64_t> live_tensors{0};
+
+static void fail(Ctx* c, const char* message) {
+  c->status = 1;
+  std::strncpy(c->message, message, sizeof(c->message) - 1);
+  c->message[sizeof(c->message) - 1] = 0;
+}
+
+static void describe(Ctx* c, const at::Tensor& t) {
+  const int64_t ndim = t.dim();
+  if (ndim > 26) throw std::runtime_error("tensors of more than 26 dimensions are not supported");
+  c->dtype = static_cast<double>(t.scalar_type());
+  c->device = t.is_cuda() ? t.device().index() : -1;
+  c->requires_grad = t.requires_grad();
+  c->ndim = static_cast<double>(ndim);
+  const auto sizes = t.sizes();
+  for (int64_t i = 0; i < ndim; i++) c->sizes[i] = static_cast<double>(sizes[i]);
+}
+
+static T wrap(Ctx* c, at::Tensor t) {
+  if (!t.defined()) throw std::runtime_error("the op returned an undefined tensor");
+  describe(c, t);
+  live_tensors++;
+  return new at::Tensor(std::move(t));
+}
+
+static L wrap_list(Ctx* c, std::vector<at::Tensor> ts) {
+  c->count = static_cast<double>(ts.size());
+  return new std::vector<at::Tensor>(std::move(ts));
+}
+template <typename... Ts>
+static L wrap_list(Ctx* c, std::tuple<Ts...> ts) {
+  return wrap_list(c, std::apply([](auto&&... t) { return std::vector<at::Tensor>{t...}; }, ts));
+}
+
+// ---- argument decoding -----------------------------------------------------
+static std::vector<int64_t> ints(const double* p, int n) {
+  return std::vector<int64_t>(p, p + n);
+}
+static std::vector<at::Tensor> tensors(const T* p, int n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int i = 0; i < n; i++) out.push_back(*p[i]);
+  return out;
+}
+static c10::optional<at::Tensor> maybe(T t) {
+  return t ? c10::optional<at::Tensor>(*t) : c10::nullopt;
+}
+static c10::optional<double> maybe(double x) {
+  return std::isnan(x) ? c10::nullopt : c10::optional<double>(x);
+}
+static c10::optional<at::Scalar> maybe_scalar(double x) {
+  return std::isnan(x) ? c10::nullopt : c10::optional<at::Scalar>(x);
+}
+static at::Device device(int64_t dev) {
+  return dev < 0 ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dev));
+}
+static at::TensorOptions opts(int64_t dtype, int64_t dev) {
+  return at::TensorOptions().dtype(static_cast<at::ScalarType>(dtype)).device(device(dev));
+}
+
+// ---- helpers for ops that are more than one libtorch call ------------------
+static at::Tensor from_data(const void* data, int64_t nbytes, int64_t dtype, std::vector<int64_t> shape) {
+  auto t = at::empty(shape, opts(dtype, -1));
+  if (static_cast<int64_t>(t.nbytes()) != nbytes) {
+    throw std::runtime_error("data has " + std::to_string(nbytes) + " bytes but shape and dtype need " +
+                             std::to_string(t.nbytes()));
+  }
+  if (nbytes > 0) std::memcpy(t.data_ptr(), data, nbytes);
+  return t;
+}
+static double copy_to(const at::Tensor& a, void* out, int64_t nbytes) {
+  auto t = a.detach().to(at::kCPU).contiguous();
+  if (static_cast<int64_t>(t.nbytes()) != nbytes) throw std::runtime_error("output buffer has the wrong size");
+  if (nbytes > 0) std::memcpy(out, t.data_ptr(), nbytes);
+  return 0;
+}
+static at::Tensor leaf(const at::Tensor& a, bool flag) {
+  auto r = a.detach();
+  r.set_requires_grad(flag);
+  return r;
+}
+static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor> xs, bool retain, bool create) {
+  auto gs = torch::autograd::grad({y}, xs, {}, retain, create, /*allow_unused=*/true);
+  for (size_t i = 0; i < gs.size(); i++) {
+    if (!gs[i].defined()) gs[i] = at::zeros_like(xs[i]);
+  }
+  return gs;
+}
+static at::Tensor sum(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::sum(a) : at::sum(a, dims, keep);
+}
+static at::Tensor mean(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::mean(a) : at::mean(a, dims, keep);
+}
+static at::Tensor interpolate(const at::Tensor& x, std::vector<int64_t> size, int64_t mode, bool align_corners,
+                              bool antialias, double scale_h, double scale_w) {
+  const auto sh = maybe(scale_h), sw = maybe(scale_w);
+  switch (mode) {
+    case 0: return at::upsample_nearest2d(x, size, sh, sw);
+    case 1: return antialias ? at::_upsample_bilinear2d_aa(x, size, align_corners, sh, sw)
+                             : at::upsample_bilinear2d(x, size, align_corners, sh, sw);
+    case 2: return antialias ? at::_upsample_bicubic2d_aa(x, size, align_corners, sh, sw)
+                             : at::upsample_bicubic2d(x, size, align_corners, sh, sw);
+  }
+  throw std::runtime_error("interpolate mode must be 0 (nearest), 1 (bilinear) or 2 (bicubic)");
+}
+static at::Tensor pad(const at::Tensor& x, std::vector<int64_t> pads, int64_t mode, double value) {
+  static const char* modes[] = {"constant", "reflect", "replicate", "circular"};
+  if (mode < 0 || mode > 3) throw std::runtime_error("pad mode must be 0..3");
+  return at::pad(x, pads, modes[mode], mode == 0 ? c10::optional<double>(value) : c10::nullopt);
+}
+static std::vector<at::Tensor> batch_norm(const at::Tensor& x, T w, T b, T mean, T var, bool training,
+                                          double momentum, double eps) {
+  // Running statistics are cloned so that the caller's tensors are never mutated.
+  auto m = mean ? mean->clone() : at::Tensor();
+  auto v = var ? var->clone() : at::Tensor();
+  auto out = at::batch_norm(x, maybe(w), maybe(b), m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
+                            v.defined() ? c10::optional<at::Tensor>(v) : c10::nullopt, training, momentum, eps,
+                            /*cudnn_enabled=*/true);
+  std::vector<at::Tensor> r{out};
+  if (m.defined()) r.push_back(m);
+  if (v.defined()) r.push_back(v);
+  return r;
+}
+static at::Tensor dropout(at::Generator* g, const at::Tensor& x, double p, bool train) {
+  if (!train || p == 0) return x.clone();
+  if (p == 1) return at::zeros_like(x);
+  auto keep = at::empty(x.sizes(), x.options().device(at::kCPU)).bernoulli_(1 - p, *g).to(x.device());
+  return x * keep / (1 - p);
+}
+static double synchronize() {
+#ifdef DINO_CUDA
+  c10::cuda::device_synchronize();
+#endif
+  return 0;
+}
+static double version(Ctx* c) {
+  std::strncpy(c->message, TORCH_VERSION, sizeof(c->message) - 1);
+#ifdef DINO_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// ---- the entry-point macros ------------------------------------------------
+#define ARGS(...) (Ctx * c, ##__VA_ARGS__)
+#define CATCH(ret)                                                   \
+  catch (const c10::Error& e) {                                      \
+    fail(c, e.what_without_backtrace());                             \
+  }                                                                  \
+  catch (const std::exception& e) {                                  \
+    fail(c, e.what());                                               \
+  }                                                                  \
+  catch (...) {                                                      \
+    fail(c, "unknown C++ exception");                                \
+  }                                                                  \
+  return ret;
+// An op returning one tensor: the handle, or null with the message in c.
+#define TENSOR(name, params, expr)                                   \
+  extern "C" T dn_##name ARGS params {                               \
+    try {                                                            \
+      return wrap(c, expr);                                          \
+    }                                                                \
+    CATCH(nullptr)                                                   \
+  }
+// An op returning several tensors: a list handle, its length in c->count.
+#define LIST(name, params, expr)                                     \
+  extern "C" L dn_##name ARGS params {                               \
+    try {                                                            \
+      return wrap_list(c, expr);                                     \
+    }                                                                \
+    CATCH(nullptr)                                                   \
+  }
+// An op returning a number (or nothing, as 0): status 1 on error.
+#define SCALAR(name, params, expr)                                   \
+  extern "C" double dn_##name ARGS params {                          \
+    try {                                                            \
+      c->status = 0;                                                 \
+      return static_cast<double>(expr);                              \
+    }                                                                \
+    CATCH(NAN)                                                       \
+  }
+#define UNARY(name) TENSOR(name, (T a), at::name(*a))
+#define BINARY(name) TENSOR(name, (T a, T b), at::name(*a, *b))
+#define BINARY_SCALAR(name, fn) TENSOR(name, (T a, double s), at::fn(*a, s))
+#define INTS(n) const double *n##_p, int n##_n
+#define IV(n) ints(n##_p, n##_n)
+#define TENSORS(n) const T *n##_p, int n##_n
+#define TV(n) tensors(n##_p, n##_n)
+
+// ---- handles: no Ctx, cannot fail ------------------------------------------
+extern "C" void dn_free(T t) {
+  if (!t) return;
+  delete t;
+  live_tensors--;
+}
+extern "C" void dn_list_free(L l) { delete l; }
+extern "C" void dn_generator_free(G g) { delete g; }
+extern "C" double dn_live_tensors() { return static_cast<double>(live_tensors.load()); }
+
+TENSOR(list_take, (L l, int i), l->at(i))
+TENSOR(alias, (T a), *a)
+SCALAR(describe, (T a), (describe(c, *a), 0))
+
+// ---- data in and out ---------------------------------------------------------
+TENSOR(from_data, (const void* data, int64_t nbytes, int dtype, INTS(shape)), from_data(data, nbytes, dtype, IV(shape)))
+SCALAR(copy_to, (T a, void* out, int64_t nbytes), copy_to(*a, out, nbytes))
+SCALAR(item, (T a), a->item<double>())
+
+// ---- creation ----------------------------------------------------------------
+TENSOR(zeros, (INTS(shape), int dtype, int dev), at::zeros(IV(shape), opts(dtype, dev)))
+TENSOR(ones, (INTS(shape), int dtype, int dev), at::ones(IV(shape), opts(dtype, dev)))
+TENSOR(full, (INTS(shape), double v, int dtype, int dev), at::full(IV(shape), v, opts(dtype, dev)))
+TENSOR(arange, (double start, double end, double step, int dtype, int dev), at::arange(start, end, step, opts(dtype, dev)))
+TENSOR(linspace, (double start, double end, int steps, int dtype, int dev), at::linspace(start, end, steps, opts(dtype, dev)))
+TENSOR(eye, (int n, int dtype, int dev), at::eye(n, opts(dtype, dev)))
+TENSOR(zeros_like, (T a), at::zeros_like(*a))
+TENSOR(ones_like, (T a), at::ones_like(*a))
+TENSOR(full_like, (T a, double v), at::full_like(*a, v))
+
+// ---- random, always drawn on the CPU from an explicit generator --------------
+extern "C" G dn_generator_new ARGS(int64_t seed) {
+  try {
+    return new at::Generator(at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed)));
+  }
+  CATCH(nullptr)
+}
+extern "C" G dn_generator_from_state ARGS(T state) {
+  try {
+    auto g = at::make_generator<at::CPUGeneratorImpl>();
+    g.set_state(*state);
+    return new at::Generator(std::move(g));
+  }
+  CATCH(nullptr)
+}
+TENSOR(generator_state, (G g), g->get_state())
+TENSOR(uniform, (G g, INTS(shape), double lo, double hi, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).uniform_(lo, hi, *g).to(device(dev)))
+TENSOR(normal, (G g, INTS(shape), double mean, double std, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).normal_(mean, std, *g).to(device(dev)))
+TENSOR(bernoulli, (G g, T p), at::bernoulli(p->to(at::kCPU), *g).to(p->device()))
+TENSOR(bernoulli_scalar, (G g, INTS(shape), double p, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).bernoulli_(p, *g).to(device(dev)))
+TENSOR(randint, (G g, double lo, double hi, INTS(shape), int dtype, int dev), at::randint(static_cast<int64_t>(lo), static_cast<int64_t>(hi), IV(shape), *g, opts(dtype, -1)).to(device(dev)))
+TENSOR(randperm, (G g, int n, int dtype, int dev), at::randperm(n, *g, opts(dtype, -1)).to(device(dev)))
+TENSOR(dropout, (G g, T x, double p, bool train), dropout(g, *x, p, train))
+
+// ---- dtype and device ----------------------------------------------------------
+TENSOR(to_dtype, (T a, int dtype), a->to(static_cast<at::ScalarType>(dtype)))
+TENSOR(to_device, (T a, int dev), a->to(device(dev)))
+
+// ---- shape -------------------------------------------------------------------------
+TENSOR(reshape, (T a, INTS(shape)), at::reshape(*a, IV(shape)))
+TENSOR(permute, (T a, INTS(dims)), a->permute(IV(dims)))
+TENSOR(transpose, (T a, int d0, int d1), at::transpose(*a, d0, d1))
+TENSOR(narrow, (T a, int dim, int start, int length), at::narrow(*a, dim, start, length))
+TENSOR(slice, (T a, int dim, int start, int end, int step), at::slice(*a, dim, start, end, step))
+TENSOR(select, (T a, int dim, int index), at::select(*a, dim, index))
+TENSOR(index_select, (T a, int dim, T index), at::index_select(*a, dim, *index))
+TENSOR(gather, (T a, int dim, T index), at::gather(*a, dim, *index))
+TENSOR(cat, (TENSORS(ts), int dim), at::cat(TV(ts), dim))
+TENSOR(stack, (TENSORS(ts), int dim), at::stack(TV(ts), dim))
+LIST(chunk, (T a, int chunks, int dim), at::chunk(*a, chunks, dim))
+LIST(split, (T a, INTS(sizes), int dim), at::split_with_sizes(*a, IV(sizes), dim))
+TENSOR(expand, (T a, INTS(shape)), a->expand(IV(shape)))
+TENSOR(repeat, (T a, INTS(times)), a->repeat(IV(times)))
+TENSOR(flip, (T a, INTS(dims)), at::flip(*a, IV(dims)))
+TENSOR(flatten, (T a, int start, int end), at::flatten(*a, start, end))
+TENSOR(squeeze, (T a, int dim), at::squeeze(*a, dim))
+TENSOR(squeeze_all, (T a), at::squeeze(*a))
+TENSOR(unsqueeze, (T a, int dim), at::unsqueeze(*a, dim))
+TENSOR(contiguous, (T a), a->contiguous())
+TENSOR(clone, (T a), a->clone())
+
+// ---- elementwise -------------------------------------------------------------------
+TENSOR(add, (T a, T b, double alpha), at::add(*a, *b, alpha))
+TENSOR(sub, (T a, T b, double alpha), at::sub(*a, *b, alpha))
+BINARY(mul)
+BINARY(div)
+BINARY(pow)
+BINARY(maximum)
+BINARY(minimum)
+BINARY(remainder)
+BINARY(atan2)
+BINARY(eq)
+BINARY(ne)
+BINARY(lt)
+BINARY(le)
+BINARY(gt)
+BINARY(ge)
+BINARY(logical_and)
+BINARY(logical_or)
+BINARY_SCALAR(add_scalar, add)
+BINARY_SCALAR(mul_scalar, mul)
+BINARY_SCALAR(div_scalar, div)
+BINARY_SCALAR(pow_scalar, pow)
+BINARY_SCALAR(remainder_scalar, remainder)
+BINARY_SCALAR(eq_scalar, eq)
+BINARY_SCALAR(ne_scalar, ne)
+BINARY_SCALAR(lt_scalar, lt)
+BINARY_SCALAR(le_scalar, le)
+BINARY_SCALAR(gt_scalar, gt)
+BINARY_SCALAR(ge_scalar, ge)
+TENSOR(rsub_scalar, (T a, double s, double alpha), at::rsub(*a, s, alpha))
+UNARY(neg)
+UNARY(abs)
+UNARY(exp)
+UNARY(log)
+UNARY(sqrt)
+UNARY(rsqrt)
+UNARY(sin)
+UNARY(cos)
+UNARY(tanh)
+UNARY(sigmoid)
+UNARY(erf)
+UNARY(floor)
+UNARY(ceil)
+UNARY(round)
+UNARY(sign)
+UNARY(reciprocal)
+UNARY(relu)
+UNARY(logical_not)
+UNARY(isfinite)
+UNARY(isnan)
+TENSOR(where, (T cond, T a, T b), at::where(*cond, *a, *b))
+TENSOR(clamp, (T a, double lo, double hi), at::clamp(*a, maybe_scalar(lo), maybe_scalar(hi)))
+
+// ---- reductions (an empty dim list reduces everything) ---------------------------------
+TENSOR(sum, (T a, INTS(dims), bool keep), sum(*a, IV(dims), keep))
+TENSOR(mean, (T a, INTS(dims), bool keep), mean(*a, IV(dims), keep))
+TENSOR(var, (T a, INTS(dims), int correction, bool keep), at::var(*a, at::OptionalIntArrayRef(IV(dims)), correction, keep))
+TENSOR(amax, (T a, INTS(dims), bool keep), at::amax(*a, IV(dims), keep))
+TENSOR(amin, (T a, INTS(dims), bool keep), at::amin(*a, IV(dims), keep))
+LIST(max_dim, (T a, int dim, bool keep), at::max(*a, dim, keep))
+LIST(min_dim, (T a, int dim, bool keep), at::min(*a, dim, keep))
+TENSOR(norm, (T a, double p, INTS(dims), bool keep), at::norm(*a, p, IV(dims), keep))
+TENSOR(logsumexp, (T a, INTS(dims), bool keep), at::logsumexp(*a, IV(dims), keep))
+TENSOR(argmax, (T a, int dim, bool keep), at::argmax(*a, dim, keep))
+TENSOR(argmin, (T a, int dim, bool keep), at::argmin(*a, dim, keep))
+LIST(topk, (T a, int k, int dim, bool largest, bool sorted), at::topk(*a, k, dim, largest, sorted))
+LIST(sort, (T a, int dim, bool descending), at::sort(*a, dim, descending))
+TENSOR(cumsum, (T a, int dim), at::cumsum(*a, dim))
+TENSOR(all, (T a), at::all(*a))
+TENSOR(any, (T a), at::any(*a))
+
+// ---- linear algebra and neural-network ops --------------------------------------------
+BINARY(matmul)
+BINARY(bmm)
+TENSOR(linear, (T x, T w, T b), at::linear(*x, *w, maybe(b)))
+TENSOR(conv2d, (T x, T w, T b, INTS(stride), INTS(padding), INTS(dilation), int groups), at::conv2d(*x, *w, maybe(b), IV(stride), IV(padding), IV(dilation), groups))
+TENSOR(layer_norm, (T x, INTS(shape), T w, T b, double eps), at::layer_norm(*x, IV(shape), maybe(w), maybe(b), eps))
+LIST(batch_norm, (T x, T w, T b, T mean, T var, bool training, double momentum, double eps), batch_norm(*x, w, b, mean, var, training, momentum, eps))
+TENSOR(gelu, (T x, bool tanh), at::gelu(*x, tanh ? "tanh" : "none"))
+TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))
+TENSOR(log_softmax, (T x, int dim), at::log_softmax(*x, dim))
+TENSOR(interpolate, (T x, INTS(size), int mode, bool align_corners, bool antialias, double scale_h, double scale_w), interpolate(*x, IV(size), mode, align_corners, antialias, scale_h, scale_w))
+TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_generator(*theta, IV(size), align_corners))
+TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, mode, padding, align_corners))
+TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
+TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
+
+// ---- autograd -------------------------------------------------------------------------
+TENSOR(requires_grad, (T a, bool flag), leaf(*a, flag))
+TENSOR(detach, (T a), a->detach())
+LIST(grad, (T y, TENSORS(xs), bool retain, bool create), grad(*y, TV(xs), retain, create))
+SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMode::set_enabled(on), 1) : (c10::GradMode::set_enabled(on), 0)))
+
+// ---- runtime -----------------------------------------------------------------------------
+SCALAR(manual_seed, (int64_t seed), (at::manual_seed(static_cast<uint64_t>(seed)), 0))
+SCALAR(get_num_threads, (), at::get_num_threads())
+SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
+SCALAR(cuda_device_count, (), at::globalContext().hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0)
+SCALAR(cuda_synchronize, (), synchronize())
+SCALAR(version, (), version(c))

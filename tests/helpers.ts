@@ -1,0 +1,25 @@
+// Assertions shared by the tests.
+import assert from "node:assert/strict";
+import { liveTensors, type Tensor, tidy, toArray } from "../mod.ts";
+
+/** Asserts two number lists agree elementwise within `tol` (absolute). */
+export function assertClose(actual: readonly number[], expected: readonly number[], tol = 1e-6): void {
+  assert.equal(actual.length, expected.length, `length ${actual.length} != ${expected.length}`);
+  for (let i = 0; i < actual.length; i++) {
+    const ok = Math.abs(actual[i] - expected[i]) <= tol || (Number.isNaN(actual[i]) && Number.isNaN(expected[i]));
+    assert.ok(ok, `at ${i}: ${actual[i]} != ${expected[i]} (tol ${tol})\nactual   ${actual}\nexpected ${expected}`);
+  }
+}
+
+/** Asserts a tensor's shape and values, then frees nothing: the caller owns it. */
+export function assertTensor(t: Tensor, shape: readonly number[], values: readonly number[], tol = 1e-6): void {
+  assert.deepEqual(t.shape, shape);
+  assertClose(toArray(t), values, tol);
+}
+
+/** Runs `fn` in a scope and asserts it leaves no tensor alive. */
+export function noLeak(fn: () => void): void {
+  const before = liveTensors();
+  tidy(fn);
+  assert.equal(liveTensors(), before, "tensors leaked");
+}

@@ -1,0 +1,440 @@
+import assert from "node:assert/strict";
+import * as t from "../mod.ts";
+import { assertClose, assertTensor, noLeak } from "./helpers.ts";
+
+Deno.test("tensor() copies typed arrays and nested arrays with the right dtype and shape", () =>
+  noLeak(() => {
+    const src = new Float32Array([1, 2, 3, 4]);
+    const a = t.tensor(src, { shape: [2, 2] });
+    src[0] = 99; // the tensor holds a copy, not a view of JS memory
+    assertTensor(a, [2, 2], [1, 2, 3, 4]);
+    assert.equal(a.dtype, "f32");
+    const b = t.tensor([[1, 2, 3], [4, 5, 6]], { dtype: "i64" });
+    assert.equal(b.dtype, "i64");
+    assert.deepEqual(b.shape, [2, 3]);
+    assert.deepEqual(t.data(b), new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]));
+    assert.deepEqual(t.data(t.tensor(new Int32Array([7, -8]))), new Int32Array([7, -8]));
+    assert.deepEqual(t.data(t.tensor([true, false, true], { dtype: "bool" })), new Uint8Array([1, 0, 1]));
+    assert.throws(() => t.tensor([[1, 2], [3]]), /ragged/);
+    assert.throws(() => t.tensor(new Float32Array(3), { shape: [2, 2] }), /bytes/);
+  }));
+
+Deno.test("shape, dtype, device and size are plain fields", () =>
+  noLeak(() => {
+    const a = t.zeros([2, 3, 4], { dtype: "f64" });
+    assert.deepEqual(a.shape, [2, 3, 4]);
+    assert.equal(a.dtype, "f64");
+    assert.equal(a.device, "cpu");
+    assert.equal(a.size, 24);
+    assert.equal(a.ndim, 3);
+    assert.equal(String(a), "Tensor(f64[2, 3, 4])");
+  }));
+
+Deno.test("factories: zeros, ones, full, arange, linspace, eye and the *Like forms", () =>
+  noLeak(() => {
+    assertTensor(t.zeros([2]), [2], [0, 0]);
+    assertTensor(t.ones([1, 2]), [1, 2], [1, 1]);
+    assertTensor(t.full([3], 2.5), [3], [2.5, 2.5, 2.5]);
+    const r = t.arange(0, 5);
+    assert.equal(r.dtype, "i64");
+    assertTensor(r, [5], [0, 1, 2, 3, 4]);
+    assertTensor(t.arange(1, 2, 0.25, { dtype: "f32" }), [4], [1, 1.25, 1.5, 1.75]);
+    assertTensor(t.linspace(0, 1, 5), [5], [0, 0.25, 0.5, 0.75, 1]);
+    assertTensor(t.eye(2), [2, 2], [1, 0, 0, 1]);
+    const x = t.tensor([1, 2]);
+    assertTensor(t.zerosLike(x), [2], [0, 0]);
+    assertTensor(t.onesLike(x), [2], [1, 1]);
+    assertTensor(t.fullLike(x, 7), [2], [7, 7]);
+  }));
+
+Deno.test("dtype casts round-trip through every supported dtype", () =>
+  noLeak(() => {
+    const x = t.tensor([1.5, -2, 3]);
+    for (const dtype of ["f32", "f16", "bf16", "f64"] as const) {
+      const y = t.to(x, dtype);
+      assert.equal(y.dtype, dtype);
+      assertClose(t.toArray(y), [1.5, -2, 3]);
+    }
+    assertTensor(t.to(x, "i64"), [3], [1, -2, 3]);
+    assertTensor(t.to(x, "i32"), [3], [1, -2, 3]);
+    assertTensor(t.to(t.tensor([1, 255, 256]), "u8"), [3], [1, 255, 0]);
+    assertTensor(t.to(t.tensor([0, 2, -1]), "bool"), [3], [0, 1, 1]);
+    const h = t.tensor([1, 0.5], { dtype: "f16" });
+    assert.deepEqual(t.data(h), new Uint16Array([0x3c00, 0x3800])); // IEEE half bits
+  }));
+
+Deno.test("item reads a one-element tensor", () =>
+  noLeak(() => {
+    assert.equal(t.item(t.tensor([42])), 42);
+    assert.throws(() => t.item(t.ones([2])), /item: a Tensor with 2 elements/);
+  }));
+
+Deno.test("reshape, permute, transpose, flatten, squeeze and unsqueeze", () =>
+  noLeak(() => {
+    const x = t.arange(0, 6, 1, { dtype: "f32" });
+    const m = t.reshape(x, [2, 3]);
+    assertTensor(m, [2, 3], [0, 1, 2, 3, 4, 5]);
+    assertTensor(t.reshape(x, [3, -1]), [3, 2], [0, 1, 2, 3, 4, 5]);
+    assertTensor(t.transpose(m, 0, 1), [3, 2], [0, 3, 1, 4, 2, 5]);
+    const c = t.reshape(t.arange(0, 24), [2, 3, 4]);
+    const p = t.permute(c, [2, 0, 1]);
+    assert.deepEqual(p.shape, [4, 2, 3]);
+    assertClose(t.toArray(t.select(t.select(t.select(p, 0, 1), 0, 1), 0, 2)), [1 * 1 + 12 + 2 * 4]);
+    assertTensor(t.flatten(c, 1), [2, 12], t.toArray(c));
+    const u = t.unsqueeze(m, 0);
+    assert.deepEqual(u.shape, [1, 2, 3]);
+    assert.deepEqual(t.squeeze(u, 0).shape, [2, 3]);
+    assert.deepEqual(t.squeeze(t.zeros([1, 2, 1])).shape, [2]);
+    assertTensor(t.contiguous(t.transpose(m, 0, 1)), [3, 2], [0, 3, 1, 4, 2, 5]);
+  }));
+
+Deno.test("narrow, slice, select, index_select and gather pick the right elements", () =>
+  noLeak(() => {
+    const m = t.reshape(t.arange(0, 12, 1, { dtype: "f32" }), [3, 4]);
+    assertTensor(t.narrow(m, 1, 1, 2), [3, 2], [1, 2, 5, 6, 9, 10]);
+    assertTensor(t.slice(m, 1, 0, 4, 2), [3, 2], [0, 2, 4, 6, 8, 10]);
+    assertTensor(t.slice(m, 0, 1), [2, 4], [4, 5, 6, 7, 8, 9, 10, 11]);
+    assertTensor(t.select(m, 0, 2), [4], [8, 9, 10, 11]);
+    assertTensor(t.indexSelect(m, 0, t.tensor([2, 0], { dtype: "i64" })), [2, 4], [8, 9, 10, 11, 0, 1, 2, 3]);
+    assertTensor(t.gather(m, 1, t.tensor([[3], [0], [1]], { dtype: "i64" })), [3, 1], [3, 4, 9]);
+  }));
+
+Deno.test("cat, stack, chunk, split, expand, repeat and flip", () =>
+  noLeak(() => {
+    const a = t.tensor([[1, 2]]), b = t.tensor([[3, 4]]);
+    assertTensor(t.cat([a, b], 0), [2, 2], [1, 2, 3, 4]);
+    assertTensor(t.cat([a, b], 1), [1, 4], [1, 2, 3, 4]);
+    assertTensor(t.stack([a, b], 0), [2, 1, 2], [1, 2, 3, 4]);
+    const x = t.arange(0, 5, 1, { dtype: "f32" });
+    const parts = t.chunk(x, 2);
+    assert.equal(parts.length, 2);
+    assertTensor(parts[0], [3], [0, 1, 2]);
+    assertTensor(parts[1], [2], [3, 4]);
+    const [p, q] = t.split(x, [1, 4]);
+    assertTensor(p, [1], [0]);
+    assertTensor(q, [4], [1, 2, 3, 4]);
+    assert.deepEqual(t.split(x, 2).map((s) => s.shape[0]), [2, 2, 1]);
+    assertTensor(t.expand(a, [3, 2]), [3, 2], [1, 2, 1, 2, 1, 2]);
+    assertTensor(t.expand(t.tensor([[5]]), [2, -1]), [2, 1], [5, 5]);
+    assertTensor(t.repeat(a, [2, 2]), [2, 4], [1, 2, 1, 2, 1, 2, 1, 2]);
+    assertTensor(t.flip(t.tensor([[1, 2, 3]]), [1]), [1, 3], [3, 2, 1]);
+  }));
+
+Deno.test("elementwise arithmetic broadcasts and accepts numbers", () =>
+  noLeak(() => {
+    const a = t.tensor([[1, 2], [3, 4]]), b = t.tensor([10, 20]);
+    assertTensor(t.add(a, b), [2, 2], [11, 22, 13, 24]);
+    assertTensor(t.add(a, b, 2), [2, 2], [21, 42, 23, 44]);
+    assertTensor(t.add(a, 1), [2, 2], [2, 3, 4, 5]);
+    assertTensor(t.sub(a, b), [2, 2], [-9, -18, -7, -16]);
+    assertTensor(t.sub(a, 1), [2, 2], [0, 1, 2, 3]);
+    assertTensor(t.sub(10, a), [2, 2], [9, 8, 7, 6]);
+    assertTensor(t.mul(a, b), [2, 2], [10, 40, 30, 80]);
+    assertTensor(t.mul(a, 0.5), [2, 2], [0.5, 1, 1.5, 2]);
+    assertTensor(t.div(a, 4), [2, 2], [0.25, 0.5, 0.75, 1]);
+    assertTensor(t.div(b, a), [2, 2], [10, 10, 10 / 3, 5], 1e-6);
+    assertTensor(t.pow(a, 2), [2, 2], [1, 4, 9, 16]);
+    assertTensor(t.pow(a, t.tensor([0, 1])), [2, 2], [1, 2, 1, 4]);
+    assertTensor(t.remainder(t.tensor([-1.5, 2.5]), 1), [2], [0.5, 0.5]);
+    assertTensor(t.maximum(a, t.tensor([2, 2])), [2, 2], [2, 2, 3, 4]);
+    assertTensor(t.minimum(a, t.tensor([2, 2])), [2, 2], [1, 2, 2, 2]);
+    assertTensor(t.atan2(t.tensor([1]), t.tensor([1])), [1], [Math.PI / 4]);
+  }));
+
+Deno.test("unary math matches Math.*", () =>
+  noLeak(() => {
+    const xs = [-1.5, -0.5, 0.25, 2];
+    const x = t.tensor(xs);
+    const pos = t.tensor([0.25, 1, 4]);
+    const cases: [t.Unary, (v: number) => number, t.Tensor, number[]][] = [
+      [t.neg, (v) => -v, x, xs],
+      [t.abs, Math.abs, x, xs],
+      [t.exp, Math.exp, x, xs],
+      [t.sin, Math.sin, x, xs],
+      [t.cos, Math.cos, x, xs],
+      [t.tanh, Math.tanh, x, xs],
+      [t.sigmoid, (v) => 1 / (1 + Math.exp(-v)), x, xs],
+      [t.floor, Math.floor, x, xs],
+      [t.ceil, Math.ceil, x, xs],
+      [t.sign, Math.sign, x, xs],
+      [t.relu, (v) => Math.max(v, 0), x, xs],
+      [t.reciprocal, (v) => 1 / v, x, xs],
+      [t.log, Math.log, pos, [0.25, 1, 4]],
+      [t.sqrt, Math.sqrt, pos, [0.25, 1, 4]],
+      [t.rsqrt, (v) => 1 / Math.sqrt(v), pos, [0.25, 1, 4]],
+    ];
+    for (const [op, ref, input, values] of cases) assertClose(t.toArray(op(input)), values.map(ref), 1e-6);
+    // erf(1) and round-half-to-even
+    assertClose(t.toArray(t.erf(t.tensor([0, 1]))), [0, 0.8427007929497149], 1e-6);
+    assertTensor(t.round(t.tensor([0.5, 1.5, 2.5, -0.5])), [4], [0, 2, 2, -0]);
+  }));
+
+Deno.test("comparisons, logic, where, clamp, isfinite and isnan", () =>
+  noLeak(() => {
+    const a = t.tensor([1, 2, 3]);
+    assertTensor(t.eq(a, 2), [3], [0, 1, 0]);
+    assertTensor(t.ne(a, 2), [3], [1, 0, 1]);
+    assertTensor(t.lt(a, 2), [3], [1, 0, 0]);
+    assertTensor(t.le(a, 2), [3], [1, 1, 0]);
+    assertTensor(t.gt(a, t.tensor([0, 5, 1])), [3], [1, 0, 1]);
+    assertTensor(t.ge(a, 2), [3], [0, 1, 1]);
+    assert.equal(t.eq(a, 2).dtype, "bool");
+    assertTensor(t.logicalAnd(t.gt(a, 1), t.lt(a, 3)), [3], [0, 1, 0]);
+    assertTensor(t.logicalOr(t.lt(a, 2), t.gt(a, 2)), [3], [1, 0, 1]);
+    assertTensor(t.logicalNot(t.gt(a, 1)), [3], [1, 0, 0]);
+    assertTensor(t.where(t.gt(a, 1), a, t.neg(a)), [3], [-1, 2, 3]);
+    assertTensor(t.clamp(a, 1.5, 2.5), [3], [1.5, 2, 2.5]);
+    assertTensor(t.clamp(a, undefined, 2), [3], [1, 2, 2]);
+    assertTensor(t.clamp(a, 2), [3], [2, 2, 3]);
+    const z = t.div(t.tensor([1, 0, -1]), t.tensor([0, 0, 1]));
+    assertTensor(t.isfinite(z), [3], [0, 0, 1]);
+    assertTensor(t.isnan(z), [3], [0, 1, 0]);
+    assert.equal(t.item(t.all(t.gt(a, 0))), 1);
+    assert.equal(t.item(t.any(t.gt(a, 2))), 1);
+  }));
+
+Deno.test("reductions: sum, mean, variance, amax, amin, max, min, norm, logsumexp, argmax, cumsum", () =>
+  noLeak(() => {
+    const m = t.tensor([[1, 5, 3], [4, 2, 6]]);
+    assertTensor(t.sum(m), [], [21]);
+    assertTensor(t.sum(m, 0), [3], [5, 7, 9]);
+    assertTensor(t.sum(m, 1, { keepdim: true }), [2, 1], [9, 12]);
+    assertTensor(t.sum(m, [0, 1]), [], [21]);
+    assertTensor(t.mean(m), [], [3.5]);
+    assertTensor(t.mean(m, -1), [2], [3, 4]);
+    assertTensor(t.variance(m, 1), [2], [4, 4]);
+    assertTensor(t.variance(m, 1, { correction: 0 }), [2], [8 / 3, 8 / 3], 1e-6);
+    assertTensor(t.amax(m, 1), [2], [5, 6]);
+    assertTensor(t.amin(m, 0), [3], [1, 2, 3]);
+    assertTensor(t.amax(m), [], [6]);
+    const mx = t.max(m, 1);
+    assertTensor(mx.values, [2], [5, 6]);
+    assertTensor(mx.indices, [2], [1, 2]);
+    const mn = t.min(m, 0, { keepdim: true });
+    assertTensor(mn.values, [1, 3], [1, 2, 3]);
+    assertTensor(mn.indices, [1, 3], [0, 1, 0]);
+    assertTensor(t.norm(t.tensor([3, 4])), [], [5]);
+    assertTensor(t.norm(m, 1, 1), [2], [9, 12]);
+    assertTensor(t.logsumexp(t.tensor([[0, Math.log(3)]]), 1), [1], [Math.log(4)], 1e-6);
+    assertTensor(t.argmax(m, 1), [2], [1, 2]);
+    assertTensor(t.argmin(m, 1), [2], [0, 1]);
+    assertTensor(t.cumsum(t.tensor([1, 2, 3]), 0), [3], [1, 3, 6]);
+  }));
+
+Deno.test("topk and sort return values and indices", () =>
+  noLeak(() => {
+    const x = t.tensor([[3, 1, 4, 1, 5]]);
+    const top = t.topk(x, 2, 1);
+    assertTensor(top.values, [1, 2], [5, 4]);
+    assertTensor(top.indices, [1, 2], [4, 2]);
+    const low = t.topk(x, 2, 1, { largest: false });
+    assertTensor(low.values, [1, 2], [1, 1]);
+    const s = t.sort(x, 1);
+    assertTensor(s.values, [1, 5], [1, 1, 3, 4, 5]);
+    assertTensor(t.sort(x, 1, true).values, [1, 5], [5, 4, 3, 1, 1]);
+    assertTensor(t.gather(x, 1, s.indices), [1, 5], [1, 1, 3, 4, 5]);
+  }));
+
+Deno.test("matmul, bmm and linear against hand-computed products", () =>
+  noLeak(() => {
+    const a = t.tensor([[1, 2], [3, 4]]), b = t.tensor([[5, 6], [7, 8]]);
+    assertTensor(t.matmul(a, b), [2, 2], [19, 22, 43, 50]);
+    assertTensor(t.bmm(t.unsqueeze(a, 0), t.unsqueeze(b, 0)), [1, 2, 2], [19, 22, 43, 50]);
+    // linear: x W^T + b
+    assertTensor(t.linear(a, b, t.tensor([1, -1])), [2, 2], [18, 22, 40, 52]);
+    assertTensor(t.linear(a, b), [2, 2], [17, 23, 39, 53]);
+  }));
+
+Deno.test("conv2d with stride equal to the kernel acts as patch embedding", () =>
+  noLeak(() => {
+    const img = t.reshape(t.arange(0, 16, 1, { dtype: "f32" }), [1, 1, 4, 4]);
+    const w = t.ones([1, 1, 2, 2]);
+    const y = t.conv2d(img, w, t.tensor([0.5]), { stride: 2 });
+    // each 2x2 patch sum, plus the bias
+    assertTensor(y, [1, 1, 2, 2], [10.5, 18.5, 42.5, 50.5]);
+    const padded = t.conv2d(t.ones([1, 1, 2, 2]), w, undefined, { padding: 1 });
+    assertTensor(padded, [1, 1, 3, 3], [1, 2, 1, 2, 4, 2, 1, 2, 1]);
+  }));
+
+Deno.test("layer_norm and batch_norm normalise as PyTorch does", () =>
+  noLeak(() => {
+    const x = t.tensor([[1, 2, 3], [2, 4, 6]]);
+    const sd = (v: number[]) => Math.sqrt(v.reduce((s, a) => s + a * a, 0) / v.length);
+    const e1 = [-1, 0, 1].map((v) => v / Math.sqrt(sd([-1, 0, 1]) ** 2 + 1e-6));
+    const e2 = [-2, 0, 2].map((v) => v / Math.sqrt(sd([-2, 0, 2]) ** 2 + 1e-6));
+    assertTensor(t.layerNorm(x, [3], undefined, undefined, 1e-6), [2, 3], [...e1, ...e2], 1e-5);
+    const ln = t.layerNorm(x, [3], t.tensor([2, 2, 2]), t.tensor([1, 1, 1]), 1e-6);
+    assertClose(t.toArray(ln), [...e1, ...e2].map((v) => 2 * v + 1), 1e-5);
+    const mean = t.zeros([3]), vr = t.ones([3]);
+    const bn = t.batchNorm(x, { runningMean: mean, runningVar: vr, training: true, momentum: 0.5 });
+    // batch statistics per column: means (1.5, 3, 4.5), biased variances (0.25, 1, 2.25)
+    assertClose(t.toArray(bn.output), [-1, -1, -1, 1, 1, 1].map((v) => v / Math.sqrt(1 + 1e-5 / 1)), 1e-2);
+    assertTensor(bn.runningMean!, [3], [0.75, 1.5, 2.25]);
+    // running variance uses the unbiased estimate: 0.5 * 1 + 0.5 * (0.5, 2, 4.5)
+    assertTensor(bn.runningVar!, [3], [0.75, 1.5, 2.75]);
+    assertTensor(mean, [3], [0, 0, 0]); // the inputs are untouched
+    const evalOut = t.batchNorm(x, { runningMean: mean, runningVar: vr, training: false }).output;
+    assertClose(t.toArray(evalOut), [1, 2, 3, 2, 4, 6].map((v) => v / Math.sqrt(1 + 1e-5)), 1e-6);
+  }));
+
+Deno.test("gelu is exact (erf) by default, softmax and log_softmax normalise", () =>
+  noLeak(() => {
+    const xs = [-2, -0.5, 0, 1, 3];
+    const erf = t.toArray(t.erf(t.tensor(xs.map((v) => v / Math.SQRT2))));
+    assertClose(t.toArray(t.gelu(t.tensor(xs))), xs.map((v, i) => 0.5 * v * (1 + erf[i])), 1e-6);
+    const tanhApprox = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    assertClose(t.toArray(t.gelu(t.tensor(xs), "tanh")), xs.map(tanhApprox), 1e-6);
+    const z = [1, 2, 3];
+    const denom = z.reduce((s, v) => s + Math.exp(v), 0);
+    assertClose(t.toArray(t.softmax(t.tensor([z]), 1)), z.map((v) => Math.exp(v) / denom), 1e-6);
+    assertClose(t.toArray(t.logSoftmax(t.tensor([z]), -1)), z.map((v) => v - Math.log(denom)), 1e-6);
+  }));
+
+Deno.test("interpolate: nearest, bilinear, bicubic and antialiased shrinking", () =>
+  noLeak(() => {
+    const x = t.tensor([[[[1, 2], [3, 4]]]]);
+    assertTensor(t.interpolate(x, { size: [4, 4] }), [1, 1, 4, 4], [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
+    // bilinear, align_corners=false, 2 -> 4: source coords -0.25, 0.25, 0.75, 1.25 (clamped at the edges)
+    const row = [1, 1.25, 1.75, 2];
+    const bl = t.toArray(t.interpolate(x, { size: [4, 4], mode: "bilinear" }));
+    assertClose(bl.slice(0, 4), row, 1e-6);
+    assertClose(t.toArray(t.interpolate(x, { size: [3, 3], mode: "bilinear", alignCorners: true })), [
+      1,
+      1.5,
+      2,
+      2,
+      2.5,
+      3,
+      3,
+      3.5,
+      4,
+    ], 1e-6);
+    // bicubic keeps a constant image constant, and 1x1 -> 1x1 is the identity
+    assertClose(
+      t.toArray(t.interpolate(t.full([1, 1, 3, 3], 2), { size: [5, 5], mode: "bicubic" })),
+      Array(25).fill(2),
+      1e-5,
+    );
+    // a scale factor gives size floor(in * scale)
+    assert.deepEqual(t.interpolate(x, { scaleFactor: 1.6, mode: "bicubic" }).shape, [1, 1, 3, 3]);
+    // antialiased halving of a 4x4 checkerboard averages toward the mean
+    const board = t.tensor([[[[0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]]]]);
+    const plain = t.toArray(t.interpolate(board, { size: [2, 2], mode: "bilinear" }));
+    const aa = t.toArray(t.interpolate(board, { size: [2, 2], mode: "bilinear", antialias: true }));
+    assertClose(plain, [0.5, 0.5, 0.5, 0.5], 1e-6);
+    for (const v of aa) assert.ok(Math.abs(v - 0.5) < 0.2, `antialiased value ${v}`);
+    assert.throws(() => t.interpolate(t.ones([2, 2]), { size: [1, 1] }), /\[B, C, H, W\]/);
+  }));
+
+Deno.test("affine_grid with the identity map and grid_sample reproduce the image", () =>
+  noLeak(() => {
+    const img = t.reshape(t.arange(0, 9, 1, { dtype: "f32" }), [1, 1, 3, 3]);
+    const identity = t.tensor([[[1, 0, 0], [0, 1, 0]]]);
+    const grid = t.affineGrid(identity, [1, 1, 3, 3]);
+    assert.deepEqual(grid.shape, [1, 3, 3, 2]);
+    // align_corners=false: the pixel centres of a 3-wide image are at -2/3, 0, 2/3
+    assertClose(t.toArray(grid).slice(0, 6), [-2 / 3, -2 / 3, 0, -2 / 3, 2 / 3, -2 / 3], 1e-6);
+    assertTensor(t.gridSample(img, grid), [1, 1, 3, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], 1e-5);
+    // a horizontal mirror: x -> -x
+    const mirror = t.affineGrid(t.tensor([[[-1, 0, 0], [0, 1, 0]]]), [1, 1, 3, 3]);
+    assertTensor(t.gridSample(img, mirror, { mode: "nearest" }), [1, 1, 3, 3], [2, 1, 0, 5, 4, 3, 8, 7, 6]);
+    const bicubic = t.gridSample(img, grid, { mode: "bicubic", padding: "border" });
+    assertTensor(bicubic, [1, 1, 3, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], 1e-4);
+  }));
+
+Deno.test("pad in constant, reflect and replicate modes; one_hot", () =>
+  noLeak(() => {
+    const x = t.tensor([[[1, 2, 3]]]);
+    assertTensor(t.pad(x, [1, 2]), [1, 1, 6], [0, 1, 2, 3, 0, 0]);
+    assertTensor(t.pad(x, [1, 1], "constant", 9), [1, 1, 5], [9, 1, 2, 3, 9]);
+    assertTensor(t.pad(x, [2, 1], "reflect"), [1, 1, 6], [3, 2, 1, 2, 3, 2]);
+    assertTensor(t.pad(x, [1, 1], "replicate"), [1, 1, 5], [1, 1, 2, 3, 3]);
+    assertTensor(t.oneHot(t.tensor([2, 0], { dtype: "i64" }), 3), [2, 3], [0, 0, 1, 1, 0, 0]);
+  }));
+
+Deno.test("random ops are reproducible from a seed and match PyTorch's generator", () =>
+  noLeak(() => {
+    const g1 = new t.Generator(0), g2 = new t.Generator(0);
+    try {
+      const a = t.toArray(t.rand(g1, [5])), b = t.toArray(t.rand(g2, [5]));
+      assert.deepEqual(a, b);
+      assert.notDeepEqual(t.toArray(t.rand(g1, [5])), a, "the generator advances");
+      // torch.Generator().manual_seed(0); torch.rand(3, generator=g)
+      using g = new t.Generator(0);
+      assertClose(t.toArray(t.rand(g, [3])), [0.49625658988952637, 0.7682217955589294, 0.08847743272781372], 1e-7);
+    } finally {
+      g1.dispose();
+      g2.dispose();
+    }
+  }));
+
+Deno.test("random distributions have the right ranges and moments", () =>
+  noLeak(() => {
+    using g = new t.Generator(7);
+    const n = 20000;
+    const u = t.uniform(g, [n], 2, 3);
+    assert.ok(t.item(t.amin(u)) >= 2 && t.item(t.amax(u)) < 3);
+    assertClose([t.item(t.mean(u))], [2.5], 0.01);
+    const z = t.normal(g, [n], 1, 2);
+    assertClose([t.item(t.mean(z)), Math.sqrt(t.item(t.variance(z)))], [1, 2], 0.06);
+    const bits = t.bernoulli(g, 0.3, [n]);
+    assertClose([t.item(t.mean(bits))], [0.3], 0.015);
+    const probs = t.tensor([0, 1, 0, 1]);
+    assertTensor(t.bernoulli(g, probs), [4], [0, 1, 0, 1]);
+    const ri = t.randint(g, 3, 6, [n]);
+    assert.equal(ri.dtype, "i64");
+    assert.ok(t.item(t.amin(ri)) === 3 && t.item(t.amax(ri)) === 5);
+    const perm = t.toArray(t.randperm(g, 10));
+    assert.deepEqual([...perm].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const d = t.dropout(g, t.ones([n]), 0.25, true);
+    const kept = t.toArray(d).filter((v) => v !== 0);
+    assertClose([kept.length / n], [0.75], 0.015);
+    assertClose([kept[0]], [1 / 0.75], 1e-6);
+    assertTensor(t.dropout(g, t.ones([3]), 0.5, false), [3], [1, 1, 1]);
+    assert.throws(() => t.dropout(g, t.ones([3]), 1.5), /\[0, 1\]/);
+  }));
+
+Deno.test("a generator's state can be saved and restored", () =>
+  noLeak(() => {
+    using g = new t.Generator(123);
+    t.rand(g, [4]);
+    const state = t.keep(t.clone(g.state()));
+    try {
+      const expected = t.toArray(t.randn(g, [6]));
+      using g2 = t.Generator.fromState(state);
+      assert.deepEqual(t.toArray(t.randn(g2, [6])), expected);
+    } finally {
+      state.dispose();
+    }
+  }));
+
+Deno.test("runtime: version, threads and CUDA queries", () => {
+  assert.match(t.libtorchVersion(), /^\d+\.\d+/);
+  const n = t.getNumThreads();
+  t.setNumThreads(1);
+  assert.equal(t.getNumThreads(), 1);
+  t.setNumThreads(n);
+  assert.throws(() => t.setNumThreads(0), /positive integer/);
+  assert.equal(typeof t.cudaAvailable(), "boolean");
+  t.cudaSynchronize();
+});
+
+Deno.test("device moves: to CUDA and back when present, a clear error when not", () =>
+  noLeak(() => {
+    const x = t.tensor([1, 2, 3]);
+    if (t.cudaAvailable()) {
+      const y = t.toDevice(x, "cuda");
+      assert.equal(y.device, "cuda:0");
+      assertTensor(t.mul(y, 2), [3], [2, 4, 6]);
+      assertTensor(t.toDevice(y, "cpu"), [3], [1, 2, 3]);
+      const ones = t.ones([2], { device: "cuda" });
+      assert.equal(ones.device, "cuda:0");
+      using g = new t.Generator(0);
+      const cpu = t.toArray(t.rand(g, [3]));
+      using g2 = new t.Generator(0);
+      assert.deepEqual(t.toArray(t.rand(g2, [3], { device: "cuda" })), cpu, "same seed, same numbers on any device");
+    } else {
+      assert.throws(() => t.toDevice(x, "cuda"), (e: Error) => e instanceof t.TorchError && /CUDA/i.test(e.message));
+    }
+    assert.throws(() => t.toDevice(x, "tpu" as t.Device), /unknown device/);
+  }));
