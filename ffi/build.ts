@@ -5,7 +5,8 @@
  * 1. `LIBTORCH`: a libtorch folder with `include/` and `lib/`;
  * 2. a Python that imports torch (`DINO_PYTHON`, else `python3`, then
  *    `/usr/bin/python3`): this is how a CUDA build of PyTorch gives CUDA;
- * 3. the system install (Debian's `libtorch-dev`).
+ * 3. the system install (Debian's `libtorch-dev`), under the prefixes in
+ *    `DINO_SYSTEM_PREFIXES` (default `/usr:/usr/local`).
  *
  * The shim is compiled once per (shim source, libtorch version, location, C++
  * ABI, CUDA) into `$DINO_CACHE_DIR` (default `~/.cache/dino-deno`) and reused.
@@ -112,10 +113,12 @@ function fromPython(exe: string): Libtorch | string {
 
 function fromSystem(): Libtorch | string {
   const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
-  for (const lib of [`/usr/lib/${arch}-linux-gnu`, "/usr/lib", "/usr/local/lib", "/usr/lib64"]) {
-    if (!exists(join(lib, "libtorch_cpu.so"))) continue;
-    for (const include of ["/usr/include", "/usr/local/include"]) {
-      if (!exists(join(include, "ATen/ATen.h"))) continue;
+  const prefixes = (Deno.env.get("DINO_SYSTEM_PREFIXES") ?? "/usr:/usr/local").split(":").filter(Boolean);
+  for (const prefix of prefixes) {
+    const include = join(prefix, "include");
+    if (!exists(join(include, "ATen/ATen.h"))) continue;
+    for (const lib of [join(prefix, `lib/${arch}-linux-gnu`), join(prefix, "lib"), join(prefix, "lib64")]) {
+      if (!exists(join(lib, "libtorch_cpu.so"))) continue;
       return {
         source: "system",
         version: versionFromHeaders(include) ?? "unknown",
@@ -126,7 +129,7 @@ function fromSystem(): Libtorch | string {
       };
     }
   }
-  return "system: no libtorch_cpu.so with ATen headers under /usr or /usr/local";
+  return `system: no ATen headers with libtorch_cpu.so under ${prefixes.join(", ")}`;
 }
 
 const INSTALL_HINT = [

@@ -51,6 +51,7 @@ export function messageOf(c: Context): string {
 export class TorchError extends Error {
   /** The failing op's name. */
   readonly op: string;
+  /** An error of `op` with libtorch's `message`. */
   constructor(op: string, message: string) {
     super(`${op}: ${message}`);
     this.name = "TorchError";

@@ -18,8 +18,10 @@
 import { ctx, meta, native, TorchError } from "./lib.ts";
 import { messageOf } from "./lib.ts";
 
+/** An element type name. */
+export type DType = "u8" | "i8" | "i16" | "i32" | "i64" | "f16" | "f32" | "f64" | "bool" | "bf16";
 /** Element types, with the codes of `c10::ScalarType`. */
-export const DTYPE_CODES = {
+export const DTYPE_CODES: Readonly<Record<DType, number>> = {
   u8: 0,
   i8: 1,
   i16: 2,
@@ -30,9 +32,7 @@ export const DTYPE_CODES = {
   f64: 7,
   bool: 11,
   bf16: 15,
-} as const;
-/** An element type name. */
-export type DType = keyof typeof DTYPE_CODES;
+};
 const DTYPE_NAMES: DType[] = [];
 for (const [name, code] of Object.entries(DTYPE_CODES)) DTYPE_NAMES[code] = name as DType;
 

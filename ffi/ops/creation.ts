@@ -9,7 +9,9 @@ import { ints } from "./args.ts";
 
 /** Where and of what type a new tensor is. Defaults: f32 on the CPU. */
 export interface TensorOptions {
+  /** The element type (default f32, i64 for arange and randint). */
   dtype?: DType;
+  /** The device (default "cpu"). */
   device?: Device;
 }
 
@@ -24,7 +26,8 @@ export type TypedArray =
   | Uint16Array
   | BigInt64Array;
 
-type Nested = number | boolean | readonly Nested[];
+/** Numbers (or booleans) nested in arrays, one level per dimension. */
+export type Nested = number | boolean | readonly Nested[];
 
 const ARRAY_TYPES = {
   u8: Uint8Array,

@@ -31,9 +31,13 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
 
 /** Options of {@linkcode conv2d}. */
 export interface Conv2dOptions {
+  /** Step of the kernel, per axis or both (default 1). */
   stride?: number | [number, number];
+  /** Zero padding on each side, per axis or both (default 0). */
   padding?: number | [number, number];
+  /** Spacing of the kernel taps (default 1). */
   dilation?: number | [number, number];
+  /** Channel groups (default 1). */
   groups?: number;
 }
 const pair = (v: number | [number, number] | undefined, d: number): number[] =>
@@ -64,12 +68,19 @@ export function layerNorm(
 
 /** Inputs of {@linkcode batchNorm} besides x. */
 export interface BatchNormOptions {
+  /** Per-channel scale. */
   weight?: Tensor;
+  /** Per-channel shift. */
   bias?: Tensor;
+  /** Running mean; an updated copy is returned in training. */
   runningMean?: Tensor;
+  /** Running variance; an updated copy is returned in training. */
   runningVar?: Tensor;
+  /** Use batch statistics (and update the running ones) rather than the running ones. */
   training: boolean;
+  /** Weight of the new batch in the running statistics (default 0.1). */
   momentum?: number;
+  /** Added to the variance (default 1e-5). */
   eps?: number;
 }
 /**
@@ -118,12 +129,18 @@ export function logSoftmax(x: Tensor, dim: number): Tensor {
   return wrap(native.log_softmax(ctx, x.ptr, dim), "logSoftmax");
 }
 
-const INTERPOLATION = { nearest: 0, bilinear: 1, bicubic: 2 } as const;
+/** An interpolation mode of {@linkcode interpolate}. */
+export type InterpolationMode = "nearest" | "bilinear" | "bicubic";
+const INTERPOLATION: Record<InterpolationMode, number> = { nearest: 0, bilinear: 1, bicubic: 2 };
 /** Options of {@linkcode interpolate}: a target `size`, or `scaleFactor` (as PyTorch, size = floor(in * scale)). */
 export interface InterpolateOptions {
+  /** Output [H, W]. */
   size?: [number, number];
+  /** Scale of H and W, used both for the size and by the kernel. */
   scaleFactor?: number | [number, number];
-  mode?: keyof typeof INTERPOLATION;
+  /** Interpolation (default nearest). */
+  mode?: InterpolationMode;
+  /** Map corner pixels' centres onto each other (bilinear and bicubic). */
   alignCorners?: boolean;
   /** Low-pass filter when shrinking (bilinear and bicubic), as torchvision's antialias=True. */
   antialias?: boolean;
@@ -161,20 +178,33 @@ export function interpolate(x: Tensor, o: InterpolateOptions): Tensor {
 export function affineGrid(theta: Tensor, size: readonly number[], alignCorners = false): Tensor {
   return wrap(native.affine_grid(ctx, theta.ptr, ints(size), size.length, alignCorners), "affineGrid");
 }
-const GRID_MODE = { bilinear: 0, nearest: 1, bicubic: 2 } as const;
-const GRID_PADDING = { zeros: 0, border: 1, reflection: 2 } as const;
+const GRID_MODE: Record<InterpolationMode, number> = { bilinear: 0, nearest: 1, bicubic: 2 };
+/** What {@linkcode gridSample} reads outside the image. */
+export type GridPadding = "zeros" | "border" | "reflection";
+const GRID_PADDING: Record<GridPadding, number> = { zeros: 0, border: 1, reflection: 2 };
+/** Options of {@linkcode gridSample}. */
+export interface GridSampleOptions {
+  /** Interpolation (default bilinear). */
+  mode?: InterpolationMode;
+  /** What lies outside the image (default zeros). */
+  padding?: GridPadding;
+  /** Whether -1 and 1 are the corner pixels' centres (default false: their outer edges). */
+  alignCorners?: boolean;
+}
 /** Samples `x` [B, C, H, W] at `grid` [B, h, w, 2] in [-1, 1] coordinates, as `F.grid_sample`. @example `gridSample(img, grid, { mode: "bicubic" })` */
 export function gridSample(
   x: Tensor,
   grid: Tensor,
-  o: { mode?: keyof typeof GRID_MODE; padding?: keyof typeof GRID_PADDING; alignCorners?: boolean } = {},
+  o: GridSampleOptions = {},
 ): Tensor {
   const mode = GRID_MODE[o.mode ?? "bilinear"], padding = GRID_PADDING[o.padding ?? "zeros"];
   return wrap(native.grid_sample(ctx, x.ptr, grid.ptr, mode, padding, o.alignCorners ?? false), "gridSample");
 }
-const PAD_MODE = { constant: 0, reflect: 1, replicate: 2, circular: 3 } as const;
+/** A padding mode of {@linkcode pad}. */
+export type PadMode = "constant" | "reflect" | "replicate" | "circular";
+const PAD_MODE: Record<PadMode, number> = { constant: 0, reflect: 1, replicate: 2, circular: 3 };
 /** Pads the last dims; `pads` lists (before, after) pairs from the last dim backwards, as `F.pad`. @example `pad(x, [1, 1, 1, 1], "reflect")` */
-export function pad(x: Tensor, pads: readonly number[], mode: keyof typeof PAD_MODE = "constant", value = 0): Tensor {
+export function pad(x: Tensor, pads: readonly number[], mode: PadMode = "constant", value = 0): Tensor {
   return wrap(native.pad(ctx, x.ptr, ints(pads), pads.length, PAD_MODE[mode], value), "pad");
 }
 /** One-hot encoding of i64 class indices. @example `oneHot(labels, 10)` */

@@ -1,0 +1,90 @@
+/**
+ * Installs what the project needs from Debian's packages when it is missing:
+ * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
+ * `--data`). As root it runs apt-get; otherwise it prints the exact command
+ * and exits 1. Then it builds the native shim (cached).
+ *
+ * @example
+ * ```sh
+ * deno run -A scripts/setup.ts --data
+ * ```
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { buildShim, findLibtorch } from "../ffi/build.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { data: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false } },
+});
+if (values.help) {
+  console.log("usage: deno run -A scripts/setup.ts [--data]\n  --data  also install Fashion-MNIST");
+  Deno.exit(0);
+}
+
+function ok(cmd: string, args: string[]): boolean {
+  try {
+    return new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+function installed(pkg: string): boolean {
+  try {
+    const r = new Deno.Command("dpkg-query", { args: ["-W", "-f=${Status}", pkg], stdout: "piped", stderr: "null" })
+      .outputSync();
+    return new TextDecoder().decode(r.stdout).includes("install ok installed");
+  } catch {
+    return false;
+  }
+}
+const exists = (p: string) => {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+let libtorchOk = true;
+try {
+  findLibtorch();
+} catch {
+  libtorchOk = false;
+}
+const hasDpkg = ok("dpkg-query", ["--version"]);
+const missing: string[] = [];
+if (!libtorchOk) missing.push("libtorch-dev");
+if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !installed("libopenblas0-pthread")) {
+  missing.push("libopenblas0-pthread");
+}
+if (!exists("/usr/include/stb/stb_image.h")) missing.push("libstb-dev");
+if (![Deno.env.get("CXX"), "c++", "g++", "clang++"].some((c) => c && ok(c, ["--version"]))) missing.push("g++");
+if (values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+  missing.push("dataset-fashion-mnist");
+}
+
+if (missing.length > 0) {
+  const cmd = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
+  const isRoot = Deno.uid?.() === 0;
+  if (!hasDpkg || !ok("apt-get", ["--version"])) {
+    console.error(`Missing: ${missing.join(", ")}. Install them with your package manager, or see README.md.`);
+    Deno.exit(1);
+  }
+  if (!isRoot) {
+    console.error(`Missing packages: ${missing.join(", ")}.\nRun:\n  sudo apt-get update && sudo ${cmd}`);
+    Deno.exit(1);
+  }
+  console.error(`setup: installing ${missing.join(", ")} with apt-get`);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  const run = (args: string[]) =>
+    new Deno.Command("apt-get", { args, env, stdout: "inherit", stderr: "inherit" }).outputSync().success;
+  if (!run(["update", "-qq"]) || !run(["install", "-y", "-qq", "--no-install-recommends", ...missing])) {
+    console.error(`setup: apt-get failed; run it yourself:\n  apt-get update && ${cmd}`);
+    Deno.exit(1);
+  }
+}
+
+const shim = await buildShim();
+if (Deno.env.get("DINO_VERBOSE")) console.error(`setup: shim ${shim}`);
