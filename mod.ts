@@ -17,13 +17,4 @@
  * ```
  * @module
  */
-export { type Device, dispose, type DType, keep, liveTensors, Tensor, tensorsIn, tidy } from "./ffi/tensor.ts";
-export { TorchError } from "./ffi/lib.ts";
-export { findLibtorch, type Libtorch } from "./ffi/build.ts";
-export * from "./ffi/runtime.ts";
-export * from "./ffi/ops/creation.ts";
-export * from "./ffi/ops/math.ts";
-export * from "./ffi/ops/shape.ts";
-export * from "./ffi/ops/nn.ts";
-export * from "./ffi/ops/random.ts";
-export * from "./ffi/ops/autograd.ts";
+export * from "./ffi/mod.ts";

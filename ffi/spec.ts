@@ -120,6 +120,8 @@ export const symbols = {
   le_scalar: tensor(T, F),
   gt_scalar: tensor(T, F),
   ge_scalar: tensor(T, F),
+  addcmul: tensor(T, T, T, F),
+  addcdiv: tensor(T, T, T, F),
   rsub_scalar: tensor(T, F, F),
   neg: tensor(T),
   abs: tensor(T),
@@ -175,6 +177,7 @@ export const symbols = {
   grid_sample: tensor(T, T, I, I, B),
   pad: tensor(T, ...INTS, I, F),
   one_hot: tensor(T, I),
+  weight_norm: tensor(T, T, I),
   // autograd
   requires_grad: tensor(T, B),
   detach: tensor(T),

@@ -136,6 +136,9 @@ static at::Tensor sum(const at::Tensor& a, std::vector<int64_t> dims, bool keep)
 static at::Tensor mean(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
   return dims.empty() ? at::mean(a) : at::mean(a, dims, keep);
 }
+static at::Tensor norm(const at::Tensor& a, double p, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::norm(a, p) : at::norm(a, p, dims, keep);
+}
 static at::Tensor interpolate(const at::Tensor& x, std::vector<int64_t> size, int64_t mode, bool align_corners,
                               bool antialias, double scale_h, double scale_w) {
   const auto sh = maybe(scale_h), sw = maybe(scale_w);
@@ -188,23 +191,23 @@ static double version(Ctx* c) {
 }
 
 // ---- the entry-point macros ------------------------------------------------
-#define ARGS(...) (Ctx * c, ##__VA_ARGS__)
+#define ARGS(...) (Ctx * ctx_, ##__VA_ARGS__)
 #define CATCH(ret)                                                   \
   catch (const c10::Error& e) {                                      \
-    fail(c, e.what_without_backtrace());                             \
+    fail(ctx_, e.what_without_backtrace());                             \
   }                                                                  \
   catch (const std::exception& e) {                                  \
-    fail(c, e.what());                                               \
+    fail(ctx_, e.what());                                               \
   }                                                                  \
   catch (...) {                                                      \
-    fail(c, "unknown C++ exception");                                \
+    fail(ctx_, "unknown C++ exception");                                \
   }                                                                  \
   return ret;
 // An op returning one tensor: the handle, or null with the message in c.
 #define TENSOR(name, params, expr)                                   \
   extern "C" T dn_##name ARGS params {                               \
     try {                                                            \
-      return wrap(c, expr);                                          \
+      return wrap(ctx_, expr);                                          \
     }                                                                \
     CATCH(nullptr)                                                   \
   }
@@ -212,7 +215,7 @@ static double version(Ctx* c) {
 #define LIST(name, params, expr)                                     \
   extern "C" L dn_##name ARGS params {                               \
     try {                                                            \
-      return wrap_list(c, expr);                                     \
+      return wrap_list(ctx_, expr);                                     \
     }                                                                \
     CATCH(nullptr)                                                   \
   }
@@ -220,7 +223,7 @@ static double version(Ctx* c) {
 #define SCALAR(name, params, expr)                                   \
   extern "C" double dn_##name ARGS params {                          \
     try {                                                            \
-      c->status = 0;                                                 \
+      ctx_->status = 0;                                                 \
       return static_cast<double>(expr);                              \
     }                                                                \
     CATCH(NAN)                                                       \
@@ -245,7 +248,7 @@ extern "C" double dn_live_tensors() { return static_cast<double>(live_tensors.lo
 
 TENSOR(list_take, (L l, int i), l->at(i))
 TENSOR(alias, (T a), *a)
-SCALAR(describe, (T a), (describe(c, *a), 0))
+SCALAR(describe, (T a), (describe(ctx_, *a), 0))
 
 // ---- data in and out ---------------------------------------------------------
 TENSOR(from_data, (const void* data, int64_t nbytes, int dtype, INTS(shape)), from_data(data, nbytes, dtype, IV(shape)))
@@ -343,6 +346,8 @@ BINARY_SCALAR(lt_scalar, lt)
 BINARY_SCALAR(le_scalar, le)
 BINARY_SCALAR(gt_scalar, gt)
 BINARY_SCALAR(ge_scalar, ge)
+TENSOR(addcmul, (T a, T b, T c, double value), at::addcmul(*a, *b, *c, value))
+TENSOR(addcdiv, (T a, T b, T c, double value), at::addcdiv(*a, *b, *c, value))
 TENSOR(rsub_scalar, (T a, double s, double alpha), at::rsub(*a, s, alpha))
 UNARY(neg)
 UNARY(abs)
@@ -375,7 +380,7 @@ TENSOR(amax, (T a, INTS(dims), bool keep), at::amax(*a, IV(dims), keep))
 TENSOR(amin, (T a, INTS(dims), bool keep), at::amin(*a, IV(dims), keep))
 LIST(max_dim, (T a, int dim, bool keep), at::max(*a, dim, keep))
 LIST(min_dim, (T a, int dim, bool keep), at::min(*a, dim, keep))
-TENSOR(norm, (T a, double p, INTS(dims), bool keep), at::norm(*a, p, IV(dims), keep))
+TENSOR(norm, (T a, double p, INTS(dims), bool keep), norm(*a, p, IV(dims), keep))
 TENSOR(logsumexp, (T a, INTS(dims), bool keep), at::logsumexp(*a, IV(dims), keep))
 TENSOR(argmax, (T a, int dim, bool keep), at::argmax(*a, dim, keep))
 TENSOR(argmin, (T a, int dim, bool keep), at::argmin(*a, dim, keep))
@@ -400,6 +405,7 @@ TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_g
 TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, mode, padding, align_corners))
 TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
 TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
+TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
 
 // ---- autograd -------------------------------------------------------------------------
 TENSOR(requires_grad, (T a, bool flag), leaf(*a, flag))
@@ -413,4 +419,4 @@ SCALAR(get_num_threads, (), at::get_num_threads())
 SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
 SCALAR(cuda_device_count, (), at::globalContext().hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0)
 SCALAR(cuda_synchronize, (), synchronize())
-SCALAR(version, (), version(c))
+SCALAR(version, (), version(ctx_))

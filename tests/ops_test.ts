@@ -342,6 +342,12 @@ Deno.test("affine_grid with the identity map and grid_sample reproduce the image
     assertTensor(bicubic, [1, 1, 3, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], 1e-4);
   }));
 
+Deno.test("weightNorm scales each row of v to norm g", () =>
+  noLeak(() => {
+    const v = t.tensor([[3, 4], [0, 2]]), g = t.tensor([[2], [0.5]]);
+    assertTensor(t.weightNorm(v, g, 0), [2, 2], [1.2, 1.6, 0, 0.5], 1e-6);
+  }));
+
 Deno.test("pad in constant, reflect and replicate modes; one_hot", () =>
   noLeak(() => {
     const x = t.tensor([[[1, 2, 3]]]);
@@ -437,4 +443,18 @@ Deno.test("device moves: to CUDA and back when present, a clear error when not",
       assert.throws(() => t.toDevice(x, "cuda"), (e: Error) => e instanceof t.TorchError && /CUDA/i.test(e.message));
     }
     assert.throws(() => t.toDevice(x, "tpu" as t.Device), /unknown device/);
+  }));
+
+Deno.test("addcmul and addcdiv fuse a product or quotient into an add", () =>
+  noLeak(() => {
+    const a = t.tensor([1, 1]), b = t.tensor([2, 3]), c = t.tensor([4, 6]);
+    assertTensor(t.addcmul(a, b, c, 0.5), [2], [5, 10]);
+    assertTensor(t.addcdiv(a, b, c, -2), [2], [0, 0]);
+  }));
+
+Deno.test("fromBytes reads raw little-endian bytes of any dtype", () =>
+  noLeak(() => {
+    const bytes = new Uint8Array(new Float64Array([1.5, -2]).buffer);
+    assertTensor(t.fromBytes(bytes, "f64", [2, 1]), [2, 1], [1.5, -2]);
+    assert.throws(() => t.fromBytes(bytes, "f32", [3]), /bytes but shape and dtype need/);
   }));

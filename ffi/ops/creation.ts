@@ -105,7 +105,16 @@ export function tensor(
   return fromBytes(array, dtype, shape, options.device);
 }
 
-function fromBytes(data: TypedArray, dtype: DType, shape: readonly number[], device: Device | undefined): Tensor {
+/**
+ * A tensor holding a copy of raw little-endian bytes, read as `dtype` with `shape`.
+ *
+ * @example
+ * ```ts
+ * import { fromBytes } from "./mod.ts";
+ * using t = fromBytes(new Uint8Array(new Float32Array([1, 2]).buffer), "f32", [2]);
+ * ```
+ */
+export function fromBytes(data: TypedArray, dtype: DType, shape: readonly number[], device?: Device): Tensor {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const t = wrap(
     native.from_data(ctx, bytes, BigInt(bytes.byteLength), DTYPE_CODES[dtype], ints(shape), shape.length),

@@ -70,6 +70,14 @@ export function sub(a: Tensor | number, b: Tensor | number, alpha = 1): Tensor {
     ? wrap(native.add_scalar(ctx, a.ptr, -alpha * b), "sub")
     : wrap(native.sub(ctx, a.ptr, b.ptr, alpha), "sub");
 }
+/** `a + value * b * c`, as `torch.addcmul` (one rounding fewer than composing). @example `addcmul(v, g, g, 0.001)` */
+export function addcmul(a: Tensor, b: Tensor, c: Tensor, value = 1): Tensor {
+  return wrap(native.addcmul(ctx, a.ptr, b.ptr, c.ptr, value), "addcmul");
+}
+/** `a + value * b / c`, as `torch.addcdiv`. @example `addcdiv(p, m, denom, -stepSize)` */
+export function addcdiv(a: Tensor, b: Tensor, c: Tensor, value = 1): Tensor {
+  return wrap(native.addcdiv(ctx, a.ptr, b.ptr, c.ptr, value), "addcdiv");
+}
 /** `a * b`, broadcasting. @example `mul(x, y)`, `mul(x, 0.5)` */
 export const mul: Binary = binary("mul", "mul");
 /** `a / b` (true division), broadcasting. @example `div(x, y)`, `div(x, 2)` */

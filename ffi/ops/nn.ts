@@ -207,6 +207,21 @@ const PAD_MODE: Record<PadMode, number> = { constant: 0, reflect: 1, replicate: 
 export function pad(x: Tensor, pads: readonly number[], mode: PadMode = "constant", value = 0): Tensor {
   return wrap(native.pad(ctx, x.ptr, ints(pads), pads.length, PAD_MODE[mode], value), "pad");
 }
+/**
+ * The weight-normalised weight g * v / ||v||, the norm taken over every dim but `dim`, as `torch._weight_norm`
+ * (the fused kernel PyTorch's `nn.utils.weight_norm` uses).
+ *
+ * @example
+ * ```ts
+ * import { ones, weightNorm } from "./mod.ts";
+ * using v = ones([4, 2]);
+ * using g = ones([4, 1]);
+ * using w = weightNorm(v, g, 0); // rows of norm 1
+ * ```
+ */
+export function weightNorm(v: Tensor, g: Tensor, dim = 0): Tensor {
+  return wrap(native.weight_norm(ctx, v.ptr, g.ptr, dim), "weightNorm");
+}
 /** One-hot encoding of i64 class indices. @example `oneHot(labels, 10)` */
 export function oneHot(x: Tensor, numClasses = -1): Tensor {
   return wrap(native.one_hot(ctx, x.ptr, numClasses), "oneHot");

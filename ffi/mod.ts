@@ -1,0 +1,15 @@
+/**
+ * The FFI layer in one import: tensor handles, ownership scopes and typed ops.
+ *
+ * @module
+ */
+export { type Device, dispose, type DType, keep, liveTensors, Tensor, tensorsIn, tidy } from "./tensor.ts";
+export { TorchError } from "./lib.ts";
+export { findLibtorch, type Libtorch } from "./build.ts";
+export * from "./runtime.ts";
+export * from "./ops/creation.ts";
+export * from "./ops/math.ts";
+export * from "./ops/shape.ts";
+export * from "./ops/nn.ts";
+export * from "./ops/random.ts";
+export * from "./ops/autograd.ts";

@@ -1,0 +1,145 @@
+/**
+ * The DINO loss, as the official `DINOLoss`, as a pure function: the new
+ * center is returned, not stored. Also the paper's ablations: MSE instead of
+ * cross-entropy, no centering, and Sinkhorn-Knopp instead of centering.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy, zeros } from "../mod.ts";
+ * import { dinoLoss } from "./loss.ts";
+ * using g = new Generator(0);
+ * const K = 64, B = 4;
+ * const r = tidy(() =>
+ *   dinoLoss(randn(g, [4 * B, K]), randn(g, [2 * B, K]), zeros([1, K]), { ncrops: 4, teacherTemp: 0.04 })
+ * );
+ * dispose(r);
+ * ```
+ * @module
+ */
+import {
+  add,
+  chunk,
+  detach,
+  div,
+  exp,
+  log,
+  logSoftmax,
+  mean,
+  mul,
+  neg,
+  noGrad,
+  pow,
+  softmax,
+  sub,
+  sum,
+  type Tensor,
+  transpose,
+} from "../ffi/mod.ts";
+
+/** How the teacher's targets are made. */
+export type Centering = "center" | "none" | "sinkhorn";
+
+/** Options of {@linkcode dinoLoss}. */
+export interface LossOptions {
+  /** Crops per image: 2 global + the locals. */
+  ncrops: number;
+  /** The teacher temperature for this epoch. */
+  teacherTemp: number;
+  /** The student temperature (0.1). */
+  studentTemp?: number;
+  /** The center's momentum (0.9). */
+  centerMomentum?: number;
+  /** Cross-entropy (the paper) or MSE between the two distributions (an ablation). */
+  criterion?: "ce" | "mse";
+  /** Centering (the paper), none, or Sinkhorn-Knopp (ablations). */
+  centering?: Centering;
+  /** Sinkhorn-Knopp iterations (3). */
+  sinkhornIterations?: number;
+}
+
+/** The teacher's target distributions: softmax((t - center) / tau), or Sinkhorn-Knopp. */
+export function teacherTargets(teacherOut: Tensor, center: Tensor, o: LossOptions): Tensor {
+  const centering = o.centering ?? "center";
+  if (centering === "sinkhorn") return sinkhornKnopp(teacherOut, o.teacherTemp, o.sinkhornIterations ?? 3);
+  const centered = centering === "center" ? sub(teacherOut, center) : teacherOut;
+  return detach(softmax(div(centered, o.teacherTemp), -1)); // [2B, K]
+}
+
+/** Sinkhorn-Knopp normalisation of exp(t / tau), as used for the paper's ablation (and DINOv2): rows sum to 1. */
+export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: number): Tensor {
+  return noGrad(() => {
+    let q = transpose(exp(div(teacherOut, temp)), 0, 1); // [K, B]
+    const [K, B] = q.shape;
+    q = div(q, sum(q));
+    for (let i = 0; i < iterations; i++) {
+      q = div(div(q, sum(q, 1, { keepdim: true })), K);
+      q = div(div(q, sum(q, 0, { keepdim: true })), B);
+    }
+    return transpose(mul(q, B), 0, 1); // [B, K]
+  });
+}
+
+/**
+ * The loss over every (teacher global crop i, student crop v != i) pair,
+ * averaged over pairs, and the updated center
+ * (0.9 center + 0.1 mean of the raw teacher outputs).
+ *
+ * `studentOut` is [ncrops * B, K] in crop order; `teacherOut` is [2B, K].
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy, zeros } from "../mod.ts";
+ * import { dinoLoss } from "./loss.ts";
+ * using g = new Generator(0);
+ * const r = tidy(() => dinoLoss(randn(g, [4, 8]), randn(g, [4, 8]), zeros([1, 8]), { ncrops: 2, teacherTemp: 0.04 }));
+ * dispose(r);
+ * ```
+ */
+export function dinoLoss(
+  studentOut: Tensor,
+  teacherOut: Tensor,
+  center: Tensor,
+  o: LossOptions,
+): { loss: Tensor; center: Tensor } {
+  const studentTemp = o.studentTemp ?? 0.1;
+  const criterion = o.criterion ?? "ce";
+  if (studentOut.shape[0] % o.ncrops !== 0) {
+    throw new Error(`student output has ${studentOut.shape[0]} rows, not a multiple of ${o.ncrops} crops`);
+  }
+  const student = chunk(div(studentOut, studentTemp), o.ncrops); // ncrops x [B, K]
+  const targets = chunk(teacherTargets(teacherOut, center, o), 2); // 2 x [B, K]
+  let total: Tensor | undefined;
+  let terms = 0;
+  targets.forEach((q, iq) => {
+    student.forEach((s, v) => {
+      if (v === iq) return;
+      const perSample = criterion === "ce"
+        ? sum(mul(neg(q), logSoftmax(s, -1)), -1) // [B]
+        : sum(pow(sub(q, softmax(s, -1)), 2), -1);
+      const term = mean(perSample);
+      total = total === undefined ? term : add(total, term);
+      terms++;
+    });
+  });
+  const loss = div(total!, terms);
+  return { loss, center: updateCenter(center, teacherOut, o) };
+}
+
+/** center * m + mean(teacher outputs) * (1 - m); unchanged (a copy) without centering. */
+export function updateCenter(
+  center: Tensor,
+  teacherOut: Tensor,
+  o: Pick<LossOptions, "centerMomentum" | "centering">,
+): Tensor {
+  return noGrad(() => {
+    if ((o.centering ?? "center") !== "center") return add(center, 0);
+    const m = o.centerMomentum ?? 0.9;
+    const batchCenter = div(sum(teacherOut, 0, { keepdim: true }), teacherOut.shape[0]); // [1, K]
+    return add(mul(center, m), mul(batchCenter, 1 - m));
+  });
+}
+
+/** Mean entropy (nats) of the rows of a probability matrix, for monitoring collapse. */
+export function meanEntropy(probs: Tensor): Tensor {
+  return noGrad(() => mean(neg(sum(mul(probs, log(add(probs, 1e-12))), -1))));
+}

@@ -1,0 +1,120 @@
+/**
+ * The DINO network: a ViT backbone and a DINO head, as the official
+ * `MultiCropWrapper(backbone, head)`. Crops of one resolution go through the
+ * backbone as one batch; the head runs once on all of them.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
+ * using g = new Generator(0);
+ * const cfg = dinoConfig({ arch: "vit_tiny", patchSize: 4, imgSize: 28, inChans: 1, depth: 2, outDim: 256 });
+ * const model = initDino(cfg, g);
+ * const out = tidy(() =>
+ *   multiCropForward(model, cfg, [randn(g, [2, 1, 28, 28]), randn(g, [2, 1, 28, 28]), randn(g, [2, 1, 12, 12])]).output
+ * ); // [6, 256]
+ * dispose([model, out]);
+ * ```
+ * @module
+ */
+import { cat, type Generator, type Tensor } from "../ffi/mod.ts";
+import { type HeadConfig, headConfig, headForward, type HeadParams, initHead } from "./head.ts";
+import { type Arch, initViT, type ViTConfig, vitConfig, vitForward, type ViTParams } from "./vit.ts";
+
+/** A backbone and its head, keyed as the official MultiCropWrapper (`backbone.*`, `head.*`). */
+export interface DinoParams {
+  backbone: ViTParams;
+  head: HeadParams;
+}
+
+/** The shape of a DINO network. */
+export interface DinoConfig {
+  /** The named architecture the backbone follows. */
+  arch: Arch;
+  vit: ViTConfig;
+  head: HeadConfig;
+}
+
+/** Options of {@linkcode dinoConfig}: an arch with ViT and head overrides. */
+export type DinoConfigOptions =
+  & { arch?: Arch }
+  & Partial<ViTConfig>
+  & Partial<Omit<HeadConfig, "inDim">>;
+
+/**
+ * A network configuration: the arch's defaults with overrides for the ViT
+ * (`patchSize`, `imgSize`, `depth`...) and the head (`outDim`, `hiddenDim`...).
+ *
+ * @example
+ * ```ts
+ * import { dinoConfig } from "./model.ts";
+ * const cfg = dinoConfig({ arch: "vit_small", outDim: 65536 });
+ * ```
+ */
+export function dinoConfig(o: DinoConfigOptions = {}): DinoConfig {
+  const arch = o.arch ?? "vit_small";
+  const { outDim, hiddenDim, bottleneckDim, nlayers, useBn, normLastLayer, ...vitOptions } = o;
+  delete (vitOptions as { arch?: Arch }).arch;
+  const vit = vitConfig(arch, vitOptions);
+  const headOptions = Object.fromEntries(
+    Object.entries({ hiddenDim, bottleneckDim, nlayers, useBn, normLastLayer }).filter(([, v]) => v !== undefined),
+  );
+  return { arch, vit, head: headConfig(vit.embedDim, outDim ?? 65536, headOptions) };
+}
+
+/**
+ * Fresh parameters for `cfg`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose } from "../mod.ts";
+ * import { dinoConfig, initDino } from "./model.ts";
+ * using g = new Generator(0);
+ * dispose(initDino(dinoConfig({ arch: "vit_tiny", outDim: 512 }), g));
+ * ```
+ */
+export function initDino(cfg: DinoConfig, g: Generator): DinoParams {
+  return { backbone: initViT(cfg.vit, g), head: initHead(cfg.head, g) };
+}
+
+/** Options of {@linkcode multiCropForward}. */
+export interface MultiCropOptions {
+  /** Stochastic depth (student only): a generator, with the config's drop-path rate. */
+  dropPath?: Generator;
+  /** Batch-norm mode of the head (true: batch statistics). */
+  training?: boolean;
+}
+
+/**
+ * The head's output for every crop, in crop order: [sum of crop batches, K].
+ * Consecutive crops of equal size share one backbone pass.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
+ * using g = new Generator(0);
+ * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 32, patchSize: 8, depth: 1, outDim: 64 });
+ * const m = initDino(cfg, g);
+ * const y = tidy(() => multiCropForward(m, cfg, [randn(g, [2, 3, 32, 32])]).output);
+ * dispose([m, y]);
+ * ```
+ */
+export function multiCropForward(
+  p: DinoParams,
+  cfg: DinoConfig,
+  crops: readonly Tensor[],
+  o: MultiCropOptions = {},
+): { output: Tensor; bnStats: ReturnType<typeof headForward>["bnStats"] } {
+  if (crops.length === 0) throw new Error("multiCropForward needs at least one crop");
+  const features: Tensor[] = [];
+  let start = 0;
+  for (let end = 1; end <= crops.length; end++) {
+    if (end < crops.length && crops[end].shape.at(-1) === crops[start].shape.at(-1)) continue;
+    const batch = end - start === 1 ? crops[start] : cat(crops.slice(start, end), 0); // [n*B, C, H, W]
+    features.push(vitForward(p.backbone, cfg.vit, batch, { dropPath: o.dropPath }));
+    start = end;
+  }
+  const all = features.length === 1 ? features[0] : cat(features, 0); // [crops*B, D]
+  return headForward(p.head, cfg.head, all, o.training ?? true);
+}

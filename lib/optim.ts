@@ -1,0 +1,204 @@
+/**
+ * Optimizers as (init, update) pairs of pure functions over flat parameter
+ * records (official keys), with the official parameter groups: no weight
+ * decay for biases and 1-D tensors. A parameter with no gradient this step
+ * (the frozen last layer) is skipped entirely: no update, no decay, its state
+ * untouched, as PyTorch does for `grad = None`.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy } from "../mod.ts";
+ * import { adamw } from "./optim.ts";
+ * const params = { "w": ones([2, 2]) };
+ * const opt = adamw();
+ * const state = opt.init(params);
+ * const next = tidy(() => opt.update(params, { w: ones([2, 2]) }, state, { lr: 1e-3, weightDecay: 0.04 }));
+ * dispose([params, state, next]);
+ * ```
+ * @module
+ */
+import {
+  add,
+  addcdiv,
+  addcmul,
+  alias,
+  div,
+  fullLike,
+  minimum,
+  mul,
+  norm,
+  reciprocal,
+  sqrt,
+  type Tensor,
+  zerosLike,
+} from "../ffi/mod.ts";
+import type { Flat } from "./tree.ts";
+
+/** The step's hyperparameters, from the schedules. */
+export interface StepHyper {
+  lr: number;
+  weightDecay: number;
+}
+
+/** AdamW's state: first and second moments and each parameter's own step count. */
+export interface AdamWState {
+  exp_avg: Flat;
+  exp_avg_sq: Flat;
+  step: Record<string, number>;
+}
+
+/** SGD's state: the momentum buffers. */
+export interface SGDState {
+  momentum_buffer: Flat;
+}
+
+/** An optimizer: `init` makes the state for a parameter record; `update` returns new parameters and state. */
+export interface Optimizer<S> {
+  /** The optimizer's name, as `--optimizer` takes it. */
+  name: string;
+  /** A fresh state for `params` (zeros). */
+  init(params: Flat): S;
+  /** One step. Parameters missing from `grads` are passed through unchanged. */
+  update(params: Flat, grads: Flat, state: S, h: StepHyper): { params: Flat; state: S };
+}
+
+/** Whether a parameter is weight-decayed: not a bias, not 1-D (cls_token and pos_embed are decayed). */
+export function isDecayed(key: string, t: Tensor): boolean {
+  return !(key.endsWith(".bias") || t.ndim === 1);
+}
+
+/**
+ * AdamW as `torch.optim.AdamW` (betas 0.9, 0.999, eps 1e-8), operation for operation.
+ *
+ * @example
+ * ```ts
+ * import { adamw } from "./optim.ts";
+ * const opt = adamw({ beta2: 0.99 });
+ * ```
+ */
+export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}): Optimizer<AdamWState> {
+  const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8;
+  return {
+    name: "adamw",
+    init(params) {
+      const s: AdamWState = { exp_avg: {}, exp_avg_sq: {}, step: {} };
+      for (const [k, p] of Object.entries(params)) {
+        s.exp_avg[k] = zerosLike(p);
+        s.exp_avg_sq[k] = zerosLike(p);
+        s.step[k] = 0;
+      }
+      return s;
+    },
+    update(params, grads, state, h) {
+      const out: Flat = {};
+      const s: AdamWState = { exp_avg: {}, exp_avg_sq: {}, step: { ...state.step } };
+      for (const [k, p] of Object.entries(params)) {
+        const g = grads[k];
+        if (g === undefined) {
+          out[k] = alias(p);
+          s.exp_avg[k] = alias(state.exp_avg[k]);
+          s.exp_avg_sq[k] = alias(state.exp_avg_sq[k]);
+          continue;
+        }
+        const step = (s.step[k] ?? 0) + 1;
+        s.step[k] = step;
+        const wd = isDecayed(k, p) ? h.weightDecay : 0;
+        const decayed = wd === 0 ? p : mul(p, 1 - h.lr * wd);
+        const m = add(mul(state.exp_avg[k], b1), g, 1 - b1);
+        const v = addcmul(mul(state.exp_avg_sq[k], b2), g, g, 1 - b2);
+        const bc1 = 1 - b1 ** step, bc2 = 1 - b2 ** step;
+        const denom = add(div(sqrt(v), Math.sqrt(bc2)), eps);
+        out[k] = addcdiv(decayed, m, denom, -h.lr / bc1);
+        s.exp_avg[k] = m;
+        s.exp_avg_sq[k] = v;
+      }
+      return { params: out, state: s };
+    },
+  };
+}
+
+/**
+ * SGD with momentum as `torch.optim.SGD(momentum=0.9)`, weight decay added to the gradient.
+ *
+ * @example
+ * ```ts
+ * import { sgd } from "./optim.ts";
+ * const opt = sgd({ momentum: 0.9 });
+ * ```
+ */
+export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
+  const mom = o.momentum ?? 0.9;
+  return {
+    name: "sgd",
+    init(params) {
+      const s: SGDState = { momentum_buffer: {} };
+      for (const [k, p] of Object.entries(params)) s.momentum_buffer[k] = zerosLike(p);
+      return s;
+    },
+    update(params, grads, state, h) {
+      const out: Flat = {};
+      const s: SGDState = { momentum_buffer: {} };
+      for (const [k, p] of Object.entries(params)) {
+        const g = grads[k];
+        if (g === undefined) {
+          out[k] = alias(p);
+          s.momentum_buffer[k] = alias(state.momentum_buffer[k]);
+          continue;
+        }
+        const wd = isDecayed(k, p) ? h.weightDecay : 0;
+        const d = wd === 0 ? g : add(g, p, wd);
+        // The first step's buffer is d itself in PyTorch; 0 * momentum + d is the same number.
+        const buf = mom === 0 ? d : add(mul(state.momentum_buffer[k], mom), d);
+        out[k] = add(p, buf, -h.lr);
+        s.momentum_buffer[k] = mom === 0 ? alias(state.momentum_buffer[k]) : buf;
+      }
+      return { params: out, state: s };
+    },
+  };
+}
+
+/**
+ * Per-parameter gradient clipping, as the official `clip_gradients`: each
+ * gradient is scaled by clip / (||g|| + 1e-6) when that is below 1. Returns
+ * the clipped gradients and each gradient's norm before clipping.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy } from "../mod.ts";
+ * import { clipGradients } from "./optim.ts";
+ * const r = tidy(() => clipGradients({ w: ones([4]) }, 1)); // norm 2 -> scaled by ~0.5
+ * dispose(r);
+ * ```
+ */
+export function clipGradients(grads: Flat, clip: number): { grads: Flat; norms: Record<string, Tensor> } {
+  const out: Flat = {}, norms: Record<string, Tensor> = {};
+  for (const [k, g] of Object.entries(grads)) {
+    const n = norm(g); // []
+    const coef = mul(reciprocal(add(n, 1e-6)), clip); // Python's `clip / tensor` is reciprocal() * clip
+    // Multiplying by min(coef, 1) equals the official "scale if coef < 1" (g * 1 is exact) without a device sync.
+    out[k] = mul(g, minimum(coef, fullLike(coef, 1)));
+    norms[k] = n;
+  }
+  return { grads: out, norms };
+}
+
+/**
+ * The teacher's EMA update over the parameters the two networks share:
+ * teacher * m + (1 - m) * student.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy, zeros } from "../mod.ts";
+ * import { emaUpdate } from "./optim.ts";
+ * const t = tidy(() => emaUpdate({ w: zeros([2]) }, { w: ones([2]) }, 0.9)); // 0.1
+ * dispose(t);
+ * ```
+ */
+export function emaUpdate(teacher: Flat, student: Flat, momentum: number): Flat {
+  const out: Flat = {};
+  for (const [k, t] of Object.entries(teacher)) {
+    const s = student[k];
+    out[k] = s === undefined ? alias(t) : add(mul(t, momentum), mul(s, 1 - momentum));
+  }
+  return out;
+}

@@ -1,0 +1,233 @@
+/**
+ * Reading and writing safetensors files: an 8-byte little-endian header
+ * length, a JSON header `{name: {dtype, shape, data_offsets}, __metadata__}`,
+ * then the tensors' raw little-endian bytes. The header rules are checked, so
+ * a truncated or malformed file is a clear error, never a crash. Writes are
+ * atomic: a temporary file, fsync, then rename.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones } from "../mod.ts";
+ * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * writeSafetensors(path, { "w": ones([2, 2]) }, { note: "hello" });
+ * const { tensors, metadata } = readSafetensors(path);
+ * dispose(tensors);
+ * ```
+ * @module
+ */
+import { data, type DType, fromBytes, type Tensor, tidy } from "../ffi/mod.ts";
+import type { Flat } from "./tree.ts";
+
+const TO_DTYPE: Record<string, DType> = {
+  F32: "f32",
+  F16: "f16",
+  BF16: "bf16",
+  F64: "f64",
+  I64: "i64",
+  I32: "i32",
+  I16: "i16",
+  I8: "i8",
+  U8: "u8",
+  BOOL: "bool",
+};
+const FROM_DTYPE = Object.fromEntries(Object.entries(TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
+const SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, f64: 8, i64: 8, i32: 4, i16: 2, i8: 1, u8: 1, bool: 1 };
+const MAX_HEADER = 100 * 1024 * 1024;
+
+/** A malformed safetensors file. */
+export class SafetensorsError extends Error {
+  /** An error about `source` (a path or "buffer"). */
+  constructor(source: string, message: string) {
+    super(`${source}: not a valid safetensors file: ${message}`);
+    this.name = "SafetensorsError";
+  }
+}
+
+interface Entry {
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** Parses and checks the header; returns the entries in file order, the metadata and where the data starts. */
+function parseHeader(
+  bytes: Uint8Array,
+  source: string,
+): { entries: Map<string, Entry>; metadata: Record<string, string>; start: number } {
+  const fail = (m: string): never => {
+    throw new SafetensorsError(source, m);
+  };
+  if (bytes.length < 8) fail(`${bytes.length} bytes is too short for the 8-byte header length`);
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (n > MAX_HEADER) fail(`header length ${n} is over the 100 MiB limit`);
+  if (8 + n > bytes.length) fail(`header length ${n} runs past the end of the file (${bytes.length} bytes)`);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    fail(`the header is not JSON (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) fail("the header is not a JSON object");
+  const dataLength = bytes.length - 8 - n;
+  const entries = new Map<string, Entry>();
+  let metadata: Record<string, string> = {};
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (typeof raw !== "object" || raw === null || Object.values(raw).some((v) => typeof v !== "string")) {
+        fail("__metadata__ must map strings to strings");
+      }
+      metadata = raw as Record<string, string>;
+      continue;
+    }
+    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = TO_DTYPE[String(e?.dtype)];
+    if (!dtype) fail(`tensor "${name}" has an unsupported dtype ${JSON.stringify(e?.dtype)}`);
+    const shape = e.shape;
+    if (!Array.isArray(shape) || shape.some((s) => !Number.isInteger(s) || s < 0)) {
+      fail(`tensor "${name}" has a bad shape ${JSON.stringify(shape)}`);
+    }
+    const off = e.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || off.some((o) => !Number.isInteger(o) || o < 0) || off[0] > off[1]) {
+      fail(`tensor "${name}" has bad data_offsets ${JSON.stringify(off)}`);
+    }
+    const [begin, end] = off as number[];
+    if (end > dataLength) fail(`tensor "${name}" ends at byte ${end}, past the ${dataLength} bytes of data`);
+    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (end - begin !== numel * SIZE[dtype!]) {
+      fail(`tensor "${name}" has ${end - begin} bytes but ${dtype} [${shape}] needs ${numel * SIZE[dtype!]}`);
+    }
+    entries.set(name, { dtype: dtype!, shape: shape as number[], begin, end });
+  }
+  // The data must be covered exactly, without overlaps or holes.
+  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let cursor = 0;
+  for (const [name, e] of sorted) {
+    if (e.begin !== cursor) fail(`tensor "${name}" starts at byte ${e.begin}, expected ${cursor} (overlap or hole)`);
+    cursor = e.end;
+  }
+  if (cursor !== dataLength) fail(`the tensors cover ${cursor} bytes of data but the file has ${dataLength}`);
+  return { entries, metadata, start: 8 + n };
+}
+
+/**
+ * Reads tensors from safetensors bytes. Throws {@linkcode SafetensorsError} when the header breaks the format's rules.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones } from "../mod.ts";
+ * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+ * const bytes = encodeSafetensors({ x: ones([3]) });
+ * dispose(decodeSafetensors(bytes).tensors);
+ * ```
+ */
+export function decodeSafetensors(
+  bytes: Uint8Array,
+  source = "buffer",
+): { tensors: Flat; metadata: Record<string, string> } {
+  const { entries, metadata, start } = parseHeader(bytes, source);
+  const tensors = tidy(() => {
+    const out: Flat = {};
+    for (const [name, e] of entries) {
+      out[name] = fromBytes(bytes.subarray(start + e.begin, start + e.end), e.dtype, e.shape);
+    }
+    return out;
+  });
+  return { tensors, metadata };
+}
+
+/**
+ * Reads a safetensors file.
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "../mod.ts";
+ * import { readSafetensors } from "./safetensors.ts";
+ * const { tensors } = readSafetensors("tests/fixtures/parity.safetensors");
+ * dispose(tensors);
+ * ```
+ */
+export function readSafetensors(path: string): { tensors: Flat; metadata: Record<string, string> } {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (e) {
+    throw new Error(`cannot read weights file ${path}: ${e instanceof Error ? e.message : e}`);
+  }
+  return decodeSafetensors(bytes, path);
+}
+
+/**
+ * Encodes tensors (in the record's order) and string metadata as safetensors bytes.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "../mod.ts";
+ * import { encodeSafetensors } from "./safetensors.ts";
+ * using w = ones([2]);
+ * const bytes = encodeSafetensors({ w }, { step: "0" });
+ * ```
+ */
+export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Uint8Array {
+  const header: Record<string, unknown> = {};
+  const blobs: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    if (name === "__metadata__") throw new Error('"__metadata__" is reserved and cannot name a tensor');
+    const a = data(t);
+    const b = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    header[name] = { dtype: FROM_DTYPE[t.dtype], shape: t.shape, data_offsets: [offset, offset + b.length] };
+    blobs.push(b);
+    offset += b.length;
+  }
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (new TextEncoder().encode(json).length % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const b of blobs) {
+    out.set(b, at);
+    at += b.length;
+  }
+  return out;
+}
+
+/**
+ * Writes a safetensors file atomically: to a temporary file beside it, synced, then renamed over the target.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "../mod.ts";
+ * import { writeSafetensors } from "./safetensors.ts";
+ * using w = ones([2]);
+ * writeSafetensors(Deno.makeTempFileSync(), { w });
+ * ```
+ */
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, Tensor>,
+  metadata: Record<string, string> = {},
+): void {
+  writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+/** Writes bytes to `path` through a synced temporary file and a rename, so a crash leaves the old file or the new one. */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
+  try {
+    using file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
+    let written = 0;
+    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+    file.syncSync();
+  } catch (e) {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* nothing to clean */ }
+    throw e;
+  }
+  Deno.renameSync(tmp, path);
+}

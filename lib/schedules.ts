@@ -1,0 +1,76 @@
+/**
+ * Schedules as pure functions of the iteration (or epoch), equal to the
+ * official numpy arrays value for value.
+ *
+ * @example
+ * ```ts
+ * import { cosineSchedule } from "./schedules.ts";
+ * const lr = cosineSchedule(5e-4, 1e-6, 100, 1000, 10);
+ * console.log(lr(0), lr(10_000), lr(99_999));
+ * ```
+ * @module
+ */
+
+/** numpy.linspace(start, stop, num)[i], with numpy's rounding. */
+export function linspaceAt(start: number, stop: number, num: number, i: number): number {
+  if (num === 1) return start;
+  if (i === num - 1) return stop;
+  const step = (stop - start) / (num - 1);
+  return i * step + start;
+}
+
+/**
+ * The official `cosine_scheduler(base, final, epochs, iters_per_epoch, warmup_epochs, start_warmup)`
+ * as a function of the iteration: a linear warmup from `startWarmup` to `base`,
+ * then `final + 0.5 (base - final) (1 + cos(pi i / n))`.
+ *
+ * @example
+ * ```ts
+ * import { cosineSchedule } from "./schedules.ts";
+ * const momentum = cosineSchedule(0.996, 1, 100, 500);
+ * ```
+ */
+export function cosineSchedule(
+  base: number,
+  final: number,
+  epochs: number,
+  itersPerEpoch: number,
+  warmupEpochs = 0,
+  startWarmup = 0,
+): (it: number) => number {
+  const total = epochs * itersPerEpoch;
+  const warmup = warmupEpochs * itersPerEpoch;
+  const n = total - warmup;
+  return (it: number) => {
+    if (!(it >= 0 && it < total)) throw new RangeError(`iteration ${it} is outside the schedule's 0..${total - 1}`);
+    if (it < warmup) return linspaceAt(startWarmup, base, warmup, it);
+    const i = it - warmup;
+    return final + 0.5 * (base - final) * (1 + Math.cos((Math.PI * i) / n));
+  };
+}
+
+/**
+ * The teacher temperature of an epoch: linear from `warmup` to `temp` over
+ * `warmupEpochs`, then constant, as the official DINOLoss.
+ *
+ * @example
+ * ```ts
+ * import { teacherTempSchedule } from "./schedules.ts";
+ * const tau = teacherTempSchedule(0.04, 0.07, 30, 100);
+ * console.log(tau(0), tau(29), tau(50)); // 0.04, 0.07, 0.07
+ * ```
+ */
+export function teacherTempSchedule(
+  warmup: number,
+  temp: number,
+  warmupEpochs: number,
+  epochs: number,
+): (epoch: number) => number {
+  if (warmupEpochs > epochs) {
+    throw new RangeError(`teacher temperature warmup (${warmupEpochs}) exceeds the epochs (${epochs})`);
+  }
+  return (epoch: number) => {
+    if (!(epoch >= 0 && epoch < epochs)) throw new RangeError(`epoch ${epoch} is outside 0..${epochs - 1}`);
+    return epoch < warmupEpochs ? linspaceAt(warmup, temp, warmupEpochs, epoch) : temp;
+  };
+}

@@ -1,0 +1,377 @@
+/**
+ * One DINO training step as a pure function of an immutable state record:
+ * `trainStep(state, views, hyper, cfg) -> { state, metrics }`. The order is
+ * the official one: forward, loss, backward, per-parameter clipping, dropping
+ * the last layer's gradients while it is frozen, the optimizer step, then the
+ * teacher's EMA with this iteration's momentum.
+ *
+ * The old state is left as it was; the caller disposes it once it no longer
+ * needs it (every tensor of the new state has its own handle).
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn } from "../mod.ts";
+ * import { dinoConfig } from "./model.ts";
+ * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
+ * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 4, depth: 1, inChans: 1, outDim: 64 });
+ * const hyper = dinoHyper({ epochs: 1, itersPerEpoch: 1, batchSize: 2, warmupEpochs: 0 });
+ * let state = initTrainState(cfg, hyper, 0);
+ * using g = new Generator(1);
+ * const views = [randn(g, [2, 1, 16, 16]), randn(g, [2, 1, 16, 16]), randn(g, [2, 1, 8, 8])];
+ * const { state: next, metrics } = trainStep(state, views, hyper, cfg);
+ * dispose([state, views]);
+ * state = next;
+ * console.log(metrics.loss);
+ * dispose(state);
+ * ```
+ * @module
+ */
+import {
+  add,
+  alias,
+  cat,
+  chunk,
+  clone,
+  div,
+  gelu,
+  Generator,
+  grad,
+  item,
+  linear,
+  noGrad,
+  requiresGrad,
+  softmax,
+  type Tensor,
+  tidy,
+  zeros,
+} from "../ffi/mod.ts";
+import { type Centering, dinoLoss, meanEntropy, teacherTargets, updateCenter } from "./loss.ts";
+import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "./model.ts";
+import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
+import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
+import { type Flat, flatten, mapTree } from "./tree.ts";
+import type { LinearParams } from "./vit.ts";
+import { truncNormal } from "./vit.ts";
+
+/** Training hyperparameters, named as the official `main_dino.py` arguments. */
+export interface DinoHyper {
+  /** Epochs the schedules span. */
+  epochs: number;
+  /** Optimizer steps per epoch. */
+  itersPerEpoch: number;
+  /** Images per step, for the lr scaling lr x batch / 256. */
+  batchSize: number;
+  /** Peak learning rate before scaling (5e-4). */
+  lr: number;
+  /** Final learning rate (1e-6). */
+  minLr: number;
+  /** Linear lr warmup, in epochs (10). */
+  warmupEpochs: number;
+  /** Weight decay at the start (0.04) and end (0.4) of the cosine schedule. */
+  weightDecay: number;
+  weightDecayEnd: number;
+  /** Teacher EMA momentum at the start (0.996), cosine to 1. */
+  momentumTeacher: number;
+  /** Per-parameter gradient clipping norm (3); 0 disables. */
+  clipGrad: number;
+  /** Epochs during which the head's last layer is frozen (1). */
+  freezeLastLayer: number;
+  /** Teacher temperature: warmup start (0.04), final (0.04), warmup epochs (0). */
+  warmupTeacherTemp: number;
+  teacherTemp: number;
+  warmupTeacherTempEpochs: number;
+  /** Student temperature (0.1). */
+  studentTemp: number;
+  /** Center momentum (0.9). */
+  centerMomentum: number;
+  /** adamw (the official default) or sgd (momentum 0.9). */
+  optimizer: "adamw" | "sgd";
+  /** Micro-batches per step; gradients are averaged over them (1). */
+  accumSteps: number;
+  /** Ablation: the teacher is the EMA of the student (the paper), or the student itself. */
+  teacherMode: "ema" | "student";
+  /** Ablation: cross-entropy (the paper) or MSE. */
+  criterion: "ce" | "mse";
+  /** Ablation: centering (the paper), none, or Sinkhorn-Knopp. */
+  centering: Centering;
+  /** Ablation: hidden width of a predictor MLP on the student's output; 0 for none (the paper). */
+  predictorDim: number;
+}
+
+/**
+ * The official defaults, overridden by `o`.
+ *
+ * @example
+ * ```ts
+ * import { dinoHyper } from "./train.ts";
+ * const h = dinoHyper({ epochs: 10, itersPerEpoch: 100, batchSize: 128 });
+ * ```
+ */
+export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
+  const h: DinoHyper = {
+    epochs: 100,
+    itersPerEpoch: 1,
+    batchSize: 64,
+    lr: 5e-4,
+    minLr: 1e-6,
+    warmupEpochs: 10,
+    weightDecay: 0.04,
+    weightDecayEnd: 0.4,
+    momentumTeacher: 0.996,
+    clipGrad: 3,
+    freezeLastLayer: 1,
+    warmupTeacherTemp: 0.04,
+    teacherTemp: 0.04,
+    warmupTeacherTempEpochs: 0,
+    studentTemp: 0.1,
+    centerMomentum: 0.9,
+    optimizer: "adamw",
+    accumSteps: 1,
+    teacherMode: "ema",
+    criterion: "ce",
+    centering: "center",
+    predictorDim: 0,
+    ...o,
+  };
+  if (h.warmupEpochs > h.epochs) throw new Error(`warmup epochs (${h.warmupEpochs}) exceed epochs (${h.epochs})`);
+  if (!(h.accumSteps >= 1 && Number.isInteger(h.accumSteps))) throw new Error("accumSteps must be a positive integer");
+  return h;
+}
+
+/** The schedules of a run, as pure functions of the iteration (the teacher temperature: of the epoch). */
+export function schedules(h: DinoHyper): {
+  lr: (it: number) => number;
+  weightDecay: (it: number) => number;
+  momentum: (it: number) => number;
+  teacherTemp: (epoch: number) => number;
+} {
+  return {
+    lr: cosineSchedule((h.lr * h.batchSize) / 256, h.minLr, h.epochs, h.itersPerEpoch, h.warmupEpochs),
+    weightDecay: cosineSchedule(h.weightDecay, h.weightDecayEnd, h.epochs, h.itersPerEpoch),
+    momentum: cosineSchedule(h.momentumTeacher, 1, h.epochs, h.itersPerEpoch),
+    teacherTemp: teacherTempSchedule(h.warmupTeacherTemp, h.teacherTemp, h.warmupTeacherTempEpochs, h.epochs),
+  };
+}
+
+/** The student: the DINO network, plus the predictor of that ablation. */
+export interface StudentParams extends DinoParams {
+  predictor?: Record<string, LinearParams>;
+}
+
+/** Everything that changes during training. Immutable: each step returns a new one. */
+export interface TrainState {
+  student: StudentParams;
+  teacher: DinoParams;
+  /** Optimizer state over the student's trainable parameters (official keys). */
+  optimizer: AdamWState | SGDState;
+  /** The teacher-output center, [1, K]. */
+  center: Tensor;
+  /** Optimizer steps taken. */
+  step: number;
+  /** The random stream: step generators are derived from (seed, counter). */
+  rng: { seed: number; counter: number };
+}
+
+/** What a step reports. */
+export interface StepMetrics {
+  loss: number;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  teacherTemp: number;
+  /** Mean entropy (nats) of the teacher's targets; ln K means a uniform teacher. */
+  teacherEntropy: number;
+  /** Mean entropy of the student's distributions. */
+  studentEntropy: number;
+}
+
+const BUFFERS = /\.(running_mean|running_var|num_batches_tracked)$/;
+
+/** Whether a student parameter is trained: not a batch-norm buffer, not the fixed weight_g. */
+export function isTrainable(key: string, cfg: DinoConfig): boolean {
+  if (BUFFERS.test(key)) return false;
+  return !(cfg.head.normLastLayer && key === "head.last_layer.weight_g");
+}
+
+/** The optimizer a hyperparameter record names. */
+export function optimizerFor(h: DinoHyper): Optimizer<AdamWState> | Optimizer<SGDState> {
+  return h.optimizer === "sgd" ? sgd() : adamw();
+}
+
+function trainable(student: StudentParams, cfg: DinoConfig): Flat {
+  return Object.fromEntries(Object.entries(flatten(student)).filter(([k]) => isTrainable(k, cfg)));
+}
+
+/**
+ * A fresh state: student initialised from `seed`, teacher a copy of it, zero
+ * center and optimizer moments.
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "../mod.ts";
+ * import { dinoConfig } from "./model.ts";
+ * import { dinoHyper, initTrainState } from "./train.ts";
+ * const s = initTrainState(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), dinoHyper(), 0);
+ * dispose(s);
+ * ```
+ */
+export function initTrainState(cfg: DinoConfig, h: DinoHyper, seed: number): TrainState {
+  using g = new Generator(seed);
+  const net = initDino(cfg, g);
+  const K = cfg.head.outDim;
+  const student: StudentParams = h.predictorDim > 0
+    ? {
+      ...net,
+      predictor: {
+        "0": { weight: truncNormal(g, [h.predictorDim, K]), bias: zeros([h.predictorDim]) },
+        "2": { weight: truncNormal(g, [K, h.predictorDim]), bias: zeros([K]) },
+      },
+    }
+    : net;
+  const teacher = mapTree(net, (t) => clone(t));
+  const optimizer = (optimizerFor(h) as Optimizer<AdamWState | SGDState>).init(trainable(student, cfg));
+  return { student, teacher, optimizer, center: zeros([1, K]), step: 0, rng: { seed, counter: 0 } };
+}
+
+/** A 53-bit seed for the generator of step `counter` of stream `seed` (splitmix64). */
+export function streamSeed(seed: number, counter: number): bigint {
+  let z = (BigInt(seed) * 0x9e3779b97f4a7c15n + BigInt(counter) + 1n) & 0xffffffffffffffffn;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & 0xffffffffffffffffn;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & 0xffffffffffffffffn;
+  return (z ^ (z >> 31n)) & 0x1fffffffffffffn;
+}
+
+function predict(p: Record<string, LinearParams>, x: Tensor): Tensor {
+  return linear(gelu(linear(x, p["0"].weight, p["0"].bias)), p["2"].weight, p["2"].bias);
+}
+
+/** Replaces batch-norm buffers in a network by those a forward pass returned. */
+function withStats<T extends DinoParams>(
+  p: T,
+  stats: Record<string, { running_mean: Tensor; running_var: Tensor }>,
+): T {
+  if (Object.keys(stats).length === 0) return p;
+  return mapTree(p, (t, key) => {
+    const m = /^head\.mlp\.(\d+)\.(running_mean|running_var|num_batches_tracked)$/.exec(key);
+    if (!m || !stats[m[1]]) return t;
+    return m[2] === "num_batches_tracked" ? add(t, 1) : stats[m[1]][m[2] as "running_mean" | "running_var"];
+  });
+}
+
+/**
+ * One training step on `views` (global crops first, then the locals; each
+ * [B, C, H, W]). Returns the new state and the step's metrics.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn } from "../mod.ts";
+ * import { dinoConfig } from "./model.ts";
+ * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
+ * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, outDim: 32 });
+ * const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 2, warmupEpochs: 0 });
+ * const s0 = initTrainState(cfg, h, 0);
+ * using g = new Generator(0);
+ * const views = [randn(g, [2, 3, 16, 16]), randn(g, [2, 3, 16, 16])];
+ * const { state: s1 } = trainStep(s0, views, h, cfg);
+ * dispose([s0, s1, views]);
+ * ```
+ */
+export function trainStep(
+  state: TrainState,
+  views: readonly Tensor[],
+  h: DinoHyper,
+  cfg: DinoConfig,
+): { state: TrainState; metrics: StepMetrics } {
+  if (views.length < 2) throw new Error(`DINO needs at least the 2 global crops, got ${views.length} views`);
+  const B = views[0].shape[0];
+  if (views.some((v) => v.shape[0] !== B)) throw new Error("every view needs the same batch size");
+  if (B % h.accumSteps !== 0) throw new Error(`batch ${B} does not divide into ${h.accumSteps} micro-batches`);
+  const it = state.step;
+  const epoch = Math.floor(it / h.itersPerEpoch);
+  const sched = schedules(h);
+  const lr = sched.lr(it), weightDecay = sched.weightDecay(it), momentum = sched.momentum(it);
+  const teacherTemp = sched.teacherTemp(epoch);
+  const lossOptions = {
+    ncrops: views.length,
+    teacherTemp,
+    studentTemp: h.studentTemp,
+    centerMomentum: h.centerMomentum,
+    criterion: h.criterion,
+    centering: h.centering,
+  };
+
+  return tidy(() => {
+    using g = new Generator(streamSeed(state.rng.seed, state.rng.counter));
+    const micro = h.accumSteps === 1 ? [views] : transposeChunks(views.map((v) => chunk(v, h.accumSteps, 0)));
+    const keys = Object.keys(trainable(state.student, cfg));
+    let student: StudentParams = state.student;
+    let teacher: DinoParams = state.teacher;
+    let grads: Tensor[] | undefined;
+    let lossSum = 0, teacherEntropy = 0, studentEntropy = 0;
+    const teacherOuts: Tensor[] = [];
+
+    for (const crops of micro) {
+      // Teacher: the 2 global crops, no graph.
+      const t = noGrad(() => multiCropForward(teacher, cfg, crops.slice(0, 2)));
+      teacher = withStats(teacher, t.bnStats);
+      teacherOuts.push(t.output);
+      // Student: every crop, with gradients for its trainable leaves.
+      const leaves = mapTree(student, (p, k) => (isTrainable(k, cfg) ? requiresGrad(p) : p));
+      const s = multiCropForward(leaves, cfg, crops, { dropPath: g });
+      const out = leaves.predictor ? predict(leaves.predictor, s.output) : s.output;
+      const { loss } = dinoLoss(out, t.output, state.center, lossOptions);
+      const flatLeaves = flatten(leaves);
+      const gs = grad(div(loss, h.accumSteps), keys.map((k) => flatLeaves[k]));
+      grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
+      student = withStats(student, s.bnStats);
+      lossSum += item(loss);
+      teacherEntropy += item(meanEntropy(teacherTargets(t.output, state.center, lossOptions)));
+      studentEntropy += item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1))));
+    }
+    const teacherOut = teacherOuts.length === 1 ? teacherOuts[0] : cat(teacherOuts, 0);
+    const center = updateCenter(state.center, teacherOut, lossOptions);
+
+    // Clip each gradient, then drop the last layer's while it is frozen.
+    let gradFlat: Flat = Object.fromEntries(keys.map((k, i) => [k, grads![i]]));
+    if (h.clipGrad > 0) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
+    if (epoch < h.freezeLastLayer) {
+      gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !k.includes("last_layer")));
+    }
+    const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState>;
+    const updated = opt.update(trainable(student, cfg), gradFlat, state.optimizer, { lr, weightDecay });
+    const newStudent = mapTree(student, (p, k) => updated.params[k] ?? alias(p));
+
+    // Teacher: EMA over the parameters both networks have (batch-norm buffers come from its own forward).
+    const studentFlat = flatten(newStudent);
+    const teacherFlat = flatten(teacher);
+    const params = Object.fromEntries(Object.entries(teacherFlat).filter(([k]) => !BUFFERS.test(k)));
+    const ema = h.teacherMode === "student"
+      ? Object.fromEntries(Object.keys(params).map((k) => [k, alias(studentFlat[k])]))
+      : emaUpdate(params, studentFlat, momentum);
+    const newTeacher = mapTree(teacher, (p, k) => ema[k] ?? alias(p));
+
+    const next: TrainState = {
+      student: newStudent,
+      teacher: newTeacher,
+      optimizer: updated.state,
+      center,
+      step: it + 1,
+      rng: { seed: state.rng.seed, counter: state.rng.counter + 1 },
+    };
+    const n = micro.length;
+    const metrics: StepMetrics = {
+      loss: lossSum / n,
+      lr,
+      weightDecay,
+      momentum,
+      teacherTemp,
+      teacherEntropy: teacherEntropy / n,
+      studentEntropy: studentEntropy / n,
+    };
+    return { state: next, metrics };
+  });
+}
+
+function transposeChunks(perView: Tensor[][]): Tensor[][] {
+  return perView[0].map((_, j) => perView.map((chunks) => chunks[j]));
+}

@@ -1,0 +1,97 @@
+/**
+ * Parameter trees: plain nested records and arrays of tensors. Flattening a
+ * tree joins its path with dots, which gives the official PyTorch state_dict
+ * keys when the records are laid out as the official modules
+ * (`blocks.0.attn.qkv.weight`).
+ *
+ * @module
+ */
+import { alias, Tensor } from "../ffi/mod.ts";
+
+/**
+ * A nested record or array of tensors. Interfaces such as `ViTParams` are
+ * trees too, so the functions below take any object and walk it.
+ */
+export type Tree = Tensor | readonly Tree[] | { readonly [key: string]: Tree };
+type Node = Tensor | readonly unknown[] | object;
+
+/** Flat `key -> tensor` records, keyed by dotted paths. */
+export type Flat = Record<string, Tensor>;
+
+/**
+ * The tree's tensors under dotted keys, in insertion order (the order of the
+ * official modules' `named_parameters()` when the records follow them).
+ *
+ * @example
+ * ```ts
+ * import { ones } from "../ffi/mod.ts";
+ * import { flatten } from "./tree.ts";
+ * const keys = Object.keys(flatten({ blocks: [{ w: ones([1]) }] })); // ["blocks.0.w"]
+ * ```
+ */
+export function flatten(tree: object, prefix = ""): Flat {
+  const out: Flat = {};
+  const walk = (node: Node, path: string) => {
+    if (node instanceof Tensor) {
+      out[path] = node;
+      return;
+    }
+    const entries = Array.isArray(node) ? node.map((v, i) => [String(i), v] as const) : Object.entries(node);
+    for (const [k, v] of entries) if (v !== undefined) walk(v as Node, path ? `${path}.${k}` : k);
+  };
+  walk(tree, prefix);
+  return out;
+}
+
+/**
+ * A tree of the same structure as `template`, whose tensors are `fn(tensor, key)`.
+ *
+ * @example
+ * ```ts
+ * import { mul, ones } from "../ffi/mod.ts";
+ * import { mapTree } from "./tree.ts";
+ * const doubled = mapTree({ w: ones([2]) }, (t) => mul(t, 2));
+ * ```
+ */
+export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: string) => Tensor, prefix = ""): T {
+  const walk = (node: Node, path: string): Node => {
+    if (node instanceof Tensor) return fn(node, path);
+    if (Array.isArray(node)) return node.map((v, i) => walk(v as Node, path ? `${path}.${i}` : String(i)));
+    const out: Record<string, Node> = {};
+    for (const [k, v] of Object.entries(node)) {
+      if (v !== undefined) out[k] = walk(v as Node, path ? `${path}.${k}` : k);
+    }
+    return out;
+  };
+  return walk(template, prefix) as T;
+}
+
+/**
+ * Rebuilds a tree shaped like `template` from flat records, failing with the
+ * list of missing and unexpected keys (as `load_state_dict(strict=True)`) or
+ * of shape mismatches. The tensors are new handles (aliases) of `flat`'s.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "../ffi/mod.ts";
+ * import { flatten, unflatten } from "./tree.ts";
+ * const tree = { w: ones([2]) };
+ * const copy = unflatten(tree, flatten(tree));
+ * ```
+ */
+export function unflatten<T extends object>(template: T, flat: Flat, prefix = ""): T {
+  const expected = flatten(template, prefix);
+  const missing = Object.keys(expected).filter((k) => !(k in flat));
+  const unexpected = Object.keys(flat).filter((k) => !(k in expected));
+  const problems: string[] = [];
+  if (missing.length) problems.push(`missing keys: ${missing.join(", ")}`);
+  if (unexpected.length) problems.push(`unexpected keys: ${unexpected.join(", ")}`);
+  for (const [k, t] of Object.entries(expected)) {
+    const got = flat[k];
+    if (got && got.shape.join(",") !== t.shape.join(",")) {
+      problems.push(`${k}: shape [${got.shape}] in the weights, [${t.shape}] in the model`);
+    }
+  }
+  if (problems.length) throw new Error(`weights do not fit the model:\n  ${problems.join("\n  ")}`);
+  return mapTree(template, (_, key) => alias(flat[key]), prefix);
+}

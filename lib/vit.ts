@@ -1,0 +1,349 @@
+/**
+ * The Vision Transformer backbone of DINO, as the official `vision_transformer.py`:
+ * pre-norm blocks, exact GELU, LayerNorm eps 1e-6, qkv bias, a CLS token, and
+ * learned position embeddings interpolated bicubically to other input sizes.
+ *
+ * Parameters are plain records laid out as the official module, so flattening
+ * them gives the official state_dict keys (`blocks.0.attn.qkv.weight`).
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { initViT, vitConfig, vitForward } from "./vit.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { patchSize: 4, imgSize: 28, inChans: 1, depth: 2 });
+ * const params = initViT(cfg, g);
+ * const cls = tidy(() => vitForward(params, cfg, randn(g, [2, 1, 28, 28]))); // [2, 192]
+ * dispose([params, cls]);
+ * ```
+ * @module
+ */
+import {
+  add,
+  cat,
+  clamp,
+  conv2d,
+  div,
+  expand,
+  flatten,
+  floor,
+  gelu,
+  type Generator,
+  interpolate,
+  layerNorm,
+  linear,
+  matmul,
+  mul,
+  normal,
+  ones,
+  permute,
+  rand,
+  reshape,
+  select,
+  slice,
+  softmax,
+  type Tensor,
+  transpose,
+  uniform,
+  unsqueeze,
+  zeros,
+} from "../ffi/mod.ts";
+
+/** The shape of a ViT. */
+export interface ViTConfig {
+  /** Token width D. */
+  embedDim: number;
+  /** Number of blocks. */
+  depth: number;
+  /** Attention heads; D must divide by it. */
+  numHeads: number;
+  /** Side of a square patch, in pixels. */
+  patchSize: number;
+  /** Image channels (3 for RGB, 1 for grayscale). */
+  inChans: number;
+  /** The image side the position embeddings are made for. */
+  imgSize: number;
+  /** MLP hidden width as a multiple of D (4). */
+  mlpRatio: number;
+  /** Highest stochastic-depth rate, reached by the last block (student only). */
+  dropPathRate: number;
+}
+
+/** The official architectures. */
+export const ARCHS = {
+  vit_tiny: { embedDim: 192, depth: 12, numHeads: 3 },
+  vit_small: { embedDim: 384, depth: 12, numHeads: 6 },
+  vit_base: { embedDim: 768, depth: 12, numHeads: 12 },
+} as const;
+
+/** A named architecture. */
+export type Arch = keyof typeof ARCHS;
+
+/**
+ * The configuration of a named architecture with the official defaults
+ * (patch 16, 3 channels, 224 px, MLP ratio 4, no drop path), overridden by `o`.
+ *
+ * @example
+ * ```ts
+ * import { vitConfig } from "./vit.ts";
+ * const cfg = vitConfig("vit_small", { patchSize: 8 });
+ * ```
+ */
+export function vitConfig(arch: Arch, o: Partial<ViTConfig> = {}): ViTConfig {
+  const base = ARCHS[arch];
+  if (!base) throw new Error(`unknown arch "${arch}": use one of ${Object.keys(ARCHS).join(", ")}`);
+  const cfg = { patchSize: 16, inChans: 3, imgSize: 224, mlpRatio: 4, dropPathRate: 0, ...base, ...o };
+  if (cfg.embedDim % cfg.numHeads !== 0) {
+    throw new Error(`embed dim ${cfg.embedDim} does not divide into ${cfg.numHeads} heads`);
+  }
+  if (cfg.imgSize % cfg.patchSize !== 0) {
+    throw new Error(`image size ${cfg.imgSize} is not a multiple of the patch size ${cfg.patchSize}`);
+  }
+  return cfg;
+}
+
+/** `nn.Linear` parameters: weight [out, in], bias [out]. */
+export interface LinearParams {
+  weight: Tensor;
+  bias: Tensor;
+}
+/** `nn.LayerNorm` parameters. */
+export interface NormParams {
+  weight: Tensor;
+  bias: Tensor;
+}
+/** One transformer block, with the official key names. */
+export interface BlockParams {
+  norm1: NormParams;
+  attn: { qkv: LinearParams; proj: LinearParams };
+  norm2: NormParams;
+  mlp: { fc1: LinearParams; fc2: LinearParams };
+}
+/** The backbone, with the official key names and order. */
+export interface ViTParams {
+  cls_token: Tensor; // [1, 1, D]
+  pos_embed: Tensor; // [1, 1 + (img/patch)^2, D]
+  patch_embed: { proj: { weight: Tensor; bias: Tensor } }; // conv [D, C, p, p]
+  blocks: BlockParams[];
+  norm: NormParams;
+}
+
+// ---- initialisation, as the official _init_weights --------------------------------
+
+/** trunc_normal_(std) with the official absolute bounds of ±2. */
+export function truncNormal(g: Generator, shape: readonly number[], std = 0.02): Tensor {
+  using x = normal(g, shape, 0, std);
+  return clamp(x, -2, 2);
+}
+
+/** PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
+export function defaultLinearInit(g: Generator, shape: readonly number[], fanIn: number): Tensor {
+  const bound = 1 / Math.sqrt(fanIn);
+  return uniform(g, shape, -bound, bound);
+}
+
+function linearInit(g: Generator, inDim: number, outDim: number): LinearParams {
+  return { weight: truncNormal(g, [outDim, inDim]), bias: zeros([outDim]) };
+}
+function normInit(dim: number): NormParams {
+  return { weight: ones([dim]), bias: zeros([dim]) };
+}
+
+/**
+ * Fresh parameters, initialised as the official code: trunc-normal(0.02)
+ * position embedding, CLS token and Linear weights, zero biases, unit
+ * LayerNorms, and PyTorch's default init for the patch-embedding conv.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose } from "../mod.ts";
+ * import { initViT, vitConfig } from "./vit.ts";
+ * using g = new Generator(0);
+ * dispose(initViT(vitConfig("vit_tiny"), g));
+ * ```
+ */
+export function initViT(cfg: ViTConfig, g: Generator): ViTParams {
+  const { embedDim: D, patchSize: P, inChans: C } = cfg;
+  const numPatches = (cfg.imgSize / P) ** 2;
+  const fanIn = C * P * P;
+  const hidden = Math.floor(D * cfg.mlpRatio);
+  return {
+    cls_token: truncNormal(g, [1, 1, D]),
+    pos_embed: truncNormal(g, [1, numPatches + 1, D]),
+    patch_embed: {
+      proj: { weight: defaultLinearInit(g, [D, C, P, P], fanIn), bias: defaultLinearInit(g, [D], fanIn) },
+    },
+    blocks: Array.from({ length: cfg.depth }, () => ({
+      norm1: normInit(D),
+      attn: { qkv: linearInit(g, D, 3 * D), proj: linearInit(g, D, D) },
+      norm2: normInit(D),
+      mlp: { fc1: linearInit(g, D, hidden), fc2: linearInit(g, hidden, D) },
+    })),
+    norm: normInit(D),
+  };
+}
+
+// ---- forward ----------------------------------------------------------------------
+
+/** Options of the forward pass. */
+export interface ForwardOptions {
+  /** Stochastic depth: needs a generator; off when absent or the config's rate is 0. */
+  dropPath?: Generator;
+}
+
+const EPS = 1e-6;
+
+/** Per-sample stochastic depth: zero a sample's branch with probability `p`, rescale the rest by 1/(1-p). */
+function dropPath(x: Tensor, p: number, g: Generator | undefined): Tensor {
+  if (p === 0 || g === undefined) return x;
+  const keep = 1 - p;
+  const mask = floor(add(rand(g, [x.shape[0], 1, 1]), keep)); // [B, 1, 1] of 0 or 1
+  return mul(div(x, keep), mask);
+}
+
+/**
+ * Position embeddings for a `H` x `W` input, bicubically interpolated from
+ * the stored grid with the official +0.1 offset; the CLS position is kept.
+ */
+export function interpolatePosEncoding(posEmbed: Tensor, npatch: number, H: number, W: number, P: number): Tensor {
+  const N = posEmbed.shape[1] - 1;
+  if (npatch === N && H === W) return posEmbed;
+  const D = posEmbed.shape[2];
+  const side = Math.floor(Math.sqrt(N));
+  const h0 = Math.floor(H / P) + 0.1, w0 = Math.floor(W / P) + 0.1;
+  const grid = permute(reshape(slice(posEmbed, 1, 1), [1, side, side, D]), [0, 3, 1, 2]); // [1, D, s, s]
+  const resized = interpolate(grid, { scaleFactor: [h0 / Math.sqrt(N), w0 / Math.sqrt(N)], mode: "bicubic" });
+  if (resized.shape[2] !== Math.floor(h0) || resized.shape[3] !== Math.floor(w0)) {
+    throw new Error(`position embedding interpolation gave [${resized.shape}] for a ${H}x${W} input`);
+  }
+  const patchPos = reshape(permute(resized, [0, 2, 3, 1]), [1, -1, D]); // [1, h0*w0, D]
+  const clsPos = unsqueeze(select(posEmbed, 1, 0), 0); // [1, 1, D]
+  return cat([clsPos, patchPos], 1);
+}
+
+/** Patch embedding, CLS token and position embeddings: [B, C, H, W] -> [B, 1 + N, D]. */
+export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor): Tensor {
+  if (x.ndim !== 4 || x.shape[1] !== cfg.inChans) {
+    throw new Error(`the ViT takes [B, ${cfg.inChans}, H, W] images, got [${x.shape}]`);
+  }
+  const [B, , H, W] = x.shape;
+  const P = cfg.patchSize;
+  if (H % P !== 0 || W % P !== 0) throw new Error(`image size ${H}x${W} is not a multiple of the patch size ${P}`);
+  const patches = transpose(
+    flatten(conv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, { stride: P }), 2),
+    1,
+    2,
+  ); // [B, N, D]
+  const cls = expand(p.cls_token, [B, -1, -1]); // [B, 1, D]
+  const tokens = cat([cls, patches], 1); // [B, 1 + N, D]
+  return add(tokens, interpolatePosEncoding(p.pos_embed, patches.shape[1], H, W, P));
+}
+
+/** Multi-head self-attention: the output [B, N, D] and the attention weights [B, heads, N, N]. */
+export function attention(p: BlockParams["attn"], x: Tensor, numHeads: number): { out: Tensor; attn: Tensor } {
+  const [B, N, C] = x.shape;
+  const headDim = C / numHeads;
+  const qkv = permute(reshape(linear(x, p.qkv.weight, p.qkv.bias), [B, N, 3, numHeads, headDim]), [2, 0, 3, 1, 4]); // [3, B, h, N, d]
+  const q = select(qkv, 0, 0), k = select(qkv, 0, 1), v = select(qkv, 0, 2); // [B, h, N, d]
+  const attn = softmax(mul(matmul(q, transpose(k, -2, -1)), headDim ** -0.5), -1); // [B, h, N, N]
+  const mixed = reshape(transpose(matmul(attn, v), 1, 2), [B, N, C]); // [B, N, D]
+  return { out: linear(mixed, p.proj.weight, p.proj.bias), attn };
+}
+
+/** One pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). */
+export function block(
+  p: BlockParams,
+  x: Tensor,
+  numHeads: number,
+  dropRate: number,
+  g: Generator | undefined,
+): { out: Tensor; attn: Tensor } {
+  const D = x.shape[2];
+  const { out: y, attn } = attention(p.attn, layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS), numHeads);
+  const h = add(x, dropPath(y, dropRate, g));
+  const m = linear(
+    gelu(linear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias)),
+    p.mlp.fc2.weight,
+    p.mlp.fc2.bias,
+  );
+  return { out: add(h, dropPath(m, dropRate, g)), attn };
+}
+
+/** Stochastic-depth rate of block i: linspace(0, rate, depth)[i]. */
+export function dropRates(cfg: ViTConfig): number[] {
+  const d = cfg.depth;
+  return Array.from({ length: d }, (_, i) => (d === 1 ? 0 : (cfg.dropPathRate * i) / (d - 1)));
+}
+
+/**
+ * Runs the blocks and returns every block's output (before the final norm) and the last block's attention.
+ */
+function runBlocks(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions): { outs: Tensor[]; attn: Tensor } {
+  const rates = dropRates(cfg);
+  let h = prepareTokens(p, cfg, x); // [B, 1 + N, D]
+  const outs: Tensor[] = [];
+  let attn!: Tensor;
+  p.blocks.forEach((bp, i) => {
+    ({ out: h, attn } = block(bp, h, cfg.numHeads, rates[i], o.dropPath));
+    outs.push(h);
+  });
+  return { outs, attn };
+}
+
+/**
+ * The CLS token after the final LayerNorm: [B, C, H, W] -> [B, D].
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { initViT, vitConfig, vitForward } from "./vit.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
+ * const p = initViT(cfg, g);
+ * const y = tidy(() => vitForward(p, cfg, randn(g, [1, 3, 32, 32])));
+ * dispose([p, y]);
+ * ```
+ */
+export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions = {}): Tensor {
+  const { outs } = runBlocks(p, cfg, x, o);
+  const last = outs[outs.length - 1];
+  return select(layerNorm(last, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS), 1, 0); // [B, D]
+}
+
+/**
+ * The last block's attention weights [B, heads, N, N], as `get_last_selfattention`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { initViT, lastSelfAttention, vitConfig } from "./vit.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
+ * const p = initViT(cfg, g);
+ * const a = tidy(() => lastSelfAttention(p, cfg, randn(g, [1, 3, 32, 32]))); // [1, 3, 17, 17]
+ * dispose([p, a]);
+ * ```
+ */
+export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tensor {
+  return runBlocks(p, cfg, x, {}).attn;
+}
+
+/**
+ * The outputs of the last `n` blocks, each after the final LayerNorm: n x [B, 1 + N, D],
+ * as `get_intermediate_layers`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import { initViT, intermediateLayers, vitConfig } from "./vit.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 2 });
+ * const p = initViT(cfg, g);
+ * const layers = tidy(() => intermediateLayers(p, cfg, randn(g, [1, 3, 32, 32]), 2));
+ * dispose([p, layers]);
+ * ```
+ */
+export function intermediateLayers(p: ViTParams, cfg: ViTConfig, x: Tensor, n = 1): Tensor[] {
+  const { outs } = runBlocks(p, cfg, x, {});
+  return outs.slice(-n).map((h) => layerNorm(h, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS));
+}
