@@ -23,7 +23,6 @@ import {
   gelu,
   type Generator,
   linear,
-  mul,
   norm,
   ones,
   type Tensor,

@@ -33,6 +33,7 @@ import {
   sub,
   sum,
   type Tensor,
+  tidy,
   transpose,
 } from "../ffi/mod.ts";
 
@@ -113,11 +114,14 @@ export function dinoLoss(
   targets.forEach((q, iq) => {
     student.forEach((s, v) => {
       if (v === iq) return;
-      const perSample = criterion === "ce"
-        ? sum(mul(neg(q), logSoftmax(s, -1)), -1) // [B]
-        : sum(pow(sub(q, softmax(s, -1)), 2), -1);
-      const term = mean(perSample);
-      total = total === undefined ? term : add(total, term);
+      // One scope per pair: only the running total outlives it (autograd keeps what backward needs).
+      total = tidy(() => {
+        const perSample = criterion === "ce"
+          ? sum(mul(neg(q), logSoftmax(s, -1)), -1) // [B]
+          : sum(pow(sub(q, softmax(s, -1)), 2), -1);
+        const term = mean(perSample);
+        return total === undefined ? term : add(total, term);
+      });
       terms++;
     });
   });

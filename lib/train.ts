@@ -325,8 +325,8 @@ export function trainStep(
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
       student = withStats(student, s.bnStats);
       lossSum += item(loss);
-      teacherEntropy += item(meanEntropy(teacherTargets(t.output, state.center, lossOptions)));
-      studentEntropy += item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1))));
+      teacherEntropy += tidy(() => item(meanEntropy(teacherTargets(t.output, state.center, lossOptions))));
+      studentEntropy += tidy(() => item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1)))));
     }
     const teacherOut = teacherOuts.length === 1 ? teacherOuts[0] : cat(teacherOuts, 0);
     const center = updateCenter(state.center, teacherOut, lossOptions);

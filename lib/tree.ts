@@ -89,7 +89,7 @@ export function unflatten<T extends object>(template: T, flat: Flat, prefix = ""
   for (const [k, t] of Object.entries(expected)) {
     const got = flat[k];
     if (got && got.shape.join(",") !== t.shape.join(",")) {
-      problems.push(`${k}: shape [${got.shape}] in the weights, [${t.shape}] in the model`);
+      problems.push(`${k}: shape [${got.shape.join(", ")}] in the weights, [${t.shape.join(", ")}] in the model`);
     }
   }
   if (problems.length) throw new Error(`weights do not fit the model:\n  ${problems.join("\n  ")}`);

@@ -43,6 +43,7 @@ import {
   slice,
   softmax,
   type Tensor,
+  tidy,
   transpose,
   uniform,
   unsqueeze,
@@ -276,18 +277,29 @@ export function dropRates(cfg: ViTConfig): number[] {
 }
 
 /**
- * Runs the blocks and returns every block's output (before the final norm) and the last block's attention.
+ * Runs the blocks; returns the last `keep` blocks' outputs (before the final norm) and the last block's attention.
+ * Each block runs in its own scope, so its temporaries are freed as soon as it returns (autograd keeps what
+ * the backward pass needs): peak memory stays that of PyTorch's eager mode.
  */
-function runBlocks(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions): { outs: Tensor[]; attn: Tensor } {
+function runBlocks(
+  p: ViTParams,
+  cfg: ViTConfig,
+  x: Tensor,
+  o: ForwardOptions,
+  keep = 1,
+): { outs: Tensor[]; attn: Tensor } {
   const rates = dropRates(cfg);
-  let h = prepareTokens(p, cfg, x); // [B, 1 + N, D]
+  let h = tidy(() => prepareTokens(p, cfg, x)); // [B, 1 + N, D]
   const outs: Tensor[] = [];
-  let attn!: Tensor;
+  let attn: Tensor | undefined;
   p.blocks.forEach((bp, i) => {
-    ({ out: h, attn } = block(bp, h, cfg.numHeads, rates[i], o.dropPath));
-    outs.push(h);
+    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath));
+    attn?.dispose();
+    if (i < p.blocks.length - keep) h.dispose();
+    ({ out: h, attn } = r);
+    if (i >= p.blocks.length - keep) outs.push(h);
   });
-  return { outs, attn };
+  return { outs, attn: attn! };
 }
 
 /**
@@ -306,8 +318,7 @@ function runBlocks(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions): 
  */
 export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions = {}): Tensor {
   const { outs } = runBlocks(p, cfg, x, o);
-  const last = outs[outs.length - 1];
-  return select(layerNorm(last, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS), 1, 0); // [B, D]
+  return tidy(() => select(layerNorm(outs[0], [cfg.embedDim], p.norm.weight, p.norm.bias, EPS), 1, 0)); // [B, D]
 }
 
 /**
@@ -344,6 +355,6 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
  * ```
  */
 export function intermediateLayers(p: ViTParams, cfg: ViTConfig, x: Tensor, n = 1): Tensor[] {
-  const { outs } = runBlocks(p, cfg, x, {});
-  return outs.slice(-n).map((h) => layerNorm(h, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS));
+  const { outs } = runBlocks(p, cfg, x, {}, n);
+  return outs.map((h) => layerNorm(h, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS));
 }

@@ -89,7 +89,7 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads):
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=384, depth=12, num_heads=6):
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -160,6 +160,7 @@ class VisionTransformer(nn.Module):
 class DINOHead(nn.Module):
     def __init__(self, in_dim, out_dim, use_bn=False, norm_last_layer=True, nlayers=3, hidden_dim=2048, bottleneck_dim=256):
         super().__init__()
+        nlayers = max(nlayers, 1)
         if nlayers == 1:
             self.mlp = nn.Linear(in_dim, bottleneck_dim)
         else:
@@ -423,20 +424,23 @@ def main():
     print(f"wrote {len(out)} tensors to tests/fixtures/parity.safetensors")
 
 
-def check_load(path, arch_json):
+def check_load(path, arch_json, backbone_only=False):
     """Loads weights this project wrote into the official modules with strict=True."""
     tensors, meta = load_safetensors(path)
     cfg = json.loads(arch_json)
-    model = MultiCropWrapper(VisionTransformer(**cfg["vit"]), DINOHead(cfg["vit"]["embed_dim"], **cfg["head"]))
+    backbone = VisionTransformer(**cfg["vit"])
+    if backbone_only:
+        backbone.load_state_dict(tensors, strict=True)
+        print(f"VisionTransformer.load_state_dict: {len(tensors)} tensors, strict=True")
+        return
+    model = MultiCropWrapper(backbone, DINOHead(cfg["vit"]["embed_dim"], **cfg["head"]))
     teacher = {k[len("teacher."):]: v for k, v in tensors.items() if k.startswith("teacher.")} or tensors
     model.load_state_dict(teacher, strict=True)
-    backbone = VisionTransformer(**cfg["vit"])
-    backbone.load_state_dict({k[len("backbone."):]: v for k, v in teacher.items() if k.startswith("backbone.")}, strict=True)
-    print(f"loaded {len(teacher)} tensors with strict=True")
+    print(f"MultiCropWrapper(VisionTransformer, DINOHead).load_state_dict: {len(teacher)} tensors, strict=True")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "check-load":
-        check_load(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 1 and sys.argv[1].startswith("check-load"):
+        check_load(sys.argv[2], sys.argv[3], backbone_only=sys.argv[1] == "check-load-backbone")
     else:
         main()

@@ -7,7 +7,12 @@ export function assertClose(actual: readonly number[], expected: readonly number
   assert.equal(actual.length, expected.length, `length ${actual.length} != ${expected.length}`);
   for (let i = 0; i < actual.length; i++) {
     const ok = Math.abs(actual[i] - expected[i]) <= tol || (Number.isNaN(actual[i]) && Number.isNaN(expected[i]));
-    assert.ok(ok, `at ${i}: ${actual[i]} != ${expected[i]} (tol ${tol})\nactual   ${actual}\nexpected ${expected}`);
+    if (!ok) {
+      const head = (xs: readonly number[]) => xs.slice(0, 12).join(", ") + (xs.length > 12 ? ", ..." : "");
+      assert.fail(
+        `at ${i}: ${actual[i]} != ${expected[i]} (tol ${tol})\nactual   ${head(actual)}\nexpected ${head(expected)}`,
+      );
+    }
   }
 }
 

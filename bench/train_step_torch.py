@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""The PyTorch side of bench/compare_train_step.ts: the same DINO step in eager mode,
+built from the official-layout modules of scripts/gen_fixtures.py.
+
+usage: train_step_torch.py THREADS STEPS
+Prints one line of JSON: seconds per step (each), after one warmup step.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import torch  # noqa: E402
+from gen_fixtures import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,  # noqa: E402
+                          clip_gradients, get_params_groups)
+
+threads, steps = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+B, K = 64, 4096
+
+
+def build():
+    vit = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3)
+    return MultiCropWrapper(vit, DINOHead(192, K))
+
+
+student, teacher = build(), build()
+teacher.load_state_dict(student.state_dict())
+for p in teacher.parameters():
+    p.requires_grad = False
+loss_fn = DINOLoss(K, 8, 0.04, 0.04, 0, 100)
+opt = torch.optim.AdamW(get_params_groups(student))
+g = torch.Generator().manual_seed(1)
+views = [torch.randn(B, 1, 28, 28, generator=g) for _ in range(2)] + [torch.randn(B, 1, 12, 12, generator=g) for _ in range(6)]
+
+
+def step(it):
+    for i, group in enumerate(opt.param_groups):
+        group["lr"] = 5e-4 * B / 256
+        if i == 0:
+            group["weight_decay"] = 0.04
+    teacher_output = teacher(views[:2])
+    student_output = student(views)
+    loss = loss_fn(student_output, teacher_output, 0)
+    opt.zero_grad()
+    loss.backward()
+    clip_gradients(student, 3.0)
+    cancel_gradients_last_layer(1, student, 1)
+    opt.step()
+    with torch.no_grad():
+        m = 0.996
+        for pq, pk in zip(student.parameters(), teacher.parameters()):
+            pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+    return loss.item()
+
+
+step(0)
+times = []
+for i in range(steps):
+    t0 = time.perf_counter()
+    step(i + 1)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))

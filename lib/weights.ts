@@ -1,0 +1,119 @@
+/**
+ * Weights in and out, in the official layouts: the full network
+ * (`backbone.*`, `head.*`, as `MultiCropWrapper.state_dict()`) or the bare
+ * backbone (no prefix, as the released `dino_vits16` weights). Loading also
+ * accepts the prefixes of official checkpoints (`module.`, `teacher.`,
+ * `student.`) and checks keys and shapes as `load_state_dict(strict=True)`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose } from "../mod.ts";
+ * import { dinoConfig, initDino } from "./model.ts";
+ * import { loadBackbone, saveWeights } from "./weights.ts";
+ * using g = new Generator(0);
+ * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
+ * const model = initDino(cfg, g);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, model.backbone);   // bare backbone keys
+ * const backbone = loadBackbone(path, cfg.vit);
+ * dispose([model, backbone]);
+ * ```
+ * @module
+ */
+import { dispose, Generator } from "../ffi/mod.ts";
+import { type DinoConfig, type DinoParams, initDino } from "./model.ts";
+import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { type Flat, flatten, unflatten } from "./tree.ts";
+import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
+
+/**
+ * Writes a network (official `backbone.*`/`head.*` keys) or a bare backbone atomically as safetensors.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose } from "../mod.ts";
+ * import { dinoConfig, initDino } from "./model.ts";
+ * import { saveWeights } from "./weights.ts";
+ * using g = new Generator(0);
+ * const m = initDino(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), g);
+ * saveWeights(Deno.makeTempFileSync(), m, { arch: "vit_tiny" });
+ * dispose(m);
+ * ```
+ */
+export function saveWeights(path: string, params: DinoParams | ViTParams, metadata: Record<string, string> = {}): void {
+  writeSafetensors(path, flatten(params), metadata);
+}
+
+/** Strips one leading prefix shared by every key (`module.`, `teacher.`, `student.`). */
+function stripWrapper(flat: Flat): Flat {
+  for (const prefix of ["module.", "teacher.", "student."]) {
+    const keys = Object.keys(flat);
+    if (keys.length > 0 && keys.every((k) => k.startsWith(prefix))) {
+      return Object.fromEntries(keys.map((k) => [k.slice(prefix.length), flat[k]]));
+    }
+  }
+  // A full checkpoint: take the teacher (the network DINO evaluates).
+  if (Object.keys(flat).some((k) => k.startsWith("teacher."))) {
+    return Object.fromEntries(
+      Object.entries(flat).filter(([k]) => k.startsWith("teacher.")).map(([k, v]) => [k.slice(8), v]),
+    );
+  }
+  return flat;
+}
+
+function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, source: string): T {
+  using g = new Generator(0);
+  const template = make(g);
+  try {
+    return unflatten(template, flat);
+  } catch (e) {
+    throw new Error(`${source}: ${e instanceof Error ? e.message : e}`);
+  } finally {
+    dispose(template);
+  }
+}
+
+/**
+ * Loads a full network (`backbone.*` and `head.*` keys, optionally under `module.`, `teacher.` or `student.`).
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "../mod.ts";
+ * import { dinoConfig } from "./model.ts";
+ * import { loadDino } from "./weights.ts";
+ * // const model = loadDino("checkpoint.safetensors", dinoConfig({ arch: "vit_small", outDim: 65536 }));
+ * ```
+ */
+export function loadDino(path: string, cfg: DinoConfig): DinoParams {
+  const { tensors } = readSafetensors(path);
+  try {
+    return withTemplate((g) => initDino(cfg, g), stripWrapper(tensors), path);
+  } finally {
+    dispose(tensors);
+  }
+}
+
+/**
+ * Loads a backbone: bare keys (released weights), or the `backbone.*` part of a network or checkpoint.
+ *
+ * @example
+ * ```ts
+ * import { vitConfig } from "./vit.ts";
+ * import { loadBackbone } from "./weights.ts";
+ * // const vit = loadBackbone("dino_vits16.safetensors", vitConfig("vit_small"));
+ * ```
+ */
+export function loadBackbone(path: string, cfg: ViTConfig): ViTParams {
+  const { tensors } = readSafetensors(path);
+  try {
+    let flat = stripWrapper(tensors);
+    if (Object.keys(flat).some((k) => k.startsWith("backbone."))) {
+      flat = Object.fromEntries(
+        Object.entries(flat).filter(([k]) => k.startsWith("backbone.")).map(([k, v]) => [k.slice(9), v]),
+      );
+    }
+    return withTemplate((g) => initViT(cfg, g), flat, path);
+  } finally {
+    dispose(tensors);
+  }
+}

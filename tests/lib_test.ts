@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import * as t from "../mod.ts";
+import { headConfig, headForward, initHead } from "../lib/head.ts";
+import { dinoLoss, sinkhornKnopp } from "../lib/loss.ts";
+import { dinoConfig, initDino, multiCropForward } from "../lib/model.ts";
+import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/optim.ts";
+import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/schedules.ts";
+import { flatten, mapTree, unflatten } from "../lib/tree.ts";
+import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/vit.ts";
+import { assertClose, noLeak } from "./helpers.ts";
+
+Deno.test("cosineSchedule matches the official numpy schedule value for value", () => {
+  // numpy: cosine_scheduler(0.1, 0.001, 3, 4, warmup_epochs=1), computed by hand from the formula
+  const s = cosineSchedule(0.1, 0.001, 3, 4, 1);
+  const warm = [0, 0.1 / 3, 0.2 / 3, 0.1];
+  const cos = Array.from({ length: 8 }, (_, i) => 0.001 + 0.5 * (0.1 - 0.001) * (1 + Math.cos(Math.PI * i / 8)));
+  assertClose(Array.from({ length: 12 }, (_, i) => s(i)), [...warm, ...cos], 1e-15);
+  assert.notEqual(s(11), 0.001, "the last value is not exactly final, as the official schedule");
+  assert.throws(() => s(12), /outside the schedule/);
+  assert.equal(linspaceAt(0.04, 0.07, 30, 29), 0.07);
+});
+
+Deno.test("the teacher temperature warms up linearly by epoch, then stays", () => {
+  const tau = teacherTempSchedule(0.04, 0.07, 30, 100);
+  assertClose([tau(0), tau(15), tau(29), tau(30), tau(99)], [0.04, 0.04 + 0.03 * 15 / 29, 0.07, 0.07, 0.07], 1e-15);
+  assert.throws(() => teacherTempSchedule(0.04, 0.07, 30, 10), /exceeds the epochs/);
+});
+
+Deno.test("the official architectures have the official shapes and key names", () =>
+  noLeak(() => {
+    using g = new t.Generator(0);
+    const cfg = dinoConfig({ arch: "vit_small", depth: 1, outDim: 128 });
+    const p = initDino(cfg, g);
+    const flat = flatten(p);
+    assert.deepEqual(flat["backbone.pos_embed"].shape, [1, 197, 384]);
+    assert.deepEqual(flat["backbone.patch_embed.proj.weight"].shape, [384, 3, 16, 16]);
+    assert.deepEqual(flat["backbone.blocks.0.attn.qkv.weight"].shape, [1152, 384]);
+    assert.deepEqual(flat["backbone.blocks.0.mlp.fc1.weight"].shape, [1536, 384]);
+    assert.deepEqual(flat["head.mlp.0.weight"].shape, [2048, 384]);
+    assert.deepEqual(flat["head.mlp.4.weight"].shape, [256, 2048]);
+    assert.deepEqual(flat["head.last_layer.weight_g"].shape, [128, 1]);
+    assert.deepEqual(flat["head.last_layer.weight_v"].shape, [128, 256]);
+    assert.deepEqual(vitConfig("vit_base").embedDim, 768);
+    assert.deepEqual(vitConfig("vit_tiny").numHeads, 3);
+    assert.throws(() => vitConfig("vit_huge" as "vit_base"), /unknown arch/);
+    assert.throws(() => vitConfig("vit_tiny", { numHeads: 5 }), /does not divide/);
+  }));
+
+Deno.test("initialisation follows the official recipe: std 0.02 linears, zero biases, unit norms, g = 1", () =>
+  noLeak(() => {
+    using g = new t.Generator(0);
+    const p = initViT(vitConfig("vit_tiny", { depth: 1 }), g);
+    const w = p.blocks[0].mlp.fc1.weight;
+    assertClose([Math.sqrt(t.item(t.variance(w)))], [0.02], 0.001);
+    assert.equal(t.item(t.amax(t.abs(p.blocks[0].mlp.fc1.bias))), 0);
+    assert.equal(t.item(t.amin(p.norm.weight)), 1);
+    assert.ok(t.item(t.amax(t.abs(truncNormal(g, [10000], 1)))) <= 2, "truncated at +-2");
+    const bound = 1 / Math.sqrt(3 * 16 * 16);
+    assert.ok(t.item(t.amax(t.abs(p.patch_embed.proj.weight))) <= bound);
+    const head = initHead(headConfig(192, 64), g);
+    assert.equal(t.item(t.amin(head.last_layer.weight_g)), 1);
+  }));
+
+Deno.test("stochastic depth rises linearly over the blocks and drops whole samples", () =>
+  noLeak(() => {
+    assertClose(dropRates(vitConfig("vit_tiny", { dropPathRate: 0.1, depth: 5 })), [0, 0.025, 0.05, 0.075, 0.1]);
+    using g = new t.Generator(3);
+    const cfg = vitConfig("vit_tiny", { imgSize: 8, patchSize: 4, depth: 2, dropPathRate: 0.9 });
+    const p = initViT(cfg, g);
+    const x = t.randn(g, [64, 3, 8, 8]);
+    const a = vitForward(p, cfg, x, { dropPath: g }), b = vitForward(p, cfg, x);
+    assert.notDeepEqual(t.toArray(a), t.toArray(b), "drop path changes the output in training");
+    assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(b), 0);
+  }));
+
+Deno.test("position embeddings are interpolated for other sizes and rectangular inputs", () =>
+  noLeak(() => {
+    using g = new t.Generator(0);
+    const cfg = vitConfig("vit_tiny", { imgSize: 16, patchSize: 4, depth: 1 });
+    const p = initViT(cfg, g);
+    assert.deepEqual(vitForward(p, cfg, t.randn(g, [2, 3, 8, 12])).shape, [2, 192]);
+    assert.throws(() => vitForward(p, cfg, t.randn(g, [2, 3, 10, 10])), /not a multiple of the patch size/);
+    assert.throws(() => vitForward(p, cfg, t.randn(g, [2, 1, 16, 16])), /takes \[B, 3, H, W\]/);
+  }));
+
+Deno.test("multi-crop forward equals running each crop alone", () =>
+  noLeak(() => {
+    using g = new t.Generator(1);
+    const cfg = dinoConfig({
+      arch: "vit_tiny",
+      imgSize: 8,
+      patchSize: 4,
+      depth: 1,
+      outDim: 16,
+      hiddenDim: 8,
+      bottleneckDim: 4,
+    });
+    const p = initDino(cfg, g);
+    const crops = [t.randn(g, [2, 3, 8, 8]), t.randn(g, [2, 3, 8, 8]), t.randn(g, [2, 3, 4, 4])];
+    const all = multiCropForward(p, cfg, crops).output;
+    const each = t.cat(crops.map((c) => multiCropForward(p, cfg, [c]).output), 0);
+    assertClose(t.toArray(all), t.toArray(each), 1e-5);
+  }));
+
+Deno.test("the head supports one layer, batch norm, and a trainable weight_g", () =>
+  noLeak(() => {
+    using g = new t.Generator(2);
+    const one = headConfig(8, 16, { nlayers: 1, bottleneckDim: 4 });
+    const p1 = initHead(one, g);
+    assert.deepEqual(Object.keys(flatten(p1)), [
+      "mlp.weight",
+      "mlp.bias",
+      "last_layer.weight_g",
+      "last_layer.weight_v",
+    ]);
+    assert.deepEqual(headForward(p1, one, t.randn(g, [3, 8])).output.shape, [3, 16]);
+    const bn = headConfig(8, 16, { useBn: true, hiddenDim: 6, bottleneckDim: 4 });
+    const p2 = initHead(bn, g);
+    assert.deepEqual(Object.keys(flatten(p2)).filter((k) => k.startsWith("mlp.1.")), [
+      "mlp.1.weight",
+      "mlp.1.bias",
+      "mlp.1.running_mean",
+      "mlp.1.running_var",
+      "mlp.1.num_batches_tracked",
+    ]);
+    assert.ok(Object.keys(flatten(p2)).includes("mlp.6.weight"), "Linears at 0, 3, 6 with batch norm");
+    const r = headForward(p2, bn, t.randn(g, [5, 8]));
+    assert.deepEqual(Object.keys(r.bnStats).sort(), ["1", "4"]);
+  }));
+
+Deno.test("dinoLoss: the center is returned, not mutated, and the loss is ln K for uniform outputs", () =>
+  noLeak(() => {
+    const K = 32, B = 4;
+    const center = t.zeros([1, K]);
+    const student = t.zeros([4 * B, K]), teacher = t.ones([2 * B, K]);
+    const r = dinoLoss(student, teacher, center, { ncrops: 4, teacherTemp: 0.04 });
+    assertClose([t.item(r.loss)], [Math.log(K)], 1e-5);
+    assert.equal(t.item(t.amax(center)), 0, "the input center is untouched");
+    assertClose([t.item(t.mean(r.center))], [0.1], 1e-6);
+    const none = dinoLoss(student, teacher, center, { ncrops: 4, teacherTemp: 0.04, centering: "none" });
+    assert.equal(t.item(t.amax(none.center)), 0);
+    const mse = dinoLoss(student, teacher, center, { ncrops: 4, teacherTemp: 0.04, criterion: "mse" });
+    assertClose([t.item(mse.loss)], [0], 1e-9);
+    assert.throws(() => dinoLoss(t.zeros([5, K]), teacher, center, { ncrops: 4, teacherTemp: 0.04 }), /multiple of 4/);
+  }));
+
+Deno.test("Sinkhorn-Knopp targets are doubly normalised", () =>
+  noLeak(() => {
+    using g = new t.Generator(0);
+    const q = sinkhornKnopp(t.randn(g, [8, 16]), 1, 50);
+    assertClose(t.toArray(t.sum(q, 1)), Array(8).fill(1), 1e-4);
+    assertClose(t.toArray(t.sum(q, 0)), Array(16).fill(0.5), 1e-3); // the last iteration normalises samples
+  }));
+
+Deno.test("AdamW leaves parameters without gradients, and their state, untouched; decays only matrices", () =>
+  noLeak(() => {
+    const params = { "a.weight": t.ones([2, 2]), "a.bias": t.ones([2]), "frozen.weight": t.ones([2, 2]) };
+    assert.equal(isDecayed("a.weight", params["a.weight"]), true);
+    assert.equal(isDecayed("a.bias", params["a.bias"]), false);
+    assert.equal(isDecayed("cls_token", t.ones([1, 1, 4])), true);
+    const opt = adamw();
+    const s0 = opt.init(params);
+    const zero = { "a.weight": t.zeros([2, 2]), "a.bias": t.zeros([2]) };
+    const r = opt.update(params, zero, s0, { lr: 0.1, weightDecay: 0.5 });
+    assertClose(t.toArray(r.params["a.weight"]), Array(4).fill(1 - 0.1 * 0.5), 1e-7);
+    assertClose(t.toArray(r.params["a.bias"]), [1, 1], 0);
+    assertClose(t.toArray(r.params["frozen.weight"]), Array(4).fill(1), 0);
+    assert.deepEqual(r.state.step, { "a.weight": 1, "a.bias": 1, "frozen.weight": 0 });
+    // First step: the update is lr * g / (|g| + eps), i.e. lr for a unit gradient.
+    const r2 = opt.update(params, { "a.bias": t.ones([2]) }, s0, { lr: 0.1, weightDecay: 0 });
+    assertClose(t.toArray(r2.params["a.bias"]), [0.9, 0.9], 1e-6);
+  }));
+
+Deno.test("SGD with momentum accumulates the velocity as PyTorch", () =>
+  noLeak(() => {
+    const opt = sgd({ momentum: 0.9 });
+    const params = { w: t.tensor([[1]]) };
+    let state = opt.init(params);
+    let p = params;
+    const seen: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = opt.update(p, { w: t.tensor([[1]]) }, state, { lr: 0.1, weightDecay: 0 });
+      p = r.params as typeof params;
+      state = r.state;
+      seen.push(t.item(p.w));
+    }
+    // velocities 1, 1.9, 2.71
+    assertClose(seen, [0.9, 0.71, 0.439], 1e-6);
+  }));
+
+Deno.test("per-parameter clipping scales only gradients whose norm is over the limit", () =>
+  noLeak(() => {
+    const small = t.tensor([0.3, 0.4]);
+    const { grads, norms } = clipGradients({ big: t.tensor([3, 4]), small }, 1);
+    assertClose(t.toArray(grads.big), [0.6, 0.8], 1e-6);
+    assertClose(t.toArray(grads.small), t.toArray(small), 0);
+    assertClose([t.item(norms.big)], [5], 1e-6);
+  }));
+
+Deno.test("the teacher EMA moves toward the student by 1 - m", () =>
+  noLeak(() => {
+    const r = emaUpdate({ w: t.zeros([2]), only: t.ones([1]) }, { w: t.ones([2]) }, 0.75);
+    assertClose(t.toArray(r.w), [0.25, 0.25], 1e-7);
+    assertClose(t.toArray(r.only), [1], 0);
+  }));
+
+Deno.test("tree: flatten gives dotted keys, unflatten checks keys and shapes like strict loading", () =>
+  noLeak(() => {
+    const tree = { blocks: [{ w: t.ones([2]) }], norm: { b: t.zeros([3]) } };
+    assert.deepEqual(Object.keys(flatten(tree)), ["blocks.0.w", "norm.b"]);
+    const back = unflatten(tree, flatten(tree));
+    assert.notEqual(back.blocks[0].w, tree.blocks[0].w, "new handles");
+    assertClose(t.toArray(back.norm.b), [0, 0, 0]);
+    assert.throws(() => unflatten(tree, { "blocks.0.w": t.ones([2]) }), /missing keys: norm\.b/);
+    assert.throws(() => unflatten(tree, { ...flatten(tree), extra: t.ones([1]) }), /unexpected keys: extra/);
+    assert.throws(
+      () => unflatten(tree, { "blocks.0.w": t.ones([5]), "norm.b": t.zeros([3]) }),
+      /blocks\.0\.w: shape \[5\] in the weights, \[2\] in the model/,
+    );
+    const doubled = mapTree(tree, (x) => t.mul(x, 2));
+    assertClose(t.toArray(doubled.blocks[0].w), [2, 2]);
+  }));
