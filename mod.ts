@@ -18,3 +18,13 @@
  * @module
  */
 export * from "./ffi/mod.ts";
+export * from "./lib/vit.ts";
+export * from "./lib/head.ts";
+export * from "./lib/model.ts";
+export * from "./lib/loss.ts";
+export * from "./lib/schedules.ts";
+export * from "./lib/optim.ts";
+export * from "./lib/train.ts";
+export * from "./lib/tree.ts";
+export * from "./lib/safetensors.ts";
+export * from "./lib/weights.ts";

@@ -64,10 +64,15 @@ export function headConfig(inDim: number, outDim: number, o: Partial<HeadConfig>
 
 /** `nn.BatchNorm1d` parameters and buffers. */
 export interface BatchNormParams {
+  /** Scale. */
   weight: Tensor;
+  /** Shift. */
   bias: Tensor;
+  /** Running mean (a buffer). */
   running_mean: Tensor;
+  /** Running variance (a buffer). */
   running_var: Tensor;
+  /** Forward passes in training (a buffer, i64). */
   num_batches_tracked: Tensor;
 }
 
@@ -77,7 +82,9 @@ export interface BatchNormParams {
  * nlayers is 1, and `last_layer.{weight_g, weight_v}`.
  */
 export interface HeadParams {
+  /** The MLP's layers by Sequential index (a single Linear when nlayers is 1). */
   mlp: LinearParams | Record<string, LinearParams | BatchNormParams>;
+  /** The weight-normalised last layer: weight_g [K, 1], weight_v [K, bottleneck]. */
   last_layer: { weight_g: Tensor; weight_v: Tensor };
 }
 

@@ -23,7 +23,9 @@ import { type Arch, initViT, type ViTConfig, vitConfig, vitForward, type ViTPara
 
 /** A backbone and its head, keyed as the official MultiCropWrapper (`backbone.*`, `head.*`). */
 export interface DinoParams {
+  /** The ViT. */
   backbone: ViTParams;
+  /** The DINO head. */
   head: HeadParams;
 }
 
@@ -31,7 +33,9 @@ export interface DinoParams {
 export interface DinoConfig {
   /** The named architecture the backbone follows. */
   arch: Arch;
+  /** The backbone's shape. */
   vit: ViTConfig;
+  /** The head's shape. */
   head: HeadConfig;
 }
 

@@ -36,19 +36,25 @@ import type { Flat } from "./tree.ts";
 
 /** The step's hyperparameters, from the schedules. */
 export interface StepHyper {
+  /** This step's learning rate. */
   lr: number;
+  /** This step's weight decay (decayed parameters only). */
   weightDecay: number;
 }
 
 /** AdamW's state: first and second moments and each parameter's own step count. */
 export interface AdamWState {
+  /** First moments, by parameter key. */
   exp_avg: Flat;
+  /** Second moments, by parameter key. */
   exp_avg_sq: Flat;
+  /** Steps each parameter has taken (a frozen one lags behind). */
   step: Record<string, number>;
 }
 
 /** SGD's state: the momentum buffers. */
 export interface SGDState {
+  /** Velocities, by parameter key. */
   momentum_buffer: Flat;
 }
 

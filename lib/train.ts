@@ -49,7 +49,7 @@ import { type Centering, dinoLoss, meanEntropy, teacherTargets, updateCenter } f
 import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "./model.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
-import { type Flat, flatten, mapTree } from "./tree.ts";
+import { type Flat, mapTree, stateDict } from "./tree.ts";
 import type { LinearParams } from "./vit.ts";
 import { truncNormal } from "./vit.ts";
 
@@ -69,6 +69,7 @@ export interface DinoHyper {
   warmupEpochs: number;
   /** Weight decay at the start (0.04) and end (0.4) of the cosine schedule. */
   weightDecay: number;
+  /** Weight decay at the end of the cosine schedule (0.4). */
   weightDecayEnd: number;
   /** Teacher EMA momentum at the start (0.996), cosine to 1. */
   momentumTeacher: number;
@@ -76,9 +77,11 @@ export interface DinoHyper {
   clipGrad: number;
   /** Epochs during which the head's last layer is frozen (1). */
   freezeLastLayer: number;
-  /** Teacher temperature: warmup start (0.04), final (0.04), warmup epochs (0). */
+  /** Teacher temperature at the start of its warmup (0.04). */
   warmupTeacherTemp: number;
+  /** Teacher temperature after the warmup (0.04). */
   teacherTemp: number;
+  /** Epochs of the teacher-temperature warmup (0). */
   warmupTeacherTempEpochs: number;
   /** Student temperature (0.1). */
   studentTemp: number;
@@ -155,12 +158,15 @@ export function schedules(h: DinoHyper): {
 
 /** The student: the DINO network, plus the predictor of that ablation. */
 export interface StudentParams extends DinoParams {
+  /** The predictor MLP of that ablation: Linear(K, h), GELU, Linear(h, K). */
   predictor?: Record<string, LinearParams>;
 }
 
 /** Everything that changes during training. Immutable: each step returns a new one. */
 export interface TrainState {
+  /** The trained network. */
   student: StudentParams;
+  /** The EMA of the student. */
   teacher: DinoParams;
   /** Optimizer state over the student's trainable parameters (official keys). */
   optimizer: AdamWState | SGDState;
@@ -174,10 +180,15 @@ export interface TrainState {
 
 /** What a step reports. */
 export interface StepMetrics {
+  /** The DINO loss (mean over micro-batches). */
   loss: number;
+  /** The learning rate used. */
   lr: number;
+  /** The weight decay used. */
   weightDecay: number;
+  /** The teacher momentum used. */
   momentum: number;
+  /** The teacher temperature used. */
   teacherTemp: number;
   /** Mean entropy (nats) of the teacher's targets; ln K means a uniform teacher. */
   teacherEntropy: number;
@@ -199,7 +210,7 @@ export function optimizerFor(h: DinoHyper): Optimizer<AdamWState> | Optimizer<SG
 }
 
 function trainable(student: StudentParams, cfg: DinoConfig): Flat {
-  return Object.fromEntries(Object.entries(flatten(student)).filter(([k]) => isTrainable(k, cfg)));
+  return Object.fromEntries(Object.entries(stateDict(student)).filter(([k]) => isTrainable(k, cfg)));
 }
 
 /**
@@ -320,7 +331,7 @@ export function trainStep(
       const s = multiCropForward(leaves, cfg, crops, { dropPath: g });
       const out = leaves.predictor ? predict(leaves.predictor, s.output) : s.output;
       const { loss } = dinoLoss(out, t.output, state.center, lossOptions);
-      const flatLeaves = flatten(leaves);
+      const flatLeaves = stateDict(leaves);
       const gs = grad(div(loss, h.accumSteps), keys.map((k) => flatLeaves[k]));
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
       student = withStats(student, s.bnStats);
@@ -342,8 +353,8 @@ export function trainStep(
     const newStudent = mapTree(student, (p, k) => updated.params[k] ?? alias(p));
 
     // Teacher: EMA over the parameters both networks have (batch-norm buffers come from its own forward).
-    const studentFlat = flatten(newStudent);
-    const teacherFlat = flatten(teacher);
+    const studentFlat = stateDict(newStudent);
+    const teacherFlat = stateDict(teacher);
     const params = Object.fromEntries(Object.entries(teacherFlat).filter(([k]) => !BUFFERS.test(k)));
     const ema = h.teacherMode === "student"
       ? Object.fromEntries(Object.keys(params).map((k) => [k, alias(studentFlat[k])]))

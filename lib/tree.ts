@@ -25,11 +25,11 @@ export type Flat = Record<string, Tensor>;
  * @example
  * ```ts
  * import { ones } from "../ffi/mod.ts";
- * import { flatten } from "./tree.ts";
- * const keys = Object.keys(flatten({ blocks: [{ w: ones([1]) }] })); // ["blocks.0.w"]
+ * import { stateDict } from "./tree.ts";
+ * const keys = Object.keys(stateDict({ blocks: [{ w: ones([1]) }] })); // ["blocks.0.w"]
  * ```
  */
-export function flatten(tree: object, prefix = ""): Flat {
+export function stateDict(tree: object, prefix = ""): Flat {
   const out: Flat = {};
   const walk = (node: Node, path: string) => {
     if (node instanceof Tensor) {
@@ -74,13 +74,13 @@ export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: stri
  * @example
  * ```ts
  * import { ones } from "../ffi/mod.ts";
- * import { flatten, unflatten } from "./tree.ts";
+ * import { loadStateDict, stateDict } from "./tree.ts";
  * const tree = { w: ones([2]) };
- * const copy = unflatten(tree, flatten(tree));
+ * const copy = loadStateDict(tree, stateDict(tree));
  * ```
  */
-export function unflatten<T extends object>(template: T, flat: Flat, prefix = ""): T {
-  const expected = flatten(template, prefix);
+export function loadStateDict<T extends object>(template: T, flat: Flat, prefix = ""): T {
+  const expected = stateDict(template, prefix);
   const missing = Object.keys(expected).filter((k) => !(k in flat));
   const unexpected = Object.keys(flat).filter((k) => !(k in expected));
   const problems: string[] = [];

@@ -105,27 +105,40 @@ export function vitConfig(arch: Arch, o: Partial<ViTConfig> = {}): ViTConfig {
 
 /** `nn.Linear` parameters: weight [out, in], bias [out]. */
 export interface LinearParams {
+  /** [out, in]. */
   weight: Tensor;
+  /** [out]. */
   bias: Tensor;
 }
 /** `nn.LayerNorm` parameters. */
 export interface NormParams {
+  /** Scale, [D]. */
   weight: Tensor;
+  /** Shift, [D]. */
   bias: Tensor;
 }
 /** One transformer block, with the official key names. */
 export interface BlockParams {
+  /** LayerNorm before attention. */
   norm1: NormParams;
+  /** qkv [3D, D] and the output projection [D, D]. */
   attn: { qkv: LinearParams; proj: LinearParams };
+  /** LayerNorm before the MLP. */
   norm2: NormParams;
+  /** fc1 [4D, D] and fc2 [D, 4D]. */
   mlp: { fc1: LinearParams; fc2: LinearParams };
 }
 /** The backbone, with the official key names and order. */
 export interface ViTParams {
-  cls_token: Tensor; // [1, 1, D]
-  pos_embed: Tensor; // [1, 1 + (img/patch)^2, D]
-  patch_embed: { proj: { weight: Tensor; bias: Tensor } }; // conv [D, C, p, p]
+  /** The CLS token, [1, 1, D]. */
+  cls_token: Tensor;
+  /** Position embeddings, [1, 1 + (img/patch)^2, D]. */
+  pos_embed: Tensor;
+  /** The patch-embedding conv: weight [D, C, p, p], bias [D]. */
+  patch_embed: { proj: { weight: Tensor; bias: Tensor } };
+  /** The transformer blocks. */
   blocks: BlockParams[];
+  /** The final LayerNorm. */
   norm: NormParams;
 }
 

@@ -23,7 +23,7 @@
 import { dispose, Generator } from "../ffi/mod.ts";
 import { type DinoConfig, type DinoParams, initDino } from "./model.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
-import { type Flat, flatten, unflatten } from "./tree.ts";
+import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
 
 /**
@@ -41,7 +41,7 @@ import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
  * ```
  */
 export function saveWeights(path: string, params: DinoParams | ViTParams, metadata: Record<string, string> = {}): void {
-  writeSafetensors(path, flatten(params), metadata);
+  writeSafetensors(path, stateDict(params), metadata);
 }
 
 /** Strips one leading prefix shared by every key (`module.`, `teacher.`, `student.`). */
@@ -65,7 +65,7 @@ function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, s
   using g = new Generator(0);
   const template = make(g);
   try {
-    return unflatten(template, flat);
+    return loadStateDict(template, flat);
   } catch (e) {
     throw new Error(`${source}: ${e instanceof Error ? e.message : e}`);
   } finally {

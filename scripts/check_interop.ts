@@ -14,7 +14,7 @@
 import { dispose, Generator } from "../mod.ts";
 import { dinoConfig, initDino } from "../lib/model.ts";
 import { writeSafetensors } from "../lib/safetensors.ts";
-import { flatten } from "../lib/tree.ts";
+import { stateDict } from "../lib/tree.ts";
 import { saveWeights } from "../lib/weights.ts";
 
 const python = Deno.env.get("DINO_PYTHON") ?? "/usr/bin/python3";
@@ -51,7 +51,7 @@ for (const c of cases) {
   const bare = `${dir}/${c.arch}-backbone.safetensors`;
   saveWeights(full, model);
   saveWeights(bare, model.backbone);
-  const flat = flatten(model);
+  const flat = stateDict(model);
   writeSafetensors(ckpt, Object.fromEntries(Object.entries(flat).map(([k, v]) => [`teacher.${k}`, v])));
   dispose(model);
   const arch = JSON.stringify({ vit: c.vit, head: c.head });

@@ -5,7 +5,7 @@ import { dinoLoss, sinkhornKnopp } from "../lib/loss.ts";
 import { dinoConfig, initDino, multiCropForward } from "../lib/model.ts";
 import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/optim.ts";
 import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/schedules.ts";
-import { flatten, mapTree, unflatten } from "../lib/tree.ts";
+import { loadStateDict, mapTree, stateDict } from "../lib/tree.ts";
 import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/vit.ts";
 import { assertClose, noLeak } from "./helpers.ts";
 
@@ -31,7 +31,7 @@ Deno.test("the official architectures have the official shapes and key names", (
     using g = new t.Generator(0);
     const cfg = dinoConfig({ arch: "vit_small", depth: 1, outDim: 128 });
     const p = initDino(cfg, g);
-    const flat = flatten(p);
+    const flat = stateDict(p);
     assert.deepEqual(flat["backbone.pos_embed"].shape, [1, 197, 384]);
     assert.deepEqual(flat["backbone.patch_embed.proj.weight"].shape, [384, 3, 16, 16]);
     assert.deepEqual(flat["backbone.blocks.0.attn.qkv.weight"].shape, [1152, 384]);
@@ -107,7 +107,7 @@ Deno.test("the head supports one layer, batch norm, and a trainable weight_g", (
     using g = new t.Generator(2);
     const one = headConfig(8, 16, { nlayers: 1, bottleneckDim: 4 });
     const p1 = initHead(one, g);
-    assert.deepEqual(Object.keys(flatten(p1)), [
+    assert.deepEqual(Object.keys(stateDict(p1)), [
       "mlp.weight",
       "mlp.bias",
       "last_layer.weight_g",
@@ -116,14 +116,14 @@ Deno.test("the head supports one layer, batch norm, and a trainable weight_g", (
     assert.deepEqual(headForward(p1, one, t.randn(g, [3, 8])).output.shape, [3, 16]);
     const bn = headConfig(8, 16, { useBn: true, hiddenDim: 6, bottleneckDim: 4 });
     const p2 = initHead(bn, g);
-    assert.deepEqual(Object.keys(flatten(p2)).filter((k) => k.startsWith("mlp.1.")), [
+    assert.deepEqual(Object.keys(stateDict(p2)).filter((k) => k.startsWith("mlp.1.")), [
       "mlp.1.weight",
       "mlp.1.bias",
       "mlp.1.running_mean",
       "mlp.1.running_var",
       "mlp.1.num_batches_tracked",
     ]);
-    assert.ok(Object.keys(flatten(p2)).includes("mlp.6.weight"), "Linears at 0, 3, 6 with batch norm");
+    assert.ok(Object.keys(stateDict(p2)).includes("mlp.6.weight"), "Linears at 0, 3, 6 with batch norm");
     const r = headForward(p2, bn, t.randn(g, [5, 8]));
     assert.deepEqual(Object.keys(r.bnStats).sort(), ["1", "4"]);
   }));
@@ -204,17 +204,17 @@ Deno.test("the teacher EMA moves toward the student by 1 - m", () =>
     assertClose(t.toArray(r.only), [1], 0);
   }));
 
-Deno.test("tree: flatten gives dotted keys, unflatten checks keys and shapes like strict loading", () =>
+Deno.test("stateDict gives dotted official keys; loadStateDict checks keys and shapes like strict loading", () =>
   noLeak(() => {
     const tree = { blocks: [{ w: t.ones([2]) }], norm: { b: t.zeros([3]) } };
-    assert.deepEqual(Object.keys(flatten(tree)), ["blocks.0.w", "norm.b"]);
-    const back = unflatten(tree, flatten(tree));
+    assert.deepEqual(Object.keys(stateDict(tree)), ["blocks.0.w", "norm.b"]);
+    const back = loadStateDict(tree, stateDict(tree));
     assert.notEqual(back.blocks[0].w, tree.blocks[0].w, "new handles");
     assertClose(t.toArray(back.norm.b), [0, 0, 0]);
-    assert.throws(() => unflatten(tree, { "blocks.0.w": t.ones([2]) }), /missing keys: norm\.b/);
-    assert.throws(() => unflatten(tree, { ...flatten(tree), extra: t.ones([1]) }), /unexpected keys: extra/);
+    assert.throws(() => loadStateDict(tree, { "blocks.0.w": t.ones([2]) }), /missing keys: norm\.b/);
+    assert.throws(() => loadStateDict(tree, { ...stateDict(tree), extra: t.ones([1]) }), /unexpected keys: extra/);
     assert.throws(
-      () => unflatten(tree, { "blocks.0.w": t.ones([5]), "norm.b": t.zeros([3]) }),
+      () => loadStateDict(tree, { "blocks.0.w": t.ones([5]), "norm.b": t.zeros([3]) }),
       /blocks\.0\.w: shape \[5\] in the weights, \[2\] in the model/,
     );
     const doubled = mapTree(tree, (x) => t.mul(x, 2));

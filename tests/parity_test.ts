@@ -6,7 +6,7 @@ import { dinoLoss } from "../lib/loss.ts";
 import { type DinoConfig, dinoConfig, type DinoParams, initDino, multiCropForward } from "../lib/model.ts";
 import { readSafetensors } from "../lib/safetensors.ts";
 import { dinoHyper, isTrainable, optimizerFor, type TrainState, trainStep } from "../lib/train.ts";
-import { type Flat, flatten, mapTree, unflatten } from "../lib/tree.ts";
+import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/tree.ts";
 import { intermediateLayers, lastSelfAttention, vitForward } from "../lib/vit.ts";
 import type { AdamWState } from "../lib/optim.ts";
 
@@ -63,7 +63,7 @@ function inputs(step: number): t.Tensor[] {
 function initialWeights(): DinoParams {
   using g = new t.Generator(0);
   const template = initDino(cfg, g);
-  const p = unflatten(template, prefixed("init."));
+  const p = loadStateDict(template, prefixed("init."));
   t.dispose(template);
   return p;
 }
@@ -79,7 +79,7 @@ function assertNear(actual: t.Tensor, expected: t.Tensor, tol: number, name: str
 }
 
 function assertState(s: TrainState, tag: string, tol: number): void {
-  const student = flatten(s.student), teacher = flatten(s.teacher);
+  const student = stateDict(s.student), teacher = stateDict(s.teacher);
   let compared = 0;
   for (const [k, v] of Object.entries(prefixed(`${tag}.student.`))) {
     assertNear(student[k], v, tol, `${tag} student ${k}`), compared++;
@@ -154,7 +154,7 @@ Deno.test("multi-crop head outputs, DINO loss and every gradient equal PyTorch",
         teacherTemp,
       });
       assertNear(loss, F["step0.loss"], 1e-5, "loss");
-      const flat = flatten(leaves);
+      const flat = stateDict(leaves);
       const keys = Object.keys(flat).filter((k) => isTrainable(k, cfg));
       const grads = t.grad(loss, keys.map((k) => flat[k]));
       const expected = prefixed("step0.grad.");
@@ -170,7 +170,7 @@ Deno.test("one full step, and three, equal PyTorch: student, teacher, center and
   const student = initialWeights();
   const teacher = mapTree(student, (x) => t.clone(x));
   const opt = optimizerFor(hyper);
-  const trainableFlat = Object.fromEntries(Object.entries(flatten(student)).filter(([k]) => isTrainable(k, cfg)));
+  const trainableFlat = Object.fromEntries(Object.entries(stateDict(student)).filter(([k]) => isTrainable(k, cfg)));
   let state: TrainState = {
     student,
     teacher,

@@ -9,7 +9,7 @@ import {
 } from "../lib/safetensors.ts";
 import { dinoConfig, initDino } from "../lib/model.ts";
 import { loadBackbone, loadDino, saveWeights } from "../lib/weights.ts";
-import { flatten } from "../lib/tree.ts";
+import { stateDict } from "../lib/tree.ts";
 import { noLeak } from "./helpers.ts";
 
 function file(header: unknown, data = new Uint8Array(0), lengthOverride?: number): Uint8Array {
@@ -115,7 +115,7 @@ Deno.test("weights load in the official layouts: full network, bare backbone, an
   const model = initDino(cfg, g);
   saveWeights(`${dir}/full.safetensors`, model);
   saveWeights(`${dir}/backbone.safetensors`, model.backbone);
-  const flat = flatten(model);
+  const flat = stateDict(model);
   writeSafetensors(
     `${dir}/module.safetensors`,
     Object.fromEntries(Object.entries(flat).map(([k, v]) => [`module.${k}`, v])),
@@ -133,7 +133,7 @@ Deno.test("weights load in the official layouts: full network, bare backbone, an
   t.dispose(bare.tensors);
   for (const name of ["full", "module", "ckpt"]) {
     const loaded = loadDino(`${dir}/${name}.safetensors`, cfg);
-    assert.deepEqual(t.toArray(flatten(loaded)["head.mlp.0.weight"]), t.toArray(flat["head.mlp.0.weight"]), name);
+    assert.deepEqual(t.toArray(stateDict(loaded)["head.mlp.0.weight"]), t.toArray(flat["head.mlp.0.weight"]), name);
     t.dispose(loaded);
   }
   for (const name of ["backbone", "full", "ckpt"]) t.dispose(loadBackbone(`${dir}/${name}.safetensors`, cfg.vit));

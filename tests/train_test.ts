@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { dinoConfig } from "../lib/model.ts";
 import { type DinoHyper, dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/train.ts";
-import { flatten } from "../lib/tree.ts";
+import { stateDict } from "../lib/tree.ts";
 
 const cfg = dinoConfig({
   arch: "vit_tiny",
@@ -37,7 +37,7 @@ function run(h: DinoHyper, steps: number, c = cfg): { state: TrainState; losses:
 }
 
 function maxDiff(a: TrainState, b: TrainState): number {
-  const fa = flatten(a.student), fb = flatten(b.student);
+  const fa = stateDict(a.student), fb = stateDict(b.student);
   return Math.max(
     ...Object.keys(fa).map((k) => t.tidy(() => t.item(t.amax(t.abs(t.sub(t.to(fa[k], "f32"), t.to(fb[k], "f32"))))))),
   );
@@ -56,14 +56,14 @@ Deno.test("the live-tensor count is the same before and after 50 steps", () => {
 Deno.test("a step leaves the old state untouched and usable", () => {
   const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 0 });
   const s0 = initTrainState(cfg, h, 0);
-  const snapshot = t.tidy(() => t.keep(t.clone(flatten(s0.student)["backbone.blocks.0.attn.qkv.weight"])));
+  const snapshot = t.tidy(() => t.keep(t.clone(stateDict(s0.student)["backbone.blocks.0.attn.qkv.weight"])));
   const v = views(1);
   const a = trainStep(s0, v, h, cfg);
   const b = trainStep(s0, v, h, cfg); // same input state: the same result
   assert.equal(maxDiff(a.state, b.state), 0);
   assert.equal(a.state.step, 1);
   assert.equal(s0.step, 0);
-  const w0 = flatten(s0.student)["backbone.blocks.0.attn.qkv.weight"];
+  const w0 = stateDict(s0.student)["backbone.blocks.0.attn.qkv.weight"];
   assert.equal(t.tidy(() => t.item(t.amax(t.abs(t.sub(w0, snapshot))))), 0);
   assert.ok(maxDiff(a.state, s0) > 0, "the new state differs");
   t.dispose([s0, a.state, b.state, v, snapshot]);
@@ -84,16 +84,16 @@ Deno.test("gradient accumulation over 2 micro-batches equals the full batch", ()
 Deno.test("the last layer is frozen for freezeLastLayer epochs, then trains", () => {
   const h = dinoHyper({ epochs: 2, itersPerEpoch: 1, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 1 });
   let state = initTrainState(cfg, h, 0);
-  const v0 = flatten(state.student)["head.last_layer.weight_v"];
+  const v0 = stateDict(state.student)["head.last_layer.weight_v"];
   const first = trainStep(state, views(1), h, cfg);
-  const v1 = flatten(first.state.student)["head.last_layer.weight_v"];
+  const v1 = stateDict(first.state.student)["head.last_layer.weight_v"];
   assert.equal(t.tidy(() => t.item(t.amax(t.abs(t.sub(v0, v1))))), 0, "frozen in epoch 0");
   t.dispose(state);
   state = first.state;
   const second = trainStep(state, views(2), h, cfg);
-  const v2 = flatten(second.state.student)["head.last_layer.weight_v"];
+  const v2 = stateDict(second.state.student)["head.last_layer.weight_v"];
   assert.ok(t.tidy(() => t.item(t.amax(t.abs(t.sub(v1, v2))))) > 0, "trained in epoch 1");
-  const g = flatten(second.state.student)["head.last_layer.weight_g"];
+  const g = stateDict(second.state.student)["head.last_layer.weight_g"];
   assert.equal(t.tidy(() => t.item(t.amax(t.abs(t.sub(g, 1))))), 0, "weight_g stays 1 with normLastLayer");
   t.dispose([state, second.state]);
 });
@@ -101,7 +101,7 @@ Deno.test("the last layer is frozen for freezeLastLayer epochs, then trains", ()
 Deno.test("ablations: teacher = student, MSE, no centering, Sinkhorn-Knopp, predictor, SGD", () => {
   const base = { epochs: 1, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0 };
   const noMomentum = run(dinoHyper({ ...base, teacherMode: "student" }), 2);
-  const fs = flatten(noMomentum.state.student), ft = flatten(noMomentum.state.teacher);
+  const fs = stateDict(noMomentum.state.student), ft = stateDict(noMomentum.state.teacher);
   for (const k of Object.keys(ft)) assert.equal(t.tidy(() => t.item(t.amax(t.abs(t.sub(fs[k], ft[k]))))), 0, k);
   t.dispose(noMomentum.state);
 
@@ -116,7 +116,7 @@ Deno.test("ablations: teacher = student, MSE, no centering, Sinkhorn-Knopp, pred
 
   const pred = run(dinoHyper({ ...base, predictorDim: 12 }), 2);
   assert.deepEqual(pred.state.student.predictor!["0"].weight.shape, [12, 32]);
-  assert.ok(!Object.keys(flatten(pred.state.teacher)).some((k) => k.startsWith("predictor")));
+  assert.ok(!Object.keys(stateDict(pred.state.teacher)).some((k) => k.startsWith("predictor")));
   t.dispose(pred.state);
 });
 
@@ -125,7 +125,7 @@ Deno.test("a batch-norm head trains, and its running statistics move", () => {
   const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0 });
   const { state, losses } = run(h, 2, bnCfg);
   assert.ok(losses.every(Number.isFinite));
-  const f = flatten(state.student);
+  const f = stateDict(state.student);
   assert.equal(t.item(f["head.mlp.1.num_batches_tracked"]), 2);
   assert.ok(t.tidy(() => t.item(t.amax(t.abs(f["head.mlp.1.running_mean"])))) > 0);
   t.dispose(state);
