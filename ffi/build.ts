@@ -239,7 +239,9 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   const sources = await readSources();
   const hash = createHash("sha256");
   for (const [name, text] of sources) hash.update(name).update("\0").update(text).update("\0");
-  hash.update(JSON.stringify(libtorch));
+  // Image decoding needs stb; installing it later must give a new build.
+  const stb = exists("/usr/include/stb/stb_image.h");
+  hash.update(JSON.stringify(libtorch)).update(stb ? "stb" : "no-stb");
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
   if (exists(out)) return out;
@@ -256,6 +258,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       "-shared",
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
+      ...(stb ? ["-DDINO_STB"] : []),
       ...libtorch.include.flatMap((i) => ["-isystem", i]),
       join(work, "shim.cpp"),
       "-o",
@@ -268,6 +271,8 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       "-ltorch",
       "-ltorch_cpu",
       "-lc10",
+      ...(stb ? ["-lstb"] : []),
+      "-lpthread",
     ];
     const r = run(cxx, args);
     if (!r.ok) {

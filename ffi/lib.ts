@@ -38,6 +38,17 @@ export const ctx: Context = newContext();
 /** The shared context's fields, as float64s. */
 export const meta = new Float64Array(ctx.buffer, 0, 32);
 
+function defaultCacheMegabytes(): number {
+  const env = Deno.env.get("DINO_CPU_CACHE_MB");
+  if (env !== undefined && env !== "") {
+    const mb = Number(env);
+    if (!(mb >= 0)) throw new Error(`DINO_CPU_CACHE_MB must be a number of megabytes >= 0, got "${env}"`);
+    return mb;
+  }
+  return Math.min(Deno.systemMemoryInfo().total / 4, 8 * 2 ** 30) / 2 ** 20;
+}
+native.set_cpu_cache(ctx, defaultCacheMegabytes());
+
 const decoder = new TextDecoder();
 
 /** The message the shim left in a context. */

@@ -13,3 +13,4 @@ export * from "./ops/shape.ts";
 export * from "./ops/nn.ts";
 export * from "./ops/random.ts";
 export * from "./ops/autograd.ts";
+export * from "./ops/image.ts";

@@ -37,6 +37,39 @@ export function cudaDeviceCount(): number {
 export function cudaAvailable(): boolean {
   return cudaDeviceCount() > 0;
 }
+/**
+ * Sets how many megabytes of freed CPU buffers (256 KiB and up) libtorch keeps
+ * for reuse instead of returning them to the OS; 0 turns the cache off. Loading
+ * the shim sets it from `DINO_CPU_CACHE_MB`, else a quarter of the memory (at
+ * most 8 GiB). Reused buffers skip the page faults of fresh memory, which on
+ * some machines cost more than the arithmetic.
+ *
+ * @example
+ * ```ts
+ * import { setCpuCache } from "./mod.ts";
+ * setCpuCache(1024);
+ * ```
+ */
+export function setCpuCache(megabytes: number): void {
+  if (!(megabytes >= 0)) throw new RangeError(`the CPU cache size must be >= 0 MB, got ${megabytes}`);
+  checked(native.set_cpu_cache(ctx, megabytes), "setCpuCache");
+}
+/**
+ * The CPU buffer cache: bytes held now, and allocations served from it (hits) or not (misses).
+ *
+ * @example
+ * ```ts
+ * import { cpuCacheStats } from "./mod.ts";
+ * const { cachedBytes, hits, misses } = cpuCacheStats();
+ * ```
+ */
+export function cpuCacheStats(): { cachedBytes: number; hits: number; misses: number } {
+  return {
+    cachedBytes: checked(native.cpu_cache_stat(ctx, 0), "cpuCacheStats"),
+    hits: checked(native.cpu_cache_stat(ctx, 1), "cpuCacheStats"),
+    misses: checked(native.cpu_cache_stat(ctx, 2), "cpuCacheStats"),
+  };
+}
 /** Waits for all queued CUDA work (a no-op without CUDA), for honest timings. @example `cudaSynchronize()` */
 export function cudaSynchronize(): void {
   checked(native.cuda_synchronize(ctx), "cudaSynchronize");

@@ -178,6 +178,10 @@ export const symbols = {
   pad: tensor(T, ...INTS, I, F),
   one_hot: tensor(T, I),
   weight_norm: tensor(T, T, I),
+  index_copy: tensor(T, I, T, T),
+  // images (stb); decoding runs on its own threads, off the JavaScript thread
+  decode_images: { parameters: [CTX, "buffer", I, I, I, I], result: "pointer", nonblocking: true },
+  write_image: scalar("buffer", T, I, I),
   // autograd
   requires_grad: tensor(T, B),
   detach: tensor(T),
@@ -190,4 +194,6 @@ export const symbols = {
   cuda_device_count: scalar(),
   cuda_synchronize: scalar(),
   version: scalar(),
+  set_cpu_cache: scalar(F),
+  cpu_cache_stat: scalar(I),
 } as const;

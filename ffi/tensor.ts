@@ -15,8 +15,7 @@
  *
  * @module
  */
-import { ctx, meta, native, TorchError } from "./lib.ts";
-import { messageOf } from "./lib.ts";
+import { type Context, ctx, messageOf, meta, native, TorchError } from "./lib.ts";
 
 /** An element type name. */
 export type DType = "u8" | "i8" | "i16" | "i32" | "i64" | "f16" | "f32" | "f64" | "bool" | "bf16";
@@ -153,11 +152,14 @@ export function wrap(ptr: Deno.PointerValue, op: string): Tensor {
   return new Tensor(ptr);
 }
 
-/** Unpacks a list handle returned by a native call into its tensors. */
-export function wrapList(list: Deno.PointerValue, op: string): Tensor[] {
-  if (list === null) throw new TorchError(op, messageOf(ctx));
+/**
+ * Unpacks a list handle returned by a native call into its tensors. `c` is the
+ * call's context (a nonblocking call has its own).
+ */
+export function wrapList(list: Deno.PointerValue, op: string, c: Context = ctx): Tensor[] {
+  if (list === null) throw new TorchError(op, messageOf(c));
   try {
-    const n = meta[4];
+    const n = new Float64Array(c.buffer, 0, 32)[4];
     const out: Tensor[] = [];
     for (let i = 0; i < n; i++) out.push(wrap(native.list_take(ctx, list, i), op));
     return out;

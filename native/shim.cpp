@@ -10,17 +10,30 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/version.h>
 #ifdef DINO_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
+#ifdef DINO_STB
+#include <stb/stb_image.h>
+#include <stb/stb_image_resize.h>
+#include <stb/stb_image_write.h>
+#endif
+
+#include <algorithm>
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <unordered_map>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -189,6 +202,167 @@ static double version(Ctx* c) {
   return 0;
 #endif
 }
+
+// ---- a caching CPU allocator --------------------------------------------------------
+// Large buffers freed by one op are handed to the next op of the same (rounded) size instead of going back to
+// the OS: where page faults are slow, a fresh 40 MB tensor costs far more than the arithmetic that fills it.
+// PyTorch's CUDA allocator caches the same way; on the CPU it relies on malloc, which returns large blocks.
+class CachingCPUAllocator final : public at::Allocator {
+ public:
+  static constexpr size_t kMinBytes = size_t(1) << 18;  // smaller blocks: malloc reuses them well
+  at::DataPtr allocate(size_t n) const override {
+    void* p = nullptr;
+    const size_t size = (n + 65535) & ~size_t(65535);
+    if (n >= kMinBytes) {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Best fit, wasting at most a quarter: batches of varying size still find a block.
+      auto it = limit_ > 0 ? free_.lower_bound(size) : free_.end();
+      if (it != free_.end() && it->first <= size + size / 4) {
+        p = it->second;
+        sizes_[p] = it->first;
+        cached_ -= it->first;
+        free_.erase(it);
+        hits_++;
+      } else {
+        misses_++;
+      }
+    }
+    if (!p) {
+      p = c10::alloc_cpu(n >= kMinBytes ? size : n);
+      if (n >= kMinBytes) {
+        std::lock_guard<std::mutex> lock(mu_);
+        sizes_[p] = size;
+      }
+    }
+    // ctx == data and a raw deleter: mkldnn frees through raw_deallocate.
+    return {p, p, &release, at::Device(at::kCPU)};
+  }
+  at::DeleterFnPtr raw_deleter() const override { return &release; }
+  static void release(void* p);
+  void give_back(void* p) {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) {  // a small block
+      lock.unlock();
+      c10::free_cpu(p);
+      return;
+    }
+    const size_t size = it->second;
+    sizes_.erase(it);
+    if (cached_ + size > limit_) {
+      lock.unlock();
+      c10::free_cpu(p);
+      return;
+    }
+    free_.emplace(size, p);
+    cached_ += size;
+  }
+  void set_limit(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = bytes;
+    while (cached_ > limit_ && !free_.empty()) {
+      auto last = std::prev(free_.end());  // the largest blocks go first
+      c10::free_cpu(last->second);
+      cached_ -= last->first;
+      free_.erase(last);
+    }
+  }
+  double stat(int which) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return which == 0 ? double(cached_) : which == 1 ? double(hits_) : double(misses_);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::multimap<size_t, void*> free_;
+  mutable std::unordered_map<void*, size_t> sizes_;
+  mutable size_t cached_ = 0, hits_ = 0, misses_ = 0;
+  size_t limit_ = 0;
+};
+static CachingCPUAllocator caching_allocator;
+void CachingCPUAllocator::release(void* p) { caching_allocator.give_back(p); }
+static double set_cpu_cache(double megabytes) {
+  static std::once_flag installed;
+  std::call_once(installed, [] { c10::SetCPUAllocator(&caching_allocator, /*priority=*/1); });
+  caching_allocator.set_limit(static_cast<size_t>(megabytes * 1024 * 1024));
+  return 0;
+}
+
+// ---- images, through stb (libstb-dev) -----------------------------------------
+#ifdef DINO_STB
+// Decodes `n` files (NUL-separated paths) on `threads` threads; each image is resized so that its short side is
+// `side` (stb's filtered resize, antialiased when shrinking) and centre-cropped to side x side. Unreadable files
+// are skipped. Returns [images u8 [ok, C, side, side], ok indices i64, failed indices i64]; the first failure's
+// reason is left in the message.
+static std::vector<at::Tensor> decode_images(Ctx* c, const char* paths, int n, int side, int channels, int threads) {
+  if (side <= 0) throw std::runtime_error("decode side must be positive");
+  if (channels != 1 && channels != 3) throw std::runtime_error("decode channels must be 1 or 3");
+  std::vector<const char*> files;
+  for (const char* p = paths; static_cast<int>(files.size()) < n; p += std::strlen(p) + 1) files.push_back(p);
+  auto out = at::empty({n, channels, side, side}, at::kByte);
+  uint8_t* base = out.data_ptr<uint8_t>();
+  std::vector<std::string> why(n);
+  std::atomic<int> next{0};
+  auto work = [&]() {
+    std::vector<uint8_t> resized;
+    for (int i; (i = next++) < n;) {
+      int w = 0, h = 0, comp = 0;
+      unsigned char* img = stbi_load(files[i], &w, &h, &comp, channels);
+      if (!img) {
+        const char* r = stbi_failure_reason();
+        why[i] = r ? r : "unreadable";
+        continue;
+      }
+      const double s = static_cast<double>(side) / std::min(w, h);
+      const int rw = std::max(side, static_cast<int>(std::lround(w * s)));
+      const int rh = std::max(side, static_cast<int>(std::lround(h * s)));
+      resized.resize(static_cast<size_t>(rw) * rh * channels);
+      const int ok = stbir_resize_uint8(img, w, h, 0, resized.data(), rw, rh, 0, channels);
+      stbi_image_free(img);
+      if (!ok) {
+        why[i] = "resize failed";
+        continue;
+      }
+      const int x0 = (rw - side) / 2, y0 = (rh - side) / 2;
+      uint8_t* dst = base + static_cast<size_t>(i) * channels * side * side;
+      for (int ch = 0; ch < channels; ch++)
+        for (int y = 0; y < side; y++)
+          for (int x = 0; x < side; x++)
+            dst[(ch * side + y) * side + x] = resized[(static_cast<size_t>(y0 + y) * rw + (x0 + x)) * channels + ch];
+    }
+  };
+  std::vector<std::thread> pool;
+  const int count = std::max(1, std::min(threads, n));
+  for (int t = 1; t < count; t++) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  std::vector<int64_t> good, bad;
+  for (int i = 0; i < n; i++) (why[i].empty() ? good : bad).push_back(i);
+  if (!bad.empty()) {
+    const std::string first = std::string(files[bad[0]]) + ": " + why[bad[0]];
+    std::strncpy(c->message, first.c_str(), sizeof(c->message) - 1);
+  }
+  auto good_t = at::tensor(good, at::kLong), bad_t = at::tensor(bad, at::kLong);
+  return {bad.empty() ? out : out.index_select(0, good_t), good_t, bad_t};
+}
+// Writes an HWC u8 image as PNG (format 0) or JPEG (format 1).
+static double write_image(const char* path, const at::Tensor& image, int format, int quality) {
+  if (image.scalar_type() != at::kByte || image.dim() != 3) throw std::runtime_error("write_image takes a u8 [H, W, C] tensor");
+  auto t = image.to(at::kCPU).contiguous();
+  const int h = t.size(0), w = t.size(1), ch = t.size(2);
+  const int ok = format == 0 ? stbi_write_png(path, w, h, ch, t.data_ptr(), w * ch)
+                             : stbi_write_jpg(path, w, h, ch, t.data_ptr(), quality);
+  if (!ok) throw std::runtime_error(std::string("cannot write image ") + path);
+  return 0;
+}
+#else
+static std::vector<at::Tensor> decode_images(Ctx*, const char*, int, int, int, int) {
+  throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
+}
+static double write_image(const char*, const at::Tensor&, int, int) {
+  throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
+}
+#endif
 
 // ---- the entry-point macros ------------------------------------------------
 #define ARGS(...) (Ctx * ctx_, ##__VA_ARGS__)
@@ -406,6 +580,11 @@ TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at
 TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
 TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
 TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
+TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *index, *source))
+
+// ---- images ---------------------------------------------------------------------------
+LIST(decode_images, (const char* paths, int n, int side, int channels, int threads), decode_images(ctx_, paths, n, side, channels, threads))
+SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))
 
 // ---- autograd -------------------------------------------------------------------------
 TENSOR(requires_grad, (T a, bool flag), leaf(*a, flag))
@@ -420,3 +599,5 @@ SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
 SCALAR(cuda_device_count, (), at::globalContext().hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0)
 SCALAR(cuda_synchronize, (), synchronize())
 SCALAR(version, (), version(ctx_))
+SCALAR(set_cpu_cache, (double megabytes), set_cpu_cache(megabytes))
+SCALAR(cpu_cache_stat, (int which), caching_allocator.stat(which))

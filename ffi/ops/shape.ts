@@ -105,6 +105,10 @@ export function contiguous(a: Tensor): Tensor {
 export function clone(a: Tensor): Tensor {
   return wrap(native.clone(ctx, a.ptr), "clone");
 }
+/** A copy of `a` with the slices `index` of `dim` replaced by `source`, as `torch.index_copy` (out of place). @example `indexCopy(x, 0, idx, y)` */
+export function indexCopy(a: Tensor, dim: number, index: Tensor, source: Tensor): Tensor {
+  return wrap(native.index_copy(ctx, a.ptr, dim, index.ptr, source.ptr), "indexCopy");
+}
 /** A second handle to the same tensor, with its own owner. @example `const mine = alias(x)` */
 export function alias(a: Tensor): Tensor {
   return wrap(native.alias(ctx, a.ptr), "alias");

@@ -1,0 +1,91 @@
+/**
+ * Image files in and out, through stb in the native shim. Decoding runs on
+ * native threads through a nonblocking FFI call, so JavaScript (and the
+ * training step) keeps running while a batch decodes.
+ *
+ * @example
+ * ```ts
+ * import { decodeImages, tidy } from "./mod.ts";
+ * const r = await decodeImages(["a.png", "b.jpg"], { side: 64 });
+ * console.log(r.images.shape, r.failed); // [n, 3, 64, 64]
+ * r.images.dispose();
+ * ```
+ * @module
+ */
+import { checked, ctx, messageOf, native, newContext } from "../lib.ts";
+import { type Tensor, wrapList } from "../tensor.ts";
+import { toArray } from "./creation.ts";
+
+/** Options of {@linkcode decodeImages}. */
+export interface DecodeOptions {
+  /** The short side every image is resized to, before a centre crop to side x side. */
+  side: number;
+  /** 3 (RGB, the default) or 1 (grayscale). */
+  channels?: 1 | 3;
+  /** Decoding threads (default: the machine's cores). */
+  threads?: number;
+}
+
+/** What {@linkcode decodeImages} returns. */
+export interface Decoded {
+  /** u8 [ok, C, side, side], in the order of the files that decoded. */
+  images: Tensor;
+  /** Indices (into the input list) of the files in `images`. */
+  ok: number[];
+  /** Indices of the files that could not be decoded, with the reasons of the first. */
+  failed: { index: number; path: string }[];
+  /** The first failure's reason, or "" when none failed. */
+  firstError: string;
+}
+
+/**
+ * Decodes image files (every format stb_image reads: PNG, JPEG, BMP, GIF, TGA,
+ * PSD, HDR, PIC, PNM) into one u8 batch. Corrupt, truncated or unsupported
+ * files are skipped and reported, never fatal.
+ *
+ * @example
+ * ```ts
+ * import { decodeImages } from "./mod.ts";
+ * const { images, failed } = await decodeImages(["cat.png"], { side: 32, channels: 3 });
+ * images.dispose();
+ * ```
+ */
+export async function decodeImages(paths: readonly string[], o: DecodeOptions): Promise<Decoded> {
+  const enc = new TextEncoder();
+  const parts = paths.map((p) => enc.encode(p + "\0"));
+  const buf = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    buf.set(p, at);
+    at += p.length;
+  }
+  const c = newContext();
+  const threads = o.threads ?? navigator.hardwareConcurrency;
+  const list = await native.decode_images(c, buf, paths.length, o.side, o.channels ?? 3, threads);
+  const [images, ok, bad] = wrapList(list, "decodeImages", c);
+  try {
+    const failed = toArray(bad).map((i) => ({ index: i, path: paths[i] }));
+    return { images, ok: toArray(ok), failed, firstError: failed.length ? messageOf(c) : "" };
+  } finally {
+    ok.dispose();
+    bad.dispose();
+  }
+}
+
+/**
+ * Writes a u8 [H, W, C] image (C = 1, 3 or 4) as PNG, or JPEG when the path ends in .jpg/.jpeg.
+ *
+ * @example
+ * ```ts
+ * import { tensor, writeImage } from "./mod.ts";
+ * using img = tensor([[[255, 0, 0]]], { dtype: "u8" }); // one red pixel
+ * writeImage("/tmp/red.png", img);
+ * ```
+ */
+export function writeImage(path: string, image: Tensor, quality = 95): void {
+  const jpeg = /\.jpe?g$/i.test(path);
+  checked(
+    native.write_image(ctx, new TextEncoder().encode(path + "\0"), image.ptr, jpeg ? 1 : 0, quality),
+    "writeImage",
+  );
+}

@@ -1,0 +1,549 @@
+/**
+ * The DINO augmentation (the official `DataAugmentationDINO`) as batched
+ * tensor transforms: one call per view over the whole batch, on the batch's
+ * device. Per view: random resized crop and horizontal flip (one grid-sampling
+ * pass), color jitter with p 0.8 in a random order per sample, grayscale with
+ * p 0.2, gaussian blur, solarization, then normalisation.
+ *
+ * Every random draw comes from the explicit generator, in a fixed order, so a
+ * seed reproduces the views exactly.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randint, tidy, to } from "../mod.ts";
+ * import { AUGMENT_PRESETS, dinoViews } from "./augment.ts";
+ * using g = new Generator(0);
+ * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [4, 1, 28, 28]), "u8"), AUGMENT_PRESETS.fmnist28, g));
+ * // 2 x [4, 1, 28, 28] and 6 x [4, 1, 12, 12], normalised f32
+ * dispose(views);
+ * ```
+ * @module
+ */
+import {
+  add,
+  amax,
+  amin,
+  cat,
+  clamp,
+  conv2d,
+  div,
+  eq,
+  expand,
+  flip,
+  floor,
+  ge,
+  type Generator,
+  indexCopy,
+  indexSelect,
+  interpolate,
+  mean,
+  minimum,
+  mul,
+  narrow,
+  pad,
+  permute,
+  rand,
+  remainder,
+  reshape,
+  select,
+  sub,
+  type Tensor,
+  tensor,
+  tidy,
+  to,
+  toArray,
+} from "../ffi/mod.ts";
+
+/** The augmentation's parameters; names follow the official code and torchvision. */
+export interface AugmentConfig {
+  /** Side of the global crops (224). */
+  globalSize: number;
+  /** Area fraction range of the global crops ((0.4, 1)). */
+  globalScale: [number, number];
+  /** Side of the local crops (96). */
+  localSize: number;
+  /** Area fraction range of the local crops ((0.05, 0.4)). */
+  localScale: [number, number];
+  /** Number of local crops (8); 0 disables multi-crop. */
+  localCrops: number;
+  /** Aspect-ratio range of the crops ((3/4, 4/3)). */
+  ratio: [number, number];
+  /** Horizontal flip probability (0.5). */
+  flipP: number;
+  /** Probability of color jitter (0.8) and its strengths. */
+  jitterP: number;
+  brightness: number;
+  contrast: number;
+  saturation: number;
+  hue: number;
+  /** Grayscale probability (0.2). */
+  grayP: number;
+  /** Blur probability of global 1, global 2 and each local crop ((1, 0.1, 0.5)). */
+  blurP: [number, number, number];
+  /** Range of the blur's sigma, in pixels ((0.1, 2)). */
+  blurSigma: [number, number];
+  /** Solarization probability of global 2 (0.2). */
+  solarizeP: number;
+  /** Per-channel normalisation. */
+  mean: number[];
+  std: number[];
+  /** Crop resampling: bicubic (the official) or bilinear. */
+  interpolation: "bicubic" | "bilinear";
+}
+
+const IMAGENET_MEAN = [0.485, 0.456, 0.406], IMAGENET_STD = [0.229, 0.224, 0.225];
+
+/**
+ * Presets: the official ImageNet recipe (2 x 224 + 8 x 96), CIFAR at 32 px and
+ * Fashion-MNIST at 28 px (no blur at these sizes, as small-data recipes do).
+ */
+export const AUGMENT_PRESETS: Record<"imagenet" | "cifar32" | "fmnist28", AugmentConfig> = {
+  imagenet: {
+    globalSize: 224,
+    globalScale: [0.4, 1],
+    localSize: 96,
+    localScale: [0.05, 0.4],
+    localCrops: 8,
+    ratio: [3 / 4, 4 / 3],
+    flipP: 0.5,
+    jitterP: 0.8,
+    brightness: 0.4,
+    contrast: 0.4,
+    saturation: 0.2,
+    hue: 0.1,
+    grayP: 0.2,
+    blurP: [1, 0.1, 0.5],
+    blurSigma: [0.1, 2],
+    solarizeP: 0.2,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    interpolation: "bicubic",
+  },
+  cifar32: {
+    globalSize: 32,
+    globalScale: [0.4, 1],
+    localSize: 16,
+    localScale: [0.05, 0.4],
+    localCrops: 6,
+    ratio: [3 / 4, 4 / 3],
+    flipP: 0.5,
+    jitterP: 0.8,
+    brightness: 0.4,
+    contrast: 0.4,
+    saturation: 0.2,
+    hue: 0.1,
+    grayP: 0.2,
+    blurP: [0, 0, 0],
+    blurSigma: [0.1, 2],
+    solarizeP: 0.2,
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.247, 0.2435, 0.2616],
+    interpolation: "bicubic",
+  },
+  fmnist28: {
+    globalSize: 28,
+    globalScale: [0.4, 1],
+    localSize: 12,
+    localScale: [0.05, 0.4],
+    localCrops: 6,
+    ratio: [3 / 4, 4 / 3],
+    flipP: 0.5,
+    jitterP: 0.8,
+    brightness: 0.4,
+    contrast: 0.4,
+    saturation: 0.2,
+    hue: 0.1,
+    grayP: 0.2,
+    blurP: [0, 0, 0],
+    blurSigma: [0.1, 2],
+    solarizeP: 0.2,
+    mean: [0.286],
+    std: [0.353],
+    interpolation: "bicubic",
+  },
+};
+
+/** A crop box in pixels: top, left, height, width. */
+export interface CropBox {
+  i: number;
+  j: number;
+  h: number;
+  w: number;
+}
+
+/**
+ * RandomResizedCrop's boxes for `n` images of H x W, as torchvision draws
+ * them: up to 10 tries of an area in `scale` and a log-uniform aspect ratio in
+ * `ratio`, then a centre crop of the clamped ratio.
+ *
+ * @example
+ * ```ts
+ * import { Generator } from "../mod.ts";
+ * import { cropBoxes } from "./augment.ts";
+ * using g = new Generator(0);
+ * const boxes = cropBoxes(g, 4, 256, 256, [0.4, 1], [3 / 4, 4 / 3]);
+ * ```
+ */
+export function cropBoxes(
+  g: Generator,
+  n: number,
+  H: number,
+  W: number,
+  scale: [number, number],
+  ratio: [number, number],
+): CropBox[] {
+  const u = tidy(() => toArray(rand(g, [n, 10, 4], { dtype: "f64" })));
+  const area = H * W;
+  const [l0, l1] = [Math.log(ratio[0]), Math.log(ratio[1])];
+  const boxes: CropBox[] = [];
+  for (let b = 0; b < n; b++) {
+    let box: CropBox | undefined;
+    for (let a = 0; a < 10 && !box; a++) {
+      const o = (b * 10 + a) * 4;
+      const target = area * (scale[0] + (scale[1] - scale[0]) * u[o]);
+      const aspect = Math.exp(l0 + (l1 - l0) * u[o + 1]);
+      const w = Math.round(Math.sqrt(target * aspect));
+      const h = Math.round(Math.sqrt(target / aspect));
+      if (w > 0 && w <= W && h > 0 && h <= H) {
+        box = { i: Math.floor(u[o + 2] * (H - h + 1)), j: Math.floor(u[o + 3] * (W - w + 1)), h, w };
+      }
+    }
+    if (!box) {
+      const inRatio = W / H;
+      let w = W, h = H;
+      if (inRatio < ratio[0]) h = Math.round(W / ratio[0]);
+      else if (inRatio > ratio[1]) w = Math.round(H * ratio[1]);
+      box = { i: Math.floor((H - h) / 2), j: Math.floor((W - w) / 2), h, w };
+    }
+    boxes.push(box);
+  }
+  return boxes;
+}
+
+/**
+ * Crops each image to its box, mirrors the flipped ones and resizes to
+ * size x size with an antialiased separable filter: bicubic (the official) or
+ * bilinear, as PIL (and torchvision's `antialias=True`) resample, so that
+ * shrinking does not alias. One resize per image: a separable pass over the
+ * crop is several times cheaper than bicubic grid sampling of the batch.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy } from "../mod.ts";
+ * import { resizedCrop } from "./augment.ts";
+ * const y = tidy(() => resizedCrop(ones([1, 3, 8, 8]), [{ i: 0, j: 0, h: 4, w: 4 }], [false], 16));
+ * dispose(y);
+ * ```
+ */
+export function resizedCrop(
+  x: Tensor,
+  boxes: readonly CropBox[],
+  flips: readonly boolean[],
+  size: number,
+  interpolation: "bicubic" | "bilinear" = "bicubic",
+): Tensor {
+  const crops = boxes.map(({ i, j, h, w }, b) =>
+    tidy(() => {
+      const region = narrow(narrow(narrow(x, 0, b, 1), 2, i, h), 3, j, w); // [1, C, h, w], a view
+      const resized = interpolate(region, { size: [size, size], mode: interpolation, antialias: true });
+      return flips[b] ? flip(resized, [3]) : resized;
+    })
+  );
+  const out = clamp(cat(crops, 0), 0, 1); // bicubic overshoots; PIL clamps to the pixel range
+  for (const c of crops) c.dispose();
+  return out;
+}
+
+/** Per-sample factors as a [n, 1, 1, 1] tensor. */
+function perSample(values: readonly number[]): Tensor {
+  return tensor(new Float32Array(values), { shape: [values.length, 1, 1, 1] });
+}
+
+/** Luma as torchvision and PIL compute it: 0.299 R + 0.587 G + 0.114 B, [B, 1, H, W]; a 1-channel image is itself. */
+export function grayscale(x: Tensor): Tensor {
+  if (x.shape[1] === 1) return x;
+  const [r, g, b] = [0, 1, 2].map((c) => select(x, 1, c));
+  return reshape(add(add(mul(r, 0.299), mul(g, 0.587)), mul(b, 0.114)), [x.shape[0], 1, x.shape[2], x.shape[3]]);
+}
+
+/** torchvision's blend: clamp(f * a + (1 - f) * b, 0, 1), f per sample. */
+function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
+  const t = perSample(f);
+  return clamp(add(mul(a, t), mul(b, sub(1, t))), 0, 1);
+}
+
+/** Brightness: clamp(x * f, 0, 1). @example `adjustBrightness(x, [1.2, 0.8])` */
+export function adjustBrightness(x: Tensor, f: readonly number[]): Tensor {
+  return clamp(mul(x, perSample(f)), 0, 1);
+}
+/** Contrast: blend with the mean of the image's grayscale. @example `adjustContrast(x, [1.4])` */
+export function adjustContrast(x: Tensor, f: readonly number[]): Tensor {
+  return blend(x, mean(grayscale(x), [1, 2, 3], { keepdim: true }), f);
+}
+/** Saturation: blend with the image's grayscale (3 channels only). @example `adjustSaturation(x, [0.8])` */
+export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
+  return blend(x, grayscale(x), f);
+}
+
+/**
+ * Hue: rotate the hue by f (in turns, |f| <= 0.5) in HSV space, as
+ * torchvision's `adjust_hue` (3 channels only).
+ *
+ * @example
+ * ```ts
+ * import { dispose, tensor, tidy } from "../mod.ts";
+ * import { adjustHue } from "./augment.ts";
+ * const green = tidy(() => adjustHue(tensor([[[[1]], [[0]], [[0]]]]), [1 / 3])); // red -> green
+ * dispose(green);
+ * ```
+ */
+export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
+  const [B, , H, W] = x.shape;
+  // RGB -> HSV, as torchvision's _rgb2hsv. Masks are 0/1 floats: libtorch's `where` is many times slower here.
+  // Where max == min (a gray pixel) cr is 0, so clamping the divisors to 1e-12 gives torchvision's 0 hue and
+  // saturation without its `where(eqc, 1, ...)`.
+  const maxc = amax(x, 1, { keepdim: true }), minc = amin(x, 1, { keepdim: true }); // [B, 1, H, W]
+  const cr = sub(maxc, minc);
+  const s = div(cr, clamp(maxc, 1e-12));
+  const crd = clamp(cr, 1e-12);
+  const [r, g, b] = [0, 1, 2].map((c) => reshape(select(x, 1, c), [B, 1, H, W]));
+  const rc = div(sub(maxc, r), crd), gc = div(sub(maxc, g), crd), bc = div(sub(maxc, b), crd);
+  const isR = to(eq(maxc, r), "f32"), isG = to(eq(maxc, g), "f32");
+  const notR = sub(1, isR);
+  const hr = mul(isR, sub(bc, gc));
+  const hg = mul(mul(isG, notR), add(sub(rc, bc), 2));
+  const hb = mul(mul(sub(1, isG), notR), add(sub(gc, rc), 4));
+  let h = remainder(add(div(add(add(hr, hg), hb), 6), 1), 1);
+  h = remainder(add(h, perSample(f)), 1);
+  // HSV -> RGB: channel n of (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6.
+  const n = tensor(new Float32Array([5, 3, 1]), { shape: [1, 3, 1, 1] });
+  const k = remainder(add(n, mul(h, 6)), 6); // [B, 3, H, W]
+  const ramp = clamp(minimum(k, sub(4, k)), 0, 1);
+  return clamp(sub(maxc, mul(mul(maxc, s), ramp)), 0, 1);
+}
+
+/**
+ * Gaussian blur with one sigma per sample (reflect padding), as a separable depthwise convolution.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy } from "../mod.ts";
+ * import { gaussianBlur } from "./augment.ts";
+ * const y = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2]));
+ * dispose(y);
+ * ```
+ */
+export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
+  const [B, C, H, W] = x.shape;
+  const radius = Math.min(Math.ceil(3 * Math.max(...sigmas)), Math.floor((Math.min(H, W) - 1) / 2));
+  if (radius < 1) return x;
+  const K = 2 * radius + 1;
+  const taps = new Float32Array(B * C * K);
+  sigmas.forEach((s, b) => {
+    const w = Array.from({ length: K }, (_, t) => Math.exp(-((t - radius) ** 2) / (2 * s * s)));
+    const total = w.reduce((a, v) => a + v, 0);
+    for (let c = 0; c < C; c++) w.forEach((v, t) => (taps[(b * C + c) * K + t] = v / total));
+  });
+  const kernel = tensor(taps, { shape: [B * C, 1, K, 1] });
+  const planes = reshape(x, [1, B * C, H, W]);
+  const vertical = conv2d(pad(planes, [0, 0, radius, radius], "reflect"), kernel, undefined, { groups: B * C });
+  const horizontal = conv2d(
+    pad(vertical, [radius, radius, 0, 0], "reflect"),
+    reshape(kernel, [B * C, 1, 1, K]),
+    undefined,
+    { groups: B * C },
+  );
+  return reshape(horizontal, [B, C, H, W]);
+}
+
+/** Solarization at 128/255: pixels at or above it are inverted, for the samples in `mask`. @example `solarize(x, [true, false])` */
+export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
+  // x + m (1 - 2x) inverts exactly where m = 1 (libtorch's `where` is slow here).
+  const m = mul(to(ge(x, 128 / 255), "f32"), perSample(mask.map(Number)));
+  return add(x, mul(m, sub(1, mul(x, 2))));
+}
+
+/**
+ * Applies `op` to the samples in `idx` only, leaving the others as they are.
+ * It runs in its own scope and frees `x` (unless it is `input`), so buffers go
+ * back to the allocator's cache for the next step instead of piling up.
+ */
+function onSubset(
+  x: Tensor,
+  idx: readonly number[],
+  op: (sub: Tensor, picked: readonly number[]) => Tensor,
+  input: Tensor,
+): Tensor {
+  if (idx.length === 0) return x;
+  const y = tidy(() => {
+    if (idx.length === x.shape[0]) return op(x, idx);
+    const index = tensor(new BigInt64Array(idx.map(BigInt)));
+    return indexCopy(x, 0, index, op(indexSelect(x, 0, index), idx));
+  });
+  if (x !== input && y !== x) x.dispose();
+  return y;
+}
+
+/** Per-sample uniform draws on [lo, hi). */
+function uniforms(g: Generator, n: number, lo: number, hi: number): number[] {
+  return tidy(() => toArray(rand(g, [n], { dtype: "f64" }))).map((u) => lo + (hi - lo) * u);
+}
+
+/**
+ * ColorJitter applied with probability p: brightness, contrast, saturation and
+ * hue in a random order per sample, as torchvision's `ColorJitter` (which
+ * draws `randperm(4)` per image). Saturation and hue need 3 channels and are
+ * skipped on grayscale input.
+ */
+export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor {
+  // The result is a new tensor or x itself; intermediate results are freed as the slots go.
+  const B = x.shape[0];
+  const apply = uniforms(g, B, 0, 1).map((u) => u < cfg.jitterP);
+  const factors = [
+    uniforms(g, B, Math.max(0, 1 - cfg.brightness), 1 + cfg.brightness),
+    uniforms(g, B, Math.max(0, 1 - cfg.contrast), 1 + cfg.contrast),
+    uniforms(g, B, Math.max(0, 1 - cfg.saturation), 1 + cfg.saturation),
+    uniforms(g, B, -cfg.hue, cfg.hue),
+  ];
+  const keys = tidy(() => toArray(rand(g, [B, 4], { dtype: "f64" })));
+  const order = Array.from({ length: B }, (_, b) => [0, 1, 2, 3].sort((p, q) => keys[b * 4 + p] - keys[b * 4 + q]));
+  const rgb = x.shape[1] === 3;
+  const ops = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
+  // Samples with the same order form a group: each group runs its ops once, in its order, on its own
+  // samples, and one gather puts the batch back together (cheaper than masking every op over the batch).
+  const groups = new Map<string, number[]>();
+  for (let b = 0; b < B; b++) {
+    const seq = apply[b] ? order[b].filter((o) => rgb || o < 2) : [];
+    const key = seq.join("");
+    groups.set(key, [...(groups.get(key) ?? []), b]);
+  }
+  if (groups.size === 1 && groups.has("")) return x;
+  return tidy(() => {
+    const parts: Tensor[] = [], members: number[] = [];
+    for (const [key, idx] of groups) {
+      let part = idx.length === B ? x : indexSelect(x, 0, tensor(new BigInt64Array(idx.map(BigInt))));
+      for (const o of [...key].map(Number)) {
+        const prev = part;
+        part = tidy(() => ops[o](prev, idx.map((b) => factors[o][b])));
+        if (prev !== x) prev.dispose();
+      }
+      parts.push(part);
+      members.push(...idx);
+    }
+    if (parts.length === 1) return parts[0];
+    const inverse = new BigInt64Array(B);
+    members.forEach((b, k) => (inverse[b] = BigInt(k)));
+    return indexSelect(cat(parts, 0), 0, tensor(inverse));
+  });
+}
+
+/** Which view a crop is: its size, scale range and blur/solarize probabilities. */
+export interface ViewSpec {
+  size: number;
+  scale: [number, number];
+  blurP: number;
+  solarizeP: number;
+}
+
+/** The views of the official recipe, in the official order: global 1, global 2, then the locals. */
+export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
+  const global = (blurP: number, solarizeP: number): ViewSpec => ({
+    size: cfg.globalSize,
+    scale: cfg.globalScale,
+    blurP,
+    solarizeP,
+  });
+  return [
+    global(cfg.blurP[0], 0),
+    global(cfg.blurP[1], cfg.solarizeP),
+    ...Array.from({ length: cfg.localCrops }, () => ({
+      size: cfg.localSize,
+      scale: cfg.localScale,
+      blurP: cfg.blurP[2],
+      solarizeP: 0,
+    })),
+  ];
+}
+
+/**
+ * One augmented view of a batch of images in [0, 1] (f32 [B, C, H, W]),
+ * normalised.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import { AUGMENT_PRESETS, augmentView, viewSpecs } from "./augment.ts";
+ * using g = new Generator(0);
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const v = tidy(() => augmentView(rand(g, [4, 3, 32, 32]), viewSpecs(cfg)[0], cfg, g));
+ * dispose(v);
+ * ```
+ */
+export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Generator): Tensor {
+  const [B, C, H, W] = x.shape;
+  const boxes = cropBoxes(g, B, H, W, spec.scale, cfg.ratio);
+  const flips = uniforms(g, B, 0, 1).map((u) => u < cfg.flipP);
+  const all = [...Array(B).keys()];
+  let y = onSubset(x, all, () => resizedCrop(x, boxes, flips, spec.size, cfg.interpolation), x);
+  y = colorJitter(y, cfg, g);
+  const gray = uniforms(g, B, 0, 1).map((u) => u < cfg.grayP);
+  if (C === 3) y = onSubset(y, all.filter((b) => gray[b]), (s) => expand(grayscale(s), [-1, 3, -1, -1]), x);
+  const blur = uniforms(g, B, 0, 1).map((u) => u < spec.blurP);
+  const sigmas = uniforms(g, B, cfg.blurSigma[0], cfg.blurSigma[1]);
+  y = onSubset(y, all.filter((b) => blur[b]), (s, picked) => gaussianBlur(s, picked.map((b) => sigmas[b])), x);
+  const sol = uniforms(g, B, 0, 1).map((u) => u < spec.solarizeP);
+  if (sol.some(Boolean)) y = onSubset(y, all, (s) => solarize(s, sol), x);
+  return onSubset(y, all, (s) => normalize(s, cfg.mean, cfg.std), x);
+}
+
+/** (x - mean) / std per channel. @example `normalize(x, [0.5], [0.5])` */
+export function normalize(x: Tensor, meanValues: readonly number[], stdValues: readonly number[]): Tensor {
+  const C = x.shape[1];
+  if (meanValues.length !== C || stdValues.length !== C) {
+    throw new Error(
+      `normalisation has ${meanValues.length} means and ${stdValues.length} stds for ${C}-channel images`,
+    );
+  }
+  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1] });
+  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1] });
+  return div(sub(x, m), s);
+}
+
+/**
+ * All views of a batch: u8 (0..255) or f32 ([0, 1]) images [B, C, H, W] in;
+ * 2 global views then the local ones out, each normalised f32.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, randint, tidy, to } from "../mod.ts";
+ * import { AUGMENT_PRESETS, dinoViews } from "./augment.ts";
+ * using g = new Generator(0);
+ * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"), AUGMENT_PRESETS.cifar32, g));
+ * dispose(views);
+ * ```
+ */
+export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Tensor[] {
+  return tidy(() => {
+    const x = images.dtype === "u8" ? div(to(images, "f32"), 255) : images;
+    return viewSpecs(cfg).map((spec) => tidy(() => augmentView(x, spec, cfg, g)));
+  });
+}
+
+/**
+ * Undoes {@linkcode normalize} and returns u8 [B, H, W, C] pixels, for looking at views.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy } from "../mod.ts";
+ * import { toPixels } from "./augment.ts";
+ * const px = tidy(() => toPixels(ones([1, 3, 2, 2]), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])); // all 255
+ * dispose(px);
+ * ```
+ */
+export function toPixels(x: Tensor, meanValues: readonly number[], stdValues: readonly number[]): Tensor {
+  const C = x.shape[1];
+  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1] });
+  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1] });
+  const pixels = floor(add(mul(clamp(add(mul(x, s), m), 0, 1), 255), 0.5)); // [B, C, H, W]
+  return to(permute(pixels, [0, 2, 3, 1]), "u8");
+}
