@@ -72,9 +72,13 @@ export interface AugmentConfig {
   flipP: number;
   /** Probability of color jitter (0.8) and its strengths. */
   jitterP: number;
+  /** Brightness factor range 1 +- this (0.4). */
   brightness: number;
+  /** Contrast factor range 1 +- this (0.4). */
   contrast: number;
+  /** Saturation factor range 1 +- this (0.2). */
   saturation: number;
+  /** Hue shift range +- this, in turns (0.1). */
   hue: number;
   /** Grayscale probability (0.2). */
   grayP: number;
@@ -86,6 +90,7 @@ export interface AugmentConfig {
   solarizeP: number;
   /** Per-channel normalisation. */
   mean: number[];
+  /** Per-channel standard deviation of the normalisation. */
   std: number[];
   /** Crop resampling: bicubic (the official) or bilinear. */
   interpolation: "bicubic" | "bilinear";
@@ -165,9 +170,13 @@ export const AUGMENT_PRESETS: Record<"imagenet" | "cifar32" | "fmnist28", Augmen
 
 /** A crop box in pixels: top, left, height, width. */
 export interface CropBox {
+  /** Top row. */
   i: number;
+  /** Left column. */
   j: number;
+  /** Height. */
   h: number;
+  /** Width. */
   w: number;
 }
 
@@ -439,9 +448,13 @@ export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor
 
 /** Which view a crop is: its size, scale range and blur/solarize probabilities. */
 export interface ViewSpec {
+  /** Output side. */
   size: number;
+  /** Area fraction range of the crop. */
   scale: [number, number];
+  /** Blur probability. */
   blurP: number;
+  /** Solarization probability. */
   solarizeP: number;
 }
 

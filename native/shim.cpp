@@ -105,8 +105,14 @@ static c10::optional<at::Tensor> maybe(T t) {
 static c10::optional<double> maybe(double x) {
   return std::isnan(x) ? c10::nullopt : c10::optional<double>(x);
 }
+// JavaScript has one number type: an integral value becomes an integer Scalar, as Python's `1` (not `1.0`), so
+// integer tensors stay integer and float tensors see the same value.
+static at::Scalar num(double x) {
+  return std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0 ? at::Scalar(static_cast<int64_t>(x))
+                                                                     : at::Scalar(x);
+}
 static c10::optional<at::Scalar> maybe_scalar(double x) {
-  return std::isnan(x) ? c10::nullopt : c10::optional<at::Scalar>(x);
+  return std::isnan(x) ? c10::nullopt : c10::optional<at::Scalar>(num(x));
 }
 static at::Device device(int64_t dev) {
   return dev < 0 ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dev));
@@ -404,7 +410,7 @@ static double write_image(const char*, const at::Tensor&, int, int) {
   }
 #define UNARY(name) TENSOR(name, (T a), at::name(*a))
 #define BINARY(name) TENSOR(name, (T a, T b), at::name(*a, *b))
-#define BINARY_SCALAR(name, fn) TENSOR(name, (T a, double s), at::fn(*a, s))
+#define BINARY_SCALAR(name, fn) TENSOR(name, (T a, double s), at::fn(*a, num(s)))
 #define INTS(n) const double *n##_p, int n##_n
 #define IV(n) ints(n##_p, n##_n)
 #define TENSORS(n) const T *n##_p, int n##_n
@@ -492,8 +498,8 @@ TENSOR(contiguous, (T a), a->contiguous())
 TENSOR(clone, (T a), a->clone())
 
 // ---- elementwise -------------------------------------------------------------------
-TENSOR(add, (T a, T b, double alpha), at::add(*a, *b, alpha))
-TENSOR(sub, (T a, T b, double alpha), at::sub(*a, *b, alpha))
+TENSOR(add, (T a, T b, double alpha), at::add(*a, *b, num(alpha)))
+TENSOR(sub, (T a, T b, double alpha), at::sub(*a, *b, num(alpha)))
 BINARY(mul)
 BINARY(div)
 BINARY(pow)
@@ -522,7 +528,7 @@ BINARY_SCALAR(gt_scalar, gt)
 BINARY_SCALAR(ge_scalar, ge)
 TENSOR(addcmul, (T a, T b, T c, double value), at::addcmul(*a, *b, *c, value))
 TENSOR(addcdiv, (T a, T b, T c, double value), at::addcdiv(*a, *b, *c, value))
-TENSOR(rsub_scalar, (T a, double s, double alpha), at::rsub(*a, s, alpha))
+TENSOR(rsub_scalar, (T a, double s, double alpha), at::rsub(*a, num(s), num(alpha)))
 UNARY(neg)
 UNARY(abs)
 UNARY(exp)

@@ -458,3 +458,14 @@ Deno.test("fromBytes reads raw little-endian bytes of any dtype", () =>
     assertTensor(t.fromBytes(bytes, "f64", [2, 1]), [2, 1], [1.5, -2]);
     assert.throws(() => t.fromBytes(bytes, "f32", [3]), /bytes but shape and dtype need/);
   }));
+
+Deno.test("integral numbers keep integer tensors integer; fractional ones promote", () =>
+  noLeak(() => {
+    const i = t.arange(0, 3);
+    assert.equal(t.add(i, 1).dtype, "i64");
+    assert.equal(t.add(i, i).dtype, "i64");
+    assert.equal(t.mul(i, 2).dtype, "i64");
+    assert.equal(t.add(i, 0.5).dtype, "f32");
+    assertTensor(t.sub(5, i), [3], [5, 4, 3]);
+    assert.equal(t.clamp(i, 1, 1).dtype, "i64");
+  }));

@@ -1,0 +1,114 @@
+/**
+ * Batches of a dataset for an epoch: a seeded shuffle per epoch, fixed-size
+ * batches, drop_last, and prefetching (the next batches load while the
+ * current one is used; folder datasets decode on native threads meanwhile).
+ * Unreadable files are skipped, and reported once per epoch.
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "../../mod.ts";
+ * import { fashionMnist } from "./idx.ts";
+ * import { batches } from "./loader.ts";
+ * using ds = fashionMnist("test");
+ * for await (const b of batches(ds, 0, { batchSize: 256, seed: 0 })) dispose([b.images, b.labels]);
+ * ```
+ * @module
+ */
+import { Generator, randperm, tidy, toArray } from "../../ffi/mod.ts";
+import { streamSeed } from "../train.ts";
+import type { Batch, Dataset } from "./dataset.ts";
+
+/** Options of {@linkcode batches}. */
+export interface LoaderOptions {
+  /** Items per batch. */
+  batchSize: number;
+  /** Shuffle each epoch (default true). */
+  shuffle?: boolean;
+  /** Seed of the shuffles; epoch e uses a stream derived from (seed, e). */
+  seed?: number;
+  /** Drop the last, smaller batch (default true). */
+  dropLast?: boolean;
+  /** Batches loaded ahead (default 2). */
+  prefetch?: number;
+  /** Called once per epoch with the files that could not be decoded. */
+  onSkipped?: (files: string[], firstError: string) => void;
+}
+
+/**
+ * The item order of an epoch: a permutation from (seed, epoch), or 0..n-1 without shuffling.
+ *
+ * @example
+ * ```ts
+ * import { epochOrder } from "./loader.ts";
+ * const order = epochOrder(10, 3, { seed: 0 });
+ * ```
+ */
+export function epochOrder(n: number, epoch: number, o: { shuffle?: boolean; seed?: number } = {}): number[] {
+  if (o.shuffle === false) return Array.from({ length: n }, (_, i) => i);
+  using g = new Generator(streamSeed(o.seed ?? 0, epoch));
+  return tidy(() => toArray(randperm(g, n)));
+}
+
+/** The index lists of an epoch's batches. */
+export function batchIndices(n: number, epoch: number, o: LoaderOptions): number[][] {
+  if (!(Number.isInteger(o.batchSize) && o.batchSize > 0)) {
+    throw new RangeError(`batch size must be a positive integer, got ${o.batchSize}`);
+  }
+  const order = epochOrder(n, epoch, o);
+  const out: number[][] = [];
+  for (let i = 0; i < n; i += o.batchSize) {
+    const b = order.slice(i, i + o.batchSize);
+    if (b.length < o.batchSize && (o.dropLast ?? true)) break;
+    out.push(b);
+  }
+  return out;
+}
+
+/**
+ * The epoch's batches, loaded ahead of use. The caller owns each batch's tensors.
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, to } from "../../mod.ts";
+ * import { tensorDataset } from "./dataset.ts";
+ * import { batches } from "./loader.ts";
+ * using ds = tensorDataset(to(ones([8, 1, 4, 4]), "u8"));
+ * for await (const b of batches(ds, 0, { batchSize: 4 })) b.images.dispose();
+ * ```
+ */
+export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): AsyncGenerator<Batch> {
+  const plan = batchIndices(ds.length, epoch, o);
+  const ahead = Math.max(1, o.prefetch ?? 2);
+  const queue: Promise<Batch>[] = [];
+  const skipped: string[] = [];
+  let firstError = "";
+  let next = 0;
+  const fill = () => {
+    while (queue.length < ahead && next < plan.length) queue.push(ds.load(plan[next++]));
+  };
+  try {
+    fill();
+    while (queue.length > 0) {
+      const batch = await queue.shift()!;
+      fill();
+      if (batch.failed.length > 0) {
+        skipped.push(...batch.failed);
+        firstError ||= batch.firstError;
+      }
+      yield batch;
+    }
+  } finally {
+    // An abandoned epoch must not leak the batches already loading.
+    for (const p of queue) p.then((b) => [b.images, b.labels].forEach((t) => t?.dispose()), () => {});
+    if (skipped.length > 0) {
+      if (o.onSkipped) o.onSkipped(skipped, firstError);
+      else {
+        const shown = skipped.slice(0, 10).join(", ") +
+          (skipped.length > 10 ? `, and ${skipped.length - 10} more` : "");
+        console.warn(
+          `warning: skipped ${skipped.length} unreadable image file(s) in epoch ${epoch} (${firstError}): ${shown}`,
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,183 @@
+import assert from "node:assert/strict";
+import * as t from "../mod.ts";
+import {
+  adjustBrightness,
+  adjustContrast,
+  adjustHue,
+  adjustSaturation,
+  AUGMENT_PRESETS,
+  type AugmentConfig,
+  augmentView,
+  cropBoxes,
+  dinoViews,
+  gaussianBlur,
+  grayscale,
+  normalize,
+  resizedCrop,
+  solarize,
+  viewSpecs,
+} from "../lib/augment.ts";
+import { assertClose, noLeak } from "./helpers.ts";
+
+const OFF: AugmentConfig = {
+  ...AUGMENT_PRESETS.imagenet,
+  globalSize: 16,
+  localSize: 8,
+  localCrops: 2,
+  globalScale: [1, 1],
+  localScale: [1, 1],
+  ratio: [1, 1],
+  flipP: 0,
+  jitterP: 0,
+  grayP: 0,
+  blurP: [0, 0, 0],
+  solarizeP: 0,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+};
+
+/** The fraction of samples of a view whose pixels differ from `reference` (same shape). */
+function changed(view: t.Tensor, reference: t.Tensor): number[] {
+  return t.tidy(() => t.toArray(t.gt(t.amax(t.abs(t.sub(view, reference)), [1, 2, 3]), 1e-4)));
+}
+const rate = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+Deno.test("crop boxes have areas in the scale range and aspect ratios in the ratio range", () => {
+  using g = new t.Generator(0);
+  const boxes = cropBoxes(g, 4000, 100, 120, [0.2, 0.8], [3 / 4, 4 / 3]);
+  let fallback = 0;
+  const areas: number[] = [];
+  for (const b of boxes) {
+    assert.ok(b.i >= 0 && b.j >= 0 && b.i + b.h <= 100 && b.j + b.w <= 120, JSON.stringify(b));
+    const area = (b.w * b.h) / (100 * 120), aspect = b.w / b.h;
+    if (b.w === 120 && b.h === 100) fallback++;
+    areas.push(area);
+    assert.ok(area > 0.2 - 0.03 && area < 0.8 + 0.03, `area ${area}`);
+    assert.ok(aspect > 0.75 - 0.05 && aspect < 4 / 3 + 0.05, `aspect ${aspect}`);
+  }
+  assert.equal(fallback, 0);
+  assertClose([rate(areas)], [0.5], 0.02);
+  // When no try can fit, the fallback is the centre crop with the ratio clamped.
+  const [wide] = cropBoxes(g, 1, 10, 40, [0.9, 1], [3 / 4, 4 / 3]);
+  assert.deepEqual(wide, { i: 0, j: 13, h: 10, w: 13 });
+});
+
+Deno.test("horizontal flips happen half the time and mirror the crop", () =>
+  noLeak(() => {
+    using g = new t.Generator(1);
+    const n = 1000;
+    const half = t.cat([t.zeros([n, 3, 16, 8]), t.ones([n, 3, 16, 8])], 3); // dark left, bright right
+    const v = augmentView(half, viewSpecs({ ...OFF, flipP: 0.5 })[0], { ...OFF, flipP: 0.5 }, g);
+    const left = t.toArray(t.mean(t.narrow(v, 3, 0, 8), [1, 2, 3]));
+    const flipped = left.map((m) => (m > 0.5 ? 1 : 0));
+    assertClose([rate(flipped)], [0.5], 0.05);
+    assert.ok(left.every((m) => m < 0.01 || m > 0.99), "a flip mirrors exactly");
+  }));
+
+Deno.test("color jitter applies with p 0.8, grayscale with p 0.2, and grayscale makes the channels equal", () =>
+  noLeak(() => {
+    using g = new t.Generator(2);
+    const n = 2000;
+    const color = t.mul(t.ones([n, 3, 8, 8]), t.reshape(t.tensor([0.6, 0.3, 0.2]), [1, 3, 1, 1]));
+    const spec = viewSpecs(OFF)[0];
+    const jittered = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalSize: 8, jitterP: 0.8 }, g);
+    assertClose([rate(changed(jittered, color))], [0.8], 0.03);
+    const grayed = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalSize: 8, grayP: 0.2 }, g);
+    const isGray = changed(grayed, color);
+    assertClose([rate(isGray)], [0.2], 0.03);
+    const spread = t.toArray(t.amax(t.sub(t.amax(grayed, 1), t.amin(grayed, 1)), [1, 2]));
+    isGray.forEach((gray, i) => assert.equal(spread[i] === 0, gray === 1, `sample ${i}`));
+  }));
+
+Deno.test("solarization hits only global view 2, with p 0.2; blur p is 1, 0.1 and 0.5 by view", () =>
+  noLeak(() => {
+    using g = new t.Generator(3);
+    const n = 2000;
+    const bright = t.full([n, 3, 16, 16], 0.8);
+    const views = dinoViews(bright, { ...OFF, solarizeP: 0.2 }, g);
+    assert.equal(rate(changed(views[0], bright)), 0);
+    assertClose([rate(changed(views[1], bright))], [0.2], 0.03);
+    assertClose(t.toArray(t.amin(views[1])), [0.2], 1e-6); // 1 - 0.8
+    const board = t.to(
+      t.remainder(t.add(t.reshape(t.arange(0, 16), [1, 1, 16, 1]), t.reshape(t.arange(0, 16), [1, 1, 1, 16])), 2),
+      "f32",
+    );
+    const boards = t.expand(board, [n, 3, 16, 16]);
+    // sigma from 1 so that every blur is visible on the checkerboard
+    const cfg = {
+      ...OFF,
+      localSize: 16,
+      blurP: [1, 0.1, 0.5] as [number, number, number],
+      blurSigma: [1, 2] as [number, number],
+    };
+    const blurred = dinoViews(boards, cfg, g).map((v) => rate(changed(v, boards)));
+    assertClose(blurred, [1, 0.1, 0.5, 0.5], 0.035);
+  }));
+
+Deno.test("each transform on a hand-computed case", () =>
+  noLeak(() => {
+    const px = (r: number, g: number, b: number) => t.tensor([[[[r]], [[g]], [[b]]]]);
+    assertClose(t.toArray(adjustBrightness(t.tensor([[[[0.5, 0.9]]]]), [1.2])), [0.6, 1], 1e-6);
+    // contrast: mean 0.4; 1.5 x - 0.5 mean
+    assertClose(t.toArray(adjustContrast(t.tensor([[[[0.2, 0.6]]]]), [1.5])), [0.1, 0.7], 1e-6);
+    const gray = 0.299 * 0.6 + 0.587 * 0.3 + 0.114 * 0.2;
+    assertClose(t.toArray(grayscale(px(0.6, 0.3, 0.2))), [gray], 1e-6);
+    assertClose(t.toArray(adjustSaturation(px(0.6, 0.3, 0.2), [0])), [gray, gray, gray], 1e-6);
+    assertClose(
+      t.toArray(adjustSaturation(px(0.6, 0.3, 0.2), [1.2])),
+      [0.6, 0.3, 0.2].map((v) => 1.2 * v - 0.2 * gray),
+      1e-6,
+    );
+    assertClose(t.toArray(adjustHue(px(1, 0, 0), [1 / 3])), [0, 1, 0], 1e-6);
+    assertClose(t.toArray(adjustHue(px(0, 0, 1), [-1 / 3])), [0, 1, 0], 1e-6);
+    assertClose(t.toArray(adjustHue(px(0.2, 0.5, 0.9), [0])), [0.2, 0.5, 0.9], 1e-6);
+    assertClose(t.toArray(adjustHue(px(0.5, 0.5, 0.5), [0.1])), [0.5, 0.5, 0.5], 1e-6);
+    assertClose(t.toArray(solarize(t.tensor([[[[0.6, 0.3, 128 / 255]]]]), [true])), [0.4, 0.3, 1 - 128 / 255], 1e-6);
+    const x = t.tensor([[[[0.6]]]]);
+    assertClose(t.toArray(solarize(x, [false])), t.toArray(x), 0);
+    // blurring a delta gives the normalised gaussian, separably
+    const delta = t.reshape(t.oneHot(t.tensor([12], { dtype: "i64" }), 25), [1, 1, 5, 5]);
+    const w = [-2, -1, 0, 1, 2].map((d) => Math.exp(-(d * d) / (2 * 0.5 * 0.5))); // radius ceil(3 sigma) = 2
+    const k = w.map((v) => v / w.reduce((a, b) => a + b, 0));
+    const blurred = t.toArray(gaussianBlur(t.to(delta, "f32"), [0.5]));
+    assertClose([blurred[12], blurred[13], blurred[18]], [k[2] * k[2], k[2] * k[3], k[3] * k[3]], 1e-6);
+    assertClose(t.toArray(normalize(t.full([1, 2, 1, 1], 0.5), [0.25, 0.5], [0.5, 0.25])), [0.5, 0], 1e-6);
+    // an exact-size crop is the identity; flipping mirrors it
+    const ramp = t.reshape(t.arange(0, 16, 1, { dtype: "f32" }), [1, 1, 4, 4]);
+    const scaled = t.div(ramp, 16);
+    assertClose(
+      t.toArray(resizedCrop(scaled, [{ i: 1, j: 1, h: 2, w: 2 }], [false], 2)),
+      [5, 6, 9, 10].map((v) => v / 16),
+      1e-6,
+    );
+    assertClose(
+      t.toArray(resizedCrop(scaled, [{ i: 1, j: 1, h: 2, w: 2 }], [true], 2)),
+      [6, 5, 10, 9].map((v) => v / 16),
+      1e-6,
+    );
+  }));
+
+Deno.test("views are reproducible from the seed, and differ between seeds", () =>
+  noLeak(() => {
+    const images = t.to(t.mul(t.rand(new t.Generator(9), [4, 3, 40, 40]), 255), "u8");
+    const run = (seed: number) => {
+      using g = new t.Generator(seed);
+      return dinoViews(images, { ...AUGMENT_PRESETS.imagenet, globalSize: 32, localSize: 16 }, g).map(t.toArray);
+    };
+    const a = run(5), b = run(5), c = run(6);
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a, c);
+  }));
+
+Deno.test("grayscale input works: 3-channel ops are skipped; presets give the right shapes", () =>
+  noLeak(() => {
+    using g = new t.Generator(4);
+    const fm = dinoViews(t.to(t.randint(g, 0, 256, [3, 1, 28, 28]), "u8"), AUGMENT_PRESETS.fmnist28, g);
+    assert.deepEqual(fm.map((v) => v.shape.join("x")), ["3x1x28x28", "3x1x28x28", ...Array(6).fill("3x1x12x12")]);
+    const cf = dinoViews(t.to(t.randint(g, 0, 256, [2, 3, 32, 32]), "u8"), AUGMENT_PRESETS.cifar32, g);
+    assert.deepEqual(cf.map((v) => v.shape[2]), [32, 32, 16, 16, 16, 16, 16, 16]);
+    assert.throws(
+      () => dinoViews(t.zeros([1, 1, 28, 28]), AUGMENT_PRESETS.cifar32, g),
+      /3 means and 3 stds for 1-channel images/,
+    );
+  }));

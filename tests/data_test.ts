@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
+import { join } from "node:path";
+import * as t from "../mod.ts";
+import { tensorDataset } from "../lib/data/dataset.ts";
+import { fashionMnist, idxDataset, readIdx } from "../lib/data/idx.ts";
+import { cifar10, cifar100 } from "../lib/data/cifar.ts";
+import { imageFolder } from "../lib/data/folder.ts";
+import { batches, batchIndices, epochOrder } from "../lib/data/loader.ts";
+import { openDataset } from "../lib/data/open.ts";
+
+function idxBytes(dims: number[], data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + 4 * dims.length + data.length);
+  out.set([0, 0, 8, dims.length]);
+  const view = new DataView(out.buffer);
+  dims.forEach((d, i) => view.setUint32(4 + 4 * i, d, false));
+  out.set(data, 4 + 4 * dims.length);
+  return out;
+}
+
+function writeImages(dir: string, names: string[], seed: number): void {
+  Deno.mkdirSync(dir, { recursive: true });
+  using g = new t.Generator(seed);
+  for (const name of names) {
+    t.tidy(() => t.writeImage(join(dir, name), t.to(t.randint(g, 0, 256, [20, 30, 3]), "u8")));
+  }
+}
+
+Deno.test("IDX files load gzipped or plain, with labels and clear errors", async () => {
+  const dir = Deno.makeTempDirSync();
+  const pixels = Uint8Array.from({ length: 3 * 4 * 4 }, (_, i) => i);
+  Deno.writeFileSync(join(dir, "img.gz"), gzipSync(idxBytes([3, 4, 4], pixels)));
+  Deno.writeFileSync(join(dir, "lbl"), idxBytes([3], new Uint8Array([2, 0, 1])));
+  assert.deepEqual(readIdx(join(dir, "lbl")).dims, [3]);
+  using ds = idxDataset(join(dir, "img.gz"), join(dir, "lbl"));
+  assert.equal(ds.length, 3);
+  assert.equal(ds.channels, 1);
+  assert.equal(ds.size, 4);
+  assert.deepEqual(ds.classes, ["0", "1", "2"]);
+  const b = await ds.load([2, 0]);
+  assert.deepEqual(b.images.shape, [2, 1, 4, 4]);
+  assert.deepEqual(t.toArray(b.images).slice(0, 3), [32, 33, 34]);
+  assert.deepEqual(t.toArray(b.labels!), [1, 2]);
+  t.dispose([b.images, b.labels]);
+  Deno.writeFileSync(join(dir, "bad"), new Uint8Array([1, 2, 3, 4]));
+  assert.throws(() => readIdx(join(dir, "bad")), /not an IDX file/);
+  Deno.writeFileSync(join(dir, "short"), idxBytes([3, 4, 4], pixels).subarray(0, 30));
+  assert.throws(() => readIdx(join(dir, "short")), /IDX data has 14 bytes, the header says 48/);
+  Deno.writeFileSync(join(dir, "badgz.gz"), new Uint8Array([0x1f, 0x8b, 1, 2, 3]));
+  assert.throws(() => readIdx(join(dir, "badgz.gz")), /corrupt gzip data/);
+  assert.throws(() => fashionMnist("train", join(dir, "nowhere")), /apt-get install dataset-fashion-mnist/);
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("Fashion-MNIST from Debian's package: 60,000 + 10,000 labelled 28x28 images", async () => {
+  using train = fashionMnist("train");
+  using test = fashionMnist("test");
+  assert.equal(train.length, 60000);
+  assert.equal(test.length, 10000);
+  assert.equal(train.classes[9], "Ankle boot");
+  assert.equal(test.labels!.length, 10000);
+  const b = await test.load([0]);
+  assert.deepEqual(b.images.shape, [1, 1, 28, 28]);
+  assert.equal(t.item(b.labels!), 9); // the first test image is an ankle boot
+  t.dispose([b.images, b.labels]);
+});
+
+Deno.test("CIFAR-10 and CIFAR-100 binary files load with their labels", async () => {
+  const dir = Deno.makeTempDirSync();
+  const rec10 = (label: number, v: number) => Uint8Array.from([label, ...new Array(3072).fill(v)]);
+  const batch = (n: number, base: number) => {
+    const parts = Array.from({ length: n }, (_, i) => rec10((base + i) % 10, base + i));
+    const out = new Uint8Array(parts.length * 3073);
+    parts.forEach((p, i) => out.set(p, i * 3073));
+    return out;
+  };
+  for (let i = 1; i <= 5; i++) Deno.writeFileSync(join(dir, `data_batch_${i}.bin`), batch(2, i * 10));
+  Deno.writeFileSync(join(dir, "test_batch.bin"), batch(3, 0));
+  using train = cifar10(dir, "train");
+  assert.equal(train.length, 10);
+  assert.equal(train.classes[0], "airplane");
+  using test = cifar10(dir, "test");
+  const b = await test.load([2]);
+  assert.deepEqual(b.images.shape, [1, 3, 32, 32]);
+  assert.equal(t.item(b.labels!), 2);
+  t.dispose([b.images, b.labels]);
+  Deno.writeFileSync(join(dir, "test_batch.bin"), new Uint8Array(100));
+  assert.throws(() => cifar10(dir, "test"), /not a whole number of 3073-byte records/);
+
+  const d100 = Deno.makeTempDirSync();
+  Deno.writeFileSync(join(d100, "test.bin"), Uint8Array.from([3, 77, ...new Array(3072).fill(5)]));
+  Deno.writeFileSync(join(d100, "train.bin"), Uint8Array.from([3, 77, ...new Array(3072).fill(5)]));
+  using c100 = cifar100(d100, "test");
+  assert.deepEqual([...c100.labels!], [77]);
+  using opened = openDataset(d100, "test");
+  assert.equal(opened.length, 1);
+  Deno.removeSync(dir, { recursive: true });
+  Deno.removeSync(d100, { recursive: true });
+});
+
+Deno.test("image folders: class subfolders or flat, every stb format, corrupt files skipped and named", async () => {
+  const root = Deno.makeTempDirSync();
+  writeImages(join(root, "cats"), ["a.png", "b.jpg", "c.bmp"], 1);
+  writeImages(join(root, "dogs"), ["d.png"], 2);
+  Deno.writeFileSync(join(root, "dogs", "broken.jpg"), new Uint8Array([0xff, 0xd8, 0xff, 0, 1, 2]));
+  Deno.writeFileSync(join(root, "dogs", "notes.txt"), new TextEncoder().encode("not an image"));
+  using ds = imageFolder(root, { side: 16 });
+  assert.deepEqual(ds.classes, ["cats", "dogs"]);
+  assert.equal(ds.length, 5); // the .txt is not listed
+  assert.deepEqual([...ds.labels!], [0, 0, 0, 1, 1]);
+  const b = await ds.load([0, 1, 2, 3, 4]);
+  assert.deepEqual(b.images.shape, [4, 3, 16, 16]);
+  assert.deepEqual(b.indices, [0, 1, 2, 4]); // files sort by name: broken.jpg is item 3
+  assert.deepEqual(t.toArray(b.labels!), [0, 0, 0, 1]);
+  assert.equal(b.failed.length, 1);
+  assert.match(b.failed[0], /dogs\/broken\.jpg$/);
+  assert.match(b.firstError, /broken\.jpg: /);
+  t.dispose([b.images, b.labels]);
+
+  const gray = imageFolder(join(root, "cats"), { side: 8, channels: 1 });
+  assert.deepEqual(gray.classes, [], "a flat folder is unlabeled");
+  const gb = await gray.load([0]);
+  assert.deepEqual(gb.images.shape, [1, 1, 8, 8]);
+  assert.equal(gb.labels, undefined);
+  gb.images.dispose();
+
+  const empty = Deno.makeTempDirSync();
+  assert.throws(() => imageFolder(empty, { side: 8 }), /holds no images/);
+  assert.throws(() => imageFolder(join(empty, "missing"), { side: 8 }), /cannot be read/);
+  assert.throws(() => openDataset(join(empty, "missing"), "train"), /no such dataset or folder/);
+  Deno.removeSync(root, { recursive: true });
+  Deno.removeSync(empty, { recursive: true });
+});
+
+Deno.test("the loader shuffles per epoch from the seed, batches, drops the last, and reports skipped files once", async () => {
+  assert.deepEqual(epochOrder(5, 0, { shuffle: false }), [0, 1, 2, 3, 4]);
+  assert.deepEqual(epochOrder(50, 1, { seed: 3 }), epochOrder(50, 1, { seed: 3 }));
+  assert.notDeepEqual(epochOrder(50, 1, { seed: 3 }), epochOrder(50, 2, { seed: 3 }));
+  assert.deepEqual([...epochOrder(50, 1, { seed: 3 })].sort((a, b) => a - b), [...Array(50).keys()]);
+  assert.deepEqual(batchIndices(10, 0, { batchSize: 4, shuffle: false }), [[0, 1, 2, 3], [4, 5, 6, 7]]);
+  assert.deepEqual(batchIndices(10, 0, { batchSize: 4, shuffle: false, dropLast: false }).at(-1), [8, 9]);
+
+  const before = t.liveTensors();
+  using ds = t.tidy(() =>
+    tensorDataset(t.expand(t.to(t.reshape(t.arange(0, 10), [10, 1, 1, 1]), "u8"), [10, 1, 2, 2]))
+  );
+  const seen: number[] = [];
+  for await (const b of batches(ds, 0, { batchSize: 3, seed: 1, prefetch: 2 })) {
+    assert.deepEqual(b.images.shape, [3, 1, 2, 2]);
+    seen.push(...b.indices);
+    b.images.dispose();
+  }
+  assert.equal(seen.length, 9);
+  assert.equal(new Set(seen).size, 9);
+  // An abandoned epoch frees the batches it prefetched.
+  for await (const b of batches(ds, 1, { batchSize: 2, prefetch: 3 })) {
+    b.images.dispose();
+    break;
+  }
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(t.liveTensors(), before + 1, "only the dataset's own tensor is alive");
+
+  const root = Deno.makeTempDirSync();
+  writeImages(root, ["a.png", "b.png"], 3);
+  Deno.writeFileSync(join(root, "c.png"), new Uint8Array([1, 2, 3]));
+  using folder = imageFolder(root, { side: 8 });
+  const reports: string[][] = [];
+  for await (const b of batches(folder, 0, { batchSize: 1, shuffle: false, onSkipped: (f) => reports.push(f) })) {
+    b.images.dispose();
+  }
+  assert.equal(reports.length, 1);
+  assert.deepEqual(reports[0].map((p) => p.split("/").pop()), ["c.png"]);
+  Deno.removeSync(root, { recursive: true });
+});
