@@ -35,3 +35,7 @@ export * from "./lib/data/cifar.ts";
 export * from "./lib/data/folder.ts";
 export * from "./lib/data/loader.ts";
 export * from "./lib/data/open.ts";
+export * from "./lib/config.ts";
+export * from "./lib/checkpoint.ts";
+export * from "./lib/knn.ts";
+export * from "./lib/pretrained.ts";

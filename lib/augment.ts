@@ -263,9 +263,9 @@ export function resizedCrop(
   return out;
 }
 
-/** Per-sample factors as a [n, 1, 1, 1] tensor. */
-function perSample(values: readonly number[]): Tensor {
-  return tensor(new Float32Array(values), { shape: [values.length, 1, 1, 1] });
+/** Per-sample factors as a [n, 1, 1, 1] tensor on `like`'s device. */
+function perSample(values: readonly number[], like: Tensor): Tensor {
+  return tensor(new Float32Array(values), { shape: [values.length, 1, 1, 1], device: like.device });
 }
 
 /** Luma as torchvision and PIL compute it: 0.299 R + 0.587 G + 0.114 B, [B, 1, H, W]; a 1-channel image is itself. */
@@ -277,13 +277,13 @@ export function grayscale(x: Tensor): Tensor {
 
 /** torchvision's blend: clamp(f * a + (1 - f) * b, 0, 1), f per sample. */
 function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
-  const t = perSample(f);
+  const t = perSample(f, a);
   return clamp(add(mul(a, t), mul(b, sub(1, t))), 0, 1);
 }
 
 /** Brightness: clamp(x * f, 0, 1). @example `adjustBrightness(x, [1.2, 0.8])` */
 export function adjustBrightness(x: Tensor, f: readonly number[]): Tensor {
-  return clamp(mul(x, perSample(f)), 0, 1);
+  return clamp(mul(x, perSample(f, x)), 0, 1);
 }
 /** Contrast: blend with the mean of the image's grayscale. @example `adjustContrast(x, [1.4])` */
 export function adjustContrast(x: Tensor, f: readonly number[]): Tensor {
@@ -323,9 +323,9 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
   const hg = mul(mul(isG, notR), add(sub(rc, bc), 2));
   const hb = mul(mul(sub(1, isG), notR), add(sub(gc, rc), 4));
   let h = remainder(add(div(add(add(hr, hg), hb), 6), 1), 1);
-  h = remainder(add(h, perSample(f)), 1);
+  h = remainder(add(h, perSample(f, x)), 1);
   // HSV -> RGB: channel n of (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6.
-  const n = tensor(new Float32Array([5, 3, 1]), { shape: [1, 3, 1, 1] });
+  const n = tensor(new Float32Array([5, 3, 1]), { shape: [1, 3, 1, 1], device: x.device });
   const k = remainder(add(n, mul(h, 6)), 6); // [B, 3, H, W]
   const ramp = clamp(minimum(k, sub(4, k)), 0, 1);
   return clamp(sub(maxc, mul(mul(maxc, s), ramp)), 0, 1);
@@ -353,7 +353,7 @@ export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
     const total = w.reduce((a, v) => a + v, 0);
     for (let c = 0; c < C; c++) w.forEach((v, t) => (taps[(b * C + c) * K + t] = v / total));
   });
-  const kernel = tensor(taps, { shape: [B * C, 1, K, 1] });
+  const kernel = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
   const planes = reshape(x, [1, B * C, H, W]);
   const vertical = conv2d(pad(planes, [0, 0, radius, radius], "reflect"), kernel, undefined, { groups: B * C });
   const horizontal = conv2d(
@@ -368,7 +368,7 @@ export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
 /** Solarization at 128/255: pixels at or above it are inverted, for the samples in `mask`. @example `solarize(x, [true, false])` */
 export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
   // x + m (1 - 2x) inverts exactly where m = 1 (libtorch's `where` is slow here).
-  const m = mul(to(ge(x, 128 / 255), "f32"), perSample(mask.map(Number)));
+  const m = mul(to(ge(x, 128 / 255), "f32"), perSample(mask.map(Number), x));
   return add(x, mul(m, sub(1, mul(x, 2))));
 }
 
@@ -386,7 +386,7 @@ function onSubset(
   if (idx.length === 0) return x;
   const y = tidy(() => {
     if (idx.length === x.shape[0]) return op(x, idx);
-    const index = tensor(new BigInt64Array(idx.map(BigInt)));
+    const index = tensor(new BigInt64Array(idx.map(BigInt)), { device: x.device });
     return indexCopy(x, 0, index, op(indexSelect(x, 0, index), idx));
   });
   if (x !== input && y !== x) x.dispose();
@@ -430,7 +430,9 @@ export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor
   return tidy(() => {
     const parts: Tensor[] = [], members: number[] = [];
     for (const [key, idx] of groups) {
-      let part = idx.length === B ? x : indexSelect(x, 0, tensor(new BigInt64Array(idx.map(BigInt))));
+      let part = idx.length === B
+        ? x
+        : indexSelect(x, 0, tensor(new BigInt64Array(idx.map(BigInt)), { device: x.device }));
       for (const o of [...key].map(Number)) {
         const prev = part;
         part = tidy(() => ops[o](prev, idx.map((b) => factors[o][b])));
@@ -442,7 +444,7 @@ export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor
     if (parts.length === 1) return parts[0];
     const inverse = new BigInt64Array(B);
     members.forEach((b, k) => (inverse[b] = BigInt(k)));
-    return indexSelect(cat(parts, 0), 0, tensor(inverse));
+    return indexSelect(cat(parts, 0), 0, tensor(inverse, { device: x.device }));
   });
 }
 
@@ -517,8 +519,8 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
       `normalisation has ${meanValues.length} means and ${stdValues.length} stds for ${C}-channel images`,
     );
   }
-  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1] });
-  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1] });
+  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1], device: x.device });
+  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1], device: x.device });
   return div(sub(x, m), s);
 }
 
@@ -555,8 +557,8 @@ export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Ten
  */
 export function toPixels(x: Tensor, meanValues: readonly number[], stdValues: readonly number[]): Tensor {
   const C = x.shape[1];
-  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1] });
-  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1] });
+  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1], device: x.device });
+  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1], device: x.device });
   const pixels = floor(add(mul(clamp(add(mul(x, s), m), 0, 1), 255), 0.5)); // [B, C, H, W]
   return to(permute(pixels, [0, 2, 3, 1]), "u8");
 }

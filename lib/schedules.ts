@@ -39,7 +39,7 @@ export function cosineSchedule(
   startWarmup = 0,
 ): (it: number) => number {
   const total = epochs * itersPerEpoch;
-  const warmup = warmupEpochs * itersPerEpoch;
+  const warmup = Math.round(warmupEpochs * itersPerEpoch); // fractional warmup epochs round to whole steps
   const n = total - warmup;
   return (it: number) => {
     if (!(it >= 0 && it < total)) throw new RangeError(`iteration ${it} is outside the schedule's 0..${total - 1}`);

@@ -211,7 +211,7 @@ const EPS = 1e-6;
 function dropPath(x: Tensor, p: number, g: Generator | undefined): Tensor {
   if (p === 0 || g === undefined) return x;
   const keep = 1 - p;
-  const mask = floor(add(rand(g, [x.shape[0], 1, 1]), keep)); // [B, 1, 1] of 0 or 1
+  const mask = floor(add(rand(g, [x.shape[0], 1, 1], { device: x.device }), keep)); // [B, 1, 1] of 0 or 1
   return mul(div(x, keep), mask);
 }
 

@@ -30,6 +30,8 @@ export interface LoaderOptions {
   dropLast?: boolean;
   /** Batches loaded ahead (default 2). */
   prefetch?: number;
+  /** Skip the epoch's first N batches (to resume mid-epoch). */
+  start?: number;
   /** Called once per epoch with the files that could not be decoded. */
   onSkipped?: (files: string[], firstError: string) => void;
 }
@@ -77,7 +79,7 @@ export function batchIndices(n: number, epoch: number, o: LoaderOptions): number
  * ```
  */
 export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): AsyncGenerator<Batch> {
-  const plan = batchIndices(ds.length, epoch, o);
+  const plan = batchIndices(ds.length, epoch, o).slice(o.start ?? 0);
   const ahead = Math.max(1, o.prefetch ?? 2);
   const queue: Promise<Batch>[] = [];
   const skipped: string[] = [];

@@ -15,6 +15,7 @@ import { cifar10, cifar100 } from "./cifar.ts";
 import type { Dataset } from "./dataset.ts";
 import { imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
+import { UsageError } from "../config.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
 export interface OpenOptions {
@@ -71,9 +72,9 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   try {
     stat = Deno.statSync(spec);
   } catch {
-    throw new Error(`--data ${spec}: no such dataset or folder (use fmnist, cifar10, cifar100 or a folder path)`);
+    throw new UsageError(`--data ${spec}: no such dataset or folder (use fmnist, cifar10, cifar100 or a folder path)`);
   }
-  if (!stat.isDirectory) throw new Error(`--data ${spec}: is a file; pass the folder that holds the dataset`);
+  if (!stat.isDirectory) throw new UsageError(`--data ${spec}: is a file; pass the folder that holds the dataset`);
   if (exists(join(spec, "data_batch_1.bin"))) return cifar10(spec, split);
   if (exists(join(spec, "train.bin")) && exists(join(spec, "test.bin"))) return cifar100(spec, split);
   const prefix = split === "train" ? "train" : "t10k";

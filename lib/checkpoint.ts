@@ -1,0 +1,164 @@
+/**
+ * Training checkpoints as one safetensors file: `student.<official key>`,
+ * `teacher.<official key>`, `center`, the optimizer's state
+ * (`optimizer.exp_avg.<key>`, `optimizer.exp_avg_sq.<key>` or
+ * `optimizer.momentum_buffer.<key>`), and in the metadata the step, epoch,
+ * random stream, per-parameter optimizer steps and the full configuration.
+ * Stripping `teacher.` gives the keys of the official
+ * `MultiCropWrapper(vit, DINOHead)`. Written atomically.
+ *
+ * @example
+ * ```ts
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * // const { state, config, epoch } = loadCheckpoint("output/checkpoint.safetensors");
+ * ```
+ * @module
+ */
+import { alias, dispose, Generator, type Tensor } from "../ffi/mod.ts";
+import type { TrainConfig } from "./config.ts";
+import { type DinoConfig, dinoConfig, initDino } from "./model.ts";
+import type { AdamWState, SGDState } from "./optim.ts";
+import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import type { TrainState } from "./train.ts";
+import { type Flat, loadStateDict, stateDict } from "./tree.ts";
+
+/** The checkpoint format's name, in the metadata. */
+export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
+
+/**
+ * The network a training configuration describes.
+ *
+ * @example
+ * ```ts
+ * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { networkConfig } from "./checkpoint.ts";
+ * const net = networkConfig(parseTrainArgs([]) as TrainConfig, 1);
+ * ```
+ */
+export function networkConfig(c: TrainConfig, channels: number): DinoConfig {
+  return dinoConfig({
+    arch: c.arch,
+    embedDim: c.embedDim,
+    depth: c.depth,
+    numHeads: c.numHeads,
+    patchSize: c.patchSize,
+    inChans: channels,
+    imgSize: c.globalCropsSize,
+    dropPathRate: c.dropPathRate,
+    outDim: c.outDim,
+    hiddenDim: c.hiddenDim,
+    bottleneckDim: c.bottleneckDim,
+    useBn: c.useBnInHead,
+    normLastLayer: c.normLastLayer,
+  });
+}
+
+/** What a checkpoint holds besides the state. */
+export interface CheckpointInfo {
+  /** The run's configuration. */
+  config: TrainConfig;
+  /** Image channels of the data. */
+  channels: number;
+  /** Epochs completed when saved. */
+  epoch: number;
+  /** The input normalisation the run used. */
+  normalization: { mean: number[]; std: number[] };
+}
+
+/**
+ * Writes a checkpoint atomically.
+ *
+ * @example
+ * ```ts
+ * // saveCheckpoint("output/checkpoint.safetensors", state, { config, channels: 1, epoch: 3 });
+ * ```
+ */
+export function saveCheckpoint(path: string, state: TrainState, info: CheckpointInfo): void {
+  const tensors: Record<string, Tensor> = {};
+  for (const [k, v] of Object.entries(stateDict(state.student))) tensors[`student.${k}`] = v;
+  for (const [k, v] of Object.entries(stateDict(state.teacher))) tensors[`teacher.${k}`] = v;
+  tensors.center = state.center;
+  const opt = state.optimizer as Partial<AdamWState & SGDState>;
+  for (const part of ["exp_avg", "exp_avg_sq", "momentum_buffer"] as const) {
+    for (const [k, v] of Object.entries(opt[part] ?? {})) tensors[`optimizer.${part}.${k}`] = v;
+  }
+  writeSafetensors(path, tensors, {
+    format: CHECKPOINT_FORMAT,
+    step: String(state.step),
+    epoch: String(info.epoch),
+    rng: JSON.stringify(state.rng),
+    optimizer: info.config.optimizer,
+    optimizer_steps: JSON.stringify(opt.step ?? {}),
+    channels: String(info.channels),
+    normalization: JSON.stringify(info.normalization),
+    config: JSON.stringify(info.config),
+  });
+}
+
+function prefixed(flat: Flat, prefix: string): Flat {
+  return Object.fromEntries(
+    Object.entries(flat).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]),
+  );
+}
+
+/**
+ * Reads a checkpoint back into a training state, checking every key and shape.
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "../mod.ts";
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * // const { state } = loadCheckpoint("output/checkpoint.safetensors"); dispose(state);
+ * ```
+ */
+export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainState } {
+  const { tensors, metadata } = readSafetensors(path);
+  try {
+    if (metadata.format !== CHECKPOINT_FORMAT) {
+      throw new Error(`${path} is not a training checkpoint of this project (format "${metadata.format ?? "none"}")`);
+    }
+    const config = JSON.parse(metadata.config) as TrainConfig;
+    const channels = Number(metadata.channels);
+    const net = networkConfig(config, channels);
+    using g = new Generator(0);
+    const template = initDino(net, g);
+    try {
+      const student = loadStateDict(template, prefixed(tensors, "student."));
+      const teacher = loadStateDict(template, prefixed(tensors, "teacher."));
+      const optimizer = config.optimizer === "sgd"
+        ? { momentum_buffer: prefixed(tensors, "optimizer.momentum_buffer.") }
+        : {
+          exp_avg: prefixed(tensors, "optimizer.exp_avg."),
+          exp_avg_sq: prefixed(tensors, "optimizer.exp_avg_sq."),
+          step: JSON.parse(metadata.optimizer_steps ?? "{}"),
+        };
+      for (const part of Object.values(optimizer)) {
+        for (const [k, v] of Object.entries(part)) {
+          if (typeof v !== "number") (part as Flat)[k] = keepAlias(v as Tensor);
+        }
+      }
+      const state: TrainState = {
+        student,
+        teacher,
+        optimizer: optimizer as AdamWState | SGDState,
+        center: keepAlias(tensors.center),
+        step: Number(metadata.step),
+        rng: JSON.parse(metadata.rng),
+      };
+      const normalization = JSON.parse(metadata.normalization ?? "null") ?? { mean: [0.5], std: [0.5] };
+      return { state, config, channels, epoch: Number(metadata.epoch), normalization };
+    } finally {
+      dispose(template);
+    }
+  } catch (e) {
+    throw new Error(`cannot resume from ${path}: ${e instanceof Error ? e.message : e}`);
+  } finally {
+    dispose(tensors);
+  }
+}
+
+/** A new handle on a tensor the loaded file owns, so the file's handles can all be freed. */
+function keepAlias(t: Tensor | undefined): Tensor {
+  if (!t) throw new Error("the checkpoint lacks a tensor it needs (center or optimizer state)");
+  return alias(t);
+}

@@ -1,0 +1,213 @@
+/**
+ * Weighted k-NN evaluation, as the official `eval_knn.py`: features are
+ * L2-normalised, similarity is cosine, and each of the k nearest training
+ * images votes exp(similarity / T) for its class. Unlike the official
+ * script, any number of test images works (it crashes below 100).
+ *
+ * @example
+ * ```ts
+ * import { dispose, randn, Generator } from "../mod.ts";
+ * import { knnClassify } from "./knn.ts";
+ * using g = new Generator(0);
+ * const train = randn(g, [100, 8]), test = randn(g, [10, 8]);
+ * const r = knnClassify(train, new Int32Array(100), test, new Int32Array(10), { k: 5 });
+ * console.log(r.top1); // 100: every label is 0
+ * dispose([train, test]);
+ * ```
+ * @module
+ */
+import {
+  cat,
+  div,
+  exp,
+  expand,
+  gather,
+  matmul,
+  mul,
+  narrow,
+  noGrad,
+  oneHot,
+  reshape,
+  sub,
+  sum,
+  type Tensor,
+  tensor,
+  tidy,
+  to,
+  toArray,
+  topk,
+  transpose,
+  unsqueeze,
+} from "../ffi/mod.ts";
+import { l2Normalize } from "./head.ts";
+import type { Dataset } from "./data/dataset.ts";
+import { batches } from "./data/loader.ts";
+import { type ViTConfig, vitForward, type ViTParams } from "./vit.ts";
+
+/** Options of {@linkcode knnClassify}. */
+export interface KnnOptions {
+  /** Neighbours (20); fewer when the memory is smaller. */
+  k?: number;
+  /** Temperature of the vote weights (0.07). */
+  temperature?: number;
+  /** Number of classes (default: the largest label + 1). */
+  numClasses?: number;
+  /** Test images per similarity block (500). */
+  chunk?: number;
+}
+
+/**
+ * Top-1 and top-5 accuracy (percent) of weighted k-NN with `train` features as the memory.
+ * Features need not be normalised: they are L2-normalised here.
+ *
+ * @example
+ * ```ts
+ * import { dispose, tensor } from "../mod.ts";
+ * import { knnClassify } from "./knn.ts";
+ * const train = tensor([[1, 0], [0, 1]]), test = tensor([[0.9, 0.1]]);
+ * const { top1 } = knnClassify(train, new Int32Array([0, 1]), test, new Int32Array([0]), { k: 1 });
+ * dispose([train, test]); // top1 = 100
+ * ```
+ */
+export function knnClassify(
+  train: Tensor,
+  trainLabels: Int32Array,
+  test: Tensor,
+  testLabels: Int32Array,
+  o: KnnOptions = {},
+): { top1: number; top5: number } {
+  if (train.shape[0] !== trainLabels.length || test.shape[0] !== testLabels.length) {
+    throw new Error("k-NN: features and labels differ in count");
+  }
+  if (testLabels.length === 0) throw new Error("k-NN: no test images");
+  const k = Math.min(o.k ?? 20, train.shape[0]);
+  const T = o.temperature ?? 0.07;
+  let maxLabel = 0;
+  for (const l of trainLabels) maxLabel = Math.max(maxLabel, l);
+  for (const l of testLabels) maxLabel = Math.max(maxLabel, l);
+  const C = o.numClasses ?? maxLabel + 1;
+  const chunk = o.chunk ?? 500;
+  let top1 = 0, top5 = 0;
+  noGrad(() =>
+    tidy(() => {
+      const memory = transpose(l2Normalize(to(train, "f32")), 0, 1); // [D, N]
+      const labels = tensor(BigInt64Array.from(trainLabels, BigInt)); // [N]
+      const queries = l2Normalize(to(test, "f32")); // [M, D]
+      for (let start = 0; start < testLabels.length; start += chunk) {
+        tidy(() => {
+          const n = Math.min(chunk, testLabels.length - start);
+          const sim = matmul(narrow(queries, 0, start, n), memory); // [n, N]
+          const { values, indices } = topk(sim, k, 1); // [n, k]
+          const neighbours = gather(expand(unsqueeze(labels, 0), [n, -1]), 1, indices); // [n, k]
+          const votes = mul(to(oneHot(neighbours, C), "f32"), unsqueeze(exp(div(values, T)), 2)); // [n, k, C]
+          const ranked = toArray(topk(sum(votes, 1), Math.min(5, C), 1).indices); // [n, <=5]
+          const width = Math.min(5, C);
+          for (let i = 0; i < n; i++) {
+            const truth = testLabels[start + i];
+            const row = ranked.slice(i * width, (i + 1) * width);
+            if (row[0] === truth) top1++;
+            if (row.slice(0, Math.min(5, k)).includes(truth)) top5++;
+          }
+        });
+      }
+    })
+  );
+  const total = testLabels.length;
+  return { top1: (100 * top1) / total, top5: (100 * top5) / total };
+}
+
+/** How images are prepared for feature extraction: centre crop to `size`, scale to [0, 1], normalise. */
+export interface EvalTransform {
+  /** The side the model sees (a centre crop of larger images). */
+  size: number;
+  /** Per-channel mean of the normalisation. */
+  mean: number[];
+  /** Per-channel standard deviation of the normalisation. */
+  std: number[];
+}
+
+/**
+ * u8 [B, C, S, S] images to normalised f32 [B, C, size, size] (a centre crop when S > size).
+ *
+ * @example
+ * ```ts
+ * import { dispose, ones, tidy, to } from "../mod.ts";
+ * import { evalImages } from "./knn.ts";
+ * const x = tidy(() => evalImages(to(ones([1, 1, 32, 32]), "u8"), { size: 28, mean: [0], std: [1] }));
+ * dispose(x);
+ * ```
+ */
+export function evalImages(images: Tensor, t: EvalTransform): Tensor {
+  return tidy(() => {
+    const S = images.shape[2];
+    let x = images;
+    if (S > t.size) {
+      const o = Math.floor((S - t.size) / 2);
+      x = narrow(narrow(x, 2, o, t.size), 3, o, t.size);
+    }
+    const C = x.shape[1];
+    const m = tensor(new Float32Array(t.mean), { shape: [1, C, 1, 1], device: x.device });
+    const s = tensor(new Float32Array(t.std), { shape: [1, C, 1, 1], device: x.device });
+    return div(sub(div(to(x, "f32"), 255), m), s);
+  });
+}
+
+/**
+ * Features of every image of a dataset: the backbone's CLS after the final norm ([N, D], not normalised),
+ * with the labels (-1 when unknown).
+ *
+ * @example
+ * ```ts
+ * // const { features, labels } = await extractFeatures(teacher.backbone, cfg.vit, testSet, { size: 28, mean: [0.286], std: [0.353] });
+ * ```
+ */
+export async function extractFeatures(
+  backbone: ViTParams,
+  cfg: ViTConfig,
+  ds: Dataset,
+  t: EvalTransform,
+  o: { batchSize?: number; device?: string; limit?: number } = {},
+): Promise<{ features: Tensor; labels: Int32Array }> {
+  return await rows(ds, o, (images) => noGrad(() => tidy(() => vitForward(backbone, cfg, evalImages(images, t)))));
+}
+
+/**
+ * Raw pixels as features: each image flattened, in [0, 1] ([N, C x S x S]).
+ *
+ * @example
+ * ```ts
+ * // const { features } = await pixelFeatures(testSet);
+ * ```
+ */
+export async function pixelFeatures(
+  ds: Dataset,
+  o: { batchSize?: number; limit?: number } = {},
+): Promise<{ features: Tensor; labels: Int32Array }> {
+  return await rows(ds, o, (images) => tidy(() => reshape(div(to(images, "f32"), 255), [images.shape[0], -1])));
+}
+
+async function rows(
+  ds: Dataset,
+  o: { batchSize?: number; device?: string; limit?: number },
+  fn: (images: Tensor) => Tensor,
+): Promise<{ features: Tensor; labels: Int32Array }> {
+  const n = o.limit && o.limit > 0 ? Math.min(o.limit, ds.length) : ds.length;
+  const view: Dataset = n === ds.length ? ds : { ...ds, length: n };
+  const parts: Tensor[] = [];
+  const labels: number[] = [];
+  try {
+    for await (const b of batches(view, 0, { batchSize: o.batchSize ?? 256, shuffle: false, dropLast: false })) {
+      try {
+        parts.push(fn(b.images));
+        for (const i of b.indices) labels.push(ds.labels ? ds.labels[i] : -1);
+      } finally {
+        b.images.dispose();
+        b.labels?.dispose();
+      }
+    }
+    if (parts.length === 0) throw new Error(`${ds.name}: no images could be read`);
+    return { features: cat(parts, 0), labels: Int32Array.from(labels) };
+  } finally {
+    for (const p of parts) p.dispose();
+  }
+}

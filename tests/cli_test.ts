@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as t from "../mod.ts";
+import { main as train } from "../cli/train.ts";
+import { main as knn } from "../cli/knn.ts";
+import { main as embed } from "../cli/embed.ts";
+import { readSafetensors } from "../lib/safetensors.ts";
+import { loadDino, saveWeights } from "../lib/weights.ts";
+import { networkConfig } from "../lib/checkpoint.ts";
+import type { TrainConfig } from "../lib/config.ts";
+
+const TINY = [
+  "--embed-dim",
+  "32",
+  "--depth",
+  "1",
+  "--num-heads",
+  "2",
+  "--out-dim",
+  "64",
+  "--hidden-dim",
+  "32",
+  "--bottleneck-dim",
+  "16",
+  "--batch-size",
+  "32",
+  "--local-crops-number",
+  "2",
+  "--log-every",
+  "1",
+  "--epochs",
+  "1",
+];
+
+/** Runs `fn` with console output silenced; returns what it returned and what it printed. */
+async function quiet<T>(fn: () => Promise<T>): Promise<{ value: T; out: string; err: string }> {
+  const log = console.log, error = console.error, warn = console.warn;
+  let out = "", err = "";
+  console.log = (...a: unknown[]) => void (out += a.join(" ") + "\n");
+  console.error = console.warn = (...a: unknown[]) => void (err += a.join(" ") + "\n");
+  try {
+    return { value: await fn(), out, err };
+  } finally {
+    console.log = log;
+    console.error = error;
+    console.warn = warn;
+  }
+}
+
+function tensorsOf(path: string): Record<string, number[]> {
+  const { tensors } = readSafetensors(path);
+  const out = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, t.toArray(v)]));
+  t.dispose(tensors);
+  return out;
+}
+
+Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports three k-NN numbers", async () => {
+  const dir = Deno.makeTempDirSync();
+  const before = t.liveTensors();
+  const r = await quiet(() => train([...TINY, "--train-limit", "256", "--test-limit", "60", "--output-dir", dir]));
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.out, /DINO teacher, trained\s+\d+\.\d+%/);
+  assert.match(r.out, /same network, at init\s+\d+\.\d+%/);
+  assert.match(r.out, /raw pixels\s+\d+\.\d+%/);
+  assert.equal(t.liveTensors(), before, "the program frees every tensor");
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  assert.deepEqual(files, [
+    "checkpoint.safetensors",
+    "checkpoint0001.safetensors",
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+  ]);
+  const records = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
+  const step = records[0];
+  for (
+    const k of [
+      "step",
+      "epoch",
+      "loss",
+      "lr",
+      "wd",
+      "momentum",
+      "teacher_temp",
+      "teacher_entropy",
+      "student_entropy",
+      "images_per_s",
+    ]
+  ) {
+    assert.ok(k in step, `metrics record has ${k}`);
+  }
+  assert.equal(records.filter((r) => "loss" in r).length, 8); // 256 / 32 steps, logged every step
+  const summary = JSON.parse(Deno.readTextFileSync(join(dir, "summary.json")));
+  assert.ok(summary.knn_top1.trained >= 0 && summary.knn_top1.raw_pixels > 0);
+
+  const { tensors, metadata } = readSafetensors(join(dir, "checkpoint.safetensors"));
+  assert.equal(metadata.step, "8");
+  assert.equal(metadata.epoch, "1");
+  assert.deepEqual(JSON.parse(metadata.rng), { seed: 0, counter: 8 });
+  const config = JSON.parse(metadata.config) as TrainConfig;
+  assert.equal(config.embedDim, 32);
+  const keys = Object.keys(tensors);
+  for (
+    const k of [
+      "student.backbone.cls_token",
+      "teacher.head.last_layer.weight_g",
+      "center",
+      "optimizer.exp_avg.backbone.pos_embed",
+    ]
+  ) {
+    assert.ok(keys.includes(k), k);
+  }
+  t.dispose(tensors);
+  // Stripping "teacher." gives the network's official keys: a strict load.
+  t.dispose(loadDino(join(dir, "checkpoint.safetensors"), networkConfig(config, 1)));
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("2 + 2 steps with a resume in between are bit-identical to 4 uninterrupted steps", async () => {
+  const a = Deno.makeTempDirSync(), b = Deno.makeTempDirSync();
+  const base = [...TINY, "--train-limit", "256", "--test-limit", "40", "--drop-path-rate", "0.2"];
+  assert.equal((await quiet(() => train([...base, "--max-steps", "4", "--output-dir", a]))).value, 0);
+  assert.equal((await quiet(() => train([...base, "--max-steps", "2", "--output-dir", b]))).value, 0);
+  const resumed = await quiet(() => train([...base, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
+  assert.equal(resumed.value, 0, resumed.err);
+  assert.match(resumed.out, /resuming at step 2/);
+  const x = tensorsOf(join(a, "checkpoint.safetensors")), y = tensorsOf(join(b, "checkpoint.safetensors"));
+  assert.deepEqual(Object.keys(x), Object.keys(y));
+  for (const k of Object.keys(x)) assert.deepEqual(y[k], x[k], `${k} differs after resuming`);
+  Deno.removeSync(a, { recursive: true });
+  Deno.removeSync(b, { recursive: true });
+});
+
+Deno.test("bad flags, values and combinations exit with code 2 and write nothing", async () => {
+  const root = Deno.makeTempDirSync();
+  const cases: [string[], RegExp][] = [
+    [["--bogus", "1"], /Unknown option '--bogus'/],
+    [["--lr", "fast"], /--lr takes a number, got "fast"/],
+    [["--epochs", "2.5"], /--epochs takes an integer/],
+    [["--optimizer", "lamb"], /--optimizer must be adamw or sgd/],
+    [["--arch", "vit_huge"], /--arch must be one of vit_tiny, vit_small, vit_base/],
+    [["--norm-last-layer", "maybe"], /--norm-last-layer takes true or false/],
+    [["--global-crops-scale", "0.8,0.4"], /--global-crops-scale must satisfy 0 < lo <= hi <= 1/],
+    [["--embed-dim", "30", "--num-heads", "4"], /does not divide into --num-heads/],
+    [["--batch-size", "30", "--accum-steps", "4"], /does not divide into --accum-steps/],
+    [["--warmup-epochs", "5", "--epochs", "2"], /--warmup-epochs 5 exceeds --epochs 2/],
+    [["--patch-size", "5"], /--global-crops-size 28 is not a multiple of --patch-size 5/],
+    [["--preset", "mnist"], /--preset must be one of/],
+    [["--data", "/nonexistent/folder"], /no such dataset or folder/],
+    [["--resume", "/nonexistent/ck.safetensors"], /no checkpoint at/],
+    [["--device", "tpu"], /--device must be auto, cpu or cuda/],
+    [["--batch-size", "1000", "--train-limit", "100"], /--batch-size 1000 is larger than the 100 training images/],
+  ];
+  if (!t.cudaAvailable()) cases.push([["--device", "cuda"], /libtorch sees no CUDA device/]);
+  for (const [args, pattern] of cases) {
+    const out = join(root, "out");
+    const r = await quiet(() => train([...args, "--output-dir", out]));
+    assert.equal(r.value, 2, `${args.join(" ")}: ${r.err}`);
+    assert.match(r.err, pattern, args.join(" "));
+    assert.throws(() => Deno.statSync(out), `${args.join(" ")} wrote ${out}`);
+  }
+  const config = join(root, "c.json");
+  Deno.writeTextFileSync(config, JSON.stringify({ "teacher-temp": 0.07, "nonsense": 1 }));
+  const r = await quiet(() => train(["--config", config, "--output-dir", join(root, "out")]));
+  assert.equal(r.value, 2);
+  assert.match(r.err, /unknown setting "nonsense"/);
+  const help = await quiet(() => train(["--help"]));
+  assert.equal(help.value, 0);
+  for (const flag of ["--arch", "--momentum-teacher", "--local-crops-scale", "--accum-steps", "--resume", "--config"]) {
+    assert.ok(help.out.includes(flag), `--help lists ${flag}`);
+  }
+  assert.match(help.out, /--teacher-temp\s+.*\(default: 0\.04\)/);
+  Deno.removeSync(root, { recursive: true });
+});
+
+Deno.test("--config supplies flags (flags win); resuming with other settings is refused", async () => {
+  const dir = Deno.makeTempDirSync();
+  const config = join(dir, "run.json");
+  Deno.writeTextFileSync(
+    config,
+    JSON.stringify({ "train-limit": 64, "max-steps": 1, "out-dim": 48, "test_limit": 30 }),
+  );
+  const out = join(dir, "out");
+  const r = await quiet(() => train([...TINY, "--config", config, "--out-dim", "64", "--output-dir", out]));
+  assert.equal(r.value, 0, r.err);
+  const saved = JSON.parse(Deno.readTextFileSync(join(out, "config.json")));
+  assert.equal(saved.outDim, 64);
+  assert.equal(saved.trainLimit, 64);
+  const again = await quiet(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
+  assert.equal(again.value, 2);
+  assert.match(again.err, /trained with different settings \(lr: 0\.002 there, 0\.01 now/);
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("a non-finite loss stops the run with exit code 1 and keeps the last good checkpoint", async () => {
+  const dir = Deno.makeTempDirSync();
+  // 2 steps per epoch; warmup holds the lr near 0 in epoch 0, then a huge lr blows the weights up.
+  const args = [
+    ...TINY,
+    "--train-limit",
+    "64",
+    "--test-limit",
+    "30",
+    "--epochs",
+    "3",
+    "--warmup-epochs",
+    "1",
+    "--lr",
+    "1e30",
+    "--clip-grad",
+    "0",
+    "--min-lr",
+    "0",
+    "--output-dir",
+    dir,
+  ];
+  const r = await quiet(() => train(args));
+  assert.equal(r.value, 1, r.out + r.err);
+  assert.match(r.err, /the loss is (NaN|Infinity|-Infinity) at step \d+/);
+  assert.match(r.err, /The last good checkpoint is kept/);
+  const { metadata, tensors } = readSafetensors(join(dir, "checkpoint.safetensors"));
+  assert.ok(Number(metadata.step) >= 2);
+  for (const v of Object.values(tensors)) {
+    assert.ok(t.tidy(() => t.item(t.all(t.isfinite(t.to(v, "f32"))))), "the kept checkpoint is finite");
+  }
+  t.dispose(tensors);
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed writes features with their preprocessing", async () => {
+  const dir = Deno.makeTempDirSync();
+  assert.equal(
+    (await quiet(() =>
+      train([...TINY, "--train-limit", "64", "--max-steps", "1", "--test-limit", "10", "--output-dir", dir])
+    )).value,
+    0,
+  );
+  const ck = join(dir, "checkpoint.safetensors");
+  const r = await quiet(() =>
+    knn(["--checkpoint", ck, "--data", "fmnist", "--train-limit", "200", "--test-limit", "7", "--k", "5,20"])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.out, /k-NN on 7 test images, memory of 200/);
+  assert.match(r.out, /k\s+5: top-1 \d+\.\d+%/);
+  assert.match(r.out, /k\s+20: top-1/);
+
+  const out = join(dir, "features.safetensors");
+  const e = await quiet(() => embed(["--weights", ck, "--data", "fmnist", "--out", out, "--split", "test"]));
+  assert.equal(e.value, 0, e.err);
+  const f = readSafetensors(out);
+  assert.deepEqual(f.tensors.features.shape, [10000, 32]);
+  assert.deepEqual(f.tensors.labels.shape, [10000]);
+  const pre = JSON.parse(f.metadata.preprocessing);
+  assert.equal(pre.size, 28);
+  assert.equal(pre.mean.length, 1);
+  t.dispose(f.tensors);
+
+  // Official-layout backbone weights without metadata: shapes from the weights, heads from --arch.
+  const { state } = (await import("../lib/checkpoint.ts")).loadCheckpoint(ck);
+  const bare = join(dir, "bare.safetensors");
+  saveWeights(bare, state.teacher.backbone);
+  t.dispose(state);
+  const missingArch = await quiet(() => embed(["--weights", bare, "--data", "fmnist", "--out", out]));
+  assert.equal(missingArch.value, 1);
+  assert.match(missingArch.err, /pass --arch/);
+  const wrongPatch = await quiet(() =>
+    embed(["--weights", bare, "--arch", "vit_tiny", "--patch-size", "16", "--data", "fmnist", "--out", out])
+  );
+  assert.match(wrongPatch.err, /has patch size 7, not --patch-size 16/);
+  const { initViT, vitConfig } = await import("../lib/vit.ts");
+  using g = new t.Generator(0);
+  const vit = initViT(vitConfig("vit_tiny", { depth: 1, patchSize: 4, imgSize: 28, inChans: 1 }), g);
+  const official = join(dir, "official.safetensors");
+  saveWeights(official, vit);
+  t.dispose(vit);
+  const ok = await quiet(() =>
+    embed(["--weights", official, "--arch", "vit_tiny", "--data", "fmnist", "--split", "test", "--out", out])
+  );
+  assert.equal(ok.value, 0, ok.err);
+  const g2 = readSafetensors(out);
+  assert.deepEqual(g2.tensors.features.shape, [10000, 192]);
+  assert.equal(JSON.parse(g2.metadata.vit).depth, 1);
+  t.dispose(g2.tensors);
+  Deno.removeSync(dir, { recursive: true });
+});
