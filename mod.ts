@@ -25,6 +25,7 @@ export * from "./lib/loss.ts";
 export * from "./lib/schedules.ts";
 export * from "./lib/optim.ts";
 export * from "./lib/train.ts";
+export * from "./lib/rng.ts";
 export * from "./lib/tree.ts";
 export * from "./lib/safetensors.ts";
 export * from "./lib/weights.ts";

@@ -37,10 +37,12 @@ import type { Dataset } from "../lib/data/dataset.ts";
 import { batches } from "../lib/data/loader.ts";
 import { openDataset } from "../lib/data/open.ts";
 import { extractFeatures, knnClassify, pixelFeatures } from "../lib/knn.ts";
-import { dinoHyper, initTrainState, streamSeed, type TrainState, trainStep } from "../lib/train.ts";
+import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/train.ts";
+import { streamSeed } from "../lib/rng.ts";
 import { mapTree } from "../lib/tree.ts";
 import { writeFileAtomic } from "../lib/safetensors.ts";
 import { Progress } from "./progress.ts";
+import { exists } from "../lib/fs.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 /** Settings that may change between a run and its resumption. */
@@ -58,15 +60,6 @@ const RESUMABLE = new Set<keyof TrainConfig>([
   "testLimit",
   "saveckpFreq",
 ]);
-
-function exists(p: string): boolean {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Per-channel mean and std of the first images of a dataset, in [0, 1]. */
 async function datasetStats(ds: Dataset, n = 2048): Promise<{ mean: number[]; std: number[] }> {

@@ -98,74 +98,45 @@ export interface AugmentConfig {
 
 const IMAGENET_MEAN = [0.485, 0.456, 0.406], IMAGENET_STD = [0.229, 0.224, 0.225];
 
+const OFFICIAL: AugmentConfig = {
+  globalSize: 224,
+  globalScale: [0.4, 1],
+  localSize: 96,
+  localScale: [0.05, 0.4],
+  localCrops: 8,
+  ratio: [3 / 4, 4 / 3],
+  flipP: 0.5,
+  jitterP: 0.8,
+  brightness: 0.4,
+  contrast: 0.4,
+  saturation: 0.2,
+  hue: 0.1,
+  grayP: 0.2,
+  blurP: [1, 0.1, 0.5],
+  blurSigma: [0.1, 2],
+  solarizeP: 0.2,
+  mean: IMAGENET_MEAN,
+  std: IMAGENET_STD,
+  interpolation: "bicubic",
+};
+/** Small images: 6 local crops and no blur (blurring 16 px crops erases them), as small-data recipes do. */
+const SMALL_IMAGES = { localCrops: 6, blurP: [0, 0, 0] as [number, number, number] };
+
 /**
  * Presets: the official ImageNet recipe (2 x 224 + 8 x 96), CIFAR at 32 px and
  * Fashion-MNIST at 28 px (no blur at these sizes, as small-data recipes do).
  */
 export const AUGMENT_PRESETS: Record<"imagenet" | "cifar32" | "fmnist28", AugmentConfig> = {
-  imagenet: {
-    globalSize: 224,
-    globalScale: [0.4, 1],
-    localSize: 96,
-    localScale: [0.05, 0.4],
-    localCrops: 8,
-    ratio: [3 / 4, 4 / 3],
-    flipP: 0.5,
-    jitterP: 0.8,
-    brightness: 0.4,
-    contrast: 0.4,
-    saturation: 0.2,
-    hue: 0.1,
-    grayP: 0.2,
-    blurP: [1, 0.1, 0.5],
-    blurSigma: [0.1, 2],
-    solarizeP: 0.2,
-    mean: IMAGENET_MEAN,
-    std: IMAGENET_STD,
-    interpolation: "bicubic",
-  },
+  imagenet: OFFICIAL,
   cifar32: {
+    ...OFFICIAL,
+    ...SMALL_IMAGES,
     globalSize: 32,
-    globalScale: [0.4, 1],
     localSize: 16,
-    localScale: [0.05, 0.4],
-    localCrops: 6,
-    ratio: [3 / 4, 4 / 3],
-    flipP: 0.5,
-    jitterP: 0.8,
-    brightness: 0.4,
-    contrast: 0.4,
-    saturation: 0.2,
-    hue: 0.1,
-    grayP: 0.2,
-    blurP: [0, 0, 0],
-    blurSigma: [0.1, 2],
-    solarizeP: 0.2,
     mean: [0.4914, 0.4822, 0.4465],
     std: [0.247, 0.2435, 0.2616],
-    interpolation: "bicubic",
   },
-  fmnist28: {
-    globalSize: 28,
-    globalScale: [0.4, 1],
-    localSize: 12,
-    localScale: [0.05, 0.4],
-    localCrops: 6,
-    ratio: [3 / 4, 4 / 3],
-    flipP: 0.5,
-    jitterP: 0.8,
-    brightness: 0.4,
-    contrast: 0.4,
-    saturation: 0.2,
-    hue: 0.1,
-    grayP: 0.2,
-    blurP: [0, 0, 0],
-    blurSigma: [0.1, 2],
-    solarizeP: 0.2,
-    mean: [0.286],
-    std: [0.353],
-    interpolation: "bicubic",
-  },
+  fmnist28: { ...OFFICIAL, ...SMALL_IMAGES, globalSize: 28, localSize: 12, mean: [0.286], std: [0.353] },
 };
 
 /** A crop box in pixels: top, left, height, width. */

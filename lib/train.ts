@@ -48,6 +48,7 @@ import {
 import { type Centering, dinoLoss, meanEntropy, teacherTargets, updateCenter } from "./loss.ts";
 import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "./model.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
+import { streamSeed } from "./rng.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
 import { type Flat, mapTree, stateDict } from "./tree.ts";
 import type { LinearParams } from "./vit.ts";
@@ -242,14 +243,6 @@ export function initTrainState(cfg: DinoConfig, h: DinoHyper, seed: number): Tra
   const teacher = mapTree(net, (t) => clone(t));
   const optimizer = (optimizerFor(h) as Optimizer<AdamWState | SGDState>).init(trainable(student, cfg));
   return { student, teacher, optimizer, center: zeros([1, K]), step: 0, rng: { seed, counter: 0 } };
-}
-
-/** A 53-bit seed for the generator of step `counter` of stream `seed` (splitmix64). */
-export function streamSeed(seed: number, counter: number): bigint {
-  let z = (BigInt(seed) * 0x9e3779b97f4a7c15n + BigInt(counter) + 1n) & 0xffffffffffffffffn;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & 0xffffffffffffffffn;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & 0xffffffffffffffffn;
-  return (z ^ (z >> 31n)) & 0x1fffffffffffffn;
 }
 
 function predict(p: Record<string, LinearParams>, x: Tensor): Tensor {

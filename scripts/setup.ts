@@ -12,6 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { buildShim, findLibtorch } from "../ffi/build.ts";
+import { exists } from "../lib/fs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -38,14 +39,6 @@ function installed(pkg: string): boolean {
     return false;
   }
 }
-const exists = (p: string) => {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 let libtorchOk = true;
 try {

@@ -15,7 +15,7 @@
  * @module
  */
 import { Generator, randperm, tidy, toArray } from "../../ffi/mod.ts";
-import { streamSeed } from "../train.ts";
+import { streamSeed } from "../rng.ts";
 import type { Batch, Dataset } from "./dataset.ts";
 
 /** Options of {@linkcode batches}. */

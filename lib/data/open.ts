@@ -16,6 +16,7 @@ import type { Dataset } from "./dataset.ts";
 import { imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
 import { UsageError } from "../config.ts";
+import { exists } from "../fs.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
 export interface OpenOptions {
@@ -24,15 +25,6 @@ export interface OpenOptions {
   /** Channels to decode a folder's images to (default 3). */
   channels?: 1 | 3;
 }
-
-const exists = (p: string) => {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 function dataRoots(): string[] {
   return [Deno.env.get("DINO_DATA"), join(homedir(), ".cache", "dino-deno", "data"), "/usr/share/datasets"]
