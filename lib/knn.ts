@@ -35,6 +35,7 @@ import {
   tidy,
   to,
   toArray,
+  toDevice,
   topk,
   transpose,
   unsqueeze,
@@ -91,7 +92,7 @@ export function knnClassify(
   noGrad(() =>
     tidy(() => {
       const memory = transpose(l2Normalize(to(train, "f32")), 0, 1); // [D, N]
-      const labels = tensor(BigInt64Array.from(trainLabels, BigInt)); // [N]
+      const labels = tensor(BigInt64Array.from(trainLabels, BigInt), { device: train.device }); // [N]
       const queries = l2Normalize(to(test, "f32")); // [M, D]
       for (let start = 0; start < testLabels.length; start += chunk) {
         tidy(() => {
@@ -168,7 +169,17 @@ export async function extractFeatures(
   t: EvalTransform,
   o: { batchSize?: number; device?: string; limit?: number } = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
-  return await rows(ds, o, (images) => noGrad(() => tidy(() => vitForward(backbone, cfg, evalImages(images, t)))));
+  const device = backbone.cls_token.device;
+  return await rows(
+    ds,
+    o,
+    (images) =>
+      noGrad(() =>
+        tidy(() =>
+          vitForward(backbone, cfg, evalImages(images.device === device ? images : toDevice(images, device), t))
+        )
+      ),
+  );
 }
 
 /**

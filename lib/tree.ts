@@ -56,6 +56,7 @@ export function stateDict(tree: object, prefix = ""): Flat {
 export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: string) => Tensor, prefix = ""): T {
   const walk = (node: Node, path: string): Node => {
     if (node instanceof Tensor) return fn(node, path);
+    if (node === null || typeof node !== "object") return node; // numbers and strings ride along unchanged
     if (Array.isArray(node)) return node.map((v, i) => walk(v as Node, path ? `${path}.${i}` : String(i)));
     const out: Record<string, Node> = {};
     for (const [k, v] of Object.entries(node)) {

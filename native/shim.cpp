@@ -155,6 +155,13 @@ static at::Tensor sum(const at::Tensor& a, std::vector<int64_t> dims, bool keep)
 static at::Tensor mean(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
   return dims.empty() ? at::mean(a) : at::mean(a, dims, keep);
 }
+// The unbiased flag, not the correction, because the correction's type differs between libtorch 1.x and 2.x.
+static at::Tensor variance(const at::Tensor& a, std::vector<int64_t> dims, int correction, bool keep) {
+  if (correction != 0 && correction != 1) throw std::runtime_error("variance correction must be 0 or 1");
+  if (dims.empty())
+    for (int64_t d = 0; d < a.dim(); d++) dims.push_back(d);
+  return at::var(a, at::IntArrayRef(dims), correction == 1, keep);
+}
 static at::Tensor norm(const at::Tensor& a, double p, std::vector<int64_t> dims, bool keep) {
   return dims.empty() ? at::norm(a, p) : at::norm(a, p, dims, keep);
 }
@@ -194,6 +201,13 @@ static at::Tensor dropout(at::Generator* g, const at::Tensor& x, double p, bool 
   auto keep = at::empty(x.sizes(), x.options().device(at::kCPU)).bernoulli_(1 - p, *g).to(x.device());
   return x * keep / (1 - p);
 }
+static double cuda_device_count() {
+#ifdef DINO_CUDA
+  return c10::cuda::device_count();
+#else
+  return 0;
+#endif
+}
 static double synchronize() {
 #ifdef DINO_CUDA
   c10::cuda::device_synchronize();
@@ -216,7 +230,12 @@ static double version(Ctx* c) {
 class CachingCPUAllocator final : public at::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t(1) << 18;  // smaller blocks: malloc reuses them well
-  at::DataPtr allocate(size_t n) const override {
+  // libtorch 1.x declares allocate() const, 2.x non-const and adds copy_data(): define all three (without
+  // `override`, which would fail on one of them) so the shim builds against either.
+  at::DataPtr allocate(size_t n) { return do_allocate(n); }
+  at::DataPtr allocate(size_t n) const { return do_allocate(n); }
+  void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
+  at::DataPtr do_allocate(size_t n) const {
     void* p = nullptr;
     const size_t size = (n + 65535) & ~size_t(65535);
     if (n >= kMinBytes) {
@@ -555,7 +574,7 @@ TENSOR(clamp, (T a, double lo, double hi), at::clamp(*a, maybe_scalar(lo), maybe
 // ---- reductions (an empty dim list reduces everything) ---------------------------------
 TENSOR(sum, (T a, INTS(dims), bool keep), sum(*a, IV(dims), keep))
 TENSOR(mean, (T a, INTS(dims), bool keep), mean(*a, IV(dims), keep))
-TENSOR(var, (T a, INTS(dims), int correction, bool keep), at::var(*a, at::OptionalIntArrayRef(IV(dims)), correction, keep))
+TENSOR(var, (T a, INTS(dims), int correction, bool keep), variance(*a, IV(dims), correction, keep))
 TENSOR(amax, (T a, INTS(dims), bool keep), at::amax(*a, IV(dims), keep))
 TENSOR(amin, (T a, INTS(dims), bool keep), at::amin(*a, IV(dims), keep))
 LIST(max_dim, (T a, int dim, bool keep), at::max(*a, dim, keep))
@@ -602,7 +621,7 @@ SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMod
 SCALAR(manual_seed, (int64_t seed), (at::manual_seed(static_cast<uint64_t>(seed)), 0))
 SCALAR(get_num_threads, (), at::get_num_threads())
 SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
-SCALAR(cuda_device_count, (), at::globalContext().hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0)
+SCALAR(cuda_device_count, (), cuda_device_count())
 SCALAR(cuda_synchronize, (), synchronize())
 SCALAR(version, (), version(ctx_))
 SCALAR(set_cpu_cache, (double megabytes), set_cpu_cache(megabytes))

@@ -220,3 +220,14 @@ Deno.test("stateDict gives dotted official keys; loadStateDict checks keys and s
     const doubled = mapTree(tree, (x) => t.mul(x, 2));
     assertClose(t.toArray(doubled.blocks[0].w), [2, 2]);
   }));
+
+Deno.test("mapTree maps tensors and keeps numbers, strings and nested records as they are", () =>
+  noLeak(() => {
+    const state = { w: t.ones([1]), step: 3, rng: { seed: 1, counter: 2 }, name: "x", steps: { "a.weight": 4 } };
+    const mapped = mapTree(state, (x) => t.mul(x, 2));
+    assert.equal(mapped.step, 3);
+    assert.deepEqual(mapped.rng, { seed: 1, counter: 2 });
+    assert.equal(mapped.name, "x");
+    assert.deepEqual(mapped.steps, { "a.weight": 4 });
+    assertClose(t.toArray(mapped.w), [2]);
+  }));

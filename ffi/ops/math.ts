@@ -175,7 +175,7 @@ export function mean(a: Tensor, dim?: number | readonly number[], options: Reduc
   const d = dimList(dim);
   return wrap(native.mean(ctx, a.ptr, ints(d), d.length, options.keepdim ?? false), "mean");
 }
-/** Variance over `dim` (all when omitted), with `correction` (1: unbiased, as PyTorch's default). @example `variance(x, 0)` */
+/** Variance over `dim` (all when omitted), with `correction` 1 (unbiased, PyTorch's default) or 0. @example `variance(x, 0)` */
 export function variance(
   a: Tensor,
   dim?: number | readonly number[],
