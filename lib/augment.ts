@@ -279,27 +279,26 @@ export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
  */
 export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
   const [B, , H, W] = x.shape;
-  // RGB -> HSV, as torchvision's _rgb2hsv. Masks are 0/1 floats: libtorch's `where` is many times slower here.
-  // Where max == min (a gray pixel) cr is 0, so clamping the divisors to 1e-12 gives torchvision's 0 hue and
-  // saturation without its `where(eqc, 1, ...)`.
+  // RGB -> HSV as torchvision's _rgb2hsv, with 0/1 float masks (libtorch's `where` is many times slower here).
+  // Its hue is h6 / 6 with h6 = (g - b) / cr where max = r, 2 + (b - r) / cr where max = g (not r), else
+  // 4 + (r - g) / cr; gray pixels (cr = 0) get 0, which clamping the divisors to 1e-12 gives too.
   const maxc = amax(x, 1, { keepdim: true }), minc = amin(x, 1, { keepdim: true }); // [B, 1, H, W]
   const cr = sub(maxc, minc);
-  const s = div(cr, clamp(maxc, 1e-12));
   const crd = clamp(cr, 1e-12);
   const [r, g, b] = [0, 1, 2].map((c) => reshape(select(x, 1, c), [B, 1, H, W]));
-  const rc = div(sub(maxc, r), crd), gc = div(sub(maxc, g), crd), bc = div(sub(maxc, b), crd);
-  const isR = to(eq(maxc, r), "f32"), isG = to(eq(maxc, g), "f32");
-  const notR = sub(1, isR);
-  const hr = mul(isR, sub(bc, gc));
-  const hg = mul(mul(isG, notR), add(sub(rc, bc), 2));
-  const hb = mul(mul(sub(1, isG), notR), add(sub(gc, rc), 4));
-  let h = remainder(add(div(add(add(hr, hg), hb), 6), 1), 1);
-  h = remainder(add(h, perSample(f, x)), 1);
-  // HSV -> RGB: channel n of (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6.
+  const isR = to(eq(maxc, r), "f32"), isG = mul(to(eq(maxc, g), "f32"), sub(1, isR));
+  const isB = sub(sub(1, isR), isG);
+  const num = add(
+    add(mul(isR, sub(g, b)), mul(isG, add(sub(b, r), mul(crd, 2)))),
+    mul(isB, add(sub(r, g), mul(crd, 4))),
+  );
+  // HSV -> RGB: channel n of (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6 h') mod 6 and
+  // h' = (h + f) mod 1, i.e. k = (n + h6 + 6 f) mod 6: one remainder instead of torchvision's three.
   const n = tensor(new Float32Array([5, 3, 1]), { shape: [1, 3, 1, 1], device: x.device });
-  const k = remainder(add(n, mul(h, 6)), 6); // [B, 3, H, W]
+  const k = remainder(add(add(div(num, crd), mul(perSample(f, x), 6)), n), 6); // [B, 3, H, W]
   const ramp = clamp(minimum(k, sub(4, k)), 0, 1);
-  return clamp(sub(maxc, mul(mul(maxc, s), ramp)), 0, 1);
+  // v s = max - min
+  return clamp(sub(maxc, mul(cr, ramp)), 0, 1);
 }
 
 /**

@@ -424,6 +424,27 @@ def main():
     print(f"wrote {len(out)} tensors to tests/fixtures/parity.safetensors")
 
 
+def color_fixtures():
+    """torchvision's tensor colour transforms on random images, with per-image factors."""
+    import torchvision.transforms.functional as TF
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 3, 12, 12, generator=g)
+    x[0, :, :3, :3] = 0.5  # gray pixels
+    x[1, 0, :2, :] = 1.0  # saturated red rows
+    out = {"x": x}
+    factors = {"brightness": [0.6, 1.4, 1.0, 1.2], "contrast": [0.6, 1.4, 1.0, 0.8], "saturation": [0.8, 1.2, 0.0, 1.1],
+               "hue": [0.07, -0.1, 0.5, -0.33]}
+    fns = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast, "saturation": TF.adjust_saturation,
+           "hue": TF.adjust_hue}
+    for name, fs in factors.items():
+        out[name] = torch.stack([fns[name](x[i], f) for i, f in enumerate(fs)])
+        out[f"{name}_factors"] = torch.tensor(fs, dtype=torch.float64)
+    out["grayscale"] = TF.rgb_to_grayscale(x)
+    save_safetensors(os.path.join(OUT, "color.safetensors"), out, {"torchvision": __import__("torchvision").__version__})
+    print("wrote tests/fixtures/color.safetensors")
+
+
 def check_load(path, arch_json, backbone_only=False):
     """Loads weights this project wrote into the official modules with strict=True."""
     tensors, meta = load_safetensors(path)
@@ -444,3 +465,4 @@ if __name__ == "__main__":
         check_load(sys.argv[2], sys.argv[3], backbone_only=sys.argv[1] == "check-load-backbone")
     else:
         main()
+        color_fixtures()

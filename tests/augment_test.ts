@@ -18,6 +18,7 @@ import {
   viewSpecs,
 } from "../lib/augment.ts";
 import { assertClose, noLeak } from "./helpers.ts";
+import { readSafetensors } from "../lib/safetensors.ts";
 
 const OFF: AugmentConfig = {
   ...AUGMENT_PRESETS.imagenet,
@@ -180,4 +181,26 @@ Deno.test("grayscale input works: 3-channel ops are skipped; presets give the ri
       () => dinoViews(t.zeros([1, 1, 28, 28]), AUGMENT_PRESETS.cifar32, g),
       /3 means and 3 stds for 1-channel images/,
     );
+  }));
+
+Deno.test("colour transforms equal torchvision's (fixtures from scripts/gen_fixtures.py)", () =>
+  noLeak(() => {
+    const { tensors: F } = readSafetensors(new URL("./fixtures/color.safetensors", import.meta.url).pathname);
+    try {
+      const ops = {
+        brightness: adjustBrightness,
+        contrast: adjustContrast,
+        saturation: adjustSaturation,
+        hue: adjustHue,
+      };
+      for (const [name, op] of Object.entries(ops)) {
+        const factors = t.toArray(F[`${name}_factors`]);
+        const diff = t.item(t.amax(t.abs(t.sub(op(F.x, factors), F[name]))));
+        // torchvision weighs luma 0.2989 R where PIL (the official pipeline) uses 0.299: 1e-4 apart at most.
+        assert.ok(diff < (name === "hue" || name === "brightness" ? 1e-5 : 2e-4), `${name}: max diff ${diff}`);
+      }
+      assert.ok(t.item(t.amax(t.abs(t.sub(grayscale(F.x), F.grayscale)))) < 2e-4);
+    } finally {
+      t.dispose(F);
+    }
   }));
