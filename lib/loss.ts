@@ -82,8 +82,8 @@ export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: numb
 
 /**
  * The loss over every (teacher global crop i, student crop v != i) pair,
- * averaged over pairs, and the updated center
- * (0.9 center + 0.1 mean of the raw teacher outputs).
+ * averaged over pairs, the updated center (0.9 center + 0.1 mean of the raw
+ * teacher outputs), and the teacher's target distributions [2B, K].
  *
  * `studentOut` is [ncrops * B, K] in crop order; `teacherOut` is [2B, K].
  *
@@ -101,14 +101,15 @@ export function dinoLoss(
   teacherOut: Tensor,
   center: Tensor,
   o: LossOptions,
-): { loss: Tensor; center: Tensor } {
+): { loss: Tensor; center: Tensor; targets: Tensor } {
   const studentTemp = o.studentTemp ?? 0.1;
   const criterion = o.criterion ?? "ce";
   if (studentOut.shape[0] % o.ncrops !== 0) {
     throw new Error(`student output has ${studentOut.shape[0]} rows, not a multiple of ${o.ncrops} crops`);
   }
   const student = chunk(div(studentOut, studentTemp), o.ncrops); // ncrops x [B, K]
-  const targets = chunk(teacherTargets(teacherOut, center, o), 2); // 2 x [B, K]
+  const probs = teacherTargets(teacherOut, center, o); // [2B, K]
+  const targets = chunk(probs, 2); // 2 x [B, K]
   let total: Tensor | undefined;
   let terms = 0;
   targets.forEach((q, iq) => {
@@ -126,7 +127,7 @@ export function dinoLoss(
     });
   });
   const loss = div(total!, terms);
-  return { loss, center: updateCenter(center, teacherOut, o) };
+  return { loss, center: updateCenter(center, teacherOut, o), targets: probs };
 }
 
 /** center * m + mean(teacher outputs) * (1 - m); unchanged (a copy) without centering. */

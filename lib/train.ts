@@ -45,7 +45,7 @@ import {
   tidy,
   zeros,
 } from "../ffi/mod.ts";
-import { type Centering, dinoLoss, meanEntropy, teacherTargets, updateCenter } from "./loss.ts";
+import { type Centering, dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
 import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "./model.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
 import { streamSeed } from "./rng.ts";
@@ -323,13 +323,13 @@ export function trainStep(
       const leaves = mapTree(student, (p, k) => (isTrainable(k, cfg) ? requiresGrad(p) : p));
       const s = multiCropForward(leaves, cfg, crops, { dropPath: g });
       const out = leaves.predictor ? predict(leaves.predictor, s.output) : s.output;
-      const { loss } = dinoLoss(out, t.output, state.center, lossOptions);
+      const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
       const flatLeaves = stateDict(leaves);
       const gs = grad(div(loss, h.accumSteps), keys.map((k) => flatLeaves[k]));
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
       student = withStats(student, s.bnStats);
       lossSum += item(loss);
-      teacherEntropy += tidy(() => item(meanEntropy(teacherTargets(t.output, state.center, lossOptions))));
+      teacherEntropy += tidy(() => item(meanEntropy(targets)));
       studentEntropy += tidy(() => item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1)))));
     }
     const teacherOut = teacherOuts.length === 1 ? teacherOuts[0] : cat(teacherOuts, 0);
