@@ -283,3 +283,25 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   t.dispose(g2.tensors);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("a collapsed (uniform) teacher is reported", async () => {
+  const dir = Deno.makeTempDirSync();
+  const r = await quiet(() =>
+    train([
+      ...TINY,
+      "--train-limit",
+      "64",
+      "--test-limit",
+      "20",
+      "--teacher-temp",
+      "1",
+      "--warmup-teacher-temp",
+      "1",
+      "--output-dir",
+      dir,
+    ])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.err, /warning: collapse: the teacher's outputs are uniform/);
+  Deno.removeSync(dir, { recursive: true });
+});
