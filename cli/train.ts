@@ -252,6 +252,7 @@ export async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   const started = performance.now();
+  const firstStep = state.step;
   const lnK = Math.log(c.outDim);
   console.log(
     `DINO ${c.preset}: ${net.arch}-like ViT (D ${net.vit.embedDim}, depth ${net.vit.depth}, patch ${net.vit.patchSize}), ` +
