@@ -391,8 +391,11 @@ export async function main(args: string[]): Promise<number> {
     console.log(`  DINO teacher, trained       ${trained.top1.toFixed(2)}%`);
     console.log(`  same network, at init       ${atInit.top1.toFixed(2)}%`);
     console.log(`  raw pixels                  ${raw.top1.toFixed(2)}%`);
+    const ran = state.step - firstStep;
     console.log(
-      `${state.step} steps in ${fmt(trainSeconds)}, ${fmt(totalSeconds)} with evaluation; checkpoint: ${ckptPath}`,
+      ran > 0
+        ? `${ran} steps in ${fmt(trainSeconds)}, ${fmt(totalSeconds)} with evaluation; checkpoint: ${ckptPath}`
+        : `training was already complete (${state.step} steps in ${ckptPath}); use another --output-dir to train anew`,
     );
     return exitCode;
   } finally {
