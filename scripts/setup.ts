@@ -79,5 +79,10 @@ if (missing.length > 0) {
   }
 }
 
-const shim = await buildShim();
-if (Deno.env.get("DINO_VERBOSE")) console.error(`setup: shim ${shim}`);
+try {
+  const shim = await buildShim();
+  if (Deno.env.get("DINO_VERBOSE")) console.error(`setup: shim ${shim}`);
+} catch (e) {
+  console.error(`setup: ${e instanceof Error ? e.message : e}`);
+  Deno.exit(1);
+}
