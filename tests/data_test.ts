@@ -117,6 +117,21 @@ Deno.test("image folders: class subfolders or flat, every stb format, corrupt fi
   assert.match(b.firstError, /broken\.jpg: /);
   t.dispose([b.images, b.labels]);
 
+  // Class folders are walked recursively, and symbolic links are followed (as torchvision's ImageFolder).
+  const linked = Deno.makeTempDirSync();
+  writeImages(join(linked, "real", "birds", "deep"), ["e.png"], 4);
+  Deno.symlinkSync(join(linked, "real", "birds"), join(root, "birds"));
+  Deno.symlinkSync(join(root, "cats", "a.png"), join(root, "dogs", "z-link.png"));
+  using withLinks = imageFolder(root, { side: 8 });
+  assert.deepEqual(withLinks.classes, ["birds", "cats", "dogs"]);
+  assert.deepEqual([...withLinks.labels!], [0, 1, 1, 1, 2, 2, 2]);
+  const lb = await withLinks.load([0, 6]);
+  assert.deepEqual(lb.indices, [0, 6]);
+  t.dispose([lb.images, lb.labels]);
+  Deno.removeSync(linked, { recursive: true });
+  Deno.removeSync(join(root, "birds"));
+  Deno.removeSync(join(root, "dogs", "z-link.png"));
+
   const gray = imageFolder(join(root, "cats"), { side: 8, channels: 1 });
   assert.deepEqual(gray.classes, [], "a flat folder is unlabeled");
   const gb = await gray.load([0]);

@@ -38,11 +38,27 @@ function isImage(name: string): boolean {
   return IMAGE_EXTENSIONS.some((e) => lower.endsWith(e));
 }
 
-function list(dir: string): Deno.DirEntry[] {
-  return [...Deno.readDirSync(dir)].filter((e) => !e.name.startsWith(".")).sort((
-    a,
-    b,
-  ) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+/** A folder's visible entries, sorted by name, with symbolic links resolved to what they point at. */
+function list(dir: string): { name: string; isFile: boolean; isDirectory: boolean }[] {
+  return [...Deno.readDirSync(dir)]
+    .filter((e) => !e.name.startsWith("."))
+    .map((e) => {
+      if (!e.isSymlink) return e;
+      try {
+        const s = Deno.statSync(join(dir, e.name));
+        return { name: e.name, isFile: s.isFile, isDirectory: s.isDirectory };
+      } catch {
+        return { name: e.name, isFile: false, isDirectory: false }; // a dangling link
+      }
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Every image under `dir`, recursively, in sorted order (as torchvision's ImageFolder walks a class). */
+function imagesUnder(dir: string): string[] {
+  return list(dir).flatMap((e) =>
+    e.isDirectory ? imagesUnder(join(dir, e.name)) : e.isFile && isImage(e.name) ? [join(dir, e.name)] : []
+  );
 }
 
 /** Options of {@linkcode imageFolder}. */
@@ -56,8 +72,9 @@ export interface FolderOptions {
 }
 
 /**
- * A dataset over the images under `root`. With subfolders, each is a class (sorted by name) and images directly
- * under `root` are ignored; without, every image is an unlabeled item.
+ * A dataset over the images under `root`. With subfolders, each is a class (sorted by name; its images are
+ * found recursively) and images directly under `root` are ignored; without, every image is an unlabeled item.
+ * Symbolic links are followed.
  *
  * @example
  * ```ts
@@ -67,7 +84,7 @@ export interface FolderOptions {
  * ```
  */
 export function imageFolder(root: string, o: FolderOptions): Dataset {
-  let entries: Deno.DirEntry[];
+  let entries: ReturnType<typeof list>;
   try {
     entries = list(root);
   } catch (e) {
@@ -79,9 +96,7 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
   let classes: string[] = [];
   if (dirs.length > 0) {
     classes = dirs.map((d) => d.name);
-    const perClass = dirs.map((d) =>
-      list(join(root, d.name)).filter((e) => e.isFile && isImage(e.name)).map((e) => join(root, d.name, e.name))
-    );
+    const perClass = dirs.map((d) => imagesUnder(join(root, d.name)));
     labels = new Int32Array(perClass.reduce((n, f) => n + f.length, 0));
     let k = 0;
     perClass.forEach((paths, c) => {
