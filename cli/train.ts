@@ -253,6 +253,10 @@ export async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", onInterrupt);
   const started = performance.now();
   const firstStep = state.step;
+  const labelled = train.labels !== undefined && test.labels !== undefined;
+  if (labelled && trainFull.name === testFull.name) {
+    console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
+  }
   const lnK = Math.log(c.outDim);
   console.log(
     `DINO ${c.preset}: ${net.arch}-like ViT (D ${net.vit.embedDim}, depth ${net.vit.depth}, patch ${net.vit.patchSize}), ` +
@@ -345,7 +349,9 @@ export async function main(args: string[]): Promise<number> {
           })`,
         );
       }
-      if (c.knnEvery > 0 && completed > 0 && completed % c.knnEvery === 0 && state.step % itersPerEpoch === 0) {
+      if (
+        labelled && c.knnEvery > 0 && completed > 0 && completed % c.knnEvery === 0 && state.step % itersPerEpoch === 0
+      ) {
         const r = await knn(state, c, net, train, test, norm);
         console.log(`epoch ${epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
         record({ step: state.step, epoch, knn_top1: r.top1, knn_top5: r.top5 });
@@ -359,6 +365,10 @@ export async function main(args: string[]): Promise<number> {
     }
     const trainSeconds = (performance.now() - started) / 1000;
 
+    if (!labelled) {
+      console.log(`${train.name} has no labels: k-NN evaluation skipped. Checkpoint: ${ckptPath}`);
+      return exitCode;
+    }
     // Final evaluation: the trained teacher, the same network at initialisation, raw pixels.
     console.log(
       `evaluating: weighted k-NN (k ${c.knnK}, T ${c.knnTemperature}) on ${test.length} test images, memory of ${train.length}`,

@@ -81,6 +81,9 @@ export function knnClassify(
     throw new Error("k-NN: features and labels differ in count");
   }
   if (testLabels.length === 0) throw new Error("k-NN: no test images");
+  if (trainLabels.some((l) => l < 0) || testLabels.some((l) => l < 0)) {
+    throw new Error("k-NN needs labelled images: this data has none (use a folder with one subfolder per class)");
+  }
   const k = Math.min(o.k ?? 20, train.shape[0]);
   const T = o.temperature ?? 0.07;
   let maxLabel = 0;

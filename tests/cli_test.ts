@@ -305,3 +305,34 @@ Deno.test("a collapsed (uniform) teacher is reported", async () => {
   assert.match(r.err, /warning: collapse: the teacher's outputs are uniform/);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("an unlabeled image folder trains, and the k-NN evaluation is skipped with a message", async () => {
+  const dir = Deno.makeTempDirSync();
+  const data = join(dir, "images");
+  Deno.mkdirSync(data);
+  using g = new t.Generator(0);
+  for (let i = 0; i < 8; i++) {
+    t.tidy(() => t.writeImage(join(data, `${i}.png`), t.to(t.randint(g, 0, 256, [40, 30, 3]), "u8")));
+  }
+  const r = await quiet(() =>
+    train([
+      ...TINY,
+      "--data",
+      data,
+      "--image-size",
+      "32",
+      "--global-crops-size",
+      "28",
+      "--batch-size",
+      "4",
+      "--output-dir",
+      join(dir, "out"),
+    ])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.out, /has no labels: k-NN evaluation skipped/);
+  const k = await quiet(() => knn(["--checkpoint", join(dir, "out", "checkpoint.safetensors"), "--data", data]));
+  assert.equal(k.value, 1);
+  assert.match(k.err, /k-NN needs labelled images/);
+  Deno.removeSync(dir, { recursive: true });
+});
