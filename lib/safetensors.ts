@@ -59,6 +59,13 @@ function parseHeader(
   const fail = (m: string): never => {
     throw new SafetensorsError(source, m);
   };
+  if (bytes.length >= 2 && bytes[0] === 0x50 && bytes[1] === 0x4b) {
+    fail(
+      "this is a zip archive, as PyTorch's torch.save writes (.pth); convert it with: python -c \"import torch; " +
+        "from safetensors.torch import save_file; sd = torch.load('in.pth', map_location='cpu'); " +
+        "sd = sd.get('teacher', sd); save_file({k: v.contiguous() for k, v in sd.items()}, 'out.safetensors')\"",
+    );
+  }
   if (bytes.length < 8) fail(`${bytes.length} bytes is too short for the 8-byte header length`);
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
   if (n > MAX_HEADER) fail(`header length ${n} is over the 100 MiB limit`);
