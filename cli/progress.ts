@@ -14,7 +14,8 @@ import type { StepMetrics } from "../lib/train.ts";
 
 const encoder = new TextEncoder();
 
-function clock(seconds: number): string {
+/** Seconds as m:ss (or h:mm:ss). */
+export function clock(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return `${h > 0 ? `${h}:${String(m).padStart(2, "0")}` : m}:${String(r).padStart(2, "0")}`;
@@ -36,7 +37,7 @@ export class Progress {
   ) {}
 
   /** Shows step `step` of the epoch; `remaining` steps are left in the run. */
-  update(step: number, m: StepMetrics, _elapsed: number, remaining: number, batch: number): void {
+  update(step: number, m: StepMetrics, remaining: number, batch: number): void {
     this.#steps++;
     const seconds = (performance.now() - this.#start) / 1000;
     const perStep = seconds / this.#steps;

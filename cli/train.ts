@@ -41,7 +41,7 @@ import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/tr
 import { streamSeed } from "../lib/rng.ts";
 import { mapTree } from "../lib/tree.ts";
 import { writeFileAtomic } from "../lib/safetensors.ts";
-import { Progress } from "./progress.ts";
+import { clock, Progress } from "./progress.ts";
 import { exists } from "../lib/fs.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
@@ -96,11 +96,6 @@ function augmentation(c: TrainConfig, norm: { mean: number[]; std: number[] }): 
     mean: norm.mean,
     std: norm.std,
   };
-}
-
-function fmt(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
 async function knn(
@@ -312,7 +307,6 @@ export async function main(args: string[]): Promise<number> {
         epochLosses.push(m.loss);
         entropies.push(m.teacherEntropy);
         windowImages += c.batchSize;
-        const elapsed = (performance.now() - started) / 1000;
         if (state.step % c.logEvery === 0 || state.step === stopAt) {
           const now = performance.now();
           const imagesPerS = windowImages / ((now - windowStart) / 1000);
@@ -331,7 +325,7 @@ export async function main(args: string[]): Promise<number> {
             images_per_s: imagesPerS,
           });
         }
-        progress.update(state.step - epoch * itersPerEpoch, m, elapsed, stopAt - state.step, c.batchSize);
+        progress.update(state.step - epoch * itersPerEpoch, m, stopAt - state.step, c.batchSize);
       }
       progress.finish();
       const completed = state.step % itersPerEpoch === 0 ? Math.floor(state.step / itersPerEpoch) : epoch;
@@ -404,7 +398,7 @@ export async function main(args: string[]): Promise<number> {
     const ran = state.step - firstStep;
     console.log(
       ran > 0
-        ? `${ran} steps in ${fmt(trainSeconds)}, ${fmt(totalSeconds)} with evaluation; checkpoint: ${ckptPath}`
+        ? `${ran} steps in ${clock(trainSeconds)}, ${clock(totalSeconds)} with evaluation; checkpoint: ${ckptPath}`
         : `training was already complete (${state.step} steps in ${ckptPath}); use another --output-dir to train anew`,
     );
     return exitCode;
