@@ -20,14 +20,15 @@
  * @module
  */
 import {
+  abs,
   add,
+  addcmul,
   amax,
   amin,
   cat,
   clamp,
   conv2d,
   div,
-  eq,
   expand,
   flip,
   floor,
@@ -37,15 +38,14 @@ import {
   indexSelect,
   interpolate,
   mean,
-  minimum,
   mul,
   narrow,
   pad,
   permute,
   rand,
-  remainder,
   reshape,
   select,
+  sign,
   sub,
   type Tensor,
   tensor,
@@ -278,27 +278,25 @@ export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
  * ```
  */
 export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
-  const [B, , H, W] = x.shape;
-  // RGB -> HSV as torchvision's _rgb2hsv, with 0/1 float masks (libtorch's `where` is many times slower here).
-  // Its hue is h6 / 6 with h6 = (g - b) / cr where max = r, 2 + (b - r) / cr where max = g (not r), else
-  // 4 + (r - g) / cr; gray pixels (cr = 0) get 0, which clamping the divisors to 1e-12 gives too.
+  // RGB -> HSV as torchvision's _rgb2hsv: hue h6 / 6 with h6 cr = g - b where max = r, 2 cr + b - r where
+  // max = g (not r), else 4 cr + r - g. With d = max - x (0 on the max channel) and the masks notR = sign(d_r),
+  // notG = sign(d_g): h6 cr = (d_b - d_g) + notR (2 cr + d_r - 2 d_b + notG 2 (cr + d_g - d_r)), which uses
+  // d_g = 0 where max = g and d_b = 0 where max = b: cheap passes over one plane, no comparisons or selects.
   const maxc = amax(x, 1, { keepdim: true }), minc = amin(x, 1, { keepdim: true }); // [B, 1, H, W]
   const cr = sub(maxc, minc);
-  const crd = clamp(cr, 1e-12);
-  const [r, g, b] = [0, 1, 2].map((c) => reshape(select(x, 1, c), [B, 1, H, W]));
-  const isR = to(eq(maxc, r), "f32"), isG = mul(to(eq(maxc, g), "f32"), sub(1, isR));
-  const isB = sub(sub(1, isR), isG);
-  const num = add(
-    add(mul(isR, sub(g, b)), mul(isG, add(sub(b, r), mul(crd, 2)))),
-    mul(isB, add(sub(r, g), mul(crd, 4))),
-  );
-  // HSV -> RGB: channel n of (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6 h') mod 6 and
-  // h' = (h + f) mod 1, i.e. k = (n + h6 + 6 f) mod 6: one remainder instead of torchvision's three.
-  const n = tensor(new Float32Array([5, 3, 1]), { shape: [1, 3, 1, 1], device: x.device });
-  const k = remainder(add(add(div(num, crd), mul(perSample(f, x), 6)), n), 6); // [B, 3, H, W]
-  const ramp = clamp(minimum(k, sub(4, k)), 0, 1);
-  // v s = max - min
-  return clamp(sub(maxc, mul(cr, ramp)), 0, 1);
+  const d = sub(maxc, x); // [B, 3, H, W]
+  const [dr, dg, db] = [0, 1, 2].map((c) => narrow(d, 1, c, 1)); // [B, 1, H, W] views
+  const whenG = sub(add(mul(cr, 2), dr), mul(db, 2));
+  const toB = mul(sub(add(cr, dg), dr), 2);
+  const num = add(sub(db, dg), mul(sign(dr), addcmul(whenG, sign(dg), toB)));
+  // HSV -> RGB: shift and wrap h6 into [0, 6); then each channel is min + cr F(w), F the hexcone's ramp
+  // clamp(2 - circular distance(w, c), 0, 1) around its centre c (r 3, g 5, b 1), which is
+  // clamp(||w - c| - 3| - 1, 0, 1) for w, c in [0, 6); out = (max + cr) - cr clamp(||w - c| - 3|, 1, 2).
+  const shifted = add(div(num, clamp(cr, 1e-12)), mul(perSample(f, x), 6)); // gray pixels: 0 / 1e-12 = 0
+  const w = sub(shifted, mul(floor(mul(shifted, 1 / 6)), 6)); // [B, 1, H, W] in [0, 6)
+  const centres = tensor(new Float32Array([3, 5, 1]), { shape: [1, 3, 1, 1], device: x.device });
+  const ramp = clamp(abs(sub(abs(sub(w, centres)), 3)), 1, 2); // [B, 3, H, W]
+  return addcmul(add(maxc, cr), cr, ramp, -1);
 }
 
 /**

@@ -229,7 +229,9 @@ static double version(Ctx* c) {
 // PyTorch's CUDA allocator caches the same way; on the CPU it relies on malloc, which returns large blocks.
 class CachingCPUAllocator final : public at::Allocator {
  public:
-  static constexpr size_t kMinBytes = size_t(1) << 18;  // smaller blocks: malloc reuses them well
+  // Smaller blocks come from malloc's bins; above this, glibc maps and unmaps fresh pages, whose faults cost
+  // more than the work on them (a 200 KB plane: 15x).
+  static constexpr size_t kMinBytes = size_t(1) << 15;
   // libtorch 1.x declares allocate() const, 2.x non-const and adds copy_data(): define all three (without
   // `override`, which would fail on one of them) so the shim builds against either.
   at::DataPtr allocate(size_t n) { return do_allocate(n); }
@@ -237,7 +239,7 @@ class CachingCPUAllocator final : public at::Allocator {
   void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
   at::DataPtr do_allocate(size_t n) const {
     void* p = nullptr;
-    const size_t size = (n + 65535) & ~size_t(65535);
+    const size_t size = (n + 4095) & ~size_t(4095);
     if (n >= kMinBytes) {
       std::lock_guard<std::mutex> lock(mu_);
       // Best fit, wasting at most a quarter: batches of varying size still find a block.

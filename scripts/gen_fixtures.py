@@ -432,6 +432,7 @@ def color_fixtures():
     x = torch.rand(4, 3, 12, 12, generator=g)
     x[0, :, :3, :3] = 0.5  # gray pixels
     x[1, 0, :2, :] = 1.0  # saturated red rows
+    x[2, :, 6:] = torch.round(x[2, :, 6:] * 2) / 2  # three levels: ties between the max channels everywhere
     out = {"x": x}
     factors = {"brightness": [0.6, 1.4, 1.0, 1.2], "contrast": [0.6, 1.4, 1.0, 0.8], "saturation": [0.8, 1.2, 0.0, 1.1],
                "hue": [0.07, -0.1, 0.5, -0.33]}
