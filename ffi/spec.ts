@@ -179,6 +179,7 @@ export const symbols = {
   one_hot: tensor(T, I),
   weight_norm: tensor(T, T, I),
   index_copy: tensor(T, I, T, T),
+  copy_into: scalar(T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
   decode_images: { parameters: [CTX, "buffer", I, I, I, I], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),

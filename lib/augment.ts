@@ -28,13 +28,13 @@ import {
   cat,
   clamp,
   conv2d,
+  copyInto,
   div,
   expand,
   flip,
   floor,
   ge,
   type Generator,
-  indexCopy,
   indexSelect,
   interpolate,
   mean,
@@ -44,7 +44,6 @@ import {
   permute,
   rand,
   reshape,
-  select,
   sign,
   sub,
   type Tensor,
@@ -201,7 +200,7 @@ export function cropBoxes(
 }
 
 /**
- * Crops each image to its box, mirrors the flipped ones and resizes to
+ * Crops image `sources[b]` (by default image b) to box b, mirrors the flipped ones and resizes to
  * size x size with an antialiased separable filter: bicubic (the official) or
  * bilinear, as PIL (and torchvision's `antialias=True`) resample, so that
  * shrinking does not alias. One resize per image: a separable pass over the
@@ -221,10 +220,11 @@ export function resizedCrop(
   flips: readonly boolean[],
   size: number,
   interpolation: "bicubic" | "bilinear" = "bicubic",
+  sources: readonly number[] = boxes.map((_, b) => b),
 ): Tensor {
   const crops = boxes.map(({ i, j, h, w }, b) =>
     tidy(() => {
-      const region = narrow(narrow(narrow(x, 0, b, 1), 2, i, h), 3, j, w); // [1, C, h, w], a view
+      const region = narrow(narrow(narrow(x, 0, sources[b], 1), 2, i, h), 3, j, w); // [1, C, h, w], a view
       const resized = interpolate(region, { size: [size, size], mode: interpolation, antialias: true });
       return flips[b] ? flip(resized, [3]) : resized;
     })
@@ -242,25 +242,34 @@ function perSample(values: readonly number[], like: Tensor): Tensor {
 /** Luma as torchvision and PIL compute it: 0.299 R + 0.587 G + 0.114 B, [B, 1, H, W]; a 1-channel image is itself. */
 export function grayscale(x: Tensor): Tensor {
   if (x.shape[1] === 1) return x;
-  const [r, g, b] = [0, 1, 2].map((c) => select(x, 1, c));
-  return reshape(add(add(mul(r, 0.299), mul(g, 0.587)), mul(b, 0.114)), [x.shape[0], 1, x.shape[2], x.shape[3]]);
+  const [r, g, b] = [0, 1, 2].map((c) => narrow(x, 1, c, 1)); // [B, 1, H, W] views
+  return add(add(mul(r, 0.299), g, 0.587), b, 0.114);
 }
 
-/** torchvision's blend: clamp(f * a + (1 - f) * b, 0, 1), f per sample. */
+/**
+ * clamp(y, 0, 1), as torchvision clamps after each colour op, unless every
+ * factor is at most 1: then y, a shrunk image or a mix of two images in
+ * [0, 1], is inside already and the clamp would change nothing.
+ */
+function clampUnlessShrinking(y: Tensor, f: readonly number[]): Tensor {
+  return f.some((v) => v > 1) ? clamp(y, 0, 1) : y;
+}
+
+/** torchvision's blend: clamp(f a + (1 - f) b, 0, 1), f per sample, b broadcast to a. */
 function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
   const t = perSample(f, a);
-  return clamp(add(mul(a, t), mul(b, sub(1, t))), 0, 1);
+  return clampUnlessShrinking(addcmul(mul(b, sub(1, t)), a, t), f);
 }
 
-/** Brightness: clamp(x * f, 0, 1). @example `adjustBrightness(x, [1.2, 0.8])` */
+/** Brightness: clamp(x * f, 0, 1), for images in [0, 1]. @example `adjustBrightness(x, [1.2, 0.8])` */
 export function adjustBrightness(x: Tensor, f: readonly number[]): Tensor {
-  return clamp(mul(x, perSample(f, x)), 0, 1);
+  return clampUnlessShrinking(mul(x, perSample(f, x)), f);
 }
-/** Contrast: blend with the mean of the image's grayscale. @example `adjustContrast(x, [1.4])` */
+/** Contrast: blend with the mean of the image's grayscale, for images in [0, 1]. @example `adjustContrast(x, [1.4])` */
 export function adjustContrast(x: Tensor, f: readonly number[]): Tensor {
-  return blend(x, mean(grayscale(x), [1, 2, 3], { keepdim: true }), f);
+  return blend(x, grayscale(mean(x, [2, 3], { keepdim: true })), f); // the luma of the mean colour: one pass
 }
-/** Saturation: blend with the image's grayscale (3 channels only). @example `adjustSaturation(x, [0.8])` */
+/** Saturation: blend with the image's grayscale (3 channels, in [0, 1]). @example `adjustSaturation(x, [0.8])` */
 export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
   return blend(x, grayscale(x), f);
 }
@@ -286,14 +295,14 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
   const cr = sub(maxc, minc);
   const d = sub(maxc, x); // [B, 3, H, W]
   const [dr, dg, db] = [0, 1, 2].map((c) => narrow(d, 1, c, 1)); // [B, 1, H, W] views
-  const whenG = sub(add(mul(cr, 2), dr), mul(db, 2));
-  const toB = mul(sub(add(cr, dg), dr), 2);
-  const num = add(sub(db, dg), mul(sign(dr), addcmul(whenG, sign(dg), toB)));
+  const whenG = add(add(dr, cr, 2), db, -2);
+  const toB = sub(add(cr, dg), dr);
+  const num = addcmul(sub(db, dg), sign(dr), addcmul(whenG, sign(dg), toB, 2));
   // HSV -> RGB: shift and wrap h6 into [0, 6); then each channel is min + cr F(w), F the hexcone's ramp
   // clamp(2 - circular distance(w, c), 0, 1) around its centre c (r 3, g 5, b 1), which is
   // clamp(||w - c| - 3| - 1, 0, 1) for w, c in [0, 6); out = (max + cr) - cr clamp(||w - c| - 3|, 1, 2).
-  const shifted = add(div(num, clamp(cr, 1e-12)), mul(perSample(f, x), 6)); // gray pixels: 0 / 1e-12 = 0
-  const w = sub(shifted, mul(floor(mul(shifted, 1 / 6)), 6)); // [B, 1, H, W] in [0, 6)
+  const shifted = add(div(num, clamp(cr, 1e-12)), perSample(f.map((v) => 6 * v), x)); // gray pixels: 0 / 1e-12 = 0
+  const w = add(shifted, floor(mul(shifted, 1 / 6)), -6); // [B, 1, H, W] in [0, 6)
   const centres = tensor(new Float32Array([3, 5, 1]), { shape: [1, 3, 1, 1], device: x.device });
   const ramp = clamp(abs(sub(abs(sub(w, centres)), 3)), 1, 2); // [B, 3, H, W]
   return addcmul(add(maxc, cr), cr, ramp, -1);
@@ -321,16 +330,31 @@ export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
     const total = w.reduce((a, v) => a + v, 0);
     for (let c = 0; c < C; c++) w.forEach((v, t) => (taps[(b * C + c) * K + t] = v / total));
   });
-  const kernel = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
+  const vertical = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
+  const horizontal = reshape(vertical, [B * C, 1, 1, K]);
   const planes = reshape(x, [1, B * C, H, W]);
-  const vertical = conv2d(pad(planes, [0, 0, radius, radius], "reflect"), kernel, undefined, { groups: B * C });
-  const horizontal = conv2d(
-    pad(vertical, [radius, radius, 0, 0], "reflect"),
-    reshape(kernel, [B * C, 1, 1, K]),
-    undefined,
-    { groups: B * C },
-  );
-  return reshape(horizontal, [B, C, H, W]);
+  return reshape(blurAlong(blurAlong(planes, vertical, 2), horizontal, 3), [B, C, H, W]);
+}
+
+/**
+ * One separable pass of a depthwise blur along `dim` (2 rows, 3 columns), with
+ * reflect padding: the convolution pads with zeros (no padded copy of the
+ * image), then the `radius` rows at each edge are recomputed from a reflected
+ * strip and written over the zero-padded ones.
+ */
+function blurAlong(planes: Tensor, kernel: Tensor, dim: 2 | 3): Tensor {
+  const radius = (kernel.shape[dim] - 1) / 2, n = planes.shape[dim], P = planes.shape[1];
+  const zeroPadding: [number, number] = dim === 2 ? [radius, 0] : [0, radius];
+  const out = conv2d(planes, kernel, undefined, { groups: P, padding: zeroPadding });
+  for (const atStart of [true, false]) {
+    tidy(() => {
+      const strip = narrow(planes, dim, atStart ? 0 : n - 2 * radius, 2 * radius);
+      const before = atStart ? radius : 0, after = atStart ? 0 : radius; // pads list the last dim first
+      const reflected = pad(strip, dim === 2 ? [0, 0, before, after] : [before, after, 0, 0], "reflect");
+      copyInto(narrow(out, dim, atStart ? 0 : n - radius, radius), conv2d(reflected, kernel, undefined, { groups: P }));
+    });
+  }
+  return out;
 }
 
 /** Solarization at 128/255: pixels at or above it are inverted, for the samples in `mask`. @example `solarize(x, [true, false])` */
@@ -340,25 +364,10 @@ export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
   return add(x, mul(m, sub(1, mul(x, 2))));
 }
 
-/**
- * Applies `op` to the samples in `idx` only, leaving the others as they are.
- * It runs in its own scope and frees `x` (unless it is `input`), so buffers go
- * back to the allocator's cache for the next step instead of piling up.
- */
-function onSubset(
-  x: Tensor,
-  idx: readonly number[],
-  op: (sub: Tensor, picked: readonly number[]) => Tensor,
-  input: Tensor,
-): Tensor {
-  if (idx.length === 0) return x;
-  const y = tidy(() => {
-    if (idx.length === x.shape[0]) return op(x, idx);
-    const index = tensor(new BigInt64Array(idx.map(BigInt)), { device: x.device });
-    return indexCopy(x, 0, index, op(indexSelect(x, 0, index), idx));
-  });
-  if (x !== input && y !== x) x.dispose();
-  return y;
+/** Samples `ids` of x: a view when they are consecutive, else a gathered copy. */
+function rows(x: Tensor, ids: readonly number[]): Tensor {
+  if (ids.every((b, k) => b === ids[0] + k)) return narrow(x, 0, ids[0], ids.length);
+  return indexSelect(x, 0, tensor(new BigInt64Array(ids.map(BigInt)), { device: x.device }));
 }
 
 /** Per-sample uniform draws on [lo, hi). */
@@ -367,53 +376,115 @@ function uniforms(g: Generator, n: number, lo: number, hi: number): number[] {
 }
 
 /**
+ * Runs `part` on the samples of each group (samples with equal keys), at most
+ * `chunk` samples at a time, and puts the results back in sample order with
+ * one gather: per-sample random choices become a few batched calls.
+ */
+function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly number[]) => Tensor): Tensor {
+  const groups = new Map<string, number[]>();
+  keys.forEach((key, b) => groups.set(key, [...(groups.get(key) ?? []), b]));
+  return tidy(() => {
+    const parts: Tensor[] = [], members: number[] = [];
+    for (const idx of groups.values()) {
+      for (let start = 0; start < idx.length; start += chunk) {
+        const ids = idx.slice(start, start + chunk);
+        parts.push(tidy(() => part(ids)));
+        members.push(...ids);
+      }
+    }
+    if (parts.length === 1) return parts[0];
+    const joined = cat(parts, 0);
+    for (const p of parts) p.dispose(); // back to the allocator's cache before the gather allocates
+    const inverse = new BigInt64Array(keys.length);
+    members.forEach((b, k) => (inverse[b] = BigInt(k)));
+    return indexSelect(joined, 0, tensor(inverse, { device: joined.device }));
+  });
+}
+
+/** Applies `steps` in turn, freeing each intermediate result as soon as the next one exists. */
+function pipe(x: Tensor, steps: readonly ((y: Tensor) => Tensor)[]): Tensor {
+  return steps.reduce((y, step) => {
+    const z = tidy(() => step(y));
+    if (y !== x && z !== y) y.dispose();
+    return z;
+  }, x);
+}
+
+/** How many samples of C x H x W one call takes: about `values` values, at least one. */
+function chunkOf(values: number, [, C, H, W]: readonly number[]): number {
+  return Math.max(1, Math.floor(values / (C * H * W)));
+}
+
+/**
+ * About how many values one colour-jitter call works on: the hue's dozen
+ * temporaries then stay in a core's cache (a 224 px image alone, several 96 px
+ * ones together), which halves its time against whole-batch calls.
+ */
+const JITTER_CHUNK = 1 << 18;
+/** The same for grayscale, blur, solarization and normalisation, which gain from larger calls. */
+const FINISH_CHUNK = 1 << 20;
+
+/** ColorJitter's random choices for n samples: which ops in which order, and their factors. */
+interface JitterPlan {
+  /** Per sample, the ops (0 brightness, 1 contrast, 2 saturation, 3 hue) in the order applied. */
+  order: number[][];
+  /** Per op, per sample, its factor. */
+  factors: number[][];
+}
+
+/**
+ * ColorJitter's draws, as torchvision's `ColorJitter` inside `RandomApply`:
+ * applied with probability p, its four ops in a random order per sample
+ * (torchvision draws `randperm(4)` per image). Saturation and hue need 3
+ * channels and are left out for grayscale images.
+ */
+function jitterPlan(g: Generator, n: number, cfg: AugmentConfig, rgb: boolean): JitterPlan {
+  const apply = uniforms(g, n, 0, 1).map((u) => u < cfg.jitterP);
+  const factors = [
+    uniforms(g, n, Math.max(0, 1 - cfg.brightness), 1 + cfg.brightness),
+    uniforms(g, n, Math.max(0, 1 - cfg.contrast), 1 + cfg.contrast),
+    uniforms(g, n, Math.max(0, 1 - cfg.saturation), 1 + cfg.saturation),
+    uniforms(g, n, -cfg.hue, cfg.hue),
+  ];
+  const keys = tidy(() => toArray(rand(g, [n, 4], { dtype: "f64" })));
+  const order = Array.from(
+    { length: n },
+    (_, b) =>
+      apply[b] ? [0, 1, 2, 3].sort((p, q) => keys[b * 4 + p] - keys[b * 4 + q]).filter((o) => rgb || o < 2) : [],
+  );
+  return { order, factors };
+}
+
+const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
+
+/** Applies a jitter plan to x: the samples sharing an order go through it together. */
+function applyJitter(x: Tensor, plan: JitterPlan): Tensor {
+  const keys = plan.order.map((o) => o.join(""));
+  if (keys.every((k) => k === "")) return x;
+  return byGroups(keys, chunkOf(JITTER_CHUNK, x.shape), (ids) =>
+    pipe(
+      rows(x, ids),
+      plan.order[ids[0]].map((o) => (y) => JITTER_OPS[o](y, ids.map((b) => plan.factors[o][b]))),
+    ));
+}
+
+/**
  * ColorJitter applied with probability p: brightness, contrast, saturation and
  * hue in a random order per sample, as torchvision's `ColorJitter` (which
  * draws `randperm(4)` per image). Saturation and hue need 3 channels and are
  * skipped on grayscale input.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import { AUGMENT_PRESETS, colorJitter } from "./augment.ts";
+ * using g = new Generator(0);
+ * const y = tidy(() => colorJitter(rand(g, [4, 3, 8, 8]), AUGMENT_PRESETS.imagenet, g));
+ * dispose(y);
+ * ```
  */
 export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor {
-  // The result is a new tensor or x itself; intermediate results are freed as the slots go.
-  const B = x.shape[0];
-  const apply = uniforms(g, B, 0, 1).map((u) => u < cfg.jitterP);
-  const factors = [
-    uniforms(g, B, Math.max(0, 1 - cfg.brightness), 1 + cfg.brightness),
-    uniforms(g, B, Math.max(0, 1 - cfg.contrast), 1 + cfg.contrast),
-    uniforms(g, B, Math.max(0, 1 - cfg.saturation), 1 + cfg.saturation),
-    uniforms(g, B, -cfg.hue, cfg.hue),
-  ];
-  const keys = tidy(() => toArray(rand(g, [B, 4], { dtype: "f64" })));
-  const order = Array.from({ length: B }, (_, b) => [0, 1, 2, 3].sort((p, q) => keys[b * 4 + p] - keys[b * 4 + q]));
-  const rgb = x.shape[1] === 3;
-  const ops = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
-  // Samples with the same order form a group: each group runs its ops once, in its order, on its own
-  // samples, and one gather puts the batch back together (cheaper than masking every op over the batch).
-  const groups = new Map<string, number[]>();
-  for (let b = 0; b < B; b++) {
-    const seq = apply[b] ? order[b].filter((o) => rgb || o < 2) : [];
-    const key = seq.join("");
-    groups.set(key, [...(groups.get(key) ?? []), b]);
-  }
-  if (groups.size === 1 && groups.has("")) return x;
-  return tidy(() => {
-    const parts: Tensor[] = [], members: number[] = [];
-    for (const [key, idx] of groups) {
-      let part = idx.length === B
-        ? x
-        : indexSelect(x, 0, tensor(new BigInt64Array(idx.map(BigInt)), { device: x.device }));
-      for (const o of [...key].map(Number)) {
-        const prev = part;
-        part = tidy(() => ops[o](prev, idx.map((b) => factors[o][b])));
-        if (prev !== x) prev.dispose();
-      }
-      parts.push(part);
-      members.push(...idx);
-    }
-    if (parts.length === 1) return parts[0];
-    const inverse = new BigInt64Array(B);
-    members.forEach((b, k) => (inverse[b] = BigInt(k)));
-    return indexSelect(cat(parts, 0), 0, tensor(inverse, { device: x.device }));
-  });
+  return applyJitter(x, jitterPlan(g, x.shape[0], cfg, x.shape[1] === 3));
 }
 
 /** Which view a crop is: its size, scale range and blur/solarize probabilities. */
@@ -449,8 +520,59 @@ export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
 }
 
 /**
+ * Augmented views of a batch of images in [0, 1] (f32 [B, C, H, W]), one per
+ * spec, normalised. Views of one size go through as one batch of
+ * specs.length x B samples, each with its spec's scale and blur and
+ * solarization probabilities: fewer, larger calls than one view at a time.
+ *
+ * @example
+ * ```ts
+ * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import { AUGMENT_PRESETS, augmentViews, viewSpecs } from "./augment.ts";
+ * using g = new Generator(0);
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const [g1, g2] = tidy(() => augmentViews(rand(g, [4, 3, 32, 32]), viewSpecs(cfg).slice(0, 2), cfg, g));
+ * dispose([g1, g2]);
+ * ```
+ */
+export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, g: Generator): Tensor[] {
+  const [B, C, H, W] = x.shape;
+  const size = specs[0].size;
+  if (specs.some((s) => s.size !== size)) throw new Error("augmentViews: views augmented together share one size");
+  const n = specs.length * B;
+  const specOf = (k: number) => specs[Math.floor(k / B)];
+  const boxes = specs.flatMap((s) => cropBoxes(g, B, H, W, s.scale, cfg.ratio));
+  const flips = uniforms(g, n, 0, 1).map((u) => u < cfg.flipP);
+  const jitter = jitterPlan(g, n, cfg, C === 3);
+  const gray = uniforms(g, n, 0, 1).map((u) => C === 3 && u < cfg.grayP);
+  const blur = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).blurP);
+  const sigmas = uniforms(g, n, cfg.blurSigma[0], cfg.blurSigma[1]);
+  const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
+
+  const sources = Array.from({ length: n }, (_, k) => k % B);
+  const cropped = tidy(() => resizedCrop(x, boxes, flips, size, cfg.interpolation, sources));
+  const jittered = applyJitter(cropped, jitter);
+  if (jittered !== cropped) cropped.dispose();
+  // The rest by groups of samples that take the same steps: no copy of the batch per step.
+  const keys = Array.from({ length: n }, (_, k) => `${+gray[k]}${+blur[k]}${+sol[k]}`);
+  const y = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.shape), (ids) => {
+    const k = ids[0];
+    return pipe(rows(jittered, ids), [
+      ...(gray[k] ? [(y: Tensor) => expand(grayscale(y), [-1, 3, -1, -1])] : []),
+      ...(blur[k] ? [(y: Tensor) => gaussianBlur(y, ids.map((i) => sigmas[i]))] : []),
+      ...(sol[k] ? [(y: Tensor) => solarize(y, ids.map(() => true))] : []),
+      (y: Tensor) => normalize(y, cfg.mean, cfg.std),
+    ]);
+  });
+  jittered.dispose();
+  const views = specs.map((_, v) => narrow(y, 0, v * B, B)); // views of y's storage, which they keep alive
+  y.dispose();
+  return views;
+}
+
+/**
  * One augmented view of a batch of images in [0, 1] (f32 [B, C, H, W]),
- * normalised.
+ * normalised: {@linkcode augmentViews} with one spec.
  *
  * @example
  * ```ts
@@ -463,20 +585,7 @@ export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
  * ```
  */
 export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Generator): Tensor {
-  const [B, C, H, W] = x.shape;
-  const boxes = cropBoxes(g, B, H, W, spec.scale, cfg.ratio);
-  const flips = uniforms(g, B, 0, 1).map((u) => u < cfg.flipP);
-  const all = [...Array(B).keys()];
-  let y = onSubset(x, all, () => resizedCrop(x, boxes, flips, spec.size, cfg.interpolation), x);
-  y = colorJitter(y, cfg, g);
-  const gray = uniforms(g, B, 0, 1).map((u) => u < cfg.grayP);
-  if (C === 3) y = onSubset(y, all.filter((b) => gray[b]), (s) => expand(grayscale(s), [-1, 3, -1, -1]), x);
-  const blur = uniforms(g, B, 0, 1).map((u) => u < spec.blurP);
-  const sigmas = uniforms(g, B, cfg.blurSigma[0], cfg.blurSigma[1]);
-  y = onSubset(y, all.filter((b) => blur[b]), (s, picked) => gaussianBlur(s, picked.map((b) => sigmas[b])), x);
-  const sol = uniforms(g, B, 0, 1).map((u) => u < spec.solarizeP);
-  if (sol.some(Boolean)) y = onSubset(y, all, (s) => solarize(s, sol), x);
-  return onSubset(y, all, (s) => normalize(s, cfg.mean, cfg.std), x);
+  return augmentViews(x, [spec], cfg, g)[0];
 }
 
 /** (x - mean) / std per channel. @example `normalize(x, [0.5], [0.5])` */
@@ -487,9 +596,12 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
       `normalisation has ${meanValues.length} means and ${stdValues.length} stds for ${C}-channel images`,
     );
   }
-  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1], device: x.device });
-  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1], device: x.device });
-  return div(sub(x, m), s);
+  const scale = tensor(new Float32Array(stdValues.map((s) => 1 / s)), { shape: [1, C, 1, 1], device: x.device });
+  const shift = tensor(new Float32Array(meanValues.map((m, c) => -m / stdValues[c])), {
+    shape: [1, C, 1, 1],
+    device: x.device,
+  });
+  return addcmul(shift, x, scale); // x / s - m / s: one pass
 }
 
 /**
@@ -508,7 +620,14 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
 export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Tensor[] {
   return tidy(() => {
     const x = images.dtype === "u8" ? div(to(images, "f32"), 255) : images;
-    return viewSpecs(cfg).map((spec) => tidy(() => augmentView(x, spec, cfg, g)));
+    // Consecutive views of one size (the globals, then the locals) are augmented together.
+    const runs: ViewSpec[][] = [];
+    for (const spec of viewSpecs(cfg)) {
+      const last = runs.at(-1);
+      if (last && last[0].size === spec.size) last.push(spec);
+      else runs.push([spec]);
+    }
+    return runs.flatMap((run) => tidy(() => augmentViews(x, run, cfg, g)));
   });
 }
 

@@ -25,6 +25,8 @@
 #include <stb/stb_image_write.h>
 #endif
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -237,9 +239,26 @@ class CachingCPUAllocator final : public at::Allocator {
   at::DataPtr allocate(size_t n) { return do_allocate(n); }
   at::DataPtr allocate(size_t n) const { return do_allocate(n); }
   void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
+  // Blocks from 1 MiB come in quarter-octave size classes (at most 19% unused), so that batches of varying size
+  // share blocks instead of each faulting in fresh pages, and in transparent huge pages where the kernel
+  // allows them: one fault per 2 MiB instead of 512.
+  static constexpr size_t kHugeBytes = size_t(1) << 20, kHugePage = size_t(1) << 21;
+  static size_t rounded(size_t n) {
+    if (n < kHugeBytes) return (n + 4095) & ~size_t(4095);
+    size_t step = kHugeBytes >> 2;  // the class boundaries between 2^k and 2^(k+1) are 2^k (1 + i / 4)
+    while (step * 8 < n) step <<= 1;
+    return std::max((n + step - 1) / step * step, (n + kHugePage - 1) & ~(kHugePage - 1));
+  }
+  static void* fresh(size_t size) {
+    if (size < kHugeBytes) return c10::alloc_cpu(size);
+    void* p = nullptr;
+    if (posix_memalign(&p, kHugePage, size) != 0 || !p) throw std::bad_alloc();
+    madvise(p, size, MADV_HUGEPAGE);  // advisory: without THP it changes nothing
+    return p;
+  }
   at::DataPtr do_allocate(size_t n) const {
     void* p = nullptr;
-    const size_t size = (n + 4095) & ~size_t(4095);
+    const size_t size = rounded(n);
     if (n >= kMinBytes) {
       std::lock_guard<std::mutex> lock(mu_);
       // Best fit, wasting at most a quarter: batches of varying size still find a block.
@@ -255,7 +274,7 @@ class CachingCPUAllocator final : public at::Allocator {
       }
     }
     if (!p) {
-      p = c10::alloc_cpu(n >= kMinBytes ? size : n);
+      p = n >= kMinBytes ? fresh(size) : c10::alloc_cpu(n);
       if (n >= kMinBytes) {
         std::lock_guard<std::mutex> lock(mu_);
         sizes_[p] = size;
@@ -281,7 +300,8 @@ class CachingCPUAllocator final : public at::Allocator {
       c10::free_cpu(p);
       return;
     }
-    free_.emplace(size, p);
+    // First among equal sizes, so the next request of this size gets the block freed last: still in cache.
+    free_.emplace_hint(free_.lower_bound(size), size, p);
     cached_ += size;
   }
   void set_limit(size_t bytes) {
@@ -608,6 +628,7 @@ TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, v
 TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
 TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
 TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *index, *source))
+SCALAR(copy_into, (T dst, T src), (dst->copy_(*src), 0))
 
 // ---- images ---------------------------------------------------------------------------
 LIST(decode_images, (const char* paths, int n, int side, int channels, int threads), decode_images(ctx_, paths, n, side, channels, threads))

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { ctx, native } from "../lib.ts";
+import { checked, ctx, native } from "../lib.ts";
 import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { handles, ints } from "./args.ts";
 
@@ -108,6 +108,25 @@ export function clone(a: Tensor): Tensor {
 /** A copy of `a` with the slices `index` of `dim` replaced by `source`, as `torch.index_copy` (out of place). @example `indexCopy(x, 0, idx, y)` */
 export function indexCopy(a: Tensor, dim: number, index: Tensor, source: Tensor): Tensor {
   return wrap(native.index_copy(ctx, a.ptr, dim, index.ptr, source.ptr), "indexCopy");
+}
+/**
+ * Writes `source` (broadcast) into the memory of `target`, usually a view of a
+ * tensor the caller has just made: the one in-place op, for filling parts of a
+ * fresh result without copying the rest. No one else may hold `target`'s
+ * memory, since tensors are otherwise immutable.
+ *
+ * @example
+ * ```ts
+ * import { copyInto, dispose, narrow, ones, zeros } from "../mod.ts";
+ * const y = zeros([4]);
+ * using one = ones([2]);
+ * using head = narrow(y, 0, 0, 2);
+ * copyInto(head, one); // y is [1, 1, 0, 0]
+ * dispose(y);
+ * ```
+ */
+export function copyInto(target: Tensor, source: Tensor): void {
+  checked(native.copy_into(ctx, target.ptr, source.ptr), "copyInto");
 }
 /** A second handle to the same tensor, with its own owner. @example `const mine = alias(x)` */
 export function alias(a: Tensor): Tensor {
