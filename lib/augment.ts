@@ -23,8 +23,6 @@ import {
   abs,
   add,
   addcmul,
-  amax,
-  amin,
   cat,
   clamp,
   conv2d,
@@ -37,7 +35,9 @@ import {
   type Generator,
   indexSelect,
   interpolate,
+  maximum,
   mean,
+  minimum,
   mul,
   narrow,
   pad,
@@ -229,7 +229,9 @@ export function resizedCrop(
       return flips[b] ? flip(resized, [3]) : resized;
     })
   );
-  const out = clamp(cat(crops, 0), 0, 1); // bicubic overshoots; PIL clamps to the pixel range
+  // Bicubic overshoots; PIL clamps to the pixel range. A lone crop needs no joining copy.
+  if (crops.length === 1) return tidy(() => clamp(crops[0], 0, 1));
+  const out = clamp(cat(crops, 0), 0, 1);
   for (const c of crops) c.dispose();
   return out;
 }
@@ -255,10 +257,14 @@ function clampUnlessShrinking(y: Tensor, f: readonly number[]): Tensor {
   return f.some((v) => v > 1) ? clamp(y, 0, 1) : y;
 }
 
-/** torchvision's blend: clamp(f a + (1 - f) b, 0, 1), f per sample, b broadcast to a. */
+/**
+ * torchvision's blend: clamp(f a + (1 - f) b, 0, 1), f per sample, b broadcast
+ * to a. (libtorch vectorises an elementwise loop with at most one operand
+ * constant along the rows: hence addcmul only when b varies along them.)
+ */
 function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
-  const t = perSample(f, a);
-  return clampUnlessShrinking(addcmul(mul(b, sub(1, t)), a, t), f);
+  const t = perSample(f, a), rest = mul(b, sub(1, t));
+  return clampUnlessShrinking(b.shape[3] === 1 ? add(mul(a, t), rest) : addcmul(rest, a, t), f);
 }
 
 /** Brightness: clamp(x * f, 0, 1), for images in [0, 1]. @example `adjustBrightness(x, [1.2, 0.8])` */
@@ -291,7 +297,8 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
   // max = g (not r), else 4 cr + r - g. With d = max - x (0 on the max channel) and the masks notR = sign(d_r),
   // notG = sign(d_g): h6 cr = (d_b - d_g) + notR (2 cr + d_r - 2 d_b + notG 2 (cr + d_g - d_r)), which uses
   // d_g = 0 where max = g and d_b = 0 where max = b: cheap passes over one plane, no comparisons or selects.
-  const maxc = amax(x, 1, { keepdim: true }), minc = amin(x, 1, { keepdim: true }); // [B, 1, H, W]
+  const [r, g, b] = [0, 1, 2].map((c) => narrow(x, 1, c, 1)); // [B, 1, H, W] views
+  const maxc = maximum(maximum(r, g), b), minc = minimum(minimum(r, g), b); // faster than amax/amin over dim 1
   const cr = sub(maxc, minc);
   const d = sub(maxc, x); // [B, 3, H, W]
   const [dr, dg, db] = [0, 1, 2].map((c) => narrow(d, 1, c, 1)); // [B, 1, H, W] views
@@ -333,26 +340,35 @@ export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
   const vertical = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
   const horizontal = reshape(vertical, [B * C, 1, 1, K]);
   const planes = reshape(x, [1, B * C, H, W]);
-  return reshape(blurAlong(blurAlong(planes, vertical, 2), horizontal, 3), [B, C, H, W]);
+  // Up to 7 x 7 taps, one 2-D pass is cheaper than two 1-D ones (libtorch's depthwise conv is memory-bound).
+  const blurred = radius <= 3
+    ? blurWith(planes, mul(vertical, horizontal))
+    : blurWith(blurWith(planes, vertical), horizontal);
+  return reshape(blurred, [B, C, H, W]);
 }
 
 /**
- * One separable pass of a depthwise blur along `dim` (2 rows, 3 columns), with
- * reflect padding: the convolution pads with zeros (no padded copy of the
- * image), then the `radius` rows at each edge are recomputed from a reflected
- * strip and written over the zero-padded ones.
+ * A depthwise convolution with reflect padding: the convolution pads with
+ * zeros (no padded copy of the image), then each edge strip as deep as the
+ * kernel's radius is recomputed from a reflect-padded copy of its
+ * neighbourhood and written over the darkened one.
  */
-function blurAlong(planes: Tensor, kernel: Tensor, dim: 2 | 3): Tensor {
-  const radius = (kernel.shape[dim] - 1) / 2, n = planes.shape[dim], P = planes.shape[1];
-  const zeroPadding: [number, number] = dim === 2 ? [radius, 0] : [0, radius];
-  const out = conv2d(planes, kernel, undefined, { groups: P, padding: zeroPadding });
-  for (const atStart of [true, false]) {
-    tidy(() => {
-      const strip = narrow(planes, dim, atStart ? 0 : n - 2 * radius, 2 * radius);
-      const before = atStart ? radius : 0, after = atStart ? 0 : radius; // pads list the last dim first
-      const reflected = pad(strip, dim === 2 ? [0, 0, before, after] : [before, after, 0, 0], "reflect");
-      copyInto(narrow(out, dim, atStart ? 0 : n - radius, radius), conv2d(reflected, kernel, undefined, { groups: P }));
-    });
+function blurWith(planes: Tensor, kernel: Tensor): Tensor {
+  const P = planes.shape[1];
+  const rh = (kernel.shape[2] - 1) / 2, rw = (kernel.shape[3] - 1) / 2;
+  const out = conv2d(planes, kernel, undefined, { groups: P, padding: [rh, rw] });
+  for (const [dim, r] of [[2, rh], [3, rw]] as const) {
+    if (r === 0) continue;
+    const n = planes.shape[dim];
+    for (const atStart of [true, false]) {
+      tidy(() => {
+        const strip = narrow(planes, dim, atStart ? 0 : n - 2 * r, 2 * r);
+        const before = atStart ? r : 0, after = atStart ? 0 : r; // pads list the last dim first
+        const pads = dim === 2 ? [rw, rw, before, after] : [before, after, rh, rh];
+        const edge = conv2d(pad(strip, pads, "reflect"), kernel, undefined, { groups: P });
+        copyInto(narrow(out, dim, atStart ? 0 : n - r, r), edge);
+      });
+    }
   }
   return out;
 }
@@ -375,30 +391,45 @@ function uniforms(g: Generator, n: number, lo: number, hi: number): number[] {
   return tidy(() => toArray(rand(g, [n], { dtype: "f64" }))).map((u) => lo + (hi - lo) * u);
 }
 
+/** A batch whose samples are out of order: sample b is row `row[b]` of `y`. */
+interface Shuffled {
+  /** The samples. */
+  y: Tensor;
+  /** Where each sample is. */
+  row: number[];
+}
+
 /**
  * Runs `part` on the samples of each group (samples with equal keys), at most
- * `chunk` samples at a time, and puts the results back in sample order with
- * one gather: per-sample random choices become a few batched calls.
+ * `chunk` samples at a time, and joins the results in group order: per-sample
+ * random choices become a few batched calls.
  */
-function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly number[]) => Tensor): Tensor {
+function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly number[]) => Tensor): Shuffled {
   const groups = new Map<string, number[]>();
   keys.forEach((key, b) => groups.set(key, [...(groups.get(key) ?? []), b]));
-  return tidy(() => {
-    const parts: Tensor[] = [], members: number[] = [];
+  const row = new Array<number>(keys.length);
+  const y = tidy(() => {
+    const parts: Tensor[] = [];
+    let at = 0;
     for (const idx of groups.values()) {
       for (let start = 0; start < idx.length; start += chunk) {
         const ids = idx.slice(start, start + chunk);
         parts.push(tidy(() => part(ids)));
-        members.push(...ids);
+        ids.forEach((b) => (row[b] = at++));
       }
     }
     if (parts.length === 1) return parts[0];
     const joined = cat(parts, 0);
-    for (const p of parts) p.dispose(); // back to the allocator's cache before the gather allocates
-    const inverse = new BigInt64Array(keys.length);
-    members.forEach((b, k) => (inverse[b] = BigInt(k)));
-    return indexSelect(joined, 0, tensor(inverse, { device: joined.device }));
+    for (const p of parts) p.dispose(); // back to the allocator's cache before the next allocation
+    return joined;
   });
+  return { y, row };
+}
+
+/** The samples of a shuffled batch in order: one gather, or none when they are. */
+function inOrder({ y, row }: Shuffled): Tensor {
+  if (row.every((r, b) => r === b)) return y;
+  return indexSelect(y, 0, tensor(new BigInt64Array(row.map(BigInt)), { device: y.device }));
 }
 
 /** Applies `steps` in turn, freeing each intermediate result as soon as the next one exists. */
@@ -422,7 +453,7 @@ function chunkOf(values: number, [, C, H, W]: readonly number[]): number {
  */
 const JITTER_CHUNK = 1 << 18;
 /** The same for grayscale, blur, solarization and normalisation, which gain from larger calls. */
-const FINISH_CHUNK = 1 << 20;
+const FINISH_CHUNK = 1 << 22;
 
 /** ColorJitter's random choices for n samples: which ops in which order, and their factors. */
 interface JitterPlan {
@@ -457,15 +488,18 @@ function jitterPlan(g: Generator, n: number, cfg: AugmentConfig, rgb: boolean): 
 
 const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
 
-/** Applies a jitter plan to x: the samples sharing an order go through it together. */
+/** Applies a jitter plan to x: the samples sharing an order go through it together, a few at a time. */
 function applyJitter(x: Tensor, plan: JitterPlan): Tensor {
   const keys = plan.order.map((o) => o.join(""));
   if (keys.every((k) => k === "")) return x;
-  return byGroups(keys, chunkOf(JITTER_CHUNK, x.shape), (ids) =>
-    pipe(
-      rows(x, ids),
-      plan.order[ids[0]].map((o) => (y) => JITTER_OPS[o](y, ids.map((b) => plan.factors[o][b]))),
-    ));
+  return tidy(() =>
+    inOrder(byGroups(keys, chunkOf(JITTER_CHUNK, x.shape), (ids) => pipe(rows(x, ids), jitterSteps(plan, ids))))
+  );
+}
+
+/** The jitter ops of samples `ids`, which share one order, as pipeline steps. */
+function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => Tensor)[] {
+  return plan.order[ids[0]].map((o) => (y: Tensor) => JITTER_OPS[o](y, ids.map((b) => plan.factors[o][b])));
 }
 
 /**
@@ -549,22 +583,29 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   const sigmas = uniforms(g, n, cfg.blurSigma[0], cfg.blurSigma[1]);
   const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
 
-  const sources = Array.from({ length: n }, (_, k) => k % B);
-  const cropped = tidy(() => resizedCrop(x, boxes, flips, size, cfg.interpolation, sources));
-  const jittered = applyJitter(cropped, jitter);
-  if (jittered !== cropped) cropped.dispose();
-  // The rest by groups of samples that take the same steps: no copy of the batch per step.
-  const keys = Array.from({ length: n }, (_, k) => `${+gray[k]}${+blur[k]}${+sol[k]}`);
-  const y = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.shape), (ids) => {
+  const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
+  // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
+  // cache; the results stay in group order, which the next stage's gathers undo.
+  const jitterKeys = jitter.order.map((o) => o.join(""));
+  const jittered = byGroups(jitterKeys, chunkOf(JITTER_CHUNK, [n, C, size, size]), (ids) => {
+    const sources = ids.map((k) => k % B);
+    const crops = resizedCrop(x, pick(boxes, ids), pick(flips, ids), size, cfg.interpolation, sources);
+    return pipe(crops, jitterSteps(jitter, ids));
+  });
+  // The rest by groups that take the same steps (blurs of one radius together: the kernel is the largest).
+  const keys = Array.from({ length: n }, (_, k) => `${+gray[k]}/${blur[k] ? Math.ceil(3 * sigmas[k]) : 0}/${+sol[k]}`);
+  const finished = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.y.shape), (ids) => {
     const k = ids[0];
-    return pipe(rows(jittered, ids), [
+    return pipe(rows(jittered.y, pick(jittered.row, ids)), [
       ...(gray[k] ? [(y: Tensor) => expand(grayscale(y), [-1, 3, -1, -1])] : []),
-      ...(blur[k] ? [(y: Tensor) => gaussianBlur(y, ids.map((i) => sigmas[i]))] : []),
+      ...(blur[k] ? [(y: Tensor) => gaussianBlur(y, pick(sigmas, ids))] : []),
       ...(sol[k] ? [(y: Tensor) => solarize(y, ids.map(() => true))] : []),
       (y: Tensor) => normalize(y, cfg.mean, cfg.std),
     ]);
   });
-  jittered.dispose();
+  jittered.y.dispose();
+  const y = tidy(() => inOrder(finished));
+  if (y !== finished.y) finished.y.dispose();
   const views = specs.map((_, v) => narrow(y, 0, v * B, B)); // views of y's storage, which they keep alive
   y.dispose();
   return views;
@@ -596,12 +637,9 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
       `normalisation has ${meanValues.length} means and ${stdValues.length} stds for ${C}-channel images`,
     );
   }
-  const scale = tensor(new Float32Array(stdValues.map((s) => 1 / s)), { shape: [1, C, 1, 1], device: x.device });
-  const shift = tensor(new Float32Array(meanValues.map((m, c) => -m / stdValues[c])), {
-    shape: [1, C, 1, 1],
-    device: x.device,
-  });
-  return addcmul(shift, x, scale); // x / s - m / s: one pass
+  const m = tensor(new Float32Array(meanValues), { shape: [1, C, 1, 1], device: x.device });
+  const s = tensor(new Float32Array(stdValues), { shape: [1, C, 1, 1], device: x.device });
+  return div(sub(x, m), s);
 }
 
 /**
