@@ -1,9 +1,17 @@
 /**
  * The DINO augmentation (the official `DataAugmentationDINO`) as batched
- * tensor transforms: one call per view over the whole batch, on the batch's
- * device. Per view: random resized crop and horizontal flip (one grid-sampling
- * pass), color jitter with p 0.8 in a random order per sample, grayscale with
- * p 0.2, gaussian blur, solarization, then normalisation.
+ * tensor transforms on the batch's device. Per view: random resized crop and
+ * horizontal flip (an antialiased resize per crop), color jitter with p 0.8 in
+ * a random order per sample, grayscale with p 0.2, gaussian blur,
+ * solarization, then normalisation.
+ *
+ * The views of one size (the two global ones, then the locals) go through as
+ * one batch. Every random choice is drawn first, for all samples at once; then
+ * samples that take the same steps (the same jitter order; the same
+ * gray/blur/solarize choices and blur radius) are processed together, a
+ * cache-sized chunk at a time, and one gather restores the sample order. So
+ * per-sample randomness costs a few dozen batched calls, not a masked pass of
+ * every op over the whole batch.
  *
  * Every random draw comes from the explicit generator, in a fixed order, so a
  * seed reproduces the views exactly.
@@ -27,6 +35,7 @@ import {
   clamp,
   conv2d,
   copyInto,
+  type Device,
   div,
   expand,
   flip,
@@ -441,9 +450,13 @@ function pipe(x: Tensor, steps: readonly ((y: Tensor) => Tensor)[]): Tensor {
   }, x);
 }
 
-/** How many samples of C x H x W one call takes: about `values` values, at least one. */
-function chunkOf(values: number, [, C, H, W]: readonly number[]): number {
-  return Math.max(1, Math.floor(values / (C * H * W)));
+/**
+ * How many samples of C x H x W one call takes on `device`: on the CPU about
+ * `values` values (at least one sample), elsewhere all of them, since a GPU
+ * wants few, large kernels.
+ */
+function chunkOf(values: number, [, C, H, W]: readonly number[], device: Device): number {
+  return device === "cpu" ? Math.max(1, Math.floor(values / (C * H * W))) : Infinity;
 }
 
 /**
@@ -493,7 +506,9 @@ function applyJitter(x: Tensor, plan: JitterPlan): Tensor {
   const keys = plan.order.map((o) => o.join(""));
   if (keys.every((k) => k === "")) return x;
   return tidy(() =>
-    inOrder(byGroups(keys, chunkOf(JITTER_CHUNK, x.shape), (ids) => pipe(rows(x, ids), jitterSteps(plan, ids))))
+    inOrder(
+      byGroups(keys, chunkOf(JITTER_CHUNK, x.shape, x.device), (ids) => pipe(rows(x, ids), jitterSteps(plan, ids))),
+    )
   );
 }
 
@@ -587,14 +602,14 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
   // cache; the results stay in group order, which the next stage's gathers undo.
   const jitterKeys = jitter.order.map((o) => o.join(""));
-  const jittered = byGroups(jitterKeys, chunkOf(JITTER_CHUNK, [n, C, size, size]), (ids) => {
+  const jittered = byGroups(jitterKeys, chunkOf(JITTER_CHUNK, [n, C, size, size], x.device), (ids) => {
     const sources = ids.map((k) => k % B);
     const crops = resizedCrop(x, pick(boxes, ids), pick(flips, ids), size, cfg.interpolation, sources);
     return pipe(crops, jitterSteps(jitter, ids));
   });
   // The rest by groups that take the same steps (blurs of one radius together: the kernel is the largest).
   const keys = Array.from({ length: n }, (_, k) => `${+gray[k]}/${blur[k] ? Math.ceil(3 * sigmas[k]) : 0}/${+sol[k]}`);
-  const finished = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.y.shape), (ids) => {
+  const finished = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.y.shape, x.device), (ids) => {
     const k = ids[0];
     return pipe(rows(jittered.y, pick(jittered.row, ids)), [
       ...(gray[k] ? [(y: Tensor) => expand(grayscale(y), [-1, 3, -1, -1])] : []),

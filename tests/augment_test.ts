@@ -204,3 +204,30 @@ Deno.test("colour transforms equal torchvision's (fixtures from scripts/gen_fixt
       t.dispose(F);
     }
   }));
+
+Deno.test("gaussian blur equals a reflect-padded separable convolution at every pixel, edges included", () =>
+  noLeak(() => {
+    using g = new t.Generator(11);
+    const x = t.rand(g, [3, 3, 17, 23]);
+    for (const sigmas of [[0.3, 0.5, 0.9], [1.2, 1.7, 2]]) { // radius 3 (one 2-D pass) and 6 (two 1-D passes)
+      const radius = Math.ceil(3 * Math.max(...sigmas)), K = 2 * radius + 1;
+      const taps = sigmas.flatMap((s) => {
+        const w = Array.from({ length: K }, (_, i) => Math.exp(-((i - radius) ** 2) / (2 * s * s)));
+        const total = w.reduce((a, b) => a + b, 0);
+        return [0, 1, 2].flatMap(() => w.map((v) => v / total));
+      });
+      const kernel = t.tensor(new Float32Array(taps), { shape: [9, 1, K, 1] });
+      const planes = t.reshape(x, [1, 9, 17, 23]);
+      const rows = t.conv2d(t.pad(planes, [0, 0, radius, radius], "reflect"), kernel, undefined, { groups: 9 });
+      const both = t.conv2d(
+        t.pad(rows, [radius, radius, 0, 0], "reflect"),
+        t.reshape(kernel, [9, 1, 1, K]),
+        undefined,
+        {
+          groups: 9,
+        },
+      );
+      const diff = t.item(t.amax(t.abs(t.sub(gaussianBlur(x, sigmas), t.reshape(both, [3, 3, 17, 23])))));
+      assert.ok(diff < 1e-6, `radius ${radius}: max diff ${diff}`);
+    }
+  }));

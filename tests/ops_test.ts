@@ -469,3 +469,25 @@ Deno.test("integral numbers keep integer tensors integer; fractional ones promot
     assertTensor(t.sub(5, i), [3], [5, 4, 3]);
     assert.equal(t.clamp(i, 1, 1).dtype, "i64");
   }));
+
+Deno.test("copyInto writes a source into a view of a fresh tensor, and rejects a shape that does not fit", () =>
+  noLeak(() => {
+    const y = t.zeros([2, 3]);
+    t.copyInto(t.narrow(y, 1, 1, 2), t.tensor([[1, 2], [3, 4]]));
+    assertTensor(y, [2, 3], [0, 1, 2, 0, 3, 4]);
+    t.copyInto(t.select(y, 0, 0), t.tensor([7])); // broadcast
+    assertTensor(y, [2, 3], [7, 7, 7, 0, 3, 4]);
+    assert.throws(() => t.copyInto(t.narrow(y, 1, 0, 2), t.ones([3, 3])), t.TorchError);
+  }));
+
+Deno.test("the CPU block cache hands freed blocks to tensors of nearby sizes", () =>
+  noLeak(() => {
+    // Sizes from 1.0 to 1.2 MB fall in one size class: after the first, each allocation reuses the freed block.
+    const sizes = [262144, 280000, 300000, 262200, 290000, 270000];
+    t.tidy(() => t.zeros([sizes[0]])).dispose();
+    const before = t.cpuCacheStats();
+    for (const n of sizes) t.zeros([n]).dispose();
+    const after = t.cpuCacheStats();
+    assert.equal(after.misses - before.misses, 0, "no fresh allocation");
+    assert.ok(after.hits - before.hits >= sizes.length);
+  }));
