@@ -245,8 +245,9 @@ export function resizedCrop(
   return out;
 }
 
-/** Per-sample factors as a [n, 1, 1, 1] tensor on `like`'s device. */
-function perSample(values: readonly number[], like: Tensor): Tensor {
+/** Per-sample factors as a [n, 1, 1, 1] tensor on `like`'s device, or one number when they are all equal. */
+function perSample(values: readonly number[], like: Tensor): Tensor | number {
+  if (values.every((v) => v === values[0])) return values[0];
   return tensor(new Float32Array(values), { shape: [values.length, 1, 1, 1], device: like.device });
 }
 
@@ -272,7 +273,8 @@ function clampUnlessShrinking(y: Tensor, f: readonly number[]): Tensor {
  * constant along the rows: hence addcmul only when b varies along them.)
  */
 function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
-  const t = perSample(f, a), rest = mul(b, sub(1, t));
+  const t = perSample(f, a), rest = mul(b, typeof t === "number" ? 1 - t : sub(1, t));
+  if (typeof t === "number") return clampUnlessShrinking(add(rest, a, t), f); // rest + t a in one pass
   return clampUnlessShrinking(b.shape[3] === 1 ? add(mul(a, t), rest) : addcmul(rest, a, t), f);
 }
 
