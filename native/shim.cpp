@@ -239,15 +239,15 @@ class CachingCPUAllocator final : public at::Allocator {
   at::DataPtr allocate(size_t n) { return do_allocate(n); }
   at::DataPtr allocate(size_t n) const { return do_allocate(n); }
   void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
-  // Blocks from 1 MiB come in quarter-octave size classes (at most 19% unused), so that batches of varying size
-  // share blocks instead of each faulting in fresh pages, and in transparent huge pages where the kernel
-  // allows them: one fault per 2 MiB instead of 512.
-  static constexpr size_t kHugeBytes = size_t(1) << 20, kHugePage = size_t(1) << 21;
+  // Blocks from 1 MiB come in quarter-octave size classes (less than a quarter unused), so that batches of varying
+  // size share blocks instead of each faulting in fresh pages. From 8 MiB the classes are whole 2 MiB pages, which
+  // are allocated aligned and as transparent huge pages where the kernel allows: one fault per 2 MiB, not 512.
+  static constexpr size_t kClassBytes = size_t(1) << 20, kHugeBytes = size_t(8) << 20, kHugePage = size_t(2) << 20;
   static size_t rounded(size_t n) {
-    if (n < kHugeBytes) return (n + 4095) & ~size_t(4095);
-    size_t step = kHugeBytes >> 2;  // the class boundaries between 2^k and 2^(k+1) are 2^k (1 + i / 4)
+    if (n < kClassBytes) return (n + 4095) & ~size_t(4095);
+    size_t step = kClassBytes >> 2;  // the class boundaries between 2^k and 2^(k+1) are 2^k (1 + i / 4)
     while (step * 8 < n) step <<= 1;
-    return std::max((n + step - 1) / step * step, (n + kHugePage - 1) & ~(kHugePage - 1));
+    return (n + step - 1) / step * step;
   }
   static void* fresh(size_t size) {
     if (size < kHugeBytes) return c10::alloc_cpu(size);
