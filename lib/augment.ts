@@ -273,8 +273,9 @@ function clampUnlessShrinking(y: Tensor, f: readonly number[]): Tensor {
  * constant along the rows: hence addcmul only when b varies along them.)
  */
 function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
-  const t = perSample(f, a), rest = mul(b, typeof t === "number" ? 1 - t : sub(1, t));
-  if (typeof t === "number") return clampUnlessShrinking(add(rest, a, t), f); // rest + t a in one pass
+  const t = perSample(f, a);
+  if (typeof t === "number") return clampUnlessShrinking(add(mul(b, 1 - t), a, t), f); // (1 - t) b + t a: one pass
+  const rest = mul(b, sub(1, t));
   return clampUnlessShrinking(b.shape[3] === 1 ? add(mul(a, t), rest) : addcmul(rest, a, t), f);
 }
 
@@ -387,7 +388,8 @@ function blurWith(planes: Tensor, kernel: Tensor): Tensor {
 /** Solarization at 128/255: pixels at or above it are inverted, for the samples in `mask`. @example `solarize(x, [true, false])` */
 export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
   // x + m (1 - 2x) inverts exactly where m = 1 (libtorch's `where` is slow here).
-  const m = mul(to(ge(x, 128 / 255), "f32"), perSample(mask.map(Number), x));
+  const bright = to(ge(x, 128 / 255), "f32"), picked = perSample(mask.map(Number), x);
+  const m = picked === 1 ? bright : mul(bright, picked); // every sample picked: no masking pass
   return add(x, mul(m, sub(1, mul(x, 2))));
 }
 
@@ -417,7 +419,7 @@ interface Shuffled {
  */
 function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly number[]) => Tensor): Shuffled {
   const groups = new Map<string, number[]>();
-  keys.forEach((key, b) => groups.set(key, [...(groups.get(key) ?? []), b]));
+  keys.forEach((key, b) => groups.get(key)?.push(b) ?? groups.set(key, [b]));
   const row = new Array<number>(keys.length);
   const y = tidy(() => {
     const parts: Tensor[] = [];
@@ -439,8 +441,7 @@ function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly n
 
 /** The samples of a shuffled batch in order: one gather, or none when they are. */
 function inOrder({ y, row }: Shuffled): Tensor {
-  if (row.every((r, b) => r === b)) return y;
-  return indexSelect(y, 0, tensor(new BigInt64Array(row.map(BigInt)), { device: y.device }));
+  return row.every((r, b) => r === b) ? y : rows(y, row);
 }
 
 /** Applies `steps` in turn, freeing each intermediate result as soon as the next one exists. */
