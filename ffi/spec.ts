@@ -46,6 +46,7 @@ export const symbols = {
   copy_to: scalar(T, "buffer", I64),
   item: scalar(T),
   // creation
+  empty: tensor(...INTS, I, I),
   zeros: tensor(...INTS, I, I),
   ones: tensor(...INTS, I, I),
   full: tensor(...INTS, F, I, I),
@@ -180,6 +181,7 @@ export const symbols = {
   weight_norm: tensor(T, T, I),
   index_copy: tensor(T, I, T, T),
   copy_into: scalar(T, T),
+  index_copy_into: scalar(T, I, T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
   decode_images: { parameters: [CTX, "buffer", I, I, I, I], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),

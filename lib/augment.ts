@@ -37,11 +37,12 @@ import {
   copyInto,
   type Device,
   div,
+  empty,
   expand,
   flip,
   floor,
-  ge,
   type Generator,
+  indexCopyInto,
   indexSelect,
   interpolate,
   maximum,
@@ -49,7 +50,6 @@ import {
   minimum,
   mul,
   narrow,
-  pad,
   permute,
   rand,
   reshape,
@@ -352,45 +352,37 @@ export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
   const vertical = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
   const horizontal = reshape(vertical, [B * C, 1, 1, K]);
   const planes = reshape(x, [1, B * C, H, W]);
+  const depthwise = (y: Tensor, kernel: Tensor) => conv2d(y, kernel, undefined, { groups: B * C });
   // Up to 7 x 7 taps, one 2-D pass is cheaper than two 1-D ones (libtorch's depthwise conv is memory-bound).
   const blurred = radius <= 3
-    ? blurWith(planes, mul(vertical, horizontal))
-    : blurWith(blurWith(planes, vertical), horizontal);
+    ? depthwise(reflect(reflect(planes, 2, radius), 3, radius), mul(vertical, horizontal))
+    : depthwise(reflect(depthwise(reflect(planes, 2, radius), vertical), 3, radius), horizontal);
   return reshape(blurred, [B, C, H, W]);
 }
 
 /**
- * A depthwise convolution with reflect padding: the convolution pads with
- * zeros (no padded copy of the image), then each edge strip as deep as the
- * kernel's radius is recomputed from a reflect-padded copy of its
- * neighbourhood and written over the darkened one.
+ * x padded by r mirrored samples at both ends of `dim` (reflect padding:
+ * the edge sample is not repeated), by joining mirrored edge slices: several
+ * times faster than libtorch's reflection pad here.
  */
-function blurWith(planes: Tensor, kernel: Tensor): Tensor {
-  const P = planes.shape[1];
-  const rh = (kernel.shape[2] - 1) / 2, rw = (kernel.shape[3] - 1) / 2;
-  const out = conv2d(planes, kernel, undefined, { groups: P, padding: [rh, rw] });
-  for (const [dim, r] of [[2, rh], [3, rw]] as const) {
-    if (r === 0) continue;
-    const n = planes.shape[dim];
-    for (const atStart of [true, false]) {
-      tidy(() => {
-        const strip = narrow(planes, dim, atStart ? 0 : n - 2 * r, 2 * r);
-        const before = atStart ? r : 0, after = atStart ? 0 : r; // pads list the last dim first
-        const pads = dim === 2 ? [rw, rw, before, after] : [before, after, rh, rh];
-        const edge = conv2d(pad(strip, pads, "reflect"), kernel, undefined, { groups: P });
-        copyInto(narrow(out, dim, atStart ? 0 : n - r, r), edge);
-      });
-    }
-  }
-  return out;
+function reflect(x: Tensor, dim: number, r: number): Tensor {
+  const n = x.shape[dim];
+  return cat([flip(narrow(x, dim, 1, r), [dim]), x, flip(narrow(x, dim, n - 1 - r, r), [dim])], dim);
 }
 
-/** Solarization at 128/255: pixels at or above it are inverted, for the samples in `mask`. @example `solarize(x, [true, false])` */
+/**
+ * Solarization at 128/255: pixels at or above it are inverted, for the
+ * samples in `mask` (images in [0, 1]).
+ *
+ * @example `solarize(x, [true, false])`
+ */
 export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
-  // x + m (1 - 2x) inverts exactly where m = 1 (libtorch's `where` is slow here).
-  const bright = to(ge(x, 128 / 255), "f32"), picked = perSample(mask.map(Number), x);
+  // m = floor(x + (1 - t)) is 1 exactly where x >= t (t = 128/255 in f32), for x in [0, 1]: near t, x and
+  // 1 - t are multiples of 2^-24, so their f32 sum is exact. Then x + m - 2 m x inverts where m = 1. No
+  // comparisons or selects, which are several times slower than arithmetic in libtorch 1.13.
+  const bright = floor(add(x, 1 - Math.fround(128 / 255))), picked = perSample(mask.map(Number), x);
   const m = picked === 1 ? bright : mul(bright, picked); // every sample picked: no masking pass
-  return add(x, mul(m, sub(1, mul(x, 2))));
+  return addcmul(add(x, m), m, x, -2);
 }
 
 /** Samples `ids` of x: a view when they are consecutive, else a gathered copy. */
@@ -404,44 +396,31 @@ function uniforms(g: Generator, n: number, lo: number, hi: number): number[] {
   return tidy(() => toArray(rand(g, [n], { dtype: "f64" }))).map((u) => lo + (hi - lo) * u);
 }
 
-/** A batch whose samples are out of order: sample b is row `row[b]` of `y`. */
-interface Shuffled {
-  /** The samples. */
-  y: Tensor;
-  /** Where each sample is. */
-  row: number[];
-}
-
 /**
- * Runs `part` on the samples of each group (samples with equal keys), at most
- * `chunk` samples at a time, and joins the results in group order: per-sample
- * random choices become a few batched calls.
+ * The samples of each group (samples with equal keys), at most `chunk` at a
+ * time, in group order: per-sample random choices become a few batched calls.
+ * With `powersOfTwo`, every chunk has a power of two of samples, so that calls
+ * see few distinct shapes (oneDNN compiles a convolution for each input shape
+ * and reuses it).
  */
-function byGroups(keys: readonly string[], chunk: number, part: (ids: readonly number[]) => Tensor): Shuffled {
+function batches(keys: readonly string[], chunk: number, powersOfTwo = false): number[][] {
   const groups = new Map<string, number[]>();
   keys.forEach((key, b) => groups.get(key)?.push(b) ?? groups.set(key, [b]));
-  const row = new Array<number>(keys.length);
-  const y = tidy(() => {
-    const parts: Tensor[] = [];
-    let at = 0;
-    for (const idx of groups.values()) {
-      for (let start = 0; start < idx.length; start += chunk) {
-        const ids = idx.slice(start, start + chunk);
-        parts.push(tidy(() => part(ids)));
-        ids.forEach((b) => (row[b] = at++));
-      }
+  const out: number[][] = [];
+  for (const idx of groups.values()) {
+    for (let start = 0, size = 0; start < idx.length; start += size) {
+      size = Math.min(chunk, idx.length - start);
+      if (powersOfTwo) size = 2 ** Math.floor(Math.log2(size));
+      out.push(idx.slice(start, start + size));
     }
-    if (parts.length === 1) return parts[0];
-    const joined = cat(parts, 0);
-    for (const p of parts) p.dispose(); // back to the allocator's cache before the next allocation
-    return joined;
-  });
-  return { y, row };
+  }
+  return out;
 }
 
-/** The samples of a shuffled batch in order: one gather, or none when they are. */
-function inOrder({ y, row }: Shuffled): Tensor {
-  return row.every((r, b) => r === b) ? y : rows(y, row);
+/** Writes the samples of `source` to rows `at` of `target`, a tensor its caller has just made. */
+function scatter(target: Tensor, at: readonly number[], source: Tensor): void {
+  if (at.every((r, k) => r === at[0] + k)) copyInto(narrow(target, 0, at[0], at.length), source);
+  else indexCopyInto(target, 0, tensor(new BigInt64Array(at.map(BigInt)), { device: target.device }), source);
 }
 
 /** Applies `steps` in turn, freeing each intermediate result as soon as the next one exists. */
@@ -508,11 +487,13 @@ const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHu
 function applyJitter(x: Tensor, plan: JitterPlan): Tensor {
   const keys = plan.order.map((o) => o.join(""));
   if (keys.every((k) => k === "")) return x;
-  return tidy(() =>
-    inOrder(
-      byGroups(keys, chunkOf(JITTER_CHUNK, x.shape, x.device), (ids) => pipe(rows(x, ids), jitterSteps(plan, ids))),
-    )
-  );
+  return tidy(() => {
+    const y = empty(x.shape, { dtype: x.dtype, device: x.device });
+    for (const ids of batches(keys, chunkOf(JITTER_CHUNK, x.shape, x.device))) {
+      tidy(() => scatter(y, ids, pipe(rows(x, ids), jitterSteps(plan, ids))));
+    }
+    return y;
+  });
 }
 
 /** The jitter ops of samples `ids`, which share one order, as pipeline steps. */
@@ -602,28 +583,46 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
 
   const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
+  // Gray, blur, solarize and normalise by groups that take the same steps (blurs of one radius together: the
+  // kernel is the largest), in power-of-two chunks; `slot` lists the samples group by group.
+  const finishKeys = Array.from(
+    { length: n },
+    (_, k) => `${+gray[k]}/${blur[k] ? Math.ceil(3 * sigmas[k]) : 0}/${+sol[k]}`,
+  );
+  const finishing = batches(finishKeys, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device), true);
+  const slot = new Array<number>(n);
+  finishing.flat().forEach((k, at) => (slot[k] = at));
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
-  // cache; the results stay in group order, which the next stage's gathers undo.
-  const jitterKeys = jitter.order.map((o) => o.join(""));
-  const jittered = byGroups(jitterKeys, chunkOf(JITTER_CHUNK, [n, C, size, size], x.device), (ids) => {
-    const sources = ids.map((k) => k % B);
-    const crops = resizedCrop(x, pick(boxes, ids), pick(flips, ids), size, cfg.interpolation, sources);
-    return pipe(crops, jitterSteps(jitter, ids));
-  });
-  // The rest by groups that take the same steps (blurs of one radius together: the kernel is the largest).
-  const keys = Array.from({ length: n }, (_, k) => `${+gray[k]}/${blur[k] ? Math.ceil(3 * sigmas[k]) : 0}/${+sol[k]}`);
-  const finished = byGroups(keys, chunkOf(FINISH_CHUNK, jittered.y.shape, x.device), (ids) => {
+  // cache; each result goes straight to its samples' slots, so that each finishing group is one block.
+  const options = { dtype: x.dtype, device: x.device };
+  const jittered = empty([n, C, size, size], options);
+  for (const ids of batches(jitter.order.map((o) => o.join("")), chunkOf(JITTER_CHUNK, [n, C, size, size], x.device))) {
+    tidy(() => {
+      const sources = ids.map((k) => k % B);
+      const crops = resizedCrop(x, pick(boxes, ids), pick(flips, ids), size, cfg.interpolation, sources);
+      scatter(jittered, pick(slot, ids), pipe(crops, jitterSteps(jitter, ids)));
+    });
+  }
+  const y = empty([n, C, size, size], options);
+  let start = 0;
+  for (const ids of finishing) {
     const k = ids[0];
-    return pipe(rows(jittered.y, pick(jittered.row, ids)), [
-      ...(gray[k] ? [(y: Tensor) => expand(grayscale(y), [-1, 3, -1, -1])] : []),
-      ...(blur[k] ? [(y: Tensor) => gaussianBlur(y, pick(sigmas, ids))] : []),
-      ...(sol[k] ? [(y: Tensor) => solarize(y, ids.map(() => true))] : []),
-      (y: Tensor) => normalize(y, cfg.mean, cfg.std),
-    ]);
-  });
-  jittered.y.dispose();
-  const y = tidy(() => inOrder(finished));
-  if (y !== finished.y) finished.y.dispose();
+    tidy(() =>
+      scatter(
+        y,
+        ids,
+        pipe(narrow(jittered, 0, start, ids.length), [
+          // One channel from grayscale to the normalisation: a third of the blur's work.
+          ...(gray[k] ? [grayscale] : []),
+          ...(blur[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids))] : []),
+          ...(sol[k] ? [(z: Tensor) => solarize(z, ids.map(() => true))] : []),
+          (z: Tensor) => normalize(expand(z, [-1, C, -1, -1]), cfg.mean, cfg.std),
+        ]),
+      )
+    );
+    start += ids.length;
+  }
+  jittered.dispose();
   const views = specs.map((_, v) => narrow(y, 0, v * B, B)); // views of y's storage, which they keep alive
   y.dispose();
   return views;
@@ -675,7 +674,7 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
  */
 export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Tensor[] {
   return tidy(() => {
-    const x = images.dtype === "u8" ? div(to(images, "f32"), 255) : images;
+    const x = images.dtype === "u8" ? div(images, 255) : images; // true division: f32 in one pass
     // Consecutive views of one size (the globals, then the locals) are augmented together.
     const runs: ViewSpec[][] = [];
     for (const spec of viewSpecs(cfg)) {

@@ -477,6 +477,7 @@ SCALAR(copy_to, (T a, void* out, int64_t nbytes), copy_to(*a, out, nbytes))
 SCALAR(item, (T a), a->item<double>())
 
 // ---- creation ----------------------------------------------------------------
+TENSOR(empty, (INTS(shape), int dtype, int dev), at::empty(IV(shape), opts(dtype, dev)))
 TENSOR(zeros, (INTS(shape), int dtype, int dev), at::zeros(IV(shape), opts(dtype, dev)))
 TENSOR(ones, (INTS(shape), int dtype, int dev), at::ones(IV(shape), opts(dtype, dev)))
 TENSOR(full, (INTS(shape), double v, int dtype, int dev), at::full(IV(shape), v, opts(dtype, dev)))
@@ -629,6 +630,7 @@ TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
 TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
 TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *index, *source))
 SCALAR(copy_into, (T dst, T src), (dst->copy_(*src), 0))
+SCALAR(index_copy_into, (T dst, int dim, T index, T src), (dst->index_copy_(dim, *index, *src), 0))
 
 // ---- images ---------------------------------------------------------------------------
 LIST(decode_images, (const char* paths, int n, int side, int channels, int threads), decode_images(ctx_, paths, n, side, channels, threads))

@@ -134,6 +134,9 @@ Deno.test("each transform on a hand-computed case", () =>
     assertClose(t.toArray(adjustHue(px(0.2, 0.5, 0.9), [0])), [0.2, 0.5, 0.9], 1e-6);
     assertClose(t.toArray(adjustHue(px(0.5, 0.5, 0.5), [0.1])), [0.5, 0.5, 0.5], 1e-6);
     assertClose(t.toArray(solarize(t.tensor([[[[0.6, 0.3, 128 / 255]]]]), [true])), [0.4, 0.3, 1 - 128 / 255], 1e-6);
+    // the threshold is exact: the f32 just below 128/255 and 0 and 1 are kept or inverted as they should be
+    const below = Math.fround(128 / 255) - 2 ** -24;
+    assert.deepEqual(t.toArray(solarize(t.tensor([[[[below, 0, 1]]]]), [true])), [below, 0, 0]);
     const x = t.tensor([[[[0.6]]]]);
     assertClose(t.toArray(solarize(x, [false])), t.toArray(x), 0);
     // blurring a delta gives the normalised gaussian, separably

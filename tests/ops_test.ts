@@ -480,6 +480,15 @@ Deno.test("copyInto writes a source into a view of a fresh tensor, and rejects a
     assert.throws(() => t.copyInto(t.narrow(y, 1, 0, 2), t.ones([3, 3])), t.TorchError);
   }));
 
+Deno.test("indexCopyInto scatters slices into a fresh tensor, and rejects an index out of range", () =>
+  noLeak(() => {
+    const y = t.empty([3, 2]);
+    t.indexCopyInto(y, 0, t.tensor(new BigInt64Array([2n, 0n, 1n])), t.tensor([[1, 2], [3, 4], [5, 6]]));
+    assertTensor(y, [3, 2], [3, 4, 5, 6, 1, 2]);
+    const at3 = t.tensor(new BigInt64Array([3n]));
+    assert.throws(() => t.indexCopyInto(y, 0, at3, t.ones([1, 2])), t.TorchError);
+  }));
+
 Deno.test("the CPU block cache hands freed blocks to tensors of nearby sizes", () =>
   noLeak(() => {
     // Once a 1.2 MB block is cached, tensors of 1.0 to 1.2 MB reuse it (a block serves requests up to a quarter

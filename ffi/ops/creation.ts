@@ -183,11 +183,28 @@ export function item(t: Tensor): number {
   return checked(native.item(ctx, t.ptr), "item");
 }
 
-function factory(op: "zeros" | "ones", shape: readonly number[], o: TensorOptions): Tensor {
+function factory(op: "empty" | "zeros" | "ones", shape: readonly number[], o: TensorOptions): Tensor {
   return wrap(
     native[op](ctx, ints(shape), shape.length, DTYPE_CODES[o.dtype ?? "f32"], deviceCode(o.device ?? "cpu")),
     op,
   );
+}
+
+/**
+ * A tensor whose values are whatever its memory held: only for a result that
+ * {@linkcode copyInto} or {@linkcode indexCopyInto} then fill entirely, where
+ * zeroing it first would be a wasted pass.
+ *
+ * @example
+ * ```ts
+ * import { copyInto, empty, ones } from "./mod.ts";
+ * using y = empty([2, 3]);
+ * using one = ones([2, 3]);
+ * copyInto(y, one);
+ * ```
+ */
+export function empty(shape: readonly number[], options: TensorOptions = {}): Tensor {
+  return factory("empty", shape, options);
 }
 
 /**

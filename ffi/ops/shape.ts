@@ -128,6 +128,24 @@ export function indexCopy(a: Tensor, dim: number, index: Tensor, source: Tensor)
 export function copyInto(target: Tensor, source: Tensor): void {
   checked(native.copy_into(ctx, target.ptr, source.ptr), "copyInto");
 }
+/**
+ * Writes slice k of `source` along `dim` into slice `index[k]` of `target`
+ * (i64 indices), in place: {@linkcode copyInto}'s scattered form, for a
+ * result its caller has just made and shared with no one.
+ *
+ * @example
+ * ```ts
+ * import { dispose, indexCopyInto, tensor, zeros } from "../mod.ts";
+ * const y = zeros([3]);
+ * using at = tensor(new BigInt64Array([2n, 0n]));
+ * using values = tensor([5, 7]);
+ * indexCopyInto(y, 0, at, values); // y is [7, 0, 5]
+ * dispose(y);
+ * ```
+ */
+export function indexCopyInto(target: Tensor, dim: number, index: Tensor, source: Tensor): void {
+  checked(native.index_copy_into(ctx, target.ptr, dim, index.ptr, source.ptr), "indexCopyInto");
+}
 /** A second handle to the same tensor, with its own owner. @example `const mine = alias(x)` */
 export function alias(a: Tensor): Tensor {
   return wrap(native.alias(ctx, a.ptr), "alias");
