@@ -310,53 +310,85 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
   // notG = sign(d_g): h6 cr = (d_b - d_g) + notR (2 cr + d_r - 2 d_b + notG 2 (cr + d_g - d_r)), which uses
   // d_g = 0 where max = g and d_b = 0 where max = b: cheap passes over one plane, no comparisons or selects.
   const [r, g, b] = [0, 1, 2].map((c) => narrow(x, 1, c, 1)); // [B, 1, H, W] views
-  const maxc = maximum(maximum(r, g), b), minc = minimum(minimum(r, g), b); // faster than amax/amin over dim 1
-  const cr = sub(maxc, minc);
-  const d = sub(maxc, x); // [B, 3, H, W]
-  const [dr, dg, db] = [0, 1, 2].map((c) => narrow(d, 1, c, 1)); // [B, 1, H, W] views
-  const whenG = add(add(dr, cr, 2), db, -2);
-  const toB = sub(add(cr, dg), dr);
-  const num = addcmul(sub(db, dg), sign(dr), addcmul(whenG, sign(dg), toB, 2));
-  // HSV -> RGB: shift and wrap h6 into [0, 6); then each channel is min + cr F(w), F the hexcone's ramp
-  // clamp(2 - circular distance(w, c), 0, 1) around its centre c (r 3, g 5, b 1), which is
-  // clamp(||w - c| - 3| - 1, 0, 1) for w, c in [0, 6); out = (max + cr) - cr clamp(||w - c| - 3|, 1, 2).
-  const shifted = add(div(num, clamp(cr, 1e-12)), perSample(f.map((v) => 6 * v), x)); // gray pixels: 0 / 1e-12 = 0
-  const w = add(shifted, floor(mul(shifted, 1 / 6)), -6); // [B, 1, H, W] in [0, 6)
-  const centres = tensor(new Float32Array([3, 5, 1]), { shape: [1, 3, 1, 1], device: x.device });
-  const ramp = clamp(abs(sub(abs(sub(w, centres)), 3)), 1, 2); // [B, 3, H, W]
+  const maxc = maximum(maximum(r, g), b); // faster than amax over dim 1
+  const cr = sub(maxc, minimum(minimum(r, g), b));
+  // Each phase frees its temporaries before the next allocates, so that their blocks come back while in cache.
+  const h6 = tidy(() => {
+    const d = sub(maxc, x); // [B, 3, H, W]
+    const [dr, dg, db] = [0, 1, 2].map((c) => narrow(d, 1, c, 1)); // [B, 1, H, W] views
+    const num = tidy(() => {
+      const whenG = add(add(dr, cr, 2), db, -2);
+      const toB = sub(add(cr, dg), dr);
+      return addcmul(sub(db, dg), sign(dr), addcmul(whenG, sign(dg), toB, 2));
+    });
+    return div(num, clamp(cr, 1e-12)); // gray pixels: 0 / 1e-12 = 0
+  });
+  // HSV -> RGB: with w = h6 + 6 f, each channel is min + cr F(w - c), F the hexcone's ramp clamp(2 - circular
+  // distance to 0, 0, 1), c the channel's centre (r 3, g 5, b 1, mod 6). For |u| <= 6, F(u) = clamp(||u| - 3| - 1,
+  // 0, 1), so out = (max + cr) - cr clamp(||h6 - (c - 6 f)| - 3|, 1, 2). h6 is in [-1, 5]; with |6 f| <= 2 (up
+  // to a third of a turn) the centres r 3, b 1 and g 5 (f >= 0) or -1 (f < 0) keep |u| <= 6 with no wrapping, and
+  // the shift goes into them. Larger shifts wrap h6 + 6 f into [0, 6) first.
+  const shifts = f.map((v) => 6 * v);
+  const wrap = shifts.some((v) => Math.abs(v) > 2);
+  const w = wrap
+    ? tidy(() => {
+      const shifted = add(h6, perSample(shifts, x));
+      return add(shifted, floor(mul(shifted, 1 / 6)), -6); // [B, 1, H, W] in [0, 6)
+    })
+    : h6;
+  const centresOf = (v: number) => wrap ? [3, 5, 1] : [3 - v, (v >= 0 ? 5 : -1) - v, 1 - v];
+  const perRow = wrap || shifts.every((v) => v === shifts[0]) ? [centresOf(shifts[0])] : shifts.map(centresOf);
+  const centres = tensor(new Float32Array(perRow.flat()), { shape: [perRow.length, 3, 1, 1], device: x.device });
+  const ramp = tidy(() => clamp(abs(sub(abs(sub(w, centres)), 3)), 1, 2)); // [B, 3, H, W]
   return addcmul(add(maxc, cr), cr, ramp, -1);
 }
 
 /**
- * Gaussian blur with one sigma per sample (reflect padding), as a separable depthwise convolution.
+ * Gaussian blur with one sigma per sample (reflect padding), as a separable
+ * depthwise convolution. With `normalization`, the result is also normalised,
+ * (y - mean) / std per channel, for free: folded into the last pass's taps and
+ * bias.
  *
  * @example
  * ```ts
  * import { dispose, ones, tidy } from "../mod.ts";
  * import { gaussianBlur } from "./augment.ts";
  * const y = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2]));
- * dispose(y);
+ * const z = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2], { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }));
+ * dispose([y, z]); // z is all 2
  * ```
  */
-export function gaussianBlur(x: Tensor, sigmas: readonly number[]): Tensor {
+export function gaussianBlur(
+  x: Tensor,
+  sigmas: readonly number[],
+  normalization?: { mean: readonly number[]; std: readonly number[] },
+): Tensor {
   const [B, C, H, W] = x.shape;
   const radius = Math.min(Math.ceil(3 * Math.max(...sigmas)), Math.floor((Math.min(H, W) - 1) / 2));
-  if (radius < 1) return x;
-  const K = 2 * radius + 1;
-  const taps = new Float32Array(B * C * K);
+  if (radius < 1) return normalization ? normalize(x, normalization.mean, normalization.std) : x;
+  const K = 2 * radius + 1, P = B * C;
+  const scale = Array.from({ length: C }, (_, c) => (normalization ? 1 / normalization.std[c] : 1));
+  const taps = new Float32Array(P * K), lastTaps = new Float32Array(P * K);
   sigmas.forEach((s, b) => {
     const w = Array.from({ length: K }, (_, t) => Math.exp(-((t - radius) ** 2) / (2 * s * s)));
     const total = w.reduce((a, v) => a + v, 0);
-    for (let c = 0; c < C; c++) w.forEach((v, t) => (taps[(b * C + c) * K + t] = v / total));
+    for (let c = 0; c < C; c++) {
+      w.forEach((v, t) => {
+        taps[(b * C + c) * K + t] = v / total;
+        lastTaps[(b * C + c) * K + t] = (v / total) * scale[c];
+      });
+    }
   });
-  const vertical = tensor(taps, { shape: [B * C, 1, K, 1], device: x.device });
-  const horizontal = reshape(vertical, [B * C, 1, 1, K]);
-  const planes = reshape(x, [1, B * C, H, W]);
-  const depthwise = (y: Tensor, kernel: Tensor) => conv2d(y, kernel, undefined, { groups: B * C });
+  const vertical = tensor(taps, { shape: [P, 1, K, 1], device: x.device });
+  const horizontal = tensor(lastTaps, { shape: [P, 1, 1, K], device: x.device });
+  const bias = normalization &&
+    tensor(Float32Array.from({ length: P }, (_, p) => -normalization.mean[p % C] * scale[p % C]), { device: x.device });
+  const planes = reshape(x, [1, P, H, W]);
+  const depthwise = (y: Tensor, kernel: Tensor, b?: Tensor) => conv2d(y, kernel, b, { groups: P });
   // Up to 7 x 7 taps, one 2-D pass is cheaper than two 1-D ones (libtorch's depthwise conv is memory-bound).
   const blurred = radius <= 3
-    ? depthwise(reflect(reflect(planes, 2, radius), 3, radius), mul(vertical, horizontal))
-    : depthwise(reflect(depthwise(reflect(planes, 2, radius), vertical), 3, radius), horizontal);
+    ? depthwise(reflect(reflect(planes, 2, radius), 3, radius), mul(vertical, horizontal), bias)
+    : depthwise(reflect(depthwise(reflect(planes, 2, radius), vertical), 3, radius), horizontal, bias);
   return reshape(blurred, [B, C, H, W]);
 }
 
@@ -614,9 +646,12 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
         pipe(narrow(jittered, 0, start, ids.length), [
           // One channel from grayscale to the normalisation: a third of the blur's work.
           ...(gray[k] ? [grayscale] : []),
-          ...(blur[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids))] : []),
-          ...(sol[k] ? [(z: Tensor) => solarize(z, ids.map(() => true))] : []),
-          (z: Tensor) => normalize(expand(z, [-1, C, -1, -1]), cfg.mean, cfg.std),
+          // When the blur comes last, it normalises too (the normalisation folded into its taps).
+          ...(blur[k] && !gray[k] && !sol[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids), cfg)] : [
+            ...(blur[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids))] : []),
+            ...(sol[k] ? [(z: Tensor) => solarize(z, ids.map(() => true))] : []),
+            (z: Tensor) => normalize(expand(z, [-1, C, -1, -1]), cfg.mean, cfg.std),
+          ]),
         ]),
       )
     );

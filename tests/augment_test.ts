@@ -202,6 +202,12 @@ Deno.test("colour transforms equal torchvision's (fixtures from scripts/gen_fixt
         // torchvision weighs luma 0.2989 R where PIL (the official pipeline) uses 0.299: 1e-4 apart at most.
         assert.ok(diff < (name === "hue" || name === "brightness" ? 1e-5 : 2e-4), `${name}: max diff ${diff}`);
       }
+      // Alone, images 0, 1 and 3 take hue's shortcut for shifts up to a third of a turn (no wrapping); together
+      // with image 2 (half a turn) the batch wraps.
+      t.toArray(F.hue_factors).forEach((f, i) => {
+        const one = (y: t.Tensor) => t.narrow(y, 0, i, 1);
+        assert.ok(t.item(t.amax(t.abs(t.sub(adjustHue(one(F.x), [f]), one(F.hue))))) < 1e-5, `hue ${f}`);
+      });
       assert.ok(t.item(t.amax(t.abs(t.sub(grayscale(F.x), F.grayscale)))) < 2e-4);
     } finally {
       t.dispose(F);
