@@ -364,13 +364,19 @@ export function gaussianBlur(
   normalization?: { mean: readonly number[]; std: readonly number[] },
 ): Tensor {
   const [B, C, H, W] = x.shape;
-  const radius = Math.min(Math.ceil(3 * Math.max(...sigmas)), Math.floor((Math.min(H, W) - 1) / 2));
+  // Each sample's kernel ends at its own ceil(3 sigma) (zeros beyond, up to the call's largest): a sample's result
+  // does not depend on the others blurred with it. Reflect padding needs a radius below the side.
+  const radii = sigmas.map((s) => Math.min(Math.ceil(3 * s), Math.floor((Math.min(H, W) - 1) / 2)));
+  const radius = Math.max(...radii);
   if (radius < 1) return normalization ? normalize(x, normalization.mean, normalization.std) : x;
   const K = 2 * radius + 1, P = B * C;
   const scale = Array.from({ length: C }, (_, c) => (normalization ? 1 / normalization.std[c] : 1));
   const taps = new Float32Array(P * K), lastTaps = new Float32Array(P * K);
   sigmas.forEach((s, b) => {
-    const w = Array.from({ length: K }, (_, t) => Math.exp(-((t - radius) ** 2) / (2 * s * s)));
+    const w = Array.from(
+      { length: K },
+      (_, t) => Math.abs(t - radius) <= radii[b] ? Math.exp(-((t - radius) ** 2) / (2 * s * s)) : 0,
+    );
     const total = w.reduce((a, v) => a + v, 0);
     for (let c = 0; c < C; c++) {
       w.forEach((v, t) => {
@@ -433,13 +439,14 @@ function uniforms(g: Generator, n: number, lo: number, hi: number): number[] {
  * time, in group order: per-sample random choices become a few batched calls.
  * With `powersOfTwo`, every chunk has a power of two of samples, so that calls
  * see few distinct shapes (oneDNN compiles a convolution for each input shape
- * and reuses it).
+ * and reuses it). With `by`, each group is in increasing order of it.
  */
-function batches(keys: readonly string[], chunk: number, powersOfTwo = false): number[][] {
+function batches(keys: readonly string[], chunk: number, powersOfTwo = false, by?: readonly number[]): number[][] {
   const groups = new Map<string, number[]>();
   keys.forEach((key, b) => groups.get(key)?.push(b) ?? groups.set(key, [b]));
   const out: number[][] = [];
   for (const idx of groups.values()) {
+    if (by) idx.sort((p, q) => by[p] - by[q]);
     for (let start = 0, size = 0; start < idx.length; start += size) {
       size = Math.min(chunk, idx.length - start);
       if (powersOfTwo) size = 2 ** Math.floor(Math.log2(size));
@@ -615,13 +622,15 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
 
   const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
-  // Gray, blur, solarize and normalise by groups that take the same steps (blurs of one radius together: the
-  // kernel is the largest), in power-of-two chunks; `slot` lists the samples group by group.
+  // Gray, blur, solarize and normalise by groups that take the same steps, in power-of-two chunks; blurs in order
+  // of sigma, so that a chunk's kernel (its largest) is not much larger than its samples need, and chunks are
+  // large: a depthwise convolution of a few planes costs several times more per plane. `slot` lists the samples
+  // group by group.
   const finishKeys = Array.from(
     { length: n },
-    (_, k) => `${+gray[k]}/${blur[k] ? Math.ceil(3 * sigmas[k]) : 0}/${+sol[k]}`,
+    (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
   );
-  const finishing = batches(finishKeys, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device), true);
+  const finishing = batches(finishKeys, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device), true, sigmas);
   const slot = new Array<number>(n);
   finishing.flat().forEach((k, at) => (slot[k] = at));
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
