@@ -486,8 +486,13 @@ function chunkOf(values: number, [, C, H, W]: readonly number[], device: Device)
  * ones together), which halves its time against whole-batch calls.
  */
 const JITTER_CHUNK = 1 << 18;
-/** The same for grayscale, blur, solarization and normalisation, which gain from larger calls. */
-const FINISH_CHUNK = 1 << 22;
+/**
+ * How many samples one grayscale/blur/solarize/normalise call takes on the
+ * CPU: 16 RGB samples are 48 planes, three whole blocks of oneDNN's depthwise
+ * convolution (which works on 16 planes at a time); fewer waste a block's
+ * work, more fall out of cache.
+ */
+const FINISH_SAMPLES = 16;
 
 /** ColorJitter's random choices for n samples: which ops in which order, and their factors. */
 interface JitterPlan {
@@ -630,7 +635,7 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
     { length: n },
     (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
   );
-  const finishing = batches(finishKeys, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device), true, sigmas);
+  const finishing = batches(finishKeys, x.device === "cpu" ? FINISH_SAMPLES : Infinity, true, sigmas);
   const slot = new Array<number>(n);
   finishing.flat().forEach((k, at) => (slot[k] = at));
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
