@@ -487,12 +487,13 @@ function chunkOf(values: number, [, C, H, W]: readonly number[], device: Device)
  */
 const JITTER_CHUNK = 1 << 18;
 /**
- * How many samples one grayscale/blur/solarize/normalise call takes on the
- * CPU: 16 RGB samples are 48 planes, three whole blocks of oneDNN's depthwise
- * convolution (which works on 16 planes at a time); fewer waste a block's
- * work, more fall out of cache.
+ * How many samples one grayscale/blur/solarize/normalise call takes at least
+ * on the CPU: 16 RGB samples are 48 planes, three whole blocks of oneDNN's
+ * depthwise convolution (which works on 16 planes at a time); fewer waste a
+ * block's work. More only for small images, up to about FINISH_CHUNK values:
+ * 16 96 px images are already as many as stay in cache.
  */
-const FINISH_SAMPLES = 16;
+const FINISH_SAMPLES = 16, FINISH_CHUNK = 1 << 19;
 
 /** ColorJitter's random choices for n samples: which ops in which order, and their factors. */
 interface JitterPlan {
@@ -635,7 +636,8 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
     { length: n },
     (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
   );
-  const finishing = batches(finishKeys, x.device === "cpu" ? FINISH_SAMPLES : Infinity, true, sigmas);
+  const finishChunk = Math.max(FINISH_SAMPLES, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device));
+  const finishing = batches(finishKeys, finishChunk, true, sigmas);
   const slot = new Array<number>(n);
   finishing.flat().forEach((k, at) => (slot[k] = at));
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
