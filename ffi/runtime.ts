@@ -38,7 +38,7 @@ export function cudaAvailable(): boolean {
   return cudaDeviceCount() > 0;
 }
 /**
- * Sets how many megabytes of freed CPU buffers (256 KiB and up) libtorch keeps
+ * Sets how many megabytes of freed CPU buffers (32 KiB and up) libtorch keeps
  * for reuse instead of returning them to the OS; 0 turns the cache off. Loading
  * the shim sets it from `DINO_CPU_CACHE_MB`, else a quarter of the memory (at
  * most 8 GiB). Reused buffers skip the page faults of fresh memory, which on

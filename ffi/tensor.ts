@@ -9,7 +9,8 @@
  * outside any scope belongs to the code that made it, which must `dispose()`
  * it, or declare it with `using`. Ops never take ownership of their inputs and
  * never change them: each op returns a new handle that the current owner
- * receives. Disposing twice is harmless; using a disposed tensor throws. A
+ * receives (`copyInto` and `indexCopyInto` fill a tensor their caller has just
+ * made). Disposing twice is harmless; using a disposed tensor throws. A
  * `FinalizationRegistry` frees tensors that become unreachable undisposed, but
  * only as a safety net: garbage collection is late and unpredictable.
  *

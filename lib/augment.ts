@@ -7,9 +7,9 @@
  *
  * The views of one size (the two global ones, then the locals) go through as
  * one batch. Every random choice is drawn first, for all samples at once; then
- * samples that take the same steps (the same jitter order; the same
- * gray/blur/solarize choices and blur radius) are processed together, a
- * cache-sized chunk at a time, and one gather restores the sample order. So
+ * samples that take the same steps (the same jitter order; then the same
+ * gray/blur/solarize choices, blurs in order of sigma) are processed together,
+ * a cache-sized chunk at a time, each result written straight to its place. So
  * per-sample randomness costs a few dozen batched calls, not a masked pass of
  * every op over the whole batch.
  *
@@ -628,7 +628,7 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
 
   const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
-  // Gray, blur, solarize and normalise by groups that take the same steps, in power-of-two chunks; blurs in order
+  // Gray, blur, solarize and normalise by groups that take the same steps, on the CPU in power-of-two chunks; blurs in order
   // of sigma, so that a chunk's kernel (its largest) is not much larger than its samples need, and chunks are
   // large: a depthwise convolution of a few planes costs several times more per plane. `slot` lists the samples
   // group by group.
@@ -637,7 +637,7 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
     (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
   );
   const finishChunk = Math.max(FINISH_SAMPLES, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device));
-  const finishing = batches(finishKeys, finishChunk, true, sigmas);
+  const finishing = batches(finishKeys, finishChunk, x.device === "cpu", sigmas);
   const slot = new Array<number>(n);
   finishing.flat().forEach((k, at) => (slot[k] = at));
   // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
