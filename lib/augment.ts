@@ -423,10 +423,14 @@ export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
   return addcmul(add(x, m), m, x, -2);
 }
 
+/** Whether `ids` are consecutive rows, so that a narrow view reaches them without an index. */
+const consecutive = (ids: readonly number[]) => ids.every((b, k) => b === ids[0] + k);
+/** `ids` as an i64 index tensor on `device`. */
+const indexOf = (ids: readonly number[], device: Device) => tensor(new BigInt64Array(ids.map(BigInt)), { device });
+
 /** Samples `ids` of x: a view when they are consecutive, else a gathered copy. */
 function rows(x: Tensor, ids: readonly number[]): Tensor {
-  if (ids.every((b, k) => b === ids[0] + k)) return narrow(x, 0, ids[0], ids.length);
-  return indexSelect(x, 0, tensor(new BigInt64Array(ids.map(BigInt)), { device: x.device }));
+  return consecutive(ids) ? narrow(x, 0, ids[0], ids.length) : indexSelect(x, 0, indexOf(ids, x.device));
 }
 
 /** Per-sample uniform draws on [lo, hi). */
@@ -458,8 +462,8 @@ function batches(keys: readonly string[], chunk: number, powersOfTwo = false, by
 
 /** Writes the samples of `source` to rows `at` of `target`, a tensor its caller has just made. */
 function scatter(target: Tensor, at: readonly number[], source: Tensor): void {
-  if (at.every((r, k) => r === at[0] + k)) copyInto(narrow(target, 0, at[0], at.length), source);
-  else indexCopyInto(target, 0, tensor(new BigInt64Array(at.map(BigInt)), { device: target.device }), source);
+  if (consecutive(at)) copyInto(narrow(target, 0, at[0], at.length), source);
+  else indexCopyInto(target, 0, indexOf(at, target.device), source);
 }
 
 /** Applies `steps` in turn, freeing each intermediate result as soon as the next one exists. */
@@ -628,10 +632,10 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
 
   const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
-  // Gray, blur, solarize and normalise by groups that take the same steps, on the CPU in power-of-two chunks; blurs in order
-  // of sigma, so that a chunk's kernel (its largest) is not much larger than its samples need, and chunks are
-  // large: a depthwise convolution of a few planes costs several times more per plane. `slot` lists the samples
-  // group by group.
+  // Gray, blur, solarize and normalise by groups that take the same steps, on the CPU in power-of-two chunks;
+  // blurs in order of sigma, so that a chunk's kernel (its largest) is not much larger than its samples need, and
+  // chunks are large: a depthwise convolution of a few planes costs several times more per plane. `slot` lists the
+  // samples group by group, so each finishing chunk is one block of rows.
   const finishKeys = Array.from(
     { length: n },
     (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
@@ -652,14 +656,13 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
     });
   }
   const y = empty([n, C, size, size], options);
-  let start = 0;
   for (const ids of finishing) {
     const k = ids[0];
     tidy(() =>
       scatter(
         y,
         ids,
-        pipe(narrow(jittered, 0, start, ids.length), [
+        pipe(narrow(jittered, 0, slot[k], ids.length), [
           // One channel from grayscale to the normalisation: a third of the blur's work.
           ...(gray[k] ? [grayscale] : []),
           // When the blur comes last, it normalises too (the normalisation folded into its taps).
@@ -671,7 +674,6 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
         ]),
       )
     );
-    start += ids.length;
   }
   jittered.dispose();
   const views = specs.map((_, v) => narrow(y, 0, v * B, B)); // views of y's storage, which they keep alive
