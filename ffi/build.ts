@@ -93,11 +93,14 @@ function fromFolder(root: string, source: string): Libtorch | string {
   };
 }
 
+// Debian's python3-torch reports a torch/lib folder that does not exist (its libraries are the system's), so
+// the folder is taken from where the loaded libtorch_cpu.so actually is.
 const PROBE = `
 import json, os, torch
 from torch.utils import cpp_extension as c
-lib = c.library_paths()[0]
-print(json.dumps({"version": torch.__version__.split("+")[0], "include": c.include_paths(), "lib": lib,
+maps = [l.split()[-1] for l in open("/proc/self/maps") if l.rstrip().endswith("/libtorch_cpu.so") or "/libtorch_cpu.so." in l]
+lib = os.path.dirname(os.path.realpath(maps[0])) if maps else c.library_paths()[0]
+print(json.dumps({"version": torch.__version__.split("+")[0].split("a")[0], "include": c.include_paths(), "lib": lib,
   "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": os.path.exists(os.path.join(lib, "libtorch_cuda.so"))}))
 `;
 
@@ -108,6 +111,9 @@ function fromPython(exe: string): Libtorch | string {
     return `python ${exe}: ${why}`;
   }
   const info = JSON.parse(r.out.trim().split("\n").pop()!);
+  if (!exists(join(info.lib, "libtorch_cpu.so"))) {
+    return `python ${exe}: torch imports, but no libtorch_cpu.so in ${info.lib}`;
+  }
   return { source: `python:${exe}`, ...info };
 }
 
@@ -139,26 +145,55 @@ const INSTALL_HINT = [
   "  - a libtorch zip from pytorch.org: unpack it and set LIBTORCH=/path/to/libtorch",
 ].join("\n");
 
-/** Finds libtorch in the documented order, or throws an error listing every place tried. */
+/** The ways of finding libtorch that `DINO_LIBTORCH_FROM` can force. */
+export const LIBTORCH_WAYS = ["folder", "python", "system"] as const;
+/** One way of finding libtorch. */
+export type LibtorchWay = typeof LIBTORCH_WAYS[number];
+
+function forcedWay(): LibtorchWay | undefined {
+  const v = Deno.env.get("DINO_LIBTORCH_FROM");
+  if (v === undefined || v === "") return undefined;
+  if ((LIBTORCH_WAYS as readonly string[]).includes(v)) return v as LibtorchWay;
+  throw new Error(`DINO_LIBTORCH_FROM=${v} is not one of ${LIBTORCH_WAYS.join(", ")}; unset it to search every way`);
+}
+
+function pythons(): string[] {
+  const explicit = Deno.env.get("DINO_PYTHON");
+  return explicit ? [explicit] : ["python3", "/usr/bin/python3"];
+}
+
+/**
+ * Finds libtorch in the documented order, or throws an error listing every
+ * place tried. `DINO_LIBTORCH_FROM=folder|python|system` forces one way; a
+ * forced way that finds nothing is an error, never a fallback to another.
+ */
 export function findLibtorch(): Libtorch {
-  const tried: string[] = [];
+  const way = forcedWay();
   const env = Deno.env.get("LIBTORCH");
-  if (env) {
+  if (way === "folder" && !env) {
+    throw new Error(`DINO_LIBTORCH_FROM=folder needs LIBTORCH=/path/to/libtorch (a folder with include/ and lib/)`);
+  }
+  if (env && (way === undefined || way === "folder")) {
     const r = fromFolder(env, "LIBTORCH");
     if (typeof r !== "string") return r;
     // An explicit choice that is wrong must not silently fall through.
     throw new Error(`LIBTORCH=${env} is not a usable libtorch (${r}).\n${INSTALL_HINT}`);
   }
-  const pythons = Deno.env.get("DINO_PYTHON") ? [Deno.env.get("DINO_PYTHON")!] : ["python3", "/usr/bin/python3"];
-  for (const exe of pythons) {
-    const r = fromPython(exe);
-    if (typeof r !== "string") return r;
-    tried.push(r);
+  const tried: string[] = way === undefined ? ["LIBTORCH: not set"] : [];
+  if (way === undefined || way === "python") {
+    for (const exe of pythons()) {
+      const r = fromPython(exe);
+      if (typeof r !== "string") return r;
+      tried.push(r);
+    }
   }
-  const sys = fromSystem();
-  if (typeof sys !== "string") return sys;
-  tried.push(sys);
-  throw new Error(`libtorch not found. Tried:\n  - LIBTORCH: not set\n  - ${tried.join("\n  - ")}\n${INSTALL_HINT}`);
+  if (way === undefined || way === "system") {
+    const sys = fromSystem();
+    if (typeof sys !== "string") return sys;
+    tried.push(sys);
+  }
+  const what = way === undefined ? "libtorch not found" : `DINO_LIBTORCH_FROM=${way}: libtorch not found that way`;
+  throw new Error(`${what}. Tried:\n  - ${tried.join("\n  - ")}\n${INSTALL_HINT}`);
 }
 
 function findCompiler(): string {
@@ -170,6 +205,34 @@ function findCompiler(): string {
     `no C++ compiler found (tried ${candidates.join(", ")}).\n` +
       "Install one (Debian/Ubuntu: sudo apt-get install g++) or set CXX.",
   );
+}
+
+/**
+ * The compiler's own header folders. Passing one of them again with
+ * `-isystem` reorders the search so that libstdc++'s `#include_next
+ * <stdlib.h>` fails (Debian's libtorch-dev lives in `/usr/include`).
+ */
+function defaultIncludes(cxx: string): Set<string> {
+  const r = run("sh", ["-c", `'${cxx}' -x c++ -E -v - </dev/null`]);
+  const text = r.err;
+  const start = text.indexOf("#include <...> search starts here:");
+  const end = text.indexOf("End of search list.");
+  if (start < 0 || end < start) return new Set(["/usr/include", "/usr/local/include"]);
+  const dirs = text.slice(start, end).split("\n").slice(1).map((l) => l.trim()).filter(Boolean);
+  return new Set([...dirs, "/usr/include", "/usr/local/include"].map(realPath));
+}
+
+function realPath(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/** The `-isystem` flags for libtorch's headers, leaving out the compiler's own folders. */
+export function includeFlags(include: string[], defaults: Set<string>): string[] {
+  return include.filter((dir) => !defaults.has(realPath(dir))).flatMap((dir) => ["-isystem", dir]);
 }
 
 async function readSources(): Promise<Map<string, string>> {
@@ -203,7 +266,9 @@ interface Discovery {
 }
 
 function discoveryKey(): string {
-  return ["LIBTORCH", "DINO_PYTHON", "PATH"].map((k) => Deno.env.get(k) ?? "").join("\0");
+  return ["DINO_LIBTORCH_FROM", "LIBTORCH", "DINO_PYTHON", "DINO_SYSTEM_PREFIXES", "PATH"].map((k) =>
+    Deno.env.get(k) ?? ""
+  ).join("\0");
 }
 
 function mtimeOf(path: string): number {
@@ -259,7 +324,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
       ...(stb ? ["-DDINO_STB"] : []),
-      ...libtorch.include.flatMap((i) => ["-isystem", i]),
+      ...includeFlags(libtorch.include, defaultIncludes(cxx)),
       join(work, "shim.cpp"),
       "-o",
       tmp,

@@ -43,7 +43,13 @@ function installed(pkg: string): boolean {
 let libtorchOk = true;
 try {
   findLibtorch();
-} catch {
+} catch (e) {
+  // Only the system way is something apt-get can fix; a forced folder or Python is the user's to fix.
+  const forced = Deno.env.get("DINO_LIBTORCH_FROM");
+  if (forced && forced !== "system") {
+    console.error(`setup: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
   libtorchOk = false;
 }
 const hasDpkg = ok("dpkg-query", ["--version"]);

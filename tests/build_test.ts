@@ -53,3 +53,40 @@ Deno.test("DINO_SHIM loads a prebuilt shim", async () => {
   );
   assert.equal(r.code, 0, r.stderr);
 });
+
+Deno.test("DINO_LIBTORCH_FROM forces one way: an unsatisfiable way is an error, never a fallback", async () => {
+  const find = `import { findLibtorch } from "./ffi/build.ts"; console.error(findLibtorch().source);`;
+  const bad = await runDeno(find, { DINO_LIBTORCH_FROM: "conda" });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /DINO_LIBTORCH_FROM=conda is not one of folder, python, system/);
+  const folder = await runDeno(find, { DINO_LIBTORCH_FROM: "folder" });
+  assert.notEqual(folder.code, 0);
+  assert.match(folder.stderr, /DINO_LIBTORCH_FROM=folder needs LIBTORCH=/);
+  // The system install exists here, but a forced Python without torch must not fall back to it.
+  const python = await runDeno(find, { DINO_LIBTORCH_FROM: "python", DINO_PYTHON: "/nonexistent/python3" });
+  assert.notEqual(python.code, 0);
+  assert.match(
+    python.stderr,
+    /DINO_LIBTORCH_FROM=python: libtorch not found that way\. Tried:\n {2}- python \/nonexistent/,
+  );
+  const empty = await Deno.makeTempDir();
+  const system = await runDeno(find, { DINO_LIBTORCH_FROM: "system", DINO_SYSTEM_PREFIXES: empty });
+  await Deno.remove(empty);
+  assert.notEqual(system.code, 0);
+  assert.match(system.stderr, /DINO_LIBTORCH_FROM=system: libtorch not found that way/);
+  assert.doesNotMatch(system.stderr, /  - python /, "the system way tries no Python");
+});
+
+Deno.test("the compiler's own header folders are not passed again (GCC's #include_next would break)", async () => {
+  const { includeFlags } = await import("../ffi/build.ts");
+  const defaults = new Set(["/usr/include", "/usr/local/include"]);
+  assert.deepEqual(
+    includeFlags(["/usr/include", "/usr/include/torch/csrc/api/include", "/opt/libtorch/include"], defaults),
+    ["-isystem", "/usr/include/torch/csrc/api/include", "-isystem", "/opt/libtorch/include"],
+  );
+  // A folder that is a link to a default one (a LIBTORCH folder laid over the system install) is left out too.
+  const dir = await Deno.makeTempDir();
+  await Deno.symlink("/usr/include", `${dir}/include`);
+  assert.deepEqual(includeFlags([`${dir}/include`], defaults), []);
+  await Deno.remove(dir, { recursive: true });
+});
