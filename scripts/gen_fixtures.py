@@ -403,21 +403,21 @@ def main():
             m = mom_s[it]
             for pq, pk in zip(student.parameters(), teacher.parameters()):
                 pk.data.mul_(m).add_((1 - m) * pq.detach().data)
-        if s in (0, h["steps"] - 1):
-            tag = f"after{s + 1}"
-            out[f"{tag}.loss"] = loss.detach().reshape([])
-            out[f"{tag}.center"] = loss_fn.center
-            for k, v in student.state_dict().items():
-                out[f"{tag}.student.{k}"] = v
-            for k, v in teacher.state_dict().items():
-                out[f"{tag}.teacher.{k}"] = v
-            params = dict(student.named_parameters())
-            for n in names:
-                st = opt.state.get(params[n], {})
-                if "exp_avg" in st:
-                    out[f"{tag}.exp_avg.{n}"] = st["exp_avg"]
-                    out[f"{tag}.exp_avg_sq.{n}"] = st["exp_avg_sq"]
-                    out[f"{tag}.step.{n}"] = st["step"].reshape([]).to(torch.float32)
+        # Every step's state, so that each step can be checked from PyTorch's state before it.
+        tag = f"after{s + 1}"
+        out[f"{tag}.loss"] = loss.detach().reshape([])
+        out[f"{tag}.center"] = loss_fn.center
+        for k, v in student.state_dict().items():
+            out[f"{tag}.student.{k}"] = v
+        for k, v in teacher.state_dict().items():
+            out[f"{tag}.teacher.{k}"] = v
+        params = dict(student.named_parameters())
+        for n in names:
+            st = opt.state.get(params[n], {})
+            if "exp_avg" in st:
+                out[f"{tag}.exp_avg.{n}"] = st["exp_avg"]
+                out[f"{tag}.exp_avg_sq.{n}"] = st["exp_avg_sq"]
+                out[f"{tag}.step.{n}"] = st["step"].reshape([]).to(torch.float32)
 
     meta = {"cfg": json.dumps(CFG), "head": json.dumps(HEAD), "hyper": json.dumps(HYPER), "torch": torch.__version__}
     save_safetensors(os.path.join(OUT, "parity.safetensors"), out, meta)
