@@ -146,7 +146,7 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
     [["--warmup-epochs", "5", "--epochs", "2"], /--warmup-epochs 5 exceeds --epochs 2/],
     [["--patch-size", "5"], /--global-crops-size 28 is not a multiple of --patch-size 5/],
     [["--preset", "mnist"], /--preset must be one of/],
-    [["--data", "/nonexistent/folder"], /no such dataset or folder/],
+    [["--data", "/nonexistent/folder"], /no such dataset, file or folder/],
     [["--resume", "/nonexistent/ck.safetensors"], /no checkpoint at/],
     [["--device", "tpu"], /--device must be auto, cpu or cuda/],
     [["--batch-size", "1000", "--train-limit", "100"], /--batch-size 1000 is larger than the 100 training images/],

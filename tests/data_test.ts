@@ -52,6 +52,34 @@ Deno.test("IDX files load gzipped or plain, with labels and clear errors", async
   Deno.removeSync(dir, { recursive: true });
 });
 
+Deno.test("--data takes one IDX file: labels beside it by the usual name, the t10k sibling as the test split", () => {
+  const dir = Deno.makeTempDirSync();
+  const idx = (n: number) => idxBytes([n, 4, 4], new Uint8Array(n * 16).fill(n));
+  Deno.writeFileSync(join(dir, "train-images-idx3-ubyte.gz"), gzipSync(idx(3)));
+  Deno.writeFileSync(join(dir, "train-labels-idx1-ubyte"), idxBytes([3], new Uint8Array([2, 0, 1])));
+  const file = join(dir, "train-images-idx3-ubyte.gz");
+  {
+    using train = openDataset(file, "train");
+    using test = openDataset(file, "test");
+    assert.deepEqual([train.length, train.classes.length], [3, 3], "labelled from the plain file beside it");
+    assert.equal(test.name, train.name, "no t10k file: both splits are the file itself");
+  }
+  Deno.writeFileSync(join(dir, "t10k-images-idx3-ubyte.gz"), gzipSync(idx(2)));
+  {
+    using test = openDataset(file, "test");
+    assert.equal(test.length, 2);
+    assert.equal(test.labels, undefined, "no t10k labels: unlabelled");
+  }
+  {
+    using mnist = openDataset(dir, "train");
+    assert.equal(mnist.length, 3, "the folder form finds the same files");
+  }
+  assert.throws(() => openDataset(join(dir, "train-labels-idx1-ubyte"), "train"), /is a label file; pass the images/);
+  Deno.writeFileSync(join(dir, "notes.txt"), new TextEncoder().encode("hello"));
+  assert.throws(() => openDataset(join(dir, "notes.txt"), "train"), /not an IDX file.*pass their folder/);
+  Deno.removeSync(dir, { recursive: true });
+});
+
 Deno.test("Fashion-MNIST from Debian's package: 60,000 + 10,000 labelled 28x28 images", async () => {
   using train = fashionMnist("train");
   using test = fashionMnist("test");
@@ -142,7 +170,7 @@ Deno.test("image folders: class subfolders or flat, every stb format, corrupt fi
   const empty = Deno.makeTempDirSync();
   assert.throws(() => imageFolder(empty, { side: 8 }), /holds no images/);
   assert.throws(() => imageFolder(join(empty, "missing"), { side: 8 }), /cannot be read/);
-  assert.throws(() => openDataset(join(empty, "missing"), "train"), /no such dataset or folder/);
+  assert.throws(() => openDataset(join(empty, "missing"), "train"), /no such dataset, file or folder/);
   Deno.removeSync(root, { recursive: true });
   Deno.removeSync(empty, { recursive: true });
 });

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { homedir } from "node:os";
 import { cifar10, cifar100 } from "./cifar.ts";
 import type { Dataset } from "./dataset.ts";
@@ -64,20 +64,47 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   try {
     stat = Deno.statSync(spec);
   } catch {
-    throw new UsageError(`--data ${spec}: no such dataset or folder (use fmnist, cifar10, cifar100 or a folder path)`);
+    throw new UsageError(`--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`);
   }
-  if (!stat.isDirectory) throw new UsageError(`--data ${spec}: is a file; pass the folder that holds the dataset`);
+  if (!stat.isDirectory) return idxFile(spec, split);
   if (exists(join(spec, "data_batch_1.bin"))) return cifar10(spec, split);
   if (exists(join(spec, "train.bin")) && exists(join(spec, "test.bin"))) return cifar100(spec, split);
   const prefix = split === "train" ? "train" : "t10k";
-  for (const ext of [".gz", ""]) {
-    const images = join(spec, `${prefix}-images-idx3-ubyte${ext}`);
-    if (exists(images)) {
-      const labels = join(spec, `${prefix}-labels-idx1-ubyte${ext}`);
-      return idxDataset(images, exists(labels) ? labels : undefined, undefined, `idx-${split}`);
-    }
-  }
+  const images = Array.from(Deno.readDirSync(spec)).map((e) => e.name).sort()
+    .find((n) => new RegExp(`^${prefix}-images[.-]idx3-ubyte(\\.gz)?$`).test(n));
+  if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
   const sub = split === "train" ? ["train"] : ["val", "test"];
   const splitDir = sub.map((s) => join(spec, s)).find(exists);
   return imageFolder(splitDir ?? spec, { side: o.side ?? 256, channels: o.channels });
+}
+
+/** The label file beside an IDX image file by the usual name (`x-images-idx3-ubyte` -> `x-labels-idx1-ubyte`). */
+function idxLabels(images: string): string | undefined {
+  const name = basename(images).replace(/images([.-])idx3/, "labels$1idx1");
+  if (name === basename(images)) return undefined;
+  const plain = name.replace(/\.gz$/, "");
+  return [name, plain, `${plain}.gz`].map((n) => join(dirname(images), n)).find(exists);
+}
+
+/**
+ * A single IDX image file (plain or gzipped), with its labels when they lie beside it. The test split is its
+ * `t10k-` sibling when there is one (the MNIST naming); otherwise both splits are the file itself.
+ */
+function idxFile(path: string, split: "train" | "test"): Dataset {
+  if (/labels[.-]idx1/.test(basename(path))) {
+    throw new UsageError(`--data ${path}: is a label file; pass the images file (its labels are found beside it)`);
+  }
+  const sibling = join(dirname(path), basename(path).replace(/^train-/, "t10k-"));
+  const file = split === "test" && sibling !== path && exists(sibling) ? sibling : path;
+  try {
+    return idxDataset(file, idxLabels(file), undefined, `idx-${basename(file)}`);
+  } catch (e) {
+    if (e instanceof Error && /not an IDX file/.test(e.message)) {
+      throw new UsageError(
+        `--data ${path}: not an IDX file. A file must be IDX images (plain or .gz); ` +
+          `for CIFAR binaries or images, pass their folder`,
+      );
+    }
+    throw e;
+  }
 }
