@@ -11,9 +11,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, tensor, tidy, toArray } from "./mod.ts";
  * const out = tidy(() => toArray(add(tensor([1, 2]), tensor([3, 4]))));
- * console.log(out); // [4, 6]
+ * assert.deepEqual(out, [4, 6]);
  * ```
  * @module
  */

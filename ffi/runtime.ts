@@ -3,37 +3,95 @@
  *
  * @example
  * ```ts
- * import { cudaAvailable, libtorchVersion, setNumThreads } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { cudaAvailable, getNumThreads, libtorchVersion, setNumThreads } from "./mod.ts";
  * setNumThreads(2);
+ * assert.equal(getNumThreads(), 2);
  * console.log(libtorchVersion(), cudaAvailable());
  * ```
  * @module
  */
 import { checked, ctx, messageOf, native } from "./lib.ts";
 
-/** The libtorch version the shim was built against, e.g. `1.13.1`. @example `libtorchVersion()` */
+/**
+ * The libtorch version the shim was built against, e.g. `1.13.1`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libtorchVersion } from "./mod.ts";
+ * assert.match(libtorchVersion(), /^\d+\.\d+\.\d+/);
+ * ```
+ */
 export function libtorchVersion(): string {
   checked(native.version(ctx), "libtorchVersion");
   return messageOf(ctx);
 }
-/** Seeds libtorch's global generator (only used by code outside this project's explicit generators). @example `manualSeed(0)` */
+/**
+ * Seeds libtorch's global generator (only used by code outside this project's explicit generators).
+ *
+ * @example
+ * ```ts
+ * import { manualSeed } from "./mod.ts";
+ * manualSeed(0);
+ * ```
+ */
 export function manualSeed(seed: number): void {
   checked(native.manual_seed(ctx, BigInt(seed)), "manualSeed");
 }
-/** The number of threads libtorch uses for intra-op parallelism. @example `getNumThreads()` */
+/**
+ * The number of threads libtorch uses for intra-op parallelism.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { getNumThreads } from "./mod.ts";
+ * assert.ok(getNumThreads() >= 1);
+ * ```
+ */
 export function getNumThreads(): number {
   return checked(native.get_num_threads(ctx), "getNumThreads");
 }
-/** Sets the number of intra-op threads. @example `setNumThreads(2)` */
+/**
+ * Sets the number of intra-op threads.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { getNumThreads, setNumThreads } from "./mod.ts";
+ * setNumThreads(2);
+ * assert.equal(getNumThreads(), 2);
+ * ```
+ */
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`thread count must be a positive integer, got ${n}`);
   checked(native.set_num_threads(ctx, n), "setNumThreads");
 }
-/** How many CUDA devices libtorch sees (0 for a CPU-only libtorch). @example `cudaDeviceCount()` */
+/**
+ * How many CUDA devices libtorch sees (0 for a CPU-only libtorch).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cudaDeviceCount } from "./mod.ts";
+ * assert.ok(Number.isInteger(cudaDeviceCount()) && cudaDeviceCount() >= 0);
+ * ```
+ */
 export function cudaDeviceCount(): number {
   return checked(native.cuda_device_count(ctx), "cudaDeviceCount");
 }
-/** Whether CUDA can be used. @example `const device = cudaAvailable() ? "cuda" : "cpu"` */
+/**
+ * Whether CUDA can be used.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cudaAvailable, ones } from "./mod.ts";
+ * const device = cudaAvailable() ? "cuda" : "cpu";
+ * using x = ones([2], { device });
+ * assert.equal(x.device, device);
+ * ```
+ */
 export function cudaAvailable(): boolean {
   return cudaDeviceCount() > 0;
 }
@@ -46,7 +104,10 @@ export function cudaAvailable(): boolean {
  *
  * @example
  * ```ts
- * import { setCpuCache } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { cpuCacheStats, setCpuCache } from "./mod.ts";
+ * setCpuCache(0); // off: freed buffers go back to the OS
+ * assert.equal(cpuCacheStats().cachedBytes, 0);
  * setCpuCache(1024);
  * ```
  */
@@ -59,8 +120,12 @@ export function setCpuCache(megabytes: number): void {
  *
  * @example
  * ```ts
- * import { cpuCacheStats } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { cpuCacheStats, ones, setCpuCache } from "./mod.ts";
+ * setCpuCache(64);
+ * ones([1 << 16]).dispose(); // 256 KiB, returned to the cache
  * const { cachedBytes, hits, misses } = cpuCacheStats();
+ * assert.ok(cachedBytes > 0 && hits + misses > 0);
  * ```
  */
 export function cpuCacheStats(): { cachedBytes: number; hits: number; misses: number } {
@@ -70,7 +135,19 @@ export function cpuCacheStats(): { cachedBytes: number; hits: number; misses: nu
     misses: checked(native.cpu_cache_stat(ctx, 2), "cpuCacheStats"),
   };
 }
-/** Waits for all queued CUDA work (a no-op without CUDA), for honest timings. @example `cudaSynchronize()` */
+/**
+ * Waits for all queued CUDA work (a no-op without CUDA), for honest timings.
+ *
+ * @example
+ * ```ts
+ * import { cudaAvailable, cudaSynchronize, matmul, ones } from "./mod.ts";
+ * using x = ones([256, 256], { device: cudaAvailable() ? "cuda" : "cpu" });
+ * const start = performance.now();
+ * using y = matmul(x, x); // on a GPU, queued: the call returns before the work is done
+ * cudaSynchronize(); // now it is
+ * console.log(`matmul of [${y.shape}]: ${(performance.now() - start).toFixed(2)} ms`);
+ * ```
+ */
 export function cudaSynchronize(): void {
   checked(native.cuda_synchronize(ctx), "cudaSynchronize");
 }

@@ -195,11 +195,15 @@ export function tensorsIn(tree: unknown): Tensor[] {
  *
  * @example
  * ```ts
- * import { add, ones, tidy } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { add, liveTensors, ones, tidy, toArray } from "./mod.ts";
+ * const before = liveTensors();
  * const y = tidy(() => {
- *   const a = ones([2, 2]);     // freed when the scope ends
- *   return add(a, a);           // returned: survives
+ *   const a = ones([2, 2]); // freed when the scope ends
+ *   return add(a, a); // returned: survives
  * });
+ * assert.equal(liveTensors(), before + 1);
+ * assert.deepEqual(toArray(y), [2, 2, 2, 2]);
  * y.dispose();
  * ```
  */
@@ -236,9 +240,13 @@ export function tidy<R>(fn: () => R): R {
  *
  * @example
  * ```ts
- * import { keep, ones, tidy } from "./mod.ts";
- * let kept;
- * tidy(() => { kept = keep(ones([3])); });
+ * import assert from "node:assert/strict";
+ * import { keep, ones, type Tensor, tidy, toArray } from "./mod.ts";
+ * let kept: Tensor | undefined;
+ * tidy(() => {
+ *   kept = keep(ones([3]));
+ * });
+ * assert.deepEqual(toArray(kept!), [1, 1, 1]); // still alive after the scope
  * kept!.dispose();
  * ```
  */
@@ -259,8 +267,11 @@ export function keep<T>(tree: T): T {
  *
  * @example
  * ```ts
- * import { dispose, ones, zeros } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, liveTensors, ones, zeros } from "./mod.ts";
+ * const before = liveTensors();
  * dispose({ w: ones([2]), b: [zeros([2])] });
+ * assert.equal(liveTensors(), before);
  * ```
  */
 export function dispose(tree: unknown): void {
@@ -272,10 +283,11 @@ export function dispose(tree: unknown): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { liveTensors, ones } from "./mod.ts";
  * const before = liveTensors();
  * ones([2]).dispose();
- * console.assert(liveTensors() === before);
+ * assert.equal(liveTensors(), before);
  * ```
  */
 export function liveTensors(): number {

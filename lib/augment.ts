@@ -18,11 +18,13 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randint, tidy, to } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randint, tidy, to } from "../mod.ts";
  * import { AUGMENT_PRESETS, dinoViews } from "./augment.ts";
  * using g = new Generator(0);
  * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [4, 1, 28, 28]), "u8"), AUGMENT_PRESETS.fmnist28, g));
- * // 2 x [4, 1, 28, 28] and 6 x [4, 1, 12, 12], normalised f32
+ * assert.deepEqual(views.map((v) => v.shape[2]), [28, 28, 12, 12, 12, 12, 12, 12]); // 2 global, 6 local views
+ * assert.ok(views.every((v) => v.dtype === "f32" && v.shape[0] === 4));
  * dispose(views);
  * ```
  * @module
@@ -166,10 +168,13 @@ export interface CropBox {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Generator } from "../mod.ts";
  * import { cropBoxes } from "./augment.ts";
  * using g = new Generator(0);
  * const boxes = cropBoxes(g, 4, 256, 256, [0.4, 1], [3 / 4, 4 / 3]);
+ * assert.equal(boxes.length, 4);
+ * assert.ok(boxes.every(({ i, j, h, w }) => i >= 0 && j >= 0 && i + h <= 256 && j + w <= 256));
  * ```
  */
 export function cropBoxes(
@@ -217,10 +222,11 @@ export function cropBoxes(
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { ones, tidy } from "../mod.ts";
  * import { resizedCrop } from "./augment.ts";
- * const y = tidy(() => resizedCrop(ones([1, 3, 8, 8]), [{ i: 0, j: 0, h: 4, w: 4 }], [false], 16));
- * dispose(y);
+ * using y = tidy(() => resizedCrop(ones([1, 3, 8, 8]), [{ i: 0, j: 0, h: 4, w: 4 }], [false], 16));
+ * assert.deepEqual(y.shape, [1, 3, 16, 16]);
  * ```
  */
 export function resizedCrop(
@@ -279,15 +285,49 @@ function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
   return clampUnlessShrinking(b.shape[3] === 1 ? add(mul(a, t), rest) : addcmul(rest, a, t), f);
 }
 
-/** Brightness: clamp(x * f, 0, 1), for images in [0, 1]. @example `adjustBrightness(x, [1.2, 0.8])` */
+/**
+ * Brightness: clamp(x * f, 0, 1), for images in [0, 1].
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { full, tidy, toArray } from "../mod.ts";
+ * import { adjustBrightness } from "./augment.ts";
+ * using x = full([2, 1, 1, 1], 0.5); // two 1 x 1 gray images
+ * assert.deepEqual(tidy(() => toArray(adjustBrightness(x, [4, 0.5]))), [1, 0.25]); // a factor per image
+ * ```
+ */
 export function adjustBrightness(x: Tensor, f: readonly number[]): Tensor {
   return clampUnlessShrinking(mul(x, perSample(f, x)), f);
 }
-/** Contrast: blend with the mean of the image's grayscale, for images in [0, 1]. @example `adjustContrast(x, [1.4])` */
+/**
+ * Contrast: blend with the mean of the image's grayscale, for images in [0, 1].
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { adjustContrast } from "./augment.ts";
+ * using x = tensor([[[[0.25, 0.75]]]]); // one 1 x 2 grayscale image, mean 0.5
+ * assert.deepEqual(tidy(() => toArray(adjustContrast(x, [2]))), [0, 1]);
+ * ```
+ */
 export function adjustContrast(x: Tensor, f: readonly number[]): Tensor {
   return blend(x, grayscale(mean(x, [2, 3], { keepdim: true })), f); // the luma of the mean colour: one pass
 }
-/** Saturation: blend with the image's grayscale (3 channels, in [0, 1]). @example `adjustSaturation(x, [0.8])` */
+/**
+ * Saturation: blend with the image's grayscale (3 channels, in [0, 1]).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { adjustSaturation } from "./augment.ts";
+ * using red = tensor([[[[1]], [[0]], [[0]]]]); // [1, 3, 1, 1]
+ * const [r, g, b] = tidy(() => toArray(adjustSaturation(red, [0]))); // factor 0: grayscale
+ * assert.ok(r === g && g === b && r > 0.29 && r < 0.3); // luma 0.299
+ * ```
+ */
 export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
   return blend(x, grayscale(x), f);
 }
@@ -298,10 +338,11 @@ export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
  *
  * @example
  * ```ts
- * import { dispose, tensor, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../mod.ts";
  * import { adjustHue } from "./augment.ts";
- * const green = tidy(() => adjustHue(tensor([[[[1]], [[0]], [[0]]]]), [1 / 3])); // red -> green
- * dispose(green);
+ * const green = tidy(() => toArray(adjustHue(tensor([[[[1]], [[0]], [[0]]]]), [1 / 3]))); // red, a third of a turn
+ * assert.deepEqual(green.map(Math.round), [0, 1, 0]);
  * ```
  */
 export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
@@ -351,11 +392,14 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, tidy, toArray } from "../mod.ts";
  * import { gaussianBlur } from "./augment.ts";
  * const y = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2]));
  * const z = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2], { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }));
- * dispose([y, z]); // z is all 2
+ * assert.ok(toArray(y).every((v) => Math.abs(v - 1) < 1e-5)); // a flat image stays flat
+ * assert.ok(toArray(z).every((v) => Math.abs(v - 2) < 1e-5)); // blurred, then normalised: (1 - 0.5) / 0.25
+ * dispose([y, z]);
  * ```
  */
 export function gaussianBlur(
@@ -412,7 +456,14 @@ function reflect(x: Tensor, dim: number, r: number): Tensor {
  * Solarization at 128/255: pixels at or above it are inverted, for the
  * samples in `mask` (images in [0, 1]).
  *
- * @example `solarize(x, [true, false])`
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { solarize } from "./augment.ts";
+ * using x = tensor([[[[0.25, 0.75]]], [[[0.25, 0.75]]]]); // two 1 x 2 images
+ * assert.deepEqual(tidy(() => toArray(solarize(x, [true, false]))), [0.25, 0.25, 0.25, 0.75]); // 0.75 -> 0.25
+ * ```
  */
 export function solarize(x: Tensor, mask: readonly boolean[]): Tensor {
   // m = floor(x + (1 - t)) is 1 exactly where x >= t (t = 128/255 in f32), for x in [0, 1]: near t, x and
@@ -558,11 +609,12 @@ function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => 
  *
  * @example
  * ```ts
- * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { Generator, rand, tidy, toArray } from "../mod.ts";
  * import { AUGMENT_PRESETS, colorJitter } from "./augment.ts";
  * using g = new Generator(0);
- * const y = tidy(() => colorJitter(rand(g, [4, 3, 8, 8]), AUGMENT_PRESETS.imagenet, g));
- * dispose(y);
+ * using y = tidy(() => colorJitter(rand(g, [4, 3, 8, 8]), AUGMENT_PRESETS.imagenet, g));
+ * assert.ok(y.shape[0] === 4 && toArray(y).every((v) => v >= 0 && v <= 1));
  * ```
  */
 export function colorJitter(x: Tensor, cfg: AugmentConfig, g: Generator): Tensor {
@@ -609,11 +661,14 @@ export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
  *
  * @example
  * ```ts
- * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, rand, tidy } from "../mod.ts";
  * import { AUGMENT_PRESETS, augmentViews, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
  * const [g1, g2] = tidy(() => augmentViews(rand(g, [4, 3, 32, 32]), viewSpecs(cfg).slice(0, 2), cfg, g));
+ * const side = cfg.globalSize;
+ * assert.deepEqual([g1.shape, g2.shape], [[4, 3, side, side], [4, 3, side, side]]); // the two global views
  * dispose([g1, g2]);
  * ```
  */
@@ -687,19 +742,32 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
  *
  * @example
  * ```ts
- * import { Generator, dispose, rand, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { Generator, rand, tidy } from "../mod.ts";
  * import { AUGMENT_PRESETS, augmentView, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
- * const v = tidy(() => augmentView(rand(g, [4, 3, 32, 32]), viewSpecs(cfg)[0], cfg, g));
- * dispose(v);
+ * const local = viewSpecs(cfg).at(-1)!;
+ * using v = tidy(() => augmentView(rand(g, [4, 3, 32, 32]), local, cfg, g));
+ * assert.deepEqual(v.shape, [4, 3, cfg.localSize, cfg.localSize]);
  * ```
  */
 export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Generator): Tensor {
   return augmentViews(x, [spec], cfg, g)[0];
 }
 
-/** (x - mean) / std per channel. @example `normalize(x, [0.5], [0.5])` */
+/**
+ * (x - mean) / std per channel.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { normalize } from "./augment.ts";
+ * using x = tensor([[[[0, 0.5, 1]]]]); // [1, 1, 1, 3]
+ * assert.deepEqual(tidy(() => toArray(normalize(x, [0.5], [0.5]))), [-1, 0, 1]);
+ * ```
+ */
 export function normalize(x: Tensor, meanValues: readonly number[], stdValues: readonly number[]): Tensor {
   const C = x.shape[1];
   if (meanValues.length !== C || stdValues.length !== C) {
@@ -718,10 +786,13 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
  *
  * @example
  * ```ts
- * import { Generator, dispose, randint, tidy, to } from "../mod.ts";
- * import { AUGMENT_PRESETS, dinoViews } from "./augment.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randint, tidy, to } from "../mod.ts";
+ * import { AUGMENT_PRESETS, dinoViews, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
- * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"), AUGMENT_PRESETS.cifar32, g));
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"), cfg, g));
+ * assert.deepEqual(views.map((v) => v.shape[2]), viewSpecs(cfg).map((s) => s.size));
  * dispose(views);
  * ```
  */
@@ -744,10 +815,11 @@ export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Ten
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { ones, tidy, toArray } from "../mod.ts";
  * import { toPixels } from "./augment.ts";
- * const px = tidy(() => toPixels(ones([1, 3, 2, 2]), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])); // all 255
- * dispose(px);
+ * using px = tidy(() => toPixels(ones([1, 3, 2, 2]), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])); // 1 * 0.5 + 0.5 = 1
+ * assert.deepEqual([px.dtype, px.shape, new Set(toArray(px))], ["u8", [1, 2, 2, 3], new Set([255])]);
  * ```
  */
 export function toPixels(x: Tensor, meanValues: readonly number[], stdValues: readonly number[]): Tensor {

@@ -9,8 +9,22 @@
  *
  * @example
  * ```ts
- * import { loadCheckpoint } from "./checkpoint.ts";
- * // const { state, config, epoch } = loadCheckpoint("output/checkpoint.safetensors");
+ * import assert from "node:assert/strict";
+ * import { dispose } from "../mod.ts";
+ * import { CHECKPOINT_FORMAT, networkConfig, saveCheckpoint } from "./checkpoint.ts";
+ * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { readSafetensors } from "./safetensors.ts";
+ * import { dinoHyper, initTrainState } from "./train.ts";
+ * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.5], std: [0.5] } });
+ * const { tensors, metadata } = readSafetensors(path);
+ * assert.equal(metadata.format, CHECKPOINT_FORMAT);
+ * assert.ok("student.backbone.cls_token" in tensors && "teacher.head.last_layer.weight_v" in tensors);
+ * assert.ok("center" in tensors && "optimizer.exp_avg.backbone.cls_token" in tensors);
+ * dispose([state, tensors]);
+ * Deno.removeSync(path);
  * ```
  * @module
  */
@@ -30,9 +44,11 @@ export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseTrainArgs, type TrainConfig } from "./config.ts";
  * import { networkConfig } from "./checkpoint.ts";
- * const net = networkConfig(parseTrainArgs([]) as TrainConfig, 1);
+ * const net = networkConfig(parseTrainArgs([]) as TrainConfig, 1); // the fmnist preset, on 1-channel images
+ * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
  * ```
  */
 export function networkConfig(c: TrainConfig, channels: number): DinoConfig {
@@ -70,7 +86,20 @@ export interface CheckpointInfo {
  *
  * @example
  * ```ts
- * // saveCheckpoint("output/checkpoint.safetensors", state, { config, channels: 1, epoch: 3 });
+ * import assert from "node:assert/strict";
+ * import { dispose } from "../mod.ts";
+ * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
+ * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { readSafetensors } from "./safetensors.ts";
+ * import { dinoHyper, initTrainState } from "./train.ts";
+ * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveCheckpoint(path, state, { config, channels: 1, epoch: 3, normalization: { mean: [0.286], std: [0.353] } });
+ * const { tensors, metadata } = readSafetensors(path);
+ * assert.deepEqual([metadata.epoch, metadata.step, metadata.channels], ["3", "0", "1"]);
+ * dispose([state, tensors]);
+ * Deno.removeSync(path);
  * ```
  */
 export function saveCheckpoint(path: string, state: TrainState, info: CheckpointInfo): void {
@@ -106,9 +135,20 @@ function prefixed(flat: Flat, prefix: string): Flat {
  *
  * @example
  * ```ts
- * import { dispose } from "../mod.ts";
- * import { loadCheckpoint } from "./checkpoint.ts";
- * // const { state } = loadCheckpoint("output/checkpoint.safetensors"); dispose(state);
+ * import assert from "node:assert/strict";
+ * import { dispose, toArray } from "../mod.ts";
+ * import { loadCheckpoint, networkConfig, saveCheckpoint } from "./checkpoint.ts";
+ * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { dinoHyper, initTrainState } from "./train.ts";
+ * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const saved = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveCheckpoint(path, saved, { config, channels: 1, epoch: 2, normalization: { mean: [0.5], std: [0.5] } });
+ * const { state, epoch, normalization } = loadCheckpoint(path);
+ * assert.deepEqual([epoch, normalization.mean, state.step], [2, [0.5], 0]);
+ * assert.deepEqual(toArray(state.teacher.backbone.cls_token), toArray(saved.teacher.backbone.cls_token));
+ * dispose([saved, state]);
+ * Deno.removeSync(path);
  * ```
  */
 export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainState } {

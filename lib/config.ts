@@ -6,9 +6,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseTrainArgs } from "./config.ts";
  * const cfg = parseTrainArgs(["--epochs", "2", "--lr", "0.001"]);
- * console.log(cfg.preset, cfg.epochs, cfg.arch); // "fmnist" 2 "vit_tiny"
+ * assert(cfg !== "help");
+ * assert.deepEqual([cfg.preset, cfg.epochs, cfg.arch], ["fmnist", 2, "vit_tiny"]);
  * ```
  * @module
  */
@@ -285,8 +287,10 @@ const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { trainHelp } from "./config.ts";
- * console.log(trainHelp("imagenet-vits16"));
+ * const help = trainHelp("imagenet-vits16");
+ * assert.match(help, /--epochs +training epochs \(default: 100\)/);
  * ```
  */
 export function trainHelp(preset = "fmnist"): string {
@@ -346,8 +350,11 @@ function convert(name: string, kind: string, raw: unknown): unknown {
  *
  * @example
  * ```ts
- * import { parseTrainArgs, type TrainConfig, validate } from "./config.ts";
- * validate(parseTrainArgs([]) as TrainConfig);
+ * import assert from "node:assert/strict";
+ * import { parseTrainArgs, type TrainConfig, UsageError, validate } from "./config.ts";
+ * const ok = parseTrainArgs([]) as TrainConfig;
+ * assert.equal(validate(ok), ok);
+ * assert.throws(() => validate({ ...ok, warmupEpochs: ok.epochs + 1 }), UsageError);
  * ```
  */
 export function validate(c: TrainConfig): TrainConfig {
@@ -434,8 +441,12 @@ export function validate(c: TrainConfig): TrainConfig {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseTrainArgs } from "./config.ts";
  * const cfg = parseTrainArgs(["--preset", "imagenet-vits16", "--data", "/data/imagenet"]);
+ * assert(cfg !== "help");
+ * assert.deepEqual([cfg.arch, cfg.patchSize, cfg.outDim, cfg.data], ["vit_small", 16, 65536, "/data/imagenet"]);
+ * assert.equal(parseTrainArgs(["--help"]), "help");
  * ```
  */
 export function parseTrainArgs(

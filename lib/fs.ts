@@ -9,8 +9,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { exists } from "./fs.ts";
- * console.log(exists("/tmp")); // true
+ * const dir = Deno.makeTempDirSync();
+ * assert.equal(exists(dir), true);
+ * Deno.removeSync(dir);
+ * assert.equal(exists(dir), false);
  * ```
  */
 export function exists(path: string): boolean {

@@ -6,12 +6,14 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { headConfig, headForward, initHead } from "./head.ts";
  * using g = new Generator(0);
  * const cfg = headConfig(192, 4096);
  * const p = initHead(cfg, g);
- * const out = tidy(() => headForward(p, cfg, randn(g, [8, 192])).output); // [8, 4096]
+ * const out = tidy(() => headForward(p, cfg, randn(g, [8, 192])).output);
+ * assert.deepEqual(out.shape, [8, 4096]);
  * dispose([p, out]);
  * ```
  * @module
@@ -54,8 +56,10 @@ export interface HeadConfig {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { headConfig } from "./head.ts";
  * const cfg = headConfig(384, 65536, { normLastLayer: false });
+ * assert.deepEqual([cfg.hiddenDim, cfg.bottleneckDim, cfg.nlayers, cfg.normLastLayer], [2048, 256, 3, false]);
  * ```
  */
 export function headConfig(inDim: number, outDim: number, o: Partial<HeadConfig> = {}): HeadConfig {
@@ -117,10 +121,14 @@ function dims(cfg: HeadConfig): [number, number][] {
  *
  * @example
  * ```ts
- * import { Generator, dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, toArray } from "../mod.ts";
  * import { headConfig, initHead } from "./head.ts";
  * using g = new Generator(0);
- * dispose(initHead(headConfig(192, 1024), g));
+ * const head = initHead(headConfig(192, 1024), g);
+ * assert.deepEqual(head.last_layer.weight_v.shape, [1024, 256]);
+ * assert.ok(toArray(head.last_layer.weight_g).every((v) => v === 1));
+ * dispose(head);
  * ```
  */
 export function initHead(cfg: HeadConfig, g: Generator): HeadParams {
@@ -176,12 +184,14 @@ export function l2Normalize(x: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { headConfig, headForward, initHead } from "./head.ts";
  * using g = new Generator(0);
  * const cfg = headConfig(16, 64, { hiddenDim: 32, bottleneckDim: 8 });
  * const p = initHead(cfg, g);
  * const y = tidy(() => headForward(p, cfg, randn(g, [4, 16])).output);
+ * assert.deepEqual(y.shape, [4, 64]);
  * dispose([p, y]);
  * ```
  */

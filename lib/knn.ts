@@ -6,12 +6,13 @@
  *
  * @example
  * ```ts
- * import { dispose, randn, Generator } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn } from "../mod.ts";
  * import { knnClassify } from "./knn.ts";
  * using g = new Generator(0);
  * const train = randn(g, [100, 8]), test = randn(g, [10, 8]);
  * const r = knnClassify(train, new Int32Array(100), test, new Int32Array(10), { k: 5 });
- * console.log(r.top1); // 100: every label is 0
+ * assert.equal(r.top1, 100); // every label is 0
  * dispose([train, test]);
  * ```
  * @module
@@ -63,11 +64,13 @@ export interface KnnOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dispose, tensor } from "../mod.ts";
  * import { knnClassify } from "./knn.ts";
- * const train = tensor([[1, 0], [0, 1]]), test = tensor([[0.9, 0.1]]);
- * const { top1 } = knnClassify(train, new Int32Array([0, 1]), test, new Int32Array([0]), { k: 1 });
- * dispose([train, test]); // top1 = 100
+ * const train = tensor([[1, 0], [0, 1]]), test = tensor([[0.9, 0.1], [0, 2]]);
+ * const { top1 } = knnClassify(train, new Int32Array([0, 1]), test, new Int32Array([0, 0]), { k: 1 });
+ * assert.equal(top1, 50); // the first test image is nearest class 0 (right), the second class 1 (wrong)
+ * dispose([train, test]);
  * ```
  */
 export function knnClassify(
@@ -135,10 +138,12 @@ export interface EvalTransform {
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy, to } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { full, tidy, toArray } from "../mod.ts";
  * import { evalImages } from "./knn.ts";
- * const x = tidy(() => evalImages(to(ones([1, 1, 32, 32]), "u8"), { size: 28, mean: [0], std: [1] }));
- * dispose(x);
+ * using images = full([1, 1, 32, 32], 255, { dtype: "u8" });
+ * using x = tidy(() => evalImages(images, { size: 28, mean: [0.5], std: [0.5] })); // centre 28 x 28
+ * assert.deepEqual([x.dtype, x.shape, new Set(toArray(x))], ["f32", [1, 1, 28, 28], new Set([1])]); // (1 - 0.5) / 0.5
  * ```
  */
 export function evalImages(images: Tensor, t: EvalTransform): Tensor {
@@ -162,7 +167,20 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
  *
  * @example
  * ```ts
- * // const { features, labels } = await extractFeatures(teacher.backbone, cfg.vit, testSet, { size: 28, mean: [0.286], std: [0.353] });
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, zeros } from "../mod.ts";
+ * import { tensorDataset } from "./data/dataset.ts";
+ * import { extractFeatures } from "./knn.ts";
+ * import { initViT, vitConfig } from "./vit.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { imgSize: 28, patchSize: 7, inChans: 1, depth: 1 });
+ * const backbone = initViT(cfg, g);
+ * using images = zeros([3, 1, 28, 28], { dtype: "u8" });
+ * using testSet = tensorDataset(images, { labels: new Int32Array([0, 1, 1]) });
+ * const transform = { size: 28, mean: [0.286], std: [0.353] };
+ * const { features, labels } = await extractFeatures(backbone, cfg, testSet, transform);
+ * assert.deepEqual([features.shape, [...labels]], [[3, 192], [0, 1, 1]]);
+ * dispose([backbone, features]);
  * ```
  */
 export async function extractFeatures(
@@ -190,7 +208,15 @@ export async function extractFeatures(
  *
  * @example
  * ```ts
- * // const { features } = await pixelFeatures(testSet);
+ * import assert from "node:assert/strict";
+ * import { full, toArray } from "../mod.ts";
+ * import { tensorDataset } from "./data/dataset.ts";
+ * import { pixelFeatures } from "./knn.ts";
+ * using images = full([2, 1, 2, 2], 255, { dtype: "u8" });
+ * using testSet = tensorDataset(images); // unlabeled
+ * const { features, labels } = await pixelFeatures(testSet);
+ * assert.deepEqual([features.shape, toArray(features), [...labels]], [[2, 4], [1, 1, 1, 1, 1, 1, 1, 1], [-1, -1]]);
+ * features.dispose();
  * ```
  */
 export async function pixelFeatures(

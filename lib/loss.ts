@@ -5,13 +5,15 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy, zeros } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, item, randn, tidy, zeros } from "../mod.ts";
  * import { dinoLoss } from "./loss.ts";
  * using g = new Generator(0);
  * const K = 64, B = 4;
  * const r = tidy(() =>
  *   dinoLoss(randn(g, [4 * B, K]), randn(g, [2 * B, K]), zeros([1, K]), { ncrops: 4, teacherTemp: 0.04 })
  * );
+ * assert.ok(item(r.loss) > 0 && r.center.shape[1] === K); // a cross-entropy, and the updated center
  * dispose(r);
  * ```
  * @module
@@ -89,10 +91,12 @@ export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: numb
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy, zeros } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy, zeros } from "../mod.ts";
  * import { dinoLoss } from "./loss.ts";
  * using g = new Generator(0);
  * const r = tidy(() => dinoLoss(randn(g, [4, 8]), randn(g, [4, 8]), zeros([1, 8]), { ncrops: 2, teacherTemp: 0.04 }));
+ * assert.deepEqual([r.loss.shape, r.center.shape, r.targets.shape], [[], [1, 8], [4, 8]]);
  * dispose(r);
  * ```
  */

@@ -5,14 +5,16 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", patchSize: 4, imgSize: 28, inChans: 1, depth: 2, outDim: 256 });
  * const model = initDino(cfg, g);
  * const out = tidy(() =>
  *   multiCropForward(model, cfg, [randn(g, [2, 1, 28, 28]), randn(g, [2, 1, 28, 28]), randn(g, [2, 1, 12, 12])]).output
- * ); // [6, 256]
+ * );
+ * assert.deepEqual(out.shape, [6, 256]); // 3 crops x 2 images
  * dispose([model, out]);
  * ```
  * @module
@@ -51,8 +53,10 @@ export type DinoConfigOptions =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dinoConfig } from "./model.ts";
  * const cfg = dinoConfig({ arch: "vit_small", outDim: 65536 });
+ * assert.deepEqual([cfg.vit.embedDim, cfg.vit.numHeads, cfg.head.inDim, cfg.head.outDim], [384, 6, 384, 65536]);
  * ```
  */
 export function dinoConfig(o: DinoConfigOptions = {}): DinoConfig {
@@ -71,10 +75,13 @@ export function dinoConfig(o: DinoConfigOptions = {}): DinoConfig {
  *
  * @example
  * ```ts
- * import { Generator, dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../mod.ts";
  * import { dinoConfig, initDino } from "./model.ts";
  * using g = new Generator(0);
- * dispose(initDino(dinoConfig({ arch: "vit_tiny", outDim: 512 }), g));
+ * const model = initDino(dinoConfig({ arch: "vit_tiny", outDim: 512 }), g);
+ * assert.deepEqual([model.backbone.blocks.length, model.head.last_layer.weight_v.shape], [12, [512, 256]]);
+ * dispose(model);
  * ```
  */
 export function initDino(cfg: DinoConfig, g: Generator): DinoParams {
@@ -95,12 +102,14 @@ export interface MultiCropOptions {
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 32, patchSize: 8, depth: 1, outDim: 64 });
  * const m = initDino(cfg, g);
  * const y = tidy(() => multiCropForward(m, cfg, [randn(g, [2, 3, 32, 32])]).output);
+ * assert.deepEqual(y.shape, [2, 64]);
  * dispose([m, y]);
  * ```
  */

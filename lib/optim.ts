@@ -7,12 +7,16 @@
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, tidy, toArray } from "../mod.ts";
  * import { adamw } from "./optim.ts";
  * const params = { "w": ones([2, 2]) };
  * const opt = adamw();
  * const state = opt.init(params);
  * const next = tidy(() => opt.update(params, { w: ones([2, 2]) }, state, { lr: 1e-3, weightDecay: 0.04 }));
+ * // decayed by lr * wd, then a first Adam step of about lr
+ * assert.deepEqual(toArray(next.params.w).map((v) => v.toFixed(5)), Array(4).fill("0.99896"));
+ * assert.deepEqual(next.state.step, { w: 1 });
  * dispose([params, state, next]);
  * ```
  * @module
@@ -78,8 +82,14 @@ export function isDecayed(key: string, t: Tensor): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, ones } from "../mod.ts";
  * import { adamw } from "./optim.ts";
  * const opt = adamw({ beta2: 0.99 });
+ * using w = ones([3]);
+ * const state = opt.init({ w });
+ * assert.deepEqual([opt.name, Object.keys(state.exp_avg), state.step], ["adamw", ["w"], { w: 0 }]);
+ * dispose(state);
  * ```
  */
 export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}): Optimizer<AdamWState> {
@@ -128,8 +138,15 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, tidy, toArray } from "../mod.ts";
  * import { sgd } from "./optim.ts";
  * const opt = sgd({ momentum: 0.9 });
+ * using w = ones([2]);
+ * const state = opt.init({ w });
+ * const next = tidy(() => opt.update({ w }, { w: ones([2]) }, state, { lr: 0.5, weightDecay: 0 }));
+ * assert.deepEqual(toArray(next.params.w), [0.5, 0.5]); // w - lr * g
+ * dispose([state, next]);
  * ```
  */
 export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
@@ -170,9 +187,12 @@ export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, item, ones, tidy, toArray } from "../mod.ts";
  * import { clipGradients } from "./optim.ts";
- * const r = tidy(() => clipGradients({ w: ones([4]) }, 1)); // norm 2 -> scaled by ~0.5
+ * const r = tidy(() => clipGradients({ w: ones([4]) }, 1));
+ * assert.equal(item(r.norms.w), 2); // the norm before clipping
+ * assert.ok(toArray(r.grads.w).every((v) => Math.abs(v - 0.5) < 1e-6)); // scaled by 1 / 2 (and 1e-6)
  * dispose(r);
  * ```
  */
@@ -194,9 +214,11 @@ export function clipGradients(grads: Flat, clip: number): { grads: Flat; norms: 
  *
  * @example
  * ```ts
- * import { dispose, ones, tidy, zeros } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, tidy, toArray, zeros } from "../mod.ts";
  * import { emaUpdate } from "./optim.ts";
- * const t = tidy(() => emaUpdate({ w: zeros([2]) }, { w: ones([2]) }, 0.9)); // 0.1
+ * const t = tidy(() => emaUpdate({ w: zeros([2]) }, { w: ones([2]) }, 0.9));
+ * assert.deepEqual(toArray(t.w).map((v) => v.toFixed(6)), ["0.100000", "0.100000"]); // 0.9 * 0 + 0.1 * 1
  * dispose(t);
  * ```
  */

@@ -8,9 +8,19 @@
  *
  * @example
  * ```ts
- * import { dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../mod.ts";
+ * import { initViT, vitConfig } from "./vit.ts";
+ * import { saveWeights } from "./weights.ts";
  * import { loadEvalBackbone } from "./pretrained.ts";
- * // const { backbone, vit } = loadEvalBackbone("dino_vits16.safetensors", { arch: "vit_small", patchSize: 16 });
+ * using g = new Generator(0);
+ * const released = initViT(vitConfig("vit_tiny", { depth: 2, patchSize: 16 }), g);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, released); // bare backbone keys and no metadata, as the released dino_vits16 weights
+ * const { backbone, vit, source } = loadEvalBackbone(path, { arch: "vit_tiny", patchSize: 16 });
+ * assert.deepEqual([source, vit.depth, vit.embedDim, vit.imgSize], ["weights", 2, 192, 224]);
+ * dispose([released, backbone]);
+ * Deno.removeSync(path);
  * ```
  * @module
  */
@@ -37,8 +47,20 @@ export interface EvalBackbone {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose } from "../mod.ts";
+ * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
+ * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { dinoHyper, initTrainState } from "./train.ts";
  * import { loadEvalBackbone } from "./pretrained.ts";
- * // const b = loadEvalBackbone("output/checkpoint.safetensors");
+ * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.286], std: [0.353] } });
+ * const b = loadEvalBackbone(path); // a checkpoint: the teacher, shape and normalisation from the metadata
+ * assert.deepEqual([b.source, b.vit.patchSize, b.normalization?.mean], ["checkpoint", 7, [0.286]]);
+ * dispose([state, b.backbone]);
+ * Deno.removeSync(path);
  * ```
  */
 export function loadEvalBackbone(path: string, o: { arch?: Arch; patchSize?: number } = {}): EvalBackbone {

@@ -5,9 +5,14 @@
  *
  * @example
  * ```ts
- * import { Generator } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { Generator, rand, toArray } from "../mod.ts";
  * import { streamSeed } from "./rng.ts";
  * using g = new Generator(streamSeed(0, 42)); // step 42 of seed 0
+ * using again = new Generator(streamSeed(0, 42));
+ * using a = rand(g, [4]);
+ * using b = rand(again, [4]);
+ * assert.deepEqual(toArray(a), toArray(b)); // any step's numbers can be drawn again, without the steps before it
  * ```
  * @module
  */
@@ -17,8 +22,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { streamSeed } from "./rng.ts";
- * console.log(streamSeed(0, 0) !== streamSeed(0, 1)); // true
+ * assert.equal(streamSeed(0, 7), streamSeed(0, 7));
+ * assert.notEqual(streamSeed(0, 0), streamSeed(0, 1));
+ * assert.notEqual(streamSeed(0, 1), streamSeed(1, 0));
  * ```
  */
 export function streamSeed(seed: number, counter: number): bigint {

@@ -7,12 +7,16 @@
  *
  * @example
  * ```ts
- * import { dispose, ones } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, toArray } from "../mod.ts";
  * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
- * writeSafetensors(path, { "w": ones([2, 2]) }, { note: "hello" });
+ * using w = ones([2, 2]);
+ * writeSafetensors(path, { w }, { note: "hello" });
  * const { tensors, metadata } = readSafetensors(path);
+ * assert.deepEqual([metadata.note, tensors.w.shape, toArray(tensors.w)], ["hello", [2, 2], [1, 1, 1, 1]]);
  * dispose(tensors);
+ * Deno.removeSync(path);
  * ```
  * @module
  */
@@ -123,10 +127,13 @@ function parseHeader(
  *
  * @example
  * ```ts
- * import { dispose, ones } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, toArray } from "../mod.ts";
  * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
- * const bytes = encodeSafetensors({ x: ones([3]) });
- * dispose(decodeSafetensors(bytes).tensors);
+ * using x = ones([3]);
+ * const { tensors } = decodeSafetensors(encodeSafetensors({ x }));
+ * assert.deepEqual(toArray(tensors.x), [1, 1, 1]);
+ * dispose(tensors);
  * ```
  */
 export function decodeSafetensors(
@@ -149,10 +156,16 @@ export function decodeSafetensors(
  *
  * @example
  * ```ts
- * import { dispose } from "../mod.ts";
- * import { readSafetensors } from "./safetensors.ts";
- * const { tensors } = readSafetensors("tests/fixtures/parity.safetensors");
+ * import assert from "node:assert/strict";
+ * import { dispose, tensor } from "../mod.ts";
+ * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * using labels = tensor([3, 1], { dtype: "i64" });
+ * writeSafetensors(path, { labels });
+ * const { tensors, metadata } = readSafetensors(path);
+ * assert.deepEqual([tensors.labels.dtype, tensors.labels.shape, metadata], ["i64", [2], {}]);
  * dispose(tensors);
+ * Deno.removeSync(path);
  * ```
  */
 export function readSafetensors(path: string): { tensors: Flat; metadata: Record<string, string> } {
@@ -170,10 +183,15 @@ export function readSafetensors(path: string): { tensors: Flat; metadata: Record
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ones } from "../mod.ts";
  * import { encodeSafetensors } from "./safetensors.ts";
  * using w = ones([2]);
  * const bytes = encodeSafetensors({ w }, { step: "0" });
+ * const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true)); // u64 LE
+ * const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
+ * assert.deepEqual(header.w, { dtype: "F32", shape: [2], data_offsets: [0, 8] });
+ * assert.deepEqual(header.__metadata__, { step: "0" });
  * ```
  */
 export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Uint8Array {
@@ -208,10 +226,14 @@ export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Rec
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ones } from "../mod.ts";
  * import { writeSafetensors } from "./safetensors.ts";
  * using w = ones([2]);
- * writeSafetensors(Deno.makeTempFileSync(), { w });
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * writeSafetensors(path, { w });
+ * assert.ok(Deno.statSync(path).size > 8 + 2 * 4); // header length, header, two f32s
+ * Deno.removeSync(path);
  * ```
  */
 export function writeSafetensors(

@@ -4,9 +4,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cosineSchedule } from "./schedules.ts";
- * const lr = cosineSchedule(5e-4, 1e-6, 100, 1000, 10);
- * console.log(lr(0), lr(10_000), lr(99_999));
+ * const lr = cosineSchedule(5e-4, 1e-6, 100, 1000, 10); // 100 epochs of 1000 steps, 10 of them warmup
+ * assert.equal(lr(0), 0);
+ * assert.ok(Math.abs(lr(10_000) - 5e-4) < 1e-12); // the peak, after the warmup
+ * assert.ok(Math.abs(lr(99_999) - 1e-6) < 1e-9); // the end
  * ```
  * @module
  */
@@ -26,8 +29,13 @@ export function linspaceAt(start: number, stop: number, num: number, i: number):
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cosineSchedule } from "./schedules.ts";
  * const momentum = cosineSchedule(0.996, 1, 100, 500);
+ * assert.equal(momentum(0), 0.996);
+ * assert.equal(momentum(25_000).toFixed(6), "0.998000"); // halfway
+ * assert.ok(momentum(49_999) > 0.99999); // the last step
+ * assert.throws(() => momentum(50_000), RangeError);
  * ```
  */
 export function cosineSchedule(
@@ -55,9 +63,10 @@ export function cosineSchedule(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { teacherTempSchedule } from "./schedules.ts";
  * const tau = teacherTempSchedule(0.04, 0.07, 30, 100);
- * console.log(tau(0), tau(29), tau(50)); // 0.04, 0.07, 0.07
+ * assert.deepEqual([tau(0), tau(29), tau(50)], [0.04, 0.07, 0.07]);
  * ```
  */
 export function teacherTempSchedule(

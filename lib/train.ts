@@ -10,7 +10,8 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn } from "../mod.ts";
  * import { dinoConfig } from "./model.ts";
  * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 4, depth: 1, inChans: 1, outDim: 64 });
@@ -21,7 +22,8 @@
  * const { state: next, metrics } = trainStep(state, views, hyper, cfg);
  * dispose([state, views]);
  * state = next;
- * console.log(metrics.loss);
+ * assert.ok(Number.isFinite(metrics.loss) && metrics.loss > 0);
+ * assert.equal(state.step, 1);
  * dispose(state);
  * ```
  * @module
@@ -107,8 +109,10 @@ export interface DinoHyper {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dinoHyper } from "./train.ts";
  * const h = dinoHyper({ epochs: 10, itersPerEpoch: 100, batchSize: 128 });
+ * assert.deepEqual([h.epochs, h.lr, h.momentumTeacher, h.optimizer], [10, 5e-4, 0.996, "adamw"]);
  * ```
  */
 export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
@@ -220,10 +224,13 @@ function trainable(student: StudentParams, cfg: DinoConfig): Flat {
  *
  * @example
  * ```ts
- * import { dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, toArray } from "../mod.ts";
  * import { dinoConfig } from "./model.ts";
  * import { dinoHyper, initTrainState } from "./train.ts";
  * const s = initTrainState(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), dinoHyper(), 0);
+ * assert.deepEqual(toArray(s.teacher.backbone.cls_token), toArray(s.student.backbone.cls_token));
+ * assert.deepEqual([s.step, s.center.shape], [0, [1, 64]]);
  * dispose(s);
  * ```
  */
@@ -268,7 +275,8 @@ function withStats<T extends DinoParams>(
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn } from "../mod.ts";
  * import { dinoConfig } from "./model.ts";
  * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, outDim: 32 });
@@ -276,7 +284,8 @@ function withStats<T extends DinoParams>(
  * const s0 = initTrainState(cfg, h, 0);
  * using g = new Generator(0);
  * const views = [randn(g, [2, 3, 16, 16]), randn(g, [2, 3, 16, 16])];
- * const { state: s1 } = trainStep(s0, views, h, cfg);
+ * const { state: s1, metrics } = trainStep(s0, views, h, cfg);
+ * assert.deepEqual([s1.step, metrics.lr, metrics.momentum], [1, 5e-4 * 2 / 256, 0.996]); // lr scaled by batch / 256
  * dispose([s0, s1, views]);
  * ```
  */

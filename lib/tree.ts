@@ -24,9 +24,13 @@ export type Flat = Record<string, Tensor>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ones } from "../ffi/mod.ts";
  * import { stateDict } from "./tree.ts";
- * const keys = Object.keys(stateDict({ blocks: [{ w: ones([1]) }] })); // ["blocks.0.w"]
+ * using w = ones([1]);
+ * const flat = stateDict({ blocks: [{ w }] });
+ * assert.deepEqual(Object.keys(flat), ["blocks.0.w"]);
+ * assert.equal(flat["blocks.0.w"], w); // the same handles: nothing is copied
  * ```
  */
 export function stateDict(tree: object, prefix = ""): Flat {
@@ -48,9 +52,13 @@ export function stateDict(tree: object, prefix = ""): Flat {
  *
  * @example
  * ```ts
- * import { mul, ones } from "../ffi/mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, mul, ones, toArray } from "../ffi/mod.ts";
  * import { mapTree } from "./tree.ts";
- * const doubled = mapTree({ w: ones([2]) }, (t) => mul(t, 2));
+ * using w = ones([2]);
+ * const doubled = mapTree({ w, layers: [{ b: w }] }, (t) => mul(t, 2));
+ * assert.deepEqual([toArray(doubled.w), toArray(doubled.layers[0].b)], [[2, 2], [2, 2]]);
+ * dispose(doubled);
  * ```
  */
 export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: string) => Tensor, prefix = ""): T {
@@ -74,10 +82,15 @@ export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: stri
  *
  * @example
  * ```ts
- * import { ones } from "../ffi/mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, zeros } from "../ffi/mod.ts";
  * import { loadStateDict, stateDict } from "./tree.ts";
  * const tree = { w: ones([2]) };
  * const copy = loadStateDict(tree, stateDict(tree));
+ * assert.deepEqual(copy.w.shape, [2]);
+ * using wrong = zeros([3]);
+ * assert.throws(() => loadStateDict(tree, { w: wrong }), /shape/);
+ * dispose([tree, copy]);
  * ```
  */
 export function loadStateDict<T extends object>(template: T, flat: Flat, prefix = ""): T {

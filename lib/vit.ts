@@ -8,12 +8,14 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { initViT, vitConfig, vitForward } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { patchSize: 4, imgSize: 28, inChans: 1, depth: 2 });
  * const params = initViT(cfg, g);
- * const cls = tidy(() => vitForward(params, cfg, randn(g, [2, 1, 28, 28]))); // [2, 192]
+ * const cls = tidy(() => vitForward(params, cfg, randn(g, [2, 1, 28, 28])));
+ * assert.deepEqual(cls.shape, [2, 192]); // one CLS feature per image
  * dispose([params, cls]);
  * ```
  * @module
@@ -86,8 +88,10 @@ export type Arch = keyof typeof ARCHS;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { vitConfig } from "./vit.ts";
  * const cfg = vitConfig("vit_small", { patchSize: 8 });
+ * assert.deepEqual([cfg.embedDim, cfg.depth, cfg.numHeads, cfg.patchSize, cfg.imgSize], [384, 12, 6, 8, 224]);
  * ```
  */
 export function vitConfig(arch: Arch, o: Partial<ViTConfig> = {}): ViTConfig {
@@ -170,10 +174,13 @@ function normInit(dim: number): NormParams {
  *
  * @example
  * ```ts
- * import { Generator, dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../mod.ts";
  * import { initViT, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
- * dispose(initViT(vitConfig("vit_tiny"), g));
+ * const vit = initViT(vitConfig("vit_tiny"), g);
+ * assert.deepEqual([vit.blocks.length, vit.pos_embed.shape], [12, [1, 197, 192]]); // 14 x 14 patches + CLS
+ * dispose(vit);
  * ```
  */
 export function initViT(cfg: ViTConfig, g: Generator): ViTParams {
@@ -320,12 +327,14 @@ function runBlocks(
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { initViT, vitConfig, vitForward } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
  * const p = initViT(cfg, g);
  * const y = tidy(() => vitForward(p, cfg, randn(g, [1, 3, 32, 32])));
+ * assert.deepEqual(y.shape, [1, 192]);
  * dispose([p, y]);
  * ```
  */
@@ -339,12 +348,14 @@ export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOp
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { initViT, lastSelfAttention, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
  * const p = initViT(cfg, g);
- * const a = tidy(() => lastSelfAttention(p, cfg, randn(g, [1, 3, 32, 32]))); // [1, 3, 17, 17]
+ * const a = tidy(() => lastSelfAttention(p, cfg, randn(g, [1, 3, 32, 32])));
+ * assert.deepEqual(a.shape, [1, 3, 17, 17]); // [B, heads, 1 + 16 patches, 1 + 16 patches]
  * dispose([p, a]);
  * ```
  */
@@ -358,12 +369,14 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
  *
  * @example
  * ```ts
- * import { Generator, dispose, randn, tidy } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randn, tidy } from "../mod.ts";
  * import { initViT, intermediateLayers, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 2 });
  * const p = initViT(cfg, g);
  * const layers = tidy(() => intermediateLayers(p, cfg, randn(g, [1, 3, 32, 32]), 2));
+ * assert.deepEqual(layers.map((l) => l.shape), [[1, 17, 192], [1, 17, 192]]); // every token of the last 2 blocks
  * dispose([p, layers]);
  * ```
  */

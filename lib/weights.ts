@@ -7,16 +7,19 @@
  *
  * @example
  * ```ts
- * import { Generator, dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, toArray } from "../mod.ts";
  * import { dinoConfig, initDino } from "./model.ts";
  * import { loadBackbone, saveWeights } from "./weights.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
  * const model = initDino(cfg, g);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
- * saveWeights(path, model.backbone);   // bare backbone keys
+ * saveWeights(path, model.backbone); // bare backbone keys
  * const backbone = loadBackbone(path, cfg.vit);
+ * assert.deepEqual(toArray(backbone.pos_embed), toArray(model.backbone.pos_embed));
  * dispose([model, backbone]);
+ * Deno.removeSync(path);
  * ```
  * @module
  */
@@ -31,13 +34,20 @@ import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
  *
  * @example
  * ```ts
- * import { Generator, dispose } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../mod.ts";
  * import { dinoConfig, initDino } from "./model.ts";
+ * import { readSafetensors } from "./safetensors.ts";
  * import { saveWeights } from "./weights.ts";
  * using g = new Generator(0);
  * const m = initDino(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), g);
- * saveWeights(Deno.makeTempFileSync(), m, { arch: "vit_tiny" });
- * dispose(m);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, m, { arch: "vit_tiny" });
+ * const { tensors, metadata } = readSafetensors(path);
+ * assert.equal(metadata.arch, "vit_tiny");
+ * assert.ok("backbone.blocks.0.attn.qkv.weight" in tensors && "head.last_layer.weight_g" in tensors); // official keys
+ * dispose([m, tensors]);
+ * Deno.removeSync(path);
  * ```
  */
 export function saveWeights(path: string, params: DinoParams | ViTParams, metadata: Record<string, string> = {}): void {
@@ -78,10 +88,19 @@ function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, s
  *
  * @example
  * ```ts
- * import { dispose } from "../mod.ts";
- * import { dinoConfig } from "./model.ts";
- * import { loadDino } from "./weights.ts";
- * // const model = loadDino("checkpoint.safetensors", dinoConfig({ arch: "vit_small", outDim: 65536 }));
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, toArray } from "../mod.ts";
+ * import { dinoConfig, initDino } from "./model.ts";
+ * import { loadDino, saveWeights } from "./weights.ts";
+ * using g = new Generator(0);
+ * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
+ * const saved = initDino(cfg, g);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, saved); // backbone.* and head.* keys
+ * const model = loadDino(path, cfg);
+ * assert.deepEqual(toArray(model.head.last_layer.weight_v), toArray(saved.head.last_layer.weight_v));
+ * dispose([saved, model]);
+ * Deno.removeSync(path);
  * ```
  */
 export function loadDino(path: string, cfg: DinoConfig): DinoParams {
@@ -98,9 +117,19 @@ export function loadDino(path: string, cfg: DinoConfig): DinoParams {
  *
  * @example
  * ```ts
- * import { vitConfig } from "./vit.ts";
- * import { loadBackbone } from "./weights.ts";
- * // const vit = loadBackbone("dino_vits16.safetensors", vitConfig("vit_small"));
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, toArray } from "../mod.ts";
+ * import { dinoConfig, initDino } from "./model.ts";
+ * import { loadBackbone, saveWeights } from "./weights.ts";
+ * using g = new Generator(0);
+ * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
+ * const model = initDino(cfg, g);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, model); // a full network: loadBackbone takes its backbone.* part
+ * const vit = loadBackbone(path, cfg.vit);
+ * assert.deepEqual(toArray(vit.cls_token), toArray(model.backbone.cls_token));
+ * dispose([model, vit]);
+ * Deno.removeSync(path);
  * ```
  */
 export function loadBackbone(path: string, cfg: ViTConfig): ViTParams {

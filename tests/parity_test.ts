@@ -5,7 +5,7 @@ import * as t from "../mod.ts";
 import { dinoLoss } from "../lib/loss.ts";
 import { type DinoConfig, dinoConfig, type DinoParams, initDino, multiCropForward } from "../lib/model.ts";
 import { readSafetensors } from "../lib/safetensors.ts";
-import { dinoHyper, isTrainable, optimizerFor, type TrainState, trainStep } from "../lib/train.ts";
+import { dinoHyper, isTrainable, type TrainState, trainStep } from "../lib/train.ts";
 import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/tree.ts";
 import { intermediateLayers, lastSelfAttention, vitForward } from "../lib/vit.ts";
 import type { AdamWState } from "../lib/optim.ts";

@@ -5,12 +5,14 @@
  *
  * @example
  * ```ts
- * import { grad, mul, requiresGrad, sum, tensor, tidy, toArray } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { grad, mul, requiresGrad, sum, tensor, tidy, toArray } from "../mod.ts";
  * const g = tidy(() => {
  *   const x = requiresGrad(tensor([1, 2, 3]));
  *   const [dx] = grad(sum(mul(x, x)), [x]);
- *   return toArray(dx); // [2, 4, 6]
+ *   return toArray(dx);
  * });
+ * assert.deepEqual(g, [2, 4, 6]); // d/dx sum(x^2) = 2x
  * ```
  * @module
  */
@@ -18,11 +20,35 @@ import { checked, ctx, native } from "../lib.ts";
 import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { handles } from "./args.ts";
 
-/** A new leaf sharing `t`'s data that autograd tracks (or not, with `flag` false). @example `const w = requiresGrad(w0)` */
+/**
+ * A new leaf sharing `t`'s data that autograd tracks (or not, with `flag` false).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ones, requiresGrad } from "../mod.ts";
+ * using w0 = ones([2]);
+ * using w = requiresGrad(w0);
+ * assert.deepEqual([w0.requiresGrad, w.requiresGrad], [false, true]);
+ * ```
+ */
 export function requiresGrad(t: Tensor, flag = true): Tensor {
   return wrap(native.requires_grad(ctx, t.ptr, flag), "requiresGrad");
 }
-/** The same data cut off from the autograd graph. @example `const target = detach(teacherOut)` */
+/**
+ * The same data cut off from the autograd graph.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { detach, mul, ones, requiresGrad } from "../mod.ts";
+ * using w0 = ones([2]);
+ * using w = requiresGrad(w0);
+ * using teacherOut = mul(w, 2);
+ * using target = detach(teacherOut);
+ * assert.deepEqual([teacherOut.requiresGrad, target.requiresGrad], [true, false]);
+ * ```
+ */
 export function detach(t: Tensor): Tensor {
   return wrap(native.detach(ctx, t.ptr), "detach");
 }
@@ -33,11 +59,13 @@ export function detach(t: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { grad, requiresGrad, sum, exp, tensor, dispose } from "./mod.ts";
- * using x = requiresGrad(tensor([0, 1]));
- * using y = sum(exp(x));
- * const [dx] = grad(y, [x]); // exp(x)
- * dx.dispose();
+ * import assert from "node:assert/strict";
+ * import { exp, grad, requiresGrad, sum, tensor, tidy, toArray } from "../mod.ts";
+ * const dx = tidy(() => {
+ *   const x = requiresGrad(tensor([0, 1]));
+ *   return toArray(grad(sum(exp(x)), [x])[0]);
+ * });
+ * assert.deepEqual(dx.map((v) => v.toFixed(4)), ["1.0000", "2.7183"]); // exp(x)
  * ```
  */
 export function grad(
@@ -54,10 +82,12 @@ export function grad(
  *
  * @example
  * ```ts
- * import { noGrad, ones, requiresGrad, mul } from "./mod.ts";
- * using w = requiresGrad(ones([2]));
+ * import assert from "node:assert/strict";
+ * import { mul, noGrad, ones, requiresGrad } from "../mod.ts";
+ * using w0 = ones([2]);
+ * using w = requiresGrad(w0);
  * using y = noGrad(() => mul(w, 2));
- * console.assert(!y.requiresGrad);
+ * assert.equal(y.requiresGrad, false);
  * ```
  */
 export function noGrad<R>(fn: () => R): R {

@@ -70,9 +70,12 @@ function flatten(data: Nested, shape: number[], out: number[], depth = 0): void 
  *
  * @example
  * ```ts
- * import { tensor } from "./mod.ts";
- * using x = tensor([[1, 2], [3, 4]]);          // f32 [2, 2]
- * using y = tensor(new Int32Array([1, 2, 3])); // i32 [3]
+ * import assert from "node:assert/strict";
+ * import { tensor } from "../mod.ts";
+ * using x = tensor([[1, 2], [3, 4]]);
+ * using y = tensor(new Int32Array([1, 2, 3]));
+ * using z = tensor([1, 2, 3, 4, 5, 6], { dtype: "u8", shape: [2, 3] });
+ * assert.deepEqual([x.dtype, x.shape, y.dtype, y.shape, z.dtype, z.shape], ["f32", [2, 2], "i32", [3], "u8", [2, 3]]);
  * ```
  */
 export function tensor(
@@ -110,8 +113,10 @@ export function tensor(
  *
  * @example
  * ```ts
- * import { fromBytes } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { fromBytes, toArray } from "../mod.ts";
  * using t = fromBytes(new Uint8Array(new Float32Array([1, 2]).buffer), "f32", [2]);
+ * assert.deepEqual(toArray(t), [1, 2]);
  * ```
  */
 export function fromBytes(data: TypedArray, dtype: DType, shape: readonly number[], device?: Device): Tensor {
@@ -139,9 +144,10 @@ function toDtype(t: Tensor, dtype: DType, device?: Device): Tensor {
  *
  * @example
  * ```ts
- * import { data, ones } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { data, ones } from "../mod.ts";
  * using x = ones([2]);
- * console.log(data(x)); // Float32Array [1, 1]
+ * assert.deepEqual(data(x), new Float32Array([1, 1]));
  * ```
  */
 export function data(t: Tensor): TypedArray {
@@ -156,9 +162,10 @@ export function data(t: Tensor): TypedArray {
  *
  * @example
  * ```ts
- * import { tensor, toArray } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { tensor, toArray } from "../mod.ts";
  * using x = tensor([[1, 2], [3, 4]]);
- * console.log(toArray(x)); // [1, 2, 3, 4]
+ * assert.deepEqual(toArray(x), [1, 2, 3, 4]);
  * ```
  */
 export function toArray(t: Tensor): number[] {
@@ -174,9 +181,11 @@ export function toArray(t: Tensor): number[] {
  *
  * @example
  * ```ts
- * import { item, sum, tensor } from "./mod.ts";
- * using s = sum(tensor([1, 2, 3]));
- * console.log(item(s)); // 6
+ * import assert from "node:assert/strict";
+ * import { item, sum, tensor } from "../mod.ts";
+ * using x = tensor([1, 2, 3]);
+ * using s = sum(x);
+ * assert.equal(item(s), 6);
  * ```
  */
 export function item(t: Tensor): number {
@@ -197,10 +206,12 @@ function factory(op: "empty" | "zeros" | "ones", shape: readonly number[], o: Te
  *
  * @example
  * ```ts
- * import { copyInto, empty, ones } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { copyInto, empty, ones, toArray } from "../mod.ts";
  * using y = empty([2, 3]);
  * using one = ones([2, 3]);
- * copyInto(y, one);
+ * copyInto(y, one); // now every value is set
+ * assert.deepEqual(toArray(y), [1, 1, 1, 1, 1, 1]);
  * ```
  */
 export function empty(shape: readonly number[], options: TensorOptions = {}): Tensor {
@@ -212,8 +223,10 @@ export function empty(shape: readonly number[], options: TensorOptions = {}): Te
  *
  * @example
  * ```ts
- * import { zeros } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { toArray, zeros } from "../mod.ts";
  * using z = zeros([2, 3], { dtype: "i64" });
+ * assert.deepEqual([z.dtype, toArray(z)], ["i64", [0, 0, 0, 0, 0, 0]]);
  * ```
  */
 export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
@@ -225,8 +238,10 @@ export function zeros(shape: readonly number[], options: TensorOptions = {}): Te
  *
  * @example
  * ```ts
- * import { ones } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { ones, toArray } from "../mod.ts";
  * using o = ones([4]);
+ * assert.deepEqual(toArray(o), [1, 1, 1, 1]);
  * ```
  */
 export function ones(shape: readonly number[], options: TensorOptions = {}): Tensor {
@@ -238,8 +253,10 @@ export function ones(shape: readonly number[], options: TensorOptions = {}): Ten
  *
  * @example
  * ```ts
- * import { full } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { full, toArray } from "../mod.ts";
  * using t = full([2, 2], 0.5);
+ * assert.deepEqual(toArray(t), [0.5, 0.5, 0.5, 0.5]);
  * ```
  */
 export function full(shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
@@ -255,8 +272,11 @@ export function full(shape: readonly number[], value: number, options: TensorOpt
  *
  * @example
  * ```ts
- * import { arange } from "./mod.ts";
- * using r = arange(0, 5); // [0, 1, 2, 3, 4]
+ * import assert from "node:assert/strict";
+ * import { arange, toArray } from "../mod.ts";
+ * using r = arange(0, 5);
+ * using odd = arange(1, 8, 2);
+ * assert.deepEqual([r.dtype, toArray(r), toArray(odd)], ["i64", [0, 1, 2, 3, 4], [1, 3, 5, 7]]);
  * ```
  */
 export function arange(start: number, end: number, step = 1, options: TensorOptions = {}): Tensor {
@@ -269,8 +289,10 @@ export function arange(start: number, end: number, step = 1, options: TensorOpti
  *
  * @example
  * ```ts
- * import { linspace } from "./mod.ts";
- * using l = linspace(0, 1, 5); // [0, 0.25, 0.5, 0.75, 1]
+ * import assert from "node:assert/strict";
+ * import { linspace, toArray } from "../mod.ts";
+ * using l = linspace(0, 1, 5);
+ * assert.deepEqual(toArray(l), [0, 0.25, 0.5, 0.75, 1]);
  * ```
  */
 export function linspace(start: number, end: number, steps: number, options: TensorOptions = {}): Tensor {
@@ -285,8 +307,10 @@ export function linspace(start: number, end: number, steps: number, options: Ten
  *
  * @example
  * ```ts
- * import { eye } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { eye, toArray } from "../mod.ts";
  * using i = eye(3);
+ * assert.deepEqual(toArray(i), [1, 0, 0, 0, 1, 0, 0, 0, 1]);
  * ```
  */
 export function eye(n: number, options: TensorOptions = {}): Tensor {
@@ -298,9 +322,11 @@ export function eye(n: number, options: TensorOptions = {}): Tensor {
  *
  * @example
  * ```ts
- * import { ones, zerosLike } from "./mod.ts";
- * using o = ones([2]);
+ * import assert from "node:assert/strict";
+ * import { ones, toArray, zerosLike } from "../mod.ts";
+ * using o = ones([2], { dtype: "i32" });
  * using z = zerosLike(o);
+ * assert.deepEqual([z.dtype, toArray(z)], ["i32", [0, 0]]);
  * ```
  */
 export function zerosLike(t: Tensor): Tensor {
@@ -312,9 +338,11 @@ export function zerosLike(t: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { onesLike, zeros } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { onesLike, toArray, zeros } from "../mod.ts";
  * using z = zeros([2]);
  * using o = onesLike(z);
+ * assert.deepEqual(toArray(o), [1, 1]);
  * ```
  */
 export function onesLike(t: Tensor): Tensor {
@@ -326,9 +354,11 @@ export function onesLike(t: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { fullLike, zeros } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { fullLike, toArray, zeros } from "../mod.ts";
  * using z = zeros([2]);
  * using h = fullLike(z, 0.5);
+ * assert.deepEqual(toArray(h), [0.5, 0.5]);
  * ```
  */
 export function fullLike(t: Tensor, value: number): Tensor {
@@ -340,9 +370,11 @@ export function fullLike(t: Tensor, value: number): Tensor {
  *
  * @example
  * ```ts
- * import { tensor, to } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { tensor, to, toArray } from "../mod.ts";
  * using x = tensor([1.7, -2.2]);
- * using i = to(x, "i64"); // [1, -2]
+ * using i = to(x, "i64"); // truncates toward zero
+ * assert.deepEqual([i.dtype, toArray(i)], ["i64", [1, -2]]);
  * ```
  */
 export function to(t: Tensor, dtype: DType): Tensor {
@@ -354,9 +386,11 @@ export function to(t: Tensor, dtype: DType): Tensor {
  *
  * @example
  * ```ts
- * import { ones, toDevice } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { cudaAvailable, ones, toDevice } from "../mod.ts";
  * using x = ones([2]);
- * using y = toDevice(x, "cpu");
+ * using y = toDevice(x, cudaAvailable() ? "cuda" : "cpu");
+ * assert.equal(y.device, cudaAvailable() ? "cuda" : "cpu");
  * ```
  */
 export function toDevice(t: Tensor, device: Device): Tensor {

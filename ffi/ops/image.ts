@@ -5,10 +5,17 @@
  *
  * @example
  * ```ts
- * import { decodeImages, tidy } from "./mod.ts";
- * const r = await decodeImages(["a.png", "b.jpg"], { side: 64 });
- * console.log(r.images.shape, r.failed); // [n, 3, 64, 64]
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { decodeImages, full, writeImage } from "../mod.ts";
+ * const dir = Deno.makeTempDirSync();
+ * using gray = full([48, 64, 3], 128, { dtype: "u8" }); // [H, W, C]
+ * writeImage(join(dir, "a.png"), gray);
+ * writeImage(join(dir, "b.jpg"), gray);
+ * const r = await decodeImages([join(dir, "a.png"), join(dir, "b.jpg")], { side: 32 });
+ * assert.deepEqual([r.images.shape, r.failed], [[2, 3, 32, 32], []]); // [n, C, side, side]
  * r.images.dispose();
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  * @module
  */
@@ -45,9 +52,18 @@ export interface Decoded {
  *
  * @example
  * ```ts
- * import { decodeImages } from "./mod.ts";
- * const { images, failed } = await decodeImages(["cat.png"], { side: 32, channels: 3 });
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { decodeImages, full, writeImage } from "../mod.ts";
+ * const dir = Deno.makeTempDirSync();
+ * using white = full([40, 40, 3], 255, { dtype: "u8" });
+ * writeImage(join(dir, "cat.png"), white);
+ * Deno.writeTextFileSync(join(dir, "broken.png"), "not an image");
+ * const paths = [join(dir, "broken.png"), join(dir, "cat.png")];
+ * const { images, ok, failed } = await decodeImages(paths, { side: 32, channels: 1 });
+ * assert.deepEqual([images.shape, ok, failed.map((f) => f.index)], [[1, 1, 32, 32], [1], [0]]);
  * images.dispose();
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export async function decodeImages(paths: readonly string[], o: DecodeOptions): Promise<Decoded> {
@@ -77,9 +93,13 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
  *
  * @example
  * ```ts
- * import { tensor, writeImage } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { tensor, writeImage } from "../mod.ts";
  * using img = tensor([[[255, 0, 0]]], { dtype: "u8" }); // one red pixel
- * writeImage("/tmp/red.png", img);
+ * const path = Deno.makeTempFileSync({ suffix: ".png" });
+ * writeImage(path, img);
+ * assert.deepEqual([...Deno.readFileSync(path).subarray(1, 4)], [..."PNG"].map((c) => c.charCodeAt(0)));
+ * Deno.removeSync(path);
  * ```
  */
 export function writeImage(path: string, image: Tensor, quality = 95): void {

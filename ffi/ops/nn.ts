@@ -3,10 +3,11 @@
  *
  * @example
  * ```ts
- * import { gelu, linear, randn, Generator, tidy } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { gelu, Generator, linear, randn, tidy } from "../mod.ts";
  * using g = new Generator(0);
- * const y = tidy(() => gelu(linear(randn(g, [4, 8]), randn(g, [16, 8]))));
- * y.dispose();
+ * using y = tidy(() => gelu(linear(randn(g, [4, 8]), randn(g, [16, 8]))));
+ * assert.deepEqual(y.shape, [4, 16]);
  * ```
  * @module
  */
@@ -16,15 +17,50 @@ import { ints } from "./args.ts";
 
 const NULL = null;
 
-/** Matrix product with broadcasting, as `torch.matmul`. @example `matmul(q, transpose(k, -2, -1))` */
+/**
+ * Matrix product with broadcasting, as `torch.matmul`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { matmul, tensor, tidy, toArray, transpose } from "../mod.ts";
+ * using q = tensor([[1, 2]]);
+ * using k = tensor([[3, 4], [5, 6]]);
+ * assert.deepEqual(tidy(() => toArray(matmul(q, transpose(k, -2, -1)))), [11, 17]); // [1, 2]
+ * ```
+ */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   return wrap(native.matmul(ctx, a.ptr, b.ptr), "matmul");
 }
-/** Batched matrix product of [B, n, m] and [B, m, p]. @example `bmm(a, b)` */
+/**
+ * Batched matrix product of [B, n, m] and [B, m, p].
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bmm, ones } from "../mod.ts";
+ * using a = ones([2, 1, 3]);
+ * using b = ones([2, 3, 4]);
+ * using c = bmm(a, b);
+ * assert.deepEqual(c.shape, [2, 1, 4]);
+ * ```
+ */
 export function bmm(a: Tensor, b: Tensor): Tensor {
   return wrap(native.bmm(ctx, a.ptr, b.ptr), "bmm");
 }
-/** `x W^T + b`, W of shape [out, in]. @example `linear(x, w, b)` */
+/**
+ * `x W^T + b`, W of shape [out, in].
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { linear, tensor, tidy, toArray } from "../mod.ts";
+ * using x = tensor([[1, 2]]);
+ * using w = tensor([[1, 0], [0, 1], [1, 1]]); // 2 in, 3 out
+ * using b = tensor([0, 0, 1]);
+ * assert.deepEqual(tidy(() => toArray(linear(x, w, b))), [1, 2, 4]);
+ * ```
+ */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   return wrap(native.linear(ctx, x.ptr, weight.ptr, bias?.ptr ?? NULL), "linear");
 }
@@ -43,7 +79,20 @@ export interface Conv2dOptions {
 const pair = (v: number | [number, number] | undefined, d: number): number[] =>
   v === undefined ? [d, d] : typeof v === "number" ? [v, v] : v;
 
-/** 2-D convolution of [B, C, H, W] by [out, C/groups, kH, kW]. @example `conv2d(img, w, b, { stride: 16 })` */
+/**
+ * 2-D convolution of [B, C, H, W] by [out, C/groups, kH, kW].
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { conv2d, ones, tensor, toArray } from "../mod.ts";
+ * using img = ones([1, 1, 4, 4]);
+ * using w = ones([2, 1, 2, 2]); // 2 filters of 2 x 2
+ * using b = tensor([0, 1]);
+ * using y = conv2d(img, w, b, { stride: 2 }); // non-overlapping 2 x 2 patches, as a ViT's patch embedding
+ * assert.deepEqual([y.shape, toArray(y)], [[1, 2, 2, 2], [4, 4, 4, 4, 5, 5, 5, 5]]);
+ * ```
+ */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
   const s = pair(options.stride, 1), p = pair(options.padding, 0), d = pair(options.dilation, 1);
   return wrap(
@@ -51,7 +100,20 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2d
     "conv2d",
   );
 }
-/** Layer normalisation over the trailing `normalizedShape` dims. @example `layerNorm(x, [D], w, b, 1e-6)` */
+/**
+ * Layer normalisation over the trailing `normalizedShape` dims.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { layerNorm, ones, tensor, tidy, toArray, zeros } from "../mod.ts";
+ * using x = tensor([[1, 3], [10, 20]]);
+ * using w = ones([2]);
+ * using b = zeros([2]);
+ * const y = tidy(() => toArray(layerNorm(x, [2], w, b, 1e-6)));
+ * assert.deepEqual(y.map((v) => v.toFixed(4)), ["-1.0000", "1.0000", "-1.0000", "1.0000"]);
+ * ```
+ */
 export function layerNorm(
   x: Tensor,
   normalizedShape: readonly number[],
@@ -89,12 +151,16 @@ export interface BatchNormOptions {
  *
  * @example
  * ```ts
- * import { batchNorm, dispose, ones, randn, zeros, Generator } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { batchNorm, dispose, Generator, mean, ones, randn, toArray, zeros } from "../mod.ts";
  * using g = new Generator(1);
  * using x = randn(g, [8, 4]);
  * using m = zeros([4]);
  * using v = ones([4]);
  * const r = batchNorm(x, { runningMean: m, runningVar: v, training: true });
+ * using mu = mean(r.output, 0);
+ * assert.ok(toArray(mu).every((c) => Math.abs(c) < 1e-5)); // each channel centred
+ * assert.deepEqual(r.runningMean?.shape, [4]); // updated copies; m and v are unchanged
  * dispose(r);
  * ```
  */
@@ -116,15 +182,45 @@ export function batchNorm(
   const [output, ...stats] = wrapList(list, "batchNorm");
   return o.runningMean && o.runningVar ? { output, runningMean: stats[0], runningVar: stats[1] } : { output };
 }
-/** GELU: exact (erf) by default, or the tanh approximation. @example `gelu(x)` */
+/**
+ * GELU: exact (erf) by default, or the tanh approximation.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gelu, tensor, tidy, toArray } from "../mod.ts";
+ * using x = tensor([0, 1]);
+ * const [exact, tanh] = tidy(() => [gelu(x), gelu(x, "tanh")].map(toArray));
+ * assert.deepEqual([exact[1].toFixed(5), tanh[1].toFixed(5)], ["0.84134", "0.84119"]);
+ * ```
+ */
 export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
   return wrap(native.gelu(ctx, x.ptr, approximate === "tanh"), "gelu");
 }
-/** Softmax along `dim`. @example `softmax(logits, -1)` */
+/**
+ * Softmax along `dim`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { softmax, tensor, tidy, toArray } from "../mod.ts";
+ * assert.deepEqual(tidy(() => toArray(softmax(tensor([[1, 1, 1, 1], [0, 0, 0, 0]]), -1))), Array(8).fill(0.25));
+ * ```
+ */
 export function softmax(x: Tensor, dim: number): Tensor {
   return wrap(native.softmax(ctx, x.ptr, dim), "softmax");
 }
-/** log(softmax(x)) along `dim`, computed stably. @example `logSoftmax(logits, -1)` */
+/**
+ * log(softmax(x)) along `dim`, computed stably.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { logSoftmax, tensor, tidy, toArray } from "../mod.ts";
+ * const y = tidy(() => toArray(logSoftmax(tensor([[0, 0], [-1000, 1000]]), -1))); // no overflow
+ * assert.deepEqual(y.map((v) => v.toFixed(4)), ["-0.6931", "-0.6931", "-2000.0000", "0.0000"]);
+ * ```
+ */
 export function logSoftmax(x: Tensor, dim: number): Tensor {
   return wrap(native.log_softmax(ctx, x.ptr, dim), "logSoftmax");
 }
@@ -150,9 +246,11 @@ export interface InterpolateOptions {
  *
  * @example
  * ```ts
- * import { interpolate, ones } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { interpolate, ones } from "../mod.ts";
  * using x = ones([1, 3, 8, 8]);
  * using y = interpolate(x, { size: [4, 4], mode: "bicubic", antialias: true });
+ * assert.deepEqual(y.shape, [1, 3, 4, 4]);
  * ```
  */
 export function interpolate(x: Tensor, o: InterpolateOptions): Tensor {
@@ -174,7 +272,18 @@ export function interpolate(x: Tensor, o: InterpolateOptions): Tensor {
     "interpolate",
   );
 }
-/** The sampling grid [B, H, W, 2] of affine maps `theta` [B, 2, 3], as `F.affine_grid`. @example `affineGrid(theta, [B, C, 96, 96])` */
+/**
+ * The sampling grid [B, H, W, 2] of affine maps `theta` [B, 2, 3], as `F.affine_grid`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { affineGrid, tensor, toArray } from "../mod.ts";
+ * using identity = tensor([[[1, 0, 0], [0, 1, 0]]]);
+ * using grid = affineGrid(identity, [1, 3, 2, 2]); // pixel centres of a 2 x 2 image, as (x, y)
+ * assert.deepEqual([grid.shape, toArray(grid)], [[1, 2, 2, 2], [-0.5, -0.5, 0.5, -0.5, -0.5, 0.5, 0.5, 0.5]]);
+ * ```
+ */
 export function affineGrid(theta: Tensor, size: readonly number[], alignCorners = false): Tensor {
   return wrap(native.affine_grid(ctx, theta.ptr, ints(size), size.length, alignCorners), "affineGrid");
 }
@@ -191,7 +300,19 @@ export interface GridSampleOptions {
   /** Whether -1 and 1 are the corner pixels' centres (default false: their outer edges). */
   alignCorners?: boolean;
 }
-/** Samples `x` [B, C, H, W] at `grid` [B, h, w, 2] in [-1, 1] coordinates, as `F.grid_sample`. @example `gridSample(img, grid, { mode: "bicubic" })` */
+/**
+ * Samples `x` [B, C, H, W] at `grid` [B, h, w, 2] in [-1, 1] coordinates, as `F.grid_sample`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gridSample, tensor, toArray } from "../mod.ts";
+ * using img = tensor([[[[0, 1], [2, 3]]]]);
+ * using grid = tensor([[[[-0.5, -0.5], [0.5, 0.5]]]]); // [1, 1, 2, 2]: the top-left and bottom-right pixel centres
+ * using y = gridSample(img, grid, { mode: "bilinear" });
+ * assert.deepEqual([y.shape, toArray(y)], [[1, 1, 1, 2], [0, 3]]);
+ * ```
+ */
 export function gridSample(
   x: Tensor,
   grid: Tensor,
@@ -203,7 +324,18 @@ export function gridSample(
 /** A padding mode of {@linkcode pad}. */
 export type PadMode = "constant" | "reflect" | "replicate" | "circular";
 const PAD_MODE: Record<PadMode, number> = { constant: 0, reflect: 1, replicate: 2, circular: 3 };
-/** Pads the last dims; `pads` lists (before, after) pairs from the last dim backwards, as `F.pad`. @example `pad(x, [1, 1, 1, 1], "reflect")` */
+/**
+ * Pads the last dims; `pads` lists (before, after) pairs from the last dim backwards, as `F.pad`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pad, tensor, tidy, toArray } from "../mod.ts";
+ * using x = tensor([[[1, 2, 3]]]);
+ * const [reflected, zeroed] = tidy(() => [pad(x, [1, 1], "reflect"), pad(x, [2, 0])].map(toArray));
+ * assert.deepEqual([reflected, zeroed], [[2, 1, 2, 3, 2], [0, 0, 1, 2, 3]]);
+ * ```
+ */
 export function pad(x: Tensor, pads: readonly number[], mode: PadMode = "constant", value = 0): Tensor {
   return wrap(native.pad(ctx, x.ptr, ints(pads), pads.length, PAD_MODE[mode], value), "pad");
 }
@@ -213,16 +345,29 @@ export function pad(x: Tensor, pads: readonly number[], mode: PadMode = "constan
  *
  * @example
  * ```ts
- * import { ones, weightNorm } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { norm, ones, tidy, toArray, weightNorm } from "../mod.ts";
  * using v = ones([4, 2]);
  * using g = ones([4, 1]);
- * using w = weightNorm(v, g, 0); // rows of norm 1
+ * using w = weightNorm(v, g, 0);
+ * const rowNorms = tidy(() => toArray(norm(w, 2, 1)));
+ * assert.ok(rowNorms.every((n) => Math.abs(n - 1) < 1e-6)); // rows of norm g = 1
  * ```
  */
 export function weightNorm(v: Tensor, g: Tensor, dim = 0): Tensor {
   return wrap(native.weight_norm(ctx, v.ptr, g.ptr, dim), "weightNorm");
 }
-/** One-hot encoding of i64 class indices. @example `oneHot(labels, 10)` */
+/**
+ * One-hot encoding of i64 class indices.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { oneHot, tensor, tidy, toArray } from "../mod.ts";
+ * using labels = tensor([0, 2], { dtype: "i64" });
+ * assert.deepEqual(tidy(() => toArray(oneHot(labels, 3))), [1, 0, 0, 0, 0, 1]); // [2, 3], i64
+ * ```
+ */
 export function oneHot(x: Tensor, numClasses = -1): Tensor {
   return wrap(native.one_hot(ctx, x.ptr, numClasses), "oneHot");
 }

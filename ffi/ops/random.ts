@@ -6,9 +6,11 @@
  *
  * @example
  * ```ts
- * import { Generator, rand } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { Generator, rand } from "../mod.ts";
  * using g = new Generator(42);
  * using u = rand(g, [2, 3]); // U[0, 1)
+ * assert.deepEqual(u.shape, [2, 3]);
  * ```
  * @module
  */
@@ -25,12 +27,14 @@ const registry = new FinalizationRegistry<Deno.PointerObject>((ptr) => native.ge
  *
  * @example
  * ```ts
- * import { Generator, randn } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { Generator, randn, toArray } from "../mod.ts";
  * using g = new Generator(0);
  * using state = g.state();
  * using a = randn(g, [3]);
  * using g2 = Generator.fromState(state);
- * using b = randn(g2, [3]); // equal to a
+ * using b = randn(g2, [3]);
+ * assert.deepEqual(toArray(b), toArray(a));
  * ```
  */
 export class Generator {
@@ -86,21 +90,68 @@ function dev(o: TensorOptions): number {
   return deviceCode(o.device ?? "cpu");
 }
 
-/** Uniform on [low, high). @example `uniform(g, [B], 0.4, 1)` */
+/**
+ * Uniform on [low, high).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, toArray, uniform } from "../mod.ts";
+ * using g = new Generator(0);
+ * using scales = uniform(g, [100], 0.4, 1);
+ * assert.ok(toArray(scales).every((s) => s >= 0.4 && s < 1));
+ * ```
+ */
 export function uniform(g: Generator, shape: readonly number[], low = 0, high = 1, o: TensorOptions = {}): Tensor {
   const dtype = DTYPE_CODES[o.dtype ?? "f32"];
   return wrap(native.uniform(ctx, g.ptr, ints(shape), shape.length, low, high, dtype, dev(o)), "uniform");
 }
-/** Uniform on [0, 1), as `torch.rand`. @example `rand(g, [2, 2])` */
+/**
+ * Uniform on [0, 1), as `torch.rand`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, rand, toArray } from "../mod.ts";
+ * using g = new Generator(0);
+ * using u = rand(g, [2, 2]);
+ * assert.ok(u.shape.length === 2 && toArray(u).every((v) => v >= 0 && v < 1));
+ * ```
+ */
 export function rand(g: Generator, shape: readonly number[], o: TensorOptions = {}): Tensor {
   return uniform(g, shape, 0, 1, o);
 }
-/** Normal with `mean` and `std`. @example `normal(g, [D], 0, 0.02)` */
+/**
+ * Normal with `mean` and `std`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, item, normal, tidy, variance } from "../mod.ts";
+ * using g = new Generator(0);
+ * using w = normal(g, [10000], 0, 0.02);
+ * const std = Math.sqrt(tidy(() => item(variance(w))));
+ * assert.ok(Math.abs(std - 0.02) < 0.001);
+ * ```
+ */
 export function normal(g: Generator, shape: readonly number[], mean = 0, std = 1, o: TensorOptions = {}): Tensor {
   const dtype = DTYPE_CODES[o.dtype ?? "f32"];
   return wrap(native.normal(ctx, g.ptr, ints(shape), shape.length, mean, std, dtype, dev(o)), "normal");
 }
-/** Standard normal, as `torch.randn`. @example `randn(g, [4, 8])` */
+/**
+ * Standard normal, as `torch.randn`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, randn, toArray } from "../mod.ts";
+ * using g1 = new Generator(7);
+ * using g2 = new Generator(7);
+ * using a = randn(g1, [4, 8]);
+ * using b = randn(g2, [4, 8]);
+ * assert.deepEqual(toArray(a), toArray(b)); // the same seed, the same numbers
+ * ```
+ */
 export function randn(g: Generator, shape: readonly number[], o: TensorOptions = {}): Tensor {
   return normal(g, shape, 0, 1, o);
 }
@@ -110,9 +161,11 @@ export function randn(g: Generator, shape: readonly number[], o: TensorOptions =
  *
  * @example
  * ```ts
- * import { bernoulli, Generator } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { bernoulli, Generator, toArray } from "../mod.ts";
  * using g = new Generator(3);
  * using flips = bernoulli(g, 0.5, [16]);
+ * assert.ok(toArray(flips).every((v) => v === 0 || v === 1));
  * ```
  */
 export function bernoulli(g: Generator, p: number | Tensor, shape?: readonly number[], o: TensorOptions = {}): Tensor {
@@ -121,7 +174,19 @@ export function bernoulli(g: Generator, p: number | Tensor, shape?: readonly num
   const dtype = DTYPE_CODES[o.dtype ?? "f32"];
   return wrap(native.bernoulli_scalar(ctx, g.ptr, ints(shape), shape.length, p, dtype, dev(o)), "bernoulli");
 }
-/** Integers uniform on [low, high); i64 unless a dtype is given. @example `randint(g, 0, 10, [5])` */
+/**
+ * Integers uniform on [low, high); i64 unless a dtype is given.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, randint, toArray } from "../mod.ts";
+ * using g = new Generator(0);
+ * using r = randint(g, 0, 10, [5]);
+ * assert.equal(r.dtype, "i64");
+ * assert.ok(toArray(r).every((v) => Number.isInteger(v) && v >= 0 && v < 10));
+ * ```
+ */
 export function randint(
   g: Generator,
   low: number,
@@ -132,11 +197,35 @@ export function randint(
   const dtype = DTYPE_CODES[o.dtype ?? "i64"];
   return wrap(native.randint(ctx, g.ptr, low, high, ints(shape), shape.length, dtype, dev(o)), "randint");
 }
-/** A random permutation of 0..n-1 (i64). @example `randperm(g, 60000)` */
+/**
+ * A random permutation of 0..n-1 (i64).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, randperm, toArray } from "../mod.ts";
+ * using g = new Generator(0);
+ * using order = randperm(g, 6);
+ * assert.deepEqual(toArray(order).sort(), [0, 1, 2, 3, 4, 5]);
+ * ```
+ */
 export function randperm(g: Generator, n: number, o: TensorOptions = {}): Tensor {
   return wrap(native.randperm(ctx, g.ptr, n, DTYPE_CODES[o.dtype ?? "i64"], dev(o)), "randperm");
 }
-/** Zeroes each element with probability `p` and scales the rest by 1/(1-p); the identity (a copy) unless `train`. @example `dropout(g, x, 0.1, true)` */
+/**
+ * Zeroes each element with probability `p` and scales the rest by 1/(1-p); the identity (a copy) unless `train`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dropout, Generator, ones, tidy, toArray } from "../mod.ts";
+ * using g = new Generator(0);
+ * using x = ones([100]);
+ * const [train, evaluation] = tidy(() => [dropout(g, x, 0.5, true), dropout(g, x, 0.5, false)].map(toArray));
+ * assert.ok(train.every((v) => v === 0 || v === 2) && train.includes(0) && train.includes(2));
+ * assert.deepEqual(evaluation, toArray(x));
+ * ```
+ */
 export function dropout(g: Generator, x: Tensor, p: number, train = true): Tensor {
   if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout probability must be in [0, 1], got ${p}`);
   return wrap(native.dropout(ctx, g.ptr, x.ptr, p, train), "dropout");

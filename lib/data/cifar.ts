@@ -4,8 +4,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { cifar10 } from "./cifar.ts";
- * using test = cifar10("/data/cifar-10-batches-bin", "test");
+ * const dir = Deno.makeTempDirSync();
+ * const records = new Uint8Array(2 * (1 + 3 * 32 * 32)); // two records: label byte, then 3 x 32 x 32 pixels
+ * records[1 + 3 * 32 * 32] = 7; // the second image's label
+ * Deno.writeFileSync(join(dir, "test_batch.bin"), records);
+ * using test = cifar10(dir, "test");
+ * assert.deepEqual([test.length, test.classes[test.labels![1]]], [2, "horse"]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  * @module
  */
@@ -55,8 +63,15 @@ function readNames(path: string): string[] | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { cifar10 } from "./cifar.ts";
- * using train = cifar10("/data/cifar-10-batches-bin", "train"); // 50,000 images
+ * const dir = Deno.makeTempDirSync();
+ * const record = new Uint8Array(1 + 3 * 32 * 32); // label 0, a black image
+ * for (let i = 1; i <= 5; i++) Deno.writeFileSync(join(dir, `data_batch_${i}.bin`), record);
+ * using train = cifar10(dir, "train"); // the real batches hold 10,000 images each
+ * assert.deepEqual([train.length, train.channels, train.size], [5, 3, 32]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function cifar10(root: string, split: "train" | "test"): Dataset {
@@ -75,8 +90,16 @@ export function cifar10(root: string, split: "train" | "test"): Dataset {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { cifar100 } from "./cifar.ts";
- * using test = cifar100("/data/cifar-100-binary", "test");
+ * const dir = Deno.makeTempDirSync();
+ * const records = new Uint8Array(2 * (2 + 3 * 32 * 32)); // coarse label, fine label, pixels; twice
+ * records[1] = 42; // the first image's fine label
+ * Deno.writeFileSync(join(dir, "test.bin"), records);
+ * using test = cifar100(dir, "test");
+ * assert.deepEqual([...test.labels!], [42, 0]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function cifar100(root: string, split: "train" | "test"): Dataset {

@@ -7,11 +7,13 @@
  *
  * @example
  * ```ts
- * import { dispose, ones, to } from "../../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, toArray } from "../../mod.ts";
  * import { tensorDataset } from "./dataset.ts";
- * using images = to(ones([10, 1, 8, 8]), "u8");
- * using ds = tensorDataset(images, { labels: new Int32Array(10) });
+ * using images = ones([10, 1, 8, 8], { dtype: "u8" });
+ * using ds = tensorDataset(images, { labels: new Int32Array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) });
  * const batch = await ds.load([0, 3, 5]);
+ * assert.deepEqual([batch.images.shape, toArray(batch.labels!)], [[3, 1, 8, 8], [0, 3, 5]]);
  * dispose([batch.images, batch.labels]);
  * ```
  * @module
@@ -68,9 +70,13 @@ export interface TensorDatasetOptions {
  *
  * @example
  * ```ts
- * import { to, zeros } from "../../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { zeros } from "../../mod.ts";
  * import { tensorDataset } from "./dataset.ts";
- * using ds = tensorDataset(to(zeros([4, 3, 32, 32]), "u8"));
+ * const images = zeros([4, 3, 32, 32], { dtype: "u8" });
+ * using ds = tensorDataset(images);
+ * images.dispose(); // the dataset holds its own handle
+ * assert.deepEqual([ds.length, ds.channels, ds.size, ds.labels, ds.classes], [4, 3, 32, undefined, []]);
  * ```
  */
 export function tensorDataset(images: Tensor, o: TensorDatasetOptions = {}): Dataset {

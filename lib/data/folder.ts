@@ -6,10 +6,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { full, writeImage } from "../../mod.ts";
  * import { imageFolder } from "./folder.ts";
- * using ds = imageFolder("photos/", { side: 256 });
+ * const dir = Deno.makeTempDirSync(); // a flat folder: unlabeled images
+ * using gray = full([8, 12, 3], 128, { dtype: "u8" }); // an 8 x 12 RGB image
+ * for (const name of ["a.png", "b.png", "c.png"]) writeImage(join(dir, name), gray);
+ * using ds = imageFolder(dir, { side: 4 });
  * const batch = await ds.load([0, 1, 2]);
+ * assert.deepEqual(batch.images.shape, [3, 3, 4, 4]); // short side to 4, centre crop
  * batch.images.dispose();
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  * @module
  */
@@ -78,9 +86,19 @@ export interface FolderOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { dirname, join } from "node:path";
+ * import { full, writeImage } from "../../mod.ts";
  * import { imageFolder } from "./folder.ts";
- * using ds = imageFolder("/data/imagenette/train", { side: 256 });
- * console.log(ds.classes);
+ * const dir = Deno.makeTempDirSync();
+ * using white = full([4, 4, 3], 255, { dtype: "u8" });
+ * for (const file of ["cat/1.png", "cat/2.png", "dog/1.png"]) {
+ *   Deno.mkdirSync(dirname(join(dir, file)), { recursive: true });
+ *   writeImage(join(dir, file), white);
+ * }
+ * using ds = imageFolder(dir, { side: 4 });
+ * assert.deepEqual([ds.classes, [...ds.labels!]], [["cat", "dog"], [0, 0, 1]]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function imageFolder(root: string, o: FolderOptions): Dataset {

@@ -3,9 +3,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fashionMnist } from "./idx.ts";
  * using train = fashionMnist("train"); // needs: apt-get install dataset-fashion-mnist
- * console.log(train.length, train.classes[0]); // 60000 "T-shirt/top"
+ * assert.deepEqual([train.length, train.classes[0]], [60000, "T-shirt/top"]);
  * ```
  * @module
  */
@@ -36,8 +37,12 @@ export const FASHION_MNIST_CLASSES = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readIdx } from "./idx.ts";
- * const { dims, data } = readIdx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeFileSync(path, new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9])); // u8, 1 dim of 3 (big-endian), data
+ * assert.deepEqual(readIdx(path), { dims: [3], data: new Uint8Array([7, 8, 9]) });
+ * Deno.removeSync(path);
  * ```
  */
 export function readIdx(path: string): { dims: number[]; data: Uint8Array } {
@@ -75,8 +80,19 @@ export function readIdx(path: string): { dims: number[]; data: Uint8Array } {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { gzipSync } from "node:zlib";
  * import { idxDataset } from "./idx.ts";
- * using ds = idxDataset("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz");
+ * const dir = Deno.makeTempDirSync();
+ * // u8 magic, then dims [2, 2, 2] as big-endian u32s, then 2 black 2 x 2 images
+ * const images = new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, ...new Uint8Array(2 * 2 * 2)]);
+ * const labels = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 2, 3, 9]); // [2]: 3 and 9
+ * Deno.writeFileSync(join(dir, "images-idx3-ubyte.gz"), gzipSync(images));
+ * Deno.writeFileSync(join(dir, "labels-idx1-ubyte"), labels);
+ * using ds = idxDataset(join(dir, "images-idx3-ubyte.gz"), join(dir, "labels-idx1-ubyte"));
+ * assert.deepEqual([ds.length, ds.channels, ds.size, [...ds.labels!]], [2, 1, 2, [3, 9]]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function idxDataset(
@@ -105,8 +121,10 @@ export function idxDataset(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fashionMnist } from "./idx.ts";
  * using test = fashionMnist("test");
+ * assert.deepEqual([test.length, test.channels, test.size], [10000, 1, 28]);
  * ```
  */
 export function fashionMnist(split: "train" | "test", root = FASHION_MNIST_ROOT): Dataset {

@@ -6,11 +6,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { dispose } from "../../mod.ts";
  * import { fashionMnist } from "./idx.ts";
  * import { batches } from "./loader.ts";
- * using ds = fashionMnist("test");
- * for await (const b of batches(ds, 0, { batchSize: 256, seed: 0 })) dispose([b.images, b.labels]);
+ * using ds = fashionMnist("test"); // needs: apt-get install dataset-fashion-mnist
+ * let seen = 0;
+ * for await (const b of batches(ds, 0, { batchSize: 256, seed: 0 })) {
+ *   seen += b.indices.length;
+ *   dispose([b.images, b.labels]);
+ * }
+ * assert.equal(seen, 39 * 256); // whole batches only: the last 16 images are dropped
  * ```
  * @module
  */
@@ -41,8 +47,12 @@ export interface LoaderOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { epochOrder } from "./loader.ts";
  * const order = epochOrder(10, 3, { seed: 0 });
+ * assert.deepEqual([...order].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]); // a permutation
+ * assert.deepEqual(epochOrder(10, 3, { seed: 0 }), order); // the same for the same seed and epoch
+ * assert.deepEqual(epochOrder(4, 3, { shuffle: false }), [0, 1, 2, 3]);
  * ```
  */
 export function epochOrder(n: number, epoch: number, o: { shuffle?: boolean; seed?: number } = {}): number[] {
@@ -71,11 +81,18 @@ export function batchIndices(n: number, epoch: number, o: LoaderOptions): number
  *
  * @example
  * ```ts
- * import { dispose, ones, to } from "../../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { ones } from "../../mod.ts";
  * import { tensorDataset } from "./dataset.ts";
  * import { batches } from "./loader.ts";
- * using ds = tensorDataset(to(ones([8, 1, 4, 4]), "u8"));
- * for await (const b of batches(ds, 0, { batchSize: 4 })) b.images.dispose();
+ * using images = ones([10, 1, 4, 4], { dtype: "u8" });
+ * using ds = tensorDataset(images);
+ * const sizes: number[] = [];
+ * for await (const b of batches(ds, 0, { batchSize: 4, dropLast: false })) {
+ *   sizes.push(b.images.shape[0]);
+ *   b.images.dispose();
+ * }
+ * assert.deepEqual(sizes, [4, 4, 2]);
  * ```
  */
 export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): AsyncGenerator<Batch> {

@@ -4,8 +4,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openDataset } from "./open.ts";
  * using train = openDataset("fmnist", "train");
+ * assert.equal(train.length, 60000);
  * ```
  * @module
  */
@@ -48,8 +50,19 @@ function named(folder: string, what: string, source: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { dirname, join } from "node:path";
+ * import { full, writeImage } from "../../mod.ts";
  * import { openDataset } from "./open.ts";
- * using test = openDataset("/data/imagenette", "test", { side: 256 });
+ * const dir = Deno.makeTempDirSync();
+ * using gray = full([6, 6, 3], 100, { dtype: "u8" });
+ * for (const file of ["train/cat/1.png", "train/dog/2.png", "val/cat/3.png", "val/dog/4.png", "val/dog/5.png"]) {
+ *   Deno.mkdirSync(dirname(join(dir, file)), { recursive: true });
+ *   writeImage(join(dir, file), gray);
+ * }
+ * using test = openDataset(dir, "test", { side: 4 }); // reads val/
+ * assert.deepEqual([test.length, test.classes, test.size], [3, ["cat", "dog"], 4]);
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function openDataset(spec: string, split: "train" | "test", o: OpenOptions = {}): Dataset {
@@ -64,7 +77,9 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   try {
     stat = Deno.statSync(spec);
   } catch {
-    throw new UsageError(`--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`);
+    throw new UsageError(
+      `--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`,
+    );
   }
   if (!stat.isDirectory) return idxFile(spec, split);
   if (exists(join(spec, "data_batch_1.bin"))) return cifar10(spec, split);
