@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 async function runDeno(code: string, env: Record<string, string>): Promise<{ code: number; stderr: string }> {
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["eval", code],
-    env,
+    // Each test chooses how libtorch is found; CI's own choice (DINO_LIBTORCH_FROM, LIBTORCH) must not leak in.
+    env: { DINO_LIBTORCH_FROM: "", LIBTORCH: "", DINO_PYTHON: "", ...env },
     stdout: "piped",
     stderr: "piped",
     cwd: new URL("..", import.meta.url).pathname,

@@ -169,7 +169,7 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
   for (const flag of ["--arch", "--momentum-teacher", "--local-crops-scale", "--accum-steps", "--resume", "--config"]) {
     assert.ok(help.out.includes(flag), `--help lists ${flag}`);
   }
-  assert.match(help.out, /--teacher-temp\s+.*\(default: 0\.04\)/);
+  assert.match(help.out, /--teacher-temp\s+.*\(default: 0\.02\)/);
   Deno.removeSync(root, { recursive: true });
 });
 
@@ -188,7 +188,7 @@ Deno.test("--config supplies flags (flags win); resuming with other settings is 
   assert.equal(saved.trainLimit, 64);
   const again = await quiet(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
   assert.equal(again.value, 2);
-  assert.match(again.err, /trained with different settings \(lr: 0\.002 there, 0\.01 now/);
+  assert.match(again.err, /trained with different settings \(lr: 0\.003 there, 0\.01 now/);
   Deno.removeSync(dir, { recursive: true });
 });
 
