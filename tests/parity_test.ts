@@ -60,12 +60,13 @@ function inputs(step: number): t.Tensor[] {
   const n = 2 + H.local_crops;
   return Array.from({ length: n }, (_, i) => F[`input.${step}.${i}`]);
 }
-function initialWeights(): DinoParams {
+/** The module layout the fixture's weights are loaded into (its values are never used). */
+const initialTemplate: DinoParams = (() => {
   using g = new t.Generator(0);
-  const template = initDino(cfg, g);
-  const p = loadStateDict(template, prefixed("init."));
-  t.dispose(template);
-  return p;
+  return initDino(cfg, g);
+})();
+function initialWeights(): DinoParams {
+  return loadStateDict(initialTemplate, prefixed("init."));
 }
 
 /**
@@ -136,11 +137,6 @@ function adamSlack(before: AdamWState, after: Flat, k: string, steps: number, lr
   for (let j = -8; j <= 8; j++) slack = t.maximum(slack, t.abs(t.sub(update((j / 8) * precision), u0)));
   return slack;
 }
-
-const initialTemplate: DinoParams = (() => {
-  using g = new t.Generator(0);
-  return initDino(cfg, g);
-})();
 
 Deno.test("backbone forward equals PyTorch: CLS after the final norm, global and local (interpolated) crops", () => {
   const p = initialWeights();
