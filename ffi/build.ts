@@ -96,11 +96,11 @@ function fromFolder(root: string, source: string): Libtorch | string {
 // Debian's python3-torch reports a torch/lib folder that does not exist (its libraries are the system's), so
 // the folder is taken from where the loaded libtorch_cpu.so actually is.
 const PROBE = `
-import json, os, torch
+import json, os, re, torch
 from torch.utils import cpp_extension as c
-maps = [l.split()[-1] for l in open("/proc/self/maps") if l.rstrip().endswith("/libtorch_cpu.so") or "/libtorch_cpu.so." in l]
+maps = [l.split()[-1] for l in open("/proc/self/maps") if "/libtorch_cpu.so" in l]
 lib = os.path.dirname(os.path.realpath(maps[0])) if maps else c.library_paths()[0]
-print(json.dumps({"version": torch.__version__.split("+")[0].split("a")[0], "include": c.include_paths(), "lib": lib,
+print(json.dumps({"version": re.match(r"\\d+(\\.\\d+)*", torch.__version__).group(0), "include": c.include_paths(), "lib": lib,
   "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": os.path.exists(os.path.join(lib, "libtorch_cuda.so"))}))
 `;
 
