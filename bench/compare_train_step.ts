@@ -12,8 +12,8 @@
  */
 import { parseArgs } from "node:util";
 import { dispose, Generator, randn, setNumThreads } from "../mod.ts";
-import { dinoConfig } from "../lib/model.ts";
-import { dinoHyper, initTrainState, trainStep } from "../lib/train.ts";
+import { dinoConfig } from "../lib/model/dino.ts";
+import { dinoHyper, initTrainState, trainStep } from "../lib/training/step.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -13,13 +13,13 @@
  */
 import { parseArgs } from "node:util";
 import { dispose, tensor } from "../mod.ts";
-import { type Arch, ARCHS } from "../lib/vit.ts";
-import { UsageError } from "../lib/config.ts";
+import { type Arch, ARCHS } from "../lib/model/vit.ts";
+import { UsageError } from "../lib/settings/settings.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { extractFeatures } from "../lib/knn.ts";
-import { loadEvalBackbone } from "../lib/pretrained.ts";
-import { writeSafetensors } from "../lib/safetensors.ts";
+import { extractFeatures } from "../lib/eval/knn.ts";
+import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import { writeSafetensors } from "../lib/weights/safetensors.ts";
 
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
 

@@ -11,12 +11,12 @@
  */
 import { parseArgs } from "node:util";
 import { dispose } from "../mod.ts";
-import { type Arch, ARCHS } from "../lib/vit.ts";
-import { UsageError } from "../lib/config.ts";
+import { type Arch, ARCHS } from "../lib/model/vit.ts";
+import { UsageError } from "../lib/settings/settings.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { extractFeatures, knnClassify } from "../lib/knn.ts";
-import { loadEvalBackbone } from "../lib/pretrained.ts";
+import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
 
 const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
 

@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import type { StepMetrics } from "../lib/train.ts";
+import type { StepMetrics } from "../lib/training/step.ts";
 
 const encoder = new TextEncoder();
 

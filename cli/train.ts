@@ -24,25 +24,25 @@ import {
   mean,
   setNumThreads,
   sqrt,
+  streamSeed,
   tidy,
   to,
   toArray,
   toDevice,
   variance,
 } from "../mod.ts";
-import { AUGMENT_PRESETS, type AugmentConfig, dinoViews } from "../lib/augment.ts";
-import { loadCheckpoint, networkConfig, saveCheckpoint } from "../lib/checkpoint.ts";
-import { parseTrainArgs, type TrainConfig, trainHelp, UsageError } from "../lib/config.ts";
+import { AUGMENT_PRESETS, type AugmentConfig, dinoViews } from "../lib/augment/augment.ts";
+import { loadCheckpoint, networkConfig, saveCheckpoint } from "../lib/weights/checkpoint.ts";
+import { parseTrainArgs, type TrainConfig, trainHelp, UsageError } from "../lib/settings/settings.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { batches } from "../lib/data/loader.ts";
 import { openDataset } from "../lib/data/open.ts";
-import { extractFeatures, knnClassify, pixelFeatures } from "../lib/knn.ts";
-import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/train.ts";
-import { streamSeed } from "../lib/rng.ts";
-import { mapTree } from "../lib/tree.ts";
-import { writeFileAtomic } from "../lib/safetensors.ts";
+import { extractFeatures, knnClassify, pixelFeatures } from "../lib/eval/knn.ts";
+import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
+import { mapTree } from "../lib/weights/tree.ts";
+import { writeFileAtomic } from "../lib/weights/safetensors.ts";
 import { clock, Progress } from "./progress.ts";
-import { exists } from "../lib/fs.ts";
+import { exists } from "../lib/weights/files.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 /** Settings that may change between a run and its resumption. */

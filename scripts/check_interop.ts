@@ -12,10 +12,10 @@
  * @module
  */
 import { dispose, Generator } from "../mod.ts";
-import { dinoConfig, initDino } from "../lib/model.ts";
-import { writeSafetensors } from "../lib/safetensors.ts";
-import { stateDict } from "../lib/tree.ts";
-import { saveWeights } from "../lib/weights.ts";
+import { dinoConfig, initDino } from "../lib/model/dino.ts";
+import { writeSafetensors } from "../lib/weights/safetensors.ts";
+import { stateDict } from "../lib/weights/tree.ts";
+import { saveWeights } from "../lib/weights/weights.ts";
 
 const python = Deno.env.get("DINO_PYTHON") ?? "/usr/bin/python3";
 const cases = [

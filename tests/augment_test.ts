@@ -16,9 +16,9 @@ import {
   resizedCrop,
   solarize,
   viewSpecs,
-} from "../lib/augment.ts";
+} from "../lib/augment/augment.ts";
 import { assertClose, noLeak } from "./helpers.ts";
-import { readSafetensors } from "../lib/safetensors.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
 
 const OFF: AugmentConfig = {
   ...AUGMENT_PRESETS.imagenet,

@@ -4,10 +4,10 @@ import * as t from "../mod.ts";
 import { main as train } from "../cli/train.ts";
 import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
-import { readSafetensors } from "../lib/safetensors.ts";
-import { loadDino, saveWeights } from "../lib/weights.ts";
-import { networkConfig } from "../lib/checkpoint.ts";
-import type { TrainConfig } from "../lib/config.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { loadDino, saveWeights } from "../lib/weights/weights.ts";
+import { networkConfig } from "../lib/weights/checkpoint.ts";
+import type { TrainConfig } from "../lib/settings/settings.ts";
 
 const TINY = [
   "--embed-dim",
@@ -256,7 +256,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   t.dispose(f.tensors);
 
   // Official-layout backbone weights without metadata: shapes from the weights, heads from --arch.
-  const { state } = (await import("../lib/checkpoint.ts")).loadCheckpoint(ck);
+  const { state } = (await import("../lib/weights/checkpoint.ts")).loadCheckpoint(ck);
   const bare = join(dir, "bare.safetensors");
   saveWeights(bare, state.teacher.backbone);
   t.dispose(state);
@@ -267,7 +267,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
     embed(["--weights", bare, "--arch", "vit_tiny", "--patch-size", "16", "--data", "fmnist", "--out", out])
   );
   assert.match(wrongPatch.err, /has patch size 7, not --patch-size 16/);
-  const { initViT, vitConfig } = await import("../lib/vit.ts");
+  const { initViT, vitConfig } = await import("../lib/model/vit.ts");
   using g = new t.Generator(0);
   const vit = initViT(vitConfig("vit_tiny", { depth: 1, patchSize: 4, imgSize: 28, inChans: 1 }), g);
   const official = join(dir, "official.safetensors");

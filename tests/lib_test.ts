@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
-import { headConfig, headForward, initHead } from "../lib/head.ts";
-import { dinoLoss, sinkhornKnopp } from "../lib/loss.ts";
-import { dinoConfig, initDino, multiCropForward } from "../lib/model.ts";
-import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/optim.ts";
-import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/schedules.ts";
-import { loadStateDict, mapTree, stateDict } from "../lib/tree.ts";
-import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/vit.ts";
+import { headConfig, headForward, initHead } from "../lib/model/head.ts";
+import { dinoLoss, sinkhornKnopp } from "../lib/training/loss.ts";
+import { dinoConfig, initDino, multiCropForward } from "../lib/model/dino.ts";
+import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/training/optim.ts";
+import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/training/schedules.ts";
+import { loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
+import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/model/vit.ts";
 import { assertClose, noLeak } from "./helpers.ts";
 
 Deno.test("cosineSchedule matches the official numpy schedule value for value", () => {

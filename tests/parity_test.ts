@@ -2,13 +2,13 @@
 // scripts/gen_fixtures.py (run with /usr/bin/python3, PyTorch 1.13). No Python is needed here.
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
-import { dinoLoss } from "../lib/loss.ts";
-import { type DinoConfig, dinoConfig, type DinoParams, initDino, multiCropForward } from "../lib/model.ts";
-import { readSafetensors } from "../lib/safetensors.ts";
-import { dinoHyper, isTrainable, type TrainState, trainStep } from "../lib/train.ts";
-import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/tree.ts";
-import { intermediateLayers, lastSelfAttention, vitForward } from "../lib/vit.ts";
-import type { AdamWState } from "../lib/optim.ts";
+import { dinoLoss } from "../lib/training/loss.ts";
+import { type DinoConfig, dinoConfig, type DinoParams, initDino, multiCropForward } from "../lib/model/dino.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { dinoHyper, isTrainable, type TrainState, trainStep } from "../lib/training/step.ts";
+import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
+import { intermediateLayers, lastSelfAttention, vitForward } from "../lib/model/vit.ts";
+import type { AdamWState } from "../lib/training/optim.ts";
 
 const fixture = readSafetensors(new URL("./fixtures/parity.safetensors", import.meta.url).pathname);
 const F = fixture.tensors;

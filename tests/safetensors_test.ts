@@ -6,10 +6,10 @@ import {
   readSafetensors,
   SafetensorsError,
   writeSafetensors,
-} from "../lib/safetensors.ts";
-import { dinoConfig, initDino } from "../lib/model.ts";
-import { loadBackbone, loadDino, saveWeights } from "../lib/weights.ts";
-import { stateDict } from "../lib/tree.ts";
+} from "../lib/weights/safetensors.ts";
+import { dinoConfig, initDino } from "../lib/model/dino.ts";
+import { loadBackbone, loadDino, saveWeights } from "../lib/weights/weights.ts";
+import { stateDict } from "../lib/weights/tree.ts";
 import { noLeak } from "./helpers.ts";
 
 function file(header: unknown, data = new Uint8Array(0), lengthOverride?: number): Uint8Array {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
-import { dinoConfig } from "../lib/model.ts";
-import { type DinoHyper, dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/train.ts";
-import { stateDict } from "../lib/tree.ts";
+import { dinoConfig } from "../lib/model/dino.ts";
+import { type DinoHyper, dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
+import { stateDict } from "../lib/weights/tree.ts";
 
 const cfg = dinoConfig({
   arch: "vit_tiny",

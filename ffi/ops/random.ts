@@ -230,3 +230,24 @@ export function dropout(g: Generator, x: Tensor, p: number, train = true): Tenso
   if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout probability must be in [0, 1], got ${p}`);
   return wrap(native.dropout(ctx, g.ptr, x.ptr, p, train), "dropout");
 }
+
+/**
+ * A 53-bit seed for the generator of step `counter` of stream `seed` (splitmix64):
+ * any step's numbers can be drawn again without the steps before it, so a
+ * resumed run draws exactly what an uninterrupted one would.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { streamSeed } from "./random.ts";
+ * assert.equal(streamSeed(0, 7), streamSeed(0, 7));
+ * assert.notEqual(streamSeed(0, 0), streamSeed(0, 1));
+ * assert.notEqual(streamSeed(0, 1), streamSeed(1, 0));
+ * ```
+ */
+export function streamSeed(seed: number, counter: number): bigint {
+  let z = (BigInt(seed) * 0x9e3779b97f4a7c15n + BigInt(counter) + 1n) & 0xffffffffffffffffn;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & 0xffffffffffffffffn;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & 0xffffffffffffffffn;
+  return (z ^ (z >> 31n)) & 0x1fffffffffffffn;
+}

@@ -20,8 +20,7 @@
  * ```
  * @module
  */
-import { Generator, randperm, tidy, toArray } from "../../ffi/mod.ts";
-import { streamSeed } from "../rng.ts";
+import { Generator, randperm, streamSeed, tidy, toArray } from "../../ffi/mod.ts";
 import type { Batch, Dataset } from "./dataset.ts";
 
 /** Options of {@linkcode batches}. */

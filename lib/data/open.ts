@@ -17,8 +17,8 @@ import { cifar10, cifar100 } from "./cifar.ts";
 import type { Dataset } from "./dataset.ts";
 import { imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
-import { UsageError } from "../config.ts";
-import { exists } from "../fs.ts";
+import { UsageError } from "../settings/settings.ts";
+import { exists } from "../weights/files.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
 export interface OpenOptions {

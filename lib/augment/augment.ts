@@ -19,7 +19,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randint, tidy, to } from "../mod.ts";
+ * import { dispose, Generator, randint, tidy, to } from "../../mod.ts";
  * import { AUGMENT_PRESETS, dinoViews } from "./augment.ts";
  * using g = new Generator(0);
  * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [4, 1, 28, 28]), "u8"), AUGMENT_PRESETS.fmnist28, g));
@@ -62,7 +62,7 @@ import {
   tidy,
   to,
   toArray,
-} from "../ffi/mod.ts";
+} from "../../ffi/mod.ts";
 
 /** The augmentation's parameters; names follow the official code and torchvision. */
 export interface AugmentConfig {
@@ -169,7 +169,7 @@ export interface CropBox {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { Generator } from "../mod.ts";
+ * import { Generator } from "../../mod.ts";
  * import { cropBoxes } from "./augment.ts";
  * using g = new Generator(0);
  * const boxes = cropBoxes(g, 4, 256, 256, [0.4, 1], [3 / 4, 4 / 3]);
@@ -223,7 +223,7 @@ export function cropBoxes(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { ones, tidy } from "../mod.ts";
+ * import { ones, tidy } from "../../mod.ts";
  * import { resizedCrop } from "./augment.ts";
  * using y = tidy(() => resizedCrop(ones([1, 3, 8, 8]), [{ i: 0, j: 0, h: 4, w: 4 }], [false], 16));
  * assert.deepEqual(y.shape, [1, 3, 16, 16]);
@@ -291,7 +291,7 @@ function blend(a: Tensor, b: Tensor, f: readonly number[]): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { full, tidy, toArray } from "../mod.ts";
+ * import { full, tidy, toArray } from "../../mod.ts";
  * import { adjustBrightness } from "./augment.ts";
  * using x = full([2, 1, 1, 1], 0.5); // two 1 x 1 gray images
  * assert.deepEqual(tidy(() => toArray(adjustBrightness(x, [4, 0.5]))), [1, 0.25]); // a factor per image
@@ -306,7 +306,7 @@ export function adjustBrightness(x: Tensor, f: readonly number[]): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
  * import { adjustContrast } from "./augment.ts";
  * using x = tensor([[[[0.25, 0.75]]]]); // one 1 x 2 grayscale image, mean 0.5
  * assert.deepEqual(tidy(() => toArray(adjustContrast(x, [2]))), [0, 1]);
@@ -321,7 +321,7 @@ export function adjustContrast(x: Tensor, f: readonly number[]): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
  * import { adjustSaturation } from "./augment.ts";
  * using red = tensor([[[[1]], [[0]], [[0]]]]); // [1, 3, 1, 1]
  * const [r, g, b] = tidy(() => toArray(adjustSaturation(red, [0]))); // factor 0: grayscale
@@ -339,7 +339,7 @@ export function adjustSaturation(x: Tensor, f: readonly number[]): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
  * import { adjustHue } from "./augment.ts";
  * const green = tidy(() => toArray(adjustHue(tensor([[[[1]], [[0]], [[0]]]]), [1 / 3]))); // red, a third of a turn
  * assert.deepEqual(green.map(Math.round), [0, 1, 0]);
@@ -393,7 +393,7 @@ export function adjustHue(x: Tensor, f: readonly number[]): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, tidy, toArray } from "../mod.ts";
+ * import { dispose, ones, tidy, toArray } from "../../mod.ts";
  * import { gaussianBlur } from "./augment.ts";
  * const y = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2]));
  * const z = tidy(() => gaussianBlur(ones([2, 3, 16, 16]), [0.5, 2], { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }));
@@ -459,7 +459,7 @@ function reflect(x: Tensor, dim: number, r: number): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
  * import { solarize } from "./augment.ts";
  * using x = tensor([[[[0.25, 0.75]]], [[[0.25, 0.75]]]]); // two 1 x 2 images
  * assert.deepEqual(tidy(() => toArray(solarize(x, [true, false]))), [0.25, 0.25, 0.25, 0.75]); // 0.75 -> 0.25
@@ -610,7 +610,7 @@ function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => 
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { Generator, rand, tidy, toArray } from "../mod.ts";
+ * import { Generator, rand, tidy, toArray } from "../../mod.ts";
  * import { AUGMENT_PRESETS, colorJitter } from "./augment.ts";
  * using g = new Generator(0);
  * using y = tidy(() => colorJitter(rand(g, [4, 3, 8, 8]), AUGMENT_PRESETS.imagenet, g));
@@ -662,7 +662,7 @@ export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, rand, tidy } from "../mod.ts";
+ * import { dispose, Generator, rand, tidy } from "../../mod.ts";
  * import { AUGMENT_PRESETS, augmentViews, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
@@ -743,7 +743,7 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { Generator, rand, tidy } from "../mod.ts";
+ * import { Generator, rand, tidy } from "../../mod.ts";
  * import { AUGMENT_PRESETS, augmentView, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
@@ -762,7 +762,7 @@ export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Ge
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../mod.ts";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
  * import { normalize } from "./augment.ts";
  * using x = tensor([[[[0, 0.5, 1]]]]); // [1, 1, 1, 3]
  * assert.deepEqual(tidy(() => toArray(normalize(x, [0.5], [0.5]))), [-1, 0, 1]);
@@ -787,7 +787,7 @@ export function normalize(x: Tensor, meanValues: readonly number[], stdValues: r
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randint, tidy, to } from "../mod.ts";
+ * import { dispose, Generator, randint, tidy, to } from "../../mod.ts";
  * import { AUGMENT_PRESETS, dinoViews, viewSpecs } from "./augment.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
@@ -816,7 +816,7 @@ export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Ten
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { ones, tidy, toArray } from "../mod.ts";
+ * import { ones, tidy, toArray } from "../../mod.ts";
  * import { toPixels } from "./augment.ts";
  * using px = tidy(() => toPixels(ones([1, 3, 2, 2]), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])); // 1 * 0.5 + 0.5 = 1
  * assert.deepEqual([px.dtype, px.shape, new Set(toArray(px))], ["u8", [1, 2, 2, 3], new Set([255])]);

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { alias, Tensor } from "../ffi/mod.ts";
+import { alias, Tensor } from "../../ffi/mod.ts";
 
 /**
  * A nested record or array of tensors. Interfaces such as `ViTParams` are
@@ -25,7 +25,7 @@ export type Flat = Record<string, Tensor>;
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { ones } from "../ffi/mod.ts";
+ * import { ones } from "../../ffi/mod.ts";
  * import { stateDict } from "./tree.ts";
  * using w = ones([1]);
  * const flat = stateDict({ blocks: [{ w }] });
@@ -53,7 +53,7 @@ export function stateDict(tree: object, prefix = ""): Flat {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, mul, ones, toArray } from "../ffi/mod.ts";
+ * import { dispose, mul, ones, toArray } from "../../ffi/mod.ts";
  * import { mapTree } from "./tree.ts";
  * using w = ones([2]);
  * const doubled = mapTree({ w, layers: [{ b: w }] }, (t) => mul(t, 2));
@@ -83,7 +83,7 @@ export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: stri
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, zeros } from "../ffi/mod.ts";
+ * import { dispose, ones, zeros } from "../../ffi/mod.ts";
  * import { loadStateDict, stateDict } from "./tree.ts";
  * const tree = { w: ones([2]) };
  * const copy = loadStateDict(tree, stateDict(tree));

@@ -8,7 +8,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, toArray } from "../mod.ts";
+ * import { dispose, ones, toArray } from "../../mod.ts";
  * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * using w = ones([2, 2]);
@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import { data, type DType, fromBytes, type Tensor, tidy } from "../ffi/mod.ts";
+import { data, type DType, fromBytes, type Tensor, tidy } from "../../ffi/mod.ts";
 import type { Flat } from "./tree.ts";
 
 const TO_DTYPE: Record<string, DType> = {
@@ -128,7 +128,7 @@ function parseHeader(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, toArray } from "../mod.ts";
+ * import { dispose, ones, toArray } from "../../mod.ts";
  * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
  * using x = ones([3]);
  * const { tensors } = decodeSafetensors(encodeSafetensors({ x }));
@@ -157,7 +157,7 @@ export function decodeSafetensors(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, tensor } from "../mod.ts";
+ * import { dispose, tensor } from "../../mod.ts";
  * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * using labels = tensor([3, 1], { dtype: "i64" });
@@ -184,7 +184,7 @@ export function readSafetensors(path: string): { tensors: Flat; metadata: Record
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { ones } from "../mod.ts";
+ * import { ones } from "../../mod.ts";
  * import { encodeSafetensors } from "./safetensors.ts";
  * using w = ones([2]);
  * const bytes = encodeSafetensors({ w }, { step: "0" });
@@ -227,7 +227,7 @@ export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Rec
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { ones } from "../mod.ts";
+ * import { ones } from "../../mod.ts";
  * import { writeSafetensors } from "./safetensors.ts";
  * using w = ones([2]);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });

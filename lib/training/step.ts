@@ -11,9 +11,9 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn } from "../mod.ts";
- * import { dinoConfig } from "./model.ts";
- * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
+ * import { dispose, Generator, randn } from "../../mod.ts";
+ * import { dinoConfig } from "../model/dino.ts";
+ * import { dinoHyper, initTrainState, trainStep } from "./step.ts";
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 4, depth: 1, inChans: 1, outDim: 64 });
  * const hyper = dinoHyper({ epochs: 1, itersPerEpoch: 1, batchSize: 2, warmupEpochs: 0 });
  * let state = initTrainState(cfg, hyper, 0);
@@ -43,18 +43,18 @@ import {
   noGrad,
   requiresGrad,
   softmax,
+  streamSeed,
   type Tensor,
   tidy,
   zeros,
-} from "../ffi/mod.ts";
+} from "../../ffi/mod.ts";
 import { type Centering, dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
-import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "./model.ts";
+import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "../model/dino.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
-import { streamSeed } from "./rng.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
-import { type Flat, mapTree, stateDict } from "./tree.ts";
-import type { LinearParams } from "./vit.ts";
-import { truncNormal } from "./vit.ts";
+import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
+import type { LinearParams } from "../model/vit.ts";
+import { truncNormal } from "../model/vit.ts";
 
 /** Training hyperparameters, named as the official `main_dino.py` arguments. */
 export interface DinoHyper {
@@ -110,7 +110,7 @@ export interface DinoHyper {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dinoHyper } from "./train.ts";
+ * import { dinoHyper } from "./step.ts";
  * const h = dinoHyper({ epochs: 10, itersPerEpoch: 100, batchSize: 128 });
  * assert.deepEqual([h.epochs, h.lr, h.momentumTeacher, h.optimizer], [10, 5e-4, 0.996, "adamw"]);
  * ```
@@ -225,9 +225,9 @@ function trainable(student: StudentParams, cfg: DinoConfig): Flat {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, toArray } from "../mod.ts";
- * import { dinoConfig } from "./model.ts";
- * import { dinoHyper, initTrainState } from "./train.ts";
+ * import { dispose, toArray } from "../../mod.ts";
+ * import { dinoConfig } from "../model/dino.ts";
+ * import { dinoHyper, initTrainState } from "./step.ts";
  * const s = initTrainState(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), dinoHyper(), 0);
  * assert.deepEqual(toArray(s.teacher.backbone.cls_token), toArray(s.student.backbone.cls_token));
  * assert.deepEqual([s.step, s.center.shape], [0, [1, 64]]);
@@ -276,9 +276,9 @@ function withStats<T extends DinoParams>(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn } from "../mod.ts";
- * import { dinoConfig } from "./model.ts";
- * import { dinoHyper, initTrainState, trainStep } from "./train.ts";
+ * import { dispose, Generator, randn } from "../../mod.ts";
+ * import { dinoConfig } from "../model/dino.ts";
+ * import { dinoHyper, initTrainState, trainStep } from "./step.ts";
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, outDim: 32 });
  * const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 2, warmupEpochs: 0 });
  * const s0 = initTrainState(cfg, h, 0);

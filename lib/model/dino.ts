@@ -6,8 +6,8 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
- * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
+ * import { dinoConfig, initDino, multiCropForward } from "./dino.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", patchSize: 4, imgSize: 28, inChans: 1, depth: 2, outDim: 256 });
  * const model = initDino(cfg, g);
@@ -19,7 +19,7 @@
  * ```
  * @module
  */
-import { cat, type Generator, type Tensor } from "../ffi/mod.ts";
+import { cat, type Generator, type Tensor } from "../../ffi/mod.ts";
 import { type HeadConfig, headConfig, headForward, type HeadParams, initHead } from "./head.ts";
 import { type Arch, initViT, type ViTConfig, vitConfig, vitForward, type ViTParams } from "./vit.ts";
 
@@ -54,7 +54,7 @@ export type DinoConfigOptions =
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dinoConfig } from "./model.ts";
+ * import { dinoConfig } from "./dino.ts";
  * const cfg = dinoConfig({ arch: "vit_small", outDim: 65536 });
  * assert.deepEqual([cfg.vit.embedDim, cfg.vit.numHeads, cfg.head.inDim, cfg.head.outDim], [384, 6, 384, 65536]);
  * ```
@@ -76,8 +76,8 @@ export function dinoConfig(o: DinoConfigOptions = {}): DinoConfig {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator } from "../mod.ts";
- * import { dinoConfig, initDino } from "./model.ts";
+ * import { dispose, Generator } from "../../mod.ts";
+ * import { dinoConfig, initDino } from "./dino.ts";
  * using g = new Generator(0);
  * const model = initDino(dinoConfig({ arch: "vit_tiny", outDim: 512 }), g);
  * assert.deepEqual([model.backbone.blocks.length, model.head.last_layer.weight_v.shape], [12, [512, 256]]);
@@ -103,8 +103,8 @@ export interface MultiCropOptions {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
- * import { dinoConfig, initDino, multiCropForward } from "./model.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
+ * import { dinoConfig, initDino, multiCropForward } from "./dino.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", imgSize: 32, patchSize: 8, depth: 1, outDim: 64 });
  * const m = initDino(cfg, g);

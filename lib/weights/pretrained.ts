@@ -9,8 +9,8 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator } from "../mod.ts";
- * import { initViT, vitConfig } from "./vit.ts";
+ * import { dispose, Generator } from "../../mod.ts";
+ * import { initViT, vitConfig } from "../model/vit.ts";
  * import { saveWeights } from "./weights.ts";
  * import { loadEvalBackbone } from "./pretrained.ts";
  * using g = new Generator(0);
@@ -24,10 +24,10 @@
  * ```
  * @module
  */
-import { dispose } from "../ffi/mod.ts";
+import { dispose } from "../../ffi/mod.ts";
 import { CHECKPOINT_FORMAT, loadCheckpoint, networkConfig } from "./checkpoint.ts";
 import { readSafetensors } from "./safetensors.ts";
-import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "./vit.ts";
+import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "../model/vit.ts";
 import { loadBackbone } from "./weights.ts";
 
 /** A backbone ready for feature extraction. */
@@ -48,10 +48,10 @@ export interface EvalBackbone {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose } from "../mod.ts";
+ * import { dispose } from "../../mod.ts";
  * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "./config.ts";
- * import { dinoHyper, initTrainState } from "./train.ts";
+ * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { dinoHyper, initTrainState } from "../training/step.ts";
  * import { loadEvalBackbone } from "./pretrained.ts";
  * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);

@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, item, randn, tidy, zeros } from "../mod.ts";
+ * import { dispose, Generator, item, randn, tidy, zeros } from "../../mod.ts";
  * import { dinoLoss } from "./loss.ts";
  * using g = new Generator(0);
  * const K = 64, B = 4;
@@ -37,7 +37,7 @@ import {
   type Tensor,
   tidy,
   transpose,
-} from "../ffi/mod.ts";
+} from "../../ffi/mod.ts";
 
 /** How the teacher's targets are made. */
 export type Centering = "center" | "none" | "sinkhorn";
@@ -92,7 +92,7 @@ export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: numb
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy, zeros } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy, zeros } from "../../mod.ts";
  * import { dinoLoss } from "./loss.ts";
  * using g = new Generator(0);
  * const r = tidy(() => dinoLoss(randn(g, [4, 8]), randn(g, [4, 8]), zeros([1, 8]), { ncrops: 2, teacherTemp: 0.04 }));

@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { headConfig, headForward, initHead } from "./head.ts";
  * using g = new Generator(0);
  * const cfg = headConfig(192, 4096);
@@ -30,7 +30,7 @@ import {
   type Tensor,
   weightNorm,
   zeros,
-} from "../ffi/mod.ts";
+} from "../../ffi/mod.ts";
 import { defaultLinearInit, type LinearParams, truncNormal } from "./vit.ts";
 
 /** The shape of a DINO head. */
@@ -122,7 +122,7 @@ function dims(cfg: HeadConfig): [number, number][] {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, toArray } from "../mod.ts";
+ * import { dispose, Generator, toArray } from "../../mod.ts";
  * import { headConfig, initHead } from "./head.ts";
  * using g = new Generator(0);
  * const head = initHead(headConfig(192, 1024), g);
@@ -185,7 +185,7 @@ export function l2Normalize(x: Tensor): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { headConfig, headForward, initHead } from "./head.ts";
  * using g = new Generator(0);
  * const cfg = headConfig(16, 64, { hiddenDim: 32, bottleneckDim: 8 });

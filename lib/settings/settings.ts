@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs } from "./config.ts";
+ * import { parseTrainArgs } from "./settings.ts";
  * const cfg = parseTrainArgs(["--epochs", "2", "--lr", "0.001"]);
  * assert(cfg !== "help");
  * assert.deepEqual([cfg.preset, cfg.epochs, cfg.arch], ["fmnist", 2, "vit_tiny"]);
@@ -15,7 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ARCHS } from "./vit.ts";
+import { ARCHS } from "../model/vit.ts";
 
 /** A bad flag, value or combination: the program prints it with the usage and exits with code 2. */
 export class UsageError extends Error {
@@ -293,7 +293,7 @@ const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { trainHelp } from "./config.ts";
+ * import { trainHelp } from "./settings.ts";
  * const help = trainHelp("imagenet-vits16");
  * assert.match(help, /--epochs +training epochs \(default: 100\)/);
  * ```
@@ -356,7 +356,7 @@ function convert(name: string, kind: string, raw: unknown): unknown {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs, type TrainConfig, UsageError, validate } from "./config.ts";
+ * import { parseTrainArgs, type TrainConfig, UsageError, validate } from "./settings.ts";
  * const ok = parseTrainArgs([]) as TrainConfig;
  * assert.equal(validate(ok), ok);
  * assert.throws(() => validate({ ...ok, warmupEpochs: ok.epochs + 1 }), UsageError);
@@ -447,7 +447,7 @@ export function validate(c: TrainConfig): TrainConfig {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs } from "./config.ts";
+ * import { parseTrainArgs } from "./settings.ts";
  * const cfg = parseTrainArgs(["--preset", "imagenet-vits16", "--data", "/data/imagenet"]);
  * assert(cfg !== "help");
  * assert.deepEqual([cfg.arch, cfg.patchSize, cfg.outDim, cfg.data], ["vit_small", 16, 65536, "/data/imagenet"]);

@@ -8,8 +8,8 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, toArray } from "../mod.ts";
- * import { dinoConfig, initDino } from "./model.ts";
+ * import { dispose, Generator, toArray } from "../../mod.ts";
+ * import { dinoConfig, initDino } from "../model/dino.ts";
  * import { loadBackbone, saveWeights } from "./weights.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
@@ -23,11 +23,11 @@
  * ```
  * @module
  */
-import { dispose, Generator } from "../ffi/mod.ts";
-import { type DinoConfig, type DinoParams, initDino } from "./model.ts";
+import { dispose, Generator } from "../../ffi/mod.ts";
+import { type DinoConfig, type DinoParams, initDino } from "../model/dino.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
-import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
+import { initViT, type ViTConfig, type ViTParams } from "../model/vit.ts";
 
 /**
  * Writes a network (official `backbone.*`/`head.*` keys) or a bare backbone atomically as safetensors.
@@ -35,8 +35,8 @@ import { initViT, type ViTConfig, type ViTParams } from "./vit.ts";
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator } from "../mod.ts";
- * import { dinoConfig, initDino } from "./model.ts";
+ * import { dispose, Generator } from "../../mod.ts";
+ * import { dinoConfig, initDino } from "../model/dino.ts";
  * import { readSafetensors } from "./safetensors.ts";
  * import { saveWeights } from "./weights.ts";
  * using g = new Generator(0);
@@ -89,8 +89,8 @@ function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, s
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, toArray } from "../mod.ts";
- * import { dinoConfig, initDino } from "./model.ts";
+ * import { dispose, Generator, toArray } from "../../mod.ts";
+ * import { dinoConfig, initDino } from "../model/dino.ts";
  * import { loadDino, saveWeights } from "./weights.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });
@@ -118,8 +118,8 @@ export function loadDino(path: string, cfg: DinoConfig): DinoParams {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, toArray } from "../mod.ts";
- * import { dinoConfig, initDino } from "./model.ts";
+ * import { dispose, Generator, toArray } from "../../mod.ts";
+ * import { dinoConfig, initDino } from "../model/dino.ts";
  * import { loadBackbone, saveWeights } from "./weights.ts";
  * using g = new Generator(0);
  * const cfg = dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 });

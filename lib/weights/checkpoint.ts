@@ -10,11 +10,11 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose } from "../mod.ts";
+ * import { dispose } from "../../mod.ts";
  * import { CHECKPOINT_FORMAT, networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
  * import { readSafetensors } from "./safetensors.ts";
- * import { dinoHyper, initTrainState } from "./train.ts";
+ * import { dinoHyper, initTrainState } from "../training/step.ts";
  * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
@@ -28,12 +28,12 @@
  * ```
  * @module
  */
-import { alias, dispose, Generator, type Tensor } from "../ffi/mod.ts";
-import type { TrainConfig } from "./config.ts";
-import { type DinoConfig, dinoConfig, initDino } from "./model.ts";
-import type { AdamWState, SGDState } from "./optim.ts";
+import { alias, dispose, Generator, type Tensor } from "../../ffi/mod.ts";
+import type { TrainConfig } from "../settings/settings.ts";
+import { type DinoConfig, dinoConfig, initDino } from "../model/dino.ts";
+import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
-import type { TrainState } from "./train.ts";
+import type { TrainState } from "../training/step.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 
 /** The checkpoint format's name, in the metadata. */
@@ -45,7 +45,7 @@ export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
  * import { networkConfig } from "./checkpoint.ts";
  * const net = networkConfig(parseTrainArgs([]) as TrainConfig, 1); // the fmnist preset, on 1-channel images
  * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
@@ -87,11 +87,11 @@ export interface CheckpointInfo {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose } from "../mod.ts";
+ * import { dispose } from "../../mod.ts";
  * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "./config.ts";
+ * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
  * import { readSafetensors } from "./safetensors.ts";
- * import { dinoHyper, initTrainState } from "./train.ts";
+ * import { dinoHyper, initTrainState } from "../training/step.ts";
  * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
@@ -136,10 +136,10 @@ function prefixed(flat: Flat, prefix: string): Flat {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, toArray } from "../mod.ts";
+ * import { dispose, toArray } from "../../mod.ts";
  * import { loadCheckpoint, networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "./config.ts";
- * import { dinoHyper, initTrainState } from "./train.ts";
+ * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { dinoHyper, initTrainState } from "../training/step.ts";
  * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
  * const saved = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });

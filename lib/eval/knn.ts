@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn } from "../mod.ts";
+ * import { dispose, Generator, randn } from "../../mod.ts";
  * import { knnClassify } from "./knn.ts";
  * using g = new Generator(0);
  * const train = randn(g, [100, 8]), test = randn(g, [10, 8]);
@@ -40,11 +40,11 @@ import {
   topk,
   transpose,
   unsqueeze,
-} from "../ffi/mod.ts";
-import { l2Normalize } from "./head.ts";
-import type { Dataset } from "./data/dataset.ts";
-import { batches } from "./data/loader.ts";
-import { type ViTConfig, vitForward, type ViTParams } from "./vit.ts";
+} from "../../ffi/mod.ts";
+import { l2Normalize } from "../model/head.ts";
+import type { Dataset } from "../data/dataset.ts";
+import { batches } from "../data/loader.ts";
+import { type ViTConfig, vitForward, type ViTParams } from "../model/vit.ts";
 
 /** Options of {@linkcode knnClassify}. */
 export interface KnnOptions {
@@ -65,7 +65,7 @@ export interface KnnOptions {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, tensor } from "../mod.ts";
+ * import { dispose, tensor } from "../../mod.ts";
  * import { knnClassify } from "./knn.ts";
  * const train = tensor([[1, 0], [0, 1]]), test = tensor([[0.9, 0.1], [0, 2]]);
  * const { top1 } = knnClassify(train, new Int32Array([0, 1]), test, new Int32Array([0, 0]), { k: 1 });
@@ -139,7 +139,7 @@ export interface EvalTransform {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { full, tidy, toArray } from "../mod.ts";
+ * import { full, tidy, toArray } from "../../mod.ts";
  * import { evalImages } from "./knn.ts";
  * using images = full([1, 1, 32, 32], 255, { dtype: "u8" });
  * using x = tidy(() => evalImages(images, { size: 28, mean: [0.5], std: [0.5] })); // centre 28 x 28
@@ -168,10 +168,10 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, zeros } from "../mod.ts";
- * import { tensorDataset } from "./data/dataset.ts";
+ * import { dispose, Generator, zeros } from "../../mod.ts";
+ * import { tensorDataset } from "../data/dataset.ts";
  * import { extractFeatures } from "./knn.ts";
- * import { initViT, vitConfig } from "./vit.ts";
+ * import { initViT, vitConfig } from "../model/vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 28, patchSize: 7, inChans: 1, depth: 1 });
  * const backbone = initViT(cfg, g);
@@ -209,8 +209,8 @@ export async function extractFeatures(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { full, toArray } from "../mod.ts";
- * import { tensorDataset } from "./data/dataset.ts";
+ * import { full, toArray } from "../../mod.ts";
+ * import { tensorDataset } from "../data/dataset.ts";
  * import { pixelFeatures } from "./knn.ts";
  * using images = full([2, 1, 2, 2], 255, { dtype: "u8" });
  * using testSet = tensorDataset(images); // unlabeled

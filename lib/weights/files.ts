@@ -10,7 +10,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { exists } from "./fs.ts";
+ * import { exists } from "./files.ts";
  * const dir = Deno.makeTempDirSync();
  * assert.equal(exists(dir), true);
  * Deno.removeSync(dir);

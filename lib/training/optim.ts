@@ -8,7 +8,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, tidy, toArray } from "../mod.ts";
+ * import { dispose, ones, tidy, toArray } from "../../mod.ts";
  * import { adamw } from "./optim.ts";
  * const params = { "w": ones([2, 2]) };
  * const opt = adamw();
@@ -35,8 +35,8 @@ import {
   sqrt,
   type Tensor,
   zerosLike,
-} from "../ffi/mod.ts";
-import type { Flat } from "./tree.ts";
+} from "../../ffi/mod.ts";
+import type { Flat } from "../weights/tree.ts";
 
 /** The step's hyperparameters, from the schedules. */
 export interface StepHyper {
@@ -83,7 +83,7 @@ export function isDecayed(key: string, t: Tensor): boolean {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones } from "../mod.ts";
+ * import { dispose, ones } from "../../mod.ts";
  * import { adamw } from "./optim.ts";
  * const opt = adamw({ beta2: 0.99 });
  * using w = ones([3]);
@@ -139,7 +139,7 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, tidy, toArray } from "../mod.ts";
+ * import { dispose, ones, tidy, toArray } from "../../mod.ts";
  * import { sgd } from "./optim.ts";
  * const opt = sgd({ momentum: 0.9 });
  * using w = ones([2]);
@@ -188,7 +188,7 @@ export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, item, ones, tidy, toArray } from "../mod.ts";
+ * import { dispose, item, ones, tidy, toArray } from "../../mod.ts";
  * import { clipGradients } from "./optim.ts";
  * const r = tidy(() => clipGradients({ w: ones([4]) }, 1));
  * assert.equal(item(r.norms.w), 2); // the norm before clipping
@@ -215,7 +215,7 @@ export function clipGradients(grads: Flat, clip: number): { grads: Flat; norms: 
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, ones, tidy, toArray, zeros } from "../mod.ts";
+ * import { dispose, ones, tidy, toArray, zeros } from "../../mod.ts";
  * import { emaUpdate } from "./optim.ts";
  * const t = tidy(() => emaUpdate({ w: zeros([2]) }, { w: ones([2]) }, 0.9));
  * assert.deepEqual(toArray(t.w).map((v) => v.toFixed(6)), ["0.100000", "0.100000"]); // 0.9 * 0 + 0.1 * 1

@@ -9,7 +9,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { initViT, vitConfig, vitForward } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { patchSize: 4, imgSize: 28, inChans: 1, depth: 2 });
@@ -50,7 +50,7 @@ import {
   uniform,
   unsqueeze,
   zeros,
-} from "../ffi/mod.ts";
+} from "../../ffi/mod.ts";
 
 /** The shape of a ViT. */
 export interface ViTConfig {
@@ -175,7 +175,7 @@ function normInit(dim: number): NormParams {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator } from "../mod.ts";
+ * import { dispose, Generator } from "../../mod.ts";
  * import { initViT, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
  * const vit = initViT(vitConfig("vit_tiny"), g);
@@ -328,7 +328,7 @@ function runBlocks(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { initViT, vitConfig, vitForward } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
@@ -349,7 +349,7 @@ export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOp
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { initViT, lastSelfAttention, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 1 });
@@ -370,7 +370,7 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { dispose, Generator, randn, tidy } from "../mod.ts";
+ * import { dispose, Generator, randn, tidy } from "../../mod.ts";
  * import { initViT, intermediateLayers, vitConfig } from "./vit.ts";
  * using g = new Generator(0);
  * const cfg = vitConfig("vit_tiny", { imgSize: 32, patchSize: 8, depth: 2 });

@@ -1,0 +1,17 @@
+/**
+ * Training: the DINO loss (`loss.ts`), optimizers as (init, update) pairs (`optim.ts`), schedules as
+ * pure functions of the step (`schedules.ts`) and one training step over an immutable state (`step.ts`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cosineSchedule } from "./mod.ts";
+ * const lr = cosineSchedule(1e-3, 1e-6, 10, 100, 1); // 10 epochs of 100 steps, 1 of linear warmup
+ * assert.equal(lr(0), 0);
+ * ```
+ * @module
+ */
+export * from "./loss.ts";
+export * from "./optim.ts";
+export * from "./schedules.ts";
+export * from "./step.ts";
