@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { dispose, Generator, randint, setNumThreads, tidy, to } from "../mod.ts";
-import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/augment.ts";
+import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { cat, clamp, dispose, Generator, interpolate, pad, permute, reshape, tidy, to, writeImage } from "../mod.ts";
-import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/augment.ts";
+import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 
 const HELP = `usage: deno task preview --data DATA --output-dir DIR [options]

@@ -31,7 +31,7 @@ import {
   toDevice,
   variance,
 } from "../mod.ts";
-import { AUGMENT_PRESETS, type AugmentConfig, dinoViews } from "../lib/augment/augment.ts";
+import { AUGMENT_PRESETS, type AugmentConfig, dinoViews } from "../lib/augment/mod.ts";
 import { loadCheckpoint, networkConfig, saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { parseTrainArgs, type TrainConfig, trainHelp, UsageError } from "../lib/settings/settings.ts";
 import type { Dataset } from "../lib/data/dataset.ts";

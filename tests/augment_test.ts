@@ -16,7 +16,7 @@ import {
   resizedCrop,
   solarize,
   viewSpecs,
-} from "../lib/augment/augment.ts";
+} from "../lib/augment/mod.ts";
 import { assertClose, noLeak } from "./helpers.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 

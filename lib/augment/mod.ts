@@ -3,4 +3,7 @@
  * image functions, per-sample random plans, and the multi-crop views.
  * @module
  */
-export * from "./augment.ts";
+export * from "./presets.ts";
+export * from "./image.ts";
+export { cropBoxes, type ViewSpec, viewSpecs } from "./plans.ts";
+export * from "./views.ts";

@@ -1,0 +1,185 @@
+/**
+ * The DINO recipe (the official `DataAugmentationDINO`) as batched tensor
+ * transforms on the batch's device. Per view: random resized crop and
+ * horizontal flip (an antialiased resize per crop), color jitter with p 0.8 in
+ * a random order per sample, grayscale with p 0.2, gaussian blur,
+ * solarization, then normalisation.
+ *
+ * The views of one size (the two global ones, then the locals) go through as
+ * one batch. Every random choice is drawn first, for all samples at once
+ * (`plans.ts`); then samples that take the same steps (the same jitter order;
+ * then the same gray/blur/solarize choices, blurs in order of sigma) are
+ * processed together, a cache-sized chunk at a time, each result written
+ * straight to its place (`engine.ts`), by the image functions of `image.ts`.
+ *
+ * Every random draw comes from the explicit generator, in a fixed order, so a
+ * seed reproduces the views exactly.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, dispose, Generator, randint, tidy, to } from "../../mod.ts";
+ * import { dinoViews } from "./views.ts";
+ * using g = new Generator(0);
+ * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [4, 1, 28, 28]), "u8"), AUGMENT_PRESETS.fmnist28, g));
+ * assert.deepEqual(views.map((v) => v.shape[2]), [28, 28, 12, 12, 12, 12, 12, 12]); // 2 global, 6 local views
+ * assert.ok(views.every((v) => v.dtype === "f32" && v.shape[0] === 4));
+ * dispose(views);
+ * ```
+ * @module
+ */
+import { div, empty, expand, type Generator, narrow, type Tensor, tidy } from "../../ffi/mod.ts";
+import { batches, chunkOf, FINISH_CHUNK, FINISH_SAMPLES, JITTER_CHUNK, pipe, scatter } from "./engine.ts";
+import {
+  adjustBrightness,
+  adjustContrast,
+  adjustHue,
+  adjustSaturation,
+  gaussianBlur,
+  grayscale,
+  normalize,
+  resizedCrop,
+  solarize,
+} from "./image.ts";
+import { cropBoxes, type JitterPlan, jitterPlan, uniforms, type ViewSpec, viewSpecs } from "./plans.ts";
+import type { AugmentConfig } from "./presets.ts";
+
+const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
+
+/** The jitter ops of samples `ids`, which share one order, as pipeline steps. */
+function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => Tensor)[] {
+  return plan.order[ids[0]].map((o) => (y: Tensor) => JITTER_OPS[o](y, ids.map((b) => plan.factors[o][b])));
+}
+
+/**
+ * Augmented views of a batch of images in [0, 1] (f32 [B, C, H, W]), one per
+ * spec, normalised. Views of one size go through as one batch of
+ * specs.length x B samples, each with its spec's scale and blur and
+ * solarization probabilities: fewer, larger calls than one view at a time.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, dispose, Generator, rand, tidy, viewSpecs } from "../../mod.ts";
+ * import { augmentViews } from "./views.ts";
+ * using g = new Generator(0);
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const [g1, g2] = tidy(() => augmentViews(rand(g, [4, 3, 32, 32]), viewSpecs(cfg).slice(0, 2), cfg, g));
+ * const side = cfg.globalSize;
+ * assert.deepEqual([g1.shape, g2.shape], [[4, 3, side, side], [4, 3, side, side]]); // the two global views
+ * dispose([g1, g2]);
+ * ```
+ */
+export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, g: Generator): Tensor[] {
+  const [B, C, H, W] = x.shape;
+  const size = specs[0].size;
+  if (specs.some((s) => s.size !== size)) throw new Error("augmentViews: views augmented together share one size");
+  const n = specs.length * B;
+  const specOf = (k: number) => specs[Math.floor(k / B)];
+  const boxes = specs.flatMap((s) => cropBoxes(g, B, H, W, s.scale, cfg.ratio));
+  const flips = uniforms(g, n, 0, 1).map((u) => u < cfg.flipP);
+  const jitter = jitterPlan(g, n, cfg, C === 3);
+  const gray = uniforms(g, n, 0, 1).map((u) => C === 3 && u < cfg.grayP);
+  const blur = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).blurP);
+  const sigmas = uniforms(g, n, cfg.blurSigma[0], cfg.blurSigma[1]);
+  const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
+
+  const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
+  // Gray, blur, solarize and normalise by groups that take the same steps, on the CPU in power-of-two chunks;
+  // blurs in order of sigma, so that a chunk's kernel (its largest) is not much larger than its samples need, and
+  // chunks are large: a depthwise convolution of a few planes costs several times more per plane. `slot` lists the
+  // samples group by group, so each finishing chunk is one block of rows.
+  const finishKeys = Array.from(
+    { length: n },
+    (_, k) => `${+gray[k]}/${+blur[k]}/${+sol[k]}`,
+  );
+  const finishChunk = Math.max(FINISH_SAMPLES, chunkOf(FINISH_CHUNK, [n, C, size, size], x.device));
+  const finishing = batches(finishKeys, finishChunk, x.device === "cpu", sigmas);
+  const slot = new Array<number>(n);
+  finishing.flat().forEach((k, at) => (slot[k] = at));
+  // Crop and jitter by groups of samples with the same jitter order, a few at a time so that they stay in
+  // cache; each result goes straight to its samples' slots, so that each finishing group is one block.
+  const options = { dtype: x.dtype, device: x.device };
+  const jittered = empty([n, C, size, size], options);
+  for (const ids of batches(jitter.order.map((o) => o.join("")), chunkOf(JITTER_CHUNK, [n, C, size, size], x.device))) {
+    tidy(() => {
+      const sources = ids.map((k) => k % B);
+      const crops = resizedCrop(x, pick(boxes, ids), pick(flips, ids), size, cfg.interpolation, sources);
+      scatter(jittered, pick(slot, ids), pipe(crops, jitterSteps(jitter, ids)));
+    });
+  }
+  const y = empty([n, C, size, size], options);
+  for (const ids of finishing) {
+    const k = ids[0];
+    tidy(() =>
+      scatter(
+        y,
+        ids,
+        pipe(narrow(jittered, 0, slot[k], ids.length), [
+          // One channel from grayscale to the normalisation: a third of the blur's work.
+          ...(gray[k] ? [grayscale] : []),
+          // When the blur comes last, it normalises too (the normalisation folded into its taps).
+          ...(blur[k] && !gray[k] && !sol[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids), cfg)] : [
+            ...(blur[k] ? [(z: Tensor) => gaussianBlur(z, pick(sigmas, ids))] : []),
+            ...(sol[k] ? [(z: Tensor) => solarize(z, ids.map(() => true))] : []),
+            (z: Tensor) => normalize(expand(z, [-1, C, -1, -1]), cfg.mean, cfg.std),
+          ]),
+        ]),
+      )
+    );
+  }
+  jittered.dispose();
+  const views = specs.map((_, v) => narrow(y, 0, v * B, B)); // views of y's storage, which they keep alive
+  y.dispose();
+  return views;
+}
+
+/**
+ * One augmented view of a batch of images in [0, 1] (f32 [B, C, H, W]),
+ * normalised: {@linkcode augmentViews} with one spec.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, Generator, rand, tidy, viewSpecs } from "../../mod.ts";
+ * import { augmentView } from "./views.ts";
+ * using g = new Generator(0);
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const local = viewSpecs(cfg).at(-1)!;
+ * using v = tidy(() => augmentView(rand(g, [4, 3, 32, 32]), local, cfg, g));
+ * assert.deepEqual(v.shape, [4, 3, cfg.localSize, cfg.localSize]);
+ * ```
+ */
+export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Generator): Tensor {
+  return augmentViews(x, [spec], cfg, g)[0];
+}
+
+/**
+ * All views of a batch: u8 (0..255) or f32 ([0, 1]) images [B, C, H, W] in;
+ * 2 global views then the local ones out, each normalised f32.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, dispose, Generator, randint, tidy, to, viewSpecs } from "../../mod.ts";
+ * import { dinoViews } from "./views.ts";
+ * using g = new Generator(0);
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"), cfg, g));
+ * assert.deepEqual(views.map((v) => v.shape[2]), viewSpecs(cfg).map((s) => s.size));
+ * dispose(views);
+ * ```
+ */
+export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Tensor[] {
+  return tidy(() => {
+    const x = images.dtype === "u8" ? div(images, 255) : images; // true division: f32 in one pass
+    // Consecutive views of one size (the globals, then the locals) are augmented together.
+    const runs: ViewSpec[][] = [];
+    for (const spec of viewSpecs(cfg)) {
+      const last = runs.at(-1);
+      if (last && last[0].size === spec.size) last.push(spec);
+      else runs.push([spec]);
+    }
+    return runs.flatMap((run) => tidy(() => augmentViews(x, run, cfg, g)));
+  });
+}
