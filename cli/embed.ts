@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { dispose, tensor } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { UsageError } from "../lib/settings/settings.ts";
+import { UsageError, usageError } from "./flags.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures } from "../lib/eval/knn.ts";
@@ -89,8 +89,9 @@ export async function main(args: string[]): Promise<number> {
       patchSize: v["patch-size"] ? Number(v["patch-size"]) : undefined,
     });
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    const u = usageError(e);
+    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
+    return u ? 2 : 1;
   }
   let ds: Dataset | undefined;
   try {
@@ -137,8 +138,9 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    return e instanceof UsageError ? 2 : 1;
+    const u = usageError(e);
+    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
+    return u ? 2 : 1;
   } finally {
     dispose(model.backbone);
     ds?.dispose();

@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { dispose } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { UsageError } from "../lib/settings/settings.ts";
+import { UsageError, usageError } from "./flags.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
@@ -94,8 +94,9 @@ export async function main(args: string[]): Promise<number> {
   try {
     model = loadEvalBackbone(o.checkpoint, { arch: o.arch, patchSize: o.patchSize });
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    const u = usageError(e);
+    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
+    return u ? 2 : 1;
   }
   const size = o.imageSize ?? model.vit.imgSize;
   let train: Dataset | undefined, test: Dataset | undefined;
@@ -132,12 +133,9 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    const u = usageError(e);
+    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
+    return u ? 2 : 1;
   } finally {
     dispose(model.backbone);
     train?.dispose();

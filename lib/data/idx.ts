@@ -135,7 +135,7 @@ export function fashionMnist(split: "train" | "test", root = FASHION_MNIST_ROOT)
   } catch {
     throw new Error(
       `Fashion-MNIST not found at ${root}. Install it with: sudo apt-get install dataset-fashion-mnist ` +
-        `(or pass --data with a folder holding the IDX files)`,
+        `(or give a folder holding the IDX files as the data)`,
     );
   }
   return idxDataset(images, join(root, `${prefix}-labels-idx1-ubyte.gz`), FASHION_MNIST_CLASSES, `fmnist-${split}`);

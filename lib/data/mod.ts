@@ -10,3 +10,4 @@ export * from "./cifar.ts";
 export * from "./folder.ts";
 export * from "./open.ts";
 export * from "./loader.ts";
+export * from "./stats.ts";

@@ -17,7 +17,7 @@ import { cifar10, cifar100 } from "./cifar.ts";
 import type { Dataset } from "./dataset.ts";
 import { imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
-import { UsageError } from "../settings/settings.ts";
+import { SettingError } from "../settings/settings.ts";
 import { exists } from "../weights/files.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
@@ -77,8 +77,12 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   try {
     stat = Deno.statSync(spec);
   } catch {
-    throw new UsageError(
-      `--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`,
+    throw new SettingError(
+      ["data"],
+      (n) =>
+        `${
+          n("data")
+        } ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`,
     );
   }
   if (!stat.isDirectory) return idxFile(spec, split);
@@ -107,7 +111,10 @@ function idxLabels(images: string): string | undefined {
  */
 function idxFile(path: string, split: "train" | "test"): Dataset {
   if (/labels[.-]idx1/.test(basename(path))) {
-    throw new UsageError(`--data ${path}: is a label file; pass the images file (its labels are found beside it)`);
+    throw new SettingError(
+      ["data"],
+      (n) => `${n("data")} ${path}: is a label file; pass the images file (its labels are found beside it)`,
+    );
   }
   const sibling = join(dirname(path), basename(path).replace(/^train-/, "t10k-"));
   const file = split === "test" && sibling !== path && exists(sibling) ? sibling : path;
@@ -115,8 +122,10 @@ function idxFile(path: string, split: "train" | "test"): Dataset {
     return idxDataset(file, idxLabels(file), undefined, `idx-${basename(file)}`);
   } catch (e) {
     if (e instanceof Error && /not an IDX file/.test(e.message)) {
-      throw new UsageError(
-        `--data ${path}: not an IDX file. A file must be IDX images (plain or .gz); ` +
+      throw new SettingError(
+        ["data"],
+        (n) =>
+          `${n("data")} ${path}: not an IDX file. A file must be IDX images (plain or .gz); ` +
           `for CIFAR binaries or images, pass their folder`,
       );
     }

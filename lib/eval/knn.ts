@@ -188,7 +188,7 @@ export async function extractFeatures(
   cfg: ViTConfig,
   ds: Dataset,
   t: EvalTransform,
-  o: { batchSize?: number; device?: string; limit?: number } = {},
+  o: { batchSize?: number; limit?: number } = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   const device = backbone.cls_token.device;
   return await rows(
@@ -228,7 +228,7 @@ export async function pixelFeatures(
 
 async function rows(
   ds: Dataset,
-  o: { batchSize?: number; device?: string; limit?: number },
+  o: { batchSize?: number; limit?: number },
   fn: (images: Tensor) => Tensor,
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   const n = o.limit && o.limit > 0 ? Math.min(o.limit, ds.length) : ds.length;

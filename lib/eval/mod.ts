@@ -1,5 +1,7 @@
 /**
- * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`.
+ * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, and
+ * the report a training run ends with (`report.ts`).
  * @module
  */
 export * from "./knn.ts";
+export * from "./report.ts";

@@ -1,180 +1,309 @@
 /**
- * The training program's configuration: presets, command-line flags named as
- * the official `main_dino.py` arguments in kebab-case, and a JSON `--config`
- * file of the same names (flags win). Parsing is pure and reports every
- * problem as a {@linkcode UsageError}, before anything is written.
+ * Every setting of a training run, declared once: its name (the field of
+ * {@linkcode Settings}), type, default (the official `main_dino.py` value), the
+ * official argument it mirrors, a help line and the group it belongs to. The
+ * command line's flags and `--help`, the `--config` JSON, validation, the
+ * checkpoint's saved configuration and the values handed to the model,
+ * training and augmentation all derive from {@linkcode SETTINGS}.
+ *
+ * Errors are {@linkcode SettingError}s that name settings, not flags: a
+ * program renders the names its own way (the CLI as `--kebab-case` flags).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs } from "./settings.ts";
- * const cfg = parseTrainArgs(["--epochs", "2", "--lr", "0.001"]);
- * assert(cfg !== "help");
- * assert.deepEqual([cfg.preset, cfg.epochs, cfg.arch], ["fmnist", 2, "vit_tiny"]);
+ * import { makeSettings, SETTINGS } from "./settings.ts";
+ * const s = makeSettings("fmnist", { epochs: "2", lr: 0.001 });
+ * assert.deepEqual([s.epochs, s.lr, s.arch], [2, 0.001, "vit_tiny"]);
+ * assert.equal(SETTINGS.lr.official, "lr");
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { ARCHS } from "../model/vit.ts";
 
-/** A bad flag, value or combination: the program prints it with the usage and exits with code 2. */
-export class UsageError extends Error {
-  /** A usage problem. */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
+/** What a setting is about; `--help` lists the settings by group. */
+export type Group = "model" | "optimisation" | "augmentation" | "data" | "run";
+
+/** The constraint a number setting must meet. */
+export type Range = "positive" | "nonNegative" | "unit" | "belowOne";
+
+/** One setting's declaration. */
+export interface Declaration<T> {
+  /** How a value is read: a string, integer, number, boolean, `lo,hi` pair, or one of `choices`. */
+  kind: "string" | "int" | "number" | "bool" | "pair" | "choice";
+  /** The official default (presets override it). */
+  default: T;
+  /** The official argument of `main_dino.py` (or the official class) it mirrors; "" for settings of this project. */
+  official: string;
+  /** One line for `--help`. */
+  help: string;
+  /** The group it belongs to. */
+  group: Group;
+  /** The allowed values of a choice. */
+  choices?: readonly string[];
+  /** The range of a number; pairs are area fractions 0 < lo <= hi <= 1. */
+  range?: Range;
+  /** Whether a resumed run may change it (it does not change what is trained). */
+  resumable?: boolean;
+}
+
+type Extra = { official?: string; range?: Range; resumable?: boolean };
+const str = (d: string, help: string, group: Group, o: Extra = {}): Declaration<string> => ({
+  kind: "string",
+  default: d,
+  help,
+  group,
+  official: "",
+  ...o,
+});
+const int = (d: number, help: string, group: Group, o: Extra = {}): Declaration<number> => ({
+  kind: "int",
+  default: d,
+  help,
+  group,
+  official: "",
+  ...o,
+});
+const num = (d: number, help: string, group: Group, o: Extra = {}): Declaration<number> => ({
+  kind: "number",
+  default: d,
+  help,
+  group,
+  official: "",
+  ...o,
+});
+const bool = (d: boolean, help: string, group: Group, o: Extra = {}): Declaration<boolean> => ({
+  kind: "bool",
+  default: d,
+  help,
+  group,
+  official: "",
+  ...o,
+});
+const pair = (d: [number, number], help: string, group: Group, o: Extra = {}): Declaration<[number, number]> => ({
+  kind: "pair",
+  default: d,
+  help,
+  group,
+  official: "",
+  ...o,
+});
+function choice<const C extends readonly string[]>(
+  choices: C,
+  d: C[number],
+  help: string,
+  group: Group,
+  o: Extra = {},
+): Declaration<C[number]> {
+  return { kind: "choice", choices, default: d, help, group, official: "", ...o };
+}
+
+const ARCH_NAMES = Object.keys(ARCHS) as (keyof typeof ARCHS)[];
+
+/** The declarations, in the order `--help` lists them within a group. */
+export const SETTINGS = {
+  // model
+  arch: choice(ARCH_NAMES, "vit_small", `backbone: ${ARCH_NAMES.join(", ")}`, "model", { official: "arch" }),
+  patchSize: int(16, "patch side in pixels", "model", { official: "patch_size", range: "positive" }),
+  embedDim: int(384, "token width D (the arch's unless set)", "model", { range: "positive" }),
+  depth: int(12, "number of blocks", "model", { range: "positive" }),
+  numHeads: int(6, "attention heads", "model", { range: "positive" }),
+  outDim: int(65536, "K, the head's output dimension", "model", { official: "out_dim", range: "positive" }),
+  hiddenDim: int(2048, "head MLP hidden width", "model", { official: "DINOHead hidden_dim", range: "positive" }),
+  bottleneckDim: int(256, "head bottleneck width", "model", {
+    official: "DINOHead bottleneck_dim",
+    range: "positive",
+  }),
+  useBnInHead: bool(false, "batch norm in the head MLP (true/false)", "model", { official: "use_bn_in_head" }),
+  normLastLayer: bool(true, "fix the last layer's weight_g at 1 (true/false)", "model", {
+    official: "norm_last_layer",
+  }),
+  dropPathRate: num(0.1, "stochastic depth of the student's last block", "model", {
+    official: "drop_path_rate",
+    range: "belowOne",
+  }),
+  predictorDim: int(0, "ablation: hidden width of a predictor MLP on the student's output (0: none)", "model", {
+    range: "nonNegative",
+  }),
+  // optimisation
+  optimizer: choice(["adamw", "sgd"] as const, "adamw", "adamw or sgd", "optimisation", { official: "optimizer" }),
+  lr: num(0.0005, "peak learning rate at batch 256 (scaled by batch/256)", "optimisation", {
+    official: "lr",
+    range: "nonNegative",
+  }),
+  minLr: num(1e-6, "final learning rate", "optimisation", { official: "min_lr", range: "nonNegative" }),
+  warmupEpochs: num(10, "linear lr warmup, in epochs (may be fractional)", "optimisation", {
+    official: "warmup_epochs",
+    range: "nonNegative",
+  }),
+  weightDecay: num(0.04, "weight decay at the start (cosine schedule)", "optimisation", {
+    official: "weight_decay",
+    range: "nonNegative",
+  }),
+  weightDecayEnd: num(0.4, "weight decay at the end", "optimisation", {
+    official: "weight_decay_end",
+    range: "nonNegative",
+  }),
+  clipGrad: num(3, "per-parameter gradient norm clip; 0 disables", "optimisation", {
+    official: "clip_grad",
+    range: "nonNegative",
+  }),
+  batchSize: int(64, "images per step", "optimisation", { official: "batch_size_per_gpu", range: "positive" }),
+  accumSteps: int(1, "micro-batches per step (gradient accumulation)", "optimisation", { range: "positive" }),
+  epochs: int(100, "training epochs", "optimisation", { official: "epochs", range: "positive" }),
+  freezeLastLayer: int(1, "epochs with the head's last layer frozen", "optimisation", {
+    official: "freeze_last_layer",
+    range: "nonNegative",
+  }),
+  momentumTeacher: num(0.996, "teacher EMA momentum, cosine to 1", "optimisation", {
+    official: "momentum_teacher",
+    range: "unit",
+  }),
+  teacherMode: choice(
+    ["ema", "student"] as const,
+    "ema",
+    "ablation: the teacher is the student's EMA (ema) or the student itself (student)",
+    "optimisation",
+  ),
+  warmupTeacherTemp: num(0.04, "teacher temperature at the start of its warmup", "optimisation", {
+    official: "warmup_teacher_temp",
+    range: "unit",
+  }),
+  teacherTemp: num(0.04, "teacher temperature after the warmup", "optimisation", {
+    official: "teacher_temp",
+    range: "unit",
+  }),
+  warmupTeacherTempEpochs: int(0, "epochs of teacher temperature warmup", "optimisation", {
+    official: "warmup_teacher_temp_epochs",
+    range: "nonNegative",
+  }),
+  studentTemp: num(0.1, "student temperature", "optimisation", { official: "DINOLoss student_temp", range: "unit" }),
+  centerMomentum: num(0.9, "momentum of the teacher-output center", "optimisation", {
+    official: "DINOLoss center_momentum",
+    range: "unit",
+  }),
+  criterion: choice(
+    ["ce", "mse"] as const,
+    "ce",
+    "ablation: cross-entropy (ce) or mean squared error (mse)",
+    "optimisation",
+  ),
+  centering: choice(
+    ["center", "none", "sinkhorn"] as const,
+    "center",
+    "ablation: how teacher targets are made: center, none or sinkhorn (Sinkhorn-Knopp)",
+    "optimisation",
+  ),
+  // augmentation
+  augmentation: choice(
+    ["imagenet", "cifar32", "fmnist28"] as const,
+    "imagenet",
+    "colour, blur and solarisation recipe: imagenet (official), cifar32 or fmnist28",
+    "augmentation",
+  ),
+  globalCropsScale: pair([0.4, 1], "area range of the global crops, as lo,hi", "augmentation", {
+    official: "global_crops_scale",
+  }),
+  localCropsNumber: int(8, "local crops per image; 0 disables multi-crop", "augmentation", {
+    official: "local_crops_number",
+    range: "nonNegative",
+  }),
+  localCropsScale: pair([0.05, 0.4], "area range of the local crops, as lo,hi", "augmentation", {
+    official: "local_crops_scale",
+  }),
+  globalCropsSize: int(224, "side of the global crops", "augmentation", { range: "positive" }),
+  localCropsSize: int(96, "side of the local crops", "augmentation", { range: "nonNegative" }),
+  // data
+  data: str("", "fmnist, cifar10, cifar100 or a path (IDX file or folder, CIFAR binaries, image classes)", "data", {
+    official: "data_path",
+  }),
+  imageSize: int(256, "side image folders are decoded to", "data", { range: "positive" }),
+  trainLimit: int(0, "use only the first N training images (0: all)", "data", { range: "nonNegative" }),
+  testLimit: int(0, "use only the first N test images (0: all)", "data", { range: "nonNegative", resumable: true }),
+  numWorkers: int(0, "image decoding threads (0: the machine's cores)", "data", {
+    official: "num_workers",
+    range: "nonNegative",
+    resumable: true,
+  }),
+  // run
+  outputDir: str("output", "where checkpoints and metrics.jsonl go", "run", {
+    official: "output_dir",
+    resumable: true,
+  }),
+  resume: str("", "a checkpoint to continue from, or 'latest' (the output dir's)", "run", { resumable: true }),
+  device: choice(["auto", "cpu", "cuda"] as const, "auto", "auto, cpu or cuda", "run", { resumable: true }),
+  seed: int(0, "random seed", "run", { official: "seed" }),
+  saveckpFreq: int(20, "also keep a checkpoint every N epochs", "run", {
+    official: "saveckp_freq",
+    range: "positive",
+    resumable: true,
+  }),
+  knnEvery: int(0, "k-NN accuracy every N epochs (0: only at the end)", "run", {
+    range: "nonNegative",
+    resumable: true,
+  }),
+  knnK: int(20, "neighbours of the k-NN evaluation", "run", {
+    official: "eval_knn nb_knn",
+    range: "positive",
+    resumable: true,
+  }),
+  knnTemperature: num(0.07, "temperature of the k-NN vote weights", "run", {
+    official: "eval_knn temperature",
+    range: "unit",
+    resumable: true,
+  }),
+  logEvery: int(10, "steps between metrics records", "run", { range: "positive", resumable: true }),
+  maxSteps: int(0, "stop after N steps (0: run all epochs)", "run", { range: "nonNegative", resumable: true }),
+  threads: int(0, "libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own)", "run", {
+    range: "nonNegative",
+    resumable: true,
+  }),
+} as const;
+
+/** A setting's name. */
+export type SettingName = keyof typeof SETTINGS;
+
+/** Everything a training run is made of: one field per declaration of {@linkcode SETTINGS}, plus its preset. */
+export type Settings =
+  & { -readonly [K in SettingName]: (typeof SETTINGS)[K] extends Declaration<infer T> ? T : never }
+  & {
+    /** The preset the defaults came from. */
+    preset: string;
+  };
+
+/** The settings a preset may change: all but those of one run. */
+export type Preset = Partial<Omit<Settings, "preset" | "outputDir" | "resume" | "device">>;
+
+/**
+ * A bad value or combination of settings. The message names settings through
+ * `nameOf` (their field names unless rendered otherwise, see
+ * {@linkcode SettingError.render}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SettingError } from "./settings.ts";
+ * const e = new SettingError(["lr"], (n) => `${n("lr")} must be >= 0, got -1`);
+ * assert.equal(e.message, "lr must be >= 0, got -1");
+ * assert.equal(e.render((name) => `--${name}`), "--lr must be >= 0, got -1");
+ * ```
+ */
+export class SettingError extends Error {
+  /** The settings the problem is about, the first being the one to change. */
+  readonly settings: readonly string[];
+  readonly #text: (nameOf: (name: string) => string) => string;
+  /** A problem with `settings`, described by `text` given a way to name them. */
+  constructor(settings: readonly string[], text: (nameOf: (name: string) => string) => string) {
+    super(text((n) => n));
+    this.name = "SettingError";
+    this.settings = settings;
+    this.#text = text;
+  }
+  /** The message with each setting named by `nameOf`. */
+  render(nameOf: (name: string) => string): string {
+    return this.#text(nameOf);
   }
 }
-
-/** Everything a training run is made of. Field names are the flags' in camelCase. */
-export interface TrainConfig {
-  /** The preset the defaults come from. */
-  preset: string;
-  /** The data: fmnist, cifar10, cifar100 or a folder (image classes, CIFAR or IDX files). */
-  data: string;
-  /** The backbone's architecture. */
-  arch: keyof typeof ARCHS;
-  /** Patch side in pixels. */
-  patchSize: number;
-  /** Token width D (the arch's unless set). */
-  embedDim: number;
-  /** Number of blocks. */
-  depth: number;
-  /** Attention heads. */
-  numHeads: number;
-  /** K, the head's output dimension. */
-  outDim: number;
-  /** Head MLP hidden width. */
-  hiddenDim: number;
-  /** Head bottleneck width. */
-  bottleneckDim: number;
-  /** Batch norm in the head MLP (true/false). */
-  useBnInHead: boolean;
-  /** Fix the last layer's weight_g at 1 (true/false). */
-  normLastLayer: boolean;
-  /** Teacher EMA momentum, cosine to 1. */
-  momentumTeacher: number;
-  /** Teacher temperature at the start of its warmup. */
-  warmupTeacherTemp: number;
-  /** Teacher temperature after the warmup. */
-  teacherTemp: number;
-  /** Epochs of teacher temperature warmup. */
-  warmupTeacherTempEpochs: number;
-  /** Weight decay at the start (cosine schedule). */
-  weightDecay: number;
-  /** Weight decay at the end. */
-  weightDecayEnd: number;
-  /** Per-parameter gradient norm clip; 0 disables. */
-  clipGrad: number;
-  /** Images per step. */
-  batchSize: number;
-  /** Training epochs. */
-  epochs: number;
-  /** Epochs with the head's last layer frozen. */
-  freezeLastLayer: number;
-  /** Peak learning rate at batch 256 (scaled by batch/256). */
-  lr: number;
-  /** Linear lr warmup, in epochs (may be fractional). */
-  warmupEpochs: number;
-  /** Final learning rate. */
-  minLr: number;
-  /** The optimizer: adamw or sgd. */
-  optimizer: "adamw" | "sgd";
-  /** Stochastic depth of the student's last block. */
-  dropPathRate: number;
-  /** Area range of the global crops, as lo,hi. */
-  globalCropsScale: [number, number];
-  /** Local crops per image; 0 disables multi-crop. */
-  localCropsNumber: number;
-  /** Area range of the local crops, as lo,hi. */
-  localCropsScale: [number, number];
-  /** Side of the global crops. */
-  globalCropsSize: number;
-  /** Side of the local crops. */
-  localCropsSize: number;
-  /** Side image folders are decoded to. */
-  imageSize: number;
-  /** Random seed. */
-  seed: number;
-  /** Where checkpoints and metrics.jsonl go. */
-  outputDir: string;
-  /** Micro-batches per step (gradient accumulation). */
-  accumSteps: number;
-  /** The device: auto, cpu or cuda. */
-  device: "auto" | "cpu" | "cuda";
-  /** A checkpoint to continue from, or 'latest' (the output dir's). */
-  resume: string;
-  /** Also keep a checkpoint every N epochs. */
-  saveckpFreq: number;
-  /** K-NN accuracy every N epochs (0: only at the end). */
-  knnEvery: number;
-  /** Neighbours of the k-NN evaluation. */
-  knnK: number;
-  /** Temperature of the k-NN vote weights. */
-  knnTemperature: number;
-  /** Steps between metrics records. */
-  logEvery: number;
-  /** Use only the first N training images (0: all). */
-  trainLimit: number;
-  /** Use only the first N test images (0: all). */
-  testLimit: number;
-  /** Stop after N steps (0: run all epochs). */
-  maxSteps: number;
-  /** Image decoding threads (0: the machine's cores). */
-  numWorkers: number;
-  /** Libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own). */
-  threads: number;
-}
-
-/** A preset: every setting but those of one run (preset name, output folder, resume, device). */
-export type Preset = Omit<TrainConfig, "preset" | "outputDir" | "resume" | "device">;
-
-const OFFICIAL: Preset = {
-  data: "",
-  arch: "vit_small",
-  patchSize: 16,
-  embedDim: 384,
-  depth: 12,
-  numHeads: 6,
-  outDim: 65536,
-  hiddenDim: 2048,
-  bottleneckDim: 256,
-  useBnInHead: false,
-  normLastLayer: true,
-  momentumTeacher: 0.996,
-  warmupTeacherTemp: 0.04,
-  teacherTemp: 0.04,
-  warmupTeacherTempEpochs: 0,
-  weightDecay: 0.04,
-  weightDecayEnd: 0.4,
-  clipGrad: 3,
-  batchSize: 64,
-  epochs: 100,
-  freezeLastLayer: 1,
-  lr: 0.0005,
-  warmupEpochs: 10,
-  minLr: 1e-6,
-  optimizer: "adamw",
-  dropPathRate: 0.1,
-  globalCropsScale: [0.4, 1],
-  localCropsNumber: 8,
-  localCropsScale: [0.05, 0.4],
-  globalCropsSize: 224,
-  localCropsSize: 96,
-  imageSize: 256,
-  seed: 0,
-  accumSteps: 1,
-  saveckpFreq: 20,
-  knnEvery: 0,
-  knnK: 20,
-  knnTemperature: 0.07,
-  logEvery: 10,
-  trainLimit: 0,
-  testLimit: 0,
-  maxSteps: 0,
-  numWorkers: 0,
-  threads: 0,
-};
 
 /**
  * The presets. `fmnist` (the default) is sized to finish on a 2-core CPU in
@@ -184,7 +313,6 @@ const OFFICIAL: Preset = {
  */
 export const PRESETS: Record<string, Preset> = {
   "fmnist": {
-    ...OFFICIAL,
     data: "fmnist",
     arch: "vit_tiny",
     // Sized for training and the three k-NN evaluations in about 10 minutes on a 2-core CPU (8:20 to 11:07 on a 2.5 GHz
@@ -206,6 +334,7 @@ export const PRESETS: Record<string, Preset> = {
     freezeLastLayer: 0,
     lr: 0.003,
     warmupEpochs: 0.2,
+    augmentation: "fmnist28",
     localCropsNumber: 2,
     globalCropsSize: 28,
     localCropsSize: 14,
@@ -213,7 +342,6 @@ export const PRESETS: Record<string, Preset> = {
     saveckpFreq: 1,
   },
   "cifar10": {
-    ...OFFICIAL,
     data: "cifar10",
     arch: "vit_tiny",
     patchSize: 4,
@@ -221,303 +349,219 @@ export const PRESETS: Record<string, Preset> = {
     depth: 6,
     numHeads: 3,
     outDim: 4096,
-    momentumTeacher: 0.996,
     batchSize: 256,
-    epochs: 100,
-    lr: 0.0005,
+    augmentation: "cifar32",
     localCropsNumber: 6,
     globalCropsSize: 32,
     localCropsSize: 16,
     imageSize: 32,
     knnEvery: 10,
   },
-  "imagenet-vits16": { ...OFFICIAL },
+  "imagenet-vits16": {},
 };
 
-/** Flag definitions: name, kind, help. Defaults come from the preset. */
-const FLAGS: [keyof TrainConfig, "string" | "number" | "int" | "bool" | "pair", string][] = [
-  ["data", "string", "fmnist, cifar10, cifar100 or a folder (image classes, CIFAR or IDX files)"],
-  ["arch", "string", `backbone: ${Object.keys(ARCHS).join(", ")}`],
-  ["patchSize", "int", "patch side in pixels"],
-  ["embedDim", "int", "token width D (the arch's unless set)"],
-  ["depth", "int", "number of blocks"],
-  ["numHeads", "int", "attention heads"],
-  ["outDim", "int", "K, the head's output dimension"],
-  ["hiddenDim", "int", "head MLP hidden width"],
-  ["bottleneckDim", "int", "head bottleneck width"],
-  ["useBnInHead", "bool", "batch norm in the head MLP (true/false)"],
-  ["normLastLayer", "bool", "fix the last layer's weight_g at 1 (true/false)"],
-  ["momentumTeacher", "number", "teacher EMA momentum, cosine to 1"],
-  ["warmupTeacherTemp", "number", "teacher temperature at the start of its warmup"],
-  ["teacherTemp", "number", "teacher temperature after the warmup"],
-  ["warmupTeacherTempEpochs", "int", "epochs of teacher temperature warmup"],
-  ["weightDecay", "number", "weight decay at the start (cosine schedule)"],
-  ["weightDecayEnd", "number", "weight decay at the end"],
-  ["clipGrad", "number", "per-parameter gradient norm clip; 0 disables"],
-  ["batchSize", "int", "images per step"],
-  ["epochs", "int", "training epochs"],
-  ["freezeLastLayer", "int", "epochs with the head's last layer frozen"],
-  ["lr", "number", "peak learning rate at batch 256 (scaled by batch/256)"],
-  ["warmupEpochs", "number", "linear lr warmup, in epochs (may be fractional)"],
-  ["minLr", "number", "final learning rate"],
-  ["optimizer", "string", "adamw or sgd"],
-  ["dropPathRate", "number", "stochastic depth of the student's last block"],
-  ["globalCropsScale", "pair", "area range of the global crops, as lo,hi"],
-  ["localCropsNumber", "int", "local crops per image; 0 disables multi-crop"],
-  ["localCropsScale", "pair", "area range of the local crops, as lo,hi"],
-  ["globalCropsSize", "int", "side of the global crops"],
-  ["localCropsSize", "int", "side of the local crops"],
-  ["imageSize", "int", "side image folders are decoded to"],
-  ["seed", "int", "random seed"],
-  ["outputDir", "string", "where checkpoints and metrics.jsonl go"],
-  ["accumSteps", "int", "micro-batches per step (gradient accumulation)"],
-  ["device", "string", "auto, cpu or cuda"],
-  ["resume", "string", "a checkpoint to continue from, or 'latest' (the output dir's)"],
-  ["saveckpFreq", "int", "also keep a checkpoint every N epochs"],
-  ["knnEvery", "int", "k-NN accuracy every N epochs (0: only at the end)"],
-  ["knnK", "int", "neighbours of the k-NN evaluation"],
-  ["knnTemperature", "number", "temperature of the k-NN vote weights"],
-  ["logEvery", "int", "steps between metrics records"],
-  ["trainLimit", "int", "use only the first N training images (0: all)"],
-  ["testLimit", "int", "use only the first N test images (0: all)"],
-  ["maxSteps", "int", "stop after N steps (0: run all epochs)"],
-  ["numWorkers", "int", "image decoding threads (0: the machine's cores)"],
-  ["threads", "int", "libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own)"],
-];
-
-const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-
 /**
- * The `--help` text, with each flag's default under `preset`.
+ * The settings of a preset, before any override.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { trainHelp } from "./settings.ts";
- * const help = trainHelp("imagenet-vits16");
- * assert.match(help, /--epochs +training epochs \(default: 100\)/);
+ * import { presetSettings } from "./settings.ts";
+ * const s = presetSettings("imagenet-vits16");
+ * assert.deepEqual([s.arch, s.patchSize, s.outDim, s.localCropsNumber], ["vit_small", 16, 65536, 8]);
  * ```
  */
-export function trainHelp(preset = "fmnist"): string {
+export function presetSettings(preset: string): Settings {
   const p = PRESETS[preset];
-  const lines = FLAGS.map(([name, kind, help]) => {
-    const value = (p as unknown as Record<string, unknown>)[name];
-    const shown = kind === "pair" ? (value as number[]).join(",") : String(value ?? "");
-    return `  --${kebab(name).padEnd(30)} ${help}${shown !== "" ? ` (default: ${shown})` : ""}`;
-  });
-  return [
-    "usage: deno task train [--preset NAME] [--config FILE.json] [flags]",
-    "",
-    "Trains a ViT with DINO, then reports weighted k-NN accuracy (k 20, T 0.07) of the",
-    "teacher, of the same network at initialisation, and of raw pixels.",
-    "",
-    "  --preset NAME                    " + Object.keys(PRESETS).join(", ") + ` (default: fmnist)`,
-    "  --config FILE                    a JSON object of these flags (kebab- or camelCase); flags win",
-    "  -h, --help                       this help",
-    "",
-    `flags (defaults of the ${preset} preset):`,
-    `  --${"output-dir".padEnd(30)} where checkpoints and metrics.jsonl go (default: output)`,
-    ...lines.filter((l) => !l.includes("--output-dir")),
-  ].join("\n");
+  if (!p) {
+    throw new SettingError(
+      ["preset"],
+      (n) => `${n("preset")} must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
+    );
+  }
+  const defaults = Object.fromEntries(Object.entries(SETTINGS).map(([k, d]) => [k, d.default]));
+  return { ...defaults, ...structuredClone(p), preset } as Settings;
 }
 
-function convert(name: string, kind: string, raw: unknown): unknown {
-  const flag = `--${kebab(name)}`;
+/**
+ * A setting's value from text (a flag) or JSON: numbers, booleans and pairs are
+ * parsed and checked for their kind; ranges are {@linkcode validateSettings}'s.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { coerceSetting } from "./settings.ts";
+ * assert.deepEqual(coerceSetting("globalCropsScale", "0.3,1"), [0.3, 1]);
+ * assert.equal(coerceSetting("normLastLayer", "false"), false);
+ * assert.throws(() => coerceSetting("epochs", "2.5"), /epochs takes an integer/);
+ * ```
+ */
+export function coerceSetting(name: SettingName, raw: unknown): unknown {
+  const d: Declaration<unknown> = SETTINGS[name];
   const text = String(raw).trim();
-  switch (kind) {
+  const fail = (what: string): never => {
+    throw new SettingError([name], (n) => `${n(name)} ${what}, got "${text}"`);
+  };
+  switch (d.kind) {
     case "string":
+      return text;
+    case "choice":
+      if (!d.choices!.includes(text)) fail(`must be one of ${d.choices!.join(", ")}`);
       return text;
     case "bool":
       if (raw === true || text === "true") return true;
       if (raw === false || text === "false") return false;
-      throw new UsageError(`${flag} takes true or false, got "${text}"`);
+      return fail("takes true or false");
     case "int":
     case "number": {
       const v = typeof raw === "number" ? raw : Number(text);
-      if (text === "" || !Number.isFinite(v)) throw new UsageError(`${flag} takes a number, got "${text}"`);
-      if (kind === "int" && !Number.isInteger(v)) throw new UsageError(`${flag} takes an integer, got "${text}"`);
+      if (text === "" || !Number.isFinite(v)) fail("takes a number");
+      if (d.kind === "int" && !Number.isInteger(v)) fail("takes an integer");
       return v;
     }
     case "pair": {
       const parts = Array.isArray(raw) ? raw : text.split(/[,\s]+/);
       const v = parts.map(Number);
-      if (v.length !== 2 || v.some((x) => !Number.isFinite(x))) {
-        throw new UsageError(`${flag} takes two numbers as lo,hi, got "${text}"`);
-      }
+      if (v.length !== 2 || v.some((x) => !Number.isFinite(x))) fail("takes two numbers as lo,hi");
       return v;
     }
   }
-  throw new UsageError(`unknown flag kind for ${flag}`);
+}
+
+/** Whether `name` is a declared setting. */
+export function isSettingName(name: string): name is SettingName {
+  return Object.hasOwn(SETTINGS, name);
 }
 
 /**
- * Checks ranges and combinations; throws a {@linkcode UsageError} naming the fix.
+ * The settings of `preset` with `overrides` applied in order (later ones win;
+ * values may be text or JSON values), validated. An `arch` sets its width and
+ * heads unless those are given too.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs, type TrainConfig, UsageError, validate } from "./settings.ts";
- * const ok = parseTrainArgs([]) as TrainConfig;
- * assert.equal(validate(ok), ok);
- * assert.throws(() => validate({ ...ok, warmupEpochs: ok.epochs + 1 }), UsageError);
+ * import { makeSettings } from "./settings.ts";
+ * const s = makeSettings("fmnist", { arch: "vit_small" }, { depth: "2" });
+ * assert.deepEqual([s.embedDim, s.numHeads, s.depth], [384, 6, 2]);
+ * assert.throws(() => makeSettings("fmnist", { nonsense: 1 }), /unknown setting "nonsense"/);
  * ```
  */
-export function validate(c: TrainConfig): TrainConfig {
-  const bad = (m: string): never => {
-    throw new UsageError(m);
-  };
-  if (!(c.arch in ARCHS)) bad(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${c.arch}"`);
-  if (!["adamw", "sgd"].includes(c.optimizer)) bad(`--optimizer must be adamw or sgd, got "${c.optimizer}"`);
-  if (!["auto", "cpu", "cuda"].includes(c.device)) bad(`--device must be auto, cpu or cuda, got "${c.device}"`);
-  const positive: (keyof TrainConfig)[] = [
-    "patchSize",
-    "embedDim",
-    "depth",
-    "numHeads",
-    "outDim",
-    "hiddenDim",
-    "bottleneckDim",
-    "batchSize",
-    "epochs",
-    "accumSteps",
-    "globalCropsSize",
-    "imageSize",
-    "knnK",
-    "logEvery",
-    "saveckpFreq",
-  ];
-  for (const k of positive) if (!((c[k] as number) > 0)) bad(`--${kebab(k)} must be positive, got ${c[k]}`);
-  const nonNegative: (keyof TrainConfig)[] = [
-    "localCropsNumber",
-    "warmupEpochs",
-    "warmupTeacherTempEpochs",
-    "freezeLastLayer",
-    "clipGrad",
-    "lr",
-    "minLr",
-    "weightDecay",
-    "weightDecayEnd",
-    "dropPathRate",
-    "knnEvery",
-    "trainLimit",
-    "testLimit",
-    "maxSteps",
-    "numWorkers",
-    "threads",
-  ];
-  for (const k of nonNegative) if (!((c[k] as number) >= 0)) bad(`--${kebab(k)} must be >= 0, got ${c[k]}`);
-  if (c.localCropsNumber > 0 && !(c.localCropsSize > 0)) {
-    bad(`--local-crops-size must be positive, got ${c.localCropsSize}`);
+export function makeSettings(preset: string, ...overrides: Record<string, unknown>[]): Settings {
+  const s = presetSettings(preset) as unknown as Record<string, unknown>;
+  for (const source of overrides) {
+    for (const k of Object.keys(source)) {
+      if (!isSettingName(k)) throw new SettingError([k], () => `unknown setting "${k}"`);
+    }
   }
-  for (const k of ["momentumTeacher", "teacherTemp", "warmupTeacherTemp", "knnTemperature"] as const) {
-    if (!(c[k] > 0 && c[k] <= 1)) bad(`--${kebab(k)} must be in (0, 1], got ${c[k]}`);
+  const arch = overrides.map((o) => o.arch).filter((a) => a !== undefined).at(-1);
+  if (typeof arch === "string" && arch in ARCHS) Object.assign(s, ARCHS[arch as keyof typeof ARCHS]);
+  for (const source of overrides) {
+    for (const [k, v] of Object.entries(source)) if (v !== undefined) s[k] = coerceSetting(k as SettingName, v);
   }
-  if (c.dropPathRate >= 1) bad(`--drop-path-rate must be below 1, got ${c.dropPathRate}`);
-  for (const k of ["globalCropsScale", "localCropsScale"] as const) {
-    const [lo, hi] = c[k];
-    if (!(lo > 0 && lo <= hi && hi <= 1)) bad(`--${kebab(k)} must satisfy 0 < lo <= hi <= 1, got ${lo},${hi}`);
-  }
-  if (c.embedDim % c.numHeads !== 0) bad(`--embed-dim ${c.embedDim} does not divide into --num-heads ${c.numHeads}`);
-  if (c.globalCropsSize % c.patchSize !== 0) {
-    bad(`--global-crops-size ${c.globalCropsSize} is not a multiple of --patch-size ${c.patchSize}`);
-  }
-  if (c.localCropsNumber > 0 && c.localCropsSize % c.patchSize !== 0) {
-    bad(`--local-crops-size ${c.localCropsSize} is not a multiple of --patch-size ${c.patchSize}`);
-  }
-  if (c.batchSize % c.accumSteps !== 0) {
-    bad(`--batch-size ${c.batchSize} does not divide into --accum-steps ${c.accumSteps}`);
-  }
-  if (c.warmupEpochs > c.epochs) bad(`--warmup-epochs ${c.warmupEpochs} exceeds --epochs ${c.epochs}`);
-  if (c.warmupTeacherTempEpochs > c.epochs) {
-    bad(`--warmup-teacher-temp-epochs ${c.warmupTeacherTempEpochs} exceeds --epochs ${c.epochs}`);
-  }
-  if (c.minLr > c.lr * c.batchSize / 256) {
-    bad(`--min-lr ${c.minLr} is above the scaled peak lr ${c.lr * c.batchSize / 256}`);
-  }
-  if (!c.data) bad("--data is required with this preset (fmnist, cifar10, cifar100 or a folder)");
-  if (!c.outputDir) bad("--output-dir must not be empty");
-  return c;
+  return validateSettings(s as unknown as Settings);
 }
 
 /**
- * Parses the training flags (and `--config`) into a validated configuration.
- * Throws {@linkcode UsageError} for an unknown flag, a bad value or an
- * inconsistent combination; returns `"help"` for `-h`/`--help`.
+ * Checks every setting's kind and range, then the combinations; throws a
+ * {@linkcode SettingError} naming the setting to change.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { parseTrainArgs } from "./settings.ts";
- * const cfg = parseTrainArgs(["--preset", "imagenet-vits16", "--data", "/data/imagenet"]);
- * assert(cfg !== "help");
- * assert.deepEqual([cfg.arch, cfg.patchSize, cfg.outDim, cfg.data], ["vit_small", 16, 65536, "/data/imagenet"]);
- * assert.equal(parseTrainArgs(["--help"]), "help");
+ * import { makeSettings, validateSettings } from "./settings.ts";
+ * const ok = makeSettings("fmnist");
+ * assert.equal(validateSettings(ok), ok);
+ * assert.throws(() => validateSettings({ ...ok, warmupEpochs: ok.epochs + 1 }), /warmupEpochs 2 exceeds epochs 1/);
  * ```
  */
-export function parseTrainArgs(
-  args: readonly string[],
-  readFile: (path: string) => string = Deno.readTextFileSync,
-): TrainConfig | "help" {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    preset: { type: "string" },
-    config: { type: "string" },
-    help: { type: "boolean", short: "h" },
-    "output-dir": { type: "string" },
+export function validateSettings(s: Settings): Settings {
+  const bad = (names: string[], text: (n: (name: string) => string) => string): never => {
+    throw new SettingError(names, text);
   };
-  for (const [name] of FLAGS) options[kebab(name)] = { type: "string" };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
-  } catch (e) {
-    throw new UsageError((e instanceof Error ? e.message : String(e)).replace(/\. To specify.*$/s, ""));
-  }
-  if (values.help) return "help";
-  let fromFile: Record<string, unknown> = {};
-  if (typeof values.config === "string") {
-    let text: string;
-    try {
-      text = readFile(values.config);
-    } catch (e) {
-      throw new UsageError(`--config ${values.config} cannot be read: ${e instanceof Error ? e.message : e}`);
+  for (const [name, d] of Object.entries(SETTINGS) as [SettingName, Declaration<unknown>][]) {
+    const v = s[name] as unknown;
+    if (d.kind === "choice" && !d.choices!.includes(v as string)) {
+      bad([name], (n) => `${n(name)} must be one of ${d.choices!.join(", ")}, got "${v}"`);
     }
-    try {
-      fromFile = JSON.parse(text);
-    } catch (e) {
-      throw new UsageError(`--config ${values.config} is not valid JSON: ${e instanceof Error ? e.message : e}`);
+    if (d.kind === "int" || d.kind === "number") {
+      const x = v as number;
+      if (typeof x !== "number" || !Number.isFinite(x)) bad([name], (n) => `${n(name)} takes a number, got ${x}`);
+      if (d.kind === "int" && !Number.isInteger(x)) bad([name], (n) => `${n(name)} takes an integer, got ${x}`);
+      if (d.range === "positive" && !(x > 0)) bad([name], (n) => `${n(name)} must be positive, got ${x}`);
+      if (d.range === "nonNegative" && !(x >= 0)) bad([name], (n) => `${n(name)} must be >= 0, got ${x}`);
+      if (d.range === "unit" && !(x > 0 && x <= 1)) bad([name], (n) => `${n(name)} must be in (0, 1], got ${x}`);
+      if (d.range === "belowOne" && !(x >= 0 && x < 1)) bad([name], (n) => `${n(name)} must be in [0, 1), got ${x}`);
     }
-    if (typeof fromFile !== "object" || fromFile === null || Array.isArray(fromFile)) {
-      throw new UsageError(`--config ${values.config} must hold a JSON object of flags`);
+    if (d.kind === "pair") {
+      const [lo, hi] = v as [number, number];
+      if (!(lo > 0 && lo <= hi && hi <= 1)) {
+        bad([name], (n) => `${n(name)} must satisfy 0 < lo <= hi <= 1, got ${lo},${hi}`);
+      }
     }
   }
-  const camel = (k: string) => k.replace(/[-_]([a-z])/g, (_, c) => c.toUpperCase());
-  const file: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(fromFile)) file[camel(k)] = v;
-  const presetName = String(values.preset ?? file.preset ?? "fmnist");
-  const preset = PRESETS[presetName];
-  if (!preset) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${presetName}"`);
-  const known = new Set<string>(["preset", "outputDir", ...FLAGS.map(([n]) => n)]);
-  for (const k of Object.keys(file)) {
-    if (!known.has(k)) throw new UsageError(`--config: unknown setting "${k}"`);
+  if (s.localCropsNumber > 0 && !(s.localCropsSize > 0)) {
+    bad(["localCropsSize"], (n) => `${n("localCropsSize")} must be positive, got ${s.localCropsSize}`);
   }
-  const config: Record<string, unknown> = {
-    ...preset,
-    preset: presetName,
-    outputDir: "output",
-    device: "auto",
-    resume: "",
-  };
-  // An arch sets its width and heads unless those are given too.
-  const arch = (values.arch ?? file.arch) as string | undefined;
-  if (arch && arch in ARCHS) Object.assign(config, ARCHS[arch as keyof typeof ARCHS]);
-  const kinds = new Map<string, string>([
-    ["outputDir", "string"],
-    ...FLAGS.map(([n, k]) => [n, k] as [string, string]),
-  ]);
-  for (const source of [file, Object.fromEntries(Object.entries(values).map(([k, v]) => [camel(k), v]))]) {
-    for (const [k, v] of Object.entries(source)) {
-      if (v === undefined || k === "preset" || k === "config" || k === "help") continue;
-      config[k] = convert(k, kinds.get(k)!, v);
-    }
+  if (s.embedDim % s.numHeads !== 0) {
+    bad(
+      ["embedDim", "numHeads"],
+      (n) => `${n("embedDim")} ${s.embedDim} does not divide into ${n("numHeads")} ${s.numHeads}`,
+    );
   }
-  return validate(config as unknown as TrainConfig);
+  if (s.globalCropsSize % s.patchSize !== 0) {
+    bad(
+      ["globalCropsSize", "patchSize"],
+      (n) => `${n("globalCropsSize")} ${s.globalCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
+    );
+  }
+  if (s.localCropsNumber > 0 && s.localCropsSize % s.patchSize !== 0) {
+    bad(
+      ["localCropsSize", "patchSize"],
+      (n) => `${n("localCropsSize")} ${s.localCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
+    );
+  }
+  if (s.batchSize % s.accumSteps !== 0) {
+    bad(
+      ["batchSize", "accumSteps"],
+      (n) => `${n("batchSize")} ${s.batchSize} does not divide into ${n("accumSteps")} ${s.accumSteps}`,
+    );
+  }
+  if (s.warmupEpochs > s.epochs) {
+    bad(["warmupEpochs", "epochs"], (n) => `${n("warmupEpochs")} ${s.warmupEpochs} exceeds ${n("epochs")} ${s.epochs}`);
+  }
+  if (s.warmupTeacherTempEpochs > s.epochs) {
+    bad(
+      ["warmupTeacherTempEpochs", "epochs"],
+      (n) => `${n("warmupTeacherTempEpochs")} ${s.warmupTeacherTempEpochs} exceeds ${n("epochs")} ${s.epochs}`,
+    );
+  }
+  if (s.minLr > s.lr * s.batchSize / 256) {
+    bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${s.lr * s.batchSize / 256}`);
+  }
+  if (!s.data) bad(["data"], (n) => `${n("data")} is required with this preset (fmnist, cifar10, cifar100 or a path)`);
+  if (!s.outputDir) bad(["outputDir"], (n) => `${n("outputDir")} must not be empty`);
+  return s;
+}
+
+/**
+ * The settings that differ between a saved run and this one, where a resumed
+ * run may not change them.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { makeSettings, resumeConflicts } from "./settings.ts";
+ * const saved = makeSettings("fmnist");
+ * assert.deepEqual(resumeConflicts(saved, { ...saved, maxSteps: 5 }), []); // a run's length may change
+ * assert.deepEqual(resumeConflicts(saved, { ...saved, lr: 0.01 }).map((c) => c.name), ["lr"]);
+ * ```
+ */
+export function resumeConflicts(
+  saved: Settings,
+  now: Settings,
+): { name: SettingName; saved: unknown; now: unknown }[] {
+  return (Object.keys(SETTINGS) as SettingName[])
+    .filter((k) => !SETTINGS[k].resumable && JSON.stringify(saved[k]) !== JSON.stringify(now[k]))
+    .map((name) => ({ name, saved: saved[name], now: now[name] }));
 }

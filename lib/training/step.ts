@@ -48,7 +48,8 @@ import {
   tidy,
   zeros,
 } from "../../ffi/mod.ts";
-import { type Centering, dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
+import { type SettingName, SETTINGS, type Settings } from "../settings/settings.ts";
+import { dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
 import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "../model/dino.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
@@ -56,56 +57,44 @@ import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
 import type { LinearParams } from "../model/vit.ts";
 import { truncNormal } from "../model/vit.ts";
 
-/** Training hyperparameters, named as the official `main_dino.py` arguments. */
-export interface DinoHyper {
-  /** Epochs the schedules span. */
-  epochs: number;
-  /** Optimizer steps per epoch. */
-  itersPerEpoch: number;
-  /** Images per step, for the lr scaling lr x batch / 256. */
-  batchSize: number;
-  /** Peak learning rate before scaling (5e-4). */
-  lr: number;
-  /** Final learning rate (1e-6). */
-  minLr: number;
-  /** Linear lr warmup, in epochs (10). */
-  warmupEpochs: number;
-  /** Weight decay at the start (0.04) and end (0.4) of the cosine schedule. */
-  weightDecay: number;
-  /** Weight decay at the end of the cosine schedule (0.4). */
-  weightDecayEnd: number;
-  /** Teacher EMA momentum at the start (0.996), cosine to 1. */
-  momentumTeacher: number;
-  /** Per-parameter gradient clipping norm (3); 0 disables. */
-  clipGrad: number;
-  /** Epochs during which the head's last layer is frozen (1). */
-  freezeLastLayer: number;
-  /** Teacher temperature at the start of its warmup (0.04). */
-  warmupTeacherTemp: number;
-  /** Teacher temperature after the warmup (0.04). */
-  teacherTemp: number;
-  /** Epochs of the teacher-temperature warmup (0). */
-  warmupTeacherTempEpochs: number;
-  /** Student temperature (0.1). */
-  studentTemp: number;
-  /** Center momentum (0.9). */
-  centerMomentum: number;
-  /** adamw (the official default) or sgd (momentum 0.9). */
-  optimizer: "adamw" | "sgd";
-  /** Micro-batches per step; gradients are averaged over them (1). */
-  accumSteps: number;
-  /** Ablation: the teacher is the EMA of the student (the paper), or the student itself. */
-  teacherMode: "ema" | "student";
-  /** Ablation: cross-entropy (the paper) or MSE. */
-  criterion: "ce" | "mse";
-  /** Ablation: centering (the paper), none, or Sinkhorn-Knopp. */
-  centering: Centering;
-  /** Ablation: hidden width of a predictor MLP on the student's output; 0 for none (the paper). */
-  predictorDim: number;
-}
+/** The settings a training step reads. */
+export const HYPER_KEYS = [
+  "epochs",
+  "batchSize",
+  "lr",
+  "minLr",
+  "warmupEpochs",
+  "weightDecay",
+  "weightDecayEnd",
+  "momentumTeacher",
+  "clipGrad",
+  "freezeLastLayer",
+  "warmupTeacherTemp",
+  "teacherTemp",
+  "warmupTeacherTempEpochs",
+  "studentTemp",
+  "centerMomentum",
+  "optimizer",
+  "accumSteps",
+  "teacherMode",
+  "criterion",
+  "centering",
+  "predictorDim",
+] as const satisfies readonly SettingName[];
 
 /**
- * The official defaults, overridden by `o`.
+ * Training hyperparameters: the settings of {@linkcode HYPER_KEYS} (see
+ * {@linkcode SETTINGS} for each one's meaning and official name) and the
+ * number of optimizer steps per epoch the schedules span.
+ */
+export type DinoHyper = Pick<Settings, typeof HYPER_KEYS[number]> & {
+  /** Optimizer steps per epoch. */
+  itersPerEpoch: number;
+};
+
+/**
+ * The official defaults, overridden by those of `o`'s fields that are
+ * hyperparameters (so a whole {@linkcode Settings} record may be passed).
  *
  * @example
  * ```ts
@@ -116,34 +105,16 @@ export interface DinoHyper {
  * ```
  */
 export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
-  const h: DinoHyper = {
-    epochs: 100,
-    itersPerEpoch: 1,
-    batchSize: 64,
-    lr: 5e-4,
-    minLr: 1e-6,
-    warmupEpochs: 10,
-    weightDecay: 0.04,
-    weightDecayEnd: 0.4,
-    momentumTeacher: 0.996,
-    clipGrad: 3,
-    freezeLastLayer: 1,
-    warmupTeacherTemp: 0.04,
-    teacherTemp: 0.04,
-    warmupTeacherTempEpochs: 0,
-    studentTemp: 0.1,
-    centerMomentum: 0.9,
-    optimizer: "adamw",
-    accumSteps: 1,
-    teacherMode: "ema",
-    criterion: "ce",
-    centering: "center",
-    predictorDim: 0,
-    ...o,
-  };
-  if (h.warmupEpochs > h.epochs) throw new Error(`warmup epochs (${h.warmupEpochs}) exceed epochs (${h.epochs})`);
-  if (!(h.accumSteps >= 1 && Number.isInteger(h.accumSteps))) throw new Error("accumSteps must be a positive integer");
-  return h;
+  const h = { itersPerEpoch: o.itersPerEpoch ?? 1 } as Record<string, unknown>;
+  for (const k of HYPER_KEYS) h[k] = o[k] ?? SETTINGS[k].default;
+  const hyper = h as DinoHyper;
+  if (hyper.warmupEpochs > hyper.epochs) {
+    throw new Error(`warmup epochs (${hyper.warmupEpochs}) exceed epochs (${hyper.epochs})`);
+  }
+  if (!(hyper.accumSteps >= 1 && Number.isInteger(hyper.accumSteps))) {
+    throw new Error("accumSteps must be a positive integer");
+  }
+  return hyper;
 }
 
 /** The schedules of a run, as pure functions of the iteration (the teacher temperature: of the epoch). */

@@ -11,11 +11,11 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { dispose } from "../../mod.ts";
- * import { CHECKPOINT_FORMAT, networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { CHECKPOINT_FORMAT, saveCheckpoint } from "./checkpoint.ts";
+ * import { makeSettings, networkConfig } from "../settings/mod.ts";
  * import { readSafetensors } from "./safetensors.ts";
  * import { dinoHyper, initTrainState } from "../training/step.ts";
- * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const config = makeSettings("fmnist", { depth: 1 });
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.5], std: [0.5] } });
@@ -28,51 +28,21 @@
  * ```
  * @module
  */
-import { alias, dispose, Generator, type Tensor } from "../../ffi/mod.ts";
-import type { TrainConfig } from "../settings/settings.ts";
-import { type DinoConfig, dinoConfig, initDino } from "../model/dino.ts";
+import { alias, dispose, type Tensor } from "../../ffi/mod.ts";
+import { networkConfig } from "../settings/derive.ts";
+import { presetSettings, type Settings } from "../settings/settings.ts";
 import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
-import type { TrainState } from "../training/step.ts";
+import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 
 /** The checkpoint format's name, in the metadata. */
 export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
 
-/**
- * The network a training configuration describes.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
- * import { networkConfig } from "./checkpoint.ts";
- * const net = networkConfig(parseTrainArgs([]) as TrainConfig, 1); // the fmnist preset, on 1-channel images
- * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
- * ```
- */
-export function networkConfig(c: TrainConfig, channels: number): DinoConfig {
-  return dinoConfig({
-    arch: c.arch,
-    embedDim: c.embedDim,
-    depth: c.depth,
-    numHeads: c.numHeads,
-    patchSize: c.patchSize,
-    inChans: channels,
-    imgSize: c.globalCropsSize,
-    dropPathRate: c.dropPathRate,
-    outDim: c.outDim,
-    hiddenDim: c.hiddenDim,
-    bottleneckDim: c.bottleneckDim,
-    useBn: c.useBnInHead,
-    normLastLayer: c.normLastLayer,
-  });
-}
-
 /** What a checkpoint holds besides the state. */
 export interface CheckpointInfo {
   /** The run's configuration. */
-  config: TrainConfig;
+  config: Settings;
   /** Image channels of the data. */
   channels: number;
   /** Epochs completed when saved. */
@@ -88,11 +58,11 @@ export interface CheckpointInfo {
  * ```ts
  * import assert from "node:assert/strict";
  * import { dispose } from "../../mod.ts";
- * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { saveCheckpoint } from "./checkpoint.ts";
+ * import { makeSettings, networkConfig } from "../settings/mod.ts";
  * import { readSafetensors } from "./safetensors.ts";
  * import { dinoHyper, initTrainState } from "../training/step.ts";
- * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const config = makeSettings("fmnist", { depth: 1 });
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveCheckpoint(path, state, { config, channels: 1, epoch: 3, normalization: { mean: [0.286], std: [0.353] } });
@@ -137,10 +107,10 @@ function prefixed(flat: Flat, prefix: string): Flat {
  * ```ts
  * import assert from "node:assert/strict";
  * import { dispose, toArray } from "../../mod.ts";
- * import { loadCheckpoint, networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+ * import { makeSettings, networkConfig } from "../settings/mod.ts";
  * import { dinoHyper, initTrainState } from "../training/step.ts";
- * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const config = makeSettings("fmnist", { depth: 1 });
  * const saved = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveCheckpoint(path, saved, { config, channels: 1, epoch: 2, normalization: { mean: [0.5], std: [0.5] } });
@@ -157,14 +127,14 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
     if (metadata.format !== CHECKPOINT_FORMAT) {
       throw new Error(`${path} is not a training checkpoint of this project (format "${metadata.format ?? "none"}")`);
     }
-    const config = JSON.parse(metadata.config) as TrainConfig;
+    const saved = JSON.parse(metadata.config) as Settings;
+    // Settings added since the checkpoint was written take their preset's value.
+    const config: Settings = { ...presetSettings(saved.preset), ...saved };
     const channels = Number(metadata.channels);
-    const net = networkConfig(config, channels);
-    using g = new Generator(0);
-    const template = initDino(net, g);
+    const template = initTrainState(networkConfig(config, channels), dinoHyper(config), 0);
     try {
-      const student = loadStateDict(template, prefixed(tensors, "student."));
-      const teacher = loadStateDict(template, prefixed(tensors, "teacher."));
+      const student = loadStateDict(template.student, prefixed(tensors, "student."));
+      const teacher = loadStateDict(template.teacher, prefixed(tensors, "teacher."));
       const optimizer = config.optimizer === "sgd"
         ? { momentum_buffer: prefixed(tensors, "optimizer.momentum_buffer.") }
         : {

@@ -25,7 +25,9 @@
  * @module
  */
 import { dispose } from "../../ffi/mod.ts";
-import { CHECKPOINT_FORMAT, loadCheckpoint, networkConfig } from "./checkpoint.ts";
+import { CHECKPOINT_FORMAT, loadCheckpoint } from "./checkpoint.ts";
+import { networkConfig } from "../settings/derive.ts";
+import { SettingError } from "../settings/settings.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "../model/vit.ts";
 import { loadBackbone } from "./weights.ts";
@@ -49,11 +51,11 @@ export interface EvalBackbone {
  * ```ts
  * import assert from "node:assert/strict";
  * import { dispose } from "../../mod.ts";
- * import { networkConfig, saveCheckpoint } from "./checkpoint.ts";
- * import { parseTrainArgs, type TrainConfig } from "../settings/settings.ts";
+ * import { saveCheckpoint } from "./checkpoint.ts";
+ * import { makeSettings, networkConfig } from "../settings/mod.ts";
  * import { dinoHyper, initTrainState } from "../training/step.ts";
  * import { loadEvalBackbone } from "./pretrained.ts";
- * const config = parseTrainArgs(["--depth", "1"]) as TrainConfig;
+ * const config = makeSettings("fmnist", { depth: 1 });
  * const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.286], std: [0.353] } });
@@ -83,11 +85,14 @@ export function loadEvalBackbone(path: string, o: { arch?: Arch; patchSize?: num
     }
     const get = (k: string) => tensors[prefix + k];
     if (!o.arch) {
-      throw new Error(`${path} has no metadata: pass --arch (${Object.keys(ARCHS).join(", ")}) for its heads`);
+      throw new SettingError(
+        ["arch"],
+        (n) => `${path} has no metadata: pass ${n("arch")} (${Object.keys(ARCHS).join(", ")}) for its heads`,
+      );
     }
     const [D, C, p] = get("patch_embed.proj.weight").shape;
     if (o.patchSize !== undefined && o.patchSize !== p) {
-      throw new Error(`${path} has patch size ${p}, not --patch-size ${o.patchSize}`);
+      throw new SettingError(["patchSize"], (n) => `${path} has patch size ${p}, not ${n("patchSize")} ${o.patchSize}`);
     }
     const n = get("pos_embed").shape[1] - 1;
     const side = Math.round(Math.sqrt(n));

@@ -1,0 +1,124 @@
+/**
+ * The evaluation a training run ends with: weighted k-NN accuracy of the
+ * trained teacher, of the same network at initialisation (what training
+ * added), and of raw pixels (what the data gives for free).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, randint, tidy, to } from "../../mod.ts";
+ * import { tensorDataset } from "../data/dataset.ts";
+ * import { dinoConfig, initDino } from "../model/dino.ts";
+ * import { evaluateRun } from "./report.ts";
+ * using g = new Generator(0);
+ * using images = tidy(() => to(randint(g, 0, 256, [12, 1, 16, 16]), "u8"));
+ * using data = tensorDataset(images, { labels: new Int32Array(12).map((_, i) => i % 2) });
+ * const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
+ * const trained = initDino(net, g);
+ * const r = await evaluateRun(trained.backbone, {
+ *   net, seed: 0, train: data, test: data, transform: { size: 16, mean: [0.5], std: [0.25] }, k: 3,
+ * });
+ * assert.deepEqual(Object.keys(r), ["trained", "init", "rawPixels"]);
+ * assert.equal(r.rawPixels.top1, 100); // each test image is its own nearest neighbour
+ * dispose(trained);
+ * ```
+ * @module
+ */
+import { dispose, Generator } from "../../ffi/mod.ts";
+import type { Dataset } from "../data/dataset.ts";
+import { type DinoConfig, initDino } from "../model/dino.ts";
+import type { ViTConfig, ViTParams } from "../model/vit.ts";
+import { type EvalTransform, extractFeatures, knnClassify, pixelFeatures } from "./knn.ts";
+
+/** Top-1 and top-5 accuracy, in percent. */
+export interface Accuracy {
+  /** Top-1 accuracy (%). */
+  top1: number;
+  /** Top-5 accuracy (%). */
+  top5: number;
+}
+
+/** The k-NN protocol: the data, its preparation, and the vote. */
+export interface KnnProtocol {
+  /** The memory: its features and labels vote. */
+  train: Dataset;
+  /** The images classified. */
+  test: Dataset;
+  /** How images are prepared for the backbone. */
+  transform: EvalTransform;
+  /** Neighbours (20). */
+  k?: number;
+  /** Vote temperature (0.07). */
+  temperature?: number;
+}
+
+/**
+ * Weighted k-NN accuracy of a backbone's features.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, zeros } from "../../mod.ts";
+ * import { tensorDataset } from "../data/dataset.ts";
+ * import { initViT, vitConfig } from "../model/vit.ts";
+ * import { knnAccuracy } from "./report.ts";
+ * using g = new Generator(0);
+ * const vit = vitConfig("vit_tiny", { imgSize: 8, patchSize: 4, inChans: 1, depth: 1 });
+ * const backbone = initViT(vit, g);
+ * using images = zeros([4, 1, 8, 8], { dtype: "u8" });
+ * using data = tensorDataset(images, { labels: new Int32Array([1, 1, 1, 1]) });
+ * const r = await knnAccuracy(backbone, vit, { train: data, test: data, transform: { size: 8, mean: [0], std: [1] } });
+ * assert.equal(r.top1, 100); // one class
+ * dispose(backbone);
+ * ```
+ */
+export async function knnAccuracy(backbone: ViTParams, vit: ViTConfig, p: KnnProtocol): Promise<Accuracy> {
+  const a = await extractFeatures(backbone, vit, p.train, p.transform);
+  try {
+    const b = await extractFeatures(backbone, vit, p.test, p.transform);
+    try {
+      return knnClassify(a.features, a.labels, b.features, b.labels, { k: p.k, temperature: p.temperature });
+    } finally {
+      b.features.dispose();
+    }
+  } finally {
+    a.features.dispose();
+  }
+}
+
+/**
+ * The end-of-run report: the trained teacher's backbone, the same network
+ * initialised from the run's `seed` (as the run's student and teacher were),
+ * and raw pixels, each by weighted k-NN.
+ */
+export async function evaluateRun(
+  teacher: ViTParams,
+  o: KnnProtocol & { net: DinoConfig; seed: number },
+): Promise<{ trained: Accuracy; init: Accuracy; rawPixels: Accuracy }> {
+  const trained = await knnAccuracy(teacher, o.net.vit, o);
+  let init: Accuracy;
+  {
+    using g = new Generator(o.seed);
+    const atInit = initDino(o.net, g);
+    try {
+      init = await knnAccuracy(atInit.backbone, o.net.vit, o);
+    } finally {
+      dispose(atInit);
+    }
+  }
+  const pa = await pixelFeatures(o.train);
+  try {
+    const pb = await pixelFeatures(o.test);
+    try {
+      const rawPixels = knnClassify(pa.features, pa.labels, pb.features, pb.labels, {
+        k: o.k,
+        temperature: o.temperature,
+      });
+      return { trained, init, rawPixels };
+    } finally {
+      pb.features.dispose();
+    }
+  } finally {
+    pa.features.dispose();
+  }
+}

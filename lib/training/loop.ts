@@ -1,0 +1,127 @@
+/**
+ * The training loop as an async generator: it reads shuffled batches, makes
+ * each step's views and takes the step, and yields an event after every step
+ * and at the end of every epoch. The caller decides what to do with them
+ * (log, save, evaluate, stop): breaking out of the loop stops it cleanly.
+ *
+ * Ownership: the loop owns the state it is given and every state it makes,
+ * and disposes each one when the next replaces it. The state of the last
+ * event the caller saw (or the initial state, when there was none) is the
+ * caller's to dispose.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, randint, tidy, to } from "../../mod.ts";
+ * import { AUGMENT_PRESETS } from "../augment/mod.ts";
+ * import { tensorDataset } from "../data/dataset.ts";
+ * import { dinoConfig } from "../model/dino.ts";
+ * import { dinoHyper, initTrainState } from "./step.ts";
+ * import { trainLoop } from "./loop.ts";
+ * import { Generator } from "../../mod.ts";
+ * using g = new Generator(0);
+ * using images = tidy(() => to(randint(g, 0, 256, [8, 1, 16, 16]), "u8"));
+ * using data = tensorDataset(images);
+ * const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
+ * const hyper = dinoHyper({ epochs: 2, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0 });
+ * const augment = { ...AUGMENT_PRESETS.fmnist28, globalSize: 16, localSize: 8, localCrops: 2 };
+ * let state = initTrainState(net, hyper, 0);
+ * const seen: string[] = [];
+ * for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 0 })) {
+ *   state = e.state;
+ *   seen.push(e.type === "step" ? `step ${e.state.step}` : `epoch ${e.completed}`);
+ * }
+ * assert.deepEqual(seen, ["step 1", "step 2", "epoch 1", "step 3", "step 4", "epoch 2"]);
+ * dispose(state);
+ * ```
+ * @module
+ */
+import { type Device, dispose, Generator, streamSeed, tidy, toDevice } from "../../ffi/mod.ts";
+import { type AugmentConfig, dinoViews } from "../augment/mod.ts";
+import type { Dataset } from "../data/dataset.ts";
+import { batches } from "../data/loader.ts";
+import type { DinoConfig } from "../model/dino.ts";
+import { type DinoHyper, type StepMetrics, type TrainState, trainStep } from "./step.ts";
+
+/** What the loop trains on and how. */
+export interface LoopOptions {
+  /** The training images. */
+  data: Dataset;
+  /** The network. */
+  net: DinoConfig;
+  /** The hyperparameters; `batchSize` images per step, `itersPerEpoch` steps per epoch. */
+  hyper: DinoHyper;
+  /** The views of each batch. */
+  augment: AugmentConfig;
+  /** The run's seed: shuffling and augmentation streams derive from it and the step. */
+  seed: number;
+  /** Where the batch goes (the state must already be there; default: cpu). */
+  device?: Device;
+  /** The step to stop at (default: the end of the last epoch). */
+  stopAt?: number;
+  /** Called with files a batch could not read (they are skipped). */
+  onSkipped?: (files: string[], why: string, epoch: number) => void;
+}
+
+/** An event of the loop. Its state belongs to the loop until the next event. */
+export type TrainEvent =
+  | {
+    /** A step was taken. */
+    type: "step";
+    /** The state after it. */
+    state: TrainState;
+    /** What the step reports. */
+    metrics: StepMetrics;
+    /** The epoch it belongs to (0-based). */
+    epoch: number;
+    /** Images it consumed. */
+    images: number;
+  }
+  | {
+    /** An epoch ended, or the loop stopped inside one (see `completed`). */
+    type: "epoch";
+    /** The state at its end. */
+    state: TrainState;
+    /** The epoch that ended (0-based). */
+    epoch: number;
+    /** Epochs completed so far: `epoch + 1` at a full epoch's end, `epoch` when stopped inside it. */
+    completed: number;
+  };
+
+/** The seed of step `step`'s augmentation stream, apart from the step's own (dropout) stream. */
+const AUGMENT_STREAM = 0x5eed;
+
+/**
+ * Trains from `state` until `stopAt` or the last epoch, yielding an event
+ * after every step and at the end of every epoch. A resumed state continues
+ * exactly where it stopped: the batch order and every random draw depend only
+ * on the seed, the epoch and the step.
+ */
+export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenerator<TrainEvent> {
+  const { hyper, device = "cpu" } = o;
+  const perEpoch = hyper.itersPerEpoch;
+  const stopAt = Math.min(o.stopAt ?? Infinity, hyper.epochs * perEpoch);
+  for (let epoch = Math.floor(state.step / perEpoch); epoch < hyper.epochs && state.step < stopAt; epoch++) {
+    const start = state.step - epoch * perEpoch;
+    const onSkipped = o.onSkipped && ((files: string[], why: string) => o.onSkipped!(files, why, epoch));
+    for await (const batch of batches(o.data, epoch, { batchSize: hyper.batchSize, seed: o.seed, start, onSkipped })) {
+      if (state.step >= stopAt || batch.images.shape[0] < hyper.accumSteps) {
+        dispose([batch.images, batch.labels]);
+        if (state.step >= stopAt) break;
+        continue;
+      }
+      using g = new Generator(streamSeed(o.seed + AUGMENT_STREAM, state.step));
+      const views = tidy(() =>
+        dinoViews(device === "cpu" ? batch.images : toDevice(batch.images, device), o.augment, g)
+      );
+      dispose([batch.images, batch.labels]);
+      const { state: next, metrics } = trainStep(state, views, hyper, o.net);
+      dispose(views);
+      dispose(state);
+      state = next;
+      yield { type: "step", state, metrics, epoch, images: hyper.batchSize };
+    }
+    const completed = state.step % perEpoch === 0 ? state.step / perEpoch : epoch;
+    yield { type: "epoch", state, epoch, completed };
+  }
+}
