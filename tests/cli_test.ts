@@ -115,20 +115,51 @@ Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports t
   Deno.removeSync(dir, { recursive: true });
 });
 
-Deno.test("2 + 2 steps with a resume in between are bit-identical to 4 uninterrupted steps", async () => {
-  const a = Deno.makeTempDirSync(), b = Deno.makeTempDirSync();
-  const base = [...TINY, "--train-limit", "256", "--test-limit", "40", "--drop-path-rate", "0.2"];
-  assert.equal((await quiet(() => train([...base, "--max-steps", "4", "--output-dir", a]))).value, 0);
-  assert.equal((await quiet(() => train([...base, "--max-steps", "2", "--output-dir", b]))).value, 0);
-  const resumed = await quiet(() => train([...base, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
-  assert.equal(resumed.value, 0, resumed.err);
-  assert.match(resumed.out, /resuming at step 2/);
-  const x = tensorsOf(join(a, "checkpoint.safetensors")), y = tensorsOf(join(b, "checkpoint.safetensors"));
-  assert.deepEqual(Object.keys(x), Object.keys(y));
-  for (const k of Object.keys(x)) assert.deepEqual(y[k], x[k], `${k} differs after resuming`);
-  Deno.removeSync(a, { recursive: true });
-  Deno.removeSync(b, { recursive: true });
-});
+for (
+  const [name, ablation] of [
+    ["", []],
+    [
+      " with the ablation switches (student teacher, MSE, Sinkhorn-Knopp, predictor, two crops)",
+      [
+        "--teacher-mode",
+        "student",
+        "--criterion",
+        "mse",
+        "--centering",
+        "sinkhorn",
+        "--predictor-dim",
+        "16",
+        "--local-crops-number",
+        "0",
+      ],
+    ],
+  ] as const
+) {
+  Deno.test(`2 + 2 steps with a resume in between are bit-identical to 4 uninterrupted steps${name}`, async () => {
+    const a = Deno.makeTempDirSync(), b = Deno.makeTempDirSync();
+    const base = [...TINY, "--train-limit", "256", "--test-limit", "40", "--drop-path-rate", "0.2", ...ablation];
+    assert.equal((await quiet(() => train([...base, "--max-steps", "4", "--output-dir", a]))).value, 0);
+    assert.equal((await quiet(() => train([...base, "--max-steps", "2", "--output-dir", b]))).value, 0);
+    const resumed = await quiet(() => train([...base, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
+    assert.equal(resumed.value, 0, resumed.err);
+    assert.match(resumed.out, /resuming at step 2/);
+    const x = tensorsOf(join(a, "checkpoint.safetensors")), y = tensorsOf(join(b, "checkpoint.safetensors"));
+    assert.deepEqual(Object.keys(x), Object.keys(y));
+    for (const k of Object.keys(x)) assert.deepEqual(y[k], x[k], `${k} differs after resuming`);
+    if (ablation.length > 0) {
+      const { tensors, metadata } = readSafetensors(join(b, "checkpoint.safetensors"));
+      t.dispose(tensors);
+      const saved = JSON.parse(metadata.config) as Settings;
+      assert.deepEqual(
+        [saved.teacherMode, saved.criterion, saved.centering, saved.predictorDim, saved.localCropsNumber],
+        ["student", "mse", "sinkhorn", 16, 0],
+      );
+      assert.ok(Object.keys(x).includes("student.predictor.0.weight"));
+    }
+    Deno.removeSync(a, { recursive: true });
+    Deno.removeSync(b, { recursive: true });
+  });
+}
 
 Deno.test("bad flags, values and combinations exit with code 2 and write nothing", async () => {
   const root = Deno.makeTempDirSync();
