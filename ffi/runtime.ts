@@ -1,5 +1,5 @@
 /**
- * The native runtime: versions, threads, seeds and CUDA.
+ * The native runtime: versions, threads, the CPU buffer cache and CUDA.
  *
  * @example
  * ```ts
@@ -26,18 +26,6 @@ import { checked, ctx, messageOf, native } from "./lib.ts";
 export function libtorchVersion(): string {
   checked(native.version(ctx), "libtorchVersion");
   return messageOf(ctx);
-}
-/**
- * Seeds libtorch's global generator (only used by code outside this project's explicit generators).
- *
- * @example
- * ```ts
- * import { manualSeed } from "./mod.ts";
- * manualSeed(0);
- * ```
- */
-export function manualSeed(seed: number): void {
-  checked(native.manual_seed(ctx, BigInt(seed)), "manualSeed");
 }
 /**
  * The number of threads libtorch uses for intra-op parallelism.

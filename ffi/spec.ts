@@ -40,7 +40,6 @@ export const symbols = {
   live_tensors: { name: "dn_live_tensors", parameters: [], result: "f64" },
   list_take: tensor(L, I),
   alias: tensor(T),
-  describe: scalar(T),
   // data in and out
   from_data: tensor("buffer", I64, I, ...INTS),
   copy_to: scalar(T, "buffer", I64),
@@ -191,7 +190,6 @@ export const symbols = {
   grad: list(T, ...TENSORS, B, B),
   set_grad_enabled: scalar(B),
   // runtime
-  manual_seed: scalar(I64),
   get_num_threads: scalar(),
   set_num_threads: scalar(I),
   cuda_device_count: scalar(),

@@ -469,7 +469,6 @@ extern "C" double dn_live_tensors() { return static_cast<double>(live_tensors.lo
 
 TENSOR(list_take, (L l, int i), l->at(i))
 TENSOR(alias, (T a), *a)
-SCALAR(describe, (T a), (describe(ctx_, *a), 0))
 
 // ---- data in and out ---------------------------------------------------------
 TENSOR(from_data, (const void* data, int64_t nbytes, int dtype, INTS(shape)), from_data(data, nbytes, dtype, IV(shape)))
@@ -643,7 +642,6 @@ LIST(grad, (T y, TENSORS(xs), bool retain, bool create), grad(*y, TV(xs), retain
 SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMode::set_enabled(on), 1) : (c10::GradMode::set_enabled(on), 0)))
 
 // ---- runtime -----------------------------------------------------------------------------
-SCALAR(manual_seed, (int64_t seed), (at::manual_seed(static_cast<uint64_t>(seed)), 0))
 SCALAR(get_num_threads, (), at::get_num_threads())
 SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
 SCALAR(cuda_device_count, (), cuda_device_count())
