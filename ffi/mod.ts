@@ -4,7 +4,7 @@
  * @module
  */
 export { type Device, dispose, type DType, keep, liveTensors, Tensor, tensorsIn, tidy } from "./tensor.ts";
-export { TorchError } from "./lib.ts";
+export { TorchError } from "./library.ts";
 export { findLibtorch, type Libtorch } from "./build.ts";
 export * from "./runtime.ts";
 export * from "./ops/creation.ts";

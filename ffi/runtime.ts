@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { checked, ctx, messageOf, native } from "./lib.ts";
+import { checked, ctx, messageOf, native } from "./library.ts";
 
 /**
  * The libtorch version the shim was built against, e.g. `1.13.1`.

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { type Context, ctx, messageOf, meta, native, TorchError } from "./lib.ts";
+import { type Context, ctx, messageOf, meta, native, TorchError } from "./library.ts";
 
 /** An element type name. */
 export type DType = "u8" | "i8" | "i16" | "i32" | "i64" | "f16" | "f32" | "f64" | "bool" | "bf16";

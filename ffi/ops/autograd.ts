@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { checked, ctx, native } from "../lib.ts";
+import { checked, ctx, native } from "../library.ts";
 import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { handles } from "./args.ts";
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { checked, ctx, native } from "../lib.ts";
+import { checked, ctx, native } from "../library.ts";
 import { type Device, deviceCode, type DType, DTYPE_CODES, type Tensor, wrap } from "../tensor.ts";
 import { ints } from "./args.ts";
 

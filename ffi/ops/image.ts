@@ -19,7 +19,7 @@
  * ```
  * @module
  */
-import { checked, ctx, messageOf, native, newContext } from "../lib.ts";
+import { checked, ctx, messageOf, native, newContext } from "../library.ts";
 import { type Tensor, wrapList } from "../tensor.ts";
 import { toArray } from "./creation.ts";
 

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { ctx, native } from "../lib.ts";
+import { ctx, native } from "../library.ts";
 import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { ints } from "./args.ts";
 

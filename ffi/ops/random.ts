@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import { ctx, messageOf, native, TorchError } from "../lib.ts";
+import { ctx, messageOf, native, TorchError } from "../library.ts";
 import { deviceCode, DTYPE_CODES, type Tensor, wrap } from "../tensor.ts";
 import { ints } from "./args.ts";
 import type { TensorOptions } from "./creation.ts";

@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { checked, ctx, native } from "../lib.ts";
+import { checked, ctx, native } from "../library.ts";
 import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { handles, ints } from "./args.ts";
 
