@@ -8,7 +8,7 @@
  * 3. the system install (Debian's `libtorch-dev`), under the prefixes in
  *    `DINO_SYSTEM_PREFIXES` (default `/usr:/usr/local`).
  *
- * The shim is compiled once per (shim source, libtorch version, location, C++
+ * The shim is compiled once per (shim sources, libtorch version, location, C++
  * ABI, CUDA) into `$DINO_CACHE_DIR` (default `~/.cache/dino-deno`) and reused.
  * `DINO_SHIM` names a prebuilt shim and skips all of this.
  *
@@ -39,7 +39,12 @@ export interface Libtorch {
   cuda: boolean;
 }
 
-const SOURCES = ["shim.cpp"];
+/**
+ * The shim's sources in `native/`: every `.cpp` file is compiled into the
+ * shim, and every file (headers too) is part of its cache key. A list, not a
+ * folder listing, because the sources may be fetched over HTTP.
+ */
+export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp"] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 
 function exists(path: string): boolean {
@@ -237,7 +242,7 @@ export function includeFlags(include: string[], defaults: Set<string>): string[]
 
 async function readSources(): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for (const name of SOURCES) {
+  for (const name of NATIVE_SOURCES) {
     const url = new URL(name, NATIVE_DIR);
     if (url.protocol === "file:") {
       out.set(name, await Deno.readTextFile(fileURLToPath(url)));
@@ -325,7 +330,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
       ...(stb ? ["-DDINO_STB"] : []),
       ...includeFlags(libtorch.include, defaultIncludes(cxx)),
-      join(work, "shim.cpp"),
+      ...NATIVE_SOURCES.filter((name) => name.endsWith(".cpp")).map((name) => join(work, name)),
       "-o",
       tmp,
       `-L${libtorch.lib}`,

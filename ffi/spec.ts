@@ -1,6 +1,7 @@
 /**
  * The symbol table of the native shim: one line per entry point of
- * `native/shim.cpp`, in the same order. Every op takes the call's context
+ * `native/*.cpp`, in the order of `native/ops.cpp` (images from `images.cpp`,
+ * the CPU cache from `allocator.cpp`). Every op takes the call's context
  * buffer first; the helpers below add it.
  *
  * @module

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { dirname, extname, join, normalize } from "node:path";
+import { NATIVE_SOURCES } from "../ffi/build.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const TYPES: Record<string, string> = {
@@ -42,7 +43,9 @@ Deno.test("mod.ts imported over http from a local server builds the shim from fe
     const err = new TextDecoder().decode(stderr);
     assert.equal(code, 0, err);
     assert.equal(new TextDecoder().decode(stdout).trim(), "[4,6]");
-    assert.ok(served.includes("/native/shim.cpp"), `the shim source was fetched over http: ${served}`);
+    for (const name of NATIVE_SOURCES) {
+      assert.ok(served.includes(`/native/${name}`), `the shim source ${name} was fetched over http: ${served}`);
+    }
   } finally {
     await server.shutdown();
   }

@@ -1,0 +1,308 @@
+// The op table: one line per op, each a libtorch call wrapped by an entry-point macro from shim.h. No design
+// lives here, only dispatch; the helpers above the table are the ops that are more than one libtorch call.
+#include "shim.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/version.h>
+#ifdef DINO_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+std::atomic<int64_t> live_tensors{0};
+
+// ---- helpers for ops that are more than one libtorch call ------------------
+static at::Tensor from_data(const void* data, int64_t nbytes, int64_t dtype, std::vector<int64_t> shape) {
+  auto t = at::empty(shape, opts(dtype, -1));
+  if (static_cast<int64_t>(t.nbytes()) != nbytes) {
+    throw std::runtime_error("data has " + std::to_string(nbytes) + " bytes but shape and dtype need " +
+                             std::to_string(t.nbytes()));
+  }
+  if (nbytes > 0) std::memcpy(t.data_ptr(), data, nbytes);
+  return t;
+}
+static double copy_to(const at::Tensor& a, void* out, int64_t nbytes) {
+  auto t = a.detach().to(at::kCPU).contiguous();
+  if (static_cast<int64_t>(t.nbytes()) != nbytes) throw std::runtime_error("output buffer has the wrong size");
+  if (nbytes > 0) std::memcpy(out, t.data_ptr(), nbytes);
+  return 0;
+}
+static at::Tensor leaf(const at::Tensor& a, bool flag) {
+  auto r = a.detach();
+  r.set_requires_grad(flag);
+  return r;
+}
+static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor> xs, bool retain, bool create) {
+  auto gs = torch::autograd::grad({y}, xs, {}, retain, create, /*allow_unused=*/true);
+  for (size_t i = 0; i < gs.size(); i++) {
+    if (!gs[i].defined()) gs[i] = at::zeros_like(xs[i]);
+  }
+  return gs;
+}
+static at::Tensor sum(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::sum(a) : at::sum(a, dims, keep);
+}
+static at::Tensor mean(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::mean(a) : at::mean(a, dims, keep);
+}
+// The unbiased flag, not the correction, because the correction's type differs between libtorch 1.x and 2.x.
+static at::Tensor variance(const at::Tensor& a, std::vector<int64_t> dims, int correction, bool keep) {
+  if (correction != 0 && correction != 1) throw std::runtime_error("variance correction must be 0 or 1");
+  if (dims.empty())
+    for (int64_t d = 0; d < a.dim(); d++) dims.push_back(d);
+  return at::var(a, at::IntArrayRef(dims), correction == 1, keep);
+}
+static at::Tensor norm(const at::Tensor& a, double p, std::vector<int64_t> dims, bool keep) {
+  return dims.empty() ? at::norm(a, p) : at::norm(a, p, dims, keep);
+}
+static at::Tensor interpolate(const at::Tensor& x, std::vector<int64_t> size, int64_t mode, bool align_corners,
+                              bool antialias, double scale_h, double scale_w) {
+  const auto sh = maybe(scale_h), sw = maybe(scale_w);
+  switch (mode) {
+    case 0: return at::upsample_nearest2d(x, size, sh, sw);
+    case 1: return antialias ? at::_upsample_bilinear2d_aa(x, size, align_corners, sh, sw)
+                             : at::upsample_bilinear2d(x, size, align_corners, sh, sw);
+    case 2: return antialias ? at::_upsample_bicubic2d_aa(x, size, align_corners, sh, sw)
+                             : at::upsample_bicubic2d(x, size, align_corners, sh, sw);
+  }
+  throw std::runtime_error("interpolate mode must be 0 (nearest), 1 (bilinear) or 2 (bicubic)");
+}
+static at::Tensor pad(const at::Tensor& x, std::vector<int64_t> pads, int64_t mode, double value) {
+  static const char* modes[] = {"constant", "reflect", "replicate", "circular"};
+  if (mode < 0 || mode > 3) throw std::runtime_error("pad mode must be 0..3");
+  return at::pad(x, pads, modes[mode], mode == 0 ? c10::optional<double>(value) : c10::nullopt);
+}
+static std::vector<at::Tensor> batch_norm(const at::Tensor& x, T w, T b, T mean, T var, bool training,
+                                          double momentum, double eps) {
+  // Running statistics are cloned so that the caller's tensors are never mutated.
+  auto m = mean ? mean->clone() : at::Tensor();
+  auto v = var ? var->clone() : at::Tensor();
+  auto out = at::batch_norm(x, maybe(w), maybe(b), m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
+                            v.defined() ? c10::optional<at::Tensor>(v) : c10::nullopt, training, momentum, eps,
+                            /*cudnn_enabled=*/true);
+  std::vector<at::Tensor> r{out};
+  if (m.defined()) r.push_back(m);
+  if (v.defined()) r.push_back(v);
+  return r;
+}
+static at::Tensor dropout(at::Generator* g, const at::Tensor& x, double p, bool train) {
+  if (!train || p == 0) return x.clone();
+  if (p == 1) return at::zeros_like(x);
+  auto keep = at::empty(x.sizes(), x.options().device(at::kCPU)).bernoulli_(1 - p, *g).to(x.device());
+  return x * keep / (1 - p);
+}
+static double cuda_device_count() {
+#ifdef DINO_CUDA
+  return c10::cuda::device_count();
+#else
+  return 0;
+#endif
+}
+static double synchronize() {
+#ifdef DINO_CUDA
+  c10::cuda::device_synchronize();
+#endif
+  return 0;
+}
+static double version(Ctx* c) {
+  std::strncpy(c->message, TORCH_VERSION, sizeof(c->message) - 1);
+#ifdef DINO_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// ---- the op-table macros -----------------------------------------------------
+#define UNARY(name) TENSOR(name, (T a), at::name(*a))
+#define BINARY(name) TENSOR(name, (T a, T b), at::name(*a, *b))
+#define BINARY_SCALAR(name, fn) TENSOR(name, (T a, double s), at::fn(*a, num(s)))
+
+// ---- handles: no Ctx, cannot fail ------------------------------------------
+extern "C" void dn_free(T t) {
+  if (!t) return;
+  delete t;
+  live_tensors--;
+}
+extern "C" void dn_list_free(L l) { delete l; }
+extern "C" void dn_generator_free(G g) { delete g; }
+extern "C" double dn_live_tensors() { return static_cast<double>(live_tensors.load()); }
+
+TENSOR(list_take, (L l, int i), l->at(i))
+TENSOR(alias, (T a), *a)
+
+// ---- data in and out ---------------------------------------------------------
+TENSOR(from_data, (const void* data, int64_t nbytes, int dtype, INTS(shape)), from_data(data, nbytes, dtype, IV(shape)))
+SCALAR(copy_to, (T a, void* out, int64_t nbytes), copy_to(*a, out, nbytes))
+SCALAR(item, (T a), a->item<double>())
+
+// ---- creation ----------------------------------------------------------------
+TENSOR(empty, (INTS(shape), int dtype, int dev), at::empty(IV(shape), opts(dtype, dev)))
+TENSOR(zeros, (INTS(shape), int dtype, int dev), at::zeros(IV(shape), opts(dtype, dev)))
+TENSOR(ones, (INTS(shape), int dtype, int dev), at::ones(IV(shape), opts(dtype, dev)))
+TENSOR(full, (INTS(shape), double v, int dtype, int dev), at::full(IV(shape), v, opts(dtype, dev)))
+TENSOR(arange, (double start, double end, double step, int dtype, int dev), at::arange(start, end, step, opts(dtype, dev)))
+TENSOR(linspace, (double start, double end, int steps, int dtype, int dev), at::linspace(start, end, steps, opts(dtype, dev)))
+TENSOR(eye, (int n, int dtype, int dev), at::eye(n, opts(dtype, dev)))
+TENSOR(zeros_like, (T a), at::zeros_like(*a))
+TENSOR(ones_like, (T a), at::ones_like(*a))
+TENSOR(full_like, (T a, double v), at::full_like(*a, v))
+
+// ---- random, always drawn on the CPU from an explicit generator --------------
+extern "C" G dn_generator_new ARGS(int64_t seed) {
+  try {
+    return new at::Generator(at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed)));
+  }
+  CATCH(nullptr)
+}
+extern "C" G dn_generator_from_state ARGS(T state) {
+  try {
+    auto g = at::make_generator<at::CPUGeneratorImpl>();
+    g.set_state(*state);
+    return new at::Generator(std::move(g));
+  }
+  CATCH(nullptr)
+}
+TENSOR(generator_state, (G g), g->get_state())
+TENSOR(uniform, (G g, INTS(shape), double lo, double hi, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).uniform_(lo, hi, *g).to(device(dev)))
+TENSOR(normal, (G g, INTS(shape), double mean, double std, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).normal_(mean, std, *g).to(device(dev)))
+TENSOR(bernoulli, (G g, T p), at::bernoulli(p->to(at::kCPU), *g).to(p->device()))
+TENSOR(bernoulli_scalar, (G g, INTS(shape), double p, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).bernoulli_(p, *g).to(device(dev)))
+TENSOR(randint, (G g, double lo, double hi, INTS(shape), int dtype, int dev), at::randint(static_cast<int64_t>(lo), static_cast<int64_t>(hi), IV(shape), *g, opts(dtype, -1)).to(device(dev)))
+TENSOR(randperm, (G g, int n, int dtype, int dev), at::randperm(n, *g, opts(dtype, -1)).to(device(dev)))
+TENSOR(dropout, (G g, T x, double p, bool train), dropout(g, *x, p, train))
+
+// ---- dtype and device ----------------------------------------------------------
+TENSOR(to_dtype, (T a, int dtype), a->to(static_cast<at::ScalarType>(dtype)))
+TENSOR(to_device, (T a, int dev), a->to(device(dev)))
+
+// ---- shape -------------------------------------------------------------------------
+TENSOR(reshape, (T a, INTS(shape)), at::reshape(*a, IV(shape)))
+TENSOR(permute, (T a, INTS(dims)), a->permute(IV(dims)))
+TENSOR(transpose, (T a, int d0, int d1), at::transpose(*a, d0, d1))
+TENSOR(narrow, (T a, int dim, int start, int length), at::narrow(*a, dim, start, length))
+TENSOR(slice, (T a, int dim, int start, int end, int step), at::slice(*a, dim, start, end, step))
+TENSOR(select, (T a, int dim, int index), at::select(*a, dim, index))
+TENSOR(index_select, (T a, int dim, T index), at::index_select(*a, dim, *index))
+TENSOR(gather, (T a, int dim, T index), at::gather(*a, dim, *index))
+TENSOR(cat, (TENSORS(ts), int dim), at::cat(TV(ts), dim))
+TENSOR(stack, (TENSORS(ts), int dim), at::stack(TV(ts), dim))
+LIST(chunk, (T a, int chunks, int dim), at::chunk(*a, chunks, dim))
+LIST(split, (T a, INTS(sizes), int dim), at::split_with_sizes(*a, IV(sizes), dim))
+TENSOR(expand, (T a, INTS(shape)), a->expand(IV(shape)))
+TENSOR(repeat, (T a, INTS(times)), a->repeat(IV(times)))
+TENSOR(flip, (T a, INTS(dims)), at::flip(*a, IV(dims)))
+TENSOR(flatten, (T a, int start, int end), at::flatten(*a, start, end))
+TENSOR(squeeze, (T a, int dim), at::squeeze(*a, dim))
+TENSOR(squeeze_all, (T a), at::squeeze(*a))
+TENSOR(unsqueeze, (T a, int dim), at::unsqueeze(*a, dim))
+TENSOR(contiguous, (T a), a->contiguous())
+TENSOR(clone, (T a), a->clone())
+
+// ---- elementwise -------------------------------------------------------------------
+TENSOR(add, (T a, T b, double alpha), at::add(*a, *b, num(alpha)))
+TENSOR(sub, (T a, T b, double alpha), at::sub(*a, *b, num(alpha)))
+BINARY(mul)
+BINARY(div)
+BINARY(pow)
+BINARY(maximum)
+BINARY(minimum)
+BINARY(remainder)
+BINARY(atan2)
+BINARY(eq)
+BINARY(ne)
+BINARY(lt)
+BINARY(le)
+BINARY(gt)
+BINARY(ge)
+BINARY(logical_and)
+BINARY(logical_or)
+BINARY_SCALAR(add_scalar, add)
+BINARY_SCALAR(mul_scalar, mul)
+BINARY_SCALAR(div_scalar, div)
+BINARY_SCALAR(pow_scalar, pow)
+BINARY_SCALAR(remainder_scalar, remainder)
+BINARY_SCALAR(eq_scalar, eq)
+BINARY_SCALAR(ne_scalar, ne)
+BINARY_SCALAR(lt_scalar, lt)
+BINARY_SCALAR(le_scalar, le)
+BINARY_SCALAR(gt_scalar, gt)
+BINARY_SCALAR(ge_scalar, ge)
+TENSOR(addcmul, (T a, T b, T c, double value), at::addcmul(*a, *b, *c, value))
+TENSOR(addcdiv, (T a, T b, T c, double value), at::addcdiv(*a, *b, *c, value))
+TENSOR(rsub_scalar, (T a, double s, double alpha), at::rsub(*a, num(s), num(alpha)))
+UNARY(neg)
+UNARY(abs)
+UNARY(exp)
+UNARY(log)
+UNARY(sqrt)
+UNARY(rsqrt)
+UNARY(sin)
+UNARY(cos)
+UNARY(tanh)
+UNARY(sigmoid)
+UNARY(erf)
+UNARY(floor)
+UNARY(ceil)
+UNARY(round)
+UNARY(sign)
+UNARY(reciprocal)
+UNARY(relu)
+UNARY(logical_not)
+UNARY(isfinite)
+UNARY(isnan)
+TENSOR(where, (T cond, T a, T b), at::where(*cond, *a, *b))
+TENSOR(clamp, (T a, double lo, double hi), at::clamp(*a, maybe_scalar(lo), maybe_scalar(hi)))
+
+// ---- reductions (an empty dim list reduces everything) ---------------------------------
+TENSOR(sum, (T a, INTS(dims), bool keep), sum(*a, IV(dims), keep))
+TENSOR(mean, (T a, INTS(dims), bool keep), mean(*a, IV(dims), keep))
+TENSOR(var, (T a, INTS(dims), int correction, bool keep), variance(*a, IV(dims), correction, keep))
+TENSOR(amax, (T a, INTS(dims), bool keep), at::amax(*a, IV(dims), keep))
+TENSOR(amin, (T a, INTS(dims), bool keep), at::amin(*a, IV(dims), keep))
+LIST(max_dim, (T a, int dim, bool keep), at::max(*a, dim, keep))
+LIST(min_dim, (T a, int dim, bool keep), at::min(*a, dim, keep))
+TENSOR(norm, (T a, double p, INTS(dims), bool keep), norm(*a, p, IV(dims), keep))
+TENSOR(logsumexp, (T a, INTS(dims), bool keep), at::logsumexp(*a, IV(dims), keep))
+TENSOR(argmax, (T a, int dim, bool keep), at::argmax(*a, dim, keep))
+TENSOR(argmin, (T a, int dim, bool keep), at::argmin(*a, dim, keep))
+LIST(topk, (T a, int k, int dim, bool largest, bool sorted), at::topk(*a, k, dim, largest, sorted))
+LIST(sort, (T a, int dim, bool descending), at::sort(*a, dim, descending))
+TENSOR(cumsum, (T a, int dim), at::cumsum(*a, dim))
+TENSOR(all, (T a), at::all(*a))
+TENSOR(any, (T a), at::any(*a))
+
+// ---- linear algebra and neural-network ops --------------------------------------------
+BINARY(matmul)
+BINARY(bmm)
+TENSOR(linear, (T x, T w, T b), at::linear(*x, *w, maybe(b)))
+TENSOR(conv2d, (T x, T w, T b, INTS(stride), INTS(padding), INTS(dilation), int groups), at::conv2d(*x, *w, maybe(b), IV(stride), IV(padding), IV(dilation), groups))
+TENSOR(layer_norm, (T x, INTS(shape), T w, T b, double eps), at::layer_norm(*x, IV(shape), maybe(w), maybe(b), eps))
+LIST(batch_norm, (T x, T w, T b, T mean, T var, bool training, double momentum, double eps), batch_norm(*x, w, b, mean, var, training, momentum, eps))
+TENSOR(gelu, (T x, bool tanh), at::gelu(*x, tanh ? "tanh" : "none"))
+TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))
+TENSOR(log_softmax, (T x, int dim), at::log_softmax(*x, dim))
+TENSOR(interpolate, (T x, INTS(size), int mode, bool align_corners, bool antialias, double scale_h, double scale_w), interpolate(*x, IV(size), mode, align_corners, antialias, scale_h, scale_w))
+TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_generator(*theta, IV(size), align_corners))
+TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, mode, padding, align_corners))
+TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
+TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
+TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
+TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *index, *source))
+SCALAR(copy_into, (T dst, T src), (dst->copy_(*src), 0))
+SCALAR(index_copy_into, (T dst, int dim, T index, T src), (dst->index_copy_(dim, *index, *src), 0))
+
+// ---- autograd -------------------------------------------------------------------------
+TENSOR(requires_grad, (T a, bool flag), leaf(*a, flag))
+TENSOR(detach, (T a), a->detach())
+LIST(grad, (T y, TENSORS(xs), bool retain, bool create), grad(*y, TV(xs), retain, create))
+SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMode::set_enabled(on), 1) : (c10::GradMode::set_enabled(on), 0)))
+
+// ---- runtime -----------------------------------------------------------------------------
+SCALAR(get_num_threads, (), at::get_num_threads())
+SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
+SCALAR(cuda_device_count, (), cuda_device_count())
+SCALAR(cuda_synchronize, (), synchronize())
+SCALAR(version, (), version(ctx_))

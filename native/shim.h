@@ -1,0 +1,152 @@
+// What every part of the shim shares: the call context, the handle types, argument decoding and the entry-point
+// macros. The shim is a flat C ABI over libtorch for Deno FFI; its parts are split by concern:
+//   ops.cpp        the op table, one line per op, and the few helpers of ops that are more than one call;
+//   allocator.cpp  the caching CPU allocator and its entry points;
+//   images.cpp     image decoding and writing through stb.
+//
+// Every entry point takes a `Ctx*` first: a caller-owned buffer through which
+// the call reports its outcome (status, the result's dtype, device and shape,
+// or the error message). Because the buffer belongs to the call, a nonblocking
+// call on a worker thread reports its own error; nothing is thread-local.
+//
+// The macros wrap every body in the same try/catch, so no C++ exception ever
+// crosses into Deno.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+// Layout shared with ffi/library.ts: 32 doubles, then the message.
+struct Ctx {
+  double status;  // 0 ok, 1 error
+  double dtype;   // c10::ScalarType code
+  double device;  // -1 cpu, k >= 0 cuda:k
+  double requires_grad;
+  double count;  // list results: how many tensors
+  double ndim;
+  double sizes[26];
+  char message[768];
+};
+static_assert(sizeof(Ctx) == 1024, "Ctx layout is shared with TypeScript");
+
+using T = at::Tensor*;
+using G = at::Generator*;
+using L = std::vector<at::Tensor>*;
+
+// How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
+extern std::atomic<int64_t> live_tensors;
+
+static inline void fail(Ctx* c, const char* message) {
+  c->status = 1;
+  std::strncpy(c->message, message, sizeof(c->message) - 1);
+  c->message[sizeof(c->message) - 1] = 0;
+}
+
+static inline void describe(Ctx* c, const at::Tensor& t) {
+  const int64_t ndim = t.dim();
+  if (ndim > 26) throw std::runtime_error("tensors of more than 26 dimensions are not supported");
+  c->dtype = static_cast<double>(t.scalar_type());
+  c->device = t.is_cuda() ? t.device().index() : -1;
+  c->requires_grad = t.requires_grad();
+  c->ndim = static_cast<double>(ndim);
+  const auto sizes = t.sizes();
+  for (int64_t i = 0; i < ndim; i++) c->sizes[i] = static_cast<double>(sizes[i]);
+}
+
+static inline T wrap(Ctx* c, at::Tensor t) {
+  if (!t.defined()) throw std::runtime_error("the op returned an undefined tensor");
+  describe(c, t);
+  live_tensors++;
+  return new at::Tensor(std::move(t));
+}
+
+static inline L wrap_list(Ctx* c, std::vector<at::Tensor> ts) {
+  c->count = static_cast<double>(ts.size());
+  return new std::vector<at::Tensor>(std::move(ts));
+}
+template <typename... Ts>
+static inline L wrap_list(Ctx* c, std::tuple<Ts...> ts) {
+  return wrap_list(c, std::apply([](auto&&... t) { return std::vector<at::Tensor>{t...}; }, ts));
+}
+
+// ---- argument decoding -----------------------------------------------------
+static inline std::vector<int64_t> ints(const double* p, int n) {
+  return std::vector<int64_t>(p, p + n);
+}
+static inline std::vector<at::Tensor> tensors(const T* p, int n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int i = 0; i < n; i++) out.push_back(*p[i]);
+  return out;
+}
+static inline c10::optional<at::Tensor> maybe(T t) {
+  return t ? c10::optional<at::Tensor>(*t) : c10::nullopt;
+}
+static inline c10::optional<double> maybe(double x) {
+  return std::isnan(x) ? c10::nullopt : c10::optional<double>(x);
+}
+// JavaScript has one number type: an integral value becomes an integer Scalar, as Python's `1` (not `1.0`), so
+// integer tensors stay integer and float tensors see the same value.
+static inline at::Scalar num(double x) {
+  return std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0 ? at::Scalar(static_cast<int64_t>(x))
+                                                                     : at::Scalar(x);
+}
+static inline c10::optional<at::Scalar> maybe_scalar(double x) {
+  return std::isnan(x) ? c10::nullopt : c10::optional<at::Scalar>(num(x));
+}
+static inline at::Device device(int64_t dev) {
+  return dev < 0 ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dev));
+}
+static inline at::TensorOptions opts(int64_t dtype, int64_t dev) {
+  return at::TensorOptions().dtype(static_cast<at::ScalarType>(dtype)).device(device(dev));
+}
+
+// ---- the entry-point macros ------------------------------------------------
+#define ARGS(...) (Ctx * ctx_, ##__VA_ARGS__)
+#define CATCH(ret)                                                   \
+  catch (const c10::Error& e) {                                      \
+    fail(ctx_, e.what_without_backtrace());                             \
+  }                                                                  \
+  catch (const std::exception& e) {                                  \
+    fail(ctx_, e.what());                                               \
+  }                                                                  \
+  catch (...) {                                                      \
+    fail(ctx_, "unknown C++ exception");                                \
+  }                                                                  \
+  return ret;
+// An op returning one tensor: the handle, or null with the message in c.
+#define TENSOR(name, params, expr)                                   \
+  extern "C" T dn_##name ARGS params {                               \
+    try {                                                            \
+      return wrap(ctx_, expr);                                          \
+    }                                                                \
+    CATCH(nullptr)                                                   \
+  }
+// An op returning several tensors: a list handle, its length in c->count.
+#define LIST(name, params, expr)                                     \
+  extern "C" L dn_##name ARGS params {                               \
+    try {                                                            \
+      return wrap_list(ctx_, expr);                                     \
+    }                                                                \
+    CATCH(nullptr)                                                   \
+  }
+// An op returning a number (or nothing, as 0): status 1 on error.
+#define SCALAR(name, params, expr)                                   \
+  extern "C" double dn_##name ARGS params {                          \
+    try {                                                            \
+      ctx_->status = 0;                                                 \
+      return static_cast<double>(expr);                              \
+    }                                                                \
+    CATCH(NAN)                                                       \
+  }
+// An int list parameter (a Float64Array and its length) and its value; a tensor list (handles and length).
+#define INTS(n) const double *n##_p, int n##_n
+#define IV(n) ints(n##_p, n##_n)
+#define TENSORS(n) const T *n##_p, int n##_n
+#define TV(n) tensors(n##_p, n##_n)
