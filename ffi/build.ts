@@ -20,8 +20,9 @@
  */
 import { createHash } from "node:crypto";
 import { homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { exists, writeFileAtomic } from "./files.ts";
 
 /** Where a libtorch was found and how to compile against it. */
 export interface Libtorch {
@@ -46,15 +47,6 @@ export interface Libtorch {
  */
 export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp"] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function run(cmd: string, args: string[]): { ok: boolean; out: string; err: string } {
   try {
@@ -293,15 +285,9 @@ function cachedLibtorch(): Libtorch {
   } catch { /* no usable record: discover below */ }
   const libtorch = findLibtorch();
   const record: Discovery = { key, libtorch, mtime: mtimeOf(join(libtorch.lib, "libtorch_cpu.so")) };
-  writeAtomic(file, new TextEncoder().encode(JSON.stringify(record)));
+  Deno.mkdirSync(cacheDir(), { recursive: true });
+  writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(record)));
   return libtorch;
-}
-
-function writeAtomic(path: string, data: Uint8Array): void {
-  Deno.mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${Deno.pid}.tmp`;
-  Deno.writeFileSync(tmp, data);
-  Deno.renameSync(tmp, path);
 }
 
 /** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
@@ -349,7 +335,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       throw new Error(`compiling the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
     }
     Deno.mkdirSync(dir, { recursive: true });
-    writeAtomic(out, Deno.readFileSync(tmp));
+    writeFileAtomic(out, Deno.readFileSync(tmp));
     return out;
   } finally {
     Deno.removeSync(work, { recursive: true });
