@@ -2,7 +2,8 @@
  * The symbol table of the native shim: one line per entry point of
  * `native/*.cpp`, in the order of `native/ops.cpp` (images from `images.cpp`,
  * the CPU cache from `allocator.cpp`). Every op takes the call's context
- * buffer first; the helpers below add it.
+ * buffer first; the helpers below add it. `tests/spec_test.ts` checks this
+ * table against the C sources.
  *
  * @module
  */
