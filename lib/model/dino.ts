@@ -118,7 +118,7 @@ export function multiCropForward(
   cfg: DinoConfig,
   crops: readonly Tensor[],
   o: MultiCropOptions = {},
-): { output: Tensor; bnStats: ReturnType<typeof headForward>["bnStats"] } {
+): { output: Tensor; bnStats: Record<string, Tensor> } {
   if (crops.length === 0) throw new Error("multiCropForward needs at least one crop");
   const features: Tensor[] = [];
   let start = 0;
@@ -129,5 +129,20 @@ export function multiCropForward(
     start = end;
   }
   const all = features.length === 1 ? features[0] : cat(features, 0); // [crops*B, D]
-  return headForward(p.head, cfg.head, all, o.training ?? true);
+  const { output, bnStats } = headForward(p.head, cfg.head, all, o.training ?? true);
+  return { output, bnStats: Object.fromEntries(Object.entries(bnStats).map(([k, t]) => [`head.${k}`, t])) };
+}
+
+/**
+ * Whether a parameter belongs to the head's last layer, the one frozen during the first `freeze_last_layer` epochs.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isLastLayer } from "./dino.ts";
+ * assert.deepEqual([isLastLayer("head.last_layer.weight_v"), isLastLayer("head.mlp.0.weight")], [true, false]);
+ * ```
+ */
+export function isLastLayer(key: string): boolean {
+  return key.startsWith("head.last_layer.");
 }

@@ -19,6 +19,7 @@
  * @module
  */
 import {
+  add,
   batchNorm,
   clamp,
   div,
@@ -200,8 +201,9 @@ export function headForward(
   cfg: HeadConfig,
   x: Tensor,
   training = true,
-): { output: Tensor; bnStats: Record<string, { running_mean: Tensor; running_var: Tensor }> } {
-  const bnStats: Record<string, { running_mean: Tensor; running_var: Tensor }> = {};
+): { output: Tensor; bnStats: Record<string, Tensor> } {
+  // The batch-norm buffers a training pass moves, under their state-dict keys (`mlp.1.running_mean`, ...).
+  const bnStats: Record<string, Tensor> = {};
   let h = x; // [B, D]
   if (cfg.nlayers === 1) {
     const l = p.mlp as LinearParams;
@@ -223,7 +225,11 @@ export function headForward(
           training,
         });
         h = r.output;
-        bnStats[bn[l]] = { running_mean: r.runningMean!, running_var: r.runningVar! };
+        if (training) {
+          bnStats[`mlp.${bn[l]}.running_mean`] = r.runningMean!;
+          bnStats[`mlp.${bn[l]}.running_var`] = r.runningVar!;
+          bnStats[`mlp.${bn[l]}.num_batches_tracked`] = add(b.num_batches_tracked, 1);
+        }
       }
       h = gelu(h);
     });

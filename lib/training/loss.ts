@@ -1,19 +1,21 @@
 /**
- * The DINO loss, as the official `DINOLoss`, as a pure function: the new
- * center is returned, not stored. Also the paper's ablations: MSE instead of
+ * The DINO loss, as the official `DINOLoss`, as pure functions: the loss
+ * ({@linkcode dinoLoss}) and the new center ({@linkcode updateCenter}) are
+ * returned, not stored. Also the paper's ablations: MSE instead of
  * cross-entropy, no centering, and Sinkhorn-Knopp instead of centering.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { dispose, Generator, item, randn, tidy, zeros } from "../../mod.ts";
- * import { dinoLoss } from "./loss.ts";
+ * import { dinoLoss, updateCenter } from "./loss.ts";
  * using g = new Generator(0);
  * const K = 64, B = 4;
- * const r = tidy(() =>
- *   dinoLoss(randn(g, [4 * B, K]), randn(g, [2 * B, K]), zeros([1, K]), { ncrops: 4, teacherTemp: 0.04 })
- * );
- * assert.ok(item(r.loss) > 0 && r.center.shape[1] === K); // a cross-entropy, and the updated center
+ * using teacher = randn(g, [2 * B, K]);
+ * using center = zeros([1, K]);
+ * const r = tidy(() => dinoLoss(randn(g, [4 * B, K]), teacher, center, { ncrops: 4, teacherTemp: 0.04 }));
+ * using next = updateCenter(center, teacher, {}); // 0.9 center + 0.1 mean of the teacher's outputs
+ * assert.ok(item(r.loss) > 0 && next.shape[1] === K);
  * dispose(r);
  * ```
  * @module
@@ -84,8 +86,9 @@ export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: numb
 
 /**
  * The loss over every (teacher global crop i, student crop v != i) pair,
- * averaged over pairs, the updated center (0.9 center + 0.1 mean of the raw
- * teacher outputs), and the teacher's target distributions [2B, K].
+ * averaged over pairs, and the teacher's target distributions [2B, K]. The
+ * new center is {@linkcode updateCenter}'s: a step with several micro-batches
+ * updates it once, from all of them.
  *
  * `studentOut` is [ncrops * B, K] in crop order; `teacherOut` is [2B, K].
  *
@@ -96,7 +99,7 @@ export function sinkhornKnopp(teacherOut: Tensor, temp: number, iterations: numb
  * import { dinoLoss } from "./loss.ts";
  * using g = new Generator(0);
  * const r = tidy(() => dinoLoss(randn(g, [4, 8]), randn(g, [4, 8]), zeros([1, 8]), { ncrops: 2, teacherTemp: 0.04 }));
- * assert.deepEqual([r.loss.shape, r.center.shape, r.targets.shape], [[], [1, 8], [4, 8]]);
+ * assert.deepEqual([r.loss.shape, r.targets.shape], [[], [4, 8]]);
  * dispose(r);
  * ```
  */
@@ -105,7 +108,7 @@ export function dinoLoss(
   teacherOut: Tensor,
   center: Tensor,
   o: LossOptions,
-): { loss: Tensor; center: Tensor; targets: Tensor } {
+): { loss: Tensor; targets: Tensor } {
   const studentTemp = o.studentTemp ?? 0.1;
   const criterion = o.criterion ?? "ce";
   if (studentOut.shape[0] % o.ncrops !== 0) {
@@ -131,7 +134,7 @@ export function dinoLoss(
     });
   });
   const loss = div(total!, terms);
-  return { loss, center: updateCenter(center, teacherOut, o), targets: probs };
+  return { loss, targets: probs };
 }
 
 /** center * m + mean(teacher outputs) * (1 - m); unchanged (a copy) without centering. */

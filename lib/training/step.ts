@@ -50,7 +50,7 @@ import {
 } from "../../ffi/mod.ts";
 import { type SettingName, SETTINGS, type Settings } from "../settings/settings.ts";
 import { dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
-import { type DinoConfig, type DinoParams, initDino, multiCropForward } from "../model/dino.ts";
+import { type DinoConfig, type DinoParams, initDino, isLastLayer, multiCropForward } from "../model/dino.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
 import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
@@ -227,17 +227,9 @@ function predict(p: Record<string, LinearParams>, x: Tensor): Tensor {
   return linear(gelu(linear(x, p["0"].weight, p["0"].bias)), p["2"].weight, p["2"].bias);
 }
 
-/** Replaces batch-norm buffers in a network by those a forward pass returned. */
-function withStats<T extends DinoParams>(
-  p: T,
-  stats: Record<string, { running_mean: Tensor; running_var: Tensor }>,
-): T {
-  if (Object.keys(stats).length === 0) return p;
-  return mapTree(p, (t, key) => {
-    const m = /^head\.mlp\.(\d+)\.(running_mean|running_var|num_batches_tracked)$/.exec(key);
-    if (!m || !stats[m[1]]) return t;
-    return m[2] === "num_batches_tracked" ? add(t, 1) : stats[m[1]][m[2] as "running_mean" | "running_var"];
-  });
+/** A tree shaped like `template` holding `flat`'s tensors (the same handles). */
+function treeOf<T extends object>(template: T, flat: Flat): T {
+  return mapTree(template, (_, key) => flat[key]);
 }
 
 /**
@@ -287,27 +279,29 @@ export function trainStep(
   return tidy(() => {
     using g = new Generator(streamSeed(state.rng.seed, state.rng.counter));
     const micro = h.accumSteps === 1 ? [views] : transposeChunks(views.map((v) => chunk(v, h.accumSteps, 0)));
-    const keys = Object.keys(trainable(state.student, cfg));
-    let student: StudentParams = state.student;
-    let teacher: DinoParams = state.teacher;
+    // Both networks as flat records under their official keys: updated by key, rebuilt into trees at the end.
+    let student: Flat = stateDict(state.student);
+    let teacher: Flat = stateDict(state.teacher);
+    const keys = Object.keys(student).filter((k) => isTrainable(k, cfg));
     let grads: Tensor[] | undefined;
     let lossSum = 0, teacherEntropy = 0, studentEntropy = 0;
     const teacherOuts: Tensor[] = [];
 
     for (const crops of micro) {
-      // Teacher: the 2 global crops, no graph.
-      const t = noGrad(() => multiCropForward(teacher, cfg, crops.slice(0, 2)));
-      teacher = withStats(teacher, t.bnStats);
+      // Teacher: the 2 global crops, no graph; its batch-norm buffers move with its own forward.
+      const t = noGrad(() => multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2)));
+      teacher = { ...teacher, ...t.bnStats };
       teacherOuts.push(t.output);
       // Student: every crop, with gradients for its trainable leaves.
-      const leaves = mapTree(student, (p, k) => (isTrainable(k, cfg) ? requiresGrad(p) : p));
-      const s = multiCropForward(leaves, cfg, crops, { dropPath: g });
-      const out = leaves.predictor ? predict(leaves.predictor, s.output) : s.output;
+      const leaves: Flat = { ...student };
+      for (const k of keys) leaves[k] = requiresGrad(student[k]);
+      const net = treeOf(state.student, leaves);
+      const s = multiCropForward(net, cfg, crops, { dropPath: g });
+      const out = net.predictor ? predict(net.predictor, s.output) : s.output;
       const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
-      const flatLeaves = stateDict(leaves);
-      const gs = grad(div(loss, h.accumSteps), keys.map((k) => flatLeaves[k]));
+      const gs = grad(div(loss, h.accumSteps), keys.map((k) => leaves[k]));
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
-      student = withStats(student, s.bnStats);
+      student = { ...student, ...s.bnStats };
       lossSum += item(loss);
       teacherEntropy += tidy(() => item(meanEntropy(targets)));
       studentEntropy += tidy(() => item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1)))));
@@ -319,24 +313,24 @@ export function trainStep(
     let gradFlat: Flat = Object.fromEntries(keys.map((k, i) => [k, grads![i]]));
     if (h.clipGrad > 0) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
     if (epoch < h.freezeLastLayer) {
-      gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !k.includes("last_layer")));
+      gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
     }
     const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState>;
-    const updated = opt.update(trainable(student, cfg), gradFlat, state.optimizer, { lr, weightDecay });
-    const newStudent = mapTree(student, (p, k) => updated.params[k] ?? alias(p));
+    const params = Object.fromEntries(keys.map((k) => [k, student[k]]));
+    const updated = opt.update(params, gradFlat, state.optimizer, { lr, weightDecay });
+    student = { ...student, ...updated.params };
 
-    // Teacher: EMA over the parameters both networks have (batch-norm buffers come from its own forward).
-    const studentFlat = stateDict(newStudent);
-    const teacherFlat = stateDict(teacher);
-    const params = Object.fromEntries(Object.entries(teacherFlat).filter(([k]) => !BUFFERS.test(k)));
+    // Teacher: EMA over the parameters both networks have (not the batch-norm buffers).
+    const emaKeys = Object.keys(teacher).filter((k) => !BUFFERS.test(k));
     const ema = h.teacherMode === "student"
-      ? Object.fromEntries(Object.keys(params).map((k) => [k, alias(studentFlat[k])]))
-      : emaUpdate(params, studentFlat, momentum);
-    const newTeacher = mapTree(teacher, (p, k) => ema[k] ?? alias(p));
+      ? Object.fromEntries(emaKeys.map((k) => [k, student[k]]))
+      : emaUpdate(Object.fromEntries(emaKeys.map((k) => [k, teacher[k]])), student, momentum);
+    teacher = { ...teacher, ...ema };
 
+    // Every tensor of the new state gets its own handle; the scope frees everything else.
     const next: TrainState = {
-      student: newStudent,
-      teacher: newTeacher,
+      student: mapTree(state.student, (_, k) => alias(student[k])),
+      teacher: mapTree(state.teacher, (_, k) => alias(teacher[k])),
       optimizer: updated.state,
       center,
       step: it + 1,
