@@ -7,7 +7,7 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { augmentConfig, networkConfig } from "./derive.ts";
- * import { makeSettings } from "./settings.ts";
+ * import { makeSettings } from "./presets.ts";
  * const s = makeSettings("fmnist");
  * const net = networkConfig(s, 1); // 1-channel images
  * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
@@ -27,7 +27,7 @@ import type { Settings } from "./settings.ts";
  * ```ts
  * import assert from "node:assert/strict";
  * import { networkConfig } from "./derive.ts";
- * import { makeSettings } from "./settings.ts";
+ * import { makeSettings } from "./presets.ts";
  * const net = networkConfig(makeSettings("imagenet-vits16", { data: "/data" }), 3);
  * assert.deepEqual([net.vit.embedDim, net.vit.depth, net.head.outDim], [384, 12, 65536]);
  * ```
@@ -58,7 +58,7 @@ export function networkConfig(s: Settings, channels: number): DinoConfig {
  * ```ts
  * import assert from "node:assert/strict";
  * import { augmentConfig } from "./derive.ts";
- * import { makeSettings } from "./settings.ts";
+ * import { makeSettings } from "./presets.ts";
  * const aug = augmentConfig(makeSettings("fmnist", { localCropsNumber: 0 }), { mean: [0.5], std: [0.5] });
  * assert.equal(aug.localCrops, 0); // two global crops only
  * ```

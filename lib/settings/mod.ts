@@ -1,7 +1,7 @@
 /**
  * The settings of a training run: one declaration per setting (name, type,
- * default, official name, help and group), the presets and validation
- * (`settings.ts`), and what the model, training step and augmentation are
+ * default, official name, help and group: `settings.ts`), the presets
+ * (`presets.ts`), their checks (`validate.ts`), and what the model, training step and augmentation are
  * handed, derived from them (`derive.ts`).
  *
  * @example
@@ -14,4 +14,6 @@
  * @module
  */
 export * from "./settings.ts";
+export * from "./presets.ts";
+export * from "./validate.ts";
 export * from "./derive.ts";

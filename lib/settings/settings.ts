@@ -12,10 +12,8 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { makeSettings, SETTINGS } from "./settings.ts";
- * const s = makeSettings("fmnist", { epochs: "2", lr: 0.001 });
- * assert.deepEqual([s.epochs, s.lr, s.arch], [2, 0.001, "vit_tiny"]);
- * assert.equal(SETTINGS.lr.official, "lr");
+ * import { SETTINGS } from "./settings.ts";
+ * assert.deepEqual([SETTINGS.lr.default, SETTINGS.lr.official, SETTINGS.lr.group], [0.0005, "lr", "optimisation"]);
  * ```
  * @module
  */
@@ -48,46 +46,17 @@ export interface Declaration<T> {
 }
 
 type Extra = { official?: string; range?: Range; resumable?: boolean };
-const str = (d: string, help: string, group: Group, o: Extra = {}): Declaration<string> => ({
-  kind: "string",
-  default: d,
-  help,
-  group,
-  official: "",
-  ...o,
-});
-const int = (d: number, help: string, group: Group, o: Extra = {}): Declaration<number> => ({
-  kind: "int",
-  default: d,
-  help,
-  group,
-  official: "",
-  ...o,
-});
-const num = (d: number, help: string, group: Group, o: Extra = {}): Declaration<number> => ({
-  kind: "number",
-  default: d,
-  help,
-  group,
-  official: "",
-  ...o,
-});
-const bool = (d: boolean, help: string, group: Group, o: Extra = {}): Declaration<boolean> => ({
-  kind: "bool",
-  default: d,
-  help,
-  group,
-  official: "",
-  ...o,
-});
-const pair = (d: [number, number], help: string, group: Group, o: Extra = {}): Declaration<[number, number]> => ({
-  kind: "pair",
-  default: d,
-  help,
-  group,
-  official: "",
-  ...o,
-});
+const declare =
+  <T>(kind: Declaration<T>["kind"]) => (d: T, help: string, group: Group, o: Extra = {}): Declaration<T> => ({
+    kind,
+    default: d,
+    help,
+    group,
+    official: "",
+    ...o,
+  });
+const str = declare<string>("string"), int = declare<number>("int"), num = declare<number>("number");
+const bool = declare<boolean>("bool"), pair = declare<[number, number]>("pair");
 function choice<const C extends readonly string[]>(
   choices: C,
   d: C[number],
@@ -306,84 +275,6 @@ export class SettingError extends Error {
 }
 
 /**
- * The presets. `fmnist` (the default) is sized to finish on a 2-core CPU in
- * about 10 minutes, k-NN evaluations included; `cifar10` is a small-image
- * recipe for longer or GPU runs; `imagenet-vits16` is the official recipe
- * exactly (ViT-S/16, K 65536, 2 x 224 + 8 x 96, 100 epochs).
- */
-export const PRESETS: Record<string, Preset> = {
-  "fmnist": {
-    data: "fmnist",
-    arch: "vit_tiny",
-    // Sized for training and the three k-NN evaluations in about 10 minutes on a 2-core CPU (8:20 to 11:07 on a 2.5 GHz
-    // Xeon), with patch 7 (16 tokens a global crop). Compared at equal cost: one epoch at batch 64 learned more than
-    // two at batch 128, two local crops more than four, a sharper teacher (0.02, under the official 0.04-0.07) more
-    // than 0.04 or 0.01, and lr 0.003 more than 0.002, 0.004 or 0.005, in so short a run.
-    patchSize: 7,
-    embedDim: 128,
-    depth: 4,
-    numHeads: 4,
-    outDim: 1024,
-    hiddenDim: 512,
-    bottleneckDim: 128,
-    momentumTeacher: 0.99,
-    warmupTeacherTemp: 0.02,
-    teacherTemp: 0.02,
-    batchSize: 64,
-    epochs: 1,
-    freezeLastLayer: 0,
-    lr: 0.003,
-    warmupEpochs: 0.2,
-    augmentation: "fmnist28",
-    localCropsNumber: 2,
-    globalCropsSize: 28,
-    localCropsSize: 14,
-    imageSize: 28,
-    saveckpFreq: 1,
-  },
-  "cifar10": {
-    data: "cifar10",
-    arch: "vit_tiny",
-    patchSize: 4,
-    embedDim: 192,
-    depth: 6,
-    numHeads: 3,
-    outDim: 4096,
-    batchSize: 256,
-    augmentation: "cifar32",
-    localCropsNumber: 6,
-    globalCropsSize: 32,
-    localCropsSize: 16,
-    imageSize: 32,
-    knnEvery: 10,
-  },
-  "imagenet-vits16": {},
-};
-
-/**
- * The settings of a preset, before any override.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { presetSettings } from "./settings.ts";
- * const s = presetSettings("imagenet-vits16");
- * assert.deepEqual([s.arch, s.patchSize, s.outDim, s.localCropsNumber], ["vit_small", 16, 65536, 8]);
- * ```
- */
-export function presetSettings(preset: string): Settings {
-  const p = PRESETS[preset];
-  if (!p) {
-    throw new SettingError(
-      ["preset"],
-      (n) => `${n("preset")} must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
-    );
-  }
-  const defaults = Object.fromEntries(Object.entries(SETTINGS).map(([k, d]) => [k, d.default]));
-  return { ...defaults, ...structuredClone(p), preset } as Settings;
-}
-
-/**
  * A setting's value from text (a flag) or JSON: numbers, booleans and pairs are
  * parsed and checked for their kind; ranges are {@linkcode validateSettings}'s.
  *
@@ -431,137 +322,4 @@ export function coerceSetting(name: SettingName, raw: unknown): unknown {
 /** Whether `name` is a declared setting. */
 export function isSettingName(name: string): name is SettingName {
   return Object.hasOwn(SETTINGS, name);
-}
-
-/**
- * The settings of `preset` with `overrides` applied in order (later ones win;
- * values may be text or JSON values), validated. An `arch` sets its width and
- * heads unless those are given too.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { makeSettings } from "./settings.ts";
- * const s = makeSettings("fmnist", { arch: "vit_small" }, { depth: "2" });
- * assert.deepEqual([s.embedDim, s.numHeads, s.depth], [384, 6, 2]);
- * assert.throws(() => makeSettings("fmnist", { nonsense: 1 }), /unknown setting "nonsense"/);
- * ```
- */
-export function makeSettings(preset: string, ...overrides: Record<string, unknown>[]): Settings {
-  const s = presetSettings(preset) as unknown as Record<string, unknown>;
-  for (const source of overrides) {
-    for (const k of Object.keys(source)) {
-      if (!isSettingName(k)) throw new SettingError([k], () => `unknown setting "${k}"`);
-    }
-  }
-  const arch = overrides.map((o) => o.arch).filter((a) => a !== undefined).at(-1);
-  if (typeof arch === "string" && arch in ARCHS) Object.assign(s, ARCHS[arch as keyof typeof ARCHS]);
-  for (const source of overrides) {
-    for (const [k, v] of Object.entries(source)) if (v !== undefined) s[k] = coerceSetting(k as SettingName, v);
-  }
-  return validateSettings(s as unknown as Settings);
-}
-
-/**
- * Checks every setting's kind and range, then the combinations; throws a
- * {@linkcode SettingError} naming the setting to change.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { makeSettings, validateSettings } from "./settings.ts";
- * const ok = makeSettings("fmnist");
- * assert.equal(validateSettings(ok), ok);
- * assert.throws(() => validateSettings({ ...ok, warmupEpochs: ok.epochs + 1 }), /warmupEpochs 2 exceeds epochs 1/);
- * ```
- */
-export function validateSettings(s: Settings): Settings {
-  const bad = (names: string[], text: (n: (name: string) => string) => string): never => {
-    throw new SettingError(names, text);
-  };
-  for (const [name, d] of Object.entries(SETTINGS) as [SettingName, Declaration<unknown>][]) {
-    const v = s[name] as unknown;
-    if (d.kind === "choice" && !d.choices!.includes(v as string)) {
-      bad([name], (n) => `${n(name)} must be one of ${d.choices!.join(", ")}, got "${v}"`);
-    }
-    if (d.kind === "int" || d.kind === "number") {
-      const x = v as number;
-      if (typeof x !== "number" || !Number.isFinite(x)) bad([name], (n) => `${n(name)} takes a number, got ${x}`);
-      if (d.kind === "int" && !Number.isInteger(x)) bad([name], (n) => `${n(name)} takes an integer, got ${x}`);
-      if (d.range === "positive" && !(x > 0)) bad([name], (n) => `${n(name)} must be positive, got ${x}`);
-      if (d.range === "nonNegative" && !(x >= 0)) bad([name], (n) => `${n(name)} must be >= 0, got ${x}`);
-      if (d.range === "unit" && !(x > 0 && x <= 1)) bad([name], (n) => `${n(name)} must be in (0, 1], got ${x}`);
-      if (d.range === "belowOne" && !(x >= 0 && x < 1)) bad([name], (n) => `${n(name)} must be in [0, 1), got ${x}`);
-    }
-    if (d.kind === "pair") {
-      const [lo, hi] = v as [number, number];
-      if (!(lo > 0 && lo <= hi && hi <= 1)) {
-        bad([name], (n) => `${n(name)} must satisfy 0 < lo <= hi <= 1, got ${lo},${hi}`);
-      }
-    }
-  }
-  if (s.localCropsNumber > 0 && !(s.localCropsSize > 0)) {
-    bad(["localCropsSize"], (n) => `${n("localCropsSize")} must be positive, got ${s.localCropsSize}`);
-  }
-  if (s.embedDim % s.numHeads !== 0) {
-    bad(
-      ["embedDim", "numHeads"],
-      (n) => `${n("embedDim")} ${s.embedDim} does not divide into ${n("numHeads")} ${s.numHeads}`,
-    );
-  }
-  if (s.globalCropsSize % s.patchSize !== 0) {
-    bad(
-      ["globalCropsSize", "patchSize"],
-      (n) => `${n("globalCropsSize")} ${s.globalCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
-    );
-  }
-  if (s.localCropsNumber > 0 && s.localCropsSize % s.patchSize !== 0) {
-    bad(
-      ["localCropsSize", "patchSize"],
-      (n) => `${n("localCropsSize")} ${s.localCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
-    );
-  }
-  if (s.batchSize % s.accumSteps !== 0) {
-    bad(
-      ["batchSize", "accumSteps"],
-      (n) => `${n("batchSize")} ${s.batchSize} does not divide into ${n("accumSteps")} ${s.accumSteps}`,
-    );
-  }
-  if (s.warmupEpochs > s.epochs) {
-    bad(["warmupEpochs", "epochs"], (n) => `${n("warmupEpochs")} ${s.warmupEpochs} exceeds ${n("epochs")} ${s.epochs}`);
-  }
-  if (s.warmupTeacherTempEpochs > s.epochs) {
-    bad(
-      ["warmupTeacherTempEpochs", "epochs"],
-      (n) => `${n("warmupTeacherTempEpochs")} ${s.warmupTeacherTempEpochs} exceeds ${n("epochs")} ${s.epochs}`,
-    );
-  }
-  if (s.minLr > s.lr * s.batchSize / 256) {
-    bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${s.lr * s.batchSize / 256}`);
-  }
-  if (!s.data) bad(["data"], (n) => `${n("data")} is required with this preset (fmnist, cifar10, cifar100 or a path)`);
-  if (!s.outputDir) bad(["outputDir"], (n) => `${n("outputDir")} must not be empty`);
-  return s;
-}
-
-/**
- * The settings that differ between a saved run and this one, where a resumed
- * run may not change them.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { makeSettings, resumeConflicts } from "./settings.ts";
- * const saved = makeSettings("fmnist");
- * assert.deepEqual(resumeConflicts(saved, { ...saved, maxSteps: 5 }), []); // a run's length may change
- * assert.deepEqual(resumeConflicts(saved, { ...saved, lr: 0.01 }).map((c) => c.name), ["lr"]);
- * ```
- */
-export function resumeConflicts(
-  saved: Settings,
-  now: Settings,
-): { name: SettingName; saved: unknown; now: unknown }[] {
-  return (Object.keys(SETTINGS) as SettingName[])
-    .filter((k) => !SETTINGS[k].resumable && JSON.stringify(saved[k]) !== JSON.stringify(now[k]))
-    .map((name) => ({ name, saved: saved[name], now: now[name] }));
 }

@@ -30,7 +30,8 @@
  */
 import { alias, dispose, type Tensor } from "../../ffi/mod.ts";
 import { networkConfig } from "../settings/derive.ts";
-import { presetSettings, type Settings } from "../settings/settings.ts";
+import { presetSettings } from "../settings/presets.ts";
+import type { Settings } from "../settings/settings.ts";
 import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";

@@ -1,0 +1,120 @@
+/**
+ * Checks of a run's settings: each one's kind and range as declared, the
+ * combinations that cannot work, and what a resumed run may not change.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { makeSettings } from "./presets.ts";
+ * import { validateSettings } from "./validate.ts";
+ * assert.throws(() => validateSettings({ ...makeSettings("fmnist"), embedDim: 130 }), /embedDim 130 does not divide/);
+ * ```
+ * @module
+ */
+import { type Declaration, SettingError, type SettingName, SETTINGS, type Settings } from "./settings.ts";
+
+/**
+ * Checks every setting's kind and range, then the combinations; throws a
+ * {@linkcode SettingError} naming the setting to change.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { makeSettings } from "./presets.ts";
+ * import { validateSettings } from "./validate.ts";
+ * const ok = makeSettings("fmnist");
+ * assert.equal(validateSettings(ok), ok);
+ * assert.throws(() => validateSettings({ ...ok, warmupEpochs: ok.epochs + 1 }), /warmupEpochs 2 exceeds epochs 1/);
+ * ```
+ */
+export function validateSettings(s: Settings): Settings {
+  const bad = (names: string[], text: (n: (name: string) => string) => string): never => {
+    throw new SettingError(names, text);
+  };
+  for (const [name, d] of Object.entries(SETTINGS) as [SettingName, Declaration<unknown>][]) {
+    const v = s[name] as unknown;
+    if (d.kind === "choice" && !d.choices!.includes(v as string)) {
+      bad([name], (n) => `${n(name)} must be one of ${d.choices!.join(", ")}, got "${v}"`);
+    }
+    if (d.kind === "int" || d.kind === "number") {
+      const x = v as number;
+      if (typeof x !== "number" || !Number.isFinite(x)) bad([name], (n) => `${n(name)} takes a number, got ${x}`);
+      if (d.kind === "int" && !Number.isInteger(x)) bad([name], (n) => `${n(name)} takes an integer, got ${x}`);
+      if (d.range === "positive" && !(x > 0)) bad([name], (n) => `${n(name)} must be positive, got ${x}`);
+      if (d.range === "nonNegative" && !(x >= 0)) bad([name], (n) => `${n(name)} must be >= 0, got ${x}`);
+      if (d.range === "unit" && !(x > 0 && x <= 1)) bad([name], (n) => `${n(name)} must be in (0, 1], got ${x}`);
+      if (d.range === "belowOne" && !(x >= 0 && x < 1)) bad([name], (n) => `${n(name)} must be in [0, 1), got ${x}`);
+    }
+    if (d.kind === "pair") {
+      const [lo, hi] = v as [number, number];
+      if (!(lo > 0 && lo <= hi && hi <= 1)) {
+        bad([name], (n) => `${n(name)} must satisfy 0 < lo <= hi <= 1, got ${lo},${hi}`);
+      }
+    }
+  }
+  if (s.localCropsNumber > 0 && !(s.localCropsSize > 0)) {
+    bad(["localCropsSize"], (n) => `${n("localCropsSize")} must be positive, got ${s.localCropsSize}`);
+  }
+  if (s.embedDim % s.numHeads !== 0) {
+    bad(
+      ["embedDim", "numHeads"],
+      (n) => `${n("embedDim")} ${s.embedDim} does not divide into ${n("numHeads")} ${s.numHeads}`,
+    );
+  }
+  if (s.globalCropsSize % s.patchSize !== 0) {
+    bad(
+      ["globalCropsSize", "patchSize"],
+      (n) => `${n("globalCropsSize")} ${s.globalCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
+    );
+  }
+  if (s.localCropsNumber > 0 && s.localCropsSize % s.patchSize !== 0) {
+    bad(
+      ["localCropsSize", "patchSize"],
+      (n) => `${n("localCropsSize")} ${s.localCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
+    );
+  }
+  if (s.batchSize % s.accumSteps !== 0) {
+    bad(
+      ["batchSize", "accumSteps"],
+      (n) => `${n("batchSize")} ${s.batchSize} does not divide into ${n("accumSteps")} ${s.accumSteps}`,
+    );
+  }
+  if (s.warmupEpochs > s.epochs) {
+    bad(["warmupEpochs", "epochs"], (n) => `${n("warmupEpochs")} ${s.warmupEpochs} exceeds ${n("epochs")} ${s.epochs}`);
+  }
+  if (s.warmupTeacherTempEpochs > s.epochs) {
+    bad(
+      ["warmupTeacherTempEpochs", "epochs"],
+      (n) => `${n("warmupTeacherTempEpochs")} ${s.warmupTeacherTempEpochs} exceeds ${n("epochs")} ${s.epochs}`,
+    );
+  }
+  if (s.minLr > s.lr * s.batchSize / 256) {
+    bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${s.lr * s.batchSize / 256}`);
+  }
+  if (!s.data) bad(["data"], (n) => `${n("data")} is required with this preset (fmnist, cifar10, cifar100 or a path)`);
+  if (!s.outputDir) bad(["outputDir"], (n) => `${n("outputDir")} must not be empty`);
+  return s;
+}
+
+/**
+ * The settings that differ between a saved run and this one, where a resumed
+ * run may not change them.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { makeSettings } from "./presets.ts";
+ * import { resumeConflicts } from "./validate.ts";
+ * const saved = makeSettings("fmnist");
+ * assert.deepEqual(resumeConflicts(saved, { ...saved, maxSteps: 5 }), []); // a run's length may change
+ * assert.deepEqual(resumeConflicts(saved, { ...saved, lr: 0.01 }).map((c) => c.name), ["lr"]);
+ * ```
+ */
+export function resumeConflicts(
+  saved: Settings,
+  now: Settings,
+): { name: SettingName; saved: unknown; now: unknown }[] {
+  return (Object.keys(SETTINGS) as SettingName[])
+    .filter((k) => !SETTINGS[k].resumable && JSON.stringify(saved[k]) !== JSON.stringify(now[k]))
+    .map((name) => ({ name, saved: saved[name], now: now[name] }));
+}
