@@ -37,7 +37,19 @@ const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /** Runs the training program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  // Parse and open: everything is checked before anything is written.
+  const run = await openRun(args); // parse, resume, open: everything is checked before anything is written
+  if (typeof run === "number") return run;
+  try {
+    return await train(run) ?? await report(run); // the loop, then the final k-NN evaluation
+  } finally {
+    run.close();
+  }
+}
+
+/** An opened run: its settings, data, network, state and output folder. */
+type Run = Awaited<ReturnType<typeof openRun>> & object;
+
+async function openRun(args: string[]) {
   let s: Settings, train: Dataset, test: Dataset, resumed: ReturnType<typeof resumption>;
   try {
     const parsed = parseTrainArgs(args);
@@ -51,103 +63,135 @@ export async function main(args: string[]): Promise<number> {
     test = openDataset(s.data, "test", { side: s.imageSize });
   } catch (e) {
     const u = usageError(e);
-    if (u) return usage(u.message);
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
+    return u ? usage(undefined) : 1;
   }
-  using _data = { [Symbol.dispose]: () => (train.dispose(), test.dispose()) };
   const data = firstImages(train, s.trainLimit), queries = firstImages(test, s.testLimit);
   const itersPerEpoch = Math.floor(data.length / s.batchSize);
-  if (itersPerEpoch === 0) {
+  const mismatch = itersPerEpoch === 0
+    ? `--batch-size ${s.batchSize} is larger than the ${data.length} training images`
+    : resumed && resumed.channels !== data.channels
+    ? `${resumed.path} has ${resumed.channels}-channel inputs, the data ${data.channels}`
+    : undefined;
+  if (mismatch) {
     dispose(resumed?.state);
-    return usage(`--batch-size ${s.batchSize} is larger than the ${data.length} training images`);
+    train.dispose();
+    test.dispose();
+    return usage(mismatch);
   }
-  if (resumed && resumed.channels !== data.channels) {
-    dispose(resumed.state);
-    return usage(`${resumed.path} has ${resumed.channels}-channel inputs, the data ${data.channels}`);
-  }
-
-  // Run: the loop's events are logged, checked, saved and evaluated here.
   if (s.threads > 0) setNumThreads(s.threads);
   const device: Device = s.device === "cuda" || (s.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
   const norm = s.preset === "imagenet-vits16" && data.channels === 3 ? IMAGENET : await channelStats(data);
   const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch });
-  let state = onDevice(resumed?.state ?? initTrainState(net, hyper, s.seed), device);
+  const state = onDevice(resumed?.state ?? initTrainState(net, hyper, s.seed), device);
   const out = openOutput(s, norm, data.channels, !!resumed);
-  const knn = { train: data, test: queries, transform: { size: s.globalCropsSize, ...norm }, k: s.knnK };
-  const protocol = { ...knn, temperature: s.knnTemperature };
+  const protocol = {
+    train: data,
+    test: queries,
+    transform: { size: s.globalCropsSize, ...norm },
+    k: s.knnK,
+    temperature: s.knnTemperature,
+  };
   const labelled = data.labels !== undefined && queries.labels !== undefined;
   if (labelled && train.name === test.name) {
     console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
   }
-  const stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity, firstStep = state.step, started = performance.now();
+  console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined));
+  return {
+    s,
+    data,
+    net,
+    hyper,
+    norm,
+    device,
+    out,
+    protocol,
+    labelled,
+    state,
+    firstStep: state.step,
+    started: performance.now(),
+    close() {
+      out.close();
+      dispose(this.state);
+      train.dispose();
+      test.dispose();
+    },
+  };
+}
+
+/** Trains to the end (returns undefined) or stops: 1 when the loss diverged, 130 when interrupted (after saving). */
+async function train(run: Run): Promise<number | undefined> {
+  const { s, hyper, out } = run;
+  const perEpoch = hyper.itersPerEpoch, stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity;
   let interrupted = false;
   const onInterrupt = () => (interrupted = true);
   Deno.addSignalListener("SIGINT", onInterrupt);
-  console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined));
+  const log = new EpochLog(s, perEpoch, out.record);
+  const augment = augmentConfig(s, run.norm);
   try {
-    const epochs = new EpochLog(s, itersPerEpoch, out.record);
-    const loop = trainLoop(state, { data, net, hyper, augment: augmentConfig(s, norm), seed: s.seed, device, stopAt });
-    for await (const e of loop) {
-      state = e.state;
+    for await (const e of trainLoop(run.state, { ...run, augment, seed: s.seed, stopAt })) {
+      run.state = e.state;
+      const step = e.state.step;
       if (e.type === "step") {
         const why = divergence(e.metrics);
-        if (why) return diverged(why, state.step - 1, e.epoch, out.checkpoint, epochs);
-        epochs.step(e.epoch, state.step, e.metrics, Math.min(stopAt, hyper.epochs * itersPerEpoch) - state.step);
+        if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
+        log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
         if (interrupted) break;
         continue;
       }
-      const atEpochEnd = state.step % itersPerEpoch === 0;
-      epochs.end(e.epoch, atEpochEnd);
-      out.save(state, e.completed, atEpochEnd);
-      if (labelled && atEpochEnd && s.knnEvery > 0 && e.completed > 0 && e.completed % s.knnEvery === 0) {
-        const r = await knnAccuracy(state.teacher.backbone, net.vit, protocol);
+      log.end(e.epoch, step % perEpoch === 0);
+      out.save(e.state, e.completed, step % perEpoch === 0);
+      if (
+        run.labelled && step % perEpoch === 0 && s.knnEvery > 0 && e.completed > 0 && e.completed % s.knnEvery === 0
+      ) {
+        const r = await knnAccuracy(e.state.teacher.backbone, run.net.vit, run.protocol);
         console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
-        out.record({ step: state.step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
+        out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
       }
     }
-    if (interrupted) {
-      epochs.finish();
-      out.save(state, Math.floor(state.step / itersPerEpoch), state.step % itersPerEpoch === 0);
-      console.log(
-        `interrupted: checkpoint saved at step ${state.step} to ${out.checkpoint}; rerun the same command to resume`,
-      );
-      return 130;
-    }
-
-    // Report.
-    const trainSeconds = (performance.now() - started) / 1000;
-    if (!labelled) {
-      console.log(`${data.name} has no labels: k-NN evaluation skipped. Checkpoint: ${out.checkpoint}`);
-      return 0;
-    }
-    console.log(
-      `evaluating: weighted k-NN (k ${s.knnK}, T ${s.knnTemperature}) on ${queries.length} test images, memory of ${data.length}`,
-    );
-    const r = await evaluateRun(state.teacher.backbone, { ...protocol, net, seed: s.seed });
-    const totalSeconds = (performance.now() - started) / 1000;
-    out.summary(state.step, Math.floor(state.step / itersPerEpoch), r, trainSeconds, totalSeconds);
-    console.log(`k-NN top-1 accuracy (${queries.length} test images):`);
-    console.log(`  DINO teacher, trained       ${r.trained.top1.toFixed(2)}%`);
-    console.log(`  same network, at init       ${r.init.top1.toFixed(2)}%`);
-    console.log(`  raw pixels                  ${r.rawPixels.top1.toFixed(2)}%`);
-    console.log(
-      state.step > firstStep
-        ? `${state.step - firstStep} steps in ${clock(trainSeconds)}, ${
-          clock(totalSeconds)
-        } with evaluation; checkpoint: ${out.checkpoint}`
-        : `training was already complete (${state.step} steps in ${out.checkpoint}); use another --output-dir to train anew`,
-    );
-    return 0;
   } finally {
     Deno.removeSignalListener("SIGINT", onInterrupt);
-    out.close();
-    dispose(state);
   }
+  if (!interrupted) return undefined;
+  const step = run.state.step;
+  log.finish();
+  out.save(run.state, Math.floor(step / perEpoch), step % perEpoch === 0);
+  console.log(`interrupted: checkpoint saved at step ${step} to ${out.checkpoint}; rerun the same command to resume`);
+  return 130;
 }
 
-function usage(message: string): number {
-  console.error(`error: ${message}\nRun 'deno task train --help' for the flags and their defaults.`);
+/** The final evaluation: the trained teacher, the same network at initialisation, raw pixels. */
+async function report(run: Run): Promise<number> {
+  const { s, out, protocol, state } = run;
+  const trainSeconds = (performance.now() - run.started) / 1000;
+  if (!run.labelled) {
+    console.log(`${run.data.name} has no labels: k-NN evaluation skipped. Checkpoint: ${out.checkpoint}`);
+    return 0;
+  }
+  console.log(
+    `evaluating: weighted k-NN (k ${s.knnK}, T ${s.knnTemperature}) on ${protocol.test.length} test images, ` +
+      `memory of ${protocol.train.length}`,
+  );
+  const r = await evaluateRun(state.teacher.backbone, { ...protocol, net: run.net, seed: s.seed });
+  const totalSeconds = (performance.now() - run.started) / 1000;
+  out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds);
+  console.log(`k-NN top-1 accuracy (${protocol.test.length} test images):`);
+  console.log(`  DINO teacher, trained       ${r.trained.top1.toFixed(2)}%`);
+  console.log(`  same network, at init       ${r.init.top1.toFixed(2)}%`);
+  console.log(`  raw pixels                  ${r.rawPixels.top1.toFixed(2)}%`);
+  const ran = state.step - run.firstStep;
+  console.log(
+    ran > 0
+      ? `${ran} steps in ${clock(trainSeconds)}, ${clock(totalSeconds)} with evaluation; checkpoint: ${out.checkpoint}`
+      : `training was already complete (${state.step} steps in ${out.checkpoint}); use another --output-dir to train anew`,
+  );
+  return 0;
+}
+
+/** Prints a usage problem (unless already printed) and the hint; returns the exit code 2. */
+function usage(message: string | undefined): number {
+  if (message !== undefined) console.error(`error: ${message}`);
+  console.error("Run 'deno task train --help' for the flags and their defaults.");
   return 2;
 }
 
