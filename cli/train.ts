@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { cudaAvailable, type Device, dispose, setNumThreads, toDevice } from "../mod.ts";
+import { cudaAvailable, type Device, dispose, exists, setNumThreads, toDevice, writeFileAtomic } from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
 import { type Accuracy, evaluateRun, knnAccuracy } from "../lib/eval/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
@@ -29,7 +29,7 @@ import {
   trainLoop,
   type TrainState,
 } from "../lib/training/mod.ts";
-import { exists, loadCheckpoint, mapTree, saveCheckpoint, writeFileAtomic } from "../lib/weights/mod.ts";
+import { loadCheckpoint, mapTree, saveCheckpoint } from "../lib/weights/mod.ts";
 import { flagOf, parseTrainArgs, trainHelp, UsageError, usageError } from "./flags.ts";
 import { clock, Progress } from "./progress.ts";
 
@@ -136,6 +136,7 @@ async function train(run: Run): Promise<number | undefined> {
         const why = divergence(e.metrics);
         if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
         log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
+        await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a pending SIGINT is delivered
         if (interrupted) break;
         continue;
       }

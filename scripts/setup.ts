@@ -12,7 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { buildShim, findLibtorch } from "../ffi/build.ts";
-import { exists } from "../lib/weights/files.ts";
+import { exists } from "../ffi/files.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

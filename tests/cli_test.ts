@@ -366,3 +366,27 @@ Deno.test("an unlabeled image folder trains, and the k-NN evaluation is skipped 
   assert.match(k.err, /k-NN needs labelled images/);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("SIGINT stops a run with exit code 130 after saving a checkpoint at the step reached", async () => {
+  const dir = Deno.makeTempDirSync();
+  const args = [...TINY, "--epochs", "50", "--train-limit", "512", "--test-limit", "40", "--output-dir", dir];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../cli/train.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const metrics = join(dir, "metrics.jsonl");
+  while (!t.exists(metrics) || Deno.readTextFileSync(metrics).split("\n").length < 3) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGINT");
+  const { code, stdout } = await child.output();
+  const out = new TextDecoder().decode(stdout);
+  assert.equal(code, 130, out);
+  const step = Number(/interrupted: checkpoint saved at step (\d+)/.exec(out)?.[1]);
+  assert.ok(step >= 2 && step < 800, out);
+  const { tensors, metadata } = readSafetensors(join(dir, "checkpoint.safetensors"));
+  t.dispose(tensors);
+  assert.equal(Number(metadata.step), step);
+  Deno.removeSync(dir, { recursive: true });
+});

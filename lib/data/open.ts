@@ -18,7 +18,7 @@ import type { Dataset } from "./dataset.ts";
 import { imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
 import { SettingError } from "../settings/settings.ts";
-import { exists } from "../weights/files.ts";
+import { exists } from "../../ffi/mod.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
 export interface OpenOptions {

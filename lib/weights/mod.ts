@@ -1,7 +1,7 @@
 /**
  * Weights and checkpoints: state dicts (`tree.ts`), the safetensors format (`safetensors.ts`), networks
  * and backbones in the official layouts (`weights.ts`), released or trained backbones for evaluation
- * (`pretrained.ts`), training checkpoints (`checkpoint.ts`), and atomic file writes (`files.ts`).
+ * (`pretrained.ts`) and training checkpoints (`checkpoint.ts`).
  * @module
  */
 export * from "./tree.ts";
@@ -9,4 +9,3 @@ export * from "./safetensors.ts";
 export * from "./weights.ts";
 export * from "./pretrained.ts";
 export * from "./checkpoint.ts";
-export * from "./files.ts";

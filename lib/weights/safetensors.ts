@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import { data, type DType, fromBytes, type Tensor, tidy } from "../../ffi/mod.ts";
+import { data, type DType, fromBytes, type Tensor, tidy, writeFileAtomic } from "../../ffi/mod.ts";
 import type { Flat } from "./tree.ts";
 
 const TO_DTYPE: Record<string, DType> = {
@@ -242,21 +242,4 @@ export function writeSafetensors(
   metadata: Record<string, string> = {},
 ): void {
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
-}
-
-/** Writes bytes to `path` through a synced temporary file and a rename, so a crash leaves the old file or the new one. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
-  try {
-    using file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
-    let written = 0;
-    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-    file.syncSync();
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* nothing to clean */ }
-    throw e;
-  }
-  Deno.renameSync(tmp, path);
 }
