@@ -85,7 +85,8 @@ export function trainHelp(preset = "fmnist"): string {
       if (d.group !== group) continue;
       const value = p[name];
       const shown = Array.isArray(value) ? value.join(",") : String(value ?? "");
-      const official = d.official && d.official !== name ? ` [official: ${d.official}]` : "";
+      const snake = name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      const official = d.official && d.official !== snake ? ` [official: ${d.official}]` : "";
       lines.push(`  ${flagOf(name).padEnd(32)} ${d.help}${shown !== "" ? ` (default: ${shown})` : ""}${official}`);
     }
   }
@@ -99,7 +100,7 @@ export function trainHelp(preset = "fmnist"): string {
     `  ${"--config FILE".padEnd(32)} a JSON object of these flags (kebab- or camelCase); flags win`,
     `  ${"-h, --help".padEnd(32)} this help`,
     "",
-    `flags by group (defaults of the ${preset} preset; [official: name] where main_dino.py names it otherwise):`,
+    `flags by group (defaults of the ${preset} preset; [official: name] where the official code names it otherwise):`,
     ...lines,
   ].join("\n");
 }

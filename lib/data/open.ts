@@ -38,9 +38,11 @@ function named(folder: string, what: string, source: string): string {
     const p = join(root, folder);
     if (exists(p)) return p;
   }
-  throw new Error(
-    `${what} not found in ${dataRoots().join(", ")}. Download the binary version from ${source}, unpack it there ` +
-      `(or anywhere, and pass --data /path/to/${folder})`,
+  throw new SettingError(
+    ["data"],
+    (n) =>
+      `${what} not found in ${dataRoots().join(", ")}. Download the binary version from ${source}, unpack it there ` +
+      `(or anywhere, and pass ${n("data")} /path/to/${folder})`,
   );
 }
 
