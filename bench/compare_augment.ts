@@ -26,12 +26,12 @@ const { values } = parseArgs({
 });
 const threads = Number(values.threads), B = Number(values.batch);
 const cfg = AUGMENT_PRESETS.imagenet;
-const views = 2 + cfg.localCrops;
+const views = 2 + cfg.localCropsNumber;
 
 function reference(): number {
   const script = new URL("./augment_torchvision.py", import.meta.url).pathname;
   const r = new Deno.Command(values.python!, {
-    args: [script, "32", String(cfg.localCrops)],
+    args: [script, "32", String(cfg.localCropsNumber)],
     stdout: "piped",
     stderr: "piped",
   })
@@ -68,7 +68,9 @@ for (let round = 0; round < rounds; round++) {
   settings.forEach((n, i) => rates.set(n, Math.max(rates.get(n)!, mine[i])));
   perRound.push((mine[0] / tv).toFixed(2));
 }
-console.log(`DINO views: 2 x 224 + ${cfg.localCrops} x 96 from 256 px images (${views} views per image), batch ${B}`);
+console.log(
+  `DINO views: 2 x 224 + ${cfg.localCropsNumber} x 96 from 256 px images (${views} views per image), batch ${B}`,
+);
 console.log(`  torchvision + PIL, 1 process   ${ref.toFixed(1)} images/s (${(ref * views).toFixed(0)} views/s)`);
 for (const [n, us] of rates) {
   const perCore = us / n / ref;

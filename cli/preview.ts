@@ -78,7 +78,7 @@ const cfg = preset.mean.length === ds.channels ? preset : {
 const batch = await ds.load(Array.from({ length: Math.min(count, ds.length) }, (_, i) => i));
 using g = new Generator(seed);
 const grid = tidy(() => {
-  const G = cfg.globalSize, gap = 2, C = ds.channels, B = batch.images.shape[0];
+  const G = cfg.globalCropsSize, gap = 2, C = ds.channels, B = batch.images.shape[0];
   const views = dinoViews(batch.images, cfg, g); // normalised
   const input = clamp(
     interpolate(to(batch.images, "f32"), { size: [G, G], mode: "bilinear", antialias: true }),
@@ -100,4 +100,4 @@ const out = join(values["output-dir"]!, "views.png");
 writeImage(out, grid);
 dispose([grid, batch.images, batch.labels]);
 ds.dispose();
-console.log(`wrote ${out}: ${count} images x ${2 + cfg.localCrops} views (${presetName})`);
+console.log(`wrote ${out}: ${count} images x ${2 + cfg.localCropsNumber} views (${presetName})`);

@@ -22,11 +22,11 @@ import { readSafetensors } from "../lib/weights/safetensors.ts";
 
 const OFF: AugmentConfig = {
   ...AUGMENT_PRESETS.imagenet,
-  globalSize: 16,
-  localSize: 8,
-  localCrops: 2,
-  globalScale: [1, 1],
-  localScale: [1, 1],
+  globalCropsSize: 16,
+  localCropsSize: 8,
+  localCropsNumber: 2,
+  globalCropsScale: [1, 1],
+  localCropsScale: [1, 1],
   ratio: [1, 1],
   flipP: 0,
   jitterP: 0,
@@ -81,9 +81,9 @@ Deno.test("color jitter applies with p 0.8, grayscale with p 0.2, and grayscale 
     const n = 2000;
     const color = t.mul(t.ones([n, 3, 8, 8]), t.reshape(t.tensor([0.6, 0.3, 0.2]), [1, 3, 1, 1]));
     const spec = viewSpecs(OFF)[0];
-    const jittered = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalSize: 8, jitterP: 0.8 }, g);
+    const jittered = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalCropsSize: 8, jitterP: 0.8 }, g);
     assertClose([rate(changed(jittered, color))], [0.8], 0.03);
-    const grayed = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalSize: 8, grayP: 0.2 }, g);
+    const grayed = augmentView(color, { ...spec, size: 8 }, { ...OFF, globalCropsSize: 8, grayP: 0.2 }, g);
     const isGray = changed(grayed, color);
     assertClose([rate(isGray)], [0.2], 0.03);
     const spread = t.toArray(t.amax(t.sub(t.amax(grayed, 1), t.amin(grayed, 1)), [1, 2]));
@@ -107,7 +107,7 @@ Deno.test("solarization hits only global view 2, with p 0.2; blur p is 1, 0.1 an
     // sigma from 1 so that every blur is visible on the checkerboard
     const cfg = {
       ...OFF,
-      localSize: 16,
+      localCropsSize: 16,
       blurP: [1, 0.1, 0.5] as [number, number, number],
       blurSigma: [1, 2] as [number, number],
     };
@@ -166,7 +166,9 @@ Deno.test("views are reproducible from the seed, and differ between seeds", () =
     const images = t.to(t.mul(t.rand(new t.Generator(9), [4, 3, 40, 40]), 255), "u8");
     const run = (seed: number) => {
       using g = new t.Generator(seed);
-      return dinoViews(images, { ...AUGMENT_PRESETS.imagenet, globalSize: 32, localSize: 16 }, g).map(t.toArray);
+      return dinoViews(images, { ...AUGMENT_PRESETS.imagenet, globalCropsSize: 32, localCropsSize: 16 }, g).map(
+        t.toArray,
+      );
     };
     const a = run(5), b = run(5), c = run(6);
     assert.deepEqual(a, b);

@@ -124,17 +124,17 @@ export interface ViewSpec {
  */
 export function viewSpecs(cfg: AugmentConfig): ViewSpec[] {
   const global = (blurP: number, solarizeP: number): ViewSpec => ({
-    size: cfg.globalSize,
-    scale: cfg.globalScale,
+    size: cfg.globalCropsSize,
+    scale: cfg.globalCropsScale,
     blurP,
     solarizeP,
   });
   return [
     global(cfg.blurP[0], 0),
     global(cfg.blurP[1], cfg.solarizeP),
-    ...Array.from({ length: cfg.localCrops }, () => ({
-      size: cfg.localSize,
-      scale: cfg.localScale,
+    ...Array.from({ length: cfg.localCropsNumber }, () => ({
+      size: cfg.localCropsSize,
+      scale: cfg.localCropsScale,
       blurP: cfg.blurP[2],
       solarizeP: 0,
     })),

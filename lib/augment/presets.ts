@@ -9,23 +9,25 @@
  * import { AUGMENT_PRESETS } from "./presets.ts";
  * import { viewSpecs } from "../../mod.ts";
  * const { imagenet, fmnist28 } = AUGMENT_PRESETS;
- * assert.deepEqual([imagenet.globalSize, imagenet.localSize, imagenet.localCrops], [224, 96, 8]); // the official recipe
+ * assert.deepEqual([imagenet.globalCropsSize, imagenet.localCropsSize, imagenet.localCropsNumber], [224, 96, 8]); // the official recipe
  * assert.deepEqual(viewSpecs(fmnist28).map((s) => s.size), [28, 28, 12, 12, 12, 12, 12, 12]);
  * ```
  * @module
  */
-/** The augmentation's parameters; names follow the official code and torchvision. */
-export interface AugmentConfig {
-  /** Side of the global crops (224). */
-  globalSize: number;
-  /** Area fraction range of the global crops ((0.4, 1)). */
-  globalScale: [number, number];
-  /** Side of the local crops (96). */
-  localSize: number;
-  /** Area fraction range of the local crops ((0.05, 0.4)). */
-  localScale: [number, number];
-  /** Number of local crops (8); 0 disables multi-crop. */
-  localCrops: number;
+import { type SettingName, SETTINGS, type Settings } from "../settings/settings.ts";
+
+/** The crop settings: declared (with their official defaults) in `lib/settings`, read here. */
+export const CROP_SETTINGS = [
+  "globalCropsSize",
+  "globalCropsScale",
+  "localCropsSize",
+  "localCropsScale",
+  "localCropsNumber",
+] as const satisfies readonly SettingName[];
+type CropSetting = typeof CROP_SETTINGS[number];
+
+/** The augmentation's parameters: the crop settings, then the recipe, named after torchvision. */
+export interface AugmentConfig extends Pick<Settings, CropSetting> {
   /** Aspect-ratio range of the crops ((3/4, 4/3)). */
   ratio: [number, number];
   /** Horizontal flip probability (0.5). */
@@ -59,11 +61,11 @@ export interface AugmentConfig {
 const IMAGENET_MEAN = [0.485, 0.456, 0.406], IMAGENET_STD = [0.229, 0.224, 0.225];
 
 const OFFICIAL: AugmentConfig = {
-  globalSize: 224,
-  globalScale: [0.4, 1],
-  localSize: 96,
-  localScale: [0.05, 0.4],
-  localCrops: 8,
+  globalCropsSize: SETTINGS.globalCropsSize.default,
+  globalCropsScale: SETTINGS.globalCropsScale.default,
+  localCropsSize: SETTINGS.localCropsSize.default,
+  localCropsScale: SETTINGS.localCropsScale.default,
+  localCropsNumber: SETTINGS.localCropsNumber.default,
   ratio: [3 / 4, 4 / 3],
   flipP: 0.5,
   jitterP: 0.8,
@@ -80,7 +82,7 @@ const OFFICIAL: AugmentConfig = {
   interpolation: "bicubic",
 };
 /** Small images: 6 local crops and no blur (blurring 16 px crops erases them), as small-data recipes do. */
-const SMALL_IMAGES = { localCrops: 6, blurP: [0, 0, 0] as [number, number, number] };
+const SMALL_IMAGES = { localCropsNumber: 6, blurP: [0, 0, 0] as [number, number, number] };
 
 /**
  * Presets: the official ImageNet recipe (2 x 224 + 8 x 96), CIFAR at 32 px and
@@ -91,10 +93,10 @@ export const AUGMENT_PRESETS: Record<"imagenet" | "cifar32" | "fmnist28", Augmen
   cifar32: {
     ...OFFICIAL,
     ...SMALL_IMAGES,
-    globalSize: 32,
-    localSize: 16,
+    globalCropsSize: 32,
+    localCropsSize: 16,
     mean: [0.4914, 0.4822, 0.4465],
     std: [0.247, 0.2435, 0.2616],
   },
-  fmnist28: { ...OFFICIAL, ...SMALL_IMAGES, globalSize: 28, localSize: 12, mean: [0.286], std: [0.353] },
+  fmnist28: { ...OFFICIAL, ...SMALL_IMAGES, globalCropsSize: 28, localCropsSize: 12, mean: [0.286], std: [0.353] },
 };

@@ -65,7 +65,7 @@ function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => 
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
  * const [g1, g2] = tidy(() => augmentViews(rand(g, [4, 3, 32, 32]), viewSpecs(cfg).slice(0, 2), cfg, g));
- * const side = cfg.globalSize;
+ * const side = cfg.globalCropsSize;
  * assert.deepEqual([g1.shape, g2.shape], [[4, 3, side, side], [4, 3, side, side]]); // the two global views
  * dispose([g1, g2]);
  * ```
@@ -147,7 +147,7 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
  * const cfg = AUGMENT_PRESETS.cifar32;
  * const local = viewSpecs(cfg).at(-1)!;
  * using v = tidy(() => augmentView(rand(g, [4, 3, 32, 32]), local, cfg, g));
- * assert.deepEqual(v.shape, [4, 3, cfg.localSize, cfg.localSize]);
+ * assert.deepEqual(v.shape, [4, 3, cfg.localCropsSize, cfg.localCropsSize]);
  * ```
  */
 export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Generator): Tensor {

@@ -12,11 +12,11 @@
  * const net = networkConfig(s, 1); // 1-channel images
  * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
  * const aug = augmentConfig(s, { mean: [0.29], std: [0.35] });
- * assert.deepEqual([aug.globalSize, aug.localSize, aug.localCrops], [28, 14, 2]);
+ * assert.deepEqual([aug.globalCropsSize, aug.localCropsSize, aug.localCropsNumber], [28, 14, 2]);
  * ```
  * @module
  */
-import { AUGMENT_PRESETS, type AugmentConfig } from "../augment/mod.ts";
+import { AUGMENT_PRESETS, type AugmentConfig, CROP_SETTINGS } from "../augment/mod.ts";
 import { type DinoConfig, dinoConfig } from "../model/dino.ts";
 import type { Settings } from "./settings.ts";
 
@@ -60,18 +60,10 @@ export function networkConfig(s: Settings, channels: number): DinoConfig {
  * import { augmentConfig } from "./derive.ts";
  * import { makeSettings } from "./presets.ts";
  * const aug = augmentConfig(makeSettings("fmnist", { localCropsNumber: 0 }), { mean: [0.5], std: [0.5] });
- * assert.equal(aug.localCrops, 0); // two global crops only
+ * assert.equal(aug.localCropsNumber, 0); // two global crops only
  * ```
  */
 export function augmentConfig(s: Settings, norm: { mean: number[]; std: number[] }): AugmentConfig {
-  return {
-    ...AUGMENT_PRESETS[s.augmentation],
-    globalSize: s.globalCropsSize,
-    localSize: s.localCropsSize,
-    localCrops: s.localCropsNumber,
-    globalScale: s.globalCropsScale,
-    localScale: s.localCropsScale,
-    mean: norm.mean,
-    std: norm.std,
-  };
+  const crops = Object.fromEntries(CROP_SETTINGS.map((k) => [k, s[k]]));
+  return { ...AUGMENT_PRESETS[s.augmentation], ...crops, mean: norm.mean, std: norm.std };
 }

@@ -24,7 +24,7 @@
  * using data = tensorDataset(images);
  * const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
  * const hyper = dinoHyper({ epochs: 2, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0 });
- * const augment = { ...AUGMENT_PRESETS.fmnist28, globalSize: 16, localSize: 8, localCrops: 2 };
+ * const augment = { ...AUGMENT_PRESETS.fmnist28, globalCropsSize: 16, localCropsSize: 8, localCropsNumber: 2 };
  * let state = initTrainState(net, hyper, 0);
  * const seen: string[] = [];
  * for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 0 })) {
