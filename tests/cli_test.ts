@@ -6,7 +6,8 @@ import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadDino, saveWeights } from "../lib/weights/weights.ts";
-import { networkConfig, type Settings } from "../lib/settings/mod.ts";
+import { networkConfig, presetSettings, SETTINGS, type Settings } from "../lib/settings/mod.ts";
+import { flagOf, parseTrainArgs, trainHelp } from "../cli/flags.ts";
 
 const TINY = [
   "--embed-dim",
@@ -98,6 +99,7 @@ Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports t
   assert.deepEqual(JSON.parse(metadata.rng), { seed: 0, counter: 8 });
   const config = JSON.parse(metadata.config) as Settings;
   assert.equal(config.embedDim, 32);
+  for (const k of Object.keys(SETTINGS)) assert.ok(k in config, `the checkpoint saves ${k}`);
   const keys = Object.keys(tensors);
   for (
     const k of [
@@ -389,4 +391,18 @@ Deno.test("SIGINT stops a run with exit code 130 after saving a checkpoint at th
   t.dispose(tensors);
   assert.equal(Number(metadata.step), step);
   Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("each declared setting is a flag, a line of --help, a --config key and a saved checkpoint field", () => {
+  const help = trainHelp("fmnist");
+  const defaults = presetSettings("fmnist") as unknown as Record<string, unknown>;
+  const asText = (v: unknown) => Array.isArray(v) ? v.join(",") : String(v);
+  for (const [name, d] of Object.entries(SETTINGS)) {
+    assert.match(help, new RegExp(`^  ${flagOf(name)} +${d.help.replace(/[()[\].*+?^$|\\]/g, "\\$&")}`, "m"), name);
+    if (name === "resume") continue; // "" is no checkpoint; a value must name one
+    const fromFlag = parseTrainArgs([flagOf(name), asText(defaults[name])]);
+    const fromConfig = parseTrainArgs(["--config", "c.json"], () => JSON.stringify({ [name]: defaults[name] }));
+    assert.deepEqual(fromFlag, fromConfig, name);
+    assert.deepEqual((fromFlag as Record<string, unknown>)[name], defaults[name], name);
+  }
 });
