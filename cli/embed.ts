@@ -12,7 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dispose, tensor } from "../mod.ts";
+import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
 import { UsageError, usageError } from "./flags.ts";
 import { openDataset } from "../lib/data/open.ts";
@@ -36,6 +36,8 @@ options:
   --mean M,M,M          normalisation mean (default: the checkpoint's, else ImageNet's)
   --std S,S,S           normalisation std (default: the checkpoint's, else ImageNet's)
   --batch-size N        images per forward pass (default 256)
+  --max-image-pixels N  largest image (width x height) decoded; larger files are skipped
+                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
 
 function numbers(name: string, v: string): number[] {
@@ -61,6 +63,7 @@ export async function main(args: string[]): Promise<number> {
         mean: { type: "string" },
         std: { type: "string" },
         "batch-size": { type: "string", default: "256" },
+        "max-image-pixels": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -73,7 +76,8 @@ export async function main(args: string[]): Promise<number> {
       throw new UsageError(`--split must be train or test, got "${v.split}"`);
     }
     if (v.arch && !(v.arch in ARCHS)) throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}`);
-    for (const k of ["patch-size", "image-size", "batch-size"] as const) {
+    v["max-image-pixels"] ??= String(defaultMaxImagePixels());
+    for (const k of ["patch-size", "image-size", "batch-size", "max-image-pixels"] as const) {
       if (v[k] !== undefined && !(Number.isInteger(Number(v[k])) && Number(v[k]) > 0)) {
         throw new UsageError(`--${k} takes a positive integer, got "${v[k]}"`);
       }
@@ -108,6 +112,7 @@ export async function main(args: string[]): Promise<number> {
     ds = openDataset(v.data!, v.split as "train" | "test", {
       side: Math.max(size, Math.round(size * 256 / 224)),
       channels: C as 1 | 3,
+      maxImagePixels: Number(v["max-image-pixels"]),
     });
     if (ds.channels !== C) throw new Error(`the model takes ${C}-channel images, ${v.data} has ${ds.channels}`);
     const { features, labels } = await extractFeatures(model.backbone, model.vit, ds, { size, ...norm }, {

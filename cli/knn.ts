@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dispose } from "../mod.ts";
+import { defaultMaxImagePixels, dispose } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
 import { UsageError, usageError } from "./flags.ts";
 import { openDataset } from "../lib/data/open.ts";
@@ -33,6 +33,8 @@ options:
   --batch-size N        images per forward pass (default 256)
   --train-limit N       use only the first N training images (default: all)
   --test-limit N        use only the first N test images (default: all)
+  --max-image-pixels N  largest image (width x height) decoded; larger files are skipped
+                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
 
 function int(name: string, v: string | undefined, fallback: number): number {
@@ -59,6 +61,7 @@ export async function main(args: string[]): Promise<number> {
         "batch-size": { type: "string" },
         "train-limit": { type: "string" },
         "test-limit": { type: "string" },
+        "max-image-pixels": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -85,6 +88,7 @@ export async function main(args: string[]): Promise<number> {
       batchSize: int("batch-size", values["batch-size"], 256),
       trainLimit: values["train-limit"] ? int("train-limit", values["train-limit"], 0) : 0,
       testLimit: values["test-limit"] ? int("test-limit", values["test-limit"], 0) : 0,
+      maxImagePixels: int("max-image-pixels", values["max-image-pixels"], defaultMaxImagePixels()),
     };
   } catch (e) {
     console.error(`error: ${e instanceof Error ? e.message.replace(/\. To specify.*$/s, "") : e}\n\n${HELP}`);
@@ -104,10 +108,12 @@ export async function main(args: string[]): Promise<number> {
     train = openDataset(o.data, "train", {
       side: Math.max(size, Math.round(size * 256 / 224)),
       channels: model.vit.inChans as 1 | 3,
+      maxImagePixels: o.maxImagePixels,
     });
     test = openDataset(o.data, "test", {
       side: Math.max(size, Math.round(size * 256 / 224)),
       channels: model.vit.inChans as 1 | 3,
+      maxImagePixels: o.maxImagePixels,
     });
     if (train.channels !== model.vit.inChans) {
       throw new Error(`the model takes ${model.vit.inChans}-channel images, ${o.data} has ${train.channels}`);

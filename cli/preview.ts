@@ -11,7 +11,20 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { cat, clamp, dispose, Generator, interpolate, pad, permute, reshape, tidy, to, writeImage } from "../mod.ts";
+import {
+  cat,
+  clamp,
+  defaultMaxImagePixels,
+  dispose,
+  Generator,
+  interpolate,
+  pad,
+  permute,
+  reshape,
+  tidy,
+  to,
+  writeImage,
+} from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 
@@ -25,6 +38,8 @@ options:
   --preset NAME        augmentation preset: fmnist28, cifar32, imagenet (default: from the data)
   --count N            images to show (default 6)
   --seed N             random seed (default 0)
+  --max-image-pixels N largest image (width x height) decoded; larger files are skipped
+                       (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help           this help`;
 
 function fail(message: string): never {
@@ -42,6 +57,7 @@ try {
       preset: { type: "string" },
       count: { type: "string", default: "6" },
       seed: { type: "string", default: "0" },
+      "max-image-pixels": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   }));
@@ -57,10 +73,19 @@ if (!values["output-dir"]) fail("--output-dir is required");
 const count = Number(values.count), seed = Number(values.seed);
 if (!(Number.isInteger(count) && count > 0)) fail(`--count must be a positive integer, got ${values.count}`);
 if (!Number.isInteger(seed)) fail(`--seed must be an integer, got ${values.seed}`);
+let maxImagePixels = 0;
+try {
+  maxImagePixels = Number(values["max-image-pixels"] ?? defaultMaxImagePixels());
+} catch (e) {
+  fail(e instanceof Error ? e.message : String(e));
+}
+if (!(Number.isSafeInteger(maxImagePixels) && maxImagePixels > 0)) {
+  fail(`--max-image-pixels must be a positive integer, got ${values["max-image-pixels"]}`);
+}
 
 const ds = (() => {
   try {
-    return openDataset(values.data!, "train");
+    return openDataset(values.data!, "train", { maxImagePixels });
   } catch (e) {
     console.error(`error: ${e instanceof Error ? e.message : e}`);
     Deno.exit(1);
@@ -76,6 +101,10 @@ const cfg = preset.mean.length === ds.channels ? preset : {
 };
 
 const batch = await ds.load(Array.from({ length: Math.min(count, ds.length) }, (_, i) => i));
+if (batch.images.shape[0] === 0) {
+  console.error(`error: none of the first ${count} images of ${values.data} could be read (${batch.firstError})`);
+  Deno.exit(1);
+}
 using g = new Generator(seed);
 const grid = tidy(() => {
   const G = cfg.globalCropsSize, gap = 2, C = ds.channels, B = batch.images.shape[0];

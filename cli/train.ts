@@ -59,8 +59,8 @@ async function openRun(args: string[]) {
       return usage("--device cuda, but libtorch sees no CUDA device (see README: point DINO_PYTHON at a CUDA PyTorch)");
     }
     resumed = resumption(s);
-    train = openDataset(s.data, "train", { side: s.imageSize });
-    test = openDataset(s.data, "test", { side: s.imageSize });
+    train = openDataset(s.data, "train", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
+    test = openDataset(s.data, "test", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
   } catch (e) {
     const u = usageError(e);
     console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);

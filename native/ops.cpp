@@ -14,12 +14,23 @@
 std::atomic<int64_t> live_tensors{0};
 
 // ---- helpers for ops that are more than one libtorch call ------------------
+// The byte count is checked against the shape before anything is allocated: a shape of a terabyte over a
+// buffer of four bytes is an error, not an allocation.
 static at::Tensor from_data(const void* data, int64_t nbytes, int64_t dtype, std::vector<int64_t> shape) {
-  auto t = at::empty(shape, opts(dtype, -1));
-  if (static_cast<int64_t>(t.nbytes()) != nbytes) {
-    throw std::runtime_error("data has " + std::to_string(nbytes) + " bytes but shape and dtype need " +
-                             std::to_string(t.nbytes()));
+  if (dtype < 0 || dtype >= static_cast<int64_t>(at::ScalarType::NumOptions)) {
+    throw std::runtime_error("from_data: unknown dtype code " + std::to_string(dtype));
   }
+  uint64_t need = c10::elementSize(static_cast<at::ScalarType>(dtype));
+  for (const int64_t s : shape) {
+    if (s < 0) throw std::runtime_error("from_data: negative size in the shape " + c10::str(shape));
+    if (s != 0 && need > UINT64_MAX / static_cast<uint64_t>(s)) need = UINT64_MAX;  // saturate: cannot match
+    else need *= static_cast<uint64_t>(s);
+  }
+  if (nbytes < 0 || need != static_cast<uint64_t>(nbytes)) {
+    throw std::runtime_error("data has " + std::to_string(nbytes) + " bytes but shape " + c10::str(shape) +
+                             " and dtype need " + (need == UINT64_MAX ? "more than 2^64" : std::to_string(need)));
+  }
+  auto t = at::empty(shape, opts(dtype, -1));
   if (nbytes > 0) std::memcpy(t.data_ptr(), data, nbytes);
   return t;
 }

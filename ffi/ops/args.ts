@@ -5,10 +5,10 @@
  */
 import { type Tensor } from "../tensor.ts";
 
-/** An int list as the shim takes it. */
+/** An int list as the shim takes it (safe integers: the shim converts each to int64 exactly). */
 export function ints(xs: readonly number[]): Float64Array<ArrayBuffer> {
   for (const x of xs) {
-    if (!Number.isInteger(x)) throw new TypeError(`expected integers, got [${xs.join(", ")}]`);
+    if (!Number.isSafeInteger(x)) throw new TypeError(`expected integers, got [${xs.join(", ")}]`);
   }
   return new Float64Array(xs);
 }

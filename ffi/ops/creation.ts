@@ -120,6 +120,22 @@ export function tensor(
  * ```
  */
 export function fromBytes(data: TypedArray, dtype: DType, shape: readonly number[], device?: Device): Tensor {
+  if (!ArrayBuffer.isView(data) || data instanceof DataView) {
+    throw new TypeError(`fromBytes: data must be a TypedArray, got ${Object.prototype.toString.call(data)}`);
+  }
+  if (!Object.hasOwn(ARRAY_TYPES, dtype)) throw new TypeError(`fromBytes: unknown dtype "${dtype}"`);
+  if (!Array.isArray(shape) || shape.some((s) => !Number.isSafeInteger(s) || s < 0)) {
+    throw new RangeError(`fromBytes: a shape is a list of integers >= 0, got [${shape}]`);
+  }
+  // The byte count is checked here, before the shim allocates the tensor: a shape that disagrees with the
+  // data would otherwise allocate for the shape first.
+  const need = shape.reduce((n, s) => n * s, ARRAY_TYPES[dtype].BYTES_PER_ELEMENT);
+  if (need !== data.byteLength) {
+    throw new RangeError(
+      `fromBytes: the data has ${data.byteLength} bytes but shape and dtype need ${need} ` +
+        `(${dtype} [${shape.join(", ")}]); pass a shape whose element count is the data's`,
+    );
+  }
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const t = wrap(
     native.from_data(ctx, bytes, BigInt(bytes.byteLength), DTYPE_CODES[dtype], ints(shape), shape.length),

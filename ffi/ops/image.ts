@@ -19,9 +19,33 @@
  * ```
  * @module
  */
-import { checked, ctx, messageOf, native, newContext } from "../library.ts";
+import { checked, ctx, native, newContext } from "../library.ts";
 import { type Tensor, wrapList } from "../tensor.ts";
-import { toArray } from "./creation.ts";
+import { data, toArray } from "./creation.ts";
+
+/** The default pixel budget of {@linkcode decodeImages}: PIL's decompression-bomb limit. */
+export const MAX_IMAGE_PIXELS = 89_478_485;
+
+/**
+ * The pixel budget to decode with when none is given: `DINO_MAX_IMAGE_PIXELS` when set, else
+ * {@linkcode MAX_IMAGE_PIXELS}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { defaultMaxImagePixels, MAX_IMAGE_PIXELS } from "../mod.ts";
+ * if (!Deno.env.get("DINO_MAX_IMAGE_PIXELS")) assert.equal(defaultMaxImagePixels(), MAX_IMAGE_PIXELS);
+ * ```
+ */
+export function defaultMaxImagePixels(): number {
+  const env = Deno.env.get("DINO_MAX_IMAGE_PIXELS");
+  if (env === undefined || env.trim() === "") return MAX_IMAGE_PIXELS;
+  const n = Number(env);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`DINO_MAX_IMAGE_PIXELS must be a whole number of pixels >= 1 (width x height), got "${env}"`);
+  }
+  return n;
+}
 
 /** Options of {@linkcode decodeImages}. */
 export interface DecodeOptions {
@@ -31,6 +55,11 @@ export interface DecodeOptions {
   channels?: 1 | 3;
   /** Decoding threads (default: the machine's cores). */
   threads?: number;
+  /**
+   * The largest image (width x height, as its header declares) decoded; larger files are skipped before any
+   * pixel is allocated (default: {@linkcode defaultMaxImagePixels}).
+   */
+  maxPixels?: number;
 }
 
 /** What {@linkcode decodeImages} returns. */
@@ -39,16 +68,20 @@ export interface Decoded {
   images: Tensor;
   /** Indices (into the input list) of the files in `images`. */
   ok: number[];
-  /** Indices of the files that could not be decoded, with the reasons of the first. */
-  failed: { index: number; path: string }[];
-  /** The first failure's reason, or "" when none failed. */
+  /** The files that could not be decoded: their index into the input list, path, and why. */
+  failed: { index: number; path: string; reason: string }[];
+  /** The first failure as `path: reason`, or "" when none failed. */
   firstError: string;
 }
+
+/** The largest side {@linkcode decodeImages} resizes to (the shim's bound). */
+const MAX_SIDE = 1 << 14;
 
 /**
  * Decodes image files (every format stb_image reads: PNG, JPEG, BMP, GIF, TGA,
  * PSD, HDR, PIC, PNM) into one u8 batch. Corrupt, truncated or unsupported
- * files are skipped and reported, never fatal.
+ * files, and files whose header declares more than `maxPixels` pixels, are
+ * skipped and reported with their reason, never fatal, whatever the thread count.
  *
  * @example
  * ```ts
@@ -67,6 +100,20 @@ export interface Decoded {
  * ```
  */
 export async function decodeImages(paths: readonly string[], o: DecodeOptions): Promise<Decoded> {
+  const { side, channels = 3, threads = navigator.hardwareConcurrency } = o;
+  const maxPixels = o.maxPixels ?? defaultMaxImagePixels();
+  if (!Number.isInteger(side) || side < 1 || side > MAX_SIDE) {
+    throw new RangeError(`decodeImages: side must be an integer in 1..${MAX_SIDE}, got ${side}`);
+  }
+  if (channels !== 1 && channels !== 3) throw new RangeError(`decodeImages: channels must be 1 or 3, got ${channels}`);
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`decodeImages: threads must be an integer >= 1, got ${threads}`);
+  }
+  if (!(maxPixels >= 1) || maxPixels === Infinity) {
+    throw new RangeError(`decodeImages: maxPixels must be a finite number of pixels >= 1, got ${maxPixels}`);
+  }
+  const bad = paths.find((p) => p.includes("\0"));
+  if (bad !== undefined) throw new TypeError(`decodeImages: a path holds a NUL character: ${JSON.stringify(bad)}`);
   const enc = new TextEncoder();
   const parts = paths.map((p) => enc.encode(p + "\0"));
   const buf = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -76,15 +123,21 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
     at += p.length;
   }
   const c = newContext();
-  const threads = o.threads ?? navigator.hardwareConcurrency;
-  const list = await native.decode_images(c, buf, paths.length, o.side, o.channels ?? 3, threads);
-  const [images, ok, bad] = wrapList(list, "decodeImages", c);
+  const list = await native.decode_images(c, buf, paths.length, side, channels, Math.min(threads, 256), maxPixels);
+  const [images, ok, skipped, why] = wrapList(list, "decodeImages", c);
   try {
-    const failed = toArray(bad).map((i) => ({ index: i, path: paths[i] }));
-    return { images, ok: toArray(ok), failed, firstError: failed.length ? messageOf(c) : "" };
+    const reasons = new TextDecoder().decode(data(why)).split("\0");
+    const failed = toArray(skipped).map((i, k) => ({ index: i, path: paths[i], reason: reasons[k] }));
+    return {
+      images,
+      ok: toArray(ok),
+      failed,
+      firstError: failed.length ? `${failed[0].path}: ${failed[0].reason}` : "",
+    };
   } finally {
     ok.dispose();
-    bad.dispose();
+    skipped.dispose();
+    why.dispose();
   }
 }
 
@@ -104,6 +157,29 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
  */
 export function writeImage(path: string, image: Tensor, quality = 95): void {
   const jpeg = /\.jpe?g$/i.test(path);
+  const [h, w, c] = image.shape;
+  const what = `${image.dtype} [${image.shape.join(", ")}]`;
+  if (image.dtype !== "u8") {
+    throw new TypeError(`writeImage: takes a u8 [H, W, C] tensor, got ${what}; convert with to(image, "u8")`);
+  }
+  if (image.ndim !== 3 || !(c >= 1 && c <= 4)) {
+    throw new RangeError(
+      `writeImage: takes a u8 [H, W, C] tensor with C = 1, 3 or 4 channels (2: gray and alpha), got ${what}; ` +
+        `put the channels last (permute [C, H, W] to [H, W, C])`,
+    );
+  }
+  if (h < 1 || w < 1) throw new RangeError(`writeImage: an image needs H >= 1 and W >= 1, got ${what}`);
+  if (jpeg ? h > 65535 || w > 65535 : (w * c + 1) * h > 2 ** 31 - 1) {
+    throw new RangeError(
+      `writeImage: ${what} is too large for ${
+        jpeg ? "JPEG (sides of at most 65535)" : "stb's PNG writer (rows totalling under 2 GiB)"
+      }; write it in tiles`,
+    );
+  }
+  if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
+    throw new RangeError(`writeImage: quality must be an integer in 1..100, got ${quality}`);
+  }
+  if (path.includes("\0")) throw new TypeError(`writeImage: the path holds a NUL character: ${JSON.stringify(path)}`);
   checked(
     native.write_image(ctx, new TextEncoder().encode(path + "\0"), image.ptr, jpeg ? 1 : 0, quality),
     "writeImage",

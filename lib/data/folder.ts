@@ -2,7 +2,8 @@
  * An image folder: one subfolder per class (as torchvision's ImageFolder), or
  * a flat folder of unlabeled images. Files are decoded in the native shim with
  * stb_image on native threads, resized to a short side and centre-cropped;
- * unreadable files are skipped and reported.
+ * unreadable files, and files larger than the pixel budget, are skipped and
+ * reported.
  *
  * @example
  * ```ts
@@ -22,7 +23,7 @@
  * @module
  */
 import { join } from "node:path";
-import { decodeImages, tensor } from "../../ffi/mod.ts";
+import { decodeImages, defaultMaxImagePixels, tensor } from "../../ffi/mod.ts";
 import type { Dataset } from "./dataset.ts";
 
 /** File extensions stb_image reads. */
@@ -77,6 +78,11 @@ export interface FolderOptions {
   channels?: 1 | 3;
   /** Decoding threads (default: the machine's cores). */
   threads?: number;
+  /**
+   * The largest image (width x height, read from the file's header) decoded; larger files are skipped before
+   * their pixels are allocated (default: the env DINO_MAX_IMAGE_PIXELS, else 89,478,485 as PIL's limit).
+   */
+  maxImagePixels?: number;
 }
 
 /**
@@ -132,6 +138,10 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
     );
   }
   const channels = o.channels ?? 3;
+  const maxPixels = o.maxImagePixels ?? defaultMaxImagePixels();
+  if (!Number.isSafeInteger(maxPixels) || maxPixels < 1) {
+    throw new RangeError(`maxImagePixels must be a whole number of pixels >= 1, got ${maxPixels}`);
+  }
   return {
     name: `folder:${root}`,
     length: files.length,
@@ -140,7 +150,12 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
     size: o.side,
     labels,
     async load(indices) {
-      const r = await decodeImages(indices.map((i) => files[i]), { side: o.side, channels, threads: o.threads });
+      const r = await decodeImages(indices.map((i) => files[i]), {
+        side: o.side,
+        channels,
+        threads: o.threads,
+        maxPixels,
+      });
       const kept = r.ok.map((k) => indices[k]);
       return {
         images: r.images,

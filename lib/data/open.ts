@@ -26,6 +26,8 @@ export interface OpenOptions {
   side?: number;
   /** Channels to decode a folder's images to (default 3). */
   channels?: 1 | 3;
+  /** The largest image (width x height) a folder decodes; larger files are skipped (see {@linkcode imageFolder}). */
+  maxImagePixels?: number;
 }
 
 function dataRoots(): string[] {
@@ -96,7 +98,7 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
   const sub = split === "train" ? ["train"] : ["val", "test"];
   const splitDir = sub.map((s) => join(spec, s)).find(exists);
-  return imageFolder(splitDir ?? spec, { side: o.side ?? 256, channels: o.channels });
+  return imageFolder(splitDir ?? spec, { side: o.side ?? 256, channels: o.channels, maxImagePixels: o.maxImagePixels });
 }
 
 /** The label file beside an IDX image file by the usual name (`x-images-idx3-ubyte` -> `x-labels-idx1-ubyte`). */

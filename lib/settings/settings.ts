@@ -17,6 +17,7 @@
  * ```
  * @module
  */
+import { defaultMaxImagePixels, MAX_IMAGE_PIXELS } from "../../ffi/mod.ts";
 import { ARCHS } from "../model/vit.ts";
 
 /** What a setting is about; `--help` lists the settings by group. */
@@ -194,6 +195,19 @@ export const SETTINGS = {
     range: "nonNegative",
     resumable: true,
   }),
+  maxImagePixels: {
+    ...int(
+      MAX_IMAGE_PIXELS,
+      "largest image (width x height) decoded; larger files are skipped (env DINO_MAX_IMAGE_PIXELS)",
+      "data",
+      { range: "positive", resumable: true },
+    ),
+    // The environment's budget, read when the settings are (a wrong value is then an error of the run, not of
+    // every import of this module).
+    get default() {
+      return defaultMaxImagePixels();
+    },
+  },
   // run
   outputDir: str("output", "where checkpoints and metrics.jsonl go", "run", {
     official: "output_dir",
