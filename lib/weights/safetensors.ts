@@ -38,6 +38,8 @@ const TO_DTYPE: Record<string, DType> = {
 const FROM_DTYPE = Object.fromEntries(Object.entries(TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
 const SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, f64: 8, i64: 8, i32: 4, i16: 2, i8: 1, u8: 1, bool: 1 };
 const MAX_HEADER = 100 * 1024 * 1024;
+/** The most dimensions a tensor may have here: the shim reports a result's sizes in 26 fields (native/shim.h). */
+const MAX_DIMS = 26;
 
 /** A malformed safetensors file. */
 export class SafetensorsError extends Error {
@@ -53,6 +55,18 @@ interface Entry {
   shape: number[];
   begin: number;
   end: number;
+}
+
+/** A value from the header as short one-line JSON, for messages (the header is outside input: any size, any depth). */
+function show(v: unknown): string {
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v);
+  } catch {
+    s = undefined; // nested too deeply to print
+  }
+  if (s === undefined) return typeof v === "object" && v !== null ? "(a value nested too deeply to show)" : String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 /** Parses and checks the header; returns the entries in file order, the metadata and where the data starts. */
@@ -71,14 +85,17 @@ function parseHeader(
     );
   }
   if (bytes.length < 8) fail(`${bytes.length} bytes is too short for the 8-byte header length`);
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  if (n > MAX_HEADER) fail(`header length ${n} is over the 100 MiB limit`);
+  const length = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (length > BigInt(MAX_HEADER)) fail(`header length ${length} is over the 100 MiB limit`);
+  const n = Number(length);
   if (8 + n > bytes.length) fail(`header length ${n} runs past the end of the file (${bytes.length} bytes)`);
   let header: unknown;
   try {
     header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
-    fail(`the header is not JSON (${e instanceof Error ? e.message : e})`);
+    // The parser's message quotes the header, which may hold line breaks and be any length.
+    const why = String(e instanceof Error ? e.message : e).replace(/[\p{Cc}\u2028\u2029]/gu, " ");
+    fail(`the header is not JSON (${why.length > 160 ? `${why.slice(0, 157)}...` : why})`);
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) fail("the header is not a JSON object");
   const dataLength = bytes.length - 8 - n;
@@ -86,39 +103,61 @@ function parseHeader(
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
-      if (typeof raw !== "object" || raw === null || Object.values(raw).some((v) => typeof v !== "string")) {
-        fail("__metadata__ must map strings to strings");
+      if (
+        typeof raw !== "object" || raw === null || Array.isArray(raw) ||
+        Object.values(raw).some((v) => typeof v !== "string")
+      ) {
+        fail(`__metadata__ must map strings to strings, got ${show(raw)}`);
       }
       metadata = raw as Record<string, string>;
       continue;
     }
+    const tensor = `tensor ${show(name)}`;
+    // "__proto__" cannot be a key of the plain object the tensors are returned in.
+    if (name === "__proto__") fail(`${tensor} has a name that cannot be a key`);
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail(`${tensor} is ${show(raw)}, not an object`);
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const dtype = TO_DTYPE[String(e?.dtype)];
-    if (!dtype) fail(`tensor "${name}" has an unsupported dtype ${JSON.stringify(e?.dtype)}`);
-    const shape = e.shape;
-    if (!Array.isArray(shape) || shape.some((s) => !Number.isInteger(s) || s < 0)) {
-      fail(`tensor "${name}" has a bad shape ${JSON.stringify(shape)}`);
+    const dtype = typeof e.dtype === "string" && Object.hasOwn(TO_DTYPE, e.dtype) ? TO_DTYPE[e.dtype] : undefined;
+    if (!dtype) fail(`${tensor} has an unsupported dtype ${show(e.dtype)}`);
+    if (!Array.isArray(e.shape) || e.shape.some((s) => !Number.isSafeInteger(s) || s < 0)) {
+      fail(`${tensor} has a bad shape ${show(e.shape)}`);
+    }
+    const shape = e.shape as number[];
+    if (shape.length > MAX_DIMS) fail(`${tensor} has ${shape.length} dimensions, more than ${MAX_DIMS}`);
+    // Zero-size tensors may have any other sizes, but libtorch's strides are products of the sizes: keep them exact.
+    if (shape.reduce((a, b) => a * Math.max(b, 1), 1) > Number.MAX_SAFE_INTEGER) {
+      fail(`${tensor} has a shape ${show(shape)} whose sizes multiply past 2^53`);
     }
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || off.some((o) => !Number.isInteger(o) || o < 0) || off[0] > off[1]) {
-      fail(`tensor "${name}" has bad data_offsets ${JSON.stringify(off)}`);
+    if (
+      !Array.isArray(off) || off.length !== 2 || off.some((o) => !Number.isSafeInteger(o) || o < 0) || off[0] > off[1]
+    ) {
+      fail(`${tensor} has bad data_offsets ${show(off)}`);
     }
     const [begin, end] = off as number[];
-    if (end > dataLength) fail(`tensor "${name}" ends at byte ${end}, past the ${dataLength} bytes of data`);
-    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (end > dataLength) fail(`${tensor} ends at byte ${end}, past the ${dataLength} bytes of data`);
+    const numel = shape.reduce((a, b) => a * b, 1);
     if (end - begin !== numel * SIZE[dtype!]) {
-      fail(`tensor "${name}" has ${end - begin} bytes but ${dtype} [${shape}] needs ${numel * SIZE[dtype!]}`);
+      fail(`${tensor} has ${end - begin} bytes but ${dtype} [${shape}] needs ${numel * SIZE[dtype!]}`);
     }
-    entries.set(name, { dtype: dtype!, shape: shape as number[], begin, end });
+    entries.set(name, { dtype: dtype!, shape, begin, end });
   }
   // The data must be covered exactly, without overlaps or holes.
   const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
   let cursor = 0;
   for (const [name, e] of sorted) {
-    if (e.begin !== cursor) fail(`tensor "${name}" starts at byte ${e.begin}, expected ${cursor} (overlap or hole)`);
+    if (e.begin !== cursor) {
+      fail(`tensor ${show(name)} starts at byte ${e.begin}, expected ${cursor} (overlap or hole)`);
+    }
     cursor = e.end;
   }
   if (cursor !== dataLength) fail(`the tensors cover ${cursor} bytes of data but the file has ${dataLength}`);
+  // libtorch's bool is one byte holding 0 or 1; any other byte would make comparisons and sums quietly wrong.
+  for (const [name, e] of entries) {
+    if (e.dtype !== "bool") continue;
+    const i = bytes.subarray(8 + n + e.begin, 8 + n + e.end).findIndex((b) => b > 1);
+    if (i >= 0) fail(`tensor ${show(name)} is BOOL but its element ${i} is the byte ${bytes[8 + n + e.begin + i]}`);
+  }
   return { entries, metadata, start: 8 + n };
 }
 
@@ -171,6 +210,8 @@ export function decodeSafetensors(
 export function readSafetensors(path: string): { tensors: Flat; metadata: Record<string, string> } {
   let bytes: Uint8Array;
   try {
+    // Reading a device or a pipe could take forever.
+    if (!Deno.statSync(path).isFile) throw new Error("not a regular file");
     bytes = Deno.readFileSync(path);
   } catch (e) {
     throw new Error(`cannot read weights file ${path}: ${e instanceof Error ? e.message : e}`);
