@@ -57,6 +57,34 @@ export function usageError(e: unknown): UsageError | undefined {
   return undefined;
 }
 
+/**
+ * Prints what went wrong as one line on stderr and returns the exit code: 2 for a usage problem (the fix is in
+ * the command line: `deno task <command> --help` lists it), 1 for anything else.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { failure, UsageError } from "./flags.ts";
+ * const error = console.error;
+ * let printed = "";
+ * console.error = (line: string) => void (printed += line);
+ * try {
+ *   assert.equal(failure(new UsageError("--lr takes a number"), "train"), 2);
+ *   assert.equal(printed, "error: --lr takes a number (see 'deno task train --help')");
+ *   assert.equal(failure(new Error("disk full\n  at somewhere"), "train"), 1);
+ * } finally {
+ *   console.error = error;
+ * }
+ * ```
+ */
+export function failure(e: unknown, command: string): number {
+  const u = usageError(e);
+  const message = (u ?? e) instanceof Error ? (u ?? e as Error).message : String(e);
+  const line = message.split("\n").map((l) => l.trim()).filter((l) => l !== "").join("; ");
+  console.error(`error: ${line}${u ? ` (see 'deno task ${command} --help')` : ""}`);
+  return u ? 2 : 1;
+}
+
 const GROUPS: Record<Group, string> = {
   model: "model",
   optimisation: "optimisation",
@@ -156,7 +184,13 @@ export function parseTrainArgs(
   try {
     ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
   } catch (e) {
-    throw new UsageError((e instanceof Error ? e.message : String(e)).replace(/\. To specify.*$/s, ""));
+    const message = e instanceof Error ? e.message : String(e);
+    const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+    throw new UsageError(
+      ambiguous
+        ? `${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`
+        : message.replace(/\. To specify.*$/s, ""),
+    );
   }
   if (values.help) return "help";
   const { preset: filePreset, ...file } = typeof values.config === "string" ? readConfig(values.config, readFile) : {};

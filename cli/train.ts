@@ -15,8 +15,17 @@
  * ```
  * @module
  */
-import { join } from "node:path";
-import { cudaAvailable, type Device, dispose, exists, setNumThreads, toDevice, writeFileAtomic } from "../mod.ts";
+import { dirname, join, resolve } from "node:path";
+import {
+  cudaAvailable,
+  type Device,
+  dispose,
+  exists,
+  removeStaleTemporaries,
+  setNumThreads,
+  toDevice,
+  writeFileAtomic,
+} from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
 import { type Accuracy, evaluateRun, knnAccuracy } from "../lib/eval/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
@@ -30,27 +39,52 @@ import {
   type TrainState,
 } from "../lib/training/mod.ts";
 import { loadCheckpoint, mapTree, saveCheckpoint } from "../lib/weights/mod.ts";
-import { flagOf, parseTrainArgs, trainHelp, UsageError, usageError } from "./flags.ts";
+import { failure, flagOf, parseTrainArgs, trainHelp, UsageError } from "./flags.ts";
 import { clock, Progress } from "./progress.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /** Runs the training program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
+  using stop = listenForStop(); // SIGINT or SIGTERM: stop at the next step and save; a second one exits at once
   const run = await openRun(args); // parse, resume, open: everything is checked before anything is written
   if (typeof run === "number") return run;
   try {
-    return await train(run) ?? await report(run); // the loop, then the final k-NN evaluation
+    return await train(run, stop) ?? await report(run, stop); // the loop, then the final k-NN evaluation
   } finally {
     run.close();
   }
+}
+
+/** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
+function listenForStop() {
+  const controller = new AbortController();
+  let code = 0;
+  const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
+    if (code !== 0) Deno.exit(code); // the second request: at once
+    code = exitCode;
+    controller.abort(new Error(`stopped by ${signal}`));
+  };
+  const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;
+  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
+  return {
+    signal: controller.signal,
+    /** The exit code the request asks for; 0 while none came. */
+    get code() {
+      return code;
+    },
+    [Symbol.dispose]() {
+      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    },
+  };
 }
 
 /** An opened run: its settings, data, network, state and output folder. */
 type Run = Awaited<ReturnType<typeof openRun>> & object;
 
 async function openRun(args: string[]) {
-  let s: Settings, train: Dataset, test: Dataset, resumed: ReturnType<typeof resumption>;
+  let s: Settings, train: Dataset, test: Dataset, resumed: ReturnType<typeof resumption> | undefined;
+  let created: ReturnType<typeof prepareOutputDir> | undefined;
   try {
     const parsed = parseTrainArgs(args);
     if (parsed === "help") return help(args);
@@ -59,12 +93,13 @@ async function openRun(args: string[]) {
       return usage("--device cuda, but libtorch sees no CUDA device (see README: point DINO_PYTHON at a CUDA PyTorch)");
     }
     resumed = resumption(s);
+    created = prepareOutputDir(s.outputDir);
     train = openDataset(s.data, "train", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
     test = openDataset(s.data, "test", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
   } catch (e) {
-    const u = usageError(e);
-    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
-    return u ? usage(undefined) : 1;
+    dispose(resumed?.state);
+    created?.undo();
+    return failure(e, "train");
   }
   const data = firstImages(train, s.trainLimit), queries = firstImages(test, s.testLimit);
   const itersPerEpoch = Math.floor(data.length / s.batchSize);
@@ -77,6 +112,7 @@ async function openRun(args: string[]) {
     dispose(resumed?.state);
     train.dispose();
     test.dispose();
+    created.undo();
     return usage(mismatch);
   }
   if (s.threads > 0) setNumThreads(s.threads);
@@ -84,7 +120,7 @@ async function openRun(args: string[]) {
   const norm = s.preset === "imagenet-vits16" && data.channels === 3 ? IMAGENET : await channelStats(data);
   const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch });
   const state = onDevice(resumed?.state ?? initTrainState(net, hyper, s.seed), device);
-  const out = openOutput(s, norm, data.channels, !!resumed);
+  const out = openOutput(s, norm, data.channels, resumed?.state.step);
   const protocol = {
     train: data,
     test: queries,
@@ -120,49 +156,47 @@ async function openRun(args: string[]) {
 }
 
 /** Trains to the end (returns undefined) or stops: 1 when the loss diverged, 130 when interrupted (after saving). */
-async function train(run: Run): Promise<number | undefined> {
+async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<number | undefined> {
   const { s, hyper, out } = run;
   const perEpoch = hyper.itersPerEpoch, stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity;
-  let interrupted = false;
-  const onInterrupt = () => (interrupted = true);
-  Deno.addSignalListener("SIGINT", onInterrupt);
   const log = new EpochLog(s, perEpoch, out.record);
   const augment = augmentConfig(s, run.norm);
-  try {
-    for await (const e of trainLoop(run.state, { ...run, augment, seed: s.seed, stopAt })) {
-      run.state = e.state;
-      const step = e.state.step;
-      if (e.type === "step") {
-        const why = divergence(e.metrics);
-        if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
-        log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
-        await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a pending SIGINT is delivered
-        if (interrupted) break;
-        continue;
-      }
-      log.end(e.epoch, step % perEpoch === 0);
-      out.save(e.state, e.completed, step % perEpoch === 0);
-      if (
-        run.labelled && step % perEpoch === 0 && s.knnEvery > 0 && e.completed > 0 && e.completed % s.knnEvery === 0
-      ) {
-        const r = await knnAccuracy(e.state.teacher.backbone, run.net.vit, run.protocol);
+  for await (const e of trainLoop(run.state, { ...run, augment, seed: s.seed, stopAt })) {
+    run.state = e.state;
+    const step = e.state.step;
+    if (e.type === "step") {
+      const why = divergence(e.metrics);
+      if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
+      log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
+      await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a pending signal is delivered
+      if (stop.code) break;
+      continue;
+    }
+    log.end(e.epoch, step % perEpoch === 0);
+    out.save(e.state, e.completed, step % perEpoch === 0);
+    if (
+      run.labelled && step % perEpoch === 0 && s.knnEvery > 0 && e.completed > 0 && e.completed % s.knnEvery === 0
+    ) {
+      try {
+        const r = await knnAccuracy(e.state.teacher.backbone, run.net.vit, { ...run.protocol, signal: stop.signal });
         console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
         out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
+      } catch (err) {
+        if (!stop.code) throw err;
+        break;
       }
     }
-  } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
   }
-  if (!interrupted) return undefined;
+  if (!stop.code) return undefined;
   const step = run.state.step;
   log.finish();
   out.save(run.state, Math.floor(step / perEpoch), step % perEpoch === 0);
   console.log(`interrupted: checkpoint saved at step ${step} to ${out.checkpoint}; rerun the same command to resume`);
-  return 130;
+  return stop.code;
 }
 
 /** The final evaluation: the trained teacher, the same network at initialisation, raw pixels. */
-async function report(run: Run): Promise<number> {
+async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise<number> {
   const { s, out, protocol, state } = run;
   const trainSeconds = (performance.now() - run.started) / 1000;
   if (!run.labelled) {
@@ -173,7 +207,14 @@ async function report(run: Run): Promise<number> {
     `evaluating: weighted k-NN (k ${s.knnK}, T ${s.knnTemperature}) on ${protocol.test.length} test images, ` +
       `memory of ${protocol.train.length}`,
   );
-  const r = await evaluateRun(state.teacher.backbone, { ...protocol, net: run.net, seed: s.seed });
+  let r;
+  try {
+    r = await evaluateRun(state.teacher.backbone, { ...protocol, net: run.net, seed: s.seed, signal: stop.signal });
+  } catch (e) {
+    if (!stop.code) throw e;
+    console.log(`interrupted during the evaluation; the checkpoint at step ${state.step} is kept at ${out.checkpoint}`);
+    return stop.code;
+  }
   const totalSeconds = (performance.now() - run.started) / 1000;
   out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds);
   console.log(`k-NN top-1 accuracy (${protocol.test.length} test images):`);
@@ -189,11 +230,8 @@ async function report(run: Run): Promise<number> {
   return 0;
 }
 
-/** Prints a usage problem (unless already printed) and the hint; returns the exit code 2. */
-function usage(message: string | undefined): number {
-  if (message !== undefined) console.error(`error: ${message}`);
-  console.error("Run 'deno task train --help' for the flags and their defaults.");
-  return 2;
+function usage(message: string): number {
+  return failure(new UsageError(message), "train");
 }
 
 function help(args: string[]): number {
@@ -226,6 +264,26 @@ function resumption(s: Settings): (ReturnType<typeof loadCheckpoint> & { path: s
   return loaded;
 }
 
+/**
+ * Makes sure the output folder is a folder this process can write, creating it if need be, before any data is
+ * loaded; removes the temporary files of writes a killed run left there. `undo` removes what it created.
+ */
+function prepareOutputDir(dir: string): { undo(): void } {
+  let top: string | undefined; // the outermost folder this call creates
+  for (let d = resolve(dir); !exists(d); d = dirname(d)) top = d;
+  try {
+    if (top) Deno.mkdirSync(dir, { recursive: true });
+    if (!Deno.statSync(dir).isDirectory) throw new UsageError(`--output-dir ${dir} is a file, not a folder`);
+    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  const stale = removeStaleTemporaries(dir);
+  if (stale.length > 0) console.warn(`removed ${stale.length} temporary file(s) an interrupted write left in ${dir}`);
+  return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
+}
+
 function onDevice(state: TrainState, device: Device): TrainState {
   if (device === "cpu") return state;
   const moved = mapTree(state, (x) => toDevice(x, device));
@@ -248,16 +306,32 @@ function describeRun(
 }
 
 /** The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints and summary.json. */
-function openOutput(s: Settings, norm: { mean: number[]; std: number[] }, channels: number, resuming: boolean) {
-  Deno.mkdirSync(s.outputDir, { recursive: true });
+function openOutput(
+  s: Settings,
+  norm: { mean: number[]; std: number[] },
+  channels: number,
+  resumedAt: number | undefined,
+) {
   const json = (path: string, value: unknown) =>
     writeFileAtomic(join(s.outputDir, path), new TextEncoder().encode(JSON.stringify(value, null, 2)));
   json("config.json", { ...s, normalization: norm });
-  const metrics = Deno.openSync(join(s.outputDir, "metrics.jsonl"), {
+  const metricsPath = join(s.outputDir, "metrics.jsonl");
+  if (resumedAt !== undefined && exists(metricsPath)) {
+    // Rows logged after the checkpoint (by a run that crashed before its next save) would be logged again.
+    const kept = Deno.readTextFileSync(metricsPath).split("\n").filter((line) => {
+      try {
+        return line.trim() !== "" && !(JSON.parse(line).step > resumedAt);
+      } catch {
+        return false; // a row cut short by the crash
+      }
+    });
+    writeFileAtomic(metricsPath, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
+  }
+  const metrics = Deno.openSync(metricsPath, {
     write: true,
     create: true,
-    append: resuming,
-    truncate: !resuming,
+    append: resumedAt !== undefined,
+    truncate: resumedAt === undefined,
   });
   const checkpoint = join(s.outputDir, "checkpoint.safetensors");
   const record = (r: Record<string, unknown>) => metrics.writeSync(new TextEncoder().encode(JSON.stringify(r) + "\n"));

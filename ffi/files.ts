@@ -65,3 +65,42 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
     throw e;
   }
 }
+
+/**
+ * Removes the temporary files that {@linkcode writeFileAtomic} left in `dir`
+ * when its process was killed mid-write (those of live processes are kept);
+ * returns their names.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { removeStaleTemporaries } from "./files.ts";
+ * const dir = Deno.makeTempDirSync();
+ * Deno.writeTextFileSync(join(dir, ".checkpoint.safetensors.999999999.0123abcd.tmp"), "half a checkpoint");
+ * Deno.writeTextFileSync(join(dir, "checkpoint.safetensors"), "kept");
+ * assert.deepEqual(removeStaleTemporaries(dir), [".checkpoint.safetensors.999999999.0123abcd.tmp"]);
+ * assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["checkpoint.safetensors"]);
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function removeStaleTemporaries(dir: string): string[] {
+  const removed: string[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return removed;
+  }
+  for (const e of entries) {
+    const m = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/.exec(e.name);
+    if (!e.isFile || !m) continue;
+    const pid = Number(m[1]);
+    if (pid === Deno.pid || (Deno.build.os === "linux" && exists(`/proc/${pid}`))) continue;
+    try {
+      Deno.removeSync(join(dir, e.name));
+      removed.push(e.name);
+    } catch { /* another process removed it first */ }
+  }
+  return removed;
+}

@@ -123,6 +123,16 @@ export function knnClassify(
   return { top1: (100 * top1) / total, top5: (100 * top5) / total };
 }
 
+/** Options of {@linkcode extractFeatures} and {@linkcode pixelFeatures}. */
+export interface FeatureOptions {
+  /** Images per forward pass (256). */
+  batchSize?: number;
+  /** Only the first images (0 or absent: all). */
+  limit?: number;
+  /** Stops between batches, throwing the signal's reason, once it is aborted. */
+  signal?: AbortSignal;
+}
+
 /** How images are prepared for feature extraction: centre crop to `size`, scale to [0, 1], normalise. */
 export interface EvalTransform {
   /** The side the model sees (a centre crop of larger images). */
@@ -188,7 +198,7 @@ export async function extractFeatures(
   cfg: ViTConfig,
   ds: Dataset,
   t: EvalTransform,
-  o: { batchSize?: number; limit?: number } = {},
+  o: FeatureOptions = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   const device = backbone.cls_token.device;
   return await rows(
@@ -221,14 +231,14 @@ export async function extractFeatures(
  */
 export async function pixelFeatures(
   ds: Dataset,
-  o: { batchSize?: number; limit?: number } = {},
+  o: FeatureOptions = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   return await rows(ds, o, (images) => tidy(() => reshape(div(to(images, "f32"), 255), [images.shape[0], -1])));
 }
 
 async function rows(
   ds: Dataset,
-  o: { batchSize?: number; limit?: number },
+  o: FeatureOptions,
   fn: (images: Tensor) => Tensor,
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   const n = o.limit && o.limit > 0 ? Math.min(o.limit, ds.length) : ds.length;
@@ -238,6 +248,10 @@ async function rows(
   try {
     for await (const b of batches(view, 0, { batchSize: o.batchSize ?? 256, shuffle: false, dropLast: false })) {
       try {
+        if (o.signal) {
+          await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a signal handler can abort
+          o.signal.throwIfAborted();
+        }
         parts.push(fn(b.images));
         for (const i of b.indices) labels.push(ds.labels ? ds.labels[i] : -1);
       } finally {

@@ -50,6 +50,8 @@ export interface KnnProtocol {
   k?: number;
   /** Vote temperature (0.07). */
   temperature?: number;
+  /** Stops the evaluation between batches, throwing the signal's reason, once it is aborted. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -73,9 +75,9 @@ export interface KnnProtocol {
  * ```
  */
 export async function knnAccuracy(backbone: ViTParams, vit: ViTConfig, p: KnnProtocol): Promise<Accuracy> {
-  const a = await extractFeatures(backbone, vit, p.train, p.transform);
+  const a = await extractFeatures(backbone, vit, p.train, p.transform, { signal: p.signal });
   try {
-    const b = await extractFeatures(backbone, vit, p.test, p.transform);
+    const b = await extractFeatures(backbone, vit, p.test, p.transform, { signal: p.signal });
     try {
       return knnClassify(a.features, a.labels, b.features, b.labels, { k: p.k, temperature: p.temperature });
     } finally {
@@ -106,9 +108,9 @@ export async function evaluateRun(
       dispose(atInit);
     }
   }
-  const pa = await pixelFeatures(o.train);
+  const pa = await pixelFeatures(o.train, { signal: o.signal });
   try {
-    const pb = await pixelFeatures(o.test);
+    const pb = await pixelFeatures(o.test, { signal: o.signal });
     try {
       const rawPixels = knnClassify(pa.features, pa.labels, pb.features, pb.labels, {
         k: o.k,

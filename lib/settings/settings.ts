@@ -42,11 +42,13 @@ export interface Declaration<T> {
   choices?: readonly string[];
   /** The range of a number; pairs are area fractions 0 < lo <= hi <= 1. */
   range?: Range;
+  /** The largest value a number may take: a bound on what a flag or a file can make the program allocate. */
+  max?: number;
   /** Whether a resumed run may change it (it does not change what is trained). */
   resumable?: boolean;
 }
 
-type Extra = { official?: string; range?: Range; resumable?: boolean };
+type Extra = { official?: string; range?: Range; max?: number; resumable?: boolean };
 const declare =
   <T>(kind: Declaration<T>["kind"]) => (d: T, help: string, group: Group, o: Extra = {}): Declaration<T> => ({
     kind,
@@ -74,13 +76,22 @@ const ARCH_NAMES = Object.keys(ARCHS) as (keyof typeof ARCHS)[];
 export const SETTINGS = {
   // model
   arch: choice(ARCH_NAMES, "vit_small", `backbone: ${ARCH_NAMES.join(", ")}`, "model", { official: "arch" }),
-  patchSize: int(16, "patch side in pixels", "model", { official: "patch_size", range: "positive" }),
-  embedDim: int(384, "token width D (the arch's unless set)", "model", { range: "positive" }),
-  depth: int(12, "number of blocks", "model", { range: "positive" }),
-  numHeads: int(6, "attention heads", "model", { range: "positive" }),
-  outDim: int(65536, "K, the head's output dimension", "model", { official: "out_dim", range: "positive" }),
-  hiddenDim: int(2048, "head MLP hidden width", "model", { official: "DINOHead hidden_dim", range: "positive" }),
+  patchSize: int(16, "patch side in pixels", "model", { max: 64, official: "patch_size", range: "positive" }),
+  embedDim: int(384, "token width D (the arch's unless set)", "model", { max: 8192, range: "positive" }),
+  depth: int(12, "number of blocks", "model", { max: 128, range: "positive" }),
+  numHeads: int(6, "attention heads", "model", { max: 128, range: "positive" }),
+  outDim: int(65536, "K, the head's output dimension", "model", {
+    max: 1 << 20,
+    official: "out_dim",
+    range: "positive",
+  }),
+  hiddenDim: int(2048, "head MLP hidden width", "model", {
+    max: 16384,
+    official: "DINOHead hidden_dim",
+    range: "positive",
+  }),
   bottleneckDim: int(256, "head bottleneck width", "model", {
+    max: 8192,
     official: "DINOHead bottleneck_dim",
     range: "positive",
   }),
@@ -93,6 +104,7 @@ export const SETTINGS = {
     range: "belowOne",
   }),
   predictorDim: int(0, "ablation: hidden width of a predictor MLP on the student's output (0: none)", "model", {
+    max: 65536,
     range: "nonNegative",
   }),
   // optimisation
@@ -118,10 +130,18 @@ export const SETTINGS = {
     official: "clip_grad",
     range: "nonNegative",
   }),
-  batchSize: int(64, "images per step", "optimisation", { official: "batch_size_per_gpu", range: "positive" }),
-  accumSteps: int(1, "micro-batches per step (gradient accumulation)", "optimisation", { range: "positive" }),
-  epochs: int(100, "training epochs", "optimisation", { official: "epochs", range: "positive" }),
+  batchSize: int(64, "images per step", "optimisation", {
+    max: 1 << 16,
+    official: "batch_size_per_gpu",
+    range: "positive",
+  }),
+  accumSteps: int(1, "micro-batches per step (gradient accumulation)", "optimisation", {
+    max: 1 << 16,
+    range: "positive",
+  }),
+  epochs: int(100, "training epochs", "optimisation", { max: 100000, official: "epochs", range: "positive" }),
   freezeLastLayer: int(1, "epochs with the head's last layer frozen", "optimisation", {
+    max: 100000,
     official: "freeze_last_layer",
     range: "nonNegative",
   }),
@@ -144,6 +164,7 @@ export const SETTINGS = {
     range: "unit",
   }),
   warmupTeacherTempEpochs: int(0, "epochs of teacher temperature warmup", "optimisation", {
+    max: 100000,
     official: "warmup_teacher_temp_epochs",
     range: "nonNegative",
   }),
@@ -175,22 +196,24 @@ export const SETTINGS = {
     official: "global_crops_scale",
   }),
   localCropsNumber: int(8, "local crops per image; 0 disables multi-crop", "augmentation", {
+    max: 64,
     official: "local_crops_number",
     range: "nonNegative",
   }),
   localCropsScale: pair([0.05, 0.4], "area range of the local crops, as lo,hi", "augmentation", {
     official: "local_crops_scale",
   }),
-  globalCropsSize: int(224, "side of the global crops", "augmentation", { range: "positive" }),
-  localCropsSize: int(96, "side of the local crops", "augmentation", { range: "nonNegative" }),
+  globalCropsSize: int(224, "side of the global crops", "augmentation", { max: 4096, range: "positive" }),
+  localCropsSize: int(96, "side of the local crops", "augmentation", { max: 4096, range: "nonNegative" }),
   // data
   data: str("", "fmnist, cifar10, cifar100 or a path (IDX file or folder, CIFAR binaries, image classes)", "data", {
     official: "data_path",
   }),
-  imageSize: int(256, "side image folders are decoded to", "data", { range: "positive" }),
+  imageSize: int(256, "side image folders are decoded to", "data", { max: 8192, range: "positive" }),
   trainLimit: int(0, "use only the first N training images (0: all)", "data", { range: "nonNegative" }),
   testLimit: int(0, "use only the first N test images (0: all)", "data", { range: "nonNegative", resumable: true }),
   numWorkers: int(0, "image decoding threads (0: the machine's cores)", "data", {
+    max: 1024,
     official: "num_workers",
     range: "nonNegative",
     resumable: true,
@@ -215,17 +238,20 @@ export const SETTINGS = {
   }),
   resume: str("", "a checkpoint to continue from, or 'latest' (the output dir's)", "run", { resumable: true }),
   device: choice(["auto", "cpu", "cuda"] as const, "auto", "auto, cpu or cuda", "run", { resumable: true }),
-  seed: int(0, "random seed", "run", { official: "seed" }),
+  seed: int(0, "random seed", "run", { max: Number.MAX_SAFE_INTEGER, official: "seed", range: "nonNegative" }),
   saveckpFreq: int(20, "also keep a checkpoint every N epochs", "run", {
+    max: 100000,
     official: "saveckp_freq",
     range: "positive",
     resumable: true,
   }),
   knnEvery: int(0, "k-NN accuracy every N epochs (0: only at the end)", "run", {
+    max: 100000,
     range: "nonNegative",
     resumable: true,
   }),
   knnK: int(20, "neighbours of the k-NN evaluation", "run", {
+    max: 100000,
     official: "eval_knn nb_knn",
     range: "positive",
     resumable: true,
@@ -238,6 +264,7 @@ export const SETTINGS = {
   logEvery: int(10, "steps between metrics records", "run", { range: "positive", resumable: true }),
   maxSteps: int(0, "stop after N steps (0: run all epochs)", "run", { range: "nonNegative", resumable: true }),
   threads: int(0, "libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own)", "run", {
+    max: 1024,
     range: "nonNegative",
     resumable: true,
   }),

@@ -44,6 +44,7 @@ export function validateSettings(s: Settings): Settings {
       if (d.range === "nonNegative" && !(x >= 0)) bad([name], (n) => `${n(name)} must be >= 0, got ${x}`);
       if (d.range === "unit" && !(x > 0 && x <= 1)) bad([name], (n) => `${n(name)} must be in (0, 1], got ${x}`);
       if (d.range === "belowOne" && !(x >= 0 && x < 1)) bad([name], (n) => `${n(name)} must be in [0, 1), got ${x}`);
+      if (d.max !== undefined && x > d.max) bad([name], (n) => `${n(name)} must be at most ${d.max}, got ${x}`);
     }
     if (d.kind === "pair") {
       const [lo, hi] = v as [number, number];
@@ -91,9 +92,44 @@ export function validateSettings(s: Settings): Settings {
   if (s.minLr > s.lr * s.batchSize / 256) {
     bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${s.lr * s.batchSize / 256}`);
   }
+  const params = parameterCount(s);
+  if (params > MAX_PARAMETERS) {
+    bad(
+      ["depth", "embedDim"],
+      (n) =>
+        `the network would have ${(params / 1e9).toFixed(1)} billion parameters (${n("depth")} ${s.depth}, ` +
+        `${n("embedDim")} ${s.embedDim}, ${n("outDim")} ${s.outDim}), over the bound of ${
+          MAX_PARAMETERS / 1e9
+        } billion`,
+    );
+  }
   if (!s.data) bad(["data"], (n) => `${n("data")} is required with this preset (fmnist, cifar10, cifar100 or a path)`);
   if (!s.outputDir) bad(["outputDir"], (n) => `${n("outputDir")} must not be empty`);
   return s;
+}
+
+/** The most parameters a network may have (ViT-g/14 has 1.1 billion): a bound on what settings can allocate. */
+export const MAX_PARAMETERS = 2e9;
+
+/**
+ * About how many parameters the settings' network has (backbone and head, 3-channel input), to bound allocation
+ * before anything is built.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { makeSettings } from "./presets.ts";
+ * import { parameterCount } from "./validate.ts";
+ * const vits16 = parameterCount(makeSettings("imagenet-vits16", { data: "/data" }));
+ * assert.ok(vits16 > 21e6 && vits16 < 45e6); // ViT-S/16 (21.7M) and its head with K 65536
+ * ```
+ */
+export function parameterCount(s: Settings): number {
+  const D = s.embedDim, tokens = (s.globalCropsSize / s.patchSize) ** 2 + 1;
+  const backbone = s.depth * (12 * D * D + 13 * D) + 3 * s.patchSize ** 2 * D + tokens * D + 3 * D;
+  const head = D * s.hiddenDim + s.hiddenDim ** 2 + s.hiddenDim * s.bottleneckDim + s.bottleneckDim * s.outDim;
+  const predictor = 2 * s.predictorDim * s.outDim;
+  return backbone + head + predictor;
 }
 
 /**

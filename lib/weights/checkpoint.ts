@@ -30,8 +30,9 @@
  */
 import { alias, dispose, type Tensor } from "../../ffi/mod.ts";
 import { networkConfig } from "../settings/derive.ts";
-import { presetSettings } from "../settings/presets.ts";
-import type { Settings } from "../settings/settings.ts";
+import { PRESETS, presetSettings } from "../settings/presets.ts";
+import { validateSettings } from "../settings/validate.ts";
+import { SettingError, type Settings } from "../settings/settings.ts";
 import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
@@ -124,52 +125,167 @@ function prefixed(flat: Flat, prefix: string): Flat {
  */
 export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainState } {
   const { tensors, metadata } = readSafetensors(path);
+  const made: Tensor[] = []; // what this load has made so far: freed if it fails
   try {
     if (metadata.format !== CHECKPOINT_FORMAT) {
-      throw new Error(`${path} is not a training checkpoint of this project (format "${metadata.format ?? "none"}")`);
+      throw new Error(`not a training checkpoint of this project (format "${metadata.format ?? "none"}")`);
     }
-    const saved = JSON.parse(metadata.config) as Settings;
-    // Settings added since the checkpoint was written take their preset's value.
-    const config: Settings = { ...presetSettings(saved.preset), ...saved };
-    const channels = Number(metadata.channels);
-    const template = initTrainState(networkConfig(config, channels), dinoHyper(config), 0);
+    // Every number that sizes an allocation is checked, against bounds and against the tensors, before any is made.
+    const config = savedSettings(metadata.config);
+    const channels = wholeNumber(metadata, "channels", 1, 16);
+    const step = wholeNumber(metadata, "step", 0, Number.MAX_SAFE_INTEGER);
+    const epoch = wholeNumber(metadata, "epoch", 0, Number.MAX_SAFE_INTEGER);
+    const rng = parsed(metadata, "rng", (v) => {
+      const r = v as TrainState["rng"];
+      return Number.isSafeInteger(r?.seed) && Number.isSafeInteger(r?.counter) && r.counter >= 0 ? r : undefined;
+    }, '{"seed": integer, "counter": integer >= 0}');
+    const normalization = parsed(metadata, "normalization", (v) => {
+      const n = v as CheckpointInfo["normalization"];
+      const ok = (xs: unknown, positive: boolean) =>
+        Array.isArray(xs) && xs.length === channels &&
+        xs.every((x) => typeof x === "number" && Number.isFinite(x) && (!positive || x > 0));
+      return ok(n?.mean, false) && ok(n?.std, true) ? n : undefined;
+    }, `{"mean": [${channels} numbers], "std": [${channels} positive numbers]}`);
+    const optimizerSteps = config.optimizer === "adamw"
+      ? parsed(metadata, "optimizer_steps", (v) => {
+        const steps = v as Record<string, number>;
+        const fine = typeof steps === "object" && steps !== null && !Array.isArray(steps) &&
+          Object.values(steps).every((n) => Number.isSafeInteger(n) && n >= 0);
+        return fine ? steps : undefined;
+      }, "an object of per-parameter step counts")
+      : undefined;
+    checkAgainstTensors(config, channels, tensors);
+
+    const net = networkConfig(config, channels);
+    const template = initTrainState(net, dinoHyper(config), 0);
     try {
+      const keep = (t: Tensor | undefined): Tensor => {
+        if (!t) throw new Error("it lacks a tensor it needs (center or optimizer state)");
+        const a = alias(t);
+        made.push(a);
+        return a;
+      };
       const student = loadStateDict(template.student, prefixed(tensors, "student."));
+      made.push(...Object.values(stateDict(student)));
       const teacher = loadStateDict(template.teacher, prefixed(tensors, "teacher."));
-      const optimizer = config.optimizer === "sgd"
-        ? { momentum_buffer: prefixed(tensors, "optimizer.momentum_buffer.") }
-        : {
-          exp_avg: prefixed(tensors, "optimizer.exp_avg."),
-          exp_avg_sq: prefixed(tensors, "optimizer.exp_avg_sq."),
-          step: JSON.parse(metadata.optimizer_steps ?? "{}"),
-        };
-      for (const part of Object.values(optimizer)) {
-        for (const [k, v] of Object.entries(part)) {
-          if (typeof v !== "number") (part as Flat)[k] = keepAlias(v as Tensor);
+      made.push(...Object.values(stateDict(teacher)));
+      const optimizer: Record<string, Flat | Record<string, number>> = {};
+      for (const part of config.optimizer === "sgd" ? ["momentum_buffer"] : ["exp_avg", "exp_avg_sq"]) {
+        const flat = prefixed(tensors, `optimizer.${part}.`);
+        const like = stateDict((template.optimizer as unknown as Record<string, Flat>)[part]);
+        const expected = Object.keys(like);
+        const missing = expected.filter((k) => !(k in flat));
+        if (missing.length > 0) throw new Error(`optimizer.${part} lacks ${missing.slice(0, 3).join(", ")}`);
+        const unexpected = Object.keys(flat).filter((k) => !expected.includes(k));
+        if (unexpected.length > 0) {
+          throw new Error(`optimizer.${part} has unexpected ${unexpected.slice(0, 3).join(", ")}`);
         }
+        for (const k of expected) {
+          if (flat[k].shape.join() !== like[k].shape.join()) {
+            throw new Error(`optimizer.${part}.${k} has shape [${flat[k].shape}], not [${like[k].shape}]`);
+          }
+        }
+        optimizer[part] = Object.fromEntries(expected.map((k) => [k, keep(flat[k])]));
       }
+      if (optimizerSteps) optimizer.step = optimizerSteps;
       const state: TrainState = {
         student,
         teacher,
-        optimizer: optimizer as AdamWState | SGDState,
-        center: keepAlias(tensors.center),
-        step: Number(metadata.step),
-        rng: JSON.parse(metadata.rng),
+        optimizer: optimizer as unknown as AdamWState | SGDState,
+        center: keep(tensors.center),
+        step,
+        rng,
       };
-      const normalization = JSON.parse(metadata.normalization ?? "null") ?? { mean: [0.5], std: [0.5] };
-      return { state, config, channels, epoch: Number(metadata.epoch), normalization };
+      if (state.center.shape.join() !== `1,${config.outDim}`) {
+        throw new Error(`center has shape [${state.center.shape}], not [1, ${config.outDim}]`);
+      }
+      return { state, config, channels, epoch, normalization };
     } finally {
       dispose(template);
     }
   } catch (e) {
-    throw new Error(`cannot resume from ${path}: ${e instanceof Error ? e.message : e}`);
+    dispose(made);
+    const message = e instanceof SettingError ? e.render((n) => `config.${n}`) : e instanceof Error ? e.message : e;
+    throw new Error(`cannot load checkpoint ${path}: ${message}`);
   } finally {
     dispose(tensors);
   }
 }
 
-/** A new handle on a tensor the loaded file owns, so the file's handles can all be freed. */
-function keepAlias(t: Tensor | undefined): Tensor {
-  if (!t) throw new Error("the checkpoint lacks a tensor it needs (center or optimizer state)");
-  return alias(t);
+/** The saved settings, completed with their preset's values for settings added since, and validated. */
+function savedSettings(text: string | undefined): Settings {
+  let saved: unknown;
+  try {
+    saved = JSON.parse(text ?? "");
+  } catch {
+    throw new Error("its metadata field config is not JSON");
+  }
+  if (typeof saved !== "object" || saved === null || Array.isArray(saved)) {
+    throw new Error("its metadata field config is not a JSON object");
+  }
+  const preset = (saved as { preset?: unknown }).preset;
+  if (typeof preset !== "string" || !(preset in PRESETS)) {
+    throw new Error(`config.preset is ${JSON.stringify(preset)}, not one of ${Object.keys(PRESETS).join(", ")}`);
+  }
+  return validateSettings({ ...presetSettings(preset), ...saved } as Settings);
+}
+
+/** A metadata field holding a whole number within [lo, hi]. */
+function wholeNumber(metadata: Record<string, string>, field: string, lo: number, hi: number): number {
+  const text = metadata[field];
+  const v = /^\d+$/.test(text ?? "") ? Number(text) : NaN;
+  if (!(v >= lo && v <= hi)) {
+    throw new Error(
+      `its metadata field ${field} is ${JSON.stringify(text ?? null)}, not a whole number in [${lo}, ${hi}]`,
+    );
+  }
+  return v;
+}
+
+/** A JSON metadata field that `accept` takes (returning it), described as `expected` when it does not. */
+function parsed<T>(
+  metadata: Record<string, string>,
+  field: string,
+  accept: (value: unknown) => T | undefined,
+  expected: string,
+): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(metadata[field] ?? "");
+  } catch {
+    value = undefined;
+  }
+  const v = accept(value);
+  if (v === undefined) {
+    throw new Error(`its metadata field ${field} is ${JSON.stringify(metadata[field] ?? null)}, not ${expected}`);
+  }
+  return v;
+}
+
+/** The config's sizes against the saved teacher's tensors, so a crafted config cannot size what is built. */
+function checkAgainstTensors(c: Settings, channels: number, tensors: Flat): void {
+  const shape = (key: string) => {
+    const t = tensors[key];
+    if (!t) throw new Error(`it lacks the tensor ${key}`);
+    return t.shape;
+  };
+  const [D, C, p] = shape("teacher.backbone.patch_embed.proj.weight");
+  const tokens = shape("teacher.backbone.pos_embed")[1];
+  let depth = 0;
+  while (`teacher.backbone.blocks.${depth}.norm1.weight` in tensors) depth++;
+  const [K] = shape("teacher.head.last_layer.weight_v");
+  const found: [string, number, number][] = [
+    ["embedDim", c.embedDim, D],
+    ["patchSize", c.patchSize, p],
+    ["depth", c.depth, depth],
+    ["outDim", c.outDim, K],
+    ["globalCropsSize", (c.globalCropsSize / c.patchSize) ** 2 + 1, tokens],
+  ];
+  for (const [field, said, held] of found) {
+    if (said !== held) {
+      const what = field === "globalCropsSize" ? `${said} tokens (config.globalCropsSize ${c.globalCropsSize})` : said;
+      throw new Error(`config.${field} says ${what}, but the tensors hold ${held}`);
+    }
+  }
+  if (C !== channels) throw new Error(`its metadata says ${channels} channels, but the tensors hold ${C}`);
 }

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as t from "../mod.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
+
+const TINY = [
+  "--embed-dim=32",
+  "--depth=1",
+  "--num-heads=2",
+  "--out-dim=64",
+  "--hidden-dim=32",
+  "--bottleneck-dim=16",
+  "--batch-size=32",
+  "--log-every=1",
+];
+const TRAIN = new URL("../cli/train.ts", import.meta.url).pathname;
+
+/** Starts `deno task train` in a child process; `waitFor` resolves once its stdout matches. */
+function spawnTrain(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", TRAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout) out += decoder.decode(chunk);
+  })();
+  const err = new Response(child.stderr).text();
+  return {
+    child,
+    async waitFor(pattern: RegExp) {
+      while (!pattern.test(out)) await new Promise((r) => setTimeout(r, 20));
+    },
+    async done() {
+      const { code } = await child.status;
+      await reading;
+      return { code, out, err: await err };
+    },
+  };
+}
+
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.test(`${signal} during training saves a checkpoint at the step reached and exits with ${code}`, async () => {
+    const dir = Deno.makeTempDirSync();
+    const run = spawnTrain([...TINY, "--epochs=50", "--train-limit=512", "--test-limit=40", `--output-dir=${dir}`]);
+    await run.waitFor(/step 3\//);
+    run.child.kill(signal);
+    const r = await run.done();
+    assert.equal(r.code, code, r.err);
+    const step = Number(/interrupted: checkpoint saved at step (\d+)/.exec(r.out)?.[1]);
+    const { tensors, metadata } = readSafetensors(join(dir, "checkpoint.safetensors"));
+    t.dispose(tensors);
+    assert.equal(Number(metadata.step), step);
+    Deno.removeSync(dir, { recursive: true });
+  });
+}
+
+Deno.test("SIGINT during the final evaluation stops it within seconds, keeping the checkpoint", async () => {
+  const dir = Deno.makeTempDirSync();
+  const run = spawnTrain([...TINY, "--max-steps=1", `--output-dir=${dir}`]); // evaluates all 70,000 images
+  await run.waitFor(/evaluating:/);
+  const sent = performance.now();
+  run.child.kill("SIGINT");
+  const r = await run.done();
+  assert.equal(r.code, 130, r.err);
+  assert.ok(performance.now() - sent < 5000, `stopped ${performance.now() - sent} ms after the signal`);
+  assert.match(r.out, /interrupted during the evaluation; the checkpoint at step 1 is kept/);
+  assert.ok(t.exists(join(dir, "checkpoint.safetensors")));
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("a second SIGINT exits at once", async () => {
+  const dir = Deno.makeTempDirSync();
+  const run = spawnTrain([...TINY, "--max-steps=1", `--output-dir=${dir}`]);
+  await run.waitFor(/evaluating:/);
+  run.child.kill("SIGINT");
+  run.child.kill("SIGINT");
+  const r = await run.done();
+  assert.equal(r.code, 130, r.err);
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("a resumed run cuts metrics.jsonl back to its checkpoint, and removes temporary files a kill left", async () => {
+  const dir = Deno.makeTempDirSync();
+  const args = [...TINY, "--train-limit=256", "--test-limit=40", `--output-dir=${dir}`];
+  let r = await spawnTrain([...args, "--max-steps=2"]).done();
+  assert.equal(r.code, 0, r.err);
+  // As a run killed after logging steps 3 and 4 (and half a row), and in the middle of writing a checkpoint.
+  const metrics = join(dir, "metrics.jsonl");
+  Deno.writeTextFileSync(metrics, '{"step":3,"loss":1}\n{"step":4,"loss":1}\n{"step":5,"lo', { append: true });
+  const stale = join(dir, ".checkpoint.safetensors.999999999.0123abcd.tmp");
+  Deno.writeTextFileSync(stale, "half a checkpoint");
+  r = await spawnTrain([...args, "--max-steps=4"]).done();
+  assert.equal(r.code, 0, r.err);
+  assert.ok(!t.exists(stale), "the temporary file is removed");
+  const steps = Deno.readTextFileSync(metrics).trim().split("\n").map((l) => JSON.parse(l))
+    .filter((row) => "loss" in row).map((row) => row.step);
+  assert.deepEqual(steps, [1, 2, 3, 4]);
+  Deno.removeSync(dir, { recursive: true });
+});
