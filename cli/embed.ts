@@ -4,6 +4,10 @@
  * `features` [N, D] and, when known, `labels` [N]. The metadata records the
  * preprocessing (size, mean, std), the weights and the split.
  *
+ * Exit codes: 0 written, 1 a run-time failure (unreadable data), 2 a bad flag,
+ * value, path or weights file (one line on stderr). `--out` is checked before
+ * anything is loaded, and nothing is written on any error.
+ *
  * @example
  * ```sh
  * deno task embed --weights output/checkpoint.safetensors --data fmnist --out features.safetensors
@@ -11,14 +15,16 @@
  * ```
  * @module
  */
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { UsageError, usageError } from "./flags.ts";
+import { failure, UsageError } from "./flags.ts";
+import { argsError, dataSpec, integer, loadModel, weightsFile } from "./knn.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures } from "../lib/eval/knn.ts";
-import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
@@ -28,30 +34,64 @@ Writes features [N, D] (CLS after the final norm) and labels [N] of a dataset sp
 options:
   --weights FILE        a checkpoint of this project, or official-layout weights (.safetensors) (required)
   --data DATA           fmnist, cifar10, cifar100 or an image folder (required)
-  --out FILE            the .safetensors file to write (required)
+  --out FILE            the .safetensors file to write, in an existing folder (required)
   --split NAME          train or test (default test)
   --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
-  --patch-size N        for weights without metadata: checked against the weights
-  --image-size N        side of the embedded images (default: the model's)
-  --mean M,M,M          normalisation mean (default: the checkpoint's, else ImageNet's)
-  --std S,S,S           normalisation std (default: the checkpoint's, else ImageNet's)
-  --batch-size N        images per forward pass (default 256)
+  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
+  --image-size N        side of the embedded images, 1 to 8192 (default: the model's)
+  --mean M,M,M          normalisation mean, one per channel (default: the checkpoint's, else ImageNet's)
+  --std S,S,S           normalisation std, one per channel, > 0 (default: the checkpoint's, else ImageNet's)
+  --batch-size N        images per forward pass, 1 to 65536 (default 256)
   --max-image-pixels N  largest image (width x height) decoded; larger files are skipped
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
 
-function numbers(name: string, v: string): number[] {
-  const xs = v.split(",").map(Number);
-  if (xs.some((x) => !Number.isFinite(x))) throw new UsageError(`--${name} takes comma-separated numbers, got "${v}"`);
+/** Comma-separated finite numbers, one per channel (1 or 3). */
+function numbers(flag: string, v: string): number[] {
+  const xs = v.split(",").map((s) => s.trim() === "" ? NaN : Number(s));
+  if (xs.some((x) => !Number.isFinite(x))) throw new UsageError(`${flag} takes comma-separated numbers, got "${v}"`);
+  if (xs.length !== 1 && xs.length !== 3) {
+    throw new UsageError(`${flag} takes one number per channel (1 or 3), got ${xs.length}`);
+  }
   return xs;
 }
 
-/** Runs the program; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * The file to write must be a file (or nothing yet) in an existing folder this process can write; checked
+ * before anything is loaded, so that nothing is computed for nothing.
+ */
+function outFile(out: string): string {
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = Deno.statSync(out);
+  } catch {
+    // Not there yet (or under something that is no folder: the folder's check below says which).
+  }
+  if (info?.isDirectory) throw new UsageError(`--out ${out} is a folder; name the .safetensors file to write`);
+  if (info && !info.isFile) throw new UsageError(`--out ${out} is not a regular file`);
+  const dir = dirname(resolve(out));
+  let folder: Deno.FileInfo;
+  try {
+    folder = Deno.statSync(dir);
+  } catch {
+    throw new UsageError(`--out ${out}: its folder ${dir} does not exist`);
+  }
+  if (!folder.isDirectory) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
+  try {
+    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
+  } catch (e) {
+    throw new UsageError(`--out ${out} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  return out;
+}
+
+function parse(args: string[]) {
   let v;
   try {
     ({ values: v } = parseArgs({
       args,
+      strict: true,
+      allowPositionals: false,
       options: {
         weights: { type: "string" },
         data: { type: "string" },
@@ -67,62 +107,83 @@ export async function main(args: string[]): Promise<number> {
         help: { type: "boolean", short: "h", default: false },
       },
     }));
-    if (v.help) {
+  } catch (e) {
+    throw argsError(e);
+  }
+  if (v.help) return "help";
+  for (const k of ["weights", "data", "out"] as const) if (!v[k]) throw new UsageError(`--${k} is required`);
+  if (v.split !== "train" && v.split !== "test") {
+    throw new UsageError(`--split must be train or test, got "${v.split}"`);
+  }
+  if (v.arch !== undefined && !Object.hasOwn(ARCHS, v.arch)) {
+    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${v.arch}"`);
+  }
+  const mean = v.mean === undefined ? undefined : numbers("--mean", v.mean);
+  const std = v.std === undefined ? undefined : numbers("--std", v.std);
+  if (std?.some((s) => !(s > 0))) throw new UsageError(`--std must be positive, got ${v.std}`);
+  if (mean && std && mean.length !== std.length) {
+    throw new UsageError(`--mean has ${mean.length} values, --std ${std.length}: give one per channel to both`);
+  }
+  const maxPixels = v["max-image-pixels"];
+  return {
+    split: v.split as "train" | "test",
+    arch: v.arch as Arch | undefined,
+    patchSize: v["patch-size"] === undefined ? undefined : integer("--patch-size", v["patch-size"], 1, 64),
+    imageSize: v["image-size"] === undefined ? undefined : integer("--image-size", v["image-size"], 1, 8192),
+    batchSize: integer("--batch-size", v["batch-size"], 1, 65536),
+    maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
+    mean,
+    std,
+    out: outFile(v.out!),
+    weights: weightsFile("--weights", v.weights!),
+    data: dataSpec(v.data!),
+  };
+}
+
+/** Runs the program; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let model: EvalBackbone | undefined, ds: Dataset | undefined;
+  try {
+    const o = parse(args);
+    if (o === "help") {
       console.log(HELP);
       return 0;
     }
-    for (const k of ["weights", "data", "out"] as const) if (!v[k]) throw new UsageError(`--${k} is required`);
-    if (v.split !== "train" && v.split !== "test") {
-      throw new UsageError(`--split must be train or test, got "${v.split}"`);
+    model = loadModel("--weights", o.weights, { arch: o.arch, patchSize: o.patchSize });
+    const { vit } = model;
+    const size = o.imageSize ?? vit.imgSize;
+    if (size % vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${vit.patchSize}`);
     }
-    if (v.arch && !(v.arch in ARCHS)) throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}`);
-    v["max-image-pixels"] ??= String(defaultMaxImagePixels());
-    for (const k of ["patch-size", "image-size", "batch-size", "max-image-pixels"] as const) {
-      if (v[k] !== undefined && !(Number.isInteger(Number(v[k])) && Number(v[k]) > 0)) {
-        throw new UsageError(`--${k} takes a positive integer, got "${v[k]}"`);
-      }
-    }
-  } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message.replace(/\. To specify.*$/s, "") : e}\n\n${HELP}`);
-    return 2;
-  }
-  let model;
-  try {
-    model = loadEvalBackbone(v.weights!, {
-      arch: v.arch as Arch | undefined,
-      patchSize: v["patch-size"] ? Number(v["patch-size"]) : undefined,
-    });
-  } catch (e) {
-    const u = usageError(e);
-    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
-    return u ? 2 : 1;
-  }
-  let ds: Dataset | undefined;
-  try {
-    const size = v["image-size"] ? Number(v["image-size"]) : model.vit.imgSize;
-    const C = model.vit.inChans;
+    const C = vit.inChans;
     const fallback = C === 3
       ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
       : { mean: [0.5], std: [0.5] };
     const norm = {
-      mean: v.mean ? numbers("mean", v.mean) : (model.normalization ?? fallback).mean,
-      std: v.std ? numbers("std", v.std) : (model.normalization ?? fallback).std,
+      mean: o.mean ?? (model.normalization ?? fallback).mean,
+      std: o.std ?? (model.normalization ?? fallback).std,
     };
-    if (norm.mean.length !== C || norm.std.length !== C) throw new UsageError(`--mean and --std need ${C} values each`);
-    ds = openDataset(v.data!, v.split as "train" | "test", {
+    for (const [flag, given] of [["--mean", o.mean], ["--std", o.std]] as const) {
+      if (given && given.length !== C) {
+        throw new UsageError(`${flag} needs ${C} value(s), one per channel of the model's images, got ${given.length}`);
+      }
+    }
+    ds = openDataset(o.data, o.split, {
       side: Math.max(size, Math.round(size * 256 / 224)),
       channels: C as 1 | 3,
-      maxImagePixels: Number(v["max-image-pixels"]),
+      maxImagePixels: o.maxImagePixels,
     });
-    if (ds.channels !== C) throw new Error(`the model takes ${C}-channel images, ${v.data} has ${ds.channels}`);
-    const { features, labels } = await extractFeatures(model.backbone, model.vit, ds, { size, ...norm }, {
-      batchSize: Number(v["batch-size"]),
+    if (ds.channels !== C) {
+      throw new UsageError(`--weights ${o.weights} takes ${C}-channel images; --data ${o.data} has ${ds.channels}`);
+    }
+    const { features, labels } = await extractFeatures(model.backbone, vit, ds, { size, ...norm }, {
+      batchSize: o.batchSize,
     });
     try {
       const out: Record<string, ReturnType<typeof tensor>> = { features };
       using labelTensor = tensor(BigInt64Array.from(labels, BigInt));
       if (ds.labels) out.labels = labelTensor;
-      writeSafetensors(v.out!, out, {
+      writeSafetensors(o.out, out, {
         preprocessing: JSON.stringify({
           size,
           mean: norm.mean,
@@ -130,24 +191,22 @@ export async function main(args: string[]): Promise<number> {
           crop: "center",
           range: "[0, 1] then normalised",
         }),
-        weights: v.weights!,
+        weights: o.weights,
         source: model.source,
-        data: v.data!,
-        split: v.split!,
+        data: o.data,
+        split: o.split,
         classes: JSON.stringify(ds.classes),
-        vit: JSON.stringify(model.vit),
+        vit: JSON.stringify(vit),
       });
-      console.log(`wrote ${v.out}: features [${features.shape}]${ds.labels ? `, labels [${labels.length}]` : ""}`);
+      console.log(`wrote ${o.out}: features [${features.shape}]${ds.labels ? `, labels [${labels.length}]` : ""}`);
     } finally {
       features.dispose();
     }
     return 0;
   } catch (e) {
-    const u = usageError(e);
-    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
-    return u ? 2 : 1;
+    return failure(e, "embed");
   } finally {
-    dispose(model.backbone);
+    if (model) dispose(model.backbone);
     ds?.dispose();
   }
 }

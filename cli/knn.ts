@@ -3,6 +3,10 @@
  * official-layout weights, with the data's training split as the memory and
  * its test split as the queries. Any number of test images works.
  *
+ * Exit codes: 0 done, 1 a run-time failure (unreadable or unlabelled data),
+ * 2 a bad flag, value, path or weights file (one line on stderr; nothing is
+ * loaded before every flag is checked).
+ *
  * @example
  * ```sh
  * deno task knn --checkpoint output/checkpoint.safetensors --data fmnist
@@ -10,13 +14,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { defaultMaxImagePixels, dispose } from "../mod.ts";
+import { defaultMaxImagePixels, dispose, exists } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { UsageError, usageError } from "./flags.ts";
+import { failure, UsageError, usageError } from "./flags.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
-import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 
 const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
 
@@ -25,31 +29,95 @@ Weighted k-NN (cosine similarity, votes exp(sim / T)) of the CLS features after 
 options:
   --checkpoint FILE     a checkpoint of this project, or official-layout weights (.safetensors) (required)
   --data DATA           fmnist, cifar10, cifar100 or a folder with train/ and val/ (required)
-  --k N                 neighbours (default 20; several as 10,20,100,200)
-  --temperature T       vote temperature (default 0.07)
+  --k N                 neighbours, 1 to 100000 (default 20; several as 10,20,100,200)
+  --temperature T       vote temperature, > 0 (default 0.07)
   --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
-  --patch-size N        for weights without metadata: checked against the weights
-  --image-size N        side of the evaluated images (default: the model's)
-  --batch-size N        images per forward pass (default 256)
-  --train-limit N       use only the first N training images (default: all)
-  --test-limit N        use only the first N test images (default: all)
+  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
+  --image-size N        side of the evaluated images, 1 to 8192 (default: the model's)
+  --batch-size N        images per forward pass, 1 to 65536 (default 256)
+  --train-limit N       use only the first N training images (default 0: all)
+  --test-limit N        use only the first N test images (default 0: all)
   --max-image-pixels N  largest image (width x height) decoded; larger files are skipped
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
 
-function int(name: string, v: string | undefined, fallback: number): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} takes a positive integer, got "${v}"`);
+/** The datasets `openDataset` knows by name; anything else is a path. */
+export const NAMED = ["fmnist", "cifar10", "cifar100"];
+
+/** parseArgs' complaint as a usage error (without its advice on positionals). Shared by the commands. */
+export function argsError(e: unknown): UsageError {
+  const message = e instanceof Error ? e.message : String(e);
+  const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+  return new UsageError(
+    ambiguous
+      ? `${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`
+      : message.replace(/\. To specify.*$/s, ""),
+  );
+}
+
+/**
+ * An integer flag in [min, max], or a usage error naming it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { integer } from "./knn.ts";
+ * assert.equal(integer("--k", "20", 1, 100000), 20);
+ * assert.throws(() => integer("--k", "NaN", 1, 100000), /--k takes an integer, got "NaN"/);
+ * assert.throws(() => integer("--k", "0", 1, 100000), /--k must be between 1 and 100000, got 0/);
+ * ```
+ */
+export function integer(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = v.trim() === "" ? NaN : Number(v);
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${flag} takes an integer, got "${v}"`);
+  if (n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `between ${min} and ${max}`;
+    throw new UsageError(`${flag} must be ${range}, got ${n}`);
+  }
   return n;
 }
 
-/** Runs the program; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let o;
+/** An existing weights file: a usage error names the flag when the path is missing or a folder. */
+export function weightsFile(flag: string, path: string): string {
+  let info: Deno.FileInfo;
   try {
-    const { values } = parseArgs({
+    info = Deno.statSync(path);
+  } catch {
+    throw new UsageError(`${flag} ${path}: no such file`);
+  }
+  if (info.isDirectory) throw new UsageError(`${flag} ${path} is a folder, not a weights file`);
+  return path;
+}
+
+/** The data path, when it is one, must exist (checked before the weights are loaded). */
+export function dataSpec(spec: string): string {
+  if (!NAMED.includes(spec) && !exists(spec)) {
+    throw new UsageError(
+      `--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`,
+    );
+  }
+  return spec;
+}
+
+/** The backbone of a checkpoint or weights file; a file that is no usable weights is a usage error of `flag`. */
+export function loadModel(flag: string, path: string, o: { arch?: Arch; patchSize?: number }): EvalBackbone {
+  try {
+    return loadEvalBackbone(path, o);
+  } catch (e) {
+    const u = usageError(e);
+    if (u) throw u;
+    const message = e instanceof Error ? e.message : String(e);
+    throw new UsageError(`${flag} ${message.includes(path) ? message : `${path}: ${message}`}`);
+  }
+}
+
+function parse(args: string[]) {
+  let values;
+  try {
+    ({ values } = parseArgs({
       args,
+      strict: true,
+      allowPositionals: false,
       options: {
         checkpoint: { type: "string" },
         data: { type: "string" },
@@ -58,92 +126,95 @@ export async function main(args: string[]): Promise<number> {
         arch: { type: "string" },
         "patch-size": { type: "string" },
         "image-size": { type: "string" },
-        "batch-size": { type: "string" },
-        "train-limit": { type: "string" },
-        "test-limit": { type: "string" },
+        "batch-size": { type: "string", default: "256" },
+        "train-limit": { type: "string", default: "0" },
+        "test-limit": { type: "string", default: "0" },
         "max-image-pixels": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
-    });
-    if (values.help) {
+    }));
+  } catch (e) {
+    throw argsError(e);
+  }
+  if (values.help) return "help";
+  if (!values.checkpoint) throw new UsageError("--checkpoint is required");
+  if (!values.data) throw new UsageError("--data is required");
+  if (values.arch !== undefined && !Object.hasOwn(ARCHS, values.arch)) {
+    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${values.arch}"`);
+  }
+  const temperature = values.temperature.trim() === "" ? NaN : Number(values.temperature);
+  if (!Number.isFinite(temperature)) {
+    throw new UsageError(`--temperature takes a number, got "${values.temperature}"`);
+  }
+  if (!(temperature > 0)) throw new UsageError(`--temperature must be positive, got ${temperature}`);
+  const maxPixels = values["max-image-pixels"];
+  const o = {
+    ks: values.k.split(",").map((s) => integer("--k", s, 1, 100000)),
+    temperature,
+    arch: values.arch as Arch | undefined,
+    patchSize: values["patch-size"] === undefined ? undefined : integer("--patch-size", values["patch-size"], 1, 64),
+    imageSize: values["image-size"] === undefined ? undefined : integer("--image-size", values["image-size"], 1, 8192),
+    batchSize: integer("--batch-size", values["batch-size"], 1, 65536),
+    trainLimit: integer("--train-limit", values["train-limit"], 0),
+    testLimit: integer("--test-limit", values["test-limit"], 0),
+    maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
+  };
+  return { ...o, checkpoint: weightsFile("--checkpoint", values.checkpoint), data: dataSpec(values.data) };
+}
+
+/** Runs the program; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let model: EvalBackbone | undefined, train: Dataset | undefined, test: Dataset | undefined;
+  try {
+    const o = parse(args);
+    if (o === "help") {
       console.log(HELP);
       return 0;
     }
-    if (!values.checkpoint) throw new UsageError("--checkpoint is required");
-    if (!values.data) throw new UsageError("--data is required");
-    if (values.arch && !(values.arch in ARCHS)) {
-      throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}`);
+    model = loadModel("--checkpoint", o.checkpoint, { arch: o.arch, patchSize: o.patchSize });
+    const { vit } = model;
+    const size = o.imageSize ?? vit.imgSize;
+    if (size % vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${vit.patchSize}`);
     }
-    const ks = values.k!.split(",").map((s) => int("k", s, 20));
-    const temperature = Number(values.temperature);
-    if (!(temperature > 0)) throw new UsageError(`--temperature must be positive, got "${values.temperature}"`);
-    o = {
-      checkpoint: values.checkpoint,
-      data: values.data,
-      ks,
-      temperature,
-      arch: values.arch as Arch | undefined,
-      patchSize: values["patch-size"] ? int("patch-size", values["patch-size"], 16) : undefined,
-      imageSize: values["image-size"] ? int("image-size", values["image-size"], 224) : undefined,
-      batchSize: int("batch-size", values["batch-size"], 256),
-      trainLimit: values["train-limit"] ? int("train-limit", values["train-limit"], 0) : 0,
-      testLimit: values["test-limit"] ? int("test-limit", values["test-limit"], 0) : 0,
-      maxImagePixels: int("max-image-pixels", values["max-image-pixels"], defaultMaxImagePixels()),
+    const opening = {
+      side: Math.max(size, Math.round(size * 256 / 224)),
+      channels: vit.inChans as 1 | 3,
+      maxImagePixels: o.maxImagePixels,
     };
-  } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message.replace(/\. To specify.*$/s, "") : e}\n\n${HELP}`);
-    return 2;
-  }
-  let model;
-  try {
-    model = loadEvalBackbone(o.checkpoint, { arch: o.arch, patchSize: o.patchSize });
-  } catch (e) {
-    const u = usageError(e);
-    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
-    return u ? 2 : 1;
-  }
-  const size = o.imageSize ?? model.vit.imgSize;
-  let train: Dataset | undefined, test: Dataset | undefined;
-  try {
-    train = openDataset(o.data, "train", {
-      side: Math.max(size, Math.round(size * 256 / 224)),
-      channels: model.vit.inChans as 1 | 3,
-      maxImagePixels: o.maxImagePixels,
-    });
-    test = openDataset(o.data, "test", {
-      side: Math.max(size, Math.round(size * 256 / 224)),
-      channels: model.vit.inChans as 1 | 3,
-      maxImagePixels: o.maxImagePixels,
-    });
-    if (train.channels !== model.vit.inChans) {
-      throw new Error(`the model takes ${model.vit.inChans}-channel images, ${o.data} has ${train.channels}`);
+    train = openDataset(o.data, "train", opening);
+    test = openDataset(o.data, "test", opening);
+    if (train.channels !== vit.inChans) {
+      throw new UsageError(
+        `--checkpoint ${o.checkpoint} takes ${vit.inChans}-channel images; --data ${o.data} has ${train.channels}`,
+      );
+    }
+    if (!train.labels || !test.labels) {
+      throw new Error("k-NN needs labelled images: this data has none (use a folder with one subfolder per class)");
     }
     const norm = model.normalization ??
-      (model.vit.inChans === 3
-        ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
-        : { mean: [0.5], std: [0.5] });
+      (vit.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
     const t = { size, ...norm };
-    const a = await extractFeatures(model.backbone, model.vit, train, t, {
-      batchSize: o.batchSize,
-      limit: o.trainLimit,
-    });
-    const b = await extractFeatures(model.backbone, model.vit, test, t, { batchSize: o.batchSize, limit: o.testLimit });
+    const a = await extractFeatures(model.backbone, vit, train, t, { batchSize: o.batchSize, limit: o.trainLimit });
     try {
-      console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
-      for (const k of o.ks) {
-        const r = knnClassify(a.features, a.labels, b.features, b.labels, { k, temperature: o.temperature });
-        console.log(`  k ${String(k).padStart(3)}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
+      const b = await extractFeatures(model.backbone, vit, test, t, { batchSize: o.batchSize, limit: o.testLimit });
+      try {
+        console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
+        for (const k of o.ks) {
+          const r = knnClassify(a.features, a.labels, b.features, b.labels, { k, temperature: o.temperature });
+          console.log(`  k ${String(k).padStart(3)}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
+        }
+      } finally {
+        b.features.dispose();
       }
     } finally {
-      dispose([a.features, b.features]);
+      a.features.dispose();
     }
     return 0;
   } catch (e) {
-    const u = usageError(e);
-    console.error(`error: ${u?.message ?? (e instanceof Error ? e.message : e)}`);
-    return u ? 2 : 1;
+    return failure(e, "knn");
   } finally {
-    dispose(model.backbone);
+    if (model) dispose(model.backbone);
     train?.dispose();
     test?.dispose();
   }

@@ -3,6 +3,11 @@
  * a person can see what the model sees. Each row is one image: the input, the
  * 2 global views, then the local views (padded to the global size).
  *
+ * Exit codes: 0 written, 1 a run-time failure (unreadable images), 2 a bad
+ * flag, value or path (one line on stderr). The output folder is checked
+ * before the data is opened and made only once the images are read; nothing
+ * is written on any error.
+ *
  * @example
  * ```sh
  * deno task preview --data fmnist --output-dir out/
@@ -10,12 +15,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import {
   cat,
   clamp,
   defaultMaxImagePixels,
   dispose,
+  exists,
   Generator,
   interpolate,
   pad,
@@ -27,6 +33,9 @@ import {
 } from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
+import type { Dataset } from "../lib/data/dataset.ts";
+import { failure, UsageError } from "./flags.ts";
+import { argsError, integer } from "./knn.ts";
 
 const HELP = `usage: deno task preview --data DATA --output-dir DIR [options]
 
@@ -34,99 +43,144 @@ Writes DIR/views.png: one row per image (input, 2 global views, local views).
 
 options:
   --data DATA          fmnist, cifar10, cifar100 or an image folder (required)
-  --output-dir DIR     where views.png goes (required)
-  --preset NAME        augmentation preset: fmnist28, cifar32, imagenet (default: from the data)
-  --count N            images to show (default 6)
-  --seed N             random seed (default 0)
+  --output-dir DIR     where views.png goes (required; made if need be)
+  --preset NAME        augmentation preset: ${Object.keys(AUGMENT_PRESETS).join(", ")} (default: from the data)
+  --count N            images to show, 1 to 1024 (default 6)
+  --seed N             random seed, >= 0 (default 0)
   --max-image-pixels N largest image (width x height) decoded; larger files are skipped
                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help           this help`;
 
-function fail(message: string): never {
-  console.error(`error: ${message}\n\n${HELP}`);
-  Deno.exit(2);
-}
-
-let values;
-try {
-  ({ values } = parseArgs({
-    args: Deno.args,
-    options: {
-      data: { type: "string" },
-      "output-dir": { type: "string" },
-      preset: { type: "string" },
-      count: { type: "string", default: "6" },
-      seed: { type: "string", default: "0" },
-      "max-image-pixels": { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  }));
-} catch (e) {
-  fail(e instanceof Error ? e.message : String(e));
-}
-if (values.help) {
-  console.log(HELP);
-  Deno.exit(0);
-}
-if (!values.data) fail("--data is required");
-if (!values["output-dir"]) fail("--output-dir is required");
-const count = Number(values.count), seed = Number(values.seed);
-if (!(Number.isInteger(count) && count > 0)) fail(`--count must be a positive integer, got ${values.count}`);
-if (!Number.isInteger(seed)) fail(`--seed must be an integer, got ${values.seed}`);
-let maxImagePixels = 0;
-try {
-  maxImagePixels = Number(values["max-image-pixels"] ?? defaultMaxImagePixels());
-} catch (e) {
-  fail(e instanceof Error ? e.message : String(e));
-}
-if (!(Number.isSafeInteger(maxImagePixels) && maxImagePixels > 0)) {
-  fail(`--max-image-pixels must be a positive integer, got ${values["max-image-pixels"]}`);
-}
-
-const ds = (() => {
+function parse(args: string[]) {
+  let values;
   try {
-    return openDataset(values.data!, "train", { maxImagePixels });
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        data: { type: "string" },
+        "output-dir": { type: "string" },
+        preset: { type: "string" },
+        count: { type: "string", default: "6" },
+        seed: { type: "string", default: "0" },
+        "max-image-pixels": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    Deno.exit(1);
+    throw argsError(e);
   }
-})();
-const presetName = values.preset ?? (ds.size <= 28 ? "fmnist28" : ds.size <= 32 ? "cifar32" : "imagenet");
-const preset = AUGMENT_PRESETS[presetName as keyof typeof AUGMENT_PRESETS];
-if (!preset) fail(`unknown preset "${presetName}": use ${Object.keys(AUGMENT_PRESETS).join(", ")}`);
-const cfg = preset.mean.length === ds.channels ? preset : {
-  ...preset,
-  mean: Array(ds.channels).fill(preset.mean[0]),
-  std: Array(ds.channels).fill(preset.std[0]),
-};
-
-const batch = await ds.load(Array.from({ length: Math.min(count, ds.length) }, (_, i) => i));
-if (batch.images.shape[0] === 0) {
-  console.error(`error: none of the first ${count} images of ${values.data} could be read (${batch.firstError})`);
-  Deno.exit(1);
+  if (values.help) return "help";
+  if (!values.data) throw new UsageError("--data is required");
+  if (!values["output-dir"]) throw new UsageError("--output-dir is required");
+  if (values.preset !== undefined && !Object.hasOwn(AUGMENT_PRESETS, values.preset)) {
+    throw new UsageError(`--preset must be one of ${Object.keys(AUGMENT_PRESETS).join(", ")}, got "${values.preset}"`);
+  }
+  const maxPixels = values["max-image-pixels"];
+  return {
+    data: values.data,
+    preset: values.preset as keyof typeof AUGMENT_PRESETS | undefined,
+    count: integer("--count", values.count, 1, 1024),
+    seed: integer("--seed", values.seed, 0),
+    maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
+    outputDir: writableFolder(values["output-dir"]),
+  };
 }
-using g = new Generator(seed);
-const grid = tidy(() => {
-  const G = cfg.globalCropsSize, gap = 2, C = ds.channels, B = batch.images.shape[0];
-  const views = dinoViews(batch.images, cfg, g); // normalised
-  const input = clamp(
-    interpolate(to(batch.images, "f32"), { size: [G, G], mode: "bilinear", antialias: true }),
-    0,
-    255,
-  );
-  const pixels = views.map((v) => to(permute(toPixels(v, cfg.mean, cfg.std), [0, 3, 1, 2]), "f32")); // [B, C, s, s]
-  const cells = [input, ...pixels].map((px) => {
-    const room = G - px.shape[2];
-    return pad(px, [gap, gap + room, gap, gap + room], "constant", 255); // white frame, locals top-left
-  });
-  const rows = cat(cells, 3); // [B, C, G + 2 gap, cells x (G + 2 gap)]
-  const [, , h, w] = rows.shape;
-  const tall = reshape(permute(rows, [1, 0, 2, 3]), [C, B * h, w]); // rows stacked vertically
-  return to(permute(tall, [1, 2, 0]), "u8"); // [H, W, C]
-});
-Deno.mkdirSync(values["output-dir"]!, { recursive: true });
-const out = join(values["output-dir"]!, "views.png");
-writeImage(out, grid);
-dispose([grid, batch.images, batch.labels]);
-ds.dispose();
-console.log(`wrote ${out}: ${count} images x ${2 + cfg.localCropsNumber} views (${presetName})`);
+
+/**
+ * The output folder must be a folder this process can write, or a place one can be made: checked (by writing
+ * and removing a temporary file in the nearest existing folder) without creating anything.
+ */
+function writableFolder(dir: string): string {
+  let d = resolve(dir);
+  while (!exists(d) && dirname(d) !== d) d = dirname(d);
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(d);
+  } catch (e) {
+    throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  if (!info.isDirectory) {
+    throw new UsageError(
+      d === resolve(dir) ? `--output-dir ${dir} is a file, not a folder` : `--output-dir ${dir}: ${d} is a file`,
+    );
+  }
+  try {
+    Deno.removeSync(Deno.makeTempFileSync({ dir: d, prefix: ".write-check-" }));
+  } catch (e) {
+    throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  return dir;
+}
+
+/** Makes `dir` (and its missing parents); `undo` removes what it made. */
+function makeFolder(dir: string): { undo(): void } {
+  let top: string | undefined; // the outermost folder this call creates
+  for (let d = resolve(dir); !exists(d); d = dirname(d)) top = d;
+  Deno.mkdirSync(dir, { recursive: true });
+  return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
+}
+
+/** Runs the program; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let ds: Dataset | undefined;
+  try {
+    const o = parse(args);
+    if (o === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    ds = openDataset(o.data, "train", { maxImagePixels: o.maxImagePixels });
+    const presetName = o.preset ?? (ds.size <= 28 ? "fmnist28" : ds.size <= 32 ? "cifar32" : "imagenet");
+    const preset = AUGMENT_PRESETS[presetName];
+    const cfg = preset.mean.length === ds.channels ? preset : {
+      ...preset,
+      mean: Array(ds.channels).fill(preset.mean[0]),
+      std: Array(ds.channels).fill(preset.std[0]),
+    };
+    const n = Math.min(o.count, ds.length);
+    const batch = await ds.load(Array.from({ length: n }, (_, i) => i));
+    try {
+      const B = batch.images.shape[0], C = ds.channels;
+      if (B === 0) throw new Error(`none of the first ${n} image(s) of ${o.data} could be read (${batch.firstError})`);
+      using g = new Generator(o.seed);
+      using grid = tidy(() => {
+        const G = cfg.globalCropsSize, gap = 2;
+        const views = dinoViews(batch.images, cfg, g); // normalised
+        const input = clamp(
+          interpolate(to(batch.images, "f32"), { size: [G, G], mode: "bilinear", antialias: true }),
+          0,
+          255,
+        );
+        const pixels = views.map((v) => to(permute(toPixels(v, cfg.mean, cfg.std), [0, 3, 1, 2]), "f32")); // [B, C, s, s]
+        const cells = [input, ...pixels].map((px) => {
+          const room = G - px.shape[2];
+          return pad(px, [gap, gap + room, gap, gap + room], "constant", 255); // white frame, locals top-left
+        });
+        const rows = cat(cells, 3); // [B, C, G + 2 gap, cells x (G + 2 gap)]
+        const [, , h, w] = rows.shape;
+        const tall = reshape(permute(rows, [1, 0, 2, 3]), [C, B * h, w]); // rows stacked vertically
+        return to(permute(tall, [1, 2, 0]), "u8"); // [H, W, C]
+      });
+      const out = join(o.outputDir, "views.png");
+      const made = makeFolder(o.outputDir); // only now: the data opened and the grid is made
+      try {
+        writeImage(out, grid);
+      } catch (e) {
+        made.undo();
+        throw e;
+      }
+      console.log(`wrote ${out}: ${B} images x ${2 + cfg.localCropsNumber} views (${presetName})`);
+    } finally {
+      dispose([batch.images, batch.labels]);
+    }
+    return 0;
+  } catch (e) {
+    return failure(e, "preview");
+  } finally {
+    ds?.dispose();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
