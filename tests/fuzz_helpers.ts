@@ -91,11 +91,12 @@ export interface ChildOptions {
   env?: Record<string, string>;
 }
 
-/** All results by index, plus the largest resident memory seen in any child (KiB). */
+/** All results by index, the largest resident memory seen in any child (KiB), and failed exits after all cases. */
 export interface ChildRun {
   results: CaseResult[];
   peakKb: number;
   children: number;
+  exits: string[];
 }
 
 function statusKb(pid: number, field: string): number {
@@ -119,6 +120,7 @@ export async function runInChildren(o: ChildOptions): Promise<ChildRun> {
   let deaths = 0;
   let peakKb = 0;
   let children = 0;
+  const exits: string[] = [];
   const script = o.script instanceof URL ? o.script.pathname : o.script;
   while (next < o.count) {
     children++;
@@ -189,7 +191,13 @@ export async function runInChildren(o: ChildOptions): Promise<ChildRun> {
     const status = await child.status;
     clearInterval(watchdog);
     await drainErr;
-    if (finished && status.success) break;
+    if (finished) {
+      // Every case ran; a crash on the way out (a static destructor, say) still fails the run.
+      if (!status.success) {
+        exits.push(`a child exited with ${status.signal ?? status.code}: ${stderr.trim().slice(-300)}`);
+      }
+      break;
+    }
     // The child died: the case it was in (or the next one, if it died between cases) failed.
     const index = current >= 0 ? current : next;
     const why = killedFor ||
@@ -199,7 +207,7 @@ export async function runInChildren(o: ChildOptions): Promise<ChildRun> {
     next = index + 1;
     if (++deaths >= (o.maxDeaths ?? 10)) break;
   }
-  return { results, peakKb, children };
+  return { results, peakKb, children, exits };
 }
 
 function hwmKb(): number {
@@ -286,6 +294,7 @@ export function judge(
       if (problems.length) failures.push(`${name}: ${problems.join("; ")}${v.message ? ` [${v.message}]` : ""}`);
     }
   }
+  failures.push(...run.exits);
   const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !seen.has(i));
   if (missing.length) failures.push(`${missing.length} case(s) never ran (from case ${missing[0]}): too many died`);
   return { failures, outcomes };

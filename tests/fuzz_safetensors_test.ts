@@ -457,9 +457,37 @@ function runCase(index: number): Record<string, unknown> {
   return { kind, outcome: "accepted", problems };
 }
 
+/** Cases that go wrong on purpose, to check the runner: a native crash, a hang and a runaway allocation. */
+function harnessCase(index: number): Record<string, unknown> {
+  if (index === 1) new Deno.UnsafePointerView(Deno.UnsafePointer.create(8n)!).getUint8(); // reads address 8
+  if (index === 2) { for (;;); }
+  if (index === 3) {
+    const hold: Uint8Array[] = [];
+    for (;;) hold.push(new Uint8Array(32 * 2 ** 20).fill(1));
+  }
+  return { outcome: "ok", problems: [] };
+}
+
 if (isFuzzChild()) {
-  await childMain(runCase);
+  await childMain(Deno.args[3] === "harness" ? harnessCase : runCase);
 } else {
+  Deno.test("the child runner turns a crash, a hang and a runaway allocation into failed cases, and goes on", async () => {
+    const run = await runInChildren({
+      script: new URL(import.meta.url),
+      count: 5,
+      args: ["harness"],
+      memoryMb: 512,
+      caseTimeoutMs: 2000,
+    });
+    assert.deepEqual(run.results.map((r) => r.index), [0, 1, 2, 3, 4]);
+    assert.deepEqual(run.results.map((r) => r.status), ["done", "died", "died", "died", "done"]);
+    const why = run.results.map((r) => r.status === "died" ? r.why : "");
+    assert.match(why[1], /signal SIGSEGV/);
+    assert.match(why[2], /no result after 2000 ms/);
+    assert.match(why[3], /resident memory \d+ MiB passed the 512 MiB limit/);
+    assert.equal(run.children, 4);
+  });
+
   const COUNT = PATHS.length + fuzzCases(400);
   Deno.test(`safetensors fuzz: ${COUNT} mutated files are each read exactly as their header says or refused with a one-line SafetensorsError, with no crash, hang, leak or runaway allocation`, async () => {
     const count = COUNT;
