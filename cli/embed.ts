@@ -19,13 +19,12 @@ import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { failure, UsageError } from "./flags.ts";
-import { argsError, dataSpec, integer, loadModel, weightsFile } from "./knn.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures } from "../lib/eval/knn.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
+import { argsError, dataSpec, failure, integer, loadModel, UsageError, weightsFile } from "./flags.ts";
 
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
 

@@ -16,6 +16,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { exists } from "../mod.ts";
+import type { Arch } from "../lib/model/vit.ts";
+import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   type Group,
   makeSettings,
@@ -184,13 +187,7 @@ export function parseTrainArgs(
   try {
     ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
-    throw new UsageError(
-      ambiguous
-        ? `${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`
-        : message.replace(/\. To specify.*$/s, ""),
-    );
+    throw argsError(e);
   }
   if (values.help) return "help";
   const { preset: filePreset, ...file } = typeof values.config === "string" ? readConfig(values.config, readFile) : {};
@@ -207,5 +204,75 @@ export function parseTrainArgs(
       throw new UsageError(`--config: ${e.message}`);
     }
     throw u ?? e;
+  }
+}
+
+/** The datasets `openDataset` knows by name; anything else is a path. */
+export const NAMED = ["fmnist", "cifar10", "cifar100"];
+
+/** parseArgs' complaint as a usage error (without its advice on positionals). Shared by the commands. */
+export function argsError(e: unknown): UsageError {
+  const message = e instanceof Error ? e.message : String(e);
+  const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+  return new UsageError(
+    ambiguous
+      ? `${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`
+      : message.replace(/\. To specify.*$/s, ""),
+  );
+}
+
+/**
+ * An integer flag in [min, max], or a usage error naming it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { integer } from "./flags.ts";
+ * assert.equal(integer("--k", "20", 1, 100000), 20);
+ * assert.throws(() => integer("--k", "NaN", 1, 100000), /--k takes an integer, got "NaN"/);
+ * assert.throws(() => integer("--k", "0", 1, 100000), /--k must be between 1 and 100000, got 0/);
+ * ```
+ */
+export function integer(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = v.trim() === "" ? NaN : Number(v);
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${flag} takes an integer, got "${v}"`);
+  if (n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `between ${min} and ${max}`;
+    throw new UsageError(`${flag} must be ${range}, got ${n}`);
+  }
+  return n;
+}
+
+/** An existing weights file: a usage error names the flag when the path is missing or a folder. */
+export function weightsFile(flag: string, path: string): string {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    throw new UsageError(`${flag} ${path}: no such file`);
+  }
+  if (info.isDirectory) throw new UsageError(`${flag} ${path} is a folder, not a weights file`);
+  return path;
+}
+
+/** The data path, when it is one, must exist (checked before the weights are loaded). */
+export function dataSpec(spec: string): string {
+  if (!NAMED.includes(spec) && !exists(spec)) {
+    throw new UsageError(
+      `--data ${spec}: no such dataset, file or folder (use fmnist, cifar10, cifar100, an IDX file or a folder path)`,
+    );
+  }
+  return spec;
+}
+
+/** The backbone of a checkpoint or weights file; a file that is no usable weights is a usage error of `flag`. */
+export function loadModel(flag: string, path: string, o: { arch?: Arch; patchSize?: number }): EvalBackbone {
+  try {
+    return loadEvalBackbone(path, o);
+  } catch (e) {
+    const u = usageError(e);
+    if (u) throw u;
+    const message = e instanceof Error ? e.message : String(e);
+    throw new UsageError(`${flag} ${message.includes(path) ? message : `${path}: ${message}`}`);
   }
 }

@@ -34,8 +34,7 @@ import {
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { failure, UsageError } from "./flags.ts";
-import { argsError, integer } from "./knn.ts";
+import { argsError, failure, integer, UsageError } from "./flags.ts";
 
 const HELP = `usage: deno task preview --data DATA --output-dir DIR [options]
 
