@@ -21,6 +21,7 @@ import {
   type SettingName,
   SETTINGS,
   type Settings,
+  shown,
 } from "./settings.ts";
 import { validateSettings } from "./validate.ts";
 
@@ -95,7 +96,7 @@ export function presetSettings(preset: string): Settings {
   if (!p) {
     throw new SettingError(
       ["preset"],
-      (n) => `${n("preset")} must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
+      (n) => `${n("preset")} must be one of ${Object.keys(PRESETS).join(", ")}, got ${shown(preset)}`,
     );
   }
   const defaults = Object.fromEntries(Object.entries(SETTINGS).map(([k, d]) => [k, d.default]));

@@ -332,7 +332,7 @@ export function coerceSetting(name: SettingName, raw: unknown): unknown {
   const d: Declaration<unknown> = SETTINGS[name];
   const text = String(raw).trim();
   const fail = (what: string): never => {
-    throw new SettingError([name], (n) => `${n(name)} ${what}, got "${text}"`);
+    throw new SettingError([name], (n) => `${n(name)} ${what}, got ${shown(text)}`);
   };
   switch (d.kind) {
     case "string":
@@ -358,6 +358,22 @@ export function coerceSetting(name: SettingName, raw: unknown): unknown {
       return v;
     }
   }
+}
+
+/**
+ * A value as an error message quotes it: JSON, on one line, cut to 60 characters.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shown } from "./settings.ts";
+ * assert.equal(shown("a\nb"), '"a\\nb"');
+ * assert.equal(shown("x".repeat(100)).length, 60);
+ * ```
+ */
+export function shown(value: unknown): string {
+  const text = typeof value === "number" ? String(value) : JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
 /** Whether `name` is a declared setting. */

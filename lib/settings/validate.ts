@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { type Declaration, SettingError, type SettingName, SETTINGS, type Settings } from "./settings.ts";
+import { type Declaration, SettingError, type SettingName, SETTINGS, type Settings, shown } from "./settings.ts";
 
 /**
  * Checks every setting's kind and range, then the combinations; throws a
@@ -33,13 +33,16 @@ export function validateSettings(s: Settings): Settings {
   };
   for (const [name, d] of Object.entries(SETTINGS) as [SettingName, Declaration<unknown>][]) {
     const v = s[name] as unknown;
+    const got = shown(v);
     if (d.kind === "choice" && !d.choices!.includes(v as string)) {
-      bad([name], (n) => `${n(name)} must be one of ${d.choices!.join(", ")}, got "${v}"`);
+      bad([name], (n) => `${n(name)} must be one of ${d.choices!.join(", ")}, got ${got}`);
     }
+    if (d.kind === "string" && typeof v !== "string") bad([name], (n) => `${n(name)} takes a string, got ${got}`);
+    if (d.kind === "bool" && typeof v !== "boolean") bad([name], (n) => `${n(name)} takes true or false, got ${got}`);
     if (d.kind === "int" || d.kind === "number") {
       const x = v as number;
-      if (typeof x !== "number" || !Number.isFinite(x)) bad([name], (n) => `${n(name)} takes a number, got ${x}`);
-      if (d.kind === "int" && !Number.isInteger(x)) bad([name], (n) => `${n(name)} takes an integer, got ${x}`);
+      if (typeof x !== "number" || !Number.isFinite(x)) bad([name], (n) => `${n(name)} takes a number, got ${got}`);
+      if (d.kind === "int" && !Number.isInteger(x)) bad([name], (n) => `${n(name)} takes an integer, got ${got}`);
       if (d.range === "positive" && !(x > 0)) bad([name], (n) => `${n(name)} must be positive, got ${x}`);
       if (d.range === "nonNegative" && !(x >= 0)) bad([name], (n) => `${n(name)} must be >= 0, got ${x}`);
       if (d.range === "unit" && !(x > 0 && x <= 1)) bad([name], (n) => `${n(name)} must be in (0, 1], got ${x}`);
@@ -47,7 +50,9 @@ export function validateSettings(s: Settings): Settings {
       if (d.max !== undefined && x > d.max) bad([name], (n) => `${n(name)} must be at most ${d.max}, got ${x}`);
     }
     if (d.kind === "pair") {
-      const [lo, hi] = v as [number, number];
+      const pair = Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === "number") ? v : undefined;
+      if (!pair) bad([name], (n) => `${n(name)} takes two numbers as lo,hi, got ${got}`);
+      const [lo, hi] = pair as number[];
       if (!(lo > 0 && lo <= hi && hi <= 1)) {
         bad([name], (n) => `${n(name)} must satisfy 0 < lo <= hi <= 1, got ${lo},${hi}`);
       }

@@ -32,7 +32,7 @@ import { alias, dispose, type Tensor } from "../../ffi/mod.ts";
 import { networkConfig } from "../settings/derive.ts";
 import { PRESETS, presetSettings } from "../settings/presets.ts";
 import { validateSettings } from "../settings/validate.ts";
-import { SettingError, type Settings } from "../settings/settings.ts";
+import { SettingError, type Settings, shown } from "../settings/settings.ts";
 import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
@@ -128,11 +128,12 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
   const made: Tensor[] = []; // what this load has made so far: freed if it fails
   try {
     if (metadata.format !== CHECKPOINT_FORMAT) {
-      throw new Error(`not a training checkpoint of this project (format "${metadata.format ?? "none"}")`);
+      throw new Error(`not a training checkpoint of this project (format ${shown(metadata.format ?? null)})`);
     }
     // Every number that sizes an allocation is checked, against bounds and against the tensors, before any is made.
     const config = savedSettings(metadata.config);
     const channels = wholeNumber(metadata, "channels", 1, 16);
+    checkAgainstTensors(config, channels, tensors);
     const step = wholeNumber(metadata, "step", 0, Number.MAX_SAFE_INTEGER);
     const epoch = wholeNumber(metadata, "epoch", 0, Number.MAX_SAFE_INTEGER);
     const rng = parsed(metadata, "rng", (v) => {
@@ -154,7 +155,6 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
         return fine ? steps : undefined;
       }, "an object of per-parameter step counts")
       : undefined;
-    checkAgainstTensors(config, channels, tensors);
 
     const net = networkConfig(config, channels);
     const template = initTrainState(net, dinoHyper(config), 0);
@@ -187,7 +187,14 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
         }
         optimizer[part] = Object.fromEntries(expected.map((k) => [k, keep(flat[k])]));
       }
-      if (optimizerSteps) optimizer.step = optimizerSteps;
+      if (optimizerSteps) {
+        const counted = Object.keys(stateDict((template.optimizer as unknown as Record<string, Flat>).exp_avg));
+        const uncounted = counted.filter((k) => !(k in optimizerSteps));
+        if (uncounted.length > 0) {
+          throw new Error(`its metadata field optimizer_steps lacks ${uncounted.slice(0, 3).join(", ")}`);
+        }
+        optimizer.step = optimizerSteps;
+      }
       const state: TrainState = {
         student,
         teacher,
@@ -206,7 +213,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
   } catch (e) {
     dispose(made);
     const message = e instanceof SettingError ? e.render((n) => `config.${n}`) : e instanceof Error ? e.message : e;
-    throw new Error(`cannot load checkpoint ${path}: ${message}`);
+    throw new Error(`cannot load checkpoint ${path}: ${String(message).replace(/\s*\n\s*/g, "; ")}`);
   } finally {
     dispose(tensors);
   }
@@ -225,7 +232,7 @@ function savedSettings(text: string | undefined): Settings {
   }
   const preset = (saved as { preset?: unknown }).preset;
   if (typeof preset !== "string" || !(preset in PRESETS)) {
-    throw new Error(`config.preset is ${JSON.stringify(preset)}, not one of ${Object.keys(PRESETS).join(", ")}`);
+    throw new Error(`config.preset is ${shown(preset)}, not one of ${Object.keys(PRESETS).join(", ")}`);
   }
   return validateSettings({ ...presetSettings(preset), ...saved } as Settings);
 }
@@ -236,7 +243,7 @@ function wholeNumber(metadata: Record<string, string>, field: string, lo: number
   const v = /^\d+$/.test(text ?? "") ? Number(text) : NaN;
   if (!(v >= lo && v <= hi)) {
     throw new Error(
-      `its metadata field ${field} is ${JSON.stringify(text ?? null)}, not a whole number in [${lo}, ${hi}]`,
+      `its metadata field ${field} is ${shown(text ?? null)}, not a whole number in [${lo}, ${hi}]`,
     );
   }
   return v;
@@ -257,7 +264,7 @@ function parsed<T>(
   }
   const v = accept(value);
   if (v === undefined) {
-    throw new Error(`its metadata field ${field} is ${JSON.stringify(metadata[field] ?? null)}, not ${expected}`);
+    throw new Error(`its metadata field ${field} is ${shown(metadata[field] ?? null)}, not ${expected}`);
   }
   return v;
 }
@@ -273,9 +280,12 @@ function checkAgainstTensors(c: Settings, channels: number, tensors: Flat): void
   const tokens = shape("teacher.backbone.pos_embed")[1];
   let depth = 0;
   while (`teacher.backbone.blocks.${depth}.norm1.weight` in tensors) depth++;
-  const [K] = shape("teacher.head.last_layer.weight_v");
+  const [K, bottleneck] = shape("teacher.head.last_layer.weight_v");
+  const hidden = shape("teacher.head.mlp.0.weight")[0];
   const found: [string, number, number][] = [
     ["embedDim", c.embedDim, D],
+    ["hiddenDim", c.hiddenDim, hidden],
+    ["bottleneckDim", c.bottleneckDim, bottleneck],
     ["patchSize", c.patchSize, p],
     ["depth", c.depth, depth],
     ["outDim", c.outDim, K],
