@@ -1,16 +1,18 @@
 /**
  * Training progress: a bar redrawn in place on a terminal, plain periodic
- * lines otherwise (logs, CI).
+ * lines otherwise (logs, CI), and the per-epoch log that feeds it, writes
+ * metrics records and checks for collapse at each epoch's end.
  *
  * @example
  * ```ts
- * import { Progress } from "./progress.ts";
- * const p = new Progress(0, 1, 100, false, 10);
- * p.finish();
+ * import assert from "node:assert/strict";
+ * import { clock } from "./progress.ts";
+ * assert.deepEqual([clock(59), clock(61), clock(3661)], ["0:59", "1:01", "1:01:01"]);
  * ```
  * @module
  */
-import type { StepMetrics } from "../lib/training/step.ts";
+import type { Settings } from "../lib/settings/mod.ts";
+import { collapseWarnings, type StepMetrics } from "../lib/training/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -61,5 +63,66 @@ export class Progress {
   finish(): void {
     if (this.#drawn) Deno.stdout.writeSync(encoder.encode("\n"));
     this.#drawn = false;
+  }
+}
+
+/** Per-epoch bookkeeping: the progress display, metrics records, and the collapse checks at the epoch's end. */
+export class EpochLog {
+  #progress?: Progress;
+  #losses: number[] = [];
+  #entropies: number[] = [];
+  #windowStart = performance.now();
+  #windowImages = 0;
+
+  constructor(
+    readonly s: Settings,
+    readonly itersPerEpoch: number,
+    readonly record: (r: Record<string, unknown>) => void,
+  ) {}
+
+  step(epoch: number, step: number, m: StepMetrics, remaining: number): void {
+    this.#progress ??= new Progress(
+      epoch,
+      this.s.epochs,
+      this.itersPerEpoch,
+      Deno.stdout.isTerminal(),
+      this.s.logEvery,
+    );
+    this.#losses.push(m.loss);
+    this.#entropies.push(m.teacherEntropy);
+    this.#windowImages += this.s.batchSize;
+    if (step % this.s.logEvery === 0 || remaining === 0) {
+      const now = performance.now();
+      this.record({
+        step,
+        epoch,
+        loss: m.loss,
+        lr: m.lr,
+        wd: m.weightDecay,
+        momentum: m.momentum,
+        teacher_temp: m.teacherTemp,
+        teacher_entropy: m.teacherEntropy,
+        student_entropy: m.studentEntropy,
+        images_per_s: this.#windowImages / ((now - this.#windowStart) / 1000),
+      });
+      this.#windowStart = now;
+      this.#windowImages = 0;
+    }
+    this.#progress.update(step - epoch * this.itersPerEpoch, m, remaining, this.s.batchSize);
+  }
+
+  end(epoch: number, fullEpoch: boolean): void {
+    this.finish();
+    const full = fullEpoch && this.#losses.length === this.itersPerEpoch;
+    for (const w of collapseWarnings(this.#losses, this.#entropies, this.s.outDim, full)) {
+      console.warn(`warning: ${w} (epoch ${epoch})`);
+    }
+    this.#losses = [];
+    this.#entropies = [];
+  }
+
+  finish(): void {
+    this.#progress?.finish();
+    this.#progress = undefined;
   }
 }

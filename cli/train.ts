@@ -15,32 +15,16 @@
  * ```
  * @module
  */
-import { dirname, join, resolve } from "node:path";
-import {
-  cudaAvailable,
-  type Device,
-  dispose,
-  exists,
-  removeStaleTemporaries,
-  setNumThreads,
-  toDevice,
-  writeFileAtomic,
-} from "../mod.ts";
+import { join } from "node:path";
+import { cudaAvailable, type Device, dispose, exists, setNumThreads, toDevice } from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
-import { type Accuracy, evaluateRun, knnAccuracy } from "../lib/eval/mod.ts";
+import { evaluateRun, knnAccuracy } from "../lib/eval/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
-import {
-  collapseWarnings,
-  dinoHyper,
-  divergence,
-  initTrainState,
-  type StepMetrics,
-  trainLoop,
-  type TrainState,
-} from "../lib/training/mod.ts";
-import { loadCheckpoint, mapTree, saveCheckpoint } from "../lib/weights/mod.ts";
+import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState } from "../lib/training/mod.ts";
+import { loadCheckpoint, mapTree } from "../lib/weights/mod.ts";
 import { failure, flagOf, parseTrainArgs, trainHelp, UsageError } from "./flags.ts";
-import { clock, Progress } from "./progress.ts";
+import { clock, EpochLog } from "./progress.ts";
+import { openOutput, prepareOutputDir } from "./run_folder.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
@@ -264,26 +248,6 @@ function resumption(s: Settings): (ReturnType<typeof loadCheckpoint> & { path: s
   return loaded;
 }
 
-/**
- * Makes sure the output folder is a folder this process can write, creating it if need be, before any data is
- * loaded; removes the temporary files of writes a killed run left there. `undo` removes what it created.
- */
-function prepareOutputDir(dir: string): { undo(): void } {
-  let top: string | undefined; // the outermost folder this call creates
-  for (let d = resolve(dir); !exists(d); d = dirname(d)) top = d;
-  try {
-    if (top) Deno.mkdirSync(dir, { recursive: true });
-    if (!Deno.statSync(dir).isDirectory) throw new UsageError(`--output-dir ${dir} is a file, not a folder`);
-    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
-  }
-  const stale = removeStaleTemporaries(dir);
-  if (stale.length > 0) console.warn(`removed ${stale.length} temporary file(s) an interrupted write left in ${dir}`);
-  return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
-}
-
 function onDevice(state: TrainState, device: Device): TrainState {
   if (device === "cpu") return state;
   const moved = mapTree(state, (x) => toDevice(x, device));
@@ -303,129 +267,6 @@ function describeRun(
     `K ${s.outDim}, ${data.name} (${data.length} images), ${s.epochs} epoch(s) x ${itersPerEpoch} steps, ` +
     `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ${device}` +
     (resumingAt !== undefined ? `, resuming at step ${resumingAt}` : "");
-}
-
-/** The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints and summary.json. */
-function openOutput(
-  s: Settings,
-  norm: { mean: number[]; std: number[] },
-  channels: number,
-  resumedAt: number | undefined,
-) {
-  const json = (path: string, value: unknown) =>
-    writeFileAtomic(join(s.outputDir, path), new TextEncoder().encode(JSON.stringify(value, null, 2)));
-  json("config.json", { ...s, normalization: norm });
-  const metricsPath = join(s.outputDir, "metrics.jsonl");
-  if (resumedAt !== undefined && exists(metricsPath)) {
-    // Rows logged after the checkpoint (by a run that crashed before its next save) would be logged again.
-    const kept = Deno.readTextFileSync(metricsPath).split("\n").filter((line) => {
-      try {
-        return line.trim() !== "" && !(JSON.parse(line).step > resumedAt);
-      } catch {
-        return false; // a row cut short by the crash
-      }
-    });
-    writeFileAtomic(metricsPath, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
-  }
-  const metrics = Deno.openSync(metricsPath, {
-    write: true,
-    create: true,
-    append: resumedAt !== undefined,
-    truncate: resumedAt === undefined,
-  });
-  const checkpoint = join(s.outputDir, "checkpoint.safetensors");
-  const record = (r: Record<string, unknown>) => metrics.writeSync(new TextEncoder().encode(JSON.stringify(r) + "\n"));
-  return {
-    checkpoint,
-    record,
-    /** Saves the latest checkpoint, and keeps a numbered one every `saveckpFreq` full epochs. */
-    save(state: TrainState, epochsDone: number, atEpochEnd: boolean) {
-      const info = { config: s, channels, epoch: epochsDone, normalization: norm };
-      saveCheckpoint(checkpoint, state, info);
-      if (epochsDone > 0 && epochsDone % s.saveckpFreq === 0 && atEpochEnd) {
-        saveCheckpoint(join(s.outputDir, `checkpoint${String(epochsDone).padStart(4, "0")}.safetensors`), state, info);
-      }
-    },
-    summary(
-      steps: number,
-      epoch: number,
-      r: { trained: Accuracy; init: Accuracy; rawPixels: Accuracy },
-      trainSeconds: number,
-      totalSeconds: number,
-    ) {
-      const summary = {
-        knn_top1: { trained: r.trained.top1, init: r.init.top1, raw_pixels: r.rawPixels.top1 },
-        knn_top5: { trained: r.trained.top5, init: r.init.top5, raw_pixels: r.rawPixels.top5 },
-        steps,
-        train_seconds: trainSeconds,
-        total_seconds: totalSeconds,
-      };
-      record({ step: steps, epoch, ...summary });
-      json("summary.json", summary);
-    },
-    close: () => metrics.close(),
-  };
-}
-
-/** Per-epoch bookkeeping: the progress display, metrics records, and the collapse checks at the epoch's end. */
-class EpochLog {
-  #progress?: Progress;
-  #losses: number[] = [];
-  #entropies: number[] = [];
-  #windowStart = performance.now();
-  #windowImages = 0;
-
-  constructor(
-    readonly s: Settings,
-    readonly itersPerEpoch: number,
-    readonly record: (r: Record<string, unknown>) => void,
-  ) {}
-
-  step(epoch: number, step: number, m: StepMetrics, remaining: number): void {
-    this.#progress ??= new Progress(
-      epoch,
-      this.s.epochs,
-      this.itersPerEpoch,
-      Deno.stdout.isTerminal(),
-      this.s.logEvery,
-    );
-    this.#losses.push(m.loss);
-    this.#entropies.push(m.teacherEntropy);
-    this.#windowImages += this.s.batchSize;
-    if (step % this.s.logEvery === 0 || remaining === 0) {
-      const now = performance.now();
-      this.record({
-        step,
-        epoch,
-        loss: m.loss,
-        lr: m.lr,
-        wd: m.weightDecay,
-        momentum: m.momentum,
-        teacher_temp: m.teacherTemp,
-        teacher_entropy: m.teacherEntropy,
-        student_entropy: m.studentEntropy,
-        images_per_s: this.#windowImages / ((now - this.#windowStart) / 1000),
-      });
-      this.#windowStart = now;
-      this.#windowImages = 0;
-    }
-    this.#progress.update(step - epoch * this.itersPerEpoch, m, remaining, this.s.batchSize);
-  }
-
-  end(epoch: number, fullEpoch: boolean): void {
-    this.finish();
-    const full = fullEpoch && this.#losses.length === this.itersPerEpoch;
-    for (const w of collapseWarnings(this.#losses, this.#entropies, this.s.outDim, full)) {
-      console.warn(`warning: ${w} (epoch ${epoch})`);
-    }
-    this.#losses = [];
-    this.#entropies = [];
-  }
-
-  finish(): void {
-    this.#progress?.finish();
-    this.#progress = undefined;
-  }
 }
 
 function diverged(why: string, step: number, epoch: number, checkpoint: string, log: EpochLog): number {

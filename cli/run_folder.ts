@@ -1,0 +1,96 @@
+/**
+ * The run's folder: made and checked before any data is loaded, cleaned of
+ * what a killed run left, and written through one object (config.json,
+ * metrics.jsonl, checkpoints, summary.json).
+ *
+ * @module
+ */
+import { dirname, join, resolve } from "node:path";
+import { exists, removeStaleTemporaries, writeFileAtomic } from "../mod.ts";
+import type { Accuracy } from "../lib/eval/mod.ts";
+import type { Settings } from "../lib/settings/mod.ts";
+import type { TrainState } from "../lib/training/mod.ts";
+import { saveCheckpoint } from "../lib/weights/mod.ts";
+import { UsageError } from "./flags.ts";
+
+/**
+ * Makes sure the output folder is a folder this process can write, creating it if need be, before any data is
+ * loaded; removes the temporary files of writes a killed run left there. `undo` removes what it created.
+ */
+export function prepareOutputDir(dir: string): { undo(): void } {
+  let top: string | undefined; // the outermost folder this call creates
+  for (let d = resolve(dir); !exists(d); d = dirname(d)) top = d;
+  try {
+    if (top) Deno.mkdirSync(dir, { recursive: true });
+    if (!Deno.statSync(dir).isDirectory) throw new UsageError(`--output-dir ${dir} is a file, not a folder`);
+    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  const stale = removeStaleTemporaries(dir);
+  if (stale.length > 0) console.warn(`removed ${stale.length} temporary file(s) an interrupted write left in ${dir}`);
+  return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
+}
+
+/** The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints and summary.json. */
+export function openOutput(
+  s: Settings,
+  norm: { mean: number[]; std: number[] },
+  channels: number,
+  resumedAt: number | undefined,
+) {
+  const json = (path: string, value: unknown) =>
+    writeFileAtomic(join(s.outputDir, path), new TextEncoder().encode(JSON.stringify(value, null, 2)));
+  json("config.json", { ...s, normalization: norm });
+  const metricsPath = join(s.outputDir, "metrics.jsonl");
+  if (resumedAt !== undefined && exists(metricsPath)) {
+    // Rows logged after the checkpoint (by a run that crashed before its next save) would be logged again.
+    const kept = Deno.readTextFileSync(metricsPath).split("\n").filter((line) => {
+      try {
+        return line.trim() !== "" && !(JSON.parse(line).step > resumedAt);
+      } catch {
+        return false; // a row cut short by the crash
+      }
+    });
+    writeFileAtomic(metricsPath, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
+  }
+  const metrics = Deno.openSync(metricsPath, {
+    write: true,
+    create: true,
+    append: resumedAt !== undefined,
+    truncate: resumedAt === undefined,
+  });
+  const checkpoint = join(s.outputDir, "checkpoint.safetensors");
+  const record = (r: Record<string, unknown>) => metrics.writeSync(new TextEncoder().encode(JSON.stringify(r) + "\n"));
+  return {
+    checkpoint,
+    record,
+    /** Saves the latest checkpoint, and keeps a numbered one every `saveckpFreq` full epochs. */
+    save(state: TrainState, epochsDone: number, atEpochEnd: boolean) {
+      const info = { config: s, channels, epoch: epochsDone, normalization: norm };
+      saveCheckpoint(checkpoint, state, info);
+      if (epochsDone > 0 && epochsDone % s.saveckpFreq === 0 && atEpochEnd) {
+        saveCheckpoint(join(s.outputDir, `checkpoint${String(epochsDone).padStart(4, "0")}.safetensors`), state, info);
+      }
+    },
+    summary(
+      steps: number,
+      epoch: number,
+      r: { trained: Accuracy; init: Accuracy; rawPixels: Accuracy },
+      trainSeconds: number,
+      totalSeconds: number,
+    ) {
+      const summary = {
+        knn_top1: { trained: r.trained.top1, init: r.init.top1, raw_pixels: r.rawPixels.top1 },
+        knn_top5: { trained: r.trained.top5, init: r.init.top5, raw_pixels: r.rawPixels.top5 },
+        steps,
+        train_seconds: trainSeconds,
+        total_seconds: totalSeconds,
+      };
+      record({ step: steps, epoch, ...summary });
+      json("summary.json", summary);
+    },
+    close: () => metrics.close(),
+  };
+}
