@@ -24,7 +24,8 @@ export const CROP_SETTINGS = [
   "localCropsScale",
   "localCropsNumber",
 ] as const satisfies readonly SettingName[];
-type CropSetting = typeof CROP_SETTINGS[number];
+/** The name of a crop setting. */
+export type CropSetting = typeof CROP_SETTINGS[number];
 
 /** The augmentation's parameters: the crop settings, then the recipe, named after torchvision. */
 export interface AugmentConfig extends Pick<Settings, CropSetting> {
