@@ -295,9 +295,12 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   const sources = await readSources();
   const hash = createHash("sha256");
   for (const [name, text] of sources) hash.update(name).update("\0").update(text).update("\0");
-  // Image decoding needs stb; installing it later must give a new build.
-  const stb = exists("/usr/include/stb/stb_image.h");
+  // Image decoding needs stb's headers: its implementations are compiled into native/images.cpp (not linked
+  // from libstb), so installing or upgrading them must give a new build.
+  const stbHeaders = ["stb_image.h", "stb_image_resize.h", "stb_image_write.h"].map((h) => `/usr/include/stb/${h}`);
+  const stb = stbHeaders.every((h) => exists(h));
   hash.update(JSON.stringify(libtorch)).update(stb ? "stb" : "no-stb");
+  if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
   if (exists(out)) return out;
@@ -327,7 +330,6 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       "-ltorch",
       "-ltorch_cpu",
       "-lc10",
-      ...(stb ? ["-lstb"] : []),
       "-lpthread",
     ];
     const r = run(cxx, args);

@@ -1,14 +1,20 @@
-// Images in and out, through stb (libstb-dev): a threaded batch decoder and a PNG/JPEG writer. Without stb
-// (DINO_STB undefined) both entry points exist and report how to get it.
+// Images in and out, through stb (libstb-dev's headers): a threaded batch decoder and a PNG/JPEG writer. Without
+// stb (DINO_STB undefined) both entry points exist and report how to get it.
 //
 // Files are hostile input: decoding never throws out of a worker thread, never allocates for an image whose
-// header declares more pixels than the caller's budget, and never sizes anything from unchecked arithmetic.
+// header declares more pixels than the caller's budget, and never sizes anything from unchecked arithmetic. No
+// file may end the process either: stb's asserts throw (and the file is skipped with the failed condition as its
+// reason), stb allocates from a per-file arena that a failure frees whole and that caps what one file may take,
+// and the crashes and the endless loop that stb 2.27 has on some corrupt files are steered around (see
+// decode_one). tests/fuzz_images_test.ts checks all of this on mutated files of every format.
 #include "shim.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -17,6 +23,142 @@
 #include <unistd.h>
 
 #ifdef DINO_STB
+// ---- stb, compiled into the shim -------------------------------------------------------------------------------
+//
+// Debian's libstb is built with its asserts on, and an assert that malformed input reaches would abort the
+// process. So stb's implementations are compiled here from the headers instead, static (nothing clashes with
+// another stb in the process), with the asserts throwing and the allocations going through StbArena.
+
+namespace {
+
+/** A failed stb assert, thrown from inside stb and caught by the decoder's per-file catch-all. */
+struct StbAssert : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void stb_assert_failed(const char* header, int line, const char* condition) {
+  char what[200];
+  std::snprintf(what, sizeof what, "%s:%d: stb's assertion `%.120s' failed", header, line, condition);
+  throw StbAssert(what);
+}
+
+// Every block stb allocates carries this header, which links it into the arena that was current when it was
+// allocated. 32 bytes, so the memory after it keeps malloc's 16-byte alignment.
+struct StbArena;
+struct alignas(16) Block {
+  StbArena* owner;
+  Block* prev;
+  Block* next;
+  size_t size;
+};
+static_assert(sizeof(Block) % alignof(std::max_align_t) == 0, "stb's memory must stay aligned for any type");
+
+thread_local StbArena* stb_arena = nullptr;
+
+// What stb allocates while one file decodes (or one image is written), on this thread. When the scope ends,
+// whatever is still allocated is freed: what stb had not freed when an assert threw, and what its error paths
+// forget. An allocation that would take the live total past `cap` fails (stb then reports "outofmem"), so a
+// file whose compressed data inflates far past what its declared size needs (a zlib bomb in a 1 x 1 PNG: stb
+// inflates all of it) stops at the cap instead of taking gigabytes.
+struct StbArena {
+  size_t cap, live = 0;
+  bool refused = false;  // an allocation failed for the cap
+  Block list{nullptr, &list, &list, 0};
+  StbArena* outer;
+
+  explicit StbArena(size_t cap) : cap(cap), outer(stb_arena) { stb_arena = this; }
+  StbArena(const StbArena&) = delete;
+  StbArena& operator=(const StbArena&) = delete;
+  ~StbArena() {
+    while (list.next != &list) release(list.next);
+    stb_arena = outer;
+  }
+  bool allows(size_t old_size, size_t size) {
+    if (size <= old_size || size - old_size <= cap - std::min(cap, live)) return true;
+    refused = true;
+    return false;
+  }
+  void link(Block* b, size_t size) {
+    b->owner = this;
+    b->size = size;
+    b->prev = &list;
+    b->next = list.next;
+    list.next->prev = b;
+    list.next = b;
+    live += size;
+  }
+  void unlink(Block* b) {
+    b->prev->next = b->next;
+    b->next->prev = b->prev;
+    live -= b->size;
+  }
+  void release(Block* b) {
+    unlink(b);
+    std::free(b);
+  }
+};
+
+void* stb_malloc(size_t size) {
+  StbArena* a = stb_arena;
+  if (size > SIZE_MAX - sizeof(Block) || (a && !a->allows(0, size))) return nullptr;
+  auto* b = static_cast<Block*>(std::malloc(sizeof(Block) + size));
+  if (!b) return nullptr;
+  if (a) {
+    a->link(b, size);
+  } else {  // no arena (not reached: every stb call runs in one): a block of its own
+    *b = Block{nullptr, b, b, size};
+  }
+  return b + 1;
+}
+
+void stb_free(void* p) {
+  if (!p) return;
+  Block* b = static_cast<Block*>(p) - 1;
+  if (b->owner) b->owner->unlink(b);
+  std::free(b);
+}
+
+void* stb_realloc(void* p, size_t size) {
+  if (!p) return stb_malloc(size);
+  Block* b = static_cast<Block*>(p) - 1;
+  StbArena* a = b->owner;
+  if (size > SIZE_MAX - sizeof(Block) || (a && !a->allows(b->size, size))) return nullptr;
+  if (a) a->unlink(b);
+  auto* moved = static_cast<Block*>(std::realloc(b, sizeof(Block) + size));
+  if (!moved) {  // the old block stays valid, and in its arena
+    if (a) a->link(b, b->size);
+    return nullptr;
+  }
+  if (a) {
+    a->link(moved, size);
+  } else {
+    *moved = Block{nullptr, moved, moved, size};
+  }
+  return moved + 1;
+}
+
+}  // namespace
+
+#define STBI_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image.h", __LINE__, #x))
+#define STBIR_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image_resize.h", __LINE__, #x))
+#define STBIW_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image_write.h", __LINE__, #x))
+#define STBI_MALLOC(size) stb_malloc(size)
+#define STBI_REALLOC(p, size) stb_realloc(p, size)
+#define STBI_FREE(p) stb_free(p)
+#define STBIR_MALLOC(size, context) ((void)(context), stb_malloc(size))
+#define STBIR_FREE(p, context) ((void)(context), stb_free(p))
+#define STBIW_MALLOC(size) stb_malloc(size)
+#define STBIW_REALLOC(p, size) stb_realloc(p, size)
+#define STBIW_FREE(p) stb_free(p)
+// stb's own bound (its default, said out loud): a side of more than 2^24 pixels is refused as corrupt. The pixel
+// budget bounds the area; this bounds a side, and still reads a 16,000,000 x 1 strip.
+#define STBI_MAX_DIMENSIONS (1 << 24)
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_RESIZE_STATIC
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_RESIZE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>
 #include <stb/stb_image_write.h>
@@ -52,9 +194,180 @@ static bool plan_axis(int n, double resized, int side, Axis* a) {
 using File = std::unique_ptr<FILE, int (*)(FILE*)>;
 using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
 
+// What stb may allocate for one file: this much while it reads the header, and this much more per pixel that the
+// header declares for the rest. A valid file takes at most about 32 bytes a pixel: 28 measured for an interlaced
+// 16-bit RGBA PNG of noise (inflated rows in a buffer grown by doubling, the image, an interlace pass), 15 for
+// HDR, 12 for a progressive JPEG or a GIF, under 10 for the rest; stb_image_resize adds little.
+static constexpr double kHeaderBytes = 64.0 * (1 << 20);
+static constexpr double kBytesPerPixel = 48;
+
+// stb 2.27's HDR reader loops forever on a file that ends inside a run-length encoded scanline (CVE-2021-42715):
+// past the end every run count reads as 0 and the scanline never fills. Walks the scanlines as stb will read
+// them, from the start of `f`, and says whether stb would reach the end of the file where it reads a count.
+static bool hdr_ends_inside_a_run(FILE* f, int w, int h) {
+  bool end = false;
+  auto get = [&]() {  // as stb reads: 0 past the end
+    const int c = std::getc(f);
+    end = end || c == EOF;
+    return c == EOF ? 0 : c;
+  };
+  // The header: lines up to an empty one (the first is "#?RADIANCE"), then the resolution line.
+  for (int len = 1; len > 0 && !end;) {
+    for (len = 0; get() != '\n' && !end;) len++;
+  }
+  while (!end && get() != '\n') {
+  }
+  if (end || w < 8 || w >= 32768) return false;  // no header end (stb refuses it), or flat pixels: no runs
+  for (int y = 0; y < h; y++) {
+    const int c1 = get(), c2 = get(), hi = get();
+    if (c1 != 2 || c2 != 2 || (hi & 0x80)) return false;  // stb reads flat pixels from here on
+    if (((hi << 8) | get()) != w) return false;           // stb refuses the scanline
+    for (int k = 0; k < 4; k++) {
+      for (int x = 0; x < w;) {
+        int count = get();
+        if (end) return true;  // a count read past the end: 0, for ever
+        if (count > 128) {
+          count -= 128;
+          get();
+        } else {
+          for (int i = 0; i < count; i++) get();
+        }
+        if (count > w - x) return false;  // stb refuses the scanline
+        x += count;
+      }
+    }
+  }
+  return false;
+}
+
+// Reads a file by offset through a window, with pread: the FILE that stb reads is left where it is. Past the end
+// it reads 0, as stb does.
+struct Reader {
+  int fd;
+  off_t size;
+  std::vector<unsigned char> window = std::vector<unsigned char>(1 << 16);
+  off_t start = 0, end = 0;  // the window holds [start, end)
+  int at(off_t p) {
+    if (p < start || p >= end) {
+      if (p < 0 || p >= size) return 0;
+      const ssize_t n = ::pread(fd, window.data(), window.size(), p);
+      if (n <= 0) return 0;
+      start = p;
+      end = p + n;
+    }
+    return window[p - start];
+  }
+  // The offset of the first 0xff at or after p, or the size.
+  off_t next_ff(off_t p) {
+    for (; p < size; p = end) {
+      at(p);  // loads the window holding p
+      if (p < start || p >= end) return size;
+      const void* hit = std::memchr(window.data() + (p - start), 0xff, static_cast<size_t>(end - p));
+      if (hit) return start + (static_cast<const unsigned char*>(hit) - window.data());
+    }
+    return size;
+  }
+};
+
+// stb 2.27 builds a JPEG Huffman table from the 16 code counts of its DHT segment without checking that they add up
+// to at most 256; more overflow the table, into the decoder's other tables and past its state, and the decoding
+// then reads far outside them (it crashes evaluating the assert in stbi__jpeg_huff_decode). Says why a JPEG
+// defines such a table, or returns null. Before the first frame header the segments are walked as stb walks
+// them; after it, stb's position depends on the entropy-coded data, so every DHT marker there is checked.
+static const char* jpeg_huffman_problem(int fd, off_t size) {
+  Reader r{fd, size};
+  off_t p = 0;
+  auto get = [&]() { return r.at(p++); };
+  auto get16 = [&]() {
+    const int hi = get();
+    return (hi << 8) | get();
+  };
+  constexpr int kNone = 0xff;
+  auto marker = [&]() {  // stb's stbi__get_marker: 0xff fill bytes, then the marker; kNone if no 0xff
+    int x = get();
+    if (x != 0xff) return kNone;
+    while (x == 0xff && p <= size) x = get();
+    return x;
+  };
+  int tables = 0;
+  // One DHT segment, its length at p: false if a table has more than 256 codes.
+  auto dht_fits = [&]() {
+    for (int left = get16() - 2; left > 0 && p < size;) {
+      const int q = get();
+      if ((q >> 4) > 1 || (q & 15) > 3) return true;  // stb refuses the segment here
+      int codes = 0;
+      for (int i = 0; i < 16; i++) codes += get();
+      if (codes > 256) return false;
+      p += codes;
+      left -= 17 + codes;
+      tables++;
+    }
+    return true;
+  };
+  if (get() != 0xff || get() != 0xd8) return nullptr;  // no SOI: not a JPEG to stb
+  for (int m = marker();;) {
+    if (m == 0xc0 || m == 0xc1 || m == 0xc2) {  // the frame header
+      const int length = get16();
+      if (length < 11) return nullptr;
+      p += length - 2;
+      break;
+    }
+    if (m == 0xc4) {
+      if (!dht_fits()) return "cannot decode (a JPEG Huffman table of more than 256 codes)";
+    } else if (m == 0xdd) {
+      if (get16() != 4) return nullptr;
+      p += 2;
+    } else if (m == 0xdb || (m >= 0xe0 && m <= 0xef) || m == 0xfe) {
+      const int length = get16();
+      if (length < 2) return nullptr;
+      p += length - 2;
+    } else {
+      return nullptr;  // stb stops at any other marker, and at none
+    }
+    m = marker();
+    while (m == kNone) {  // stb skips bytes up to the next 0xff
+      if (p >= size) return nullptr;
+      m = marker();
+    }
+  }
+  while ((p = r.next_ff(p)) < size) {
+    while (p < size && r.at(p) == 0xff) p++;
+    if (p < size && r.at(p) == 0xc4) {
+      const off_t next = ++p;
+      if (!dht_fits()) return "cannot decode (a JPEG Huffman table of more than 256 codes)";
+      if (tables > 4096) return "cannot decode (more than 4096 JPEG Huffman tables)";
+      p = next;
+    }
+  }
+  return nullptr;
+}
+
+// Converts `n`-channel pixels to `channels` (1 or 3) as stb does: gray is repeated, alpha dropped, and RGB made
+// gray as (77 R + 150 G + 29 B) / 256.
+static void convert_channels(const stbi_uc* src, int n, int channels, size_t count, uint8_t* dst) {
+  for (size_t i = 0; i < count; i++, src += n, dst += channels) {
+    if (n <= 2) {
+      std::fill(dst, dst + channels, src[0]);
+    } else if (channels == 3) {
+      std::copy(src, src + 3, dst);
+    } else {
+      dst[0] = static_cast<uint8_t>((src[0] * 77 + src[1] * 150 + src[2] * 29) >> 8);
+    }
+  }
+}
+
+// Why stb failed, on this thread (its GIF reader can leave the reason empty).
+static const char* stb_reason(const char* fallback) {
+  const char* r = stbi_failure_reason();
+  return r && r[0] ? r : fallback;
+}
+
 // Decodes one file into `tile` (side x side x channels, HWC), or writes why it cannot into `why`.
 static void decode_one(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
                        char* why) {
+  // Declared first, so that it ends last: whatever stb still holds when this function leaves, by a return or an
+  // exception, is freed.
+  StbArena arena(static_cast<size_t>(kHeaderBytes));
   // Opened without blocking and checked to be a regular file: a FIFO or a device named x.png must not hang or
   // stream forever.
   const int fd = ::open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -69,6 +382,20 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     return;
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  // The first bytes, for the formats that stb needs steering around.
+  unsigned char head[92] = {0};
+  const bool bmp = ::pread(fd, head, sizeof head, 0) >= 2 && head[0] == 'B' && head[1] == 'M';
+  const bool pic = head[0] == 0x53 && head[1] == 0x80 && head[2] == 0xf6 && head[3] == 0x34 &&
+                   std::memcmp(head + 88, "PICT", 4) == 0;
+  const bool pnm = head[0] == 'P' && (head[1] == '5' || head[1] == '6');
+  // Before stb reads anything: it builds the Huffman tables while reading the header.
+  if (head[0] == 0xff && head[1] == 0xd8) {
+    if (const char* problem = jpeg_huffman_problem(fd, st.st_size)) {
+      ::close(fd);
+      std::snprintf(why, kReason, "%s", problem);
+      return;
+    }
+  }
   File f(::fdopen(fd, "rb"), &std::fclose);
   if (!f) {
     ::close(fd);
@@ -78,10 +405,11 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   int w = 0, h = 0, comp = 0;
   // The header alone: nothing is allocated for the pixels before their count is known to be within budget.
   if (!stbi_info_from_file(f.get(), &w, &h, &comp)) {
-    const char* r = stbi_failure_reason();
-    std::snprintf(why, kReason, "not a readable image (%s)", r ? r : "unknown format");
+    std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
     return;
   }
+  // stb gives a top-down BMP's height as it is stored, negative; its pixels come out the right way up.
+  if (bmp && h < 0 && h != INT_MIN) h = -h;
   const double pixels = static_cast<double>(w) * h;
   if (w <= 0 || h <= 0) {
     std::snprintf(why, kReason, "declares %d x %d pixels", w, h);
@@ -106,19 +434,46 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
     return;
   }
+  if (stbi_is_hdr_from_file(f.get())) {
+    const bool endless = hdr_ends_inside_a_run(f.get(), w, h);
+    if (std::fseek(f.get(), 0, SEEK_SET) != 0 || endless) {
+      std::snprintf(why, kReason, "cannot decode (the file ends inside a run-length encoded scanline)");
+      return;
+    }
+  }
+  // The channels asked of stb. It converts them itself, except where stb 2.27 gets that wrong: a PIC that fails
+  // to decode is converted anyway, from a null buffer, and a 16-bit PNM is converted as if it had 8-bit samples
+  // (CVE-2021-42716, reading past its buffer); those are decoded in their own channels and converted below.
+  const int req = pic ? 4 : pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get()) ? comp : channels;
+  arena.cap = static_cast<size_t>(std::min(kHeaderBytes + kBytesPerPixel * pixels, static_cast<double>(SIZE_MAX)));
   int dw = 0, dh = 0;
-  Pixels img(stbi_load_from_file(f.get(), &dw, &dh, &comp, channels), &stbi_image_free);
+  Pixels img(stbi_load_from_file(f.get(), &dw, &dh, &comp, req), &stbi_image_free);
   if (!img) {
-    const char* r = stbi_failure_reason();
-    std::snprintf(why, kReason, "cannot decode (%s)", r ? r : "unknown error");
+    if (arena.refused) {
+      std::snprintf(why, kReason,
+                    "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
+                    static_cast<double>(arena.cap) / (1 << 20), w, h);
+    } else {
+      std::snprintf(why, kReason, "cannot decode (%s)", stb_reason("unknown error"));
+    }
     return;
   }
   if (dw != w || dh != h) {
     std::snprintf(why, kReason, "decoded %d x %d but the header said %d x %d", dw, dh, w, h);
     return;
   }
-  const size_t stride = static_cast<size_t>(w) * channels;
-  const stbi_uc* crop = img.get() + static_cast<size_t>(ay.first) * stride + static_cast<size_t>(ax.first) * channels;
+  size_t stride = static_cast<size_t>(w) * req;
+  const stbi_uc* crop = img.get() + static_cast<size_t>(ay.first) * stride + static_cast<size_t>(ax.first) * req;
+  std::vector<uint8_t> converted;
+  if (req != channels) {  // only the crop's pixels are converted
+    converted.resize(static_cast<size_t>(ax.count) * ay.count * channels);
+    for (int y = 0; y < ay.count; y++) {
+      convert_channels(crop + y * stride, req, channels, ax.count,
+                       converted.data() + static_cast<size_t>(y) * ax.count * channels);
+    }
+    crop = converted.data();
+    stride = static_cast<size_t>(ax.count) * channels;
+  }
   const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), side, side, 0,
                                        STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
                                        STBIR_EDGE_CLAMP, STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT,
@@ -152,19 +507,24 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
       try {
         tile.resize(static_cast<size_t>(side) * side * channels);
         decode_one(files[i], side, channels, max_pixels, tile, reason);
-        if (reason[0]) continue;
         uint8_t* dst = base + static_cast<size_t>(i) * channels * side * side;
-        for (int ch = 0; ch < channels; ch++)
+        for (int ch = 0; !reason[0] && ch < channels; ch++)
           for (int y = 0; y < side; y++)
             for (int x = 0; x < side; x++)
               dst[(static_cast<size_t>(ch) * side + y) * side + x] =
                   tile[(static_cast<size_t>(y) * side + x) * channels + ch];
+      } catch (const StbAssert& e) {
+        std::snprintf(reason, kReason, "cannot decode (%s)", e.what());
       } catch (const std::bad_alloc&) {
         std::snprintf(reason, kReason, "out of memory while decoding");
       } catch (const std::exception& e) {
         std::snprintf(reason, kReason, "%s", e.what()[0] ? e.what() : "C++ exception while decoding");
       } catch (...) {
         std::snprintf(reason, kReason, "unknown C++ exception while decoding");
+      }
+      // stb's reason for an unknown PNG chunk holds the chunk's type: four bytes of the file, raw.
+      for (char* c = reason; *c; c++) {
+        if (static_cast<unsigned char>(*c) < 0x20 || static_cast<unsigned char>(*c) >= 0x7f) *c = '?';
       }
     }
   };
@@ -215,6 +575,7 @@ static double write_image(const char* path, const at::Tensor& image, int format,
     throw std::runtime_error("write_image: " + shape + " is too large for stb's PNG writer (rows under 2 GiB)");
   }
   auto t = image.to(at::kCPU).contiguous();
+  StbArena arena(SIZE_MAX);  // frees what stb holds if an assert throws
   const int hi = static_cast<int>(h), wi = static_cast<int>(w), ci = static_cast<int>(ch);
   const int ok = format == 0 ? stbi_write_png(path, wi, hi, ci, t.data_ptr(), wi * ci)
                              : stbi_write_jpg(path, wi, hi, ci, t.data_ptr(), std::clamp(quality, 1, 100));
