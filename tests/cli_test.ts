@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
+import { captured } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
@@ -32,21 +33,6 @@ const TINY = [
   "1",
 ];
 
-/** Runs `fn` with console output silenced; returns what it returned and what it printed. */
-async function quiet<T>(fn: () => Promise<T>): Promise<{ value: T; out: string; err: string }> {
-  const log = console.log, error = console.error, warn = console.warn;
-  let out = "", err = "";
-  console.log = (...a: unknown[]) => void (out += a.join(" ") + "\n");
-  console.error = console.warn = (...a: unknown[]) => void (err += a.join(" ") + "\n");
-  try {
-    return { value: await fn(), out, err };
-  } finally {
-    console.log = log;
-    console.error = error;
-    console.warn = warn;
-  }
-}
-
 function tensorsOf(path: string): Record<string, number[]> {
   const { tensors } = readSafetensors(path);
   const out = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, t.toArray(v)]));
@@ -57,7 +43,7 @@ function tensorsOf(path: string): Record<string, number[]> {
 Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports three k-NN numbers", async () => {
   const dir = Deno.makeTempDirSync();
   const before = t.liveTensors();
-  const r = await quiet(() => train([...TINY, "--train-limit", "256", "--test-limit", "60", "--output-dir", dir]));
+  const r = await captured(() => train([...TINY, "--train-limit", "256", "--test-limit", "60", "--output-dir", dir]));
   assert.equal(r.value, 0, r.err);
   assert.match(r.out, /DINO teacher, trained\s+\d+\.\d+%/);
   assert.match(r.out, /same network, at init\s+\d+\.\d+%/);
@@ -140,9 +126,9 @@ for (
   Deno.test(`2 + 2 steps with a resume in between are bit-identical to 4 uninterrupted steps${name}`, async () => {
     const a = Deno.makeTempDirSync(), b = Deno.makeTempDirSync();
     const base = [...TINY, "--train-limit", "256", "--test-limit", "40", "--drop-path-rate", "0.2", ...ablation];
-    assert.equal((await quiet(() => train([...base, "--max-steps", "4", "--output-dir", a]))).value, 0);
-    assert.equal((await quiet(() => train([...base, "--max-steps", "2", "--output-dir", b]))).value, 0);
-    const resumed = await quiet(() => train([...base, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
+    assert.equal((await captured(() => train([...base, "--max-steps", "4", "--output-dir", a]))).value, 0);
+    assert.equal((await captured(() => train([...base, "--max-steps", "2", "--output-dir", b]))).value, 0);
+    const resumed = await captured(() => train([...base, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
     assert.equal(resumed.value, 0, resumed.err);
     assert.match(resumed.out, /resuming at step 2/);
     const x = tensorsOf(join(a, "checkpoint.safetensors")), y = tensorsOf(join(b, "checkpoint.safetensors"));
@@ -186,17 +172,17 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
   if (!t.cudaAvailable()) cases.push([["--device", "cuda"], /libtorch sees no CUDA device/]);
   for (const [args, pattern] of cases) {
     const out = join(root, "out");
-    const r = await quiet(() => train([...args, "--output-dir", out]));
+    const r = await captured(() => train([...args, "--output-dir", out]));
     assert.equal(r.value, 2, `${args.join(" ")}: ${r.err}`);
     assert.match(r.err, pattern, args.join(" "));
     assert.throws(() => Deno.statSync(out), `${args.join(" ")} wrote ${out}`);
   }
   const config = join(root, "c.json");
   Deno.writeTextFileSync(config, JSON.stringify({ "teacher-temp": 0.07, "nonsense": 1 }));
-  const r = await quiet(() => train(["--config", config, "--output-dir", join(root, "out")]));
+  const r = await captured(() => train(["--config", config, "--output-dir", join(root, "out")]));
   assert.equal(r.value, 2);
   assert.match(r.err, /unknown setting "nonsense"/);
-  const help = await quiet(() => train(["--help"]));
+  const help = await captured(() => train(["--help"]));
   assert.equal(help.value, 0);
   for (const flag of ["--arch", "--momentum-teacher", "--local-crops-scale", "--accum-steps", "--resume", "--config"]) {
     assert.ok(help.out.includes(flag), `--help lists ${flag}`);
@@ -213,12 +199,12 @@ Deno.test("--config supplies flags (flags win); resuming with other settings is 
     JSON.stringify({ "train-limit": 64, "max-steps": 1, "out-dim": 48, "test_limit": 30 }),
   );
   const out = join(dir, "out");
-  const r = await quiet(() => train([...TINY, "--config", config, "--out-dim", "64", "--output-dir", out]));
+  const r = await captured(() => train([...TINY, "--config", config, "--out-dim", "64", "--output-dir", out]));
   assert.equal(r.value, 0, r.err);
   const saved = JSON.parse(Deno.readTextFileSync(join(out, "config.json")));
   assert.equal(saved.outDim, 64);
   assert.equal(saved.trainLimit, 64);
-  const again = await quiet(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
+  const again = await captured(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
   assert.equal(again.value, 2);
   assert.match(again.err, /trained with different settings \(lr: 0\.003 there, 0\.01 now/);
   Deno.removeSync(dir, { recursive: true });
@@ -246,7 +232,7 @@ Deno.test("a non-finite loss stops the run with exit code 1 and keeps the last g
     "--output-dir",
     dir,
   ];
-  const r = await quiet(() => train(args));
+  const r = await captured(() => train(args));
   assert.equal(r.value, 1, r.out + r.err);
   assert.match(r.err, /the loss is (NaN|Infinity|-Infinity) at step \d+/);
   assert.match(r.err, /The last good checkpoint is kept/);
@@ -262,13 +248,13 @@ Deno.test("a non-finite loss stops the run with exit code 1 and keeps the last g
 Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed writes features with their preprocessing", async () => {
   const dir = Deno.makeTempDirSync();
   assert.equal(
-    (await quiet(() =>
+    (await captured(() =>
       train([...TINY, "--train-limit", "64", "--max-steps", "1", "--test-limit", "10", "--output-dir", dir])
     )).value,
     0,
   );
   const ck = join(dir, "checkpoint.safetensors");
-  const r = await quiet(() =>
+  const r = await captured(() =>
     knn(["--checkpoint", ck, "--data", "fmnist", "--train-limit", "200", "--test-limit", "7", "--k", "5,20"])
   );
   assert.equal(r.value, 0, r.err);
@@ -277,7 +263,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   assert.match(r.out, /k\s+20: top-1/);
 
   const out = join(dir, "features.safetensors");
-  const e = await quiet(() => embed(["--weights", ck, "--data", "fmnist", "--out", out, "--split", "test"]));
+  const e = await captured(() => embed(["--weights", ck, "--data", "fmnist", "--out", out, "--split", "test"]));
   assert.equal(e.value, 0, e.err);
   const f = readSafetensors(out);
   assert.deepEqual(f.tensors.features.shape, [10000, 32]);
@@ -292,10 +278,10 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   const bare = join(dir, "bare.safetensors");
   saveWeights(bare, state.teacher.backbone);
   t.dispose(state);
-  const missingArch = await quiet(() => embed(["--weights", bare, "--data", "fmnist", "--out", out]));
+  const missingArch = await captured(() => embed(["--weights", bare, "--data", "fmnist", "--out", out]));
   assert.equal(missingArch.value, 2); // a usage problem: the flag names the fix
   assert.match(missingArch.err, /pass --arch/);
-  const wrongPatch = await quiet(() =>
+  const wrongPatch = await captured(() =>
     embed(["--weights", bare, "--arch", "vit_tiny", "--patch-size", "16", "--data", "fmnist", "--out", out])
   );
   assert.match(wrongPatch.err, /has patch size 7, not --patch-size 16/);
@@ -305,7 +291,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   const official = join(dir, "official.safetensors");
   saveWeights(official, vit);
   t.dispose(vit);
-  const ok = await quiet(() =>
+  const ok = await captured(() =>
     embed(["--weights", official, "--arch", "vit_tiny", "--data", "fmnist", "--split", "test", "--out", out])
   );
   assert.equal(ok.value, 0, ok.err);
@@ -318,7 +304,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
 
 Deno.test("a collapsed (uniform) teacher is reported", async () => {
   const dir = Deno.makeTempDirSync();
-  const r = await quiet(() =>
+  const r = await captured(() =>
     train([
       ...TINY,
       "--train-limit",
@@ -346,7 +332,7 @@ Deno.test("an unlabeled image folder trains, and the k-NN evaluation is skipped 
   for (let i = 0; i < 8; i++) {
     t.tidy(() => t.writeImage(join(data, `${i}.png`), t.to(t.randint(g, 0, 256, [40, 30, 3]), "u8")));
   }
-  const r = await quiet(() =>
+  const r = await captured(() =>
     train([
       ...TINY,
       "--data",
@@ -363,7 +349,7 @@ Deno.test("an unlabeled image folder trains, and the k-NN evaluation is skipped 
   );
   assert.equal(r.value, 0, r.err);
   assert.match(r.out, /has no labels: k-NN evaluation skipped/);
-  const k = await quiet(() => knn(["--checkpoint", join(dir, "out", "checkpoint.safetensors"), "--data", data]));
+  const k = await captured(() => knn(["--checkpoint", join(dir, "out", "checkpoint.safetensors"), "--data", data]));
   assert.equal(k.value, 1);
   assert.match(k.err, /k-NN needs labelled images/);
   Deno.removeSync(dir, { recursive: true });

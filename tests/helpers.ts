@@ -28,3 +28,18 @@ export function noLeak(fn: () => void): void {
   tidy(fn);
   assert.equal(liveTensors(), before, "tensors leaked");
 }
+
+/** Runs `fn` with console output captured. */
+export async function captured<T>(fn: () => Promise<T>): Promise<{ value: T; out: string; err: string }> {
+  const log = console.log, error = console.error, warn = console.warn;
+  let out = "", err = "";
+  console.log = (...a: unknown[]) => void (out += a.join(" ") + "\n");
+  console.error = console.warn = (...a: unknown[]) => void (err += a.join(" ") + "\n");
+  try {
+    return { value: await fn(), out, err };
+  } finally {
+    console.log = log;
+    console.error = error;
+    console.warn = warn;
+  }
+}

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
+import { captured } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
@@ -14,21 +15,6 @@ import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { dinoHyper, initTrainState } from "../lib/training/mod.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { saveWeights } from "../lib/weights/weights.ts";
-
-/** Runs `fn` with console output captured. */
-export async function captured<T>(fn: () => Promise<T>): Promise<{ value: T; out: string; err: string }> {
-  const log = console.log, error = console.error, warn = console.warn;
-  let out = "", err = "";
-  console.log = (...a: unknown[]) => void (out += a.join(" ") + "\n");
-  console.error = console.warn = (...a: unknown[]) => void (err += a.join(" ") + "\n");
-  try {
-    return { value: await fn(), out, err };
-  } finally {
-    console.log = log;
-    console.error = error;
-    console.warn = warn;
-  }
-}
 
 /** A table row: the arguments, the exit code, and what the message must say. */
 export type Case = [args: string[], code: 1 | 2, says: RegExp];
