@@ -100,3 +100,35 @@ Deno.test("a resumed run cuts metrics.jsonl back to its checkpoint, and removes 
   assert.deepEqual(steps, [1, 2, 3, 4]);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("kill -9 at random steps, then the same command again, ends bit-identical to a run never killed", async () => {
+  const args = (dir: string) => [...TINY, "--epochs=3", "--train-limit=256", "--test-limit=40", `--output-dir=${dir}`];
+  const straight = Deno.makeTempDirSync();
+  assert.equal((await spawnTrain(args(straight)).done()).code, 0);
+  const expected = readSafetensors(join(straight, "checkpoint.safetensors"));
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let trial = 0; trial < 3; trial++) {
+    const dir = Deno.makeTempDirSync();
+    const killed = spawnTrain(args(dir));
+    const at = 1 + Math.floor(23 * random()); // a random step of the 24 (8 a epoch), printed as "epoch e/3 step s/8"
+    await killed.waitFor(new RegExp(`epoch ${Math.floor((at - 1) / 8) + 1}/3 step ${((at - 1) % 8) + 1}/8`));
+    killed.child.kill("SIGKILL");
+    assert.notEqual((await killed.done()).code, 0, `trial ${trial}: killed before it finished`);
+    const again = await spawnTrain(args(dir)).done();
+    assert.equal(again.code, 0, again.err);
+    const got = readSafetensors(join(dir, "checkpoint.safetensors"));
+    assert.deepEqual(Object.keys(got.tensors), Object.keys(expected.tensors));
+    for (const [k, v] of Object.entries(expected.tensors)) {
+      assert.deepEqual(t.toArray(got.tensors[k]), t.toArray(v), `trial ${trial}: ${k}`);
+    }
+    t.dispose(got.tensors);
+    assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".tmp")), [], "no temporary file left");
+    const steps = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l))
+      .filter((row) => "loss" in row).map((row) => row.step);
+    assert.deepEqual(steps, [...new Set(steps)].sort((a, b) => a - b), `trial ${trial}: each step logged once`);
+    Deno.removeSync(dir, { recursive: true });
+  }
+  t.dispose(expected.tensors);
+  Deno.removeSync(straight, { recursive: true });
+});
