@@ -48,6 +48,15 @@ export interface Libtorch {
 export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp"] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 
+async function runAsync(cmd: string, args: string[]): Promise<{ ok: boolean; err: string }> {
+  try {
+    const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+    return { ok: r.success, err: new TextDecoder().decode(r.stderr) };
+  } catch (e) {
+    return { ok: false, err: e instanceof Error ? e.message : String(e) };
+  }
+}
+
 function run(cmd: string, args: string[]): { ok: boolean; out: string; err: string } {
   try {
     const r = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
@@ -310,16 +319,30 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   try {
     for (const [name, text] of sources) Deno.writeTextFileSync(join(work, name), text);
     const tmp = join(work, "shim.so");
-    const args = [
+    const compile = [
       "-std=gnu++17",
       "-O2",
       "-fPIC",
-      "-shared",
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
       ...(stb ? ["-DDINO_STB"] : []),
       ...includeFlags(libtorch.include, defaultIncludes(cxx)),
-      ...NATIVE_SOURCES.filter((name) => name.endsWith(".cpp")).map((name) => join(work, name)),
+    ];
+    // Each source compiles on its own core (libtorch's headers and stb's implementations are the slow parts).
+    const units = NATIVE_SOURCES.filter((name) => name.endsWith(".cpp"));
+    const compiled = await Promise.all(units.map(async (name) => {
+      const args = [...compile, "-c", join(work, name), "-o", join(work, `${name}.o`)];
+      return { args, ...await runAsync(cxx, args) };
+    }));
+    const failed = compiled.find((r) => !r.ok);
+    if (failed) {
+      throw new Error(
+        `compiling the native shim failed (${cxx} ${failed.args.join(" ")}):\n${failed.err.slice(-4000)}`,
+      );
+    }
+    const args = [
+      "-shared",
+      ...units.map((name) => join(work, `${name}.o`)),
       "-o",
       tmp,
       `-L${libtorch.lib}`,
@@ -334,7 +357,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     ];
     const r = run(cxx, args);
     if (!r.ok) {
-      throw new Error(`compiling the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
+      throw new Error(`linking the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
     }
     Deno.mkdirSync(dir, { recursive: true });
     writeFileAtomic(out, Deno.readFileSync(tmp));
