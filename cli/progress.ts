@@ -39,7 +39,7 @@ export class Progress {
   ) {}
 
   /** Shows step `step` of the epoch; `remaining` steps are left in the run. */
-  update(step: number, m: StepMetrics, remaining: number, batch: number): void {
+  update(step: number, m: Pick<StepMetrics, "loss" | "lr">, remaining: number, batch: number): void {
     this.#steps++;
     const seconds = (performance.now() - this.#start) / 1000;
     const perStep = seconds / this.#steps;

@@ -171,9 +171,18 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
   });
 }
 
+/** Options of {@linkcode extractFeatures}. */
+export interface ExtractOptions extends FeatureOptions {
+  /**
+   * The features of a batch of prepared images (normalised f32 [B, C, size, size] on the backbone's device)
+   * (default: the CLS after the final norm, `vitForward`). Runs without gradients, inside a scope.
+   */
+  embed?: (x: Tensor) => Tensor;
+}
+
 /**
  * Features of every image of a dataset: the backbone's CLS after the final norm ([N, D], not normalised),
- * with the labels (-1 when unknown).
+ * or what `o.embed` makes of each batch, with the labels (-1 when unknown).
  *
  * @example
  * ```ts
@@ -198,18 +207,15 @@ export async function extractFeatures(
   cfg: ViTConfig,
   ds: Dataset,
   t: EvalTransform,
-  o: FeatureOptions = {},
+  o: ExtractOptions = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
   const device = backbone.cls_token.device;
+  const embed = o.embed ?? ((x: Tensor) => vitForward(backbone, cfg, x));
   return await rows(
     ds,
     o,
     (images) =>
-      noGrad(() =>
-        tidy(() =>
-          vitForward(backbone, cfg, evalImages(images.device === device ? images : toDevice(images, device), t))
-        )
-      ),
+      noGrad(() => tidy(() => embed(evalImages(images.device === device ? images : toDevice(images, device), t)))),
   );
 }
 

@@ -1,7 +1,8 @@
 /**
- * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, and
- * the report a training run ends with (`report.ts`).
+ * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, linear
+ * evaluation (`linear.ts`), as the official `eval_linear.py`, and the report a training run ends with (`report.ts`).
  * @module
  */
 export * from "./knn.ts";
 export * from "./report.ts";
+export * from "./linear.ts";
