@@ -15,28 +15,37 @@
  * ```
  * @module
  */
-import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
-import { type Arch, ARCHS } from "../lib/model/vit.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures } from "../lib/eval/knn.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
-import { argsError, dataSpec, failure, integer, loadModel, UsageError, weightsFile } from "./flags.ts";
+import {
+  argsError,
+  dataSpec,
+  failure,
+  integer,
+  loadModel,
+  MODEL_FLAGS,
+  MODEL_HELP,
+  modelOptions,
+  outputFile,
+  UsageError,
+  weightsFile,
+} from "./flags.ts";
 
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
 
 Writes features [N, D] (CLS after the final norm) and labels [N] of a dataset split.
 
 options:
-  --weights FILE        a checkpoint of this project, or official-layout weights (.safetensors) (required)
+  --weights FILE        a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
   --data DATA           fmnist, cifar10, cifar100 or an image folder (required)
   --out FILE            the .safetensors file to write, in an existing folder (required)
   --split NAME          train or test (default test)
-  --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
-  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
+${MODEL_HELP}
   --image-size N        side of the embedded images, 1 to 8192 (default: the model's)
   --mean M,M,M          normalisation mean, one per channel (default: the checkpoint's, else ImageNet's)
   --std S,S,S           normalisation std, one per channel, > 0 (default: the checkpoint's, else ImageNet's)
@@ -55,35 +64,6 @@ function numbers(flag: string, v: string): number[] {
   return xs;
 }
 
-/**
- * The file to write must be a file (or nothing yet) in an existing folder this process can write; checked
- * before anything is loaded, so that nothing is computed for nothing.
- */
-function outFile(out: string): string {
-  let info: Deno.FileInfo | undefined;
-  try {
-    info = Deno.statSync(out);
-  } catch {
-    // Not there yet (or under something that is no folder: the folder's check below says which).
-  }
-  if (info?.isDirectory) throw new UsageError(`--out ${out} is a folder; name the .safetensors file to write`);
-  if (info && !info.isFile) throw new UsageError(`--out ${out} is not a regular file`);
-  const dir = dirname(resolve(out));
-  let folder: Deno.FileInfo;
-  try {
-    folder = Deno.statSync(dir);
-  } catch {
-    throw new UsageError(`--out ${out}: its folder ${dir} does not exist`);
-  }
-  if (!folder.isDirectory) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
-  try {
-    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
-  } catch (e) {
-    throw new UsageError(`--out ${out} cannot be written: ${e instanceof Error ? e.message : e}`);
-  }
-  return out;
-}
-
 function parse(args: string[]) {
   let v;
   try {
@@ -96,8 +76,7 @@ function parse(args: string[]) {
         data: { type: "string" },
         out: { type: "string" },
         split: { type: "string", default: "test" },
-        arch: { type: "string" },
-        "patch-size": { type: "string" },
+        ...MODEL_FLAGS,
         "image-size": { type: "string" },
         mean: { type: "string" },
         std: { type: "string" },
@@ -114,9 +93,6 @@ function parse(args: string[]) {
   if (v.split !== "train" && v.split !== "test") {
     throw new UsageError(`--split must be train or test, got "${v.split}"`);
   }
-  if (v.arch !== undefined && !Object.hasOwn(ARCHS, v.arch)) {
-    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${v.arch}"`);
-  }
   const mean = v.mean === undefined ? undefined : numbers("--mean", v.mean);
   const std = v.std === undefined ? undefined : numbers("--std", v.std);
   if (std?.some((s) => !(s > 0))) throw new UsageError(`--std must be positive, got ${v.std}`);
@@ -126,14 +102,13 @@ function parse(args: string[]) {
   const maxPixels = v["max-image-pixels"];
   return {
     split: v.split as "train" | "test",
-    arch: v.arch as Arch | undefined,
-    patchSize: v["patch-size"] === undefined ? undefined : integer("--patch-size", v["patch-size"], 1, 64),
+    ...modelOptions(v),
     imageSize: v["image-size"] === undefined ? undefined : integer("--image-size", v["image-size"], 1, 8192),
     batchSize: integer("--batch-size", v["batch-size"], 1, 65536),
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     mean,
     std,
-    out: outFile(v.out!),
+    out: outputFile("--out", v.out!),
     weights: weightsFile("--weights", v.weights!),
     data: dataSpec(v.data!),
   };
@@ -148,7 +123,7 @@ export async function main(args: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
-    model = loadModel("--weights", o.weights, { arch: o.arch, patchSize: o.patchSize });
+    model = loadModel("--weights", o.weights, o);
     const { vit } = model;
     const size = o.imageSize ?? vit.imgSize;
     if (size % vit.patchSize !== 0) {

@@ -16,8 +16,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { dirname, resolve } from "node:path";
 import { exists } from "../mod.ts";
-import type { Arch } from "../lib/model/vit.ts";
+import { type Arch, ARCHS } from "../lib/model/vit.ts";
 import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   type Group,
@@ -255,6 +256,35 @@ export function weightsFile(flag: string, path: string): string {
   return path;
 }
 
+/**
+ * The file to write must be a file (or nothing yet) in an existing folder this process can write; checked
+ * before anything is loaded, so that nothing is computed for nothing.
+ */
+export function outputFile(flag: string, out: string): string {
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = Deno.statSync(out);
+  } catch {
+    // Not there yet (or under something that is no folder: the folder's check below says which).
+  }
+  if (info?.isDirectory) throw new UsageError(`${flag} ${out} is a folder; name the .safetensors file to write`);
+  if (info && !info.isFile) throw new UsageError(`${flag} ${out} is not a regular file`);
+  const dir = dirname(resolve(out));
+  let folder: Deno.FileInfo;
+  try {
+    folder = Deno.statSync(dir);
+  } catch {
+    throw new UsageError(`${flag} ${out}: its folder ${dir} does not exist`);
+  }
+  if (!folder.isDirectory) throw new UsageError(`${flag} ${out}: ${dir} is a file, not a folder`);
+  try {
+    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".write-check-" }));
+  } catch (e) {
+    throw new UsageError(`${flag} ${out} cannot be written: ${e instanceof Error ? e.message : e}`);
+  }
+  return out;
+}
+
 /** The data path, when it is one, must exist (checked before the weights are loaded). */
 export function dataSpec(spec: string): string {
   if (!NAMED.includes(spec) && !exists(spec)) {
@@ -265,8 +295,52 @@ export function dataSpec(spec: string): string {
   return spec;
 }
 
+/** The `parseArgs` options of every command that loads weights: which network, and its shape for files without metadata. */
+export const MODEL_FLAGS = {
+  arch: { type: "string" },
+  "patch-size": { type: "string" },
+  "checkpoint-key": { type: "string", default: "teacher" },
+} as const;
+
+/** The help lines of {@linkcode MODEL_FLAGS}. */
+export const MODEL_HELP = `  --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
+  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
+  --checkpoint-key K    the network of a full checkpoint: teacher (default) or student`;
+
+/** What {@linkcode loadModel} needs from the {@linkcode MODEL_FLAGS} values, checked. */
+export interface ModelOptions {
+  /** The architecture, for weights without metadata. */
+  arch?: Arch;
+  /** The patch size the weights must have. */
+  patchSize?: number;
+  /** The network of a full checkpoint. */
+  checkpointKey: string;
+}
+
+/** Checks the {@linkcode MODEL_FLAGS} values. */
+export function modelOptions(
+  values: { arch?: string; "patch-size"?: string; "checkpoint-key"?: string },
+): ModelOptions {
+  if (values.arch !== undefined && !Object.hasOwn(ARCHS, values.arch)) {
+    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${values.arch}"`);
+  }
+  const key = values["checkpoint-key"] ?? "teacher";
+  if (!/^[A-Za-z_][\w]*$/.test(key)) {
+    throw new UsageError(`--checkpoint-key takes a name such as teacher or student, got "${key}"`);
+  }
+  return {
+    arch: values.arch as Arch | undefined,
+    patchSize: values["patch-size"] === undefined ? undefined : integer("--patch-size", values["patch-size"], 1, 64),
+    checkpointKey: key,
+  };
+}
+
 /** The backbone of a checkpoint or weights file; a file that is no usable weights is a usage error of `flag`. */
-export function loadModel(flag: string, path: string, o: { arch?: Arch; patchSize?: number }): EvalBackbone {
+export function loadModel(
+  flag: string,
+  path: string,
+  o: { arch?: Arch; patchSize?: number; checkpointKey?: string },
+): EvalBackbone {
   try {
     return loadEvalBackbone(path, o);
   } catch (e) {

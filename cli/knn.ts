@@ -15,8 +15,18 @@
  */
 import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose } from "../mod.ts";
-import { type Arch, ARCHS } from "../lib/model/vit.ts";
-import { argsError, dataSpec, failure, integer, loadModel, UsageError, weightsFile } from "./flags.ts";
+import {
+  argsError,
+  dataSpec,
+  failure,
+  integer,
+  loadModel,
+  MODEL_FLAGS,
+  MODEL_HELP,
+  modelOptions,
+  UsageError,
+  weightsFile,
+} from "./flags.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
@@ -27,12 +37,11 @@ const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
 Weighted k-NN (cosine similarity, votes exp(sim / T)) of the CLS features after the final norm.
 
 options:
-  --checkpoint FILE     a checkpoint of this project, or official-layout weights (.safetensors) (required)
+  --checkpoint FILE     a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
   --data DATA           fmnist, cifar10, cifar100 or a folder with train/ and val/ (required)
   --k N                 neighbours, 1 to 100000 (default 20; several as 10,20,100,200)
   --temperature T       vote temperature, > 0 (default 0.07)
-  --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
-  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
+${MODEL_HELP}
   --image-size N        side of the evaluated images, 1 to 8192 (default: the model's)
   --batch-size N        images per forward pass, 1 to 65536 (default 256)
   --train-limit N       use only the first N training images (default 0: all)
@@ -53,8 +62,7 @@ function parse(args: string[]) {
         data: { type: "string" },
         k: { type: "string", default: "20" },
         temperature: { type: "string", default: "0.07" },
-        arch: { type: "string" },
-        "patch-size": { type: "string" },
+        ...MODEL_FLAGS,
         "image-size": { type: "string" },
         "batch-size": { type: "string", default: "256" },
         "train-limit": { type: "string", default: "0" },
@@ -69,9 +77,6 @@ function parse(args: string[]) {
   if (values.help) return "help";
   if (!values.checkpoint) throw new UsageError("--checkpoint is required");
   if (!values.data) throw new UsageError("--data is required");
-  if (values.arch !== undefined && !Object.hasOwn(ARCHS, values.arch)) {
-    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${values.arch}"`);
-  }
   const temperature = values.temperature.trim() === "" ? NaN : Number(values.temperature);
   if (!Number.isFinite(temperature)) {
     throw new UsageError(`--temperature takes a number, got "${values.temperature}"`);
@@ -81,8 +86,7 @@ function parse(args: string[]) {
   const o = {
     ks: values.k.split(",").map((s) => integer("--k", s, 1, 100000)),
     temperature,
-    arch: values.arch as Arch | undefined,
-    patchSize: values["patch-size"] === undefined ? undefined : integer("--patch-size", values["patch-size"], 1, 64),
+    ...modelOptions(values),
     imageSize: values["image-size"] === undefined ? undefined : integer("--image-size", values["image-size"], 1, 8192),
     batchSize: integer("--batch-size", values["batch-size"], 1, 65536),
     trainLimit: integer("--train-limit", values["train-limit"], 0),
@@ -101,7 +105,7 @@ export async function main(args: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
-    model = loadModel("--checkpoint", o.checkpoint, { arch: o.arch, patchSize: o.patchSize });
+    model = loadModel("--checkpoint", o.checkpoint, o);
     const { vit } = model;
     const size = o.imageSize ?? vit.imgSize;
     if (size % vit.patchSize !== 0) {

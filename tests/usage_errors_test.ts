@@ -16,6 +16,10 @@ import { dinoHyper, initTrainState } from "../lib/training/mod.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { saveWeights } from "../lib/weights/weights.ts";
 
+const FULL_PTH = new URL("./fixtures/pth/full.pth", import.meta.url).pathname;
+const EVIL_PTH = new URL("./fixtures/pth/evil.pth", import.meta.url).pathname;
+const LEGACY_PTH = new URL("./fixtures/pth/legacy.pth", import.meta.url).pathname;
+
 /** A table row: the arguments, the exit code, and what the message must say. */
 export type Case = [args: string[], code: 1 | 2, says: RegExp];
 
@@ -228,7 +232,13 @@ Deno.test("knn: bad invocations each give one line, exit code 2 or 1, and nothin
     [["--checkpoint", ck1, "--data", empty], 1, /holds no images/],
     [["--checkpoint", ck1, "--data", unlabelled], 1, /k-NN needs labelled images/],
     // weights that are no checkpoint, or that do not fit the data or the flags
-    [["--checkpoint", file, "--data", "fmnist"], 2, /--checkpoint .*: not a valid safetensors file/],
+    [["--checkpoint", file, "--data", "fmnist"], 2, /--checkpoint .*: not a PyTorch checkpoint .* nor safetensors/],
+    [
+      ["--checkpoint", FULL_PTH, "--checkpoint-key", "ema", "--data", "fmnist"],
+      2,
+      /--checkpoint .*full.pth: no "ema" network/,
+    ],
+    [["--checkpoint", EVIL_PTH, "--data", "fmnist"], 2, /--checkpoint .*evil.pth: .*posix.system.*refused/],
     [["--checkpoint", corrupt, "--data", "fmnist"], 2, /--checkpoint .*safetensors/],
     [["--checkpoint", bare, "--data", "fmnist"], 2, /has no metadata: pass --arch/],
     [
@@ -290,7 +300,13 @@ Deno.test("embed: bad invocations each give one line, exit code 2 or 1, and writ
     [["--weights", ck1, "--data", file], 2, /--data .*: not an IDX file/],
     [["--weights", ck1, "--data", empty], 1, /holds no images/],
     // weights that are no checkpoint, or that do not fit the data or the flags
-    [["--weights", file, "--data", "fmnist"], 2, /--weights .*: not a valid safetensors file/],
+    [["--weights", file, "--data", "fmnist"], 2, /--weights .*: not a PyTorch checkpoint .* nor safetensors/],
+    [
+      ["--weights", FULL_PTH, "--checkpoint-key", "ema", "--data", "fmnist"],
+      2,
+      /--weights .*full.pth: no "ema" network/,
+    ],
+    [["--weights", LEGACY_PTH, "--data", "fmnist"], 2, /--weights .*legacy.pth: .*before 1\.6.*convert it/],
     [["--weights", corrupt, "--data", "fmnist"], 2, /--weights .*safetensors/],
     [["--weights", bare, "--data", "fmnist"], 2, /has no metadata: pass --arch/],
     [["--weights", bare, "--arch", "vit_small", "--patch-size", "8", "--data", "fmnist"], 2, /has patch size 7/],

@@ -28,9 +28,9 @@ import { dispose } from "../../ffi/mod.ts";
 import { CHECKPOINT_FORMAT, loadCheckpoint } from "./checkpoint.ts";
 import { networkConfig } from "../settings/derive.ts";
 import { SettingError } from "../settings/settings.ts";
-import { readSafetensors } from "./safetensors.ts";
+import { readWeights } from "./read.ts";
 import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "../model/vit.ts";
-import { loadBackbone } from "./weights.ts";
+import { backboneTensors, fitBackbone } from "./weights.ts";
 
 /** A backbone ready for feature extraction. */
 export interface EvalBackbone {
@@ -65,53 +65,75 @@ export interface EvalBackbone {
  * Deno.removeSync(path);
  * ```
  */
-export function loadEvalBackbone(path: string, o: { arch?: Arch; patchSize?: number } = {}): EvalBackbone {
-  const { tensors, metadata } = readSafetensors(path);
-  if (metadata.format === CHECKPOINT_FORMAT) {
+export function loadEvalBackbone(
+  path: string,
+  o: { arch?: Arch; patchSize?: number; checkpointKey?: string } = {},
+): EvalBackbone {
+  const { tensors, metadata, format } = readWeights(path);
+  if (format === "safetensors" && metadata.format === CHECKPOINT_FORMAT) {
     dispose(tensors);
+    const key = o.checkpointKey ?? "teacher";
+    if (key !== "teacher" && key !== "student") {
+      throw new Error(`${path}: no "${key}" network in this checkpoint (it holds "student", "teacher")`);
+    }
     const ck = loadCheckpoint(path);
     const net = networkConfig(ck.config, ck.channels);
-    dispose([ck.state.student, ck.state.optimizer, ck.state.center, ck.state.teacher.head]);
-    return { backbone: ck.state.teacher.backbone, vit: net.vit, normalization: ck.normalization, source: "checkpoint" };
+    const { student, teacher } = ck.state;
+    const [kept, other] = key === "teacher" ? [teacher, student] : [student, teacher];
+    dispose([other, kept.head, ck.state.optimizer, ck.state.center]);
+    return { backbone: kept.backbone, vit: net.vit, normalization: ck.normalization, source: "checkpoint" };
   }
   try {
-    // Official layouts: find the backbone's keys under any of the wrappers.
-    const keys = Object.keys(tensors);
-    const prefix = ["teacher.backbone.", "module.backbone.", "backbone.", "teacher.", "module.", ""].find((p) =>
-      keys.includes(`${p}cls_token`)
-    );
-    if (prefix === undefined) {
-      throw new Error(`${path}: no ViT backbone found (no cls_token under backbone., teacher., module. or bare keys)`);
+    const flat = backboneTensors(tensors, { key: o.checkpointKey, source: path });
+    if (!("cls_token" in flat)) {
+      throw new Error(
+        `${path}: no ViT backbone found (no cls_token among its ${Object.keys(tensors).length} tensors, ` +
+          "bare or under backbone., module. or a full checkpoint's teacher./student.)",
+      );
     }
-    const get = (k: string) => tensors[prefix + k];
-    if (!o.arch) {
+    const saved = savedArgs(metadata);
+    const arch = o.arch ??
+      (typeof saved.arch === "string" && Object.hasOwn(ARCHS, saved.arch) ? saved.arch as Arch : undefined);
+    if (!arch) {
       throw new SettingError(
         ["arch"],
         (n) => `${path} has no metadata: pass ${n("arch")} (${Object.keys(ARCHS).join(", ")}) for its heads`,
       );
     }
-    const [D, C, p] = get("patch_embed.proj.weight").shape;
+    const patchWeight = flat["patch_embed.proj.weight"];
+    if (!patchWeight || patchWeight.shape.length !== 4) throw new Error(`${path}: no 4-d patch_embed.proj.weight`);
+    const [D, C, p] = patchWeight.shape;
     if (o.patchSize !== undefined && o.patchSize !== p) {
       throw new SettingError(["patchSize"], (n) => `${path} has patch size ${p}, not ${n("patchSize")} ${o.patchSize}`);
     }
-    const n = get("pos_embed").shape[1] - 1;
+    const n = flat.pos_embed?.shape[1] - 1;
     const side = Math.round(Math.sqrt(n));
-    if (side * side !== n) throw new Error(`${path}: pos_embed holds ${n} patches, not a square grid`);
+    if (!(side * side === n)) throw new Error(`${path}: pos_embed holds ${n} patches, not a square grid`);
     let depth = 0;
-    while (`${prefix}blocks.${depth}.norm1.weight` in tensors) depth++;
-    const vit = vitConfig(o.arch, {
+    while (`blocks.${depth}.norm1.weight` in flat) depth++;
+    const vit = vitConfig(arch, {
       embedDim: D,
       depth,
-      numHeads: ARCHS[o.arch].numHeads,
+      numHeads: ARCHS[arch].numHeads,
       patchSize: p,
       inChans: C,
       imgSize: side * p,
     });
     if (D % vit.numHeads !== 0) {
-      throw new Error(`${path}: width ${D} does not divide into the ${vit.numHeads} heads of ${o.arch}`);
+      throw new Error(`${path}: width ${D} does not divide into the ${vit.numHeads} heads of ${arch}`);
     }
-    return { backbone: loadBackbone(path, vit), vit, source: "weights" };
+    return { backbone: fitBackbone(flat, vit, path), vit, source: "weights" };
   } finally {
     dispose(tensors);
+  }
+}
+
+/** The `args` a `.pth` full checkpoint saved (its `argparse.Namespace`), or nothing. */
+function savedArgs(metadata: Record<string, string>): Record<string, unknown> {
+  try {
+    const args = JSON.parse(metadata.args ?? "{}");
+    return typeof args === "object" && args !== null ? args : {};
+  } catch {
+    return {};
   }
 }

@@ -25,7 +25,8 @@
  */
 import { dispose, Generator } from "../../ffi/mod.ts";
 import { type DinoConfig, type DinoParams, initDino } from "../model/dino.ts";
-import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import { asFloat32, readWeights, selectNetwork, type SelectOptions } from "./read.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 import { initViT, type ViTConfig, type ViTParams } from "../model/vit.ts";
 
@@ -54,33 +55,23 @@ export function saveWeights(path: string, params: DinoParams | ViTParams, metada
   writeSafetensors(path, stateDict(params), metadata);
 }
 
-/** Strips one leading prefix shared by every key (`module.`, `teacher.`, `student.`). */
-function stripWrapper(flat: Flat): Flat {
-  for (const prefix of ["module.", "teacher.", "student."]) {
-    const keys = Object.keys(flat);
-    if (keys.length > 0 && keys.every((k) => k.startsWith(prefix))) {
-      return Object.fromEntries(keys.map((k) => [k.slice(prefix.length), flat[k]]));
-    }
-  }
-  // A full checkpoint: take the teacher (the network DINO evaluates).
-  if (Object.keys(flat).some((k) => k.startsWith("teacher."))) {
-    return Object.fromEntries(
-      Object.entries(flat).filter(([k]) => k.startsWith("teacher.")).map(([k, v]) => [k.slice(8), v]),
-    );
-  }
-  return flat;
-}
-
 function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, source: string): T {
   using g = new Generator(0);
   const template = make(g);
+  const { tensors, converted } = asFloat32(flat);
   try {
-    return loadStateDict(template, flat);
+    return loadStateDict(template, tensors);
   } catch (e) {
     throw new Error(`${source}: ${e instanceof Error ? e.message : e}`);
   } finally {
-    dispose(template);
+    dispose([template, converted.map((k) => tensors[k])]);
   }
+}
+
+/** Which network of a full checkpoint to load. */
+export interface LoadOptions {
+  /** `teacher` (default), `student` or another group of a full checkpoint (`--checkpoint-key`). */
+  checkpointKey?: string;
 }
 
 /**
@@ -103,10 +94,10 @@ function withTemplate<T extends object>(make: (g: Generator) => T, flat: Flat, s
  * Deno.removeSync(path);
  * ```
  */
-export function loadDino(path: string, cfg: DinoConfig): DinoParams {
-  const { tensors } = readSafetensors(path);
+export function loadDino(path: string, cfg: DinoConfig, o: LoadOptions = {}): DinoParams {
+  const { tensors } = readWeights(path);
   try {
-    return withTemplate((g) => initDino(cfg, g), stripWrapper(tensors), path);
+    return withTemplate((g) => initDino(cfg, g), selectNetwork(tensors, { key: o.checkpointKey, source: path }), path);
   } finally {
     dispose(tensors);
   }
@@ -132,17 +123,58 @@ export function loadDino(path: string, cfg: DinoConfig): DinoParams {
  * Deno.removeSync(path);
  * ```
  */
-export function loadBackbone(path: string, cfg: ViTConfig): ViTParams {
-  const { tensors } = readSafetensors(path);
+export function loadBackbone(path: string, cfg: ViTConfig, o: LoadOptions = {}): ViTParams {
+  const { tensors } = readWeights(path);
   try {
-    let flat = stripWrapper(tensors);
-    if (Object.keys(flat).some((k) => k.startsWith("backbone."))) {
-      flat = Object.fromEntries(
-        Object.entries(flat).filter(([k]) => k.startsWith("backbone.")).map(([k, v]) => [k.slice(9), v]),
-      );
-    }
-    return withTemplate((g) => initViT(cfg, g), flat, path);
+    return fitBackbone(backboneTensors(tensors, { key: o.checkpointKey, source: path }), cfg, path);
   } finally {
     dispose(tensors);
   }
+}
+
+/**
+ * A backbone from bare-key tensors, checked as `load_state_dict(strict=True)`
+ * (errors name `source`); half, bfloat16 and double weights become fp32. The
+ * result is new handles: the caller keeps owning `flat`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../../mod.ts";
+ * import { initViT, vitConfig } from "../model/vit.ts";
+ * import { stateDict } from "./tree.ts";
+ * import { fitBackbone } from "./weights.ts";
+ * using g = new Generator(0);
+ * const cfg = vitConfig("vit_tiny", { depth: 1 });
+ * const p = initViT(cfg, g);
+ * const copy = fitBackbone(stateDict(p), cfg, "memory");
+ * assert.throws(() => fitBackbone(stateDict(p), vitConfig("vit_tiny", { depth: 2 }), "memory"), /missing keys: blocks\.1/);
+ * dispose([p, copy]);
+ * ```
+ */
+export function fitBackbone(flat: Flat, cfg: ViTConfig, source: string): ViTParams {
+  return withTemplate((g) => initViT(cfg, g), flat, source);
+}
+
+/**
+ * A backbone's tensors (bare keys) from flat weights: the chosen network of a
+ * full checkpoint, `module.` and `backbone.` stripped, the head's keys left
+ * out (as the official `load_pretrained_weights`). Aliases `flat`'s tensors.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ones } from "../../mod.ts";
+ * import { backboneTensors } from "./weights.ts";
+ * using w = ones([1]);
+ * const flat = { "teacher.backbone.cls_token": w, "teacher.head.mlp.0.bias": w, "student.module.backbone.cls_token": w };
+ * assert.deepEqual(Object.keys(backboneTensors(flat, { source: "f" })), ["cls_token"]);
+ * ```
+ */
+export function backboneTensors(flat: Flat, o: SelectOptions): Flat {
+  const picked = selectNetwork(flat, o);
+  if (!Object.keys(picked).some((k) => k.startsWith("backbone."))) return picked;
+  return Object.fromEntries(
+    Object.entries(picked).filter(([k]) => k.startsWith("backbone.")).map(([k, v]) => [k.slice(9), v]),
+  );
 }
