@@ -185,6 +185,7 @@ export const symbols = {
   index_copy_into: scalar(T, I, T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
   decode_images: { parameters: [CTX, "buffer", I, I, I, I, F], result: "pointer", nonblocking: true },
+  decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),
   // autograd
   requires_grad: tensor(T, B),

@@ -1,5 +1,6 @@
-// Images in and out, through stb (libstb-dev's headers): a threaded batch decoder and a PNG/JPEG writer. Without
-// stb (DINO_STB undefined) both entry points exist and report how to get it.
+// Images in and out, through stb (libstb-dev's headers): a threaded batch decoder (square centre crops), a one-file
+// decoder that keeps the whole image and its aspect, and a PNG/JPEG writer. Without stb (DINO_STB undefined) the entry
+// points exist and report how to get it.
 //
 // Files are hostile input: decoding never throws out of a worker thread, never allocates for an image whose
 // header declares more pixels than the caller's budget, and never sizes anything from unchecked arithmetic. No
@@ -362,9 +363,12 @@ static const char* stb_reason(const char* fallback) {
   return r && r[0] ? r : fallback;
 }
 
-// Decodes one file into `tile` (side x side x channels, HWC), or writes why it cannot into `why`.
+// Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
+// centre crop (side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
+// image, resized so that its short side is `side` (aspect kept), then each side to its nearest multiple of
+// `multiple` (at least one). Its width and height are written to `out_w` and `out_h`; `tile` is sized here.
 static void decode_one(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
-                       char* why) {
+                       char* why, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr) {
   // Declared first, so that it ends last: whatever stb still holds when this function leaves, by a return or an
   // exception, is freed.
   StbArena arena(static_cast<size_t>(kHeaderBytes));
@@ -424,15 +428,31 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   }
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.
   const double s = static_cast<double>(side) / std::min(w, h);
-  const double rw = std::max<double>(side, std::round(w * s)), rh = std::max<double>(side, std::round(h * s));
-  if (!(rw <= INT_MAX && rh <= INT_MAX)) {
-    std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
-    return;
-  }
   Axis ax, ay;
-  if (!plan_axis(w, rw, side, &ax) || !plan_axis(h, rh, side, &ay)) {
-    std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
-    return;
+  int ow = side, oh = side;
+  if (multiple > 0) {
+    // The whole image, each side snapped to a multiple: the output is bounded by kMaxSide on both sides.
+    auto snap = [&](double x) { return std::max<double>(multiple, std::round(x / multiple) * multiple); };
+    const double fw = snap(w * s), fh = snap(h * s);
+    if (!(fw <= kMaxSide && fh <= kMaxSide)) {
+      std::snprintf(why, kReason, "%d x %d resized to a short side of %d would be %.0f x %.0f, past the largest side %d",
+                    w, h, side, fw, fh, kMaxSide);
+      return;
+    }
+    ow = static_cast<int>(fw);
+    oh = static_cast<int>(fh);
+    ax = {0, w, static_cast<float>(fw / w), 0.0f};
+    ay = {0, h, static_cast<float>(fh / h), 0.0f};
+  } else {
+    const double rw = std::max<double>(side, std::round(w * s)), rh = std::max<double>(side, std::round(h * s));
+    if (!(rw <= INT_MAX && rh <= INT_MAX)) {
+      std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
+      return;
+    }
+    if (!plan_axis(w, rw, side, &ax) || !plan_axis(h, rh, side, &ay)) {
+      std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
+      return;
+    }
   }
   if (stbi_is_hdr_from_file(f.get())) {
     const bool endless = hdr_ends_inside_a_run(f.get(), w, h);
@@ -474,11 +494,34 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     crop = converted.data();
     stride = static_cast<size_t>(ax.count) * channels;
   }
-  const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), side, side, 0,
+  tile.resize(static_cast<size_t>(ow) * oh * channels);
+  const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
                                        STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
                                        STBIR_EDGE_CLAMP, STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT,
                                        STBIR_COLORSPACE_LINEAR, nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
   if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
+  if (out_w) *out_w = ow;
+  if (out_h) *out_h = oh;
+}
+
+// decode_one with every failure, an exception included, as the file's reason (printable): safe on any thread.
+static void decode_caught(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
+                          char* reason, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr) noexcept {
+  try {
+    decode_one(path, side, channels, max_pixels, tile, reason, multiple, out_w, out_h);
+  } catch (const StbAssert& e) {
+    std::snprintf(reason, kReason, "cannot decode (%s)", e.what());
+  } catch (const std::bad_alloc&) {
+    std::snprintf(reason, kReason, "out of memory while decoding");
+  } catch (const std::exception& e) {
+    std::snprintf(reason, kReason, "%s", e.what()[0] ? e.what() : "C++ exception while decoding");
+  } catch (...) {
+    std::snprintf(reason, kReason, "unknown C++ exception while decoding");
+  }
+  // stb's reason for an unknown PNG chunk holds the chunk's type: four bytes of the file, raw.
+  for (char* c = reason; *c; c++) {
+    if (static_cast<unsigned char>(*c) < 0x20 || static_cast<unsigned char>(*c) >= 0x7f) *c = '?';
+  }
 }
 
 // Decodes `n` files (NUL-separated paths) on `threads` threads; each image is resized so that its short side is
@@ -504,28 +547,13 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
     std::vector<uint8_t> tile;
     for (int i; (i = next++) < n;) {
       char* reason = why.data() + static_cast<size_t>(i) * kReason;
-      try {
-        tile.resize(static_cast<size_t>(side) * side * channels);
-        decode_one(files[i], side, channels, max_pixels, tile, reason);
-        uint8_t* dst = base + static_cast<size_t>(i) * channels * side * side;
-        for (int ch = 0; !reason[0] && ch < channels; ch++)
-          for (int y = 0; y < side; y++)
-            for (int x = 0; x < side; x++)
-              dst[(static_cast<size_t>(ch) * side + y) * side + x] =
-                  tile[(static_cast<size_t>(y) * side + x) * channels + ch];
-      } catch (const StbAssert& e) {
-        std::snprintf(reason, kReason, "cannot decode (%s)", e.what());
-      } catch (const std::bad_alloc&) {
-        std::snprintf(reason, kReason, "out of memory while decoding");
-      } catch (const std::exception& e) {
-        std::snprintf(reason, kReason, "%s", e.what()[0] ? e.what() : "C++ exception while decoding");
-      } catch (...) {
-        std::snprintf(reason, kReason, "unknown C++ exception while decoding");
-      }
-      // stb's reason for an unknown PNG chunk holds the chunk's type: four bytes of the file, raw.
-      for (char* c = reason; *c; c++) {
-        if (static_cast<unsigned char>(*c) < 0x20 || static_cast<unsigned char>(*c) >= 0x7f) *c = '?';
-      }
+      decode_caught(files[i], side, channels, max_pixels, tile, reason);
+      uint8_t* dst = base + static_cast<size_t>(i) * channels * side * side;
+      for (int ch = 0; !reason[0] && ch < channels; ch++)
+        for (int y = 0; y < side; y++)
+          for (int x = 0; x < side; x++)
+            dst[(static_cast<size_t>(ch) * side + y) * side + x] =
+                tile[(static_cast<size_t>(y) * side + x) * channels + ch];
     }
   };
   std::vector<std::thread> pool;
@@ -553,6 +581,29 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
   auto reasons_t = at::empty({static_cast<int64_t>(reasons.size())}, at::kByte);
   if (!reasons.empty()) std::memcpy(reasons_t.data_ptr(), reasons.data(), reasons.size());
   return {bad.empty() ? out : out.index_select(0, good_t), good_t, bad_t, reasons_t};
+}
+// Decodes one whole file, its aspect kept (decode_one with `multiple` >= 1): [image u8 [C, H, W], reason u8]; when
+// the file cannot be decoded the image is empty and the reason (no NUL) says why.
+static std::vector<at::Tensor> decode_image(const char* path, int side, int multiple, int channels,
+                                            double max_pixels) {
+  if (side <= 0 || side > kMaxSide) throw std::runtime_error("decode side must be in 1.." + std::to_string(kMaxSide));
+  if (multiple <= 0 || multiple > kMaxSide) {
+    throw std::runtime_error("decode multiple must be in 1.." + std::to_string(kMaxSide));
+  }
+  if (channels != 1 && channels != 3) throw std::runtime_error("decode channels must be 1 or 3");
+  if (!(max_pixels >= 1)) throw std::runtime_error("the image pixel budget must be a number >= 1");
+  std::vector<uint8_t> tile;
+  char reason[kReason] = {0};
+  int w = 0, h = 0;
+  decode_caught(path, side, channels, max_pixels, tile, reason, multiple, &w, &h);
+  const size_t n = strnlen(reason, kReason - 1);
+  auto why = at::empty({static_cast<int64_t>(n)}, at::kByte);
+  if (n) {
+    std::memcpy(why.data_ptr(), reason, n);
+    return {at::empty({0}, at::kByte), why};
+  }
+  auto hwc = at::from_blob(tile.data(), {h, w, channels}, at::kByte);
+  return {hwc.permute({2, 0, 1}).clone(at::MemoryFormat::Contiguous), why};  // a copy: tile is freed on return
 }
 // Writes an HWC u8 image as PNG (format 0) or JPEG (format 1). The shape is checked before stb sees it: stb
 // trusts its arguments and computes buffer sizes in int.
@@ -586,6 +637,9 @@ static double write_image(const char* path, const at::Tensor& image, int format,
 static std::vector<at::Tensor> decode_images(const char*, int, int, int, int, double) {
   throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
 }
+static std::vector<at::Tensor> decode_image(const char*, int, int, int, double) {
+  throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
+}
 static double write_image(const char*, const at::Tensor&, int, int) {
   throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
 }
@@ -593,4 +647,6 @@ static double write_image(const char*, const at::Tensor&, int, int) {
 
 LIST(decode_images, (const char* paths, int n, int side, int channels, int threads, double max_pixels),
      decode_images(paths, n, side, channels, threads, max_pixels))
+LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels),
+     decode_image(path, side, multiple, channels, max_pixels))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))

@@ -141,6 +141,67 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
   }
 }
 
+/** Options of {@linkcode decodeImage}. */
+export interface DecodeImageOptions {
+  /** The short side the image is resized to, its aspect kept (before each side is snapped to `multiple`). */
+  side: number;
+  /** Each side of the result is the nearest multiple of this, at least one (default 1: no snapping). */
+  multiple?: number;
+  /** 3 (RGB, the default) or 1 (grayscale). */
+  channels?: 1 | 3;
+  /** The largest image (width x height, as its header declares) decoded (default: {@linkcode defaultMaxImagePixels}). */
+  maxPixels?: number;
+}
+
+/** What {@linkcode decodeImage} returns: the image, or why the file cannot be decoded. */
+export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: undefined; reason: string };
+
+/**
+ * Decodes one whole image file, its aspect kept: the short side is resized to `side` (stb's filtered resize, as
+ * {@linkcode decodeImages}), then each side to its nearest multiple of `multiple`, giving u8 [C, H, W]. Nothing
+ * is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
+ * elongated that a side would pass 16384) gives its reason instead, never an exception; the same defences
+ * against hostile files apply as in {@linkcode decodeImages}. Decoding runs off the JavaScript thread.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeImage, full, writeImage } from "../mod.ts";
+ * const path = Deno.makeTempFileSync({ suffix: ".png" });
+ * using wide = full([30, 50, 3], 200, { dtype: "u8" }); // [H, W, C]: 50 wide, 30 high
+ * writeImage(path, wide);
+ * const r = await decodeImage(path, { side: 60, multiple: 8 }); // 60 x 100, then to multiples of 8
+ * assert.deepEqual(r.image?.shape, [3, 64, 104]);
+ * r.image?.dispose();
+ * assert.match((await decodeImage(path + ".missing", { side: 60 })).reason ?? "", /cannot open/);
+ * Deno.removeSync(path);
+ * ```
+ */
+export async function decodeImage(path: string, o: DecodeImageOptions): Promise<DecodedImage> {
+  const { side, multiple = 1, channels = 3 } = o;
+  const maxPixels = o.maxPixels ?? defaultMaxImagePixels();
+  for (const [name, v] of [["side", side], ["multiple", multiple]] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > MAX_SIDE) {
+      throw new RangeError(`decodeImage: ${name} must be an integer in 1..${MAX_SIDE}, got ${v}`);
+    }
+  }
+  if (channels !== 1 && channels !== 3) throw new RangeError(`decodeImage: channels must be 1 or 3, got ${channels}`);
+  if (!(maxPixels >= 1) || maxPixels === Infinity) {
+    throw new RangeError(`decodeImage: maxPixels must be a finite number of pixels >= 1, got ${maxPixels}`);
+  }
+  if (path.includes("\0")) throw new TypeError(`decodeImage: the path holds a NUL character: ${JSON.stringify(path)}`);
+  const c = newContext();
+  const list = await native.decode_image(c, new TextEncoder().encode(path + "\0"), side, multiple, channels, maxPixels);
+  const [image, why] = wrapList(list, "decodeImage", c);
+  try {
+    if (why.shape[0] === 0) return { image };
+    image.dispose();
+    return { reason: new TextDecoder().decode(data(why)) };
+  } finally {
+    why.dispose();
+  }
+}
+
 /**
  * Writes a u8 [H, W, C] image (C = 1, 3 or 4) as PNG, or JPEG when the path ends in .jpg/.jpeg.
  *

@@ -1,0 +1,246 @@
+/**
+ * `deno task attention`: the attention maps of the official `visualize_attention.py`, for any number of images
+ * of any size. For each image, the last block's CLS-to-patch attention of every head (upsampled by the patch
+ * size, nearest) is drawn as a heat map per head, each head's mask (the smallest set of patches holding
+ * `--threshold` of its attention) is drawn over the image, and a grid shows every head over the image; all the
+ * maps and masks are also written as arrays to `<output-dir>/attention.safetensors`:
+ *
+ * - `<index>.<stem>.attentions`: f32 [heads, H, W], the attention (a softmax weight per pixel's patch)
+ * - `<index>.<stem>.masks`: u8 [heads, H, W], 1 inside the head's mask
+ *
+ * where `<index>` is the image's place among the `--image` flags (from 0) and `<stem>` its file name without
+ * the extension (characters other than letters, digits, `_` and `-` made `_`). The pictures go to
+ * `<output-dir>/<index>.<stem>/`: `img.png` (the image as the network saw it), `attn-head<j>.png`,
+ * `mask_th<threshold>_head<j>.png` (the official names) and `grid.png`.
+ *
+ * Images are resized so that the short side is `--image-size` (aspect kept), then each side to its nearest
+ * multiple of the patch size, and normalised as the weights were trained (the checkpoint's normalisation, else
+ * ImageNet's; 0.5 / 0.5 for 1-channel weights without one). They are decoded with the weights' channels
+ * (grayscale for a Fashion-MNIST checkpoint).
+ *
+ * Exit codes: 0 written, 1 a run-time failure (an image stb cannot decode), 2 a bad flag, value, path or
+ * weights file (one line on stderr). Every image path is checked before the weights load, and nothing is
+ * written on any error: the files are made in a temporary folder and moved into place at the end.
+ *
+ * @example
+ * ```sh
+ * deno task attention --weights output/checkpoint.safetensors --image shoe.png --image-size 56 --output-dir attn
+ * deno task attention --weights dino_deitsmall8_pretrain.pth --arch vit_small --patch-size 8 \
+ *   --image a.jpg --image b.png --output-dir attn
+ * ```
+ * @module
+ */
+import { basename, extname, join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  decodeImage,
+  defaultMaxImagePixels,
+  dispose,
+  exists,
+  type Tensor,
+  tidy,
+  writeFileAtomic,
+  writeImage,
+} from "../mod.ts";
+import { attentionMaps, defaultNormalization, type Normalization, renderAttention } from "../lib/eval/attention.ts";
+import type { EvalBackbone } from "../lib/weights/pretrained.ts";
+import { encodeSafetensors } from "../lib/weights/safetensors.ts";
+import {
+  argsError,
+  failure,
+  integer,
+  loadModel,
+  MODEL_FLAGS,
+  MODEL_HELP,
+  modelOptions,
+  UsageError,
+  weightsFile,
+} from "./flags.ts";
+import { prepareOutputDir } from "./run_folder.ts";
+
+const HELP = `usage: deno task attention --weights FILE --image PATH [--image PATH ...] --output-dir DIR [options]
+
+The last block's CLS-to-patch attention of every head, as the official visualize_attention.py: per image, a
+heat map per head, each head's mask over the image, a grid of all heads, and the arrays in
+DIR/attention.safetensors (<index>.<stem>.attentions f32 [heads, H, W], <index>.<stem>.masks u8 [heads, H, W]).
+
+options:
+  --weights FILE        a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
+  --image PATH          an image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM); repeat for more (required)
+  --output-dir DIR      where the pictures and attention.safetensors go; made if missing (required)
+${MODEL_HELP}
+  --image-size N        the short side images are resized to, 1 to 8192 (default 480); each side is
+                        then made the nearest multiple of the patch size
+  --threshold T         the share of each head's attention its mask keeps, in (0, 1] (default 0.6)
+  --max-image-pixels N  largest image (width x height) decoded
+                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
+  -h, --help            this help`;
+
+/** The largest attention matrix (heads x tokens x tokens, f32) an image may need: past it, ask for a smaller size. */
+const MAX_ATTENTION_BYTES = 8 * 2 ** 30;
+
+/** An image path must be an existing regular file: checked before anything is loaded. */
+function imageFile(path: string): string {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    throw new UsageError(`--image ${path}: no such file`);
+  }
+  if (info.isDirectory) throw new UsageError(`--image ${path} is a folder; name image files`);
+  if (!info.isFile) throw new UsageError(`--image ${path} is not a regular file`);
+  return path;
+}
+
+function parse(args: string[]) {
+  let v;
+  try {
+    ({ values: v } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        weights: { type: "string" },
+        image: { type: "string", multiple: true },
+        "output-dir": { type: "string" },
+        ...MODEL_FLAGS,
+        "image-size": { type: "string", default: "480" },
+        threshold: { type: "string", default: "0.6" },
+        "max-image-pixels": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    throw argsError(e);
+  }
+  if (v.help) return "help";
+  if (!v.weights) throw new UsageError("--weights is required");
+  if (!v.image?.length) throw new UsageError("--image is required (repeat it for several images)");
+  if (!v["output-dir"]) throw new UsageError("--output-dir is required");
+  const threshold = v.threshold.trim() === "" ? NaN : Number(v.threshold);
+  if (!Number.isFinite(threshold)) throw new UsageError(`--threshold takes a number, got "${v.threshold}"`);
+  if (!(threshold > 0 && threshold <= 1)) throw new UsageError(`--threshold must be in (0, 1], got ${threshold}`);
+  const maxPixels = v["max-image-pixels"];
+  return {
+    ...modelOptions(v),
+    imageSize: integer("--image-size", v["image-size"], 1, 8192),
+    threshold,
+    maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
+    weights: weightsFile("--weights", v.weights),
+    images: v.image.map(imageFile),
+    outputDir: v["output-dir"],
+  };
+}
+
+/** `<index>.<stem>`: the image's name in the outputs. */
+function imageKey(index: number, path: string): string {
+  const stem = basename(path, extname(path)).replace(/[^A-Za-z0-9_-]/g, "_");
+  return `${index}.${stem || "image"}`;
+}
+
+/** Runs the program; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let model: EvalBackbone | undefined, stage: string | undefined, undo: (() => void) | undefined;
+  const owned: Tensor[] = [];
+  try {
+    const o = parse(args);
+    if (o === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    undo = prepareOutputDir(o.outputDir).undo;
+    model = loadModel("--weights", o.weights, o);
+    const { vit } = model;
+    const C = vit.inChans, P = vit.patchSize;
+    const norm: Normalization = model.normalization ?? defaultNormalization(C);
+    if (norm.mean.length !== C || norm.std.length !== C) {
+      throw new Error(`--weights ${o.weights}: its normalisation has ${norm.mean.length} channel(s), the network ${C}`);
+    }
+    // Every image decodes before anything is computed or written.
+    const images: Tensor[] = [];
+    for (const path of o.images) {
+      const r = await decodeImage(path, {
+        side: o.imageSize,
+        multiple: P,
+        channels: C as 1 | 3,
+        maxPixels: o.maxImagePixels,
+      });
+      if (!r.image) throw new Error(`--image ${path}: ${r.reason}`);
+      images.push(r.image);
+      owned.push(r.image);
+      const [, H, W] = r.image.shape;
+      const tokens = (H / P) * (W / P) + 1;
+      const bytes = vit.numHeads * tokens * tokens * 4;
+      if (bytes > MAX_ATTENTION_BYTES) {
+        throw new UsageError(
+          `--image ${path} at ${W} x ${H} is ${tokens - 1} patches: its attention needs ${
+            (bytes / 2 ** 30).toFixed(1)
+          } GiB; ` +
+            `lower --image-size (now ${o.imageSize})`,
+        );
+      }
+    }
+    stage = Deno.makeTempDirSync({ dir: o.outputDir, prefix: ".attention-", suffix: ".tmp" });
+    const arrays: Record<string, Tensor> = {};
+    const listed: { key: string; path: string; height: number; width: number }[] = [];
+    const threshold = String(o.threshold);
+    for (const [i, path] of o.images.entries()) {
+      const key = imageKey(i, path), image = images[i];
+      const maps = attentionMaps(model.backbone, vit, image, { normalization: norm, threshold: o.threshold });
+      owned.push(maps.attentions, maps.masks);
+      arrays[`${key}.attentions`] = maps.attentions;
+      arrays[`${key}.masks`] = maps.masks;
+      const dir = join(stage, key);
+      Deno.mkdirSync(dir);
+      tidy(() => {
+        const p = renderAttention(image, maps.attentions, maps.masks);
+        writeImage(join(dir, "img.png"), p.image);
+        p.heatmaps.forEach((h, j) => writeImage(join(dir, `attn-head${j}.png`), h));
+        p.masks.forEach((m, j) => writeImage(join(dir, `mask_th${threshold}_head${j}.png`), m));
+        writeImage(join(dir, "grid.png"), p.grid);
+      });
+      const [, H, W] = image.shape;
+      listed.push({ key, path, height: H, width: W });
+      console.log(`${key}: ${W} x ${H}, ${vit.numHeads} heads (${W / P} x ${H / P} patches)`);
+    }
+    writeFileAtomic(
+      join(stage, "attention.safetensors"),
+      encodeSafetensors(arrays, {
+        format: "dino-attention",
+        layout: "<index>.<stem>.attentions f32 [heads, H, W]: the last block's CLS-to-patch attention of each head, " +
+          "nearest-upsampled by the patch size; <index>.<stem>.masks u8 [heads, H, W]: 1 where the patch is in the " +
+          "smallest set holding `threshold` of the head's attention",
+        images: JSON.stringify(listed),
+        threshold,
+        patch_size: String(P),
+        heads: String(vit.numHeads),
+        image_size: String(o.imageSize),
+        normalization: JSON.stringify(norm),
+        weights: o.weights,
+        source: model.source,
+        vit: JSON.stringify(vit),
+      }),
+    );
+    // Into place: each picture folder's files, then the arrays.
+    for (const { key } of listed) {
+      const to = join(o.outputDir, key);
+      if (!exists(to)) Deno.mkdirSync(to);
+      for (const e of Deno.readDirSync(join(stage, key))) Deno.renameSync(join(stage, key, e.name), join(to, e.name));
+    }
+    Deno.renameSync(join(stage, "attention.safetensors"), join(o.outputDir, "attention.safetensors"));
+    console.log(`wrote ${listed.length} image folder(s) and ${join(o.outputDir, "attention.safetensors")}`);
+    undo = undefined;
+    return 0;
+  } catch (e) {
+    if (stage) Deno.removeSync(stage, { recursive: true });
+    stage = undefined;
+    undo?.();
+    return failure(e, "attention");
+  } finally {
+    if (stage) Deno.removeSync(stage, { recursive: true });
+    if (model) dispose(model.backbone);
+    dispose(owned);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
