@@ -153,6 +153,12 @@ Deno.test("deno task attention: a 1-channel checkpoint of this project (its norm
     t.dispose(tensors);
     assert.match(r.out, /0\.png-rgb8: \d+ x \d+, \d+ heads/);
   }
+  const bad = await captured(() =>
+    attention(["--weights", ckpt, "--checkpoint-key", "bogus", "--image", RGB, "--output-dir", join(tmp, "bad")])
+  );
+  assert.equal(bad.value, 2);
+  assert.match(bad.err, /no "bogus" network .*"student", "teacher"/);
+  assert.ok(!t.exists(join(tmp, "bad")));
   assert.equal(t.liveTensors(), before, "the command frees every tensor");
 });
 
