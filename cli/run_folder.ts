@@ -80,10 +80,14 @@ export function openOutput(
       r: { trained: Accuracy; init: Accuracy; rawPixels: Accuracy },
       trainSeconds: number,
       totalSeconds: number,
+      linear?: Accuracy & { bestEpoch: number; seconds: number },
     ) {
       const summary = {
         knn_top1: { trained: r.trained.top1, init: r.init.top1, raw_pixels: r.rawPixels.top1 },
         knn_top5: { trained: r.trained.top5, init: r.init.top5, raw_pixels: r.rawPixels.top5 },
+        ...(linear && {
+          linear: { top1: linear.top1, top5: linear.top5, best_epoch: linear.bestEpoch, seconds: linear.seconds },
+        }),
         steps,
         train_seconds: trainSeconds,
         total_seconds: totalSeconds,

@@ -18,11 +18,11 @@
 import { join } from "node:path";
 import { cudaAvailable, type Device, dispose, exists, setNumThreads, toDevice } from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
-import { evaluateRun, knnAccuracy } from "../lib/eval/mod.ts";
+import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState } from "../lib/training/mod.ts";
-import { loadCheckpoint, mapTree } from "../lib/weights/mod.ts";
-import { failure, flagOf, parseTrainArgs, trainHelp, UsageError } from "./flags.ts";
+import { loadCheckpoint, mapTree, startFrom } from "../lib/weights/mod.ts";
+import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
 
@@ -77,6 +77,7 @@ async function openRun(args: string[]) {
       return usage("--device cuda, but libtorch sees no CUDA device (see README: point DINO_PYTHON at a CUDA PyTorch)");
     }
     resumed = resumption(s);
+    if (s.initWeights && !resumed) weightsFile(flagOf("initWeights"), s.initWeights);
     created = prepareOutputDir(s.outputDir);
     train = openDataset(s.data, "train", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
     test = openDataset(s.data, "test", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
@@ -103,7 +104,19 @@ async function openRun(args: string[]) {
   const device: Device = s.device === "cuda" || (s.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
   const norm = s.preset === "imagenet-vits16" && data.channels === 3 ? IMAGENET : await channelStats(data);
   const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch });
-  const state = onDevice(resumed?.state ?? initTrainState(net, hyper, s.seed), device);
+  let start = resumed?.state ?? initTrainState(net, hyper, s.seed), startedFrom;
+  if (!resumed && s.initWeights) {
+    try {
+      ({ state: start, from: startedFrom } = startFrom(start, s.initWeights));
+    } catch (e) {
+      dispose(start);
+      train.dispose();
+      test.dispose();
+      created.undo();
+      return usage(`${flagOf("initWeights")} ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  const state = onDevice(start, device);
   const out = openOutput(s, norm, data.channels, resumed?.state.step);
   const protocol = {
     train: data,
@@ -117,6 +130,15 @@ async function openRun(args: string[]) {
     console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
   }
   console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined));
+  if (startedFrom) {
+    console.log(
+      `starting from ${s.initWeights}: ${startedFrom}${
+        startedFrom === "backbones only" ? " (fresh heads)" : ""
+      }; a fresh optimizer, center and schedules`,
+    );
+  } else if (resumed && s.initWeights) {
+    console.log(`resuming: ${flagOf("initWeights")} is not used (the checkpoint holds the networks)`);
+  }
   return {
     s,
     data,
@@ -199,12 +221,38 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
     console.log(`interrupted during the evaluation; the checkpoint at step ${state.step} is kept at ${out.checkpoint}`);
     return stop.code;
   }
+  let linear;
+  if (s.evalLinear) {
+    console.log(`evaluating: linear probe on cached features (official eval_linear.py recipe, 100 epochs)`);
+    const began = performance.now();
+    try {
+      const p = await linearProbe(state.teacher.backbone, run.net.vit, {
+        ...protocol,
+        seed: s.seed,
+        signal: stop.signal,
+      });
+      linear = { ...p, seconds: (performance.now() - began) / 1000 };
+    } catch (e) {
+      if (!stop.code) throw e;
+      console.log(
+        `interrupted during the evaluation; the checkpoint at step ${state.step} is kept at ${out.checkpoint}`,
+      );
+      return stop.code;
+    }
+  }
   const totalSeconds = (performance.now() - run.started) / 1000;
-  out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds);
+  out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds, linear);
   console.log(`k-NN top-1 accuracy (${protocol.test.length} test images):`);
   console.log(`  DINO teacher, trained       ${r.trained.top1.toFixed(2)}%`);
   console.log(`  same network, at init       ${r.init.top1.toFixed(2)}%`);
   console.log(`  raw pixels                  ${r.rawPixels.top1.toFixed(2)}%`);
+  if (linear) {
+    console.log(
+      `linear probe top-1 ${linear.top1.toFixed(2)}% (top-5 ${linear.top5.toFixed(2)}%, best epoch ${
+        linear.bestEpoch + 1
+      }, ${clock(linear.seconds)})`,
+    );
+  }
   const ran = state.step - run.firstStep;
   console.log(
     ran > 0

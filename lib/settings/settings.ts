@@ -237,6 +237,13 @@ export const SETTINGS = {
     resumable: true,
   }),
   resume: str("", "a checkpoint to continue from, or 'latest' (the output dir's)", "run", { resumable: true }),
+  initWeights: str(
+    "",
+    "weights to start from, with a fresh optimizer and schedules: a full checkpoint's student and teacher, " +
+      "heads included (official .pth or this project's), or a backbone (fresh heads)",
+    "run",
+    { resumable: true },
+  ),
   device: choice(["auto", "cpu", "cuda"] as const, "auto", "auto, cpu or cuda", "run", { resumable: true }),
   seed: int(0, "random seed", "run", { max: Number.MAX_SAFE_INTEGER, official: "seed", range: "nonNegative" }),
   saveckpFreq: int(20, "also keep a checkpoint every N epochs", "run", {
@@ -261,6 +268,9 @@ export const SETTINGS = {
     range: "unit",
     resumable: true,
   }),
+  evalLinear: bool(false, "also report a linear probe at the end (cached features, as deno task linear)", "run", {
+    resumable: true,
+  }),
   logEvery: int(10, "steps between metrics records", "run", { range: "positive", resumable: true }),
   maxSteps: int(0, "stop after N steps (0: run all epochs)", "run", { range: "nonNegative", resumable: true }),
   threads: int(0, "libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own)", "run", {
@@ -282,7 +292,7 @@ export type Settings =
   };
 
 /** The settings a preset may change: all but those of one run. */
-export type Preset = Partial<Omit<Settings, "preset" | "outputDir" | "resume" | "device">>;
+export type Preset = Partial<Omit<Settings, "preset" | "outputDir" | "resume" | "initWeights" | "device">>;
 
 /**
  * A bad value or combination of settings. The message names settings through

@@ -24,11 +24,14 @@
  * ```
  * @module
  */
-import { dispose } from "../../ffi/mod.ts";
+import { dispose, type Tensor } from "../../ffi/mod.ts";
+import type { DinoParams } from "../model/dino.ts";
+import type { TrainState } from "../training/step.ts";
+import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 import { CHECKPOINT_FORMAT, loadCheckpoint } from "./checkpoint.ts";
 import { networkConfig } from "../settings/derive.ts";
 import { SettingError } from "../settings/settings.ts";
-import { readWeights } from "./read.ts";
+import { asFloat32, networkGroups, readWeights, selectNetwork } from "./read.ts";
 import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "../model/vit.ts";
 import { backboneTensors, fitBackbone } from "./weights.ts";
 
@@ -135,5 +138,91 @@ function savedArgs(metadata: Record<string, string>): Record<string, unknown> {
     return typeof args === "object" && args !== null ? args : {};
   } catch {
     return {};
+  }
+}
+
+/** Where a run that starts from weights got its networks. */
+export type StartedFrom = "student and teacher" | "one network for both" | "backbones only";
+
+/**
+ * A fresh training state whose networks come from a weights file, for
+ * continued pretraining (`--init-weights`): a full checkpoint's student and
+ * teacher, heads included (official `.pth`, its conversion, or this project's
+ * checkpoint); a single network (backbone and head) as both; or a bare
+ * backbone as both backbones, with `state`'s fresh heads. The optimizer,
+ * center, step and schedules stay `state`'s (fresh). Shapes must fit
+ * `state`'s network: a mismatch names each key's shape in the file and in the
+ * model. Consumes `state` (its replaced tensors are freed) unless it throws.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, toArray } from "../../mod.ts";
+ * import { makeSettings, networkConfig } from "../settings/mod.ts";
+ * import { dinoHyper, initTrainState } from "../training/step.ts";
+ * import { saveWeights } from "./weights.ts";
+ * import { startFrom } from "./pretrained.ts";
+ * const net = networkConfig(makeSettings("fmnist", { depth: 1 }), 1);
+ * const donor = initTrainState(net, dinoHyper(), 7);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveWeights(path, donor.student.backbone); // a bare backbone
+ * const { state, from } = startFrom(initTrainState(net, dinoHyper(), 0), path);
+ * assert.equal(from, "backbones only");
+ * assert.deepEqual(toArray(state.teacher.backbone.cls_token), toArray(donor.student.backbone.cls_token));
+ * dispose([donor, state]);
+ * Deno.removeSync(path);
+ * ```
+ */
+export function startFrom(state: TrainState, path: string): { state: TrainState; from: StartedFrom } {
+  // A full checkpoint's optimizer state is never made: only the networks are read.
+  const { tensors } = readWeights(path, { select: (k) => !/^(optimizer|dino_loss)\./.test(k) && k !== "center" });
+  const made: Tensor[] = [];
+  try {
+    const groups = networkGroups(Object.keys(tensors));
+    const both = groups.includes("student") && groups.includes("teacher");
+    const studentFlat = selectNetwork(tensors, { key: both ? "student" : undefined, source: path });
+    const teacherFlat = both ? selectNetwork(tensors, { key: "teacher", source: path }) : studentFlat;
+    const load = (flat: Flat, into: DinoParams): { net: DinoParams; withHead: boolean } => {
+      const withHead = Object.keys(flat).some((k) => k.startsWith("head."));
+      const network = Object.fromEntries(Object.entries(flat).filter(([k]) => /^(backbone|head)\./.test(k)));
+      const picked = withHead ? network : backboneTensors(flat, { source: path });
+      const { tensors: f32, converted } = asFloat32(picked);
+      try {
+        const template = withHead ? { backbone: into.backbone, head: into.head } : into.backbone;
+        const loaded = loadStateDict(template, f32) as DinoParams | ViTParams;
+        made.push(...Object.values(stateDict(loaded)));
+        const net = withHead ? loaded as DinoParams : { backbone: loaded as ViTParams, head: into.head };
+        return { net, withHead };
+      } catch (e) {
+        throw new Error(
+          `${path} does not fit the network of these settings (set the model flags to the weights' network, ` +
+            `e.g. --preset imagenet-vits16 for the official ViT-S/16): ${e instanceof Error ? e.message : e}`,
+        );
+      } finally {
+        dispose(converted.map((k) => f32[k]));
+      }
+    };
+    const student = load(studentFlat, state.student);
+    const teacher = load(teacherFlat, state.teacher);
+    const next: TrainState = {
+      ...state,
+      student: { ...state.student, backbone: student.net.backbone, head: student.net.head },
+      teacher: { backbone: teacher.net.backbone, head: teacher.net.head },
+    };
+    // Free what was replaced: the fresh backbones, and the heads when the file had its own.
+    dispose([state.student.backbone, state.teacher.backbone]);
+    if (student.withHead) dispose(state.student.head);
+    if (teacher.withHead) dispose(state.teacher.head);
+    const from: StartedFrom = both
+      ? "student and teacher"
+      : student.withHead
+      ? "one network for both"
+      : "backbones only";
+    return { state: next, from: both && !student.withHead ? "backbones only" : from };
+  } catch (e) {
+    dispose(made);
+    throw e;
+  } finally {
+    dispose(tensors);
   }
 }

@@ -133,8 +133,20 @@ export interface SelectOptions {
   source: string;
 }
 
-/** The top-level groups that hold a network (a `backbone.` or `module.backbone.` inside). */
-function networkGroups(keys: string[]): string[] {
+/**
+ * The top-level groups of a full checkpoint that hold a network (a `backbone.` or `module.backbone.` inside).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { networkGroups } from "./read.ts";
+ * assert.deepEqual(networkGroups(["student.module.backbone.cls_token", "teacher.backbone.cls_token", "epoch"]), [
+ *   "student",
+ *   "teacher",
+ * ]);
+ * ```
+ */
+export function networkGroups(keys: string[]): string[] {
   const groups = new Set<string>();
   for (const k of keys) {
     const m = /^([^.]+)\.(?:module\.)?backbone\./.exec(k);
