@@ -77,7 +77,9 @@ export function loadEvalBackbone(
     dispose(tensors);
     const key = o.checkpointKey ?? "teacher";
     if (key !== "teacher" && key !== "student") {
-      throw new Error(`${path}: no "${key}" network in this checkpoint (it holds "student", "teacher")`);
+      throw new Error(
+        `${path}: no "${key}" network in this checkpoint (it holds "student", "teacher"): pass one of those to --checkpoint-key`,
+      );
     }
     const ck = loadCheckpoint(path);
     const net = networkConfig(ck.config, ck.channels);
