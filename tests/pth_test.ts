@@ -3,17 +3,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { zipSync } from "npm:fflate@0.8.3";
-import { dispose, exists, item, liveTensors, tidy, toArray } from "../mod.ts";
+import { dispose, exists, Generator, item, liveTensors, tidy, toArray } from "../mod.ts";
 import { main as convert } from "../cli/convert.ts";
 import { main as embed } from "../cli/embed.ts";
+import { main as knn } from "../cli/knn.ts";
 import { dinoConfig } from "../lib/model/dino.ts";
 import { headForward } from "../lib/model/head.ts";
-import { vitForward } from "../lib/model/vit.ts";
+import { initViT, vitConfig, vitForward } from "../lib/model/vit.ts";
 import { decodePth, PthError, readPth } from "../lib/weights/pth.ts";
 import { readWeights } from "../lib/weights/read.ts";
 import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
-import { loadDino } from "../lib/weights/weights.ts";
+import { loadDino, saveWeights } from "../lib/weights/weights.ts";
 import { assertClose, captured } from "./helpers.ts";
 
 const DIR = new URL("./fixtures/pth/", import.meta.url).pathname;
@@ -177,7 +178,40 @@ Deno.test("deno task convert writes safetensors that load to the same features; 
   assert.equal(e.value, 0, e.err);
   const written = readSafetensors(features).tensors;
   assert.deepEqual(written.features.shape, [2, 24]);
+  // knn too: a labelled folder (one subfolder per class), the student this time.
+  const labelled = join(dir, "labelled");
+  for (
+    const [cls, files] of [["a", ["png-rgb8.png", "jpeg-rgb-444.jpg"]], ["b", [
+      "bmp-24bit.bmp",
+      "png-rgb8-adam7.png",
+    ]]] as const
+  ) {
+    Deno.mkdirSync(join(labelled, cls), { recursive: true });
+    for (const f of files) Deno.copyFileSync(join(IMAGES, f), join(labelled, cls, f));
+  }
+  const k = await captured(() =>
+    knn(["--checkpoint", fixture("full.pth"), "--checkpoint-key", "student", "--data", labelled, "--k", "1"])
+  );
+  assert.equal(k.value, 0, k.err);
+  assert.match(k.out, /top-1/);
   dispose([written, expected]);
   Deno.removeSync(dir, { recursive: true });
+  assert.equal(liveTensors(), before);
+});
+
+Deno.test("weights of a standard width and another --arch are refused naming both widths and the fix", () => {
+  const before = liveTensors();
+  using g = new Generator(0);
+  const p = initViT(vitConfig("vit_small", { depth: 1 }), g);
+  const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+  saveWeights(path, p);
+  assert.throws(
+    () => loadEvalBackbone(path, { arch: "vit_base" }),
+    /holds a 384-wide ViT \(vit_small\), not arch vit_base \(768 wide\): pass arch vit_small/,
+  );
+  const ok = loadEvalBackbone(path, { arch: "vit_small" });
+  assert.equal(ok.vit.numHeads, 6);
+  dispose([p, ok.backbone]);
+  Deno.removeSync(path);
   assert.equal(liveTensors(), before);
 });

@@ -108,6 +108,15 @@ export function loadEvalBackbone(
     const patchWeight = flat["patch_embed.proj.weight"];
     if (!patchWeight || patchWeight.shape.length !== 4) throw new Error(`${path}: no 4-d patch_embed.proj.weight`);
     const [D, C, p] = patchWeight.shape;
+    const standard = Object.entries(ARCHS).find(([, a]) => a.embedDim === D)?.[0];
+    if (standard && standard !== arch) {
+      throw new SettingError(
+        ["arch"],
+        (n) =>
+          `${path} holds a ${D}-wide ViT (${standard}), not ${n("arch")} ${arch} (${ARCHS[arch].embedDim} wide): ` +
+          `pass ${n("arch")} ${standard}`,
+      );
+    }
     if (o.patchSize !== undefined && o.patchSize !== p) {
       throw new SettingError(["patchSize"], (n) => `${path} has patch size ${p}, not ${n("patchSize")} ${o.patchSize}`);
     }
