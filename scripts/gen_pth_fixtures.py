@@ -12,6 +12,7 @@ Run with Debian's PyTorch: /usr/bin/python3 scripts/gen_pth_fixtures.py
   offsets, transposes, shared storages).
 - legacy.pth: the pre-1.6 format, which must be refused with how to convert.
 - evil.pth: a zip whose pickle calls os.system, which must be refused unrun.
+- script.pth: a TorchScript archive (torch.jit.save), which must be refused with how to save its weights.
 - expected.safetensors: the features PyTorch computes for a fixed input with
   the teacher and the student, and kinds.pth's tensors, to compare against.
 """
@@ -84,6 +85,7 @@ def main():
     torch.save(kinds, os.path.join(OUT, "kinds.pth"))
     torch.save({"w": torch.ones(2)}, os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=False)
     torch.save({"w": torch.ones(2), "payload": Evil()}, os.path.join(OUT, "evil.pth"))
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), os.path.join(OUT, "script.pth"))
 
     with torch.no_grad():
         expected = {

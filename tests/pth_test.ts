@@ -118,6 +118,7 @@ Deno.test("a pickle naming os.system is refused and never runs", () => {
 
 Deno.test("the legacy format, truncated and corrupt zips, and other files are clear errors", () => {
   const before = liveTensors();
+  assert.throws(() => readPth(fixture("script.pth")), /a TorchScript archive .*torch\.save\(model\.state_dict\(\)/);
   assert.throws(() => readPth(fixture("legacy.pth")), /PyTorch before 1\.6.*convert it with python -c .*torch\.save/);
   const bytes = Deno.readFileSync(fixture("full.pth"));
   for (const cut of [10, 1000, bytes.length / 2, bytes.length - 30]) {

@@ -144,6 +144,11 @@ export function decodePth(bytes: Uint8Array, source = "buffer"): PthFile {
     );
   }
   const pkl = Object.keys(files).filter((n) => /^[^/]+\/data\.pkl$/.test(n));
+  if (Object.keys(files).some((n) => /^[^/]+\/(constants\.pkl|code\/)/.test(n))) {
+    fail(
+      "a TorchScript archive (torch.jit.save), not a checkpoint: save its weights with torch.save(model.state_dict(), 'F.pth')",
+    );
+  }
   if (pkl.length !== 1) fail(`a zip without a single <name>/data.pkl: not a torch.save checkpoint`);
   const dir = pkl[0].slice(0, -"data.pkl".length);
   const byteorder = files[`${dir}byteorder`];
