@@ -45,7 +45,7 @@ export interface Libtorch {
  * shim, and every file (headers too) is part of its cache key. A list, not a
  * folder listing, because the sources may be fetched over HTTP.
  */
-export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp"] as const;
+export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp", "distributed.cpp"] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 
 async function runAsync(cmd: string, args: string[]): Promise<{ ok: boolean; err: string }> {
@@ -299,6 +299,70 @@ function cachedLibtorch(): Libtorch {
   return libtorch;
 }
 
+/** The distributed backends a shim for `libtorch` can have, and how to compile and link them. */
+export interface DistributedBuild {
+  /** Gloo (CPU): libtorch's c10d headers need Gloo's (Debian's libgloo-dev). */
+  gloo: boolean;
+  /** NCCL (CUDA): a CUDA libtorch and NCCL's header. */
+  nccl: boolean;
+  /** Compiler flags. */
+  compile: string[];
+  /** Linker flags. */
+  link: string[];
+}
+
+function firstExisting(paths: string[]): string | undefined {
+  return paths.find((p) => exists(p));
+}
+
+/**
+ * Which of libtorch's c10d backends the shim compiles in: Gloo where its
+ * headers are found (beside libtorch's or in the system's include folders),
+ * NCCL where libtorch has CUDA and `nccl.h` is found (libtorch's folders,
+ * `CUDA_HOME`, `/usr/local/cuda`, or pip's `nvidia/nccl` beside torch). Without
+ * either, the shim still builds, with no distributed engine.
+ */
+export function distributedBuild(libtorch: Libtorch): DistributedBuild {
+  const includes = [...libtorch.include, "/usr/include", "/usr/local/include"];
+  const glooDir = includes.find((dir) => exists(join(dir, "gloo/config.h")));
+  const c10d = includes.some((dir) => exists(join(dir, "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp")));
+  const gloo = glooDir !== undefined && c10d;
+  const compile: string[] = [], link: string[] = [];
+  if (gloo) {
+    compile.push("-DUSE_C10D_GLOO", "-DDINO_GLOO");
+    const lib = firstExisting([libtorch.lib, "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"]
+      .map((d) => join(d, "libgloo.so")));
+    if (lib) link.push(lib);
+  }
+  let nccl = false;
+  if (libtorch.cuda) {
+    const cudaHome = Deno.env.get("CUDA_HOME") ?? "/usr/local/cuda";
+    const pipNccl = join(libtorch.lib, "../../nvidia/nccl");
+    const header = firstExisting(
+      [...includes, join(cudaHome, "include"), join(pipNccl, "include")].map((d) => join(d, "nccl.h")),
+    );
+    const lib = firstExisting(
+      [libtorch.lib, join(cudaHome, "lib64"), join(pipNccl, "lib"), "/usr/lib/x86_64-linux-gnu"].flatMap((d) => [
+        join(d, "libnccl.so"),
+        join(d, "libnccl.so.2"),
+      ]),
+    );
+    if (header && lib) {
+      nccl = true;
+      compile.push(
+        "-DUSE_C10D_NCCL",
+        "-DDINO_NCCL",
+        "-isystem",
+        join(header, ".."),
+        "-isystem",
+        join(cudaHome, "include"),
+      );
+      link.push(lib, `-Wl,-rpath,${join(lib, "..")}`);
+    }
+  }
+  return { gloo, nccl, compile, link };
+}
+
 /** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
 export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<string> {
   const sources = await readSources();
@@ -309,6 +373,9 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   const stbHeaders = ["stb_image.h", "stb_image_resize.h", "stb_image_write.h"].map((h) => `/usr/include/stb/${h}`);
   const stb = stbHeaders.every((h) => exists(h));
   hash.update(JSON.stringify(libtorch)).update(stb ? "stb" : "no-stb");
+  // The distributed engine is compiled in where Gloo's (or NCCL's) headers are: installing them gives a new build.
+  const dist = distributedBuild(libtorch);
+  hash.update(JSON.stringify(dist));
   if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
@@ -326,6 +393,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
       ...(stb ? ["-DDINO_STB"] : []),
+      ...dist.compile,
       ...includeFlags(libtorch.include, defaultIncludes(cxx)),
     ];
     // Each source compiles on its own core (libtorch's headers and stb's implementations are the slow parts).
@@ -350,6 +418,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       // CUDA kernels register themselves when libtorch_cuda loads: keep it linked.
       "-Wl,--no-as-needed",
       ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
+      ...dist.link,
       "-ltorch",
       "-ltorch_cpu",
       "-lc10",

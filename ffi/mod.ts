@@ -15,3 +15,4 @@ export * from "./ops/nn.ts";
 export * from "./ops/random.ts";
 export * from "./ops/autograd.ts";
 export * from "./ops/image.ts";
+export * from "./ops/distributed.ts";

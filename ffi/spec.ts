@@ -1,7 +1,7 @@
 /**
  * The symbol table of the native shim: one line per entry point of
  * `native/*.cpp`, in the order of `native/ops.cpp` (images from `images.cpp`,
- * the CPU cache from `allocator.cpp`). Every op takes the call's context
+ * the CPU cache from `allocator.cpp`, collectives from `distributed.cpp`). Every op takes the call's context
  * buffer first; the helpers below add it. `tests/spec_test.ts` checks this
  * table against the C sources.
  *
@@ -200,4 +200,11 @@ export const symbols = {
   version: scalar(),
   set_cpu_cache: scalar(F),
   cpu_cache_stat: scalar(I),
+  // distributed (c10d): a process group handle; collectives block until done, failed or timed out
+  dist_backends: scalar(),
+  dist_new: { parameters: [CTX, "buffer", "buffer", I, I, I, F], result: "pointer" },
+  dist_free: { parameters: ["pointer"], result: "void" },
+  dist_allreduce: list("pointer", ...TENSORS, I, F),
+  dist_broadcast: list("pointer", ...TENSORS, I, F),
+  dist_barrier: scalar("pointer"),
 } as const;

@@ -1,8 +1,11 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
  * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
- * `--data`). As root it runs apt-get; otherwise it prints the exact command
- * and exits 1. Then it builds the native shim (cached).
+ * `--data`), and Gloo's headers for distributed training (`libgloo-dev`, with
+ * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
+ * command and exits 1 (for Gloo alone it only says what distributed training
+ * needs, and goes on: the shim builds without it). Then it builds the native
+ * shim (cached).
  *
  * @example
  * ```sh
@@ -59,14 +62,26 @@ if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !installed("libopen
   missing.push("libopenblas0-pthread");
 }
 if (!exists("/usr/include/stb/stb_image.h")) missing.push("libstb-dev");
+// Distributed training (c10d's ProcessGroupGloo) compiles against Gloo's headers, which Debian's libtorch-dev does
+// not depend on. Optional: without them the shim builds with no distributed engine.
+const optional: string[] = [];
+if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !exists("/usr/include/gloo/config.h")) {
+  optional.push("libgloo-dev");
+}
 if (![Deno.env.get("CXX"), "c++", "g++", "clang++"].some((c) => c && ok(c, ["--version"]))) missing.push("g++");
 if (values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
   missing.push("dataset-fashion-mnist");
 }
 
+const isRoot = Deno.uid?.() === 0;
+if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
+  console.error(
+    `setup: ${optional.join(", ")} missing: the shim builds without distributed training ` +
+      `(--nproc-per-node > 1); to have it: sudo apt-get install ${optional.join(" ")}`,
+  );
+} else missing.push(...optional);
 if (missing.length > 0) {
   const cmd = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
-  const isRoot = Deno.uid?.() === 0;
   if (!hasDpkg || !ok("apt-get", ["--version"])) {
     console.error(`Missing: ${missing.join(", ")}. Install them with your package manager, or see README.md.`);
     Deno.exit(1);

@@ -1,0 +1,409 @@
+// Data-parallel collectives over libtorch's own c10d: a TCPStore rendezvous and a ProcessGroupGloo (CPU, and CUDA
+// tensors through the host) or ProcessGroupNCCL (CUDA, when the shim is built against a CUDA libtorch). The C++
+// frontend has no DistributedDataParallel; what it needs is here: broadcast a list of tensors from a root, all-reduce
+// a list (sum or mean), coalesced into flat buckets as DDP does (one collective per bucket, not per tensor), and a
+// barrier. Results are new tensors (views of the buckets): inputs are never changed.
+//
+// Failures become messages, never crashes or hangs: every collective runs under the group's timeout; a rendezvous
+// that cannot listen names the port, one that cannot reach rank 0 says so, ranks that do not join in time are named;
+// and when a collective fails (a peer died: Gloo sees its connection close; or it hung past the timeout), the
+// survivors tell each other through the store that they are alive, and the ranks that stay silent are named as lost.
+// A group that failed refuses further collectives. Without Gloo's headers (Debian's libgloo-dev) the shim builds
+// without this engine: dist_backends reports none, and creating a group is an error that says how to get it.
+#include "shim.h"
+
+#include <chrono>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#if defined(DINO_GLOO) || defined(DINO_NCCL)
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef DINO_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef DINO_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#if defined(DINO_GLOO) || defined(DINO_NCCL)
+
+namespace {
+
+using Millis = std::chrono::milliseconds;
+
+// The first line of an exception's message (Gloo's carry a source location and sometimes a backtrace).
+std::string first_line(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string m = c10 ? c10->what_without_backtrace() : e.what();
+  const auto nl = m.find('\n');
+  return nl == std::string::npos ? m : m.substr(0, nl);
+}
+
+std::string seconds(Millis t) {
+  std::ostringstream s;
+  s << t.count() / 1000.0 << " s";
+  return s.str();
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::ostringstream s;
+  s << (ranks.size() == 1 ? "rank " : "ranks ");
+  for (size_t i = 0; i < ranks.size(); i++) s << (i ? ", " : "") << ranks[i];
+  return s.str();
+}
+
+}  // namespace
+
+// A process group and the store it met through. Collectives are called from one thread (the caller's).
+struct Group {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+#ifdef DINO_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
+#ifdef DINO_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  int rank = 0, size = 1;
+  Millis timeout{0};
+  std::string where;   // addr:port of the rendezvous
+  std::string failed;  // why the group failed; empty while it works
+
+  template <class Vec, class Opts>
+  c10::intrusive_ptr<c10d::Work> allreduce(Vec& ts, const Opts& o) {
+#ifdef DINO_NCCL
+    if (nccl) return nccl->allreduce(ts, o);
+#endif
+#ifdef DINO_GLOO
+    if (gloo) return gloo->allreduce(ts, o);
+#endif
+    throw std::runtime_error("the process group has no backend");
+  }
+  template <class Vec, class Opts>
+  c10::intrusive_ptr<c10d::Work> broadcast(Vec& ts, const Opts& o) {
+#ifdef DINO_NCCL
+    if (nccl) return nccl->broadcast(ts, o);
+#endif
+#ifdef DINO_GLOO
+    if (gloo) return gloo->broadcast(ts, o);
+#endif
+    throw std::runtime_error("the process group has no backend");
+  }
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& o) {
+#ifdef DINO_NCCL
+    if (nccl) return nccl->barrier(o);
+#endif
+#ifdef DINO_GLOO
+    if (gloo) return gloo->barrier(o);
+#endif
+    throw std::runtime_error("the process group has no backend");
+  }
+};
+
+namespace {
+
+const std::string kJoined = "dino/joined/", kAlive = "dino/alive/";
+
+// Polls until every key exists or `budget` passes; returns the ranks whose key is missing.
+std::vector<int> missing(c10d::Store& store, const std::string& prefix, int size, Millis budget) {
+  const auto until = std::chrono::steady_clock::now() + budget;
+  std::vector<int> out;
+  for (;;) {
+    out.clear();
+    for (int r = 0; r < size; r++) {
+      if (!store.check({prefix + std::to_string(r)})) out.push_back(r);
+    }
+    if (out.empty() || std::chrono::steady_clock::now() >= until) return out;
+    std::this_thread::sleep_for(Millis(20));
+  }
+}
+
+// After a failed collective: which ranks are lost. Each survivor says it is alive through the store, then waits a
+// grace period for the others; the silent ones are named. The store lives in rank 0, so a survivor that cannot
+// reach it has lost rank 0; and rank 0 stays for the whole grace period, so that the others can still ask.
+std::string lost_ranks(Group* g) {
+  const Millis grace = std::min(g->timeout, Millis(3000));
+  std::vector<int> lost;
+  try {
+    g->store->set(kAlive + std::to_string(g->rank), std::vector<uint8_t>{1});
+    lost = missing(*g->store, kAlive, g->size, grace);
+    if (g->rank == 0) {
+      const auto left = grace + Millis(500);
+      std::this_thread::sleep_for(left);
+    }
+  } catch (const std::exception&) {
+    return "rank 0 (the rendezvous host, " + g->where + ") is lost: it stopped answering";
+  }
+  if (lost.empty()) return "every rank is still alive, so the ranks disagree about the collective";
+  return rank_list(lost) + (lost.size() == 1 ? " is" : " are") + " lost: no word within " + seconds(grace) +
+         " of the failure (it died or hangs; see its output)";
+}
+
+// Throws unless the group can run collectives.
+void usable(Group* g) {
+  if (!g) throw std::runtime_error("the process group was destroyed");
+  if (!g->failed.empty()) throw std::runtime_error("the process group failed earlier (" + g->failed + ")");
+}
+
+// Runs a collective's communication; on failure, names the lost ranks and marks the group failed.
+template <class F>
+void guarded(Group* g, const char* what, F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    const std::string cause = first_line(e);
+    const std::string message = "failed on rank " + std::to_string(g->rank) + ": " + lost_ranks(g) + " (" + cause + ")";
+    g->failed = std::string(what) + " " + message;
+    throw std::runtime_error(message);
+  }
+}
+
+// Consecutive tensors of one dtype and device, flattened into buckets of about `bucket_bytes` (a tensor larger
+// than that is a bucket of its own). Returns the buckets and, per tensor, its bucket and offset.
+struct Buckets {
+  std::vector<at::Tensor> flat;
+  std::vector<std::pair<size_t, int64_t>> at;  // per input: bucket index, element offset
+};
+
+Buckets bucketize(const std::vector<at::Tensor>& ts, double bucket_bytes) {
+  Buckets b;
+  std::vector<std::vector<at::Tensor>> groups;
+  double bytes = 0;
+  int64_t offset = 0;
+  for (size_t i = 0; i < ts.size(); i++) {
+    const auto& t = ts[i];
+    if (!t.defined()) throw std::runtime_error("an undefined tensor cannot take part in a collective");
+    const double nbytes = static_cast<double>(t.numel() * t.element_size());
+    const bool fresh = groups.empty() || groups.back().back().scalar_type() != t.scalar_type() ||
+                       groups.back().back().device() != t.device() || bytes + nbytes > bucket_bytes;
+    if (fresh) {
+      groups.emplace_back();
+      bytes = 0;
+      offset = 0;
+    }
+    groups.back().push_back(t.detach().reshape({-1}));
+    b.at.emplace_back(groups.size() - 1, offset);
+    bytes += nbytes;
+    offset += t.numel();
+  }
+  for (auto& g : groups) b.flat.push_back(g.size() == 1 ? g[0].clone() : at::cat(g));
+  return b;
+}
+
+std::vector<at::Tensor> unbucketize(const Buckets& b, const std::vector<at::Tensor>& like) {
+  std::vector<at::Tensor> out;
+  out.reserve(like.size());
+  for (size_t i = 0; i < like.size(); i++) {
+    const auto [k, off] = b.at[i];
+    out.push_back(b.flat[k].narrow(0, off, like[i].numel()).view(like[i].sizes()));
+  }
+  return out;
+}
+
+void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works) {
+  std::exception_ptr first;
+  for (auto& w : works) {  // wait for every one, so that none outlives its bucket
+    try {
+      w->wait();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+Group* group_new(const std::string& backend, const std::string& addr, int port, int rank, int size, double timeout_s) {
+  if (size < 1) throw std::runtime_error("the world size must be at least 1, got " + std::to_string(size));
+  if (rank < 0 || rank >= size) {
+    throw std::runtime_error("rank " + std::to_string(rank) + " is outside a world of " + std::to_string(size));
+  }
+  if (port < 0 || port > 65535 || (port == 0 && size > 1)) {
+    throw std::runtime_error("port " + std::to_string(port) + " is not in 1..65535 (0: any, for a world of one)");
+  }
+  if (!(timeout_s > 0)) throw std::runtime_error("the timeout must be a positive number of seconds");
+#ifndef DINO_GLOO
+  if (backend == "gloo") {
+    throw std::runtime_error(
+        "this shim was built without Gloo (its headers, Debian's libgloo-dev, were missing): run `deno task setup` "
+        "(or apt-get install libgloo-dev) and start again");
+  }
+#endif
+#ifndef DINO_NCCL
+  if (backend == "nccl") {
+    throw std::runtime_error(
+        "this shim was built without NCCL (it needs a CUDA libtorch with NCCL's headers): use --dist-backend gloo");
+  }
+#endif
+  if (backend != "gloo" && backend != "nccl") throw std::runtime_error("unknown backend \"" + backend + "\"");
+  auto g = std::make_unique<Group>();
+  g->rank = rank;
+  g->size = size;
+  g->timeout = Millis(static_cast<int64_t>(timeout_s * 1000));
+  g->where = addr + ":" + std::to_string(port);
+
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(port);
+  o.isServer = rank == 0;
+  o.numWorkers = size;
+  o.waitWorkers = false;  // joining is checked below, naming the ranks that did not come
+  o.timeout = g->timeout;
+  try {
+    g->store = c10::make_intrusive<c10d::TCPStore>(addr, o);
+  } catch (const std::exception& e) {
+    const std::string m = first_line(e);
+    if (rank == 0 && m.find("in use") != std::string::npos) {
+      throw std::runtime_error("port " + std::to_string(port) + " is already in use (another run?): rank 0 cannot " +
+                               "host the rendezvous there; choose another with --master-port or MASTER_PORT");
+    }
+    if (rank == 0) throw std::runtime_error("rank 0 cannot host the rendezvous at " + g->where + ": " + m);
+    throw std::runtime_error("rank " + std::to_string(rank) + " could not reach rank 0's rendezvous at " + g->where +
+                             " within " + seconds(g->timeout) +
+                             " (is rank 0 running, and are MASTER_ADDR and MASTER_PORT right?): " + m);
+  }
+  // Everyone joins, and agrees on the world size.
+  const std::string world = std::to_string(size);
+  g->store->set(kJoined + std::to_string(rank), std::vector<uint8_t>(world.begin(), world.end()));
+  const auto absent = missing(*g->store, kJoined, size, g->timeout);
+  if (!absent.empty()) {
+    throw std::runtime_error(rank_list(absent) + " of " + std::to_string(size) + " did not join the rendezvous at " +
+                             g->where + " within " + seconds(g->timeout) + " (--dist-timeout)");
+  }
+  const auto theirs = g->store->get(kJoined + "0");
+  if (std::string(theirs.begin(), theirs.end()) != world) {
+    throw std::runtime_error("rank " + std::to_string(rank) + " was started with WORLD_SIZE " + world +
+                             ", rank 0 with " + std::string(theirs.begin(), theirs.end()) +
+                             ": start every rank with the same WORLD_SIZE");
+  }
+  try {
+#ifdef DINO_NCCL
+    if (backend == "nccl") {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = g->timeout;
+      g->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(g->store, rank, size, opts);
+    }
+#endif
+#ifdef DINO_GLOO
+    if (backend == "gloo") {
+      auto opts = c10d::ProcessGroupGloo::Options::create(g->timeout);
+      const char* iface = std::getenv("GLOO_SOCKET_IFNAME");
+      const bool loopback = addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+      opts->devices.push_back(iface && *iface ? c10d::ProcessGroupGloo::createDeviceForInterface(iface)
+                              : loopback      ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                              : c10d::ProcessGroupGloo::createDefaultDevice());
+      opts->threads = 2;
+      g->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, rank, size, opts);
+    }
+#endif
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(rank) + " could not connect to its peers through " + g->where +
+                             ": " + first_line(e));
+  }
+  return g.release();
+}
+
+std::vector<at::Tensor> allreduce(Group* g, const std::vector<at::Tensor>& ts, bool mean, double bucket_mb) {
+  usable(g);
+  Buckets b = bucketize(ts, bucket_mb * 1024 * 1024);
+  guarded(g, "allreduce", [&] {
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = g->timeout;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    for (auto& f : b.flat) {
+      std::vector<at::Tensor> one{f};
+      works.push_back(g->allreduce(one, o));
+    }
+    wait_all(works);
+  });
+  if (mean && g->size > 1) {
+    for (auto& f : b.flat) f.div_(g->size);
+  }
+  return unbucketize(b, ts);
+}
+
+std::vector<at::Tensor> broadcast(Group* g, const std::vector<at::Tensor>& ts, int root, double bucket_mb) {
+  usable(g);
+  if (root < 0 || root >= g->size) {
+    throw std::runtime_error("root rank " + std::to_string(root) + " is outside a world of " + std::to_string(g->size));
+  }
+  Buckets b = bucketize(ts, bucket_mb * 1024 * 1024);
+  guarded(g, "broadcast", [&] {
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.timeout = g->timeout;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    for (auto& f : b.flat) {
+      std::vector<at::Tensor> one{f};
+      works.push_back(g->broadcast(one, o));
+    }
+    wait_all(works);
+  });
+  return unbucketize(b, ts);
+}
+
+double barrier(Group* g) {
+  usable(g);
+  guarded(g, "barrier", [&] {
+    c10d::BarrierOptions o;
+    o.timeout = g->timeout;
+    g->barrier(o)->wait();
+  });
+  return 0;
+}
+
+}  // namespace
+
+#else  // no distributed engine in this build
+
+struct Group {};
+namespace {
+Group* group_new(const std::string&, const std::string&, int, int, int, double) {
+  throw std::runtime_error(
+      "this shim was built without distributed training: Gloo's headers (Debian's libgloo-dev) were missing when it "
+      "was compiled; run `deno task setup` (or apt-get install libgloo-dev) and start again");
+}
+[[noreturn]] void absent() { throw std::runtime_error("this shim was built without distributed training"); }
+std::vector<at::Tensor> allreduce(Group*, const std::vector<at::Tensor>&, bool, double) { absent(); }
+std::vector<at::Tensor> broadcast(Group*, const std::vector<at::Tensor>&, int, double) { absent(); }
+double barrier(Group*) { absent(); }
+}  // namespace
+
+#endif
+
+// Which backends this shim has: 1 Gloo, 2 NCCL (a bit mask; 0 none).
+static constexpr int kBackends = 0
+#ifdef DINO_GLOO
+                                 + 1
+#endif
+#ifdef DINO_NCCL
+                                 + 2
+#endif
+    ;
+SCALAR(dist_backends, (), kBackends)
+
+// Joins (rank 0: hosts) the rendezvous at addr:port and makes the process group. A group handle, or null with the
+// message.
+extern "C" Group* dn_dist_new ARGS(const char* backend, const char* addr, int port, int rank, int size,
+                                   double timeout_s) {
+  try {
+    ctx_->status = 0;
+    return group_new(backend, addr, port, rank, size, timeout_s);
+  }
+  CATCH(nullptr)
+}
+
+// Destroys a group (its connections and, on rank 0, the rendezvous).
+extern "C" void dn_dist_free(Group* g) {
+  try {
+    delete g;
+  } catch (...) {
+  }
+}
+
+// The sum (op 0) or mean (op 1) over ranks of each tensor, as new tensors, in buckets of bucket_mb megabytes.
+LIST(dist_allreduce, (Group* g, TENSORS(ts), int op, double bucket_mb), allreduce(g, TV(ts), op == 1, bucket_mb))
+// The root's tensors on every rank, as new tensors.
+LIST(dist_broadcast, (Group* g, TENSORS(ts), int root, double bucket_mb), broadcast(g, TV(ts), root, bucket_mb))
+// Waits until every rank is here.
+SCALAR(dist_barrier, (Group* g), barrier(g))
