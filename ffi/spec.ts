@@ -169,6 +169,8 @@ export const symbols = {
   bmm: tensor(T, T),
   linear: tensor(T, T, T),
   conv2d: tensor(T, T, T, ...INTS, ...INTS, ...INTS, I),
+  max_pool2d: tensor(T, ...INTS, ...INTS, ...INTS, ...INTS, B),
+  adaptive_avg_pool2d: tensor(T, ...INTS),
   layer_norm: tensor(T, ...INTS, T, T, F),
   batch_norm: list(T, T, T, T, T, B, F, F),
   gelu: tensor(T, B),

@@ -100,6 +100,55 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2d
     "conv2d",
   );
 }
+
+/** Options of {@linkcode maxPool2d}. */
+export interface MaxPool2dOptions {
+  /** Step of the window, per axis or both (default: the kernel size). */
+  stride?: number | [number, number];
+  /** Implicit -inf padding on each side, per axis or both (default 0). */
+  padding?: number | [number, number];
+  /** Spacing of the window taps (default 1). */
+  dilation?: number | [number, number];
+  /** Round the output size up rather than down (default false). */
+  ceilMode?: boolean;
+}
+
+/**
+ * 2-D max pooling of [B, C, H, W], as `F.max_pool2d`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { maxPool2d, reshape, tensor, tidy, toArray } from "../mod.ts";
+ * using x = tidy(() => reshape(tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]), [1, 1, 4, 4]));
+ * using y = maxPool2d(x, 3, { stride: 2, padding: 1 }); // a ResNet stem's pooling
+ * assert.deepEqual([y.shape, toArray(y)], [[1, 1, 2, 2], [6, 8, 14, 16]]);
+ * ```
+ */
+export function maxPool2d(x: Tensor, kernelSize: number | [number, number], options: MaxPool2dOptions = {}): Tensor {
+  const k = pair(kernelSize, 1), s = options.stride === undefined ? k : pair(options.stride, 1);
+  const p = pair(options.padding, 0), d = pair(options.dilation, 1);
+  return wrap(
+    native.max_pool2d(ctx, x.ptr, ints(k), 2, ints(s), 2, ints(p), 2, ints(d), 2, options.ceilMode ?? false),
+    "maxPool2d",
+  );
+}
+
+/**
+ * Adaptive average pooling of [B, C, H, W] to [B, C, h, w], as `F.adaptive_avg_pool2d`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { adaptiveAvgPool2d, reshape, tensor, tidy, toArray } from "../mod.ts";
+ * using x = tidy(() => reshape(tensor([1, 2, 3, 4, 5, 6, 7, 8]), [1, 2, 2, 2]));
+ * using y = adaptiveAvgPool2d(x, 1); // global average pooling, as a ResNet's avgpool
+ * assert.deepEqual([y.shape, toArray(y)], [[1, 2, 1, 1], [2.5, 6.5]]);
+ * ```
+ */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: number | [number, number]): Tensor {
+  return wrap(native.adaptive_avg_pool2d(ctx, x.ptr, ints(pair(outputSize, 1)), 2), "adaptiveAvgPool2d");
+}
 /**
  * Layer normalisation over the trailing `normalizedShape` dims.
  *
