@@ -72,10 +72,14 @@ export function loadEvalBackbone(
   path: string,
   o: { arch?: Arch; patchSize?: number; checkpointKey?: string } = {},
 ): EvalBackbone {
-  const { tensors, metadata, format } = readWeights(path);
+  // Only the chosen network is made: a full checkpoint's optimizer state and other network are skipped.
+  const key = o.checkpointKey ?? "teacher";
+  const other = key === "student" ? "teacher." : key === "teacher" ? "student." : undefined;
+  const { tensors, metadata, format } = readWeights(path, {
+    select: (k) => !(other && k.startsWith(other)) && !/^(optimizer|dino_loss|fp16_scaler)\./.test(k),
+  });
   if (format === "safetensors" && metadata.format === CHECKPOINT_FORMAT) {
     dispose(tensors);
-    const key = o.checkpointKey ?? "teacher";
     if (key !== "teacher" && key !== "student") {
       throw new Error(
         `${path}: no "${key}" network in this checkpoint (it holds "student", "teacher"): pass one of those to --checkpoint-key`,

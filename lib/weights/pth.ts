@@ -46,9 +46,20 @@ const STORAGES: Record<string, { dtype: DType; size: number }> = {
   BoolStorage: { dtype: "bool", size: 1 },
 };
 
-/** A storage's bytes and element type. */
+/** A storage's element type and length; its bytes are unpacked from the zip when a tensor first needs them. */
 class Storage {
-  constructor(readonly key: string, readonly dtype: DType, readonly size: number, readonly bytes: Uint8Array) {}
+  #bytes: Uint8Array | undefined;
+  constructor(
+    readonly key: string,
+    readonly dtype: DType,
+    readonly size: number,
+    readonly byteLength: number,
+    private readonly load: () => Uint8Array,
+  ) {}
+  /** The storage's bytes (unpacked once). */
+  get bytes(): Uint8Array {
+    return (this.#bytes ??= this.load());
+  }
 }
 
 /** A tensor of a `.pth` file, not yet made: its storage, offset, shape and strides (in elements). */
@@ -135,24 +146,42 @@ export function decodePth(bytes: Uint8Array, source = "buffer"): PthFile {
         "or a .safetensors file",
     );
   }
-  let files: Record<string, Uint8Array>;
+  // The zip's directory first: names and sizes, nothing unpacked but the pickle. Storages are unpacked one by one
+  // when a tensor is made, so a full checkpoint's optimizer state costs nothing unless it is asked for.
+  const sizes = new Map<string, number>();
+  const unpack = (name: string): Uint8Array => {
+    try {
+      const data = unzipSync(bytes, { filter: (f) => f.name === name })[name];
+      if (data) return data;
+    } catch (e) {
+      return fail(
+        `a truncated or corrupt zip (${e instanceof Error ? e.message : e}): download or save the file again`,
+      );
+    }
+    return fail(`a truncated or corrupt zip (${name} cannot be read): download or save the file again`);
+  };
   try {
-    files = unzipSync(bytes);
+    unzipSync(bytes, {
+      filter: (f) => {
+        sizes.set(f.name, f.originalSize);
+        return false;
+      },
+    });
   } catch (e) {
     return fail(
       `a truncated or corrupt zip (${e instanceof Error ? e.message : e}): download or save the file again`,
     );
   }
-  const pkl = Object.keys(files).filter((n) => /^[^/]+\/data\.pkl$/.test(n));
-  if (Object.keys(files).some((n) => /^[^/]+\/(constants\.pkl|code\/)/.test(n))) {
+  const names = [...sizes.keys()];
+  const pkl = names.filter((n) => /^[^/]+\/data\.pkl$/.test(n));
+  if (names.some((n) => /^[^/]+\/(constants\.pkl|code\/)/.test(n))) {
     fail(
       "a TorchScript archive (torch.jit.save), not a checkpoint: save its weights with torch.save(model.state_dict(), 'F.pth')",
     );
   }
   if (pkl.length !== 1) fail(`a zip without a single <name>/data.pkl: not a torch.save checkpoint`);
   const dir = pkl[0].slice(0, -"data.pkl".length);
-  const byteorder = files[`${dir}byteorder`];
-  if (byteorder && new TextDecoder().decode(byteorder).trim() !== "little") {
+  if (sizes.has(`${dir}byteorder`) && new TextDecoder().decode(unpack(`${dir}byteorder`)).trim() !== "little") {
     fail("a big-endian checkpoint: save it again on a little-endian machine");
   }
   const storages = new Map<string, Storage>();
@@ -168,13 +197,19 @@ export function decodePth(bytes: Uint8Array, source = "buffer"): PthFile {
     }
     const known = storages.get(key);
     if (known) return known;
-    const data = files[`${dir}data/${key}`];
-    if (!data) throw new PickleError(`storage ${key} is missing from the zip (${dir}data/${key})`);
+    const name = `${dir}data/${key}`;
+    const stored = sizes.get(name);
+    if (stored === undefined) throw new PickleError(`storage ${key} is missing from the zip (${name})`);
     const { dtype, size } = STORAGES[kind];
-    if (data.length < (numel as number) * size) {
-      throw new PickleError(`storage ${key} holds ${data.length} bytes, not the ${numel} ${dtype} elements it claims`);
+    const byteLength = (numel as number) * size;
+    if (stored < byteLength) {
+      throw new PickleError(`storage ${key} holds ${stored} bytes, not the ${numel} ${dtype} elements it claims`);
     }
-    const storage = new Storage(key, dtype, size, data.subarray(0, (numel as number) * size));
+    const storage = new Storage(key, dtype, size, byteLength, () => {
+      const data = unpack(name);
+      if (data.length < byteLength) fail(`storage ${key} holds ${data.length} bytes, not the ${byteLength} it claims`);
+      return data.subarray(0, byteLength);
+    });
     storages.set(key, storage);
     return storage;
   };
@@ -186,7 +221,7 @@ export function decodePth(bytes: Uint8Array, source = "buffer"): PthFile {
     if (shape.length !== stride.length) throw new PickleError("a tensor whose shape and stride differ in length");
     const numel = shape.reduce((a, b) => a * b, 1);
     const last = numel === 0 ? 0 : shape.reduce((a, n, i) => a + (n - 1) * stride[i], offset as number) + 1;
-    if (last * storage.size > storage.bytes.length) {
+    if (last * storage.size > storage.byteLength) {
       throw new PickleError(
         `a tensor [${shape}] at offset ${offset} with strides [${stride}] reaches past its storage ${storage.key}`,
       );
@@ -211,7 +246,7 @@ export function decodePth(bytes: Uint8Array, source = "buffer"): PthFile {
     };
   }
   try {
-    const root = unpickle(files[pkl[0]], { globals, persistentLoad });
+    const root = unpickle(unpack(pkl[0]), { globals, persistentLoad });
     return { root };
   } catch (e) {
     if (e instanceof PickleError) return fail(e.message);
