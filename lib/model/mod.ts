@@ -1,7 +1,7 @@
 /**
- * The model: the Vision Transformer backbone (`vit.ts`), the DINO projection head (`head.ts`) and the
- * multi-crop wrapper that runs both over every crop (`dino.ts`). Parameters are plain records of tensors under
- * the official `state_dict` key names.
+ * The model: the Vision Transformer backbone (`vit.ts`), the torchvision ResNets (`resnet.ts`), the DINO
+ * projection head (`head.ts`) and the multi-crop wrapper that runs both over every crop (`dino.ts`). Parameters are
+ * plain records of tensors under the official `state_dict` key names.
  *
  * @example
  * ```ts
@@ -13,5 +13,6 @@
  * @module
  */
 export * from "./vit.ts";
+export * from "./resnet.ts";
 export * from "./head.ts";
 export * from "./dino.ts";

@@ -1,0 +1,147 @@
+// ResNet backbones against torchvision, on fixtures written by scripts/gen_resnet_fixtures.py (run with
+// /usr/bin/python3, PyTorch 1.13, torchvision 0.14): the key set and shapes of every depth, a ResNet-18's forward in
+// training and evaluation mode, its gradients and moved batch-norm buffers. The weights are made by a formula both
+// sides compute bit for bit (see the script), so the fixtures need not hold them.
+import assert from "node:assert/strict";
+import * as t from "../mod.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
+import {
+  initResNet,
+  RESNET_ARCHS,
+  type ResNetArch,
+  resnetConfig,
+  resnetFeatures,
+  resnetForward,
+} from "../lib/model/resnet.ts";
+
+const DIR = new URL("./fixtures/resnet/", import.meta.url).pathname;
+
+/** offset + scale * u(i, k), u a Weyl sequence on [-0.5, 0.5): the generator's formula, exactly. */
+export function pattern(shape: readonly number[], k: number, scale = 1, offset = 0): t.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = offset + scale * (((i * 40503 + k * 7919) % 65521) / 65521 - 0.5);
+  return t.fromBytes(out, "f32", shape);
+}
+
+/** A tree shaped like `template` whose tensors named in `specs` are made by the formula; the rest are copies. */
+export function patterned<T extends object>(template: T, specs: [string, number, number][]): T {
+  const flat = stateDict(template);
+  const made: Flat = Object.fromEntries(Object.entries(flat).map(([k, v]) => [k, t.clone(v)]));
+  specs.forEach(([key, scale, offset], k) => {
+    assert.ok(key in flat, `the model has no ${key}`);
+    made[key].dispose();
+    made[key] = pattern(flat[key].shape, k, scale, offset);
+  });
+  const tree = loadStateDict(template, made);
+  t.dispose(made);
+  return tree;
+}
+
+/** |actual - expected| <= tol * max|expected|, elementwise; names the tensor when not. */
+export function assertNear(actual: t.Tensor, expected: t.Tensor, tol: number, name: string): void {
+  assert.deepEqual(actual.shape, expected.shape, `${name}: shape`);
+  t.tidy(() => {
+    const scale = Math.max(t.item(t.amax(t.abs(t.to(expected, "f64")))), 1e-12);
+    const diff = t.item(t.amax(t.abs(t.sub(t.to(actual, "f64"), t.to(expected, "f64")))));
+    assert.ok(diff <= tol * scale, `${name}: max |diff| ${diff.toExponential(3)} > ${tol} x ${scale.toExponential(3)}`);
+  });
+}
+
+/**
+ * `actual` against a fixture entry that is either the whole tensor (`name`) or, for a large one, every
+ * stride-th element (`name.sub`, stride ceil(n / limit)) and the sum of squares (`name.sumsq`). Returns whether
+ * the name was found.
+ */
+export function assertSampled(actual: t.Tensor, fixture: Flat, name: string, tol: number, limit: number): boolean {
+  if (name in fixture) {
+    assertNear(actual, fixture[name], tol, name);
+    return true;
+  }
+  const sub = fixture[`${name}.sub`];
+  if (!sub) return false;
+  t.tidy(() => {
+    const n = actual.shape.reduce((a, b) => a * b, 1);
+    const stride = Math.ceil(n / limit);
+    assertNear(t.slice(t.reshape(actual, [-1]), 0, 0, n, stride), sub, tol, `${name} (every ${stride}th)`);
+    const sumsq = t.item(t.sum(t.mul(t.to(actual, "f64"), t.to(actual, "f64"))));
+    const expected = t.item(fixture[`${name}.sumsq`]);
+    assert.ok(Math.abs(sumsq - expected) <= 2 * tol * expected, `${name}: sum of squares ${sumsq} != ${expected}`);
+  });
+  return true;
+}
+
+Deno.test("every torchvision ResNet's state_dict keys, in order, and shapes (fc = Identity)", () => {
+  const table = JSON.parse(Deno.readTextFileSync(`${DIR}keys.json`)).archs as Record<string, [string, number[]][]>;
+  assert.deepEqual(Object.keys(table), Object.keys(RESNET_ARCHS));
+  for (const arch of Object.keys(RESNET_ARCHS) as ResNetArch[]) {
+    using g = new t.Generator(0);
+    const p = initResNet(resnetConfig(arch), g);
+    try {
+      const ours = Object.entries(stateDict(p)).map(([k, v]) => [k, v.shape]);
+      assert.deepEqual(ours, table[arch], arch);
+    } finally {
+      t.dispose(p);
+    }
+  }
+});
+
+Deno.test("a ResNet-18's training forward, every gradient and moved buffer, then evaluation, equal torchvision's", () => {
+  const { tensors: F, metadata } = readSafetensors(`${DIR}resnet18.safetensors`);
+  const live = t.liveTensors();
+  const cfg = resnetConfig("resnet18");
+  using g = new t.Generator(0);
+  const template = initResNet(cfg, g);
+  const p = patterned(template, JSON.parse(metadata.specs));
+  t.dispose(template);
+  try {
+    t.tidy(() => {
+      const x = t.requiresGrad(F.x);
+      const leaves = mapTree(
+        p,
+        (v, k) => (k.endsWith("num_batches_tracked") || /running_/.test(k) ? v : t.requiresGrad(v)),
+      );
+      const { output, bnStats } = resnetForward(leaves, cfg, x, { training: true });
+      assertNear(output, F["train.output"], 1e-5, "training output");
+      const flat = stateDict(leaves);
+      const keys = Object.keys(flat).filter((k) => flat[k].requiresGrad);
+      const grads = t.grad(t.sum(t.mul(output, F.r)), [x, ...keys.map((k) => flat[k])]);
+      assertNear(grads[0], F["train.grad.x"], 1e-5, "grad of the input");
+      keys.forEach((k, i) =>
+        assert.ok(assertSampled(grads[i + 1], F, `train.grad.${k}`, 1e-5, 2048), `no gradient ${k}`)
+      );
+      const buffers = Object.keys(flat).filter((k) => !flat[k].requiresGrad);
+      assert.equal(buffers.length, 3 * 20); // 20 batch norms in a ResNet-18
+      assert.deepEqual(Object.keys(bnStats).sort(), buffers.sort());
+      for (const k of buffers) {
+        if (k.endsWith("num_batches_tracked")) assert.equal(t.item(bnStats[k]), 1, k);
+        else assertNear(bnStats[k], F[`train.buffer.${k}`], 1e-5, `buffer ${k}`);
+      }
+      // Evaluation mode with the moved buffers: the running statistics.
+      const moved = loadStateDict(p, { ...stateDict(p), ...bnStats });
+      assertNear(resnetFeatures(moved, cfg, F.x), F["eval.output"], 1e-5, "evaluation output");
+    });
+  } finally {
+    t.dispose([p, F]);
+  }
+  assert.equal(t.liveTensors(), live - Object.keys(F).length, "the forward passes leave nothing behind");
+});
+
+Deno.test("ResNet forward passes never change their inputs, run on 1-channel images and name a wrong shape", () => {
+  using g = new t.Generator(3);
+  const cfg = resnetConfig("resnet18", 1);
+  const p = initResNet(cfg, g);
+  try {
+    const before = t.tidy(() => t.toArray(p.layer2[0].bn1.running_mean));
+    t.tidy(() => {
+      const r = resnetForward(p, cfg, t.randn(g, [3, 1, 28, 28]), { training: true });
+      assert.deepEqual(r.output.shape, [3, 512]);
+      assert.notDeepEqual(t.toArray(r.bnStats["layer2.0.bn1.running_mean"]), before);
+    });
+    assert.deepEqual(t.tidy(() => t.toArray(p.layer2[0].bn1.running_mean)), before);
+    assert.throws(() => t.tidy(() => resnetFeatures(p, cfg, t.randn(g, [1, 3, 28, 28]))), /takes \[B, 1, H, W\]/);
+  } finally {
+    t.dispose(p);
+  }
+});
