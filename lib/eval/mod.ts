@@ -1,10 +1,14 @@
 /**
  * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, linear
  * evaluation (`linear.ts`), as the official `eval_linear.py`, attention maps and masks (`attention.ts`), as the official
- * `visualize_attention.py`, and the report a training run ends with (`report.ts`).
+ * `visualize_attention.py`, video object segmentation by label propagation (`propagate.ts`), as the official
+ * `eval_video_segmentation.py`, with label masks as indexed PNGs and the DAVIS scores J and F (`masks.ts`), and the
+ * report a training run ends with (`report.ts`).
  * @module
  */
 export * from "./knn.ts";
 export * from "./report.ts";
 export * from "./linear.ts";
 export * from "./attention.ts";
+export * from "./propagate.ts";
+export * from "./masks.ts";
