@@ -26,3 +26,4 @@ export * from "./lib/augment/mod.ts";
 export * from "./lib/weights/mod.ts";
 export * from "./lib/eval/mod.ts";
 export * from "./lib/settings/mod.ts";
+export * from "./lib/distributed/mod.ts";

@@ -12,8 +12,9 @@
  * processed together, a cache-sized chunk at a time, each result written
  * straight to its place (`engine.ts`), by the image functions of `image.ts`.
  *
- * Every random draw comes from the explicit generator, in a fixed order, so a
- * seed reproduces the views exactly.
+ * Every random draw comes from the explicit generator, in a fixed order, or
+ * from each sample's own seed (then a sample's views do not depend on the
+ * batch it is in), so a seed reproduces the views exactly.
  *
  * @example
  * ```ts
@@ -28,20 +29,31 @@
  * ```
  * @module
  */
-import { div, empty, expand, type Generator, narrow, type Tensor, tidy } from "../../ffi/mod.ts";
+import { div, empty, expand, Generator, narrow, rand, type Tensor, tidy, toArray } from "../../ffi/mod.ts";
 import { batches, chunkOf, FINISH_CHUNK, FINISH_SAMPLES, JITTER_CHUNK, pipe, scatter } from "./engine.ts";
 import {
   adjustBrightness,
   adjustContrast,
   adjustHue,
   adjustSaturation,
+  type CropBox,
   gaussianBlur,
   grayscale,
   normalize,
   resizedCrop,
   solarize,
 } from "./image.ts";
-import { cropBoxes, type JitterPlan, jitterPlan, uniforms, type ViewSpec, viewSpecs } from "./plans.ts";
+import {
+  CROP_DRAWS,
+  cropBox,
+  cropBoxes,
+  jitterFrom,
+  type JitterPlan,
+  jitterPlan,
+  uniforms,
+  type ViewSpec,
+  viewSpecs,
+} from "./plans.ts";
 import type { AugmentConfig } from "./presets.ts";
 
 const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHue];
@@ -49,6 +61,78 @@ const JITTER_OPS = [adjustBrightness, adjustContrast, adjustSaturation, adjustHu
 /** The jitter ops of samples `ids`, which share one order, as pipeline steps. */
 function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => Tensor)[] {
   return plan.order[ids[0]].map((o) => (y: Tensor) => JITTER_OPS[o](y, ids.map((b) => plan.factors[o][b])));
+}
+
+/** Every random choice of a run of views, per sample k = view x B + b. */
+interface ViewPlan {
+  boxes: CropBox[];
+  flips: boolean[];
+  jitter: JitterPlan;
+  gray: boolean[];
+  blur: boolean[];
+  sigmas: number[];
+  sol: boolean[];
+}
+
+/**
+ * The uniforms one view of one sample takes from that sample's own stream:
+ * the crop's 40, then flip, jitter (whether, 4 factors, 4 order keys), gray,
+ * blur, sigma and solarize.
+ */
+export const VIEW_DRAWS: number = CROP_DRAWS + 14;
+
+/**
+ * Where a batch's random draws come from: one generator for the whole batch
+ * (drawn op by op, for all samples at once), or one seed per sample, whose
+ * stream alone decides that sample's views, so a sample gets the same views in
+ * any batch (a data-parallel rank's shard, or one process's whole batch).
+ */
+export type ViewRandomness = Generator | { sampleSeeds: readonly (number | bigint)[] };
+
+/** Each sample's own uniforms on [0, 1) as {@linkcode viewPlan} reads them: VIEW_DRAWS per view. */
+type SampleUniforms = { uniforms: readonly (readonly number[])[]; firstView: number };
+
+function viewPlan(
+  draw: Generator | SampleUniforms,
+  specs: readonly ViewSpec[],
+  [B, C, H, W]: readonly number[],
+  cfg: AugmentConfig,
+): ViewPlan {
+  const n = specs.length * B;
+  const specOf = (k: number) => specs[Math.floor(k / B)];
+  if (!("uniforms" in draw)) {
+    const g = draw;
+    return {
+      boxes: specs.flatMap((s) => cropBoxes(g, B, H, W, s.scale, cfg.ratio)),
+      flips: uniforms(g, n, 0, 1).map((u) => u < cfg.flipP),
+      jitter: jitterPlan(g, n, cfg, C === 3),
+      gray: uniforms(g, n, 0, 1).map((u) => C === 3 && u < cfg.grayP),
+      blur: uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).blurP),
+      sigmas: uniforms(g, n, cfg.blurSigma[0], cfg.blurSigma[1]),
+      sol: uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP),
+    };
+  }
+  // Sample b's draws for view v start at (firstView + v) x VIEW_DRAWS of its own uniforms.
+  const each = <T>(f: (u: readonly number[], o: number, k: number) => T) =>
+    Array.from({ length: n }, (_, k) => f(draw.uniforms[k % B], (draw.firstView + Math.floor(k / B)) * VIEW_DRAWS, k));
+  const j = CROP_DRAWS + 1; // where the jitter's draws start
+  const [lo, hi] = cfg.blurSigma;
+  const keys = each((u, o) => u.slice(o + j + 5, o + j + 9));
+  return {
+    boxes: each((u, o, k) => cropBox(u, o, H, W, specOf(k).scale, cfg.ratio)),
+    flips: each((u, o) => u[o + CROP_DRAWS] < cfg.flipP),
+    jitter: jitterFrom(
+      each((u, o) => u[o + j]),
+      [0, 1, 2, 3].map((op) => each((u, o) => u[o + j + 1 + op])),
+      (k, op) => keys[k][op],
+      cfg,
+      C === 3,
+    ),
+    gray: each((u, o) => C === 3 && u[o + j + 9] < cfg.grayP),
+    blur: each((u, o, k) => u[o + j + 10] < specOf(k).blurP),
+    sigmas: each((u, o) => lo + (hi - lo) * u[o + j + 11]),
+    sol: each((u, o, k) => u[o + j + 12] < specOf(k).solarizeP),
+  };
 }
 
 /**
@@ -71,18 +155,15 @@ function jitterSteps(plan: JitterPlan, ids: readonly number[]): ((y: Tensor) => 
  * ```
  */
 export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, g: Generator): Tensor[] {
-  const [B, C, H, W] = x.shape;
+  return applyPlan(x, specs, cfg, viewPlan(g, specs, x.shape, cfg));
+}
+
+function applyPlan(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, plan: ViewPlan): Tensor[] {
+  const [B, C] = x.shape;
   const size = specs[0].size;
   if (specs.some((s) => s.size !== size)) throw new Error("augmentViews: views augmented together share one size");
   const n = specs.length * B;
-  const specOf = (k: number) => specs[Math.floor(k / B)];
-  const boxes = specs.flatMap((s) => cropBoxes(g, B, H, W, s.scale, cfg.ratio));
-  const flips = uniforms(g, n, 0, 1).map((u) => u < cfg.flipP);
-  const jitter = jitterPlan(g, n, cfg, C === 3);
-  const gray = uniforms(g, n, 0, 1).map((u) => C === 3 && u < cfg.grayP);
-  const blur = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).blurP);
-  const sigmas = uniforms(g, n, cfg.blurSigma[0], cfg.blurSigma[1]);
-  const sol = uniforms(g, n, 0, 1).map((u, k) => u < specOf(k).solarizeP);
+  const { boxes, flips, jitter, gray, blur, sigmas, sol } = plan;
 
   const pick = <T>(xs: readonly T[], ids: readonly number[]) => ids.map((k) => xs[k]);
   // Gray, blur, solarize and normalise by groups that take the same steps, on the CPU in power-of-two chunks;
@@ -156,30 +237,56 @@ export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Ge
 
 /**
  * All views of a batch: u8 (0..255) or f32 ([0, 1]) images [B, C, H, W] in;
- * 2 global views then the local ones out, each normalised f32.
+ * 2 global views then the local ones out, each normalised f32. The draws come
+ * from one generator for the batch, or from each sample's own seed (see
+ * {@linkcode ViewRandomness}): then a sample's views are the same whichever
+ * batch it is in.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { AUGMENT_PRESETS, dispose, Generator, randint, tidy, to, viewSpecs } from "../../mod.ts";
+ * import { AUGMENT_PRESETS, dispose, Generator, narrow, randint, tidy, to, toArray, viewSpecs } from "../../mod.ts";
  * import { dinoViews } from "./views.ts";
  * using g = new Generator(0);
  * const cfg = AUGMENT_PRESETS.cifar32;
- * const views = tidy(() => dinoViews(to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"), cfg, g));
+ * using images = tidy(() => to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"));
+ * const views = tidy(() => dinoViews(images, cfg, g));
  * assert.deepEqual(views.map((v) => v.shape[2]), viewSpecs(cfg).map((s) => s.size));
- * dispose(views);
+ * // Seeded per sample: the second image's views alone equal its views in the pair (to float rounding).
+ * const pair = tidy(() => dinoViews(images, cfg, { sampleSeeds: [7, 8] }));
+ * const alone = tidy(() => dinoViews(narrow(images, 0, 1, 1), cfg, { sampleSeeds: [8] }));
+ * const [p, a] = tidy(() => [toArray(narrow(pair[2], 0, 1, 1)), toArray(alone[2])]);
+ * assert.ok(p.every((x, i) => Math.abs(x - a[i]) < 1e-5));
+ * dispose([views, pair, alone]);
  * ```
  */
-export function dinoViews(images: Tensor, cfg: AugmentConfig, g: Generator): Tensor[] {
+export function dinoViews(images: Tensor, cfg: AugmentConfig, randomness: ViewRandomness): Tensor[] {
+  const specs = viewSpecs(cfg);
+  let perSample: number[][] | undefined;
+  if (!(randomness instanceof Generator)) {
+    const seeds = randomness.sampleSeeds;
+    if (seeds.length !== images.shape[0]) {
+      throw new Error(`dinoViews: ${seeds.length} sample seeds for a batch of ${images.shape[0]}`);
+    }
+    perSample = seeds.map((seed) => {
+      using g = new Generator(seed);
+      return tidy(() => toArray(rand(g, [specs.length * VIEW_DRAWS], { dtype: "f64" })));
+    });
+  }
   return tidy(() => {
     const x = images.dtype === "u8" ? div(images, 255) : images; // true division: f32 in one pass
     // Consecutive views of one size (the globals, then the locals) are augmented together.
-    const runs: ViewSpec[][] = [];
-    for (const spec of viewSpecs(cfg)) {
+    const runs: { specs: ViewSpec[]; first: number }[] = [];
+    specs.forEach((spec, v) => {
       const last = runs.at(-1);
-      if (last && last[0].size === spec.size) last.push(spec);
-      else runs.push([spec]);
-    }
-    return runs.flatMap((run) => tidy(() => augmentViews(x, run, cfg, g)));
+      if (last && last.specs[0].size === spec.size) last.specs.push(spec);
+      else runs.push({ specs: [spec], first: v });
+    });
+    return runs.flatMap((run) =>
+      tidy(() => {
+        const draw = perSample ? { uniforms: perSample, firstView: run.first } : randomness as Generator;
+        return applyPlan(x, run.specs, cfg, viewPlan(draw, run.specs, x.shape, cfg));
+      })
+    );
   });
 }

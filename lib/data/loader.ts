@@ -37,6 +37,10 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Skip the epoch's first N batches (to resume mid-epoch). */
   start?: number;
+  /** This process's rank: it takes its shard of the epoch (see {@linkcode shardOrder}; default 0). */
+  rank?: number;
+  /** How many ranks share the epoch (default 1: the whole epoch). */
+  worldSize?: number;
   /** Called once per epoch with the files that could not be decoded. */
   onSkipped?: (files: string[], firstError: string) => void;
 }
@@ -60,14 +64,45 @@ export function epochOrder(n: number, epoch: number, o: { shuffle?: boolean; see
   return tidy(() => toArray(randperm(g, n)));
 }
 
-/** The index lists of an epoch's batches. */
+/**
+ * One rank's shard of an epoch's order, as PyTorch's `DistributedSampler`
+ * (which the official code uses): the same order on every rank, padded with
+ * its first items to a multiple of the world size, and rank r takes every
+ * world-size-th item from the r-th. Batch b of rank r then holds items r, r +
+ * W, r + 2W, ... of the global batch b (W x the batch size) of the padded
+ * order, so the ranks' batches together are the global one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shardOrder } from "./loader.ts";
+ * const order = [4, 0, 3, 1, 2]; // 5 items over 2 ranks: padded with the first
+ * assert.deepEqual(shardOrder(order, 0, 2), [4, 3, 2]);
+ * assert.deepEqual(shardOrder(order, 1, 2), [0, 1, 4]);
+ * assert.deepEqual(shardOrder(order, 0, 1), order);
+ * ```
+ */
+export function shardOrder(order: readonly number[], rank: number, worldSize: number): number[] {
+  if (!(Number.isInteger(worldSize) && worldSize >= 1)) {
+    throw new RangeError(`world size must be a positive integer, got ${worldSize}`);
+  }
+  if (!(Number.isInteger(rank) && rank >= 0 && rank < worldSize)) {
+    throw new RangeError(`rank must be an integer in 0..${worldSize - 1}, got ${rank}`);
+  }
+  if (worldSize === 1) return [...order];
+  const total = Math.ceil(order.length / worldSize) * worldSize;
+  const padded = Array.from({ length: total }, (_, i) => order[i % order.length]);
+  return padded.filter((_, i) => i % worldSize === rank);
+}
+
+/** The index lists of an epoch's batches (of this rank's shard, with `rank` and `worldSize`). */
 export function batchIndices(n: number, epoch: number, o: LoaderOptions): number[][] {
   if (!(Number.isInteger(o.batchSize) && o.batchSize > 0)) {
     throw new RangeError(`batch size must be a positive integer, got ${o.batchSize}`);
   }
-  const order = epochOrder(n, epoch, o);
+  const order = shardOrder(epochOrder(n, epoch, o), o.rank ?? 0, o.worldSize ?? 1);
   const out: number[][] = [];
-  for (let i = 0; i < n; i += o.batchSize) {
+  for (let i = 0; i < order.length; i += o.batchSize) {
     const b = order.slice(i, i + o.batchSize);
     if (b.length < o.batchSize && (o.dropLast ?? true)) break;
     out.push(b);

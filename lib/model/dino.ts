@@ -21,7 +21,15 @@
  */
 import { cat, type Generator, type Tensor } from "../../ffi/mod.ts";
 import { type HeadConfig, headConfig, headForward, type HeadParams, initHead } from "./head.ts";
-import { type Arch, initViT, type ViTConfig, vitConfig, vitForward, type ViTParams } from "./vit.ts";
+import {
+  type Arch,
+  type DropPathShard,
+  initViT,
+  type ViTConfig,
+  vitConfig,
+  vitForward,
+  type ViTParams,
+} from "./vit.ts";
 
 /** A backbone and its head, keyed as the official MultiCropWrapper (`backbone.*`, `head.*`). */
 export interface DinoParams {
@@ -92,6 +100,8 @@ export function initDino(cfg: DinoConfig, g: Generator): DinoParams {
 export interface MultiCropOptions {
   /** Stochastic depth (student only): a generator, with the config's drop-path rate. */
   dropPath?: Generator;
+  /** On one rank of several: which rows of the global batch's drop-path masks are this rank's. */
+  shard?: DropPathShard;
   /** Batch-norm mode of the head (true: batch statistics). */
   training?: boolean;
 }
@@ -125,7 +135,7 @@ export function multiCropForward(
   for (let end = 1; end <= crops.length; end++) {
     if (end < crops.length && crops[end].shape.at(-1) === crops[start].shape.at(-1)) continue;
     const batch = end - start === 1 ? crops[start] : cat(crops.slice(start, end), 0); // [n*B, C, H, W]
-    features.push(vitForward(p.backbone, cfg.vit, batch, { dropPath: o.dropPath }));
+    features.push(vitForward(p.backbone, cfg.vit, batch, { dropPath: o.dropPath, shard: o.shard }));
     start = end;
   }
   const all = features.length === 1 ? features[0] : cat(features, 0); // [crops*B, D]

@@ -31,6 +31,7 @@ import {
   floor,
   gelu,
   type Generator,
+  indexSelect,
   interpolate,
   layerNorm,
   linear,
@@ -45,6 +46,7 @@ import {
   slice,
   softmax,
   type Tensor,
+  tensor,
   tidy,
   transpose,
   uniform,
@@ -210,15 +212,44 @@ export function initViT(cfg: ViTConfig, g: Generator): ViTParams {
 export interface ForwardOptions {
   /** Stochastic depth: needs a generator; off when absent or the config's rate is 0. */
   dropPath?: Generator;
+  /**
+   * With `dropPath`, on one rank of a data-parallel world: the masks are drawn
+   * for the whole global batch (`worldSize` x `batch` samples per crop) and
+   * this rank takes its rows, row k of each crop being the global batch's row
+   * `rank + k * worldSize` (as the loader shards an epoch), so that a sample's
+   * masks do not depend on the world size.
+   */
+  shard?: DropPathShard;
+}
+
+/** Which rows of the global batch's drop-path masks a rank takes (see {@linkcode ForwardOptions}). */
+export interface DropPathShard {
+  /** This rank. */
+  rank: number;
+  /** How many ranks share the global batch. */
+  worldSize: number;
+  /** The samples per crop on this rank. */
+  batch: number;
 }
 
 const EPS = 1e-6;
 
 /** Per-sample stochastic depth: zero a sample's branch with probability `p`, rescale the rest by 1/(1-p). */
-function dropPath(x: Tensor, p: number, g: Generator | undefined): Tensor {
+function dropPath(x: Tensor, p: number, g: Generator | undefined, shard?: DropPathShard): Tensor {
   if (p === 0 || g === undefined) return x;
   const keep = 1 - p;
-  const mask = floor(add(rand(g, [x.shape[0], 1, 1], { device: x.device }), keep)); // [B, 1, 1] of 0 or 1
+  const n = x.shape[0];
+  let u: Tensor;
+  if (shard && shard.worldSize > 1) {
+    const { rank, worldSize: W, batch: B } = shard;
+    if (n % B !== 0) throw new Error(`drop path: ${n} rows are not whole crops of ${B} samples`);
+    const rows = Array.from({ length: n }, (_, i) => Math.floor(i / B) * B * W + rank + W * (i % B));
+    const all = rand(g, [n * W, 1, 1], { device: x.device }); // the global batch's draws, crop by crop
+    u = indexSelect(all, 0, tensor(new BigInt64Array(rows.map(BigInt)), { device: x.device }));
+  } else {
+    u = rand(g, [n, 1, 1], { device: x.device });
+  }
+  const mask = floor(add(u, keep)); // [B, 1, 1] of 0 or 1
   return mul(div(x, keep), mask);
 }
 
@@ -278,16 +309,17 @@ export function block(
   numHeads: number,
   dropRate: number,
   g: Generator | undefined,
+  shard?: DropPathShard,
 ): { out: Tensor; attn: Tensor } {
   const D = x.shape[2];
   const { out: y, attn } = attention(p.attn, layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS), numHeads);
-  const h = add(x, dropPath(y, dropRate, g));
+  const h = add(x, dropPath(y, dropRate, g, shard));
   const m = linear(
     gelu(linear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias)),
     p.mlp.fc2.weight,
     p.mlp.fc2.bias,
   );
-  return { out: add(h, dropPath(m, dropRate, g)), attn };
+  return { out: add(h, dropPath(m, dropRate, g, shard)), attn };
 }
 
 /** Stochastic-depth rate of block i: linspace(0, rate, depth)[i]. */
@@ -313,7 +345,7 @@ function runBlocks(
   const outs: Tensor[] = [];
   let attn: Tensor | undefined;
   p.blocks.forEach((bp, i) => {
-    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath));
+    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard));
     attn?.dispose();
     if (i < p.blocks.length - keep) h.dispose();
     ({ out: h, attn } = r);

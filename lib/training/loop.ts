@@ -36,7 +36,8 @@
  * ```
  * @module
  */
-import { type Device, dispose, Generator, streamSeed, tidy, toDevice } from "../../ffi/mod.ts";
+import { type Device, dispose, type ProcessGroup, streamSeed, tidy, toDevice } from "../../ffi/mod.ts";
+import { anyRank } from "../distributed/collectives.ts";
 import { type AugmentConfig, dinoViews } from "../augment/mod.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches } from "../data/loader.ts";
@@ -61,6 +62,13 @@ export interface LoopOptions {
   stopAt?: number;
   /** Called with files a batch could not read (they are skipped). */
   onSkipped?: (files: string[], why: string, epoch: number) => void;
+  /**
+   * The process group of a data-parallel run: this process trains on its
+   * rank's shard of each epoch (`hyper.batchSize` per rank) and every step
+   * averages over the ranks (see `TrainStepOptions`). None for one
+   * process.
+   */
+  group?: ProcessGroup;
 }
 
 /** An event of the loop. Its state belongs to the loop until the next event. */
@@ -74,7 +82,7 @@ export type TrainEvent =
     metrics: StepMetrics;
     /** The epoch it belongs to (0-based). */
     epoch: number;
-    /** Images it consumed. */
+    /** Images it consumed, over every rank. */
     images: number;
   }
   | {
@@ -88,38 +96,59 @@ export type TrainEvent =
     completed: number;
   };
 
-/** The seed of step `step`'s augmentation stream, apart from the step's own (dropout) stream. */
+/** Where the augmentation streams derive from, apart from the step's own (drop-path) stream. */
 const AUGMENT_STREAM = 0x5eed;
+
+/**
+ * The seed of a sample's augmentation stream in an epoch: its views depend on
+ * the run's seed, the epoch and the sample's index alone, not on the batch it
+ * is in, so they are the same whatever the world size and rank.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sampleSeed } from "./loop.ts";
+ * assert.equal(sampleSeed(0, 1, 42), sampleSeed(0, 1, 42));
+ * assert.notEqual(sampleSeed(0, 1, 42), sampleSeed(0, 2, 42));
+ * ```
+ */
+export function sampleSeed(seed: number, epoch: number, index: number): bigint {
+  return streamSeed(Number(streamSeed(seed + AUGMENT_STREAM, epoch)), index);
+}
 
 /**
  * Trains from `state` until `stopAt` or the last epoch, yielding an event
  * after every step and at the end of every epoch. A resumed state continues
  * exactly where it stopped: the batch order and every random draw depend only
- * on the seed, the epoch and the step.
+ * on the seed, the epoch, the step and the samples' indices.
  */
 export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenerator<TrainEvent> {
-  const { hyper, device = "cpu" } = o;
+  const { hyper, device = "cpu", group } = o;
+  const shard = { rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1 };
   const perEpoch = hyper.itersPerEpoch;
   const stopAt = Math.min(o.stopAt ?? Infinity, hyper.epochs * perEpoch);
   for (let epoch = Math.floor(state.step / perEpoch); epoch < hyper.epochs && state.step < stopAt; epoch++) {
     const start = state.step - epoch * perEpoch;
     const onSkipped = o.onSkipped && ((files: string[], why: string) => o.onSkipped!(files, why, epoch));
-    for await (const batch of batches(o.data, epoch, { batchSize: hyper.batchSize, seed: o.seed, start, onSkipped })) {
-      if (state.step >= stopAt || batch.images.shape[0] < hyper.accumSteps) {
+    const loader = { batchSize: hyper.batchSize, seed: o.seed, start, onSkipped, ...shard };
+    for await (const batch of batches(o.data, epoch, loader)) {
+      // A batch that lost too many unreadable files is skipped, by every rank when one must.
+      const tooSmall = batch.images.shape[0] < hyper.accumSteps;
+      if (state.step >= stopAt || (group ? anyRank(tooSmall, group) : tooSmall)) {
         dispose([batch.images, batch.labels]);
         if (state.step >= stopAt) break;
         continue;
       }
-      using g = new Generator(streamSeed(o.seed + AUGMENT_STREAM, state.step));
+      const sampleSeeds = batch.indices.map((i) => sampleSeed(o.seed, epoch, i));
       const views = tidy(() =>
-        dinoViews(device === "cpu" ? batch.images : toDevice(batch.images, device), o.augment, g)
+        dinoViews(device === "cpu" ? batch.images : toDevice(batch.images, device), o.augment, { sampleSeeds })
       );
       dispose([batch.images, batch.labels]);
-      const { state: next, metrics } = trainStep(state, views, hyper, o.net);
+      const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group });
       dispose(views);
       dispose(state);
       state = next;
-      yield { type: "step", state, metrics, epoch, images: hyper.batchSize };
+      yield { type: "step", state, metrics, epoch, images: hyper.batchSize * shard.worldSize };
     }
     const completed = state.step % perEpoch === 0 ? state.step / perEpoch : epoch;
     yield { type: "epoch", state, epoch, completed };

@@ -143,10 +143,36 @@ export function updateCenter(
   teacherOut: Tensor,
   o: Pick<LossOptions, "centerMomentum" | "centering">,
 ): Tensor {
+  return noGrad(() => centerFromSum(center, sum(teacherOut, 0, { keepdim: true }), teacherOut.shape[0], o));
+}
+
+/**
+ * center * m + (batchSum / count) * (1 - m): the center update from the
+ * teacher outputs' sum over rows, [1, K], and their number. Data-parallel
+ * training passes the sum over every rank's rows and the global count, as the
+ * official `update_center` all-reduces the batch sum.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, toArray } from "../../mod.ts";
+ * import { centerFromSum } from "./loss.ts";
+ * using center = tensor([[1, 1]]);
+ * using sums = tensor([[4, 8]]); // 4 rows over the ranks
+ * using next = centerFromSum(center, sums, 4, { centerMomentum: 0.5 });
+ * assert.deepEqual(toArray(next), [1, 1.5]);
+ * ```
+ */
+export function centerFromSum(
+  center: Tensor,
+  batchSum: Tensor,
+  count: number,
+  o: Pick<LossOptions, "centerMomentum" | "centering">,
+): Tensor {
   return noGrad(() => {
     if ((o.centering ?? "center") !== "center") return add(center, 0);
     const m = o.centerMomentum ?? 0.9;
-    const batchCenter = div(sum(teacherOut, 0, { keepdim: true }), teacherOut.shape[0]); // [1, K]
+    const batchCenter = div(batchSum, count); // [1, K]
     return add(mul(center, m), mul(batchCenter, 1 - m));
   });
 }

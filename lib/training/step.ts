@@ -41,15 +41,20 @@ import {
   item,
   linear,
   noGrad,
+  type ProcessGroup,
   requiresGrad,
   softmax,
   streamSeed,
+  sum,
   type Tensor,
+  tensor,
   tidy,
+  toArray,
   zeros,
 } from "../../ffi/mod.ts";
 import { type SettingName, SETTINGS, type Settings } from "../settings/settings.ts";
-import { dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
+import { centerFromSum, dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
+import { allReduceMean, allReduceSum } from "../distributed/collectives.ts";
 import { type DinoConfig, type DinoParams, initDino, isLastLayer, multiCropForward } from "../model/dino.ts";
 import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
@@ -90,6 +95,12 @@ export const HYPER_KEYS = [
 export type DinoHyper = Pick<Settings, typeof HYPER_KEYS[number]> & {
   /** Optimizer steps per epoch. */
   itersPerEpoch: number;
+  /**
+   * Processes sharing each step (data-parallel ranks; default 1): `batchSize`
+   * is per process, as the official `batch_size_per_gpu`, and the learning
+   * rate is scaled by the global batch, batchSize x worldSize / 256.
+   */
+  worldSize?: number;
 };
 
 /**
@@ -105,7 +116,7 @@ export type DinoHyper = Pick<Settings, typeof HYPER_KEYS[number]> & {
  * ```
  */
 export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
-  const h = { itersPerEpoch: o.itersPerEpoch ?? 1 } as Record<string, unknown>;
+  const h = { itersPerEpoch: o.itersPerEpoch ?? 1, worldSize: o.worldSize ?? 1 } as Record<string, unknown>;
   for (const k of HYPER_KEYS) h[k] = o[k] ?? SETTINGS[k].default;
   const hyper = h as DinoHyper;
   if (hyper.warmupEpochs > hyper.epochs) {
@@ -113,6 +124,9 @@ export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
   }
   if (!(hyper.accumSteps >= 1 && Number.isInteger(hyper.accumSteps))) {
     throw new Error("accumSteps must be a positive integer");
+  }
+  if (!(Number.isInteger(hyper.worldSize) && hyper.worldSize! >= 1)) {
+    throw new Error(`worldSize must be a positive integer, got ${hyper.worldSize}`);
   }
   return hyper;
 }
@@ -125,7 +139,13 @@ export function schedules(h: DinoHyper): {
   teacherTemp: (epoch: number) => number;
 } {
   return {
-    lr: cosineSchedule((h.lr * h.batchSize) / 256, h.minLr, h.epochs, h.itersPerEpoch, h.warmupEpochs),
+    lr: cosineSchedule(
+      (h.lr * h.batchSize * (h.worldSize ?? 1)) / 256,
+      h.minLr,
+      h.epochs,
+      h.itersPerEpoch,
+      h.warmupEpochs,
+    ),
     weightDecay: cosineSchedule(h.weightDecay, h.weightDecayEnd, h.epochs, h.itersPerEpoch),
     momentum: cosineSchedule(h.momentumTeacher, 1, h.epochs, h.itersPerEpoch),
     teacherTemp: teacherTempSchedule(h.warmupTeacherTemp, h.teacherTemp, h.warmupTeacherTempEpochs, h.epochs),
@@ -232,6 +252,23 @@ function treeOf<T extends object>(template: T, flat: Flat): T {
   return mapTree(template, (_, key) => flat[key]);
 }
 
+/** Options of {@linkcode trainStep}. */
+export interface TrainStepOptions {
+  /**
+   * The process group of a data-parallel run (none for one process, which
+   * then communicates nothing). With a group, `views` are this rank's shard
+   * of the global batch (rank r's sample k is the global batch's sample r + k
+   * x worldSize, as the loader shards an epoch); the gradients are averaged
+   * over the ranks after backward, before clipping (as DDP); the center moves
+   * by the teacher outputs' sum over every rank's rows (as the official
+   * `update_center`); the reported metrics are means over the ranks; and the
+   * drop-path masks are drawn for the global batch, each rank taking its rows.
+   * So every rank takes the same step, the one a single process would take on
+   * the global batch, up to float summation order.
+   */
+  group?: ProcessGroup;
+}
+
 /**
  * One training step on `views` (global crops first, then the locals; each
  * [B, C, H, W]). Returns the new state and the step's metrics.
@@ -257,8 +294,13 @@ export function trainStep(
   views: readonly Tensor[],
   h: DinoHyper,
   cfg: DinoConfig,
+  o: TrainStepOptions = {},
 ): { state: TrainState; metrics: StepMetrics } {
+  const { group } = o;
   if (views.length < 2) throw new Error(`DINO needs at least the 2 global crops, got ${views.length} views`);
+  if (group && h.centering === "sinkhorn" && group.worldSize > 1) {
+    throw new Error("Sinkhorn-Knopp centering normalises over the batch: it is not supported over several processes");
+  }
   const B = views[0].shape[0];
   if (views.some((v) => v.shape[0] !== B)) throw new Error("every view needs the same batch size");
   if (B % h.accumSteps !== 0) throw new Error(`batch ${B} does not divide into ${h.accumSteps} micro-batches`);
@@ -296,7 +338,8 @@ export function trainStep(
       const leaves: Flat = { ...student };
       for (const k of keys) leaves[k] = requiresGrad(student[k]);
       const net = treeOf(state.student, leaves);
-      const s = multiCropForward(net, cfg, crops, { dropPath: g });
+      const shard = group && { rank: group.rank, worldSize: group.worldSize, batch: crops[0].shape[0] };
+      const s = multiCropForward(net, cfg, crops, { dropPath: g, shard });
       const out = net.predictor ? predict(net.predictor, s.output) : s.output;
       const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
       const gs = grad(div(loss, h.accumSteps), keys.map((k) => leaves[k]));
@@ -307,10 +350,20 @@ export function trainStep(
       studentEntropy += tidy(() => item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1)))));
     }
     const teacherOut = teacherOuts.length === 1 ? teacherOuts[0] : cat(teacherOuts, 0);
-    const center = updateCenter(state.center, teacherOut, lossOptions);
+    let gradFlat: Flat = Object.fromEntries(keys.map((k, i) => [k, grads![i]]));
+    let center: Tensor;
+    if (group) {
+      // The gradients' mean over the ranks; the teacher outputs' sum and the metrics' sums over every rank.
+      gradFlat = allReduceMean(gradFlat, group);
+      const local = tensor(new Float64Array([lossSum, teacherEntropy, studentEntropy]));
+      const sums = allReduceSum({ center: noGrad(() => sum(teacherOut, 0, { keepdim: true })), local }, group);
+      center = centerFromSum(state.center, sums.center, teacherOut.shape[0] * group.worldSize, lossOptions);
+      [lossSum, teacherEntropy, studentEntropy] = toArray(sums.local).map((v) => v / group.worldSize);
+    } else {
+      center = updateCenter(state.center, teacherOut, lossOptions);
+    }
 
     // Clip each gradient, then drop the last layer's while it is frozen.
-    let gradFlat: Flat = Object.fromEntries(keys.map((k, i) => [k, grads![i]]));
     if (h.clipGrad > 0) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
     if (epoch < h.freezeLastLayer) {
       gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
