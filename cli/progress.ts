@@ -66,7 +66,11 @@ export class Progress {
   }
 }
 
-/** Per-epoch bookkeeping: the progress display, metrics records, and the collapse checks at the epoch's end. */
+/**
+ * Per-epoch bookkeeping: the progress display, metrics records, and the
+ * collapse checks at the epoch's end. Of a data-parallel run, rank 0 logs
+ * (counting the images of every rank) and the others are `quiet`.
+ */
 export class EpochLog {
   #progress?: Progress;
   #losses: number[] = [];
@@ -78,9 +82,12 @@ export class EpochLog {
     readonly s: Settings,
     readonly itersPerEpoch: number,
     readonly record: (r: Record<string, unknown>) => void,
+    readonly o: { quiet?: boolean; processes?: number } = {},
   ) {}
 
   step(epoch: number, step: number, m: StepMetrics, remaining: number): void {
+    if (this.o.quiet) return;
+    const images = this.s.batchSize * (this.o.processes ?? 1);
     this.#progress ??= new Progress(
       epoch,
       this.s.epochs,
@@ -90,7 +97,7 @@ export class EpochLog {
     );
     this.#losses.push(m.loss);
     this.#entropies.push(m.teacherEntropy);
-    this.#windowImages += this.s.batchSize;
+    this.#windowImages += images;
     if (step % this.s.logEvery === 0 || remaining === 0) {
       const now = performance.now();
       this.record({
@@ -108,11 +115,12 @@ export class EpochLog {
       this.#windowStart = now;
       this.#windowImages = 0;
     }
-    this.#progress.update(step - epoch * this.itersPerEpoch, m, remaining, this.s.batchSize);
+    this.#progress.update(step - epoch * this.itersPerEpoch, m, remaining, images);
   }
 
   end(epoch: number, fullEpoch: boolean): void {
     this.finish();
+    if (this.o.quiet) return;
     const full = fullEpoch && this.#losses.length === this.itersPerEpoch;
     for (const w of collapseWarnings(this.#losses, this.#entropies, this.s.outDim, full)) {
       console.warn(`warning: ${w} (epoch ${epoch})`);

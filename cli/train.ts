@@ -12,11 +12,28 @@
  * ```sh
  * deno task train                                  # Fashion-MNIST, ~10 minutes on 2 CPU cores
  * deno task train --preset imagenet-vits16 --data /data/imagenet --output-dir runs/vits16
+ * deno task train --nproc-per-node 2 --batch-size 32  # 2 data-parallel processes (Gloo on CPU), global batch 64
  * ```
+ *
+ * Data-parallel runs: `--nproc-per-node N` starts N processes of this program
+ * (`launch.ts`); a process started with torchrun's or SLURM's variables joins
+ * their group. Every rank checks that its flags hash as rank 0's, starts from
+ * rank 0's state, trains on its shard and averages gradients; rank 0 alone
+ * writes the output folder and evaluates.
  * @module
  */
 import { join } from "node:path";
-import { cudaAvailable, type Device, dispose, exists, setNumThreads, toDevice } from "../mod.ts";
+import { createHash } from "node:crypto";
+import {
+  cudaAvailable,
+  type Device,
+  dispose,
+  exists,
+  ProcessGroup,
+  setNumThreads,
+  toDevice,
+  TorchError,
+} from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
 import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
@@ -25,19 +42,125 @@ import { loadCheckpoint, mapTree, startFrom } from "../lib/weights/mod.ts";
 import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
+import {
+  broadcastNumbers,
+  broadcastTree,
+  gatherNumbers,
+  ranksDiffering,
+  type World,
+  worldFromEnv,
+} from "../lib/distributed/mod.ts";
+import { launch, requireBackend, resolveBackend } from "./launch.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /** Runs the training program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  using stop = listenForStop(); // SIGINT or SIGTERM: stop at the next step and save; a second one exits at once
-  const run = await openRun(args); // parse, resume, open: everything is checked before anything is written
-  if (typeof run === "number") return run;
+  let s: Settings, world: World | undefined;
   try {
-    return await train(run, stop) ?? await report(run, stop); // the loop, then the final k-NN evaluation
-  } finally {
-    run.close();
+    const parsed = parseTrainArgs(args);
+    if (parsed === "help") return help(args);
+    s = parsed;
+    world = worldFromEnv(Deno.env.toObject());
+    // --nproc-per-node N: this process starts the N ranks (torchrun's convention) and waits for them.
+    if (!world && s.nprocPerNode > 1) return await launch(args, s, s.device !== "cpu" && cudaAvailable());
+  } catch (e) {
+    return failure(e, "train");
   }
+  using stop = listenForStop(); // SIGINT or SIGTERM: stop at the next step and save; a second one exits at once
+  const dist = joinWorld(s, world); // one process: no group; several: joined, with the same flags on every rank
+  if (typeof dist === "number") return dist;
+  try {
+    const run = await openRun(s, dist); // resume, open: everything is checked before anything is written
+    if (typeof run === "number") return run;
+    try {
+      return await train(run, stop) ?? await report(run, stop); // the loop, then the final k-NN evaluation
+    } catch (e) {
+      if (!dist.group || !(e instanceof TorchError)) throw e;
+      // A collective failed: a rank died or hung (named in the message). The last checkpoint is whole.
+      const kept = exists(run.out.checkpoint)
+        ? `the last checkpoint is kept at ${run.out.checkpoint}; rerun the same command to resume`
+        : "no checkpoint was written";
+      return failure(new Error(`training stopped: ${e.message}; ${kept}`), "train");
+    } finally {
+      run.close();
+    }
+  } finally {
+    dist.group?.dispose();
+  }
+}
+
+/** This process's place in the run: rank 0 of 1 without a group, or one rank of a data-parallel group. */
+interface Dist {
+  /** The group, when there are several processes. */
+  group?: ProcessGroup;
+  /** This process's rank. */
+  rank: number;
+  /** Its rank on this machine: the CUDA device it takes. */
+  localRank: number;
+  /** How many processes share each step. */
+  worldSize: number;
+}
+
+/**
+ * Joins the group `world` describes (none for one process) and checks that every rank was given the same flags:
+ * rank 0 broadcasts the hash of its settings. Returns an exit code when that fails.
+ */
+function joinWorld(s: Settings, world: World | undefined): Dist | number {
+  if (!world || world.worldSize === 1) return { rank: 0, localRank: world?.localRank ?? 0, worldSize: 1 };
+  let group: ProcessGroup;
+  try {
+    if (s.centering === "sinkhorn") {
+      throw new UsageError(
+        `${flagOf("centering")} sinkhorn normalises over the batch: it is not supported over several processes`,
+      );
+    }
+    const backend = resolveBackend(s, s.device !== "cpu" && cudaAvailable());
+    requireBackend(backend, `WORLD_SIZE ${world.worldSize}`);
+    group = ProcessGroup.join({
+      backend,
+      rank: world.rank,
+      worldSize: world.worldSize,
+      masterAddr: world.masterAddr,
+      port: world.masterPort,
+      timeoutSeconds: s.distTimeout,
+    });
+  } catch (e) {
+    return failure(e, "train");
+  }
+  let differ: number[];
+  try {
+    differ = ranksDiffering(createHash("sha256").update(JSON.stringify(s)).digest("hex"), group);
+  } catch (e) {
+    group.dispose();
+    return failure(e, "train");
+  }
+  if (differ.length > 0) {
+    group.dispose();
+    return usage(
+      `${differ.length === 1 ? "rank" : "ranks"} ${differ.join(", ")} of ${world.worldSize} ` +
+        `${differ.length === 1 ? "was" : "were"} started with ` +
+        `other settings than rank 0 (their flags hash differently): start every rank with the same flags`,
+    );
+  }
+  return { group, rank: world.rank, localRank: world.localRank, worldSize: world.worldSize };
+}
+
+/**
+ * Every rank starts from rank 0's state (its weights broadcast); a rank that resumed from another step (it could
+ * not see rank 0's checkpoint) is an error.
+ */
+function sameStart(state: TrainState, group: ProcessGroup, s: Settings): TrainState {
+  const [step, counter] = broadcastNumbers([state.step, state.rng.counter], group);
+  const steps = gatherNumbers(state.step === step && state.rng.counter === counter ? 0 : 1, group);
+  const lost = steps.flatMap((v, r) => (v > 0 ? [r] : []));
+  if (lost.length > 0) {
+    throw new UsageError(
+      `rank 0 starts at step ${step}, but ${lost.length === 1 ? "rank" : "ranks"} ${lost.join(", ")} ` +
+        `could not see its checkpoint in ${s.outputDir}: every rank must read the same output folder (a shared disk)`,
+    );
+  }
+  return broadcastTree(state, group);
 }
 
 /** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
@@ -57,6 +180,13 @@ function listenForStop() {
     get code() {
       return code;
     },
+    /** Takes another rank's stop request (its exit code) as this one's, unless one came here. */
+    adopt(other: number) {
+      if (code === 0 && other !== 0) {
+        code = other;
+        controller.abort(new Error("stopped: another rank was asked to stop"));
+      }
+    },
     [Symbol.dispose]() {
       for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
     },
@@ -66,19 +196,17 @@ function listenForStop() {
 /** An opened run: its settings, data, network, state and output folder. */
 type Run = Awaited<ReturnType<typeof openRun>> & object;
 
-async function openRun(args: string[]) {
-  let s: Settings, train: Dataset, test: Dataset, resumed: ReturnType<typeof resumption> | undefined;
+async function openRun(s: Settings, dist: Dist) {
+  let train: Dataset, test: Dataset, resumed: ReturnType<typeof resumption> | undefined;
   let created: ReturnType<typeof prepareOutputDir> | undefined;
+  const { group } = dist, lead = dist.rank === 0; // rank 0 alone writes the output folder
   try {
-    const parsed = parseTrainArgs(args);
-    if (parsed === "help") return help(args);
-    s = parsed;
     if (s.device === "cuda" && !cudaAvailable()) {
       return usage("--device cuda, but libtorch sees no CUDA device (see README: point DINO_PYTHON at a CUDA PyTorch)");
     }
     resumed = resumption(s);
     if (s.initWeights && !resumed) weightsFile(flagOf("initWeights"), s.initWeights);
-    created = prepareOutputDir(s.outputDir);
+    created = lead ? prepareOutputDir(s.outputDir) : { undo() {} };
     train = openDataset(s.data, "train", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
     test = openDataset(s.data, "test", { side: s.imageSize, maxImagePixels: s.maxImagePixels });
   } catch (e) {
@@ -87,9 +215,11 @@ async function openRun(args: string[]) {
     return failure(e, "train");
   }
   const data = firstImages(train, s.trainLimit), queries = firstImages(test, s.testLimit);
-  const itersPerEpoch = Math.floor(data.length / s.batchSize);
+  // Each rank takes its shard of an epoch: the images over the ranks, padded to a multiple of their number.
+  const itersPerEpoch = Math.floor(Math.ceil(data.length / dist.worldSize) / s.batchSize);
   const mismatch = itersPerEpoch === 0
-    ? `--batch-size ${s.batchSize} is larger than the ${data.length} training images`
+    ? `--batch-size ${s.batchSize} is larger than the ${data.length} training images` +
+      (dist.worldSize > 1 ? ` over ${dist.worldSize} processes` : "")
     : resumed && resumed.channels !== data.channels
     ? `${resumed.path} has ${resumed.channels}-channel inputs, the data ${data.channels}`
     : undefined;
@@ -101,9 +231,10 @@ async function openRun(args: string[]) {
     return usage(mismatch);
   }
   if (s.threads > 0) setNumThreads(s.threads);
-  const device: Device = s.device === "cuda" || (s.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
+  const cuda = s.device === "cuda" || (s.device === "auto" && cudaAvailable());
+  const device: Device = cuda ? (dist.worldSize > 1 ? `cuda:${dist.localRank}` : "cuda") : "cpu"; // a GPU per rank
   const norm = s.preset === "imagenet-vits16" && data.channels === 3 ? IMAGENET : await channelStats(data);
-  const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch });
+  const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch, worldSize: dist.worldSize });
   let start = resumed?.state ?? initTrainState(net, hyper, s.seed), startedFrom;
   if (!resumed && s.initWeights) {
     try {
@@ -116,8 +247,19 @@ async function openRun(args: string[]) {
       return usage(`${flagOf("initWeights")} ${e instanceof Error ? e.message : e}`);
     }
   }
-  const state = onDevice(start, device);
-  const out = openOutput(s, norm, data.channels, resumed?.state.step);
+  let state = onDevice(start, device);
+  if (group) {
+    try {
+      state = sameStart(state, group, s);
+    } catch (e) {
+      dispose(state);
+      train.dispose();
+      test.dispose();
+      created.undo();
+      return failure(e, "train");
+    }
+  }
+  const out = lead ? openOutput(s, norm, data.channels, resumed?.state.step) : silentOutput(s);
   const protocol = {
     train: data,
     test: queries,
@@ -126,17 +268,17 @@ async function openRun(args: string[]) {
     temperature: s.knnTemperature,
   };
   const labelled = data.labels !== undefined && queries.labels !== undefined;
-  if (labelled && train.name === test.name) {
+  if (lead && labelled && train.name === test.name) {
     console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
   }
-  console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined));
-  if (startedFrom) {
+  if (lead) console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined, group));
+  if (lead && startedFrom) {
     console.log(
       `starting from ${s.initWeights}: ${startedFrom}${
         startedFrom === "backbones only" ? " (fresh heads)" : ""
       }; a fresh optimizer, center and schedules`,
     );
-  } else if (resumed && s.initWeights) {
+  } else if (lead && resumed && s.initWeights) {
     console.log(`resuming: ${flagOf("initWeights")} is not used (the checkpoint holds the networks)`);
   }
   return {
@@ -150,6 +292,8 @@ async function openRun(args: string[]) {
     protocol,
     labelled,
     state,
+    group,
+    lead,
     firstStep: state.step,
     started: performance.now(),
     close() {
@@ -165,7 +309,7 @@ async function openRun(args: string[]) {
 async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<number | undefined> {
   const { s, hyper, out } = run;
   const perEpoch = hyper.itersPerEpoch, stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity;
-  const log = new EpochLog(s, perEpoch, out.record);
+  const log = new EpochLog(s, perEpoch, out.record, { quiet: !run.lead, processes: hyper.worldSize });
   const augment = augmentConfig(s, run.norm);
   for await (const e of trainLoop(run.state, { ...run, augment, seed: s.seed, stopAt })) {
     run.state = e.state;
@@ -175,6 +319,8 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
       if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
       log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
       await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a pending signal is delivered
+      // Every rank stops at the same step, when any of them was asked to.
+      if (run.group) stop.adopt(gatherNumbers(stop.code, run.group).find((c) => c !== 0) ?? 0);
       if (stop.code) break;
       continue;
     }
@@ -185,7 +331,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
     ) {
       try {
         const r = await knnAccuracy(e.state.teacher.backbone, run.net.vit, { ...run.protocol, signal: stop.signal });
-        console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
+        if (run.lead) console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
         out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
       } catch (err) {
         if (!stop.code) throw err;
@@ -197,13 +343,16 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
   const step = run.state.step;
   log.finish();
   out.save(run.state, Math.floor(step / perEpoch), step % perEpoch === 0);
-  console.log(`interrupted: checkpoint saved at step ${step} to ${out.checkpoint}; rerun the same command to resume`);
+  if (run.lead) {
+    console.log(`interrupted: checkpoint saved at step ${step} to ${out.checkpoint}; rerun the same command to resume`);
+  }
   return stop.code;
 }
 
 /** The final evaluation: the trained teacher, the same network at initialisation, raw pixels. */
 async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise<number> {
   const { s, out, protocol, state } = run;
+  if (!run.lead) return 0; // rank 0 evaluates and reports
   const trainSeconds = (performance.now() - run.started) / 1000;
   if (!run.labelled) {
     console.log(`${run.data.name} has no labels: k-NN evaluation skipped. Checkpoint: ${out.checkpoint}`);
@@ -296,6 +445,17 @@ function resumption(s: Settings): (ReturnType<typeof loadCheckpoint> & { path: s
   return loaded;
 }
 
+/** The output folder as ranks other than 0 see it: they write nothing. */
+function silentOutput(s: Settings): ReturnType<typeof openOutput> {
+  return {
+    checkpoint: join(s.outputDir, "checkpoint.safetensors"),
+    record: () => 0,
+    save() {},
+    summary() {},
+    close() {},
+  };
+}
+
 function onDevice(state: TrainState, device: Device): TrainState {
   if (device === "cpu") return state;
   const moved = mapTree(state, (x) => toDevice(x, device));
@@ -310,10 +470,14 @@ function describeRun(
   itersPerEpoch: number,
   device: Device,
   resumingAt: number | undefined,
+  group?: ProcessGroup,
 ): string {
   return `DINO ${s.preset}: ${s.arch}-like ViT (D ${vit.embedDim}, depth ${vit.depth}, patch ${vit.patchSize}), ` +
     `K ${s.outDim}, ${data.name} (${data.length} images), ${s.epochs} epoch(s) x ${itersPerEpoch} steps, ` +
     `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ${device}` +
+    (group
+      ? ` per process; ${group.worldSize} processes (${group.backend}), global batch ${s.batchSize * group.worldSize}`
+      : "") +
     (resumingAt !== undefined ? `, resuming at step ${resumingAt}` : "");
 }
 

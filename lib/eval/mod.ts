@@ -2,8 +2,10 @@
  * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, linear
  * evaluation (`linear.ts`), as the official `eval_linear.py`, attention maps and masks (`attention.ts`), as the official
  * `visualize_attention.py`, video object segmentation by label propagation (`propagate.ts`), as the official
- * `eval_video_segmentation.py`, with label masks as indexed PNGs and the DAVIS scores J and F (`masks.ts`), and the
- * report a training run ends with (`report.ts`).
+ * `eval_video_segmentation.py`, with label masks as indexed PNGs and the DAVIS scores J and F (`masks.ts`), image
+ * retrieval and copy detection (`retrieval.ts`, with the eigendecomposition its whitening needs in `eigen.ts`), as the
+ * official `eval_image_retrieval.py` and `eval_copy_detection.py`, and the report a training run ends with
+ * (`report.ts`).
  * @module
  */
 export * from "./knn.ts";
@@ -12,3 +14,5 @@ export * from "./linear.ts";
 export * from "./attention.ts";
 export * from "./propagate.ts";
 export * from "./masks.ts";
+export * from "./retrieval.ts";
+export * from "./eigen.ts";

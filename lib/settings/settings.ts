@@ -278,6 +278,30 @@ export const SETTINGS = {
     range: "nonNegative",
     resumable: true,
   }),
+  nprocPerNode: int(
+    1,
+    "data-parallel processes to start on this machine, as torchrun's (--batch-size is per process; " +
+      "a program started by torchrun or SLURM joins their group instead)",
+    "run",
+    { max: 1024, range: "positive", resumable: true },
+  ),
+  distBackend: choice(
+    ["auto", "gloo", "nccl"] as const,
+    "auto",
+    "collective backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl",
+    "run",
+    { official: "dist_url", resumable: true },
+  ),
+  distTimeout: num(300, "seconds the ranks wait for each other (to join, in a collective) before stopping", "run", {
+    max: 86400,
+    range: "positive",
+    resumable: true,
+  }),
+  masterPort: int(29500, "rendezvous port of --nproc-per-node runs (as MASTER_PORT)", "run", {
+    max: 65535,
+    range: "positive",
+    resumable: true,
+  }),
 } as const;
 
 /** A setting's name. */
