@@ -150,6 +150,11 @@ export async function main(args: string[]): Promise<number> {
     }
     undo = prepareOutputDir(o.outputDir).undo;
     model = loadModel("--weights", o.weights, o);
+    if (model.resnet) {
+      throw new UsageError(
+        `--weights ${o.weights} is a ${model.resnet.arch}: attention maps need a ViT (a ResNet has no self-attention)`,
+      );
+    }
     const { vit } = model;
     const C = vit.inChans, P = vit.patchSize;
     const norm: Normalization = model.normalization ?? defaultNormalization(C);

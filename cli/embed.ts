@@ -124,10 +124,10 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     model = loadModel("--weights", o.weights, o);
-    const { vit } = model;
-    const size = o.imageSize ?? vit.imgSize;
-    if (size % vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${vit.patchSize}`);
+    const vit = model.resnet ?? model.vit;
+    const size = o.imageSize ?? model.imageSize;
+    if (model.vit && size % model.vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
     }
     const C = vit.inChans;
     const fallback = C === 3
@@ -170,7 +170,7 @@ export async function main(args: string[]): Promise<number> {
         data: o.data,
         split: o.split,
         classes: JSON.stringify(ds.classes),
-        vit: JSON.stringify(vit),
+        [model.resnet ? "resnet" : "vit"]: JSON.stringify(vit),
       });
       console.log(`wrote ${o.out}: features [${features.shape}]${ds.labels ? `, labels [${labels.length}]` : ""}`);
     } finally {

@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import { dirname, resolve } from "node:path";
 import { exists } from "../mod.ts";
-import { type Arch, ARCHS } from "../lib/model/vit.ts";
+import { BACKBONE_ARCHS, type BackboneArch } from "../lib/model/backbone.ts";
 import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   type Group,
@@ -303,14 +303,14 @@ export const MODEL_FLAGS = {
 } as const;
 
 /** The help lines of {@linkcode MODEL_FLAGS}. */
-export const MODEL_HELP = `  --arch NAME           for weights without metadata: ${Object.keys(ARCHS).join(", ")}
+export const MODEL_HELP = `  --arch NAME           for weights without metadata: ${BACKBONE_ARCHS.join(", ")}
   --patch-size N        for weights without metadata: checked against the weights (1 to 64)
   --checkpoint-key K    the network of a full checkpoint: teacher (default) or student`;
 
 /** What {@linkcode loadModel} needs from the {@linkcode MODEL_FLAGS} values, checked. */
 export interface ModelOptions {
   /** The architecture, for weights without metadata. */
-  arch?: Arch;
+  arch?: BackboneArch;
   /** The patch size the weights must have. */
   patchSize?: number;
   /** The network of a full checkpoint. */
@@ -321,15 +321,15 @@ export interface ModelOptions {
 export function modelOptions(
   values: { arch?: string; "patch-size"?: string; "checkpoint-key"?: string },
 ): ModelOptions {
-  if (values.arch !== undefined && !Object.hasOwn(ARCHS, values.arch)) {
-    throw new UsageError(`--arch must be one of ${Object.keys(ARCHS).join(", ")}, got "${values.arch}"`);
+  if (values.arch !== undefined && !BACKBONE_ARCHS.includes(values.arch as BackboneArch)) {
+    throw new UsageError(`--arch must be one of ${BACKBONE_ARCHS.join(", ")}, got "${values.arch}"`);
   }
   const key = values["checkpoint-key"] ?? "teacher";
   if (!/^[A-Za-z_][\w]*$/.test(key)) {
     throw new UsageError(`--checkpoint-key takes a name such as teacher or student, got "${key}"`);
   }
   return {
-    arch: values.arch as Arch | undefined,
+    arch: values.arch as BackboneArch | undefined,
     patchSize: values["patch-size"] === undefined ? undefined : integer("--patch-size", values["patch-size"], 1, 64),
     checkpointKey: key,
   };
@@ -339,7 +339,7 @@ export function modelOptions(
 export function loadModel(
   flag: string,
   path: string,
-  o: { arch?: Arch; patchSize?: number; checkpointKey?: string },
+  o: { arch?: BackboneArch; patchSize?: number; checkpointKey?: string },
 ): EvalBackbone {
   try {
     return loadEvalBackbone(path, o);

@@ -106,10 +106,10 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     model = loadModel("--checkpoint", o.checkpoint, o);
-    const { vit } = model;
-    const size = o.imageSize ?? vit.imgSize;
-    if (size % vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${vit.patchSize}`);
+    const vit = model.resnet ?? model.vit;
+    const size = o.imageSize ?? model.imageSize;
+    if (model.vit && size % model.vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
     }
     const opening = {
       side: Math.max(size, Math.round(size * 256 / 224)),

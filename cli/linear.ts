@@ -210,18 +210,24 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     model = loadModel("--weights", o.weights, o);
-    const { vit } = model;
+    const vit = model.resnet ?? model.vit;
     const defaults = defaultFeatureSpec(vit);
     const spec: LinearFeatureSpec = {
       nLastBlocks: o.nLastBlocks ?? defaults.nLastBlocks,
       avgpoolPatchtokens: o.avgpoolPatchtokens ?? defaults.avgpoolPatchtokens,
     };
-    if (spec.nLastBlocks > vit.depth) {
-      throw new UsageError(`--n-last-blocks ${spec.nLastBlocks} exceeds the ${vit.depth} blocks of ${o.weights}`);
+    if (model.resnet && (o.nLastBlocks !== undefined || o.avgpoolPatchtokens !== undefined)) {
+      throw new UsageError(
+        `${o.weights} is a ${model.resnet.arch}: its feature is the pooled output; ` +
+          "--n-last-blocks and --avgpool-patchtokens are for ViTs",
+      );
     }
-    const size = o.imageSize ?? vit.imgSize;
-    if (size % vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${vit.patchSize}`);
+    if (model.vit && spec.nLastBlocks > model.vit.depth) {
+      throw new UsageError(`--n-last-blocks ${spec.nLastBlocks} exceeds the ${model.vit.depth} blocks of ${o.weights}`);
+    }
+    const size = o.imageSize ?? model.imageSize;
+    if (model.vit && size % model.vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
     }
     const opening = {
       side: Math.max(size, Math.round(size * 256 / 224)),
@@ -247,9 +253,12 @@ export async function main(args: string[]): Promise<number> {
       (vit.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
     const transform = { size, ...norm };
     const dim = featureDim(vit, spec);
+    const what = model.vit
+      ? `(D ${model.vit.embedDim}, depth ${model.vit.depth}, patch ${model.vit.patchSize}): ` +
+        `CLS of the last ${spec.nLastBlocks} block(s)${spec.avgpoolPatchtokens ? " + pooled patch tokens" : ""} `
+      : `(${model.resnet.arch}): its pooled output `;
     console.log(
-      `linear evaluation of ${o.weights} (D ${vit.embedDim}, depth ${vit.depth}, patch ${vit.patchSize}): ` +
-        `CLS of the last ${spec.nLastBlocks} block(s)${spec.avgpoolPatchtokens ? " + pooled patch tokens" : ""} ` +
+      `linear evaluation of ${o.weights} ${what}` +
         `(${dim} features), ${data.name} (${data.length} train, ${queries.length} test images), ${o.epochs} epochs, ` +
         `batch ${o.batchSize}, lr ${o.lr} x ${o.batchSize}/256, ` +
         (o.cachedFeatures

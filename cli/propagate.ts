@@ -249,7 +249,12 @@ export async function main(args: string[]): Promise<number> {
     }
     undo = prepareOutputDir(o.outputDir).undo;
     model = loadModel("--weights", o.weights, o);
-    const { vit } = model;
+    if (model.resnet) {
+      throw new UsageError(
+        `--weights ${o.weights} is a ${model.resnet.arch}: label propagation uses a ViT's patch tokens`,
+      );
+    }
+    const { vit, backbone } = model;
     const C = vit.inChans, P = vit.patchSize;
     const norm: Normalization = model.normalization ?? defaultNormalization(C);
     stage = Deno.makeTempDirSync({ dir: o.outputDir, prefix: ".propagate-", suffix: ".tmp" });
@@ -264,7 +269,7 @@ export async function main(args: string[]): Promise<number> {
       if (!r.image) throw new Error(`--frames ${path}: ${r.reason}`);
       using image = r.image;
       const [, H, W] = image.shape;
-      return { f: tidy(() => patchFeatures(model!.backbone, vit, normalizeImage(image, norm))), h: H / P, w: W / P };
+      return { f: tidy(() => patchFeatures(backbone, vit, normalizeImage(image, norm))), h: H / P, w: W / P };
     };
     const written: string[] = [];
     const write = (path: string, labels: Tensor) => {

@@ -36,6 +36,7 @@ import {
 } from "../mod.ts";
 import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
 import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
+import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/model/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState } from "../lib/training/mod.ts";
 import { loadCheckpoint, mapTree, startFrom } from "../lib/weights/mod.ts";
@@ -271,7 +272,11 @@ async function openRun(s: Settings, dist: Dist) {
   if (lead && labelled && train.name === test.name) {
     console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
   }
-  if (lead) console.log(describeRun(s, net.vit, data, itersPerEpoch, device, resumed ? state.step : undefined, group));
+  if (lead) {
+    console.log(
+      describeRun(s, backboneConfig(net), data, itersPerEpoch, device, resumed ? state.step : undefined, group),
+    );
+  }
   if (lead && startedFrom) {
     console.log(
       `starting from ${s.initWeights}: ${startedFrom}${
@@ -330,7 +335,10 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
       run.labelled && step % perEpoch === 0 && s.knnEvery > 0 && e.completed > 0 && e.completed % s.knnEvery === 0
     ) {
       try {
-        const r = await knnAccuracy(e.state.teacher.backbone, run.net.vit, { ...run.protocol, signal: stop.signal });
+        const r = await knnAccuracy(e.state.teacher.backbone, backboneConfig(run.net), {
+          ...run.protocol,
+          signal: stop.signal,
+        });
         if (run.lead) console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
         out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
       } catch (err) {
@@ -375,7 +383,7 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
     console.log(`evaluating: linear probe on cached features (official eval_linear.py recipe, 100 epochs)`);
     const began = performance.now();
     try {
-      const p = await linearProbe(state.teacher.backbone, run.net.vit, {
+      const p = await linearProbe(state.teacher.backbone, backboneConfig(run.net), {
         ...protocol,
         seed: s.seed,
         signal: stop.signal,
@@ -465,14 +473,17 @@ function onDevice(state: TrainState, device: Device): TrainState {
 
 function describeRun(
   s: Settings,
-  vit: { embedDim: number; depth: number; patchSize: number },
+  vit: BackboneConfig,
   data: Dataset,
   itersPerEpoch: number,
   device: Device,
   resumingAt: number | undefined,
   group?: ProcessGroup,
 ): string {
-  return `DINO ${s.preset}: ${s.arch}-like ViT (D ${vit.embedDim}, depth ${vit.depth}, patch ${vit.patchSize}), ` +
+  const backbone = isResNetConfig(vit)
+    ? `${vit.arch} (${vit.embedDim}-d pooled features, batch norm in student and teacher)`
+    : `${s.arch}-like ViT (D ${vit.embedDim}, depth ${vit.depth}, patch ${vit.patchSize})`;
+  return `DINO ${s.preset}: ${backbone}, ` +
     `K ${s.outDim}, ${data.name} (${data.length} images), ${s.epochs} epoch(s) x ${itersPerEpoch} steps, ` +
     `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ${device}` +
     (group

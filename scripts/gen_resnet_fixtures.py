@@ -145,14 +145,12 @@ def sampled(out, name, t, limit):
 # ---- the fixtures ----------------------------------------------------------------
 def keys():
     """Every torchvision ResNet's state_dict keys and shapes, with fc = Identity (no fc keys)."""
-    table = {arch: [[k, list(v.shape)] for k, v in resnet(arch).state_dict().items()] for arch in ARCHS}
-    with open(os.path.join(OUT, "keys.json"), "w") as f:
-        json.dump({"torchvision": torchvision.__version__, "archs": table}, f, separators=(",", ":"))
-    print("wrote tests/fixtures/resnet/keys.json")
+    return {arch: [[k, list(v.shape)] for k, v in resnet(arch).state_dict().items()] for arch in ARCHS}
 
 
 def forward_parity():
-    """ResNet-18: training-mode forward, every gradient and the moved buffers; then evaluation mode."""
+    """ResNet-18: training-mode forward, every gradient and the moved buffers; then evaluation mode. The metadata
+    also holds every depth's keys and shapes."""
     model = resnet("resnet18")
     specs = fill(model)
     x = pattern([4, 3, 40, 40], 1000, math.sqrt(12)).requires_grad_(True)
@@ -170,7 +168,8 @@ def forward_parity():
     model.eval()
     with torch.no_grad():
         out["eval.output"] = model(x)
-    meta = {"specs": json.dumps(specs), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    meta = {"specs": json.dumps(specs), "keys": json.dumps(keys(), separators=(",", ":")), "torch": torch.__version__,
+            "torchvision": torchvision.__version__}
     save_safetensors(os.path.join(OUT, "resnet18.safetensors"), out, meta)
     print(f"wrote {len(out)} tensors to tests/fixtures/resnet/resnet18.safetensors")
 
@@ -303,7 +302,6 @@ if __name__ == "__main__":
         check_load(sys.argv[2], sys.argv[3])
     else:
         os.makedirs(OUT, exist_ok=True)
-        keys()
         forward_parity()
         lars_parity()
         dino_resnet_parity()

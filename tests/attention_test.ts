@@ -8,7 +8,7 @@ import { assertClose, captured } from "./helpers.ts";
 import { main as attention } from "../cli/attention.ts";
 import { attentionMaps, clsAttention, IMAGENET_NORMALIZATION, normalizeImage } from "../lib/eval/attention.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
-import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { dinoHyper, initTrainState } from "../lib/training/step.ts";
@@ -35,7 +35,7 @@ function pngSize(path: string): [number, number] {
 Deno.test("the maps and masks equal the official visualize_attention.py on the same weights and image (1e-5, masks exactly)", () => {
   const before = t.liveTensors();
   const { tensors: fx, metadata } = readSafetensors(join(FIXTURES, "attention.safetensors"));
-  const model = loadEvalBackbone(WEIGHTS, { arch: "vit_tiny", patchSize: 8 }); // bare keys, no metadata
+  const model = requireViT(loadEvalBackbone(WEIGHTS, { arch: "vit_tiny", patchSize: 8 }), "tests"); // bare keys
   try {
     assert.deepEqual([model.vit.numHeads, model.vit.patchSize, model.vit.imgSize], [3, 8, 32]);
     assert.deepEqual(fx.image.shape, [3, 40, 56]); // 5 x 7 patches: the 4 x 4 position embeddings are interpolated
@@ -96,7 +96,7 @@ Deno.test("deno task attention: pictures and arrays for two PNGs, equal to the l
     ].sort(),
   );
   const { tensors, metadata } = readSafetensors(join(dir, "attention.safetensors"));
-  const model = loadEvalBackbone(WEIGHTS, { arch: "vit_tiny" });
+  const model = requireViT(loadEvalBackbone(WEIGHTS, { arch: "vit_tiny" }), "tests");
   try {
     assert.deepEqual(Object.keys(tensors).sort(), [
       "0.png-rgb8.attentions",
@@ -148,7 +148,7 @@ Deno.test("deno task attention: a 1-channel checkpoint of this project (its norm
     const { tensors, metadata } = readSafetensors(join(dir, "attention.safetensors"));
     const a = tensors["0.png-rgb8.attentions"];
     assert.equal(Math.min(a.shape[1], a.shape[2]), 28); // a multiple of the patch size 7
-    assert.equal(a.shape[0], networkConfig(config, 1).vit.numHeads);
+    assert.equal(a.shape[0], networkConfig(config, 1).vit!.numHeads);
     assert.deepEqual(JSON.parse(metadata.normalization), { mean: [0.286], std: [0.353] });
     t.dispose(tensors);
     assert.match(r.out, /0\.png-rgb8: \d+ x \d+, \d+ heads/);

@@ -8,7 +8,7 @@ import { captured } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { dinoHyper, initTrainState } from "../lib/training/mod.ts";
-import { vitForward } from "../lib/model/vit.ts";
+import { vitForward, type ViTParams } from "../lib/model/vit.ts";
 import { loadCheckpoint, readSafetensors, saveWeights, startFrom } from "../lib/weights/mod.ts";
 import { assertClose } from "./helpers.ts";
 
@@ -42,7 +42,7 @@ Deno.test("an official full checkpoint (.pth) starts both networks, heads includ
   assert.equal(from, "student and teacher");
   const expected = readSafetensors(join(FIXTURES, "expected.safetensors")).tensors;
   for (const [name, backbone] of [["teacher", state.teacher.backbone], ["student", state.student.backbone]] as const) {
-    const features = t.tidy(() => vitForward(backbone, net.vit, expected.input));
+    const features = t.tidy(() => vitForward(backbone as ViTParams, net.vit!, expected.input));
     assertClose(flat(features), flat(expected[`${name}_features`]), 1e-5);
     features.dispose();
   }

@@ -3,11 +3,11 @@
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { dinoLoss } from "../lib/training/loss.ts";
-import { type DinoConfig, dinoConfig, type DinoParams, initDino, multiCropForward } from "../lib/model/dino.ts";
+import { dinoConfig, type DinoParams, initDino, multiCropForward, type ViTDinoConfig } from "../lib/model/dino.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { dinoHyper, isTrainable, type TrainState, trainStep } from "../lib/training/step.ts";
 import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
-import { intermediateLayers, lastSelfAttention, vitForward } from "../lib/model/vit.ts";
+import { intermediateLayers, lastSelfAttention, vitForward, type ViTParams } from "../lib/model/vit.ts";
 import type { AdamWState } from "../lib/training/optim.ts";
 
 const fixture = readSafetensors(new URL("./fixtures/parity.safetensors", import.meta.url).pathname);
@@ -18,7 +18,7 @@ const meta = {
   hyper: JSON.parse(fixture.metadata.hyper),
 };
 
-const cfg: DinoConfig = dinoConfig({
+const cfg: ViTDinoConfig = dinoConfig({
   arch: "vit_tiny",
   embedDim: meta.cfg.embed_dim,
   depth: meta.cfg.depth,
@@ -61,11 +61,11 @@ function inputs(step: number): t.Tensor[] {
   return Array.from({ length: n }, (_, i) => F[`input.${step}.${i}`]);
 }
 /** The module layout the fixture's weights are loaded into (its values are never used). */
-const initialTemplate: DinoParams = (() => {
+const initialTemplate: DinoParams<ViTParams> = (() => {
   using g = new t.Generator(0);
   return initDino(cfg, g);
 })();
-function initialWeights(): DinoParams {
+function initialWeights(): DinoParams<ViTParams> {
   return loadStateDict(initialTemplate, prefixed("init."));
 }
 

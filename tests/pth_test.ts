@@ -12,7 +12,7 @@ import { headForward } from "../lib/model/head.ts";
 import { initViT, vitConfig, vitForward } from "../lib/model/vit.ts";
 import { decodePth, PthError, readPth } from "../lib/weights/pth.ts";
 import { readWeights } from "../lib/weights/read.ts";
-import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadDino, saveWeights } from "../lib/weights/weights.ts";
 import { assertClose, captured } from "./helpers.ts";
@@ -45,7 +45,10 @@ Deno.test("a full checkpoint's teacher (default) and student give PyTorch's feat
   const before = liveTensors();
   const expected = readSafetensors(fixture("expected.safetensors")).tensors;
   for (const key of ["teacher", "student"]) {
-    const b = loadEvalBackbone(fixture("full.pth"), key === "teacher" ? {} : { checkpointKey: key });
+    const b = requireViT(
+      loadEvalBackbone(fixture("full.pth"), key === "teacher" ? {} : { checkpointKey: key }),
+      "tests",
+    );
     assert.deepEqual([b.vit.embedDim, b.vit.depth, b.vit.numHeads, b.vit.patchSize, b.vit.imgSize], [24, 2, 3, 8, 32]);
     const features = tidy(() => vitForward(b.backbone, b.vit, expected.input));
     assertClose(flatArray(features), flatArray(expected[`${key}_features`]), 1e-5);
@@ -72,7 +75,7 @@ Deno.test("a full checkpoint's teacher (default) and student give PyTorch's feat
 Deno.test("a released backbone-only .pth gives the same features, its shape read from the weights", () => {
   const before = liveTensors();
   const expected = readSafetensors(fixture("expected.safetensors")).tensors;
-  const b = loadEvalBackbone(fixture("backbone.pth"), { arch: "vit_tiny" });
+  const b = requireViT(loadEvalBackbone(fixture("backbone.pth"), { arch: "vit_tiny" }), "tests");
   const features = tidy(() => vitForward(b.backbone, b.vit, expected.input));
   assertClose(flatArray(features), flatArray(expected.teacher_features), 1e-5);
   assert.throws(() => loadEvalBackbone(fixture("backbone.pth")), /has no metadata: pass arch/);
@@ -151,7 +154,7 @@ Deno.test("deno task convert writes safetensors that load to the same features; 
   dispose(tensors);
   const expected = readSafetensors(fixture("expected.safetensors")).tensors;
   for (const key of ["teacher", "student"]) {
-    const b = loadEvalBackbone(out, { checkpointKey: key }); // the arch comes from the saved args
+    const b = requireViT(loadEvalBackbone(out, { checkpointKey: key }), "tests"); // the arch comes from the saved args
     const features = tidy(() => vitForward(b.backbone, b.vit, expected.input));
     assertClose(flatArray(features), flatArray(expected[`${key}_features`]), 1e-5);
     dispose([features, b.backbone]);
@@ -210,7 +213,7 @@ Deno.test("weights of a standard width and another --arch are refused naming bot
     () => loadEvalBackbone(path, { arch: "vit_base" }),
     /holds a 384-wide ViT \(vit_small\), not arch vit_base \(768 wide\): pass arch vit_small/,
   );
-  const ok = loadEvalBackbone(path, { arch: "vit_small" });
+  const ok = requireViT(loadEvalBackbone(path, { arch: "vit_small" }), "tests");
   assert.equal(ok.vit.numHeads, 6);
   dispose([p, ok.backbone]);
   Deno.removeSync(path);

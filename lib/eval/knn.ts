@@ -44,7 +44,7 @@ import {
 import { l2Normalize } from "../model/head.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches } from "../data/loader.ts";
-import { type ViTConfig, vitForward, type ViTParams } from "../model/vit.ts";
+import { type BackboneConfig, backboneDevice, backboneFeatures, type BackboneParams } from "../model/backbone.ts";
 
 /** Options of {@linkcode knnClassify}. */
 export interface KnnOptions {
@@ -175,13 +175,15 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
 export interface ExtractOptions extends FeatureOptions {
   /**
    * The features of a batch of prepared images (normalised f32 [B, C, size, size] on the backbone's device)
-   * (default: the CLS after the final norm, `vitForward`). Runs without gradients, inside a scope.
+   * (default: `backboneFeatures`, a ViT's CLS after the final norm or a ResNet's pooled feature in evaluation
+   * mode). Runs without gradients, inside a scope.
    */
   embed?: (x: Tensor) => Tensor;
 }
 
 /**
- * Features of every image of a dataset: the backbone's CLS after the final norm ([N, D], not normalised),
+ * Features of every image of a dataset: a ViT's CLS after the final norm or a ResNet's pooled evaluation-mode
+ * output ([N, D], not normalised),
  * or what `o.embed` makes of each batch, with the labels (-1 when unknown).
  *
  * @example
@@ -203,14 +205,14 @@ export interface ExtractOptions extends FeatureOptions {
  * ```
  */
 export async function extractFeatures(
-  backbone: ViTParams,
-  cfg: ViTConfig,
+  backbone: BackboneParams,
+  cfg: BackboneConfig,
   ds: Dataset,
   t: EvalTransform,
   o: ExtractOptions = {},
 ): Promise<{ features: Tensor; labels: Int32Array }> {
-  const device = backbone.cls_token.device;
-  const embed = o.embed ?? ((x: Tensor) => vitForward(backbone, cfg, x));
+  const device = backboneDevice(backbone);
+  const embed = o.embed ?? ((x: Tensor) => backboneFeatures(backbone, cfg, x));
   return await rows(
     ds,
     o,

@@ -69,7 +69,9 @@ import { cropBoxes, normalize, resizedCrop } from "../augment/mod.ts";
 import { uniforms } from "../augment/plans.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches, epochOrder } from "../data/loader.ts";
-import { intermediateLayers, type LinearParams, type ViTConfig, type ViTParams } from "../model/vit.ts";
+import { intermediateLayers, type LinearParams, type ViTParams } from "../model/vit.ts";
+import { type BackboneConfig, type BackboneParams, isResNetConfig } from "../model/backbone.ts";
+import { resnetFeatures, type ResNetParams } from "../model/resnet.ts";
 import { sgd, type SGDState } from "../training/optim.ts";
 import { writeSafetensors } from "../weights/safetensors.ts";
 import { type EvalTransform, extractFeatures, type FeatureOptions } from "./knn.ts";
@@ -88,7 +90,8 @@ export interface LinearFeatureSpec {
 /**
  * The official choice for an architecture, by width: ViT-S-like (narrower than 768) the CLS of the last 4
  * blocks (fewer in a shallower net) and no pooling; ViT-B-like (768 or wider) the last block's CLS and the
- * pooled patch tokens.
+ * pooled patch tokens. A ResNet's feature is its pooled output (`model(inp)` in the official code), which
+ * reads as one block and no pooling here.
  *
  * @example
  * ```ts
@@ -99,7 +102,8 @@ export interface LinearFeatureSpec {
  * assert.deepEqual(defaultFeatureSpec(vitConfig("vit_base")), { nLastBlocks: 1, avgpoolPatchtokens: true });
  * ```
  */
-export function defaultFeatureSpec(vit: ViTConfig): LinearFeatureSpec {
+export function defaultFeatureSpec(vit: BackboneConfig): LinearFeatureSpec {
+  if (isResNetConfig(vit)) return { nLastBlocks: 1, avgpoolPatchtokens: false };
   return vit.embedDim >= 768
     ? { nLastBlocks: 1, avgpoolPatchtokens: true }
     : { nLastBlocks: Math.min(4, vit.depth), avgpoolPatchtokens: false };
@@ -116,12 +120,20 @@ export function defaultFeatureSpec(vit: ViTConfig): LinearFeatureSpec {
  * assert.equal(featureDim(vitConfig("vit_small"), { nLastBlocks: 4, avgpoolPatchtokens: false }), 1536);
  * ```
  */
-export function featureDim(vit: ViTConfig, spec: LinearFeatureSpec): number {
+export function featureDim(vit: BackboneConfig, spec: LinearFeatureSpec): number {
   return vit.embedDim * (spec.nLastBlocks + (spec.avgpoolPatchtokens ? 1 : 0));
 }
 
-function checkSpec(vit: ViTConfig, spec: LinearFeatureSpec): void {
+function checkSpec(vit: BackboneConfig, spec: LinearFeatureSpec): void {
   const n = spec.nLastBlocks;
+  if (isResNetConfig(vit)) {
+    if (n !== 1 || spec.avgpoolPatchtokens) {
+      throw new RangeError(
+        `a ResNet's feature is its pooled output: n_last_blocks and avgpool_patchtokens are for ViTs`,
+      );
+    }
+    return;
+  }
   if (!(Number.isInteger(n) && n >= 1 && n <= vit.depth)) {
     throw new RangeError(`n_last_blocks must be between 1 and the backbone's depth ${vit.depth}, got ${n}`);
   }
@@ -131,7 +143,7 @@ function checkSpec(vit: ViTConfig, spec: LinearFeatureSpec): void {
  * The features of a batch of prepared images, [B, featureDim]. With pooling and one block the layout is the
  * official one (the CLS and the mean interleaved channel by channel: cls_0, mean_0, cls_1, mean_1, ...), so that
  * released linear weights apply; the official line fails for more blocks with pooling, and here the mean then
- * follows the concatenated CLS tokens (as DINOv2 does).
+ * follows the concatenated CLS tokens (as DINOv2 does). A ResNet gives its pooled evaluation-mode output.
  *
  * @example
  * ```ts
@@ -148,10 +160,11 @@ function checkSpec(vit: ViTConfig, spec: LinearFeatureSpec): void {
  * dispose(p);
  * ```
  */
-export function linearFeatures(p: ViTParams, vit: ViTConfig, x: Tensor, spec: LinearFeatureSpec): Tensor {
+export function linearFeatures(p: BackboneParams, vit: BackboneConfig, x: Tensor, spec: LinearFeatureSpec): Tensor {
   checkSpec(vit, spec);
+  if (isResNetConfig(vit)) return tidy(() => resnetFeatures(p as ResNetParams, vit, x)); // [B, D]
   return tidy(() => {
-    const layers = intermediateLayers(p, vit, x, spec.nLastBlocks); // each [B, 1 + N, D], normed
+    const layers = intermediateLayers(p as ViTParams, vit, x, spec.nLastBlocks); // each [B, 1 + N, D], normed
     const cls = cat(layers.map((l) => select(l, 1, 0)), 1); // [B, n D]
     if (!spec.avgpoolPatchtokens) return cls;
     const last = layers[layers.length - 1];
@@ -183,8 +196,8 @@ export function linearFeatures(p: ViTParams, vit: ViTConfig, x: Tensor, spec: Li
  * ```
  */
 export async function extractLinearFeatures(
-  backbone: ViTParams,
-  vit: ViTConfig,
+  backbone: BackboneParams,
+  vit: BackboneConfig,
   ds: Dataset,
   t: EvalTransform,
   spec: LinearFeatureSpec,
@@ -433,9 +446,9 @@ export interface AugmentedImages {
   /** The training images (labelled). */
   dataset: Dataset;
   /** The frozen backbone. */
-  backbone: ViTParams;
+  backbone: BackboneParams;
   /** Its shape. */
-  vit: ViTConfig;
+  vit: BackboneConfig;
   /** Which features. */
   spec: LinearFeatureSpec;
   /** The crop. */
@@ -708,8 +721,8 @@ export interface LinearProbeResult extends Accuracy {
  * schedule. The classifier is discarded; every tensor is freed.
  */
 export async function linearProbe(
-  backbone: ViTParams,
-  vit: ViTConfig,
+  backbone: BackboneParams,
+  vit: BackboneConfig,
   o: LinearProbeOptions,
 ): Promise<LinearProbeResult> {
   const spec = o.spec ?? defaultFeatureSpec(vit);

@@ -26,8 +26,8 @@
  */
 import { dispose, Generator } from "../../ffi/mod.ts";
 import type { Dataset } from "../data/dataset.ts";
-import { type DinoConfig, initDino } from "../model/dino.ts";
-import type { ViTConfig, ViTParams } from "../model/vit.ts";
+import { backboneConfig, type DinoConfig, initDino } from "../model/dino.ts";
+import type { BackboneConfig, BackboneParams } from "../model/backbone.ts";
 import { type EvalTransform, extractFeatures, knnClassify, pixelFeatures } from "./knn.ts";
 
 /** Top-1 and top-5 accuracy, in percent. */
@@ -74,7 +74,11 @@ export interface KnnProtocol {
  * dispose(backbone);
  * ```
  */
-export async function knnAccuracy(backbone: ViTParams, vit: ViTConfig, p: KnnProtocol): Promise<Accuracy> {
+export async function knnAccuracy(
+  backbone: BackboneParams,
+  vit: BackboneConfig,
+  p: KnnProtocol,
+): Promise<Accuracy> {
   const a = await extractFeatures(backbone, vit, p.train, p.transform, { signal: p.signal });
   try {
     const b = await extractFeatures(backbone, vit, p.test, p.transform, { signal: p.signal });
@@ -94,16 +98,16 @@ export async function knnAccuracy(backbone: ViTParams, vit: ViTConfig, p: KnnPro
  * and raw pixels, each by weighted k-NN.
  */
 export async function evaluateRun(
-  teacher: ViTParams,
+  teacher: BackboneParams,
   o: KnnProtocol & { net: DinoConfig; seed: number },
 ): Promise<{ trained: Accuracy; init: Accuracy; rawPixels: Accuracy }> {
-  const trained = await knnAccuracy(teacher, o.net.vit, o);
+  const trained = await knnAccuracy(teacher, backboneConfig(o.net), o);
   let init: Accuracy;
   {
     using g = new Generator(o.seed);
     const atInit = initDino(o.net, g);
     try {
-      init = await knnAccuracy(atInit.backbone, o.net.vit, o);
+      init = await knnAccuracy(atInit.backbone, backboneConfig(o.net), o);
     } finally {
       dispose(atInit);
     }

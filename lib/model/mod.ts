@@ -14,5 +14,6 @@
  */
 export * from "./vit.ts";
 export * from "./resnet.ts";
+export * from "./backbone.ts";
 export * from "./head.ts";
 export * from "./dino.ts";

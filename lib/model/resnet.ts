@@ -350,3 +350,47 @@ export function resnetForward(
 export function resnetFeatures(p: ResNetParams, cfg: ResNetConfig, x: Tensor): Tensor {
   return resnetForward(p, cfg, x, { training: false }).output;
 }
+
+/**
+ * The same network with the running statistics in `stats` (by state-dict key) in place of its own: the same
+ * handles, nothing copied. Keys that are not batch-norm buffers of the network are an error.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, zeros } from "../../mod.ts";
+ * import { initResNet, resnetConfig, withRunningStats } from "./resnet.ts";
+ * using g = new Generator(0);
+ * const p = initResNet(resnetConfig("resnet18"), g);
+ * using mean = zeros([64]);
+ * const q = withRunningStats(p, { "bn1.running_mean": mean });
+ * assert.equal(q.bn1.running_mean, mean);
+ * assert.equal(q.layer1, p.layer1); // untouched parts are shared
+ * dispose(p);
+ * ```
+ */
+export function withRunningStats(p: ResNetParams, stats: Record<string, Tensor>): ResNetParams {
+  const keys = Object.keys(stats);
+  if (keys.length === 0) return p;
+  const out: ResNetParams = { ...p };
+  for (const key of keys) {
+    const path = key.split(".");
+    const field = path.pop()!;
+    if (!/^(running_mean|running_var|num_batches_tracked)$/.test(field)) {
+      throw new Error(`${key} is not a batch-norm buffer`);
+    }
+    let node = out as unknown as Record<string, unknown>;
+    for (const part of path) {
+      const child = node[part];
+      if (child === undefined || child === null || typeof child !== "object") {
+        throw new Error(`the ResNet has no ${key}`);
+      }
+      const copy = Array.isArray(child) ? [...child] : { ...child };
+      node[part] = copy;
+      node = copy as Record<string, unknown>;
+    }
+    if (!(field in node)) throw new Error(`the ResNet has no ${key}`);
+    node[field] = stats[key];
+  }
+  return out;
+}

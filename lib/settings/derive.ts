@@ -10,7 +10,7 @@
  * import { makeSettings } from "./presets.ts";
  * const s = makeSettings("fmnist");
  * const net = networkConfig(s, 1); // 1-channel images
- * assert.deepEqual([net.vit.inChans, net.vit.patchSize, net.vit.imgSize, net.head.outDim], [1, 7, 28, 1024]);
+ * assert.deepEqual([net.vit?.inChans, net.vit?.patchSize, net.vit?.imgSize, net.head.outDim], [1, 7, 28, 1024]);
  * const aug = augmentConfig(s, { mean: [0.29], std: [0.35] });
  * assert.deepEqual([aug.globalCropsSize, aug.localCropsSize, aug.localCropsNumber], [28, 14, 2]);
  * ```
@@ -29,7 +29,9 @@ import type { Settings } from "./settings.ts";
  * import { networkConfig } from "./derive.ts";
  * import { makeSettings } from "./presets.ts";
  * const net = networkConfig(makeSettings("imagenet-vits16", { data: "/data" }), 3);
- * assert.deepEqual([net.vit.embedDim, net.vit.depth, net.head.outDim], [384, 12, 65536]);
+ * assert.deepEqual([net.vit?.embedDim, net.vit?.depth, net.head.outDim], [384, 12, 65536]);
+ * const rn = networkConfig(makeSettings("fmnist", { arch: "resnet50" }), 1);
+ * assert.deepEqual([rn.resnet?.inChans, rn.head.inDim], [1, 2048]);
  * ```
  */
 export function networkConfig(s: Settings, channels: number): DinoConfig {

@@ -9,7 +9,7 @@
  * import assert from "node:assert/strict";
  * import { makeSettings, networkConfig } from "./mod.ts";
  * const s = makeSettings("fmnist", { depth: 2 });
- * assert.equal(networkConfig(s, 1).vit.depth, 2);
+ * assert.equal(networkConfig(s, 1).vit?.depth, 2);
  * ```
  * @module
  */

@@ -18,7 +18,7 @@
  * @module
  */
 import { defaultMaxImagePixels, MAX_IMAGE_PIXELS } from "../../ffi/mod.ts";
-import { ARCHS } from "../model/vit.ts";
+import { BACKBONE_ARCHS } from "../model/backbone.ts";
 
 /** What a setting is about; `--help` lists the settings by group. */
 export type Group = "model" | "optimisation" | "augmentation" | "data" | "run";
@@ -70,12 +70,18 @@ function choice<const C extends readonly string[]>(
   return { kind: "choice", choices, default: d, help, group, official: "", ...o };
 }
 
-const ARCH_NAMES = Object.keys(ARCHS) as (keyof typeof ARCHS)[];
+const ARCH_NAMES = BACKBONE_ARCHS;
 
 /** The declarations, in the order `--help` lists them within a group. */
 export const SETTINGS = {
   // model
-  arch: choice(ARCH_NAMES, "vit_small", `backbone: ${ARCH_NAMES.join(", ")}`, "model", { official: "arch" }),
+  arch: choice(
+    ARCH_NAMES,
+    "vit_small",
+    `backbone: ${ARCH_NAMES.join(", ")} (a ResNet takes no ViT shape flags)`,
+    "model",
+    { official: "arch" },
+  ),
   patchSize: int(16, "patch side in pixels", "model", { max: 64, official: "patch_size", range: "positive" }),
   embedDim: int(384, "token width D (the arch's unless set)", "model", { max: 8192, range: "positive" }),
   depth: int(12, "number of blocks", "model", { max: 128, range: "positive" }),

@@ -12,6 +12,7 @@
  * @module
  */
 import { type Declaration, SettingError, type SettingName, SETTINGS, type Settings, shown } from "./settings.ts";
+import { isResNetArch, RESNET_ARCHS } from "../model/resnet.ts";
 
 /**
  * Checks every setting's kind and range, then the combinations; throws a
@@ -61,19 +62,21 @@ export function validateSettings(s: Settings): Settings {
   if (s.localCropsNumber > 0 && !(s.localCropsSize > 0)) {
     bad(["localCropsSize"], (n) => `${n("localCropsSize")} must be positive, got ${s.localCropsSize}`);
   }
-  if (s.embedDim % s.numHeads !== 0) {
+  // The ViT shape settings mean nothing to a ResNet (its shape is its name), so only a ViT's are checked.
+  const vit = !isResNetArch(s.arch);
+  if (vit && s.embedDim % s.numHeads !== 0) {
     bad(
       ["embedDim", "numHeads"],
       (n) => `${n("embedDim")} ${s.embedDim} does not divide into ${n("numHeads")} ${s.numHeads}`,
     );
   }
-  if (s.globalCropsSize % s.patchSize !== 0) {
+  if (vit && s.globalCropsSize % s.patchSize !== 0) {
     bad(
       ["globalCropsSize", "patchSize"],
       (n) => `${n("globalCropsSize")} ${s.globalCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
     );
   }
-  if (s.localCropsNumber > 0 && s.localCropsSize % s.patchSize !== 0) {
+  if (vit && s.localCropsNumber > 0 && s.localCropsSize % s.patchSize !== 0) {
     bad(
       ["localCropsSize", "patchSize"],
       (n) => `${n("localCropsSize")} ${s.localCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
@@ -113,6 +116,9 @@ export function validateSettings(s: Settings): Settings {
   return s;
 }
 
+/** The torchvision ResNets' parameters without `fc` (3-channel input). */
+const RESNET_PARAMETERS = { resnet18: 11_176_512, resnet34: 21_284_672, resnet50: 23_508_032, resnet101: 42_500_160 };
+
 /** The most parameters a network may have (ViT-g/14 has 1.1 billion): a bound on what settings can allocate. */
 export const MAX_PARAMETERS = 2e9;
 
@@ -130,8 +136,12 @@ export const MAX_PARAMETERS = 2e9;
  * ```
  */
 export function parameterCount(s: Settings): number {
-  const D = s.embedDim, tokens = (s.globalCropsSize / s.patchSize) ** 2 + 1;
-  const backbone = s.depth * (12 * D * D + 13 * D) + 3 * s.patchSize ** 2 * D + tokens * D + 3 * D;
+  const resnet = isResNetArch(s.arch) ? RESNET_ARCHS[s.arch] : undefined;
+  const D = resnet ? (resnet.block === "bottleneck" ? 2048 : 512) : s.embedDim;
+  const tokens = (s.globalCropsSize / s.patchSize) ** 2 + 1;
+  const backbone = resnet
+    ? RESNET_PARAMETERS[s.arch as keyof typeof RESNET_PARAMETERS]
+    : s.depth * (12 * D * D + 13 * D) + 3 * s.patchSize ** 2 * D + tokens * D + 3 * D;
   const head = D * s.hiddenDim + s.hiddenDim ** 2 + s.hiddenDim * s.bottleneckDim + s.bottleneckDim * s.outDim;
   const predictor = 2 * s.predictorDim * s.outDim;
   return backbone + head + predictor;

@@ -220,7 +220,7 @@ function trainable(student: StudentParams, cfg: DinoConfig): Flat {
  * import { dinoConfig } from "../model/dino.ts";
  * import { dinoHyper, initTrainState } from "./step.ts";
  * const s = initTrainState(dinoConfig({ arch: "vit_tiny", depth: 1, outDim: 64 }), dinoHyper(), 0);
- * assert.deepEqual(toArray(s.teacher.backbone.cls_token), toArray(s.student.backbone.cls_token));
+ * assert.deepEqual(toArray(s.teacher.head.last_layer.weight_v), toArray(s.student.head.last_layer.weight_v));
  * assert.deepEqual([s.step, s.center.shape], [0, [1, 64]]);
  * dispose(s);
  * ```

@@ -37,6 +37,7 @@ import type { AdamWState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
+import { isResNetArch, RESNET_ARCHS, type ResNetArch } from "../model/resnet.ts";
 
 /** The checkpoint format's name, in the metadata. */
 export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
@@ -118,7 +119,7 @@ function prefixed(flat: Flat, prefix: string): Flat {
  * saveCheckpoint(path, saved, { config, channels: 1, epoch: 2, normalization: { mean: [0.5], std: [0.5] } });
  * const { state, epoch, normalization } = loadCheckpoint(path);
  * assert.deepEqual([epoch, normalization.mean, state.step], [2, [0.5], 0]);
- * assert.deepEqual(toArray(state.teacher.backbone.cls_token), toArray(saved.teacher.backbone.cls_token));
+ * assert.deepEqual(toArray(state.teacher.head.last_layer.weight_v), toArray(saved.teacher.head.last_layer.weight_v));
  * dispose([saved, state]);
  * Deno.removeSync(path);
  * ```
@@ -276,6 +277,7 @@ function checkAgainstTensors(c: Settings, channels: number, tensors: Flat): void
     if (!t) throw new Error(`it lacks the tensor ${key}`);
     return t.shape;
   };
+  if (isResNetArch(c.arch)) return checkResNet(c, c.arch, channels, tensors, shape);
   const [D, C, p] = shape("teacher.backbone.patch_embed.proj.weight");
   const tokens = shape("teacher.backbone.pos_embed")[1];
   let depth = 0;
@@ -296,6 +298,41 @@ function checkAgainstTensors(c: Settings, channels: number, tensors: Flat): void
       const what = field === "globalCropsSize" ? `${said} tokens (config.globalCropsSize ${c.globalCropsSize})` : said;
       throw new Error(`config.${field} says ${what}, but the tensors hold ${held}`);
     }
+  }
+  if (C !== channels) throw new Error(`its metadata says ${channels} channels, but the tensors hold ${C}`);
+}
+
+/** A ResNet's checkpoint: its shape is its name (blocks per stage, block type), the channels and the head's widths. */
+function checkResNet(
+  c: Settings,
+  arch: ResNetArch,
+  channels: number,
+  tensors: Flat,
+  shape: (key: string) => readonly number[],
+): void {
+  const { block, layers } = RESNET_ARCHS[arch];
+  const blocks = [1, 2, 3, 4].map((stage) => {
+    let n = 0;
+    while (`teacher.backbone.layer${stage}.${n}.conv1.weight` in tensors) n++;
+    return n;
+  });
+  const bottleneck = "teacher.backbone.layer1.0.conv3.weight" in tensors;
+  if (blocks.join() !== layers.join() || bottleneck !== (block === "bottleneck")) {
+    throw new Error(
+      `config.arch says ${arch}, but the tensors hold a ResNet of ${bottleneck ? "bottleneck" : "basic"} blocks ` +
+        `[${blocks}] per stage`,
+    );
+  }
+  const C = shape("teacher.backbone.conv1.weight")[1];
+  const [K, bottleneckDim] = shape("teacher.head.last_layer.weight_v");
+  const hidden = shape("teacher.head.mlp.0.weight")[0];
+  const found: [string, number, number][] = [
+    ["hiddenDim", c.hiddenDim, hidden],
+    ["bottleneckDim", c.bottleneckDim, bottleneckDim],
+    ["outDim", c.outDim, K],
+  ];
+  for (const [field, said, held] of found) {
+    if (said !== held) throw new Error(`config.${field} says ${said}, but the tensors hold ${held}`);
   }
   if (C !== channels) throw new Error(`its metadata says ${channels} channels, but the tensors hold ${C}`);
 }

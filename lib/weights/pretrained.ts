@@ -4,7 +4,9 @@
  * without metadata (full `teacher.`/`module.`/`backbone.` keys or bare
  * backbone keys). For the latter the embedding width, depth, patch size,
  * channels and image size come from the weights' shapes; the heads from
- * `arch`.
+ * `arch`. ResNets (torchvision's layout: `conv1.weight`, `layer1.0.conv1.weight`,
+ * ...) are told by their keys: the depth and block type from the weights,
+ * `fc.*` dropped as the official code replaces `fc` by identity.
  *
  * @example
  * ```ts
@@ -18,7 +20,7 @@
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveWeights(path, released); // bare backbone keys and no metadata, as the released dino_vits16 weights
  * const { backbone, vit, source } = loadEvalBackbone(path, { arch: "vit_tiny", patchSize: 16 });
- * assert.deepEqual([source, vit.depth, vit.embedDim, vit.imgSize], ["weights", 2, 192, 224]);
+ * assert.deepEqual([source, vit?.depth, vit?.embedDim, vit?.imgSize], ["weights", 2, 192, 224]);
  * dispose([released, backbone]);
  * Deno.removeSync(path);
  * ```
@@ -33,18 +35,70 @@ import { networkConfig } from "../settings/derive.ts";
 import { SettingError } from "../settings/settings.ts";
 import { asFloat32, networkGroups, readWeights, selectNetwork } from "./read.ts";
 import { type Arch, ARCHS, type ViTConfig, vitConfig, type ViTParams } from "../model/vit.ts";
+import {
+  isResNetArch,
+  RESNET_ARCHS,
+  type ResNetArch,
+  type ResNetConfig,
+  resnetConfig,
+  type ResNetParams,
+} from "../model/resnet.ts";
+import type { BackboneArch } from "../model/backbone.ts";
 import { backboneTensors, fitBackbone } from "./weights.ts";
 
-/** A backbone ready for feature extraction. */
-export interface EvalBackbone {
-  /** The backbone's parameters (the teacher's, for a checkpoint). */
-  backbone: ViTParams;
-  /** Its shape. */
-  vit: ViTConfig;
+/** What every backbone ready for feature extraction has. */
+export interface EvalBackboneBase {
+  /** The side of the images the weights were trained on: a ViT's `imgSize`, a run's global crops, else 224. */
+  imageSize: number;
   /** The normalisation the weights were trained with, when the file says. */
   normalization?: { mean: number[]; std: number[] };
   /** "checkpoint" (this project's, the teacher) or "weights" (official layout). */
   source: "checkpoint" | "weights";
+}
+
+/** A ViT ready for feature extraction. */
+export interface ViTEvalBackbone extends EvalBackboneBase {
+  /** The backbone's parameters (the teacher's, for a checkpoint). */
+  backbone: ViTParams;
+  /** Its shape. */
+  vit: ViTConfig;
+  /** None: a ViT. */
+  resnet?: undefined;
+}
+
+/** A ResNet ready for feature extraction. */
+export interface ResNetEvalBackbone extends EvalBackboneBase {
+  /** The backbone's parameters and batch-norm buffers (the teacher's, for a checkpoint). */
+  backbone: ResNetParams;
+  /** None: a ResNet. */
+  vit?: undefined;
+  /** Its shape. */
+  resnet: ResNetConfig;
+}
+
+/** A backbone ready for feature extraction: a ViT or a ResNet. */
+export type EvalBackbone = ViTEvalBackbone | ResNetEvalBackbone;
+
+/**
+ * The backbone, which must be a ViT for `purpose` (attention maps, patch tokens): a ResNet is an error naming it.
+ * The ResNet's tensors are the caller's to free either way.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator } from "../../mod.ts";
+ * import { initResNet, resnetConfig } from "../model/resnet.ts";
+ * import { requireViT } from "./pretrained.ts";
+ * using g = new Generator(0);
+ * const resnet = resnetConfig("resnet18");
+ * const b = { backbone: initResNet(resnet, g), resnet, imageSize: 224, source: "weights" as const };
+ * assert.throws(() => requireViT(b, "attention maps"), /attention maps need a ViT; this is a resnet18/);
+ * dispose(b.backbone);
+ * ```
+ */
+export function requireViT(b: EvalBackbone, purpose: string): ViTEvalBackbone {
+  if (b.resnet) throw new Error(`${purpose} need a ViT; this is a ${b.resnet.arch}`);
+  return b;
 }
 
 /**
@@ -63,14 +117,14 @@ export interface EvalBackbone {
  * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
  * saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.286], std: [0.353] } });
  * const b = loadEvalBackbone(path); // a checkpoint: the teacher, shape and normalisation from the metadata
- * assert.deepEqual([b.source, b.vit.patchSize, b.normalization?.mean], ["checkpoint", 7, [0.286]]);
+ * assert.deepEqual([b.source, b.vit?.patchSize, b.normalization?.mean], ["checkpoint", 7, [0.286]]);
  * dispose([state, b.backbone]);
  * Deno.removeSync(path);
  * ```
  */
 export function loadEvalBackbone(
   path: string,
-  o: { arch?: Arch; patchSize?: number; checkpointKey?: string } = {},
+  o: { arch?: BackboneArch; patchSize?: number; checkpointKey?: string } = {},
 ): EvalBackbone {
   // Only the chosen network is made: a full checkpoint's optimizer state and other network are skipped.
   const key = o.checkpointKey ?? "teacher";
@@ -90,18 +144,29 @@ export function loadEvalBackbone(
     const { student, teacher } = ck.state;
     const [kept, other] = key === "teacher" ? [teacher, student] : [student, teacher];
     dispose([other, kept.head, ck.state.optimizer, ck.state.center]);
-    return { backbone: kept.backbone, vit: net.vit, normalization: ck.normalization, source: "checkpoint" };
+    const common = {
+      imageSize: ck.config.globalCropsSize,
+      normalization: ck.normalization,
+      source: "checkpoint" as const,
+    };
+    return net.resnet
+      ? { ...common, backbone: kept.backbone as ResNetParams, resnet: net.resnet }
+      : { ...common, backbone: kept.backbone as ViTParams, vit: net.vit };
   }
   try {
     const flat = backboneTensors(tensors, { key: o.checkpointKey, source: path });
+    if ("conv1.weight" in flat && "layer1.0.conv1.weight" in flat) return resnetWeights(flat, path, o.arch);
     if (!("cls_token" in flat)) {
       throw new Error(
         `${path}: no ViT backbone found (no cls_token among its ${Object.keys(tensors).length} tensors, ` +
           "bare or under backbone., module. or a full checkpoint's teacher./student.)",
       );
     }
+    if (o.arch && isResNetArch(o.arch)) {
+      throw new SettingError(["arch"], (n) => `${path} holds a ViT, not ${n("arch")} ${o.arch}`);
+    }
     const saved = savedArgs(metadata);
-    const arch = o.arch ??
+    const arch = o.arch as Arch | undefined ??
       (typeof saved.arch === "string" && Object.hasOwn(ARCHS, saved.arch) ? saved.arch as Arch : undefined);
     if (!arch) {
       throw new SettingError(
@@ -140,10 +205,43 @@ export function loadEvalBackbone(
     if (D % vit.numHeads !== 0) {
       throw new Error(`${path}: width ${D} does not divide into the ${vit.numHeads} heads of ${arch}`);
     }
-    return { backbone: fitBackbone(flat, vit, path), vit, source: "weights" };
+    return { backbone: fitBackbone(flat, vit, path), vit, imageSize: vit.imgSize, source: "weights" };
   } finally {
     dispose(tensors);
   }
+}
+
+/**
+ * A torchvision-layout ResNet from bare keys: which depth from the blocks per stage and the block type (a
+ * `conv3` means Bottleneck), the channels from `conv1`; `fc.*` is dropped (the official code sets `fc` to
+ * identity). With `arch`, the weights must be that ResNet.
+ */
+function resnetWeights(flat: Flat, path: string, arch: BackboneArch | undefined): ResNetEvalBackbone {
+  const count = (stage: number) => {
+    let n = 0;
+    while (`layer${stage}.${n}.conv1.weight` in flat) n++;
+    return n;
+  };
+  const layers = [1, 2, 3, 4].map(count);
+  const block = "layer1.0.conv3.weight" in flat ? "bottleneck" : "basic";
+  const found = (Object.entries(RESNET_ARCHS) as [ResNetArch, (typeof RESNET_ARCHS)[ResNetArch]][])
+    .find(([, a]) => a.block === block && a.layers.join() === layers.join())?.[0];
+  if (!found) {
+    throw new Error(
+      `${path}: a ResNet of ${block} blocks [${layers}] per stage is none of ${Object.keys(RESNET_ARCHS).join(", ")}`,
+    );
+  }
+  if (arch && arch !== found) {
+    throw new SettingError(
+      ["arch"],
+      (n) => `${path} holds a ${found}, not ${n("arch")} ${arch}: pass ${n("arch")} ${found}`,
+    );
+  }
+  const conv1 = flat["conv1.weight"];
+  if (conv1.shape.length !== 4) throw new Error(`${path}: conv1.weight is not 4-d`);
+  const resnet = resnetConfig(found, conv1.shape[1]);
+  const kept = Object.fromEntries(Object.entries(flat).filter(([k]) => !k.startsWith("fc.")));
+  return { backbone: fitBackbone(kept, resnet, path), resnet, imageSize: 224, source: "weights" };
 }
 
 /** The `args` a `.pth` full checkpoint saved (its `argparse.Namespace`), or nothing. */
@@ -176,6 +274,7 @@ export type StartedFrom = "student and teacher" | "one network for both" | "back
  * import { makeSettings, networkConfig } from "../settings/mod.ts";
  * import { dinoHyper, initTrainState } from "../training/step.ts";
  * import { saveWeights } from "./weights.ts";
+ * import { stateDict } from "./tree.ts";
  * import { startFrom } from "./pretrained.ts";
  * const net = networkConfig(makeSettings("fmnist", { depth: 1 }), 1);
  * const donor = initTrainState(net, dinoHyper(), 7);
@@ -183,7 +282,7 @@ export type StartedFrom = "student and teacher" | "one network for both" | "back
  * saveWeights(path, donor.student.backbone); // a bare backbone
  * const { state, from } = startFrom(initTrainState(net, dinoHyper(), 0), path);
  * assert.equal(from, "backbones only");
- * assert.deepEqual(toArray(state.teacher.backbone.cls_token), toArray(donor.student.backbone.cls_token));
+ * assert.deepEqual(toArray(stateDict(state.teacher.backbone).cls_token), toArray(stateDict(donor.student.backbone).cls_token));
  * dispose([donor, state]);
  * Deno.removeSync(path);
  * ```

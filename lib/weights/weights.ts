@@ -24,11 +24,13 @@
  * @module
  */
 import { dispose, Generator } from "../../ffi/mod.ts";
-import { type DinoConfig, type DinoParams, initDino } from "../model/dino.ts";
+import { type DinoConfig, type DinoParams, initDino, type ViTDinoConfig } from "../model/dino.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { asFloat32, readWeights, selectNetwork, type SelectOptions } from "./read.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
-import { initViT, type ViTConfig, type ViTParams } from "../model/vit.ts";
+import type { ViTConfig, ViTParams } from "../model/vit.ts";
+import { type BackboneConfig, type BackboneParams, initBackbone } from "../model/backbone.ts";
+import type { ResNetConfig, ResNetParams } from "../model/resnet.ts";
 
 /**
  * Writes a network (official `backbone.*`/`head.*` keys) or a bare backbone atomically as safetensors.
@@ -51,7 +53,11 @@ import { initViT, type ViTConfig, type ViTParams } from "../model/vit.ts";
  * Deno.removeSync(path);
  * ```
  */
-export function saveWeights(path: string, params: DinoParams | ViTParams, metadata: Record<string, string> = {}): void {
+export function saveWeights(
+  path: string,
+  params: DinoParams | BackboneParams,
+  metadata: Record<string, string> = {},
+): void {
   writeSafetensors(path, stateDict(params), metadata);
 }
 
@@ -94,6 +100,9 @@ export interface LoadOptions {
  * Deno.removeSync(path);
  * ```
  */
+export function loadDino(path: string, cfg: ViTDinoConfig, o?: LoadOptions): DinoParams<ViTParams>;
+/** Loads a full network of either kind. */
+export function loadDino(path: string, cfg: DinoConfig, o?: LoadOptions): DinoParams;
 export function loadDino(path: string, cfg: DinoConfig, o: LoadOptions = {}): DinoParams {
   const { tensors } = readWeights(path);
   try {
@@ -152,8 +161,13 @@ export function loadBackbone(path: string, cfg: ViTConfig, o: LoadOptions = {}):
  * dispose([p, copy]);
  * ```
  */
-export function fitBackbone(flat: Flat, cfg: ViTConfig, source: string): ViTParams {
-  return withTemplate((g) => initViT(cfg, g), flat, source);
+export function fitBackbone(flat: Flat, cfg: ViTConfig, source: string): ViTParams;
+/** A ResNet from bare-key tensors (torchvision's keys, no `fc`). */
+export function fitBackbone(flat: Flat, cfg: ResNetConfig, source: string): ResNetParams;
+/** A backbone of either kind from bare-key tensors. */
+export function fitBackbone(flat: Flat, cfg: BackboneConfig, source: string): BackboneParams;
+export function fitBackbone(flat: Flat, cfg: BackboneConfig, source: string): BackboneParams {
+  return withTemplate((g) => initBackbone(cfg, g), flat, source);
 }
 
 /**
