@@ -1,7 +1,7 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
  * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
- * `--data`), and Gloo's headers for distributed training (`libgloo-dev`, with
+ * `--data`, Chromium with `--browser`), and Gloo's headers for distributed training (`libgloo-dev`, with
  * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
  * command and exits 1 (for Gloo alone it only says what distributed training
  * needs, and goes on: the shim builds without it). Then it builds the native
@@ -19,10 +19,17 @@ import { exists } from "../ffi/files.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { data: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false } },
+  options: {
+    data: { type: "boolean", default: false },
+    browser: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
 });
 if (values.help) {
-  console.log("usage: deno run -A scripts/setup.ts [--data]\n  --data  also install Fashion-MNIST");
+  console.log(
+    "usage: deno run -A scripts/setup.ts [--data] [--browser]\n  --data     also install Fashion-MNIST\n" +
+      "  --browser  also install Chromium (the report page's headless test)",
+  );
   Deno.exit(0);
 }
 
@@ -72,6 +79,7 @@ if (![Deno.env.get("CXX"), "c++", "g++", "clang++"].some((c) => c && ok(c, ["--v
 if (values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
   missing.push("dataset-fashion-mnist");
 }
+if (values.browser && !ok("chromium", ["--version"])) missing.push("chromium");
 
 const isRoot = Deno.uid?.() === 0;
 if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {

@@ -4,8 +4,9 @@
  * `visualize_attention.py`, video object segmentation by label propagation (`propagate.ts`), as the official
  * `eval_video_segmentation.py`, with label masks as indexed PNGs and the DAVIS scores J and F (`masks.ts`), image
  * retrieval and copy detection (`retrieval.ts`, with the eigendecomposition its whitening needs in `eigen.ts`), as the
- * official `eval_image_retrieval.py` and `eval_copy_detection.py`, and the report a training run ends with
- * (`report.ts`).
+ * official `eval_image_retrieval.py` and `eval_copy_detection.py`, the evaluation a training run ends with
+ * (`report.ts`), and the page that shows a run (`run_report.ts`, with SVG charts in `charts.ts` and 2-D maps of
+ * features, PCA and t-SNE, in `embedding.ts`).
  * @module
  */
 export * from "./knn.ts";
@@ -16,3 +17,6 @@ export * from "./propagate.ts";
 export * from "./masks.ts";
 export * from "./retrieval.ts";
 export * from "./eigen.ts";
+export * from "./charts.ts";
+export * from "./embedding.ts";
+export * from "./run_report.ts";
