@@ -234,7 +234,7 @@ async function openRun(s: Settings, dist: Dist) {
   if (s.threads > 0) setNumThreads(s.threads);
   const cuda = s.device === "cuda" || (s.device === "auto" && cudaAvailable());
   const device: Device = cuda ? (dist.worldSize > 1 ? `cuda:${dist.localRank}` : "cuda") : "cpu"; // a GPU per rank
-  const norm = s.preset === "imagenet-vits16" && data.channels === 3 ? IMAGENET : await channelStats(data);
+  const norm = s.preset.startsWith("imagenet-") && data.channels === 3 ? IMAGENET : await channelStats(data);
   const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch, worldSize: dist.worldSize });
   let start = resumed?.state ?? initTrainState(net, hyper, s.seed), startedFrom;
   if (!resumed && s.initWeights) {

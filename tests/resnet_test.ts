@@ -1,10 +1,14 @@
-// ResNet backbones against torchvision, on fixtures written by scripts/gen_resnet_fixtures.py (run with
+// ResNet backbones and LARS against PyTorch, on fixtures written by scripts/gen_resnet_fixtures.py (run with
 // /usr/bin/python3, PyTorch 1.13, torchvision 0.14): the key set and shapes of every depth, a ResNet-18's forward in
-// training and evaluation mode, its gradients and moved batch-norm buffers. The weights are made by a formula both
-// sides compute bit for bit (see the script), so the fixtures need not hold them.
+// training and evaluation mode, its gradients and moved batch-norm buffers; the official utils.LARS over 3 steps;
+// and three official DINO iterations on a ResNet-18 with a batch-norm head and LARS. The weights are made by a
+// formula both sides compute bit for bit (see the script), so the fixtures need not hold them.
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { lars, type LARSState } from "../lib/training/optim.ts";
+import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
+import { dinoConfig } from "../lib/model/dino.ts";
 import { type Flat, loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
 import {
   initResNet,
@@ -145,5 +149,119 @@ Deno.test("ResNet forward passes never change their inputs, run on 1-channel ima
     assert.throws(() => t.tidy(() => resnetFeatures(p, cfg, t.randn(g, [1, 3, 28, 28]))), /takes \[B, 1, H, W\]/);
   } finally {
     t.dispose(p);
+  }
+});
+
+Deno.test("LARS equals the official utils.LARS over 3 steps: trust ratio, the zero-norm branch, 1-d weights, no gradient", () => {
+  const { tensors: F, metadata } = readSafetensors(`${DIR}lars.safetensors`);
+  const lrs = JSON.parse(metadata.lr) as number[], wds = JSON.parse(metadata.weight_decay) as number[];
+  const live = t.liveTensors();
+  const opt = lars();
+  let params: Flat = Object.fromEntries(
+    Object.entries(F).filter(([k]) => k.startsWith("init.")).map(([k, v]) => [
+      k.slice("init.".length),
+      t.clone(v),
+    ]),
+  );
+  assert.deepEqual(Object.keys(params), [
+    "zero", // all zeros: its trust ratio is 1 at the first step
+    "frozen", // no gradient at the first step: skipped
+    "fc.weight",
+    "fc.bias",
+    "conv.weight",
+    "conv.bias",
+    "norm.weight",
+    "norm.bias",
+  ]);
+  let state = opt.init(params);
+  try {
+    for (let s = 0; s < 3; s++) {
+      const grads: Flat = {};
+      for (const k of Object.keys(params)) if (!(s === 0 && k === "frozen")) grads[k] = F[`step${s}.grad.${k}`];
+      const next = t.tidy(() => opt.update(params, grads, state, { lr: lrs[s], weightDecay: wds[s] }));
+      t.dispose([params, state]);
+      ({ params, state } = next);
+      for (const k of Object.keys(params)) {
+        assertNear(params[k], F[`step${s}.param.${k}`], 1e-6, `step ${s} ${k}`);
+        if (`step${s}.mu.${k}` in F) assertNear(state.mu[k], F[`step${s}.mu.${k}`], 1e-6, `step ${s} mu ${k}`);
+        else assert.equal(t.tidy(() => t.item(t.amax(t.abs(state.mu[k])))), 0, `${k} never stepped`);
+      }
+    }
+  } finally {
+    t.dispose([params, state, F]);
+  }
+  assert.equal(t.liveTensors(), live - Object.keys(F).length);
+});
+
+Deno.test("three official DINO iterations on a ResNet-18 with a batch-norm head and LARS: loss, center, buffers, weights", () => {
+  const { tensors: F, metadata } = readSafetensors(`${DIR}dino_resnet18.safetensors`);
+  const H = JSON.parse(metadata.hyper), head = JSON.parse(metadata.head);
+  const cfg = dinoConfig({
+    arch: "resnet18",
+    inChans: 3,
+    outDim: head.out_dim,
+    hiddenDim: head.hidden_dim,
+    bottleneckDim: head.bottleneck_dim,
+    useBn: head.use_bn,
+    normLastLayer: head.norm_last_layer,
+  });
+  const hyper = dinoHyper({
+    epochs: H.epochs,
+    itersPerEpoch: H.iters_per_epoch,
+    batchSize: H.batch,
+    lr: H.lr,
+    minLr: H.min_lr,
+    warmupEpochs: H.warmup_epochs,
+    weightDecay: H.weight_decay,
+    weightDecayEnd: H.weight_decay_end,
+    momentumTeacher: H.momentum_teacher,
+    clipGrad: H.clip_grad,
+    freezeLastLayer: H.freeze_last_layer,
+    warmupTeacherTemp: H.warmup_teacher_temp,
+    teacherTemp: H.teacher_temp,
+    warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
+    optimizer: "lars",
+  });
+  const fresh = initTrainState(cfg, hyper, 0);
+  const student = patterned(fresh.student, JSON.parse(metadata.specs));
+  let state: TrainState = {
+    ...fresh,
+    student,
+    teacher: mapTree(student, (v) => t.clone(v)), // teacher.load_state_dict(student.state_dict()): buffers too
+    step: H.first_iteration,
+  };
+  t.dispose([fresh.student, fresh.teacher]);
+  const sizes = [H.global_size, H.global_size, ...Array(H.local_crops).fill(H.local_size)];
+  try {
+    for (let s = 0; s < H.steps; s++) {
+      const tag = `after${s + 1}`;
+      const views = sizes.map((z, i) => pattern([H.batch, 3, z, z], 2000 + 10 * s + i, Math.sqrt(12)));
+      const { state: next, metrics } = trainStep(state, views, hyper, cfg);
+      t.dispose([state, views]);
+      state = next;
+      const loss = t.item(F[`${tag}.loss`]);
+      assert.ok(Math.abs(metrics.loss - loss) <= 1e-5 * loss, `${tag} loss ${metrics.loss} != ${loss}`);
+      assertNear(state.center, F[`${tag}.center`], 1e-5, `${tag} center`);
+      let compared = 0;
+      for (const [net, tree] of [["student", state.student], ["teacher", state.teacher]] as const) {
+        for (const [k, v] of Object.entries(stateDict(tree))) {
+          if (k.endsWith("num_batches_tracked")) {
+            assert.equal(t.item(v), t.item(F[`${tag}.${net}.${k}`]), `${tag} ${net} ${k}`);
+          } else {
+            assert.ok(assertSampled(v, F, `${tag}.${net}.${k}`, 1e-5, 512), `${tag}: no ${net} ${k} in the fixture`);
+          }
+          compared++;
+        }
+      }
+      const mu = (state.optimizer as LARSState).mu;
+      for (const [k, v] of Object.entries(mu)) {
+        if (!assertSampled(v, F, `${tag}.mu.${k}`, 1e-5, 512)) {
+          assert.equal(t.tidy(() => t.item(t.amax(t.abs(v)))), 0, `${tag}: ${k} never stepped, yet has momentum`);
+        }
+      }
+      assert.ok(compared > 2 * 120, `compared ${compared} tensors`);
+    }
+  } finally {
+    t.dispose([state, F]);
   }
 });

@@ -16,7 +16,7 @@ import { main as attention } from "../cli/attention.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { stateDict } from "../lib/weights/tree.ts";
-import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
+import { makeSettings, networkConfig, presetSettings, SETTINGS, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, initTrainState } from "../lib/training/step.ts";
 import { initResNet, resnetConfig } from "../lib/model/resnet.ts";
 import { saveWeights } from "../lib/weights/weights.ts";
@@ -26,10 +26,6 @@ const RESNET18 = [
   "resnet18",
   "--use-bn-in-head",
   "true",
-  "--optimizer",
-  "sgd",
-  "--lr",
-  "0.03",
   "--out-dim",
   "64",
   "--hidden-dim",
@@ -53,15 +49,14 @@ function tensorsOf(path: string): Record<string, number[]> {
   return out;
 }
 
-Deno.test("train --arch resnet18: batch norm moves as the official loop's, and 2 + 2 resumed steps equal 4", async () => {
+Deno.test("train --arch resnet18 --optimizer lars: batch norm moves as the official loop's; 2 + 2 resumed steps equal 4", async () => {
   const a = Deno.makeTempDirSync(), b = Deno.makeTempDirSync();
-  const whole = await captured(() => train([...RESNET18, "--max-steps", "4", "--output-dir", a]));
+  const flags = [...RESNET18, "--optimizer", "lars", "--lr", "0.3"];
+  const whole = await captured(() => train([...flags, "--max-steps", "4", "--output-dir", a]));
   assert.equal(whole.value, 0, whole.err);
   assert.match(whole.out, /DINO fmnist: resnet18 \(512-d pooled features, batch norm in student and teacher\)/);
-  assert.equal((await captured(() => train([...RESNET18, "--max-steps", "2", "--output-dir", b]))).value, 0);
-  const resumed = await captured(() =>
-    train([...RESNET18, "--max-steps", "4", "--output-dir", b, "--resume", "latest"])
-  );
+  assert.equal((await captured(() => train([...flags, "--max-steps", "2", "--output-dir", b]))).value, 0);
+  const resumed = await captured(() => train([...flags, "--max-steps", "4", "--output-dir", b, "--resume", "latest"]));
   assert.equal(resumed.value, 0, resumed.err);
   assert.match(resumed.out, /resuming at step 2/);
   const x = tensorsOf(join(a, "checkpoint.safetensors")), y = tensorsOf(join(b, "checkpoint.safetensors"));
@@ -75,15 +70,15 @@ Deno.test("train --arch resnet18: batch norm moves as the official loop's, and 2
   assert.deepEqual(x["teacher.head.mlp.1.num_batches_tracked"], [4]);
   // Not the EMA: the teacher's running statistics are not (m teacher + (1 - m) student) of anything.
   assert.notDeepEqual(x["teacher.backbone.bn1.running_mean"], x["student.backbone.bn1.running_mean"]);
-  assert.ok("optimizer.momentum_buffer.backbone.layer4.1.conv2.weight" in x);
-  assert.ok(!("optimizer.momentum_buffer.backbone.bn1.running_mean" in x), "buffers are not optimised");
+  assert.ok("optimizer.mu.backbone.layer4.1.conv2.weight" in x && "optimizer.mu.backbone.bn1.weight" in x);
+  assert.ok(!("optimizer.mu.backbone.bn1.running_mean" in x), "buffers are not optimised");
   Deno.removeSync(a, { recursive: true });
   Deno.removeSync(b, { recursive: true });
 });
 
 Deno.test("knn, embed and linear take a ResNet checkpoint and torchvision-layout weights; attention says no", async () => {
   const dir = Deno.makeTempDirSync();
-  const run = await captured(() => train([...RESNET18, "--max-steps", "1", "--output-dir", dir]));
+  const run = await captured(() => train([...RESNET18, "--optimizer", "sgd", "--max-steps", "1", "--output-dir", dir]));
   assert.equal(run.value, 0, run.err);
   const ck = join(dir, "checkpoint.safetensors");
   const k = await captured(() =>
@@ -199,4 +194,26 @@ Deno.test("a ResNet-50 checkpoint's teacher.backbone.* keys load into torchvisio
     t.dispose(state);
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("--preset imagenet-resnet50 is the official README's ResNet-50 command, with a batch-norm head", () => {
+  const s = makeSettings("imagenet-resnet50", { data: "/data/imagenet" });
+  const command: Partial<Settings> = {
+    arch: "resnet50",
+    optimizer: "sgd",
+    lr: 0.03,
+    weightDecay: 1e-4,
+    weightDecayEnd: 1e-4,
+    globalCropsScale: [0.14, 1],
+    localCropsScale: [0.05, 0.14],
+    useBnInHead: true,
+  };
+  for (const [k, v] of Object.entries(command)) assert.deepEqual(s[k as keyof Settings], v, k);
+  // Everything else at the official defaults (those of the official ViT-S/16 preset, which are main_dino.py's).
+  const official = presetSettings("imagenet-vits16");
+  for (const k of Object.keys(SETTINGS) as (keyof typeof SETTINGS)[]) {
+    if (!(k in command) && k !== "data") assert.deepEqual(s[k], official[k], k);
+  }
+  const net = networkConfig(s, 3);
+  assert.deepEqual([net.resnet?.embedDim, net.head.inDim, net.head.useBn, net.head.outDim], [2048, 2048, true, 65536]);
 });

@@ -114,7 +114,13 @@ export const SETTINGS = {
     range: "nonNegative",
   }),
   // optimisation
-  optimizer: choice(["adamw", "sgd"] as const, "adamw", "adamw or sgd", "optimisation", { official: "optimizer" }),
+  optimizer: choice(
+    ["adamw", "sgd", "lars"] as const,
+    "adamw",
+    "adamw, sgd (momentum 0.9) or lars (the official utils.LARS, for convnets)",
+    "optimisation",
+    { official: "optimizer" },
+  ),
   lr: num(0.0005, "peak learning rate at batch 256 (scaled by batch/256)", "optimisation", {
     official: "lr",
     range: "nonNegative",

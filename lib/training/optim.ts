@@ -28,12 +28,15 @@ import {
   alias,
   div,
   fullLike,
+  gt,
   minimum,
   mul,
   norm,
+  onesLike,
   reciprocal,
   sqrt,
   type Tensor,
+  where,
   zerosLike,
 } from "../../ffi/mod.ts";
 import type { Flat } from "../weights/tree.ts";
@@ -60,6 +63,12 @@ export interface AdamWState {
 export interface SGDState {
   /** Velocities, by parameter key. */
   momentum_buffer: Flat;
+}
+
+/** LARS's state: the momentum buffers (`mu`, as the official `utils.LARS` names them). */
+export interface LARSState {
+  /** Velocities, by parameter key. */
+  mu: Flat;
 }
 
 /** An optimizer: `init` makes the state for a parameter record; `update` returns new parameters and state. */
@@ -174,6 +183,68 @@ export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
         const buf = mom === 0 ? d : add(mul(state.momentum_buffer[k], mom), d);
         out[k] = add(p, buf, -h.lr);
         s.momentum_buffer[k] = mom === 0 ? alias(state.momentum_buffer[k]) : buf;
+      }
+      return { params: out, state: s };
+    },
+  };
+}
+
+/**
+ * LARS as the official `utils.LARS` (from Barlow Twins), the optimizer the
+ * official code offers for convnets and large batches: for a weight of more
+ * than one dimension, the weight decay is added to the gradient, then the sum
+ * is rescaled to `eta` ||w|| / ||g + wd w|| (trust ratio; 1 where either norm
+ * is 0); one-dimensional weights (biases, norm scales) take their gradient as
+ * it is. Then mu = momentum mu + update, w -= lr mu. Weight decay follows the
+ * official parameter groups (none for biases and 1-D tensors), so it applies
+ * exactly where the adaptation does.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, ones, tensor, tidy, toArray } from "../../mod.ts";
+ * import { lars } from "./optim.ts";
+ * const opt = lars();
+ * const params = { "w": tensor([[3, 4]]), "b": ones([2]) };
+ * const state = opt.init(params);
+ * const next = tidy(() => opt.update(params, { w: tensor([[0, 10]]), b: ones([2]) }, state, { lr: 1, weightDecay: 0 }));
+ * // w: the gradient rescaled to 0.001 x ||w|| = 0.005 in norm; b: its gradient as it is
+ * assert.deepEqual(toArray(next.params.w).map((v) => v.toFixed(4)), ["3.0000", "3.9950"]);
+ * assert.deepEqual(toArray(next.params.b), [0, 0]);
+ * assert.deepEqual(Object.keys(next.state.mu), ["w", "b"]);
+ * dispose([params, state, next]);
+ * ```
+ */
+export function lars(o: { momentum?: number; eta?: number } = {}): Optimizer<LARSState> {
+  const mom = o.momentum ?? 0.9, eta = o.eta ?? 0.001;
+  return {
+    name: "lars",
+    init(params) {
+      const s: LARSState = { mu: {} };
+      for (const [k, p] of Object.entries(params)) s.mu[k] = zerosLike(p);
+      return s;
+    },
+    update(params, grads, state, h) {
+      const out: Flat = {};
+      const s: LARSState = { mu: {} };
+      for (const [k, p] of Object.entries(params)) {
+        const g = grads[k];
+        if (g === undefined) {
+          out[k] = alias(p);
+          s.mu[k] = alias(state.mu[k]);
+          continue;
+        }
+        let dp = g;
+        if (p.ndim !== 1) {
+          dp = add(g, p, isDecayed(k, p) ? h.weightDecay : 0); // dp.add(p, alpha=weight_decay) of p's group
+          const paramNorm = norm(p), updateNorm = norm(dp);
+          const one = onesLike(paramNorm), zero = zerosLike(paramNorm);
+          const trust = div(mul(paramNorm, eta), updateNorm); // eta * param_norm / update_norm
+          dp = mul(dp, where(gt(paramNorm, zero), where(gt(updateNorm, zero), trust, one), one));
+        }
+        const mu = add(mul(state.mu[k], mom), dp); // mu.mul_(momentum).add_(dp)
+        out[k] = add(p, mu, -h.lr);
+        s.mu[k] = mu;
       }
       return { params: out, state: s };
     },

@@ -56,7 +56,17 @@ import { type SettingName, SETTINGS, type Settings } from "../settings/settings.
 import { centerFromSum, dinoLoss, meanEntropy, updateCenter } from "./loss.ts";
 import { allReduceMean, allReduceSum } from "../distributed/collectives.ts";
 import { type DinoConfig, type DinoParams, initDino, isLastLayer, multiCropForward } from "../model/dino.ts";
-import { adamw, type AdamWState, clipGradients, emaUpdate, type Optimizer, sgd, type SGDState } from "./optim.ts";
+import {
+  adamw,
+  type AdamWState,
+  clipGradients,
+  emaUpdate,
+  lars,
+  type LARSState,
+  type Optimizer,
+  sgd,
+  type SGDState,
+} from "./optim.ts";
 import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
 import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
 import type { LinearParams } from "../model/vit.ts";
@@ -165,7 +175,7 @@ export interface TrainState {
   /** The EMA of the student. */
   teacher: DinoParams;
   /** Optimizer state over the student's trainable parameters (official keys). */
-  optimizer: AdamWState | SGDState;
+  optimizer: AdamWState | SGDState | LARSState;
   /** The teacher-output center, [1, K]. */
   center: Tensor;
   /** Optimizer steps taken. */
@@ -201,8 +211,8 @@ export function isTrainable(key: string, cfg: DinoConfig): boolean {
 }
 
 /** The optimizer a hyperparameter record names. */
-export function optimizerFor(h: DinoHyper): Optimizer<AdamWState> | Optimizer<SGDState> {
-  return h.optimizer === "sgd" ? sgd() : adamw();
+export function optimizerFor(h: DinoHyper): Optimizer<AdamWState> | Optimizer<SGDState> | Optimizer<LARSState> {
+  return h.optimizer === "sgd" ? sgd() : h.optimizer === "lars" ? lars() : adamw();
 }
 
 function trainable(student: StudentParams, cfg: DinoConfig): Flat {
@@ -239,7 +249,7 @@ export function initTrainState(cfg: DinoConfig, h: DinoHyper, seed: number): Tra
     }
     : net;
   const teacher = mapTree(net, (t) => clone(t));
-  const optimizer = (optimizerFor(h) as Optimizer<AdamWState | SGDState>).init(trainable(student, cfg));
+  const optimizer = (optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>).init(trainable(student, cfg));
   return { student, teacher, optimizer, center: zeros([1, K]), step: 0, rng: { seed, counter: 0 } };
 }
 
@@ -368,7 +378,7 @@ export function trainStep(
     if (epoch < h.freezeLastLayer) {
       gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
     }
-    const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState>;
+    const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>;
     const params = Object.fromEntries(keys.map((k) => [k, student[k]]));
     const updated = opt.update(params, gradFlat, state.optimizer, { lr, weightDecay });
     student = { ...student, ...updated.params };

@@ -1,8 +1,8 @@
 /**
  * Training checkpoints as one safetensors file: `student.<official key>`,
  * `teacher.<official key>`, `center`, the optimizer's state
- * (`optimizer.exp_avg.<key>`, `optimizer.exp_avg_sq.<key>` or
- * `optimizer.momentum_buffer.<key>`), and in the metadata the step, epoch,
+ * (`optimizer.exp_avg.<key>`, `optimizer.exp_avg_sq.<key>`,
+ * `optimizer.momentum_buffer.<key>` or LARS's `optimizer.mu.<key>`), and in the metadata the step, epoch,
  * random stream, per-parameter optimizer steps and the full configuration.
  * Stripping `teacher.` gives the keys of the official
  * `MultiCropWrapper(vit, DINOHead)`. Written atomically.
@@ -33,11 +33,14 @@ import { networkConfig } from "../settings/derive.ts";
 import { PRESETS, presetSettings } from "../settings/presets.ts";
 import { validateSettings } from "../settings/validate.ts";
 import { SettingError, type Settings, shown } from "../settings/settings.ts";
-import type { AdamWState, SGDState } from "../training/optim.ts";
+import type { AdamWState, LARSState, SGDState } from "../training/optim.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
 import { isResNetArch, RESNET_ARCHS, type ResNetArch } from "../model/resnet.ts";
+
+/** The tensors of each optimizer's state, under `optimizer.<part>.<key>`. */
+const OPTIMIZER_PARTS = { adamw: ["exp_avg", "exp_avg_sq"], sgd: ["momentum_buffer"], lars: ["mu"] } as const;
 
 /** The checkpoint format's name, in the metadata. */
 export const CHECKPOINT_FORMAT = "dino-deno-checkpoint/1";
@@ -80,8 +83,8 @@ export function saveCheckpoint(path: string, state: TrainState, info: Checkpoint
   for (const [k, v] of Object.entries(stateDict(state.student))) tensors[`student.${k}`] = v;
   for (const [k, v] of Object.entries(stateDict(state.teacher))) tensors[`teacher.${k}`] = v;
   tensors.center = state.center;
-  const opt = state.optimizer as Partial<AdamWState & SGDState>;
-  for (const part of ["exp_avg", "exp_avg_sq", "momentum_buffer"] as const) {
+  const opt = state.optimizer as Partial<AdamWState & SGDState & LARSState>;
+  for (const part of ["exp_avg", "exp_avg_sq", "momentum_buffer", "mu"] as const) {
     for (const [k, v] of Object.entries(opt[part] ?? {})) tensors[`optimizer.${part}.${k}`] = v;
   }
   writeSafetensors(path, tensors, {
@@ -171,7 +174,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
       const teacher = loadStateDict(template.teacher, prefixed(tensors, "teacher."));
       made.push(...Object.values(stateDict(teacher)));
       const optimizer: Record<string, Flat | Record<string, number>> = {};
-      for (const part of config.optimizer === "sgd" ? ["momentum_buffer"] : ["exp_avg", "exp_avg_sq"]) {
+      for (const part of OPTIMIZER_PARTS[config.optimizer]) {
         const flat = prefixed(tensors, `optimizer.${part}.`);
         const like = stateDict((template.optimizer as unknown as Record<string, Flat>)[part]);
         const expected = Object.keys(like);
@@ -199,7 +202,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
       const state: TrainState = {
         student,
         teacher,
-        optimizer: optimizer as unknown as AdamWState | SGDState,
+        optimizer: optimizer as unknown as AdamWState | SGDState | LARSState,
         center: keep(tensors.center),
         step,
         rng,
