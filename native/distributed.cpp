@@ -18,6 +18,7 @@
 #include <thread>
 
 #if defined(DINO_GLOO) || defined(DINO_NCCL)
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 #ifdef DINO_GLOO
@@ -58,7 +59,7 @@ std::string rank_list(const std::vector<int>& ranks) {
 
 // A process group and the store it met through. Collectives are called from one thread (the caller's).
 struct Group {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
 #ifdef DINO_GLOO
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 #endif
@@ -120,8 +121,9 @@ std::vector<int> missing(c10d::Store& store, const std::string& prefix, int size
 }
 
 // After a failed collective: which ranks are lost. Each survivor says it is alive through the store, then waits a
-// grace period for the others; the silent ones are named. The store lives in rank 0, so a survivor that cannot
-// reach it has lost rank 0; and rank 0 stays for the whole grace period, so that the others can still ask.
+// grace period for the others; the silent ones are named. The store lives in rank 0 (or torchrun's agent), so a
+// survivor that cannot reach it has lost rank 0; and rank 0 stays for the whole grace period, so that the others can
+// still ask.
 std::string lost_ranks(Group* g) {
   const Millis grace = std::min(g->timeout, Millis(3000));
   std::vector<int> lost;
@@ -242,24 +244,34 @@ Group* group_new(const std::string& backend, const std::string& addr, int port, 
   g->timeout = Millis(static_cast<int64_t>(timeout_s * 1000));
   g->where = addr + ":" + std::to_string(port);
 
+  // Under torchrun's static rendezvous its agent already hosts the store at MASTER_PORT: every rank is a client, and
+  // keys live under the restart's prefix (as torch.distributed's env:// rendezvous does).
+  const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const bool agentStore = agent && std::string(agent) == "True";
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(port);
-  o.isServer = rank == 0;
+  o.isServer = rank == 0 && !agentStore;
   o.numWorkers = size;
   o.waitWorkers = false;  // joining is checked below, naming the ranks that did not come
   o.timeout = g->timeout;
   try {
     g->store = c10::make_intrusive<c10d::TCPStore>(addr, o);
+    if (agentStore) {
+      const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
+      g->store = c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (attempt ? attempt : "0"),
+                                                        g->store);
+    }
   } catch (const std::exception& e) {
     const std::string m = first_line(e);
-    if (rank == 0 && m.find("in use") != std::string::npos) {
+    if (o.isServer && m.find("in use") != std::string::npos) {
       throw std::runtime_error("port " + std::to_string(port) + " is already in use (another run?): rank 0 cannot " +
                                "host the rendezvous there; choose another with --master-port or MASTER_PORT");
     }
-    if (rank == 0) throw std::runtime_error("rank 0 cannot host the rendezvous at " + g->where + ": " + m);
-    throw std::runtime_error("rank " + std::to_string(rank) + " could not reach rank 0's rendezvous at " + g->where +
-                             " within " + seconds(g->timeout) +
-                             " (is rank 0 running, and are MASTER_ADDR and MASTER_PORT right?): " + m);
+    if (o.isServer) throw std::runtime_error("rank 0 cannot host the rendezvous at " + g->where + ": " + m);
+    throw std::runtime_error("rank " + std::to_string(rank) + " could not reach " +
+                             (agentStore ? "torchrun's rendezvous" : "rank 0's rendezvous") + " at " + g->where +
+                             " within " + seconds(g->timeout) + " (is " + (agentStore ? "torchrun" : "rank 0") +
+                             " running, and are MASTER_ADDR and MASTER_PORT right?): " + m);
   }
   // Everyone joins, and agrees on the world size.
   const std::string world = std::to_string(size);

@@ -156,6 +156,56 @@ Deno.test({
   },
 });
 
+const pythonTorch = new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch.distributed"], stderr: "null" })
+  .outputSync().success;
+
+Deno.test({
+  name: "under torchrun's static rendezvous (its agent hosts the store) every rank joins as a client",
+  ignore: !gloo || !pythonTorch,
+  async fn() {
+    const port = freePort();
+    // The agent: a TCPStore server, as torchrun's LocalElasticAgent starts on MASTER_PORT.
+    const agent = new Deno.Command("/usr/bin/python3", {
+      args: [
+        "-c",
+        `import datetime, sys, time, torch.distributed as d
+s = d.TCPStore("127.0.0.1", ${port}, 3, True, datetime.timedelta(seconds=30), wait_for_workers=False)
+print("up", flush=True)
+sys.stdin.read()`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = agent.stdout.getReader();
+    await reader.read(); // "up"
+    reader.releaseLock();
+    const code = `import * as t from "./mod.ts";
+using g = t.ProcessGroup.join({ rank: Number(Deno.env.get("RANK")), worldSize: 2, port: ${port}, timeoutSeconds: 20 });
+using x = t.tensor([Number(Deno.env.get("RANK")) + 1]);
+const [y] = t.allReduce([x], g);
+console.log(t.toArray(y)[0]);`;
+    try {
+      const ranks = await Promise.all([0, 1].map((rank) =>
+        new Deno.Command(Deno.execPath(), {
+          args: ["eval", code],
+          cwd: new URL("..", import.meta.url).pathname,
+          env: { RANK: String(rank), TORCHELASTIC_USE_AGENT_STORE: "True", TORCHELASTIC_RESTART_COUNT: "0" },
+          stdout: "piped",
+          stderr: "piped",
+        }).output()
+      ));
+      for (const r of ranks) {
+        assert.ok(r.success, new TextDecoder().decode(r.stderr));
+        assert.equal(new TextDecoder().decode(r.stdout).trim(), "3");
+      }
+    } finally {
+      await agent.stdin.close();
+      await agent.output();
+    }
+  },
+});
+
 Deno.test("a backend the shim lacks is a usage error saying how to get one", () => {
   if (t.distributedBackends().includes("nccl")) return;
   assert.throws(

@@ -50,7 +50,11 @@ export interface JoinOptions {
   rank: number;
   /** How many processes take part. */
   worldSize: number;
-  /** The address of rank 0, which hosts the rendezvous (default 127.0.0.1). */
+  /**
+   * The address of rank 0, which hosts the rendezvous (default 127.0.0.1).
+   * Under torchrun's static rendezvous (`TORCHELASTIC_USE_AGENT_STORE=True`)
+   * its agent hosts it there instead, and every rank joins as a client.
+   */
   masterAddr?: string;
   /** Its port (default 29500, as torchrun); 0 lets the system pick a free one (a world of one only). */
   port?: number;
