@@ -33,12 +33,16 @@ export function prepareOutputDir(dir: string): { undo(): void } {
   return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
 }
 
-/** The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints and summary.json. */
+/**
+ * The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints (with the number of
+ * processes that trained them) and summary.json.
+ */
 export function openOutput(
   s: Settings,
   norm: { mean: number[]; std: number[] },
   channels: number,
   resumedAt: number | undefined,
+  worldSize = 1,
 ) {
   const json = (path: string, value: unknown) =>
     writeFileAtomic(join(s.outputDir, path), new TextEncoder().encode(JSON.stringify(value, null, 2)));
@@ -68,7 +72,7 @@ export function openOutput(
     record,
     /** Saves the latest checkpoint, and keeps a numbered one every `saveckpFreq` full epochs. */
     save(state: TrainState, epochsDone: number, atEpochEnd: boolean) {
-      const info = { config: s, channels, epoch: epochsDone, normalization: norm };
+      const info = { config: s, channels, epoch: epochsDone, normalization: norm, worldSize };
       saveCheckpoint(checkpoint, state, info);
       if (epochsDone > 0 && epochsDone % s.saveckpFreq === 0 && atEpochEnd) {
         saveCheckpoint(join(s.outputDir, `checkpoint${String(epochsDone).padStart(4, "0")}.safetensors`), state, info);

@@ -260,7 +260,7 @@ async function openRun(s: Settings, dist: Dist) {
       return failure(e, "train");
     }
   }
-  const out = lead ? openOutput(s, norm, data.channels, resumed?.state.step) : silentOutput(s);
+  const out = lead ? openOutput(s, norm, data.channels, resumed?.state.step, dist.worldSize) : silentOutput(s);
   const protocol = {
     train: data,
     test: queries,
@@ -285,6 +285,12 @@ async function openRun(s: Settings, dist: Dist) {
     );
   } else if (lead && resumed && s.initWeights) {
     console.log(`resuming: ${flagOf("initWeights")} is not used (the checkpoint holds the networks)`);
+  }
+  if (lead && resumed && resumed.worldSize !== dist.worldSize) {
+    console.warn(
+      `warning: ${resumed.path} was trained by ${resumed.worldSize} process(es), this run has ${dist.worldSize}: ` +
+        `from here the global batch (and with it the learning rate) and each process's share of an epoch change`,
+    );
   }
   return {
     s,

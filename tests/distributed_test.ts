@@ -287,6 +287,13 @@ Deno.test({
       for (const k of Object.keys(b.tensors)) {
         assert.deepEqual(c.tensors[k], b.tensors[k], `${k} differs after resuming`);
       }
+      // The checkpoint says how many processes trained it; resuming it with another number is said.
+      assert.deepEqual([a.metadata.world_size, c.metadata.world_size], ["1", "2"]);
+      const other = await captured(() =>
+        train([...TINY, "--batch-size", "16", "--max-steps", "5", "--output-dir", resumed])
+      );
+      assert.equal(other.value, 0, other.err);
+      assert.match(other.err, /was trained by 2 process\(es\), this run has 1: from here the global batch/);
     } finally {
       for (const d of [one, two, resumed]) Deno.removeSync(d, { recursive: true });
     }

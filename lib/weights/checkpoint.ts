@@ -55,6 +55,8 @@ export interface CheckpointInfo {
   epoch: number;
   /** The input normalisation the run used. */
   normalization: { mean: number[]; std: number[] };
+  /** Processes that trained it, data-parallel (1 when absent). */
+  worldSize?: number;
 }
 
 /**
@@ -96,6 +98,7 @@ export function saveCheckpoint(path: string, state: TrainState, info: Checkpoint
     optimizer_steps: JSON.stringify(opt.step ?? {}),
     channels: String(info.channels),
     normalization: JSON.stringify(info.normalization),
+    world_size: String(info.worldSize ?? 1),
     config: JSON.stringify(info.config),
   });
 }
@@ -140,6 +143,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
     checkAgainstTensors(config, channels, tensors);
     const step = wholeNumber(metadata, "step", 0, Number.MAX_SAFE_INTEGER);
     const epoch = wholeNumber(metadata, "epoch", 0, Number.MAX_SAFE_INTEGER);
+    const worldSize = metadata.world_size === undefined ? 1 : wholeNumber(metadata, "world_size", 1, 1 << 20);
     const rng = parsed(metadata, "rng", (v) => {
       const r = v as TrainState["rng"];
       return Number.isSafeInteger(r?.seed) && Number.isSafeInteger(r?.counter) && r.counter >= 0 ? r : undefined;
@@ -210,7 +214,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
       if (state.center.shape.join() !== `1,${config.outDim}`) {
         throw new Error(`center has shape [${state.center.shape}], not [1, ${config.outDim}]`);
       }
-      return { state, config, channels, epoch, normalization };
+      return { state, config, channels, epoch, normalization, worldSize };
     } finally {
       dispose(template);
     }
