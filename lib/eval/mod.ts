@@ -1,10 +1,11 @@
 /**
  * Evaluation of learned features: weighted k-NN classification (`knn.ts`), as the official `eval_knn.py`, linear
- * evaluation (`linear.ts`), as the official `eval_linear.py`, attention maps and masks (`attention.ts`), as the official
- * `visualize_attention.py`, video object segmentation by label propagation (`propagate.ts`), as the official
- * `eval_video_segmentation.py`, with label masks as indexed PNGs and the DAVIS scores J and F (`masks.ts`), image
- * retrieval and copy detection (`retrieval.ts`, with the eigendecomposition its whitening needs in `eigen.ts`), as the
- * official `eval_image_retrieval.py` and `eval_copy_detection.py`, the evaluation a training run ends with
+ * evaluation (`linear.ts`), as the official `eval_linear.py`, fine-tuning of the whole backbone (`finetune.ts`),
+ * attention maps and masks (`attention.ts`), as the official `visualize_attention.py`, video object segmentation by
+ * label propagation (`propagate.ts`), as the official `eval_video_segmentation.py`, with label masks as indexed PNGs
+ * and the DAVIS scores J and F (`masks.ts`), image retrieval and copy detection (`retrieval.ts`, with the
+ * eigendecomposition its whitening needs in `eigen.ts`), as the official `eval_image_retrieval.py` and
+ * `eval_copy_detection.py`, the evaluation a training run ends with
  * (`report.ts`), and the page that shows a run (`run_report.ts`, with SVG charts in `charts.ts` and 2-D maps of
  * features, PCA and t-SNE, in `embedding.ts`).
  * @module
@@ -12,6 +13,7 @@
 export * from "./knn.ts";
 export * from "./report.ts";
 export * from "./linear.ts";
+export * from "./finetune.ts";
 export * from "./attention.ts";
 export * from "./propagate.ts";
 export * from "./masks.ts";

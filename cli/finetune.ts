@@ -1,0 +1,354 @@
+/**
+ * `deno task finetune`: the fine-tuning evaluation of a checkpoint (its
+ * teacher, or another network with --checkpoint-key) or official weights: the
+ * whole backbone and a linear classifier trained with labels (AdamW with
+ * layer-wise learning-rate decay, cosine schedule with warmup, RandomResizedCrop
+ * and flip, label smoothing, drop path for ViTs; see lib/eval/finetune.ts),
+ * tested after every epoch; the best epoch is reported. `--from-scratch` trains
+ * the same network from a fresh initialisation with the same budget: the
+ * baseline the fine-tuned number is read against.
+ *
+ * Writes to --output-dir: checkpoint.safetensors (backbone, head and AdamW
+ * state, after every epoch), metrics.jsonl (one record per epoch),
+ * config.json and summary.json.
+ *
+ * Exit codes: 0 done, 1 a run-time failure (unreadable or unlabelled data),
+ * 2 a bad flag, value, path, weights file or shape (one line on stderr; nothing
+ * is written), 130/143 interrupted (the last epoch's checkpoint is kept).
+ *
+ * @example
+ * ```sh
+ * deno task finetune --weights output/checkpoint.safetensors --data fmnist --epochs 5
+ * ```
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  cudaAvailable,
+  defaultMaxImagePixels,
+  type Device,
+  dispose,
+  Generator,
+  mapTree,
+  toDevice,
+  writeFileAtomic,
+} from "../mod.ts";
+import { type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
+import {
+  FINETUNE_DEFAULTS,
+  FINETUNE_FORMAT,
+  finetuneLoop,
+  type FinetuneState,
+  initFinetune,
+  saveFinetune,
+} from "../lib/eval/finetune.ts";
+import { numLabels, trainCrop } from "../lib/eval/linear.ts";
+import { type BackboneParams, describeBackbone, initBackbone } from "../lib/model/backbone.ts";
+import type { EvalBackbone } from "../lib/weights/pretrained.ts";
+import {
+  argsError,
+  dataSpec,
+  failure,
+  integer,
+  loadModel,
+  MODEL_FLAGS,
+  MODEL_HELP,
+  modelOptions,
+  UsageError,
+  weightsFile,
+} from "./flags.ts";
+import { clock, Progress } from "./progress.ts";
+import { prepareOutputDir } from "./run_folder.ts";
+
+const D = FINETUNE_DEFAULTS;
+const HELP = `usage: deno task finetune --weights FILE --data DATA [options]
+
+Fine-tuning evaluation: the whole backbone and a linear classifier trained with labels, from DINO weights (a
+checkpoint's teacher, or official weights), tested after every epoch; the best epoch is reported.
+
+  --weights FILE            a checkpoint of this project or official weights (.pth or .safetensors)
+  --data DATA               labelled images: fmnist, cifar10, cifar100 or a folder (one subfolder per class)
+${MODEL_HELP}
+  --from-scratch            train the same network from a fresh initialisation (the baseline), same budget
+  --epochs N                epochs, 1 to 100000 (default ${D.epochs})
+  --batch-size N            images per step (default ${D.batchSize})
+  --lr X                    peak learning rate per 256 images (default ${D.lr}; the step's is lr x batch / 256)
+  --min-lr X                the cosine schedule's final rate (default ${D.minLr})
+  --warmup-epochs X         linear warmup, in epochs (default ${D.warmupEpochs})
+  --weight-decay X          AdamW weight decay, not for biases, 1-D weights, cls_token, pos_embed (default ${D.weightDecay})
+  --layer-decay X           layer-wise lr decay: each layer's rate is X times the one above (default ${D.layerDecay})
+  --smoothing X             label smoothing of the cross-entropy, 0 to < 1 (default ${D.smoothing})
+  --drop-path X             stochastic depth of a ViT's last block, 0 to < 1 (default ${D.dropPath})
+  --image-size N            side of the images the backbone sees, 1 to 8192 (default: the model's)
+  --seed N                  seed of the classifier, the shuffles and the augmentation (default 0)
+  --device D                auto, cpu or cuda (default auto)
+  --output-dir DIR          where checkpoint.safetensors, metrics.jsonl, config.json and summary.json go
+                            (default output/finetune)
+  --train-limit N           use only the first N training images (0: all)
+  --test-limit N            use only the first N test images (0: all)
+  --max-image-pixels N      largest image (width x height) decoded (default $DINO_MAX_IMAGE_PIXELS or 89478485)
+  -h, --help                this text`;
+
+function number(flag: string, v: string, o: { min?: number; below?: number; positive?: boolean } = {}): number {
+  const n = v.trim() === "" ? NaN : Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`${flag} takes a number, got "${v}"`);
+  if (o.positive && !(n > 0)) throw new UsageError(`${flag} must be positive, got ${n}`);
+  if (o.min !== undefined && n < o.min) throw new UsageError(`${flag} must be at least ${o.min}, got ${n}`);
+  if (o.below !== undefined && !(n < o.below)) throw new UsageError(`${flag} must be below ${o.below}, got ${n}`);
+  return n;
+}
+
+function parse(args: string[]) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        weights: { type: "string" },
+        data: { type: "string" },
+        ...MODEL_FLAGS,
+        "from-scratch": { type: "boolean", default: false },
+        epochs: { type: "string", default: String(D.epochs) },
+        "batch-size": { type: "string", default: String(D.batchSize) },
+        lr: { type: "string", default: String(D.lr) },
+        "min-lr": { type: "string", default: String(D.minLr) },
+        "warmup-epochs": { type: "string", default: String(D.warmupEpochs) },
+        "weight-decay": { type: "string", default: String(D.weightDecay) },
+        "layer-decay": { type: "string", default: String(D.layerDecay) },
+        smoothing: { type: "string", default: String(D.smoothing) },
+        "drop-path": { type: "string", default: String(D.dropPath) },
+        "image-size": { type: "string" },
+        seed: { type: "string", default: "0" },
+        device: { type: "string", default: "auto" },
+        "output-dir": { type: "string", default: "output/finetune" },
+        "train-limit": { type: "string", default: "0" },
+        "test-limit": { type: "string", default: "0" },
+        "max-image-pixels": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    throw argsError(e);
+  }
+  if (values.help) return "help";
+  if (!values.weights) throw new UsageError("--weights is required");
+  if (!values.data) throw new UsageError("--data is required");
+  if (values["output-dir"].trim() === "") throw new UsageError("--output-dir needs a folder path");
+  if (!["auto", "cpu", "cuda"].includes(values.device)) {
+    throw new UsageError(`--device must be auto, cpu or cuda, got "${values.device}"`);
+  }
+  const epochs = integer("--epochs", values.epochs, 1, 100000);
+  const warmupEpochs = number("--warmup-epochs", values["warmup-epochs"], { min: 0 });
+  if (warmupEpochs > epochs) throw new UsageError(`--warmup-epochs ${warmupEpochs} exceeds --epochs ${epochs}`);
+  const maxPixels = values["max-image-pixels"];
+  return {
+    ...modelOptions(values),
+    fromScratch: values["from-scratch"],
+    epochs,
+    batchSize: integer("--batch-size", values["batch-size"], 1, 65536),
+    lr: number("--lr", values.lr, { positive: true }),
+    minLr: number("--min-lr", values["min-lr"], { min: 0 }),
+    warmupEpochs,
+    weightDecay: number("--weight-decay", values["weight-decay"], { min: 0 }),
+    layerDecay: number("--layer-decay", values["layer-decay"], { positive: true }),
+    smoothing: number("--smoothing", values.smoothing, { min: 0, below: 1 }),
+    dropPath: number("--drop-path", values["drop-path"], { min: 0, below: 1 }),
+    imageSize: values["image-size"] === undefined ? undefined : integer("--image-size", values["image-size"], 1, 8192),
+    seed: integer("--seed", values.seed, 0),
+    device: values.device as "auto" | Device,
+    outputDir: values["output-dir"],
+    trainLimit: integer("--train-limit", values["train-limit"], 0),
+    testLimit: integer("--test-limit", values["test-limit"], 0),
+    maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
+    weights: weightsFile("--weights", values.weights),
+    data: dataSpec(values.data),
+  };
+}
+
+/** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
+function listenForStop() {
+  const controller = new AbortController();
+  let code = 0;
+  const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
+    if (code !== 0) Deno.exit(code);
+    code = exitCode;
+    controller.abort(new Error(`stopped by ${signal}`));
+  };
+  const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;
+  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
+  return {
+    signal: controller.signal,
+    get code() {
+      return code;
+    },
+    [Symbol.dispose]() {
+      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    },
+  };
+}
+
+/** Runs the program; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  using stop = listenForStop();
+  let model: EvalBackbone | undefined, train: Dataset | undefined, test: Dataset | undefined;
+  let created: ReturnType<typeof prepareOutputDir> | undefined, written = false, saved = "";
+  let state: FinetuneState | undefined, metrics: Deno.FsFile | undefined;
+  try {
+    const o = parse(args);
+    if (o === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    model = loadModel("--weights", o.weights, o);
+    const cfg = model.resnet ?? model.vit;
+    const size = o.imageSize ?? model.imageSize;
+    if (model.vit && size % model.vit.patchSize !== 0) {
+      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
+    }
+    const opening = {
+      side: Math.max(size, Math.round(size * 256 / 224)),
+      channels: cfg.inChans as 1 | 3,
+      maxImagePixels: o.maxImagePixels,
+    };
+    train = openDataset(o.data, "train", opening);
+    test = openDataset(o.data, "test", opening);
+    if (train.channels !== cfg.inChans) {
+      throw new UsageError(
+        `--weights ${o.weights} takes ${cfg.inChans}-channel images; --data ${o.data} has ${train.channels}`,
+      );
+    }
+    if (train.size < size) {
+      throw new UsageError(`--data ${o.data} has ${train.size} px images, smaller than ${size}: pass --image-size`);
+    }
+    if (!train.labels || !test.labels) {
+      throw new Error("fine-tuning needs labelled images: this data has none (use one subfolder per class)");
+    }
+    const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
+    const labels = numLabels(
+      Int32Array.from({ length: data.length }, (_, i) => data.labels![i]),
+      Int32Array.from({ length: queries.length }, (_, i) => queries.labels![i]),
+      data.classes.length,
+    );
+    created = prepareOutputDir(o.outputDir);
+    const norm = model.normalization ??
+      (cfg.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
+    const device: Device = o.device === "cuda" || (o.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
+    {
+      using g = new Generator(o.seed);
+      let backbone: BackboneParams = model.backbone;
+      if (o.fromScratch) {
+        backbone = initBackbone(cfg, g);
+        dispose(model.backbone);
+      }
+      model = undefined; // the state owns the backbone now
+      if (device !== "cpu") {
+        const moved = mapTree(backbone, (t) => toDevice(t, device));
+        dispose(backbone);
+        backbone = moved;
+      }
+      state = initFinetune(backbone, cfg, labels, g);
+    }
+    const crop = trainCrop(data.size, size);
+    console.log(
+      `fine-tuning ${o.fromScratch ? `from scratch (the network of ${o.weights})` : o.weights}: ` +
+        `${describeBackbone(cfg)} + linear head (${labels} classes), ${data.name} (${data.length} train, ` +
+        `${queries.length} test images), ${o.epochs} epochs, batch ${o.batchSize}, AdamW lr ${o.lr} x ` +
+        `${o.batchSize}/256 (warmup ${o.warmupEpochs}, cosine to ${o.minLr}), weight decay ${o.weightDecay}, ` +
+        `layer decay ${o.layerDecay}, label smoothing ${o.smoothing}` +
+        `${"cls_token" in state.backbone ? `, drop path ${o.dropPath}` : ""}, ` +
+        `RandomResizedCrop ${crop.scale.join("-")} + flip at ${size} px, ${device}`,
+    );
+    const started = performance.now();
+    const out = (name: string) => join(o.outputDir, name);
+    const json = (name: string, v: unknown) =>
+      writeFileAtomic(out(name), new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n"));
+    const { weights, data: dataName, ...rest } = o;
+    const config = { weights, data: dataName, ...rest, labels, imageSize: size, normalization: norm };
+    const tty = Deno.stdout.isTerminal();
+    let progress: Progress | undefined;
+    const loop = finetuneLoop(state, cfg, {
+      ...o,
+      train: data,
+      test: queries,
+      transform: { size, ...norm },
+      crop,
+      norm,
+      signal: stop.signal,
+    });
+    for await (const e of loop) {
+      state = e.state;
+      if (e.type === "step") {
+        progress ??= new Progress(e.epoch, o.epochs, e.steps, tty, tty ? 1 : e.steps);
+        progress.update(e.step, e, (o.epochs - e.epoch - 1) * e.steps + e.steps - e.step, o.batchSize);
+        continue;
+      }
+      progress?.finish();
+      progress = undefined;
+      if (!written) {
+        json("config.json", config);
+        metrics = Deno.openSync(out("metrics.jsonl"), { write: true, create: true, truncate: true });
+        written = true;
+      }
+      const record = {
+        epoch: e.epoch,
+        step: e.state.step,
+        train_loss: e.trainLoss,
+        test_acc1: e.test.top1,
+        test_acc5: e.test.top5,
+        test_loss: e.test.loss,
+        best_acc1: e.best.top1,
+        best_epoch: e.best.epoch,
+      };
+      metrics!.writeSync(new TextEncoder().encode(JSON.stringify(record) + "\n"));
+      saveFinetune(out("checkpoint.safetensors"), state, {
+        epoch: String(e.epoch + 1),
+        config: JSON.stringify(config),
+        ["cls_token" in state.backbone ? "vit" : "resnet"]: JSON.stringify(cfg),
+      });
+      saved = `the network after epoch ${e.epoch + 1} is kept in ${out("checkpoint.safetensors")}`;
+      console.log(
+        `epoch ${e.epoch + 1}/${o.epochs}: test top-1 ${e.test.top1.toFixed(2)}%  top-5 ${e.test.top5.toFixed(2)}%  ` +
+          `loss ${e.test.loss.toFixed(4)}  (best top-1 ${e.best.top1.toFixed(2)}% at epoch ${e.best.epoch + 1})`,
+      );
+      if (e.epoch === o.epochs - 1) {
+        const seconds = (performance.now() - started) / 1000;
+        json("summary.json", {
+          top1: e.best.top1,
+          top5: e.best.top5,
+          best_epoch: e.best.epoch,
+          last_top1: e.test.top1,
+          last_top5: e.test.top5,
+          epochs: o.epochs,
+          from_scratch: o.fromScratch,
+          seconds,
+        });
+        console.log(
+          `fine-tuned top-1 ${e.best.top1.toFixed(2)}%  top-5 ${e.best.top5.toFixed(2)}% (best epoch ${
+            e.best.epoch + 1
+          } of ${o.epochs}; last epoch ${e.test.top1.toFixed(2)}%) in ${clock(seconds)}; network: ${
+            out("checkpoint.safetensors")
+          } (${FINETUNE_FORMAT})`,
+        );
+      }
+    }
+    return 0;
+  } catch (e) {
+    if (!written) created?.undo();
+    if (stop.code) {
+      console.log(saved ? `interrupted: ${saved}` : "interrupted before the first epoch ended: nothing written");
+      return stop.code;
+    }
+    return failure(e, "finetune");
+  } finally {
+    metrics?.close();
+    dispose(state);
+    if (model) dispose(model.backbone);
+    train?.dispose();
+    test?.dispose();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,279 @@
+// Fine-tuning (lib/eval/finetune.ts, deno task finetune): two steps equal PyTorch's on the fixture written by
+// scripts/gen_finetune_fixtures.py (layer-wise lr decay as BEiT's parameter groups, AdamW, label smoothing), and the
+// command trains, tests, checkpoints and reports, from DINO weights, from scratch and on a ResNet.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as t from "../mod.ts";
+import { captured } from "./helpers.ts";
+import { main as train } from "../cli/train.ts";
+import { main as finetune } from "../cli/finetune.ts";
+import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { loadStateDict, stateDict } from "../lib/weights/tree.ts";
+import { initViT, vitConfig } from "../lib/model/vit.ts";
+import { resnetConfig } from "../lib/model/resnet.ts";
+import {
+  type FinetuneState,
+  finetuneStep,
+  initFinetune,
+  layerScale,
+  smoothedCrossEntropy,
+} from "../lib/eval/finetune.ts";
+
+/**
+ * How far a weight may differ after one AdamW step whose gradient equals PyTorch's to 1e-5 of its largest
+ * element: where a gradient is within rounding of zero (the key bias of a qkv layer, to which softmax is blind),
+ * m / sqrt(v) can take any value up to about 1, so the weight can move by up to 2 lr. The allowance is how far
+ * PyTorch's own update moves when the gradient moves within that precision (as tests/parity_test.ts).
+ */
+function adamSlack(m0: t.Tensor, m1: t.Tensor, v0: t.Tensor, step: number, lr: number): t.Tensor {
+  const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
+  const g = t.div(t.sub(m1, t.mul(m0, beta1)), 1 - beta1); // PyTorch's gradient
+  const precision = 1e-5 * t.item(t.amax(t.abs(g)));
+  const update = (dg: number) => {
+    const gi = t.add(g, dg);
+    const m = t.add(t.mul(m0, beta1), t.mul(gi, 1 - beta1));
+    const v = t.add(t.mul(v0, beta2), t.mul(t.mul(gi, gi), 1 - beta2));
+    return t.mul(t.div(t.div(m, 1 - beta1 ** step), t.add(t.sqrt(t.div(v, 1 - beta2 ** step)), eps)), lr);
+  };
+  const u0 = update(0);
+  let slack = t.zerosLike(u0);
+  for (let j = -8; j <= 8; j++) slack = t.maximum(slack, t.abs(t.sub(update((j / 8) * precision), u0)));
+  return slack;
+}
+
+Deno.test("each fine-tuning step from PyTorch's state equals PyTorch's: layer-wise lr decay, AdamW groups, label smoothing", () => {
+  const { tensors: F, metadata } = readSafetensors("tests/fixtures/finetune.safetensors");
+  const C = JSON.parse(metadata.cfg), H = JSON.parse(metadata.hyper);
+  const vit = vitConfig("vit_tiny", {
+    embedDim: C.embed_dim,
+    depth: C.depth,
+    numHeads: C.num_heads,
+    patchSize: C.patch_size,
+    imgSize: C.img_size,
+    inChans: C.in_chans,
+  });
+  const live = t.liveTensors();
+  using g = new t.Generator(0);
+  const template = initViT(vit, g);
+  const prefixed = (p: string) =>
+    Object.fromEntries(Object.entries(F).filter(([k]) => k.startsWith(p)).map(([k, v]) => [k.slice(p.length), v]));
+  try {
+    for (let s = 0; s < H.steps; s++) {
+      // PyTorch's state before the step: its weights and AdamW moments (zero before the first step).
+      const before = s === 0 ? "init." : `step${s - 1}.`;
+      const fresh = initFinetune(loadStateDict(template, prefixed(`${before}backbone.`)), vit, H.classes, g);
+      t.dispose(fresh.head);
+      const moments = (part: string) =>
+        Object.fromEntries(
+          Object.keys(fresh.optimizer.exp_avg).map((
+            k,
+          ) => [k, s === 0 ? t.zerosLike(F[`step0.${k}`]) : t.clone(F[`adam${s - 1}.${part}.${k}`])]),
+        );
+      t.dispose([fresh.optimizer.exp_avg, fresh.optimizer.exp_avg_sq]);
+      const state: FinetuneState = {
+        backbone: fresh.backbone,
+        head: { weight: t.clone(F[`${before}head.weight`]), bias: t.clone(F[`${before}head.bias`]) },
+        optimizer: {
+          exp_avg: moments("exp_avg"),
+          exp_avg_sq: moments("exp_avg_sq"),
+          step: Object.fromEntries(Object.keys(fresh.optimizer.step).map((k) => [k, s])),
+        },
+        step: s,
+      };
+      const h = {
+        lr: H.lr[s],
+        weightDecay: H.weight_decay,
+        layerDecay: H.layer_decay,
+        smoothing: H.smoothing,
+        dropPath: 0,
+      };
+      const next = finetuneStep(state, vit, F[`input.${s}`], F[`labels.${s}`], h, g);
+      try {
+        const loss = t.item(F[`loss.${s}`]);
+        assert.ok(Math.abs(next.loss - loss) <= 1e-5 * loss, `step ${s} loss ${next.loss} != ${loss}`);
+        const ours: Record<string, t.Tensor> = {
+          ...stateDict(next.state.backbone, "backbone"),
+          "head.weight": next.state.head.weight,
+          "head.bias": next.state.head.bias,
+        };
+        const theirs = prefixed(`step${s}.`);
+        assert.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort());
+        for (const [k, v] of Object.entries(theirs)) {
+          t.tidy(() => {
+            const lr = H.lr[s] * layerScale(k, vit, H.layer_decay);
+            const slack = adamSlack(
+              state.optimizer.exp_avg[k],
+              F[`adam${s}.exp_avg.${k}`],
+              state.optimizer.exp_avg_sq[k],
+              s + 1,
+              lr,
+            );
+            const scale = Math.max(t.item(t.amax(t.abs(v))), 1e-12);
+            const excess = t.item(t.amax(t.sub(t.abs(t.sub(ours[k], v)), slack)));
+            assert.ok(
+              excess <= 1e-5 * scale,
+              `step ${s} ${k}: |diff| exceeds the allowance by ${excess.toExponential(3)} of ${scale.toExponential(3)}`,
+            );
+          });
+        }
+      } finally {
+        t.dispose([state, next.state]);
+      }
+    }
+  } finally {
+    t.dispose([template, F]);
+  }
+  assert.equal(t.liveTensors(), live - Object.keys(F).length, "nothing left behind");
+});
+
+Deno.test("layer-wise decay counts a ResNet's stages; label smoothing is (1 - eps) NLL + eps x the mean", () => {
+  const rn = resnetConfig("resnet50");
+  assert.deepEqual(
+    ["backbone.conv1.weight", "backbone.layer1.0.conv1.weight", "backbone.layer4.2.bn3.bias", "head.bias"].map((k) =>
+      layerScale(k, rn, 0.5)
+    ),
+    [1 / 32, 1 / 16, 1 / 2, 1],
+  );
+  const loss = t.tidy(() => {
+    const logits = t.tensor([[2, 0, -1]]);
+    return t.item(smoothedCrossEntropy(logits, t.tensor(new BigInt64Array([0n])), 0.3));
+  });
+  const z = Math.log(Math.exp(2) + 1 + Math.exp(-1));
+  const logp = [2 - z, -z, -1 - z];
+  assert.ok(Math.abs(loss - (0.7 * -logp[0] + 0.3 * -(logp[0] + logp[1] + logp[2]) / 3)) < 1e-6);
+});
+
+Deno.test("deno task finetune: from DINO weights and from scratch, metrics and checkpoint; a ResNet; bad flags", async () => {
+  const dir = Deno.makeTempDirSync();
+  const tiny = ["--embed-dim", "32", "--depth", "2", "--num-heads", "2", "--out-dim", "64", "--hidden-dim", "32"];
+  const run = await captured(() =>
+    train([
+      ...tiny,
+      "--bottleneck-dim",
+      "16",
+      "--batch-size",
+      "16",
+      "--train-limit",
+      "64",
+      "--test-limit",
+      "10",
+      "--max-steps",
+      "1",
+      "--output-dir",
+      join(dir, "run"),
+    ])
+  );
+  assert.equal(run.value, 0, run.err);
+  const ck = join(dir, "run", "checkpoint.safetensors");
+  const base = [
+    "--weights",
+    ck,
+    "--data",
+    "fmnist",
+    "--epochs",
+    "2",
+    "--warmup-epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--train-limit",
+    "96",
+    "--test-limit",
+    "40",
+  ];
+  for (const scratch of [false, true]) {
+    const out = join(dir, scratch ? "scratch" : "pre");
+    const r = await captured(() => finetune([...base, ...(scratch ? ["--from-scratch"] : []), "--output-dir", out]));
+    assert.equal(r.value, 0, r.err);
+    assert.match(
+      r.out,
+      scratch
+        ? /fine-tuning from scratch \(the network of /
+        : /fine-tuning .*checkpoint\.safetensors: ViT D 32, depth 2/,
+    );
+    assert.match(r.out, /epoch 2\/2: test top-1 \d+\.\d+% {2}top-5/);
+    assert.match(r.out, /fine-tuned top-1 \d+\.\d+% {2}top-5 \d+\.\d+% \(best epoch \d of 2/);
+    const summary = JSON.parse(Deno.readTextFileSync(join(out, "summary.json")));
+    assert.equal(summary.from_scratch, scratch);
+    const records = Deno.readTextFileSync(join(out, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
+    assert.deepEqual(records.map((m) => [m.epoch, m.step]), [[0, 3], [1, 6]]);
+    const { tensors, metadata } = readSafetensors(join(out, "checkpoint.safetensors"));
+    assert.equal(metadata.format, "dino-deno-finetune/1");
+    assert.deepEqual(tensors["head.weight"].shape, [10, 32]);
+    assert.ok("backbone.blocks.1.mlp.fc2.weight" in tensors && "optimizer.exp_avg.backbone.cls_token" in tensors);
+    t.dispose(tensors);
+  }
+  // The backbone moved: the fine-tuned checkpoint's blocks differ from the DINO teacher's.
+  const a = readSafetensors(ck).tensors, b = readSafetensors(join(dir, "pre", "checkpoint.safetensors")).tensors;
+  assert.notDeepEqual(
+    t.toArray(b["backbone.blocks.0.attn.qkv.weight"]),
+    t.toArray(a["teacher.backbone.blocks.0.attn.qkv.weight"]),
+  );
+  t.dispose([a, b]);
+
+  const rn = await captured(() =>
+    train([
+      "--arch",
+      "resnet18",
+      "--use-bn-in-head",
+      "true",
+      "--out-dim",
+      "64",
+      "--hidden-dim",
+      "32",
+      "--bottleneck-dim",
+      "16",
+      "--batch-size",
+      "16",
+      "--train-limit",
+      "32",
+      "--test-limit",
+      "10",
+      "--max-steps",
+      "1",
+      "--output-dir",
+      join(dir, "rn"),
+    ])
+  );
+  assert.equal(rn.value, 0, rn.err);
+  const r = await captured(() =>
+    finetune([
+      "--weights",
+      join(dir, "rn", "checkpoint.safetensors"),
+      "--data",
+      "fmnist",
+      "--epochs",
+      "1",
+      "--warmup-epochs",
+      "0",
+      "--batch-size",
+      "16",
+      "--train-limit",
+      "32",
+      "--test-limit",
+      "16",
+      "--output-dir",
+      join(dir, "rnft"),
+    ])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.out, /resnet18 \(512-d, 1 channel\) \+ linear head/);
+  const { tensors } = readSafetensors(join(dir, "rnft", "checkpoint.safetensors"));
+  assert.equal(t.item(tensors["backbone.bn1.num_batches_tracked"]), 1 + 2); // DINO's step (teacher's) + 2 here
+  t.dispose(tensors);
+
+  for (
+    const [flags, message] of [
+      [["--smoothing", "1"], /--smoothing must be below 1/],
+      [["--warmup-epochs", "3"], /--warmup-epochs 3 exceeds --epochs 2/],
+      [["--device", "tpu"], /--device must be auto, cpu or cuda/],
+    ] as const
+  ) {
+    const out = join(dir, "bad");
+    const bad = await captured(() => finetune([...base, ...flags, "--output-dir", out]));
+    assert.equal(bad.value, 2);
+    assert.match(bad.err, message);
+    assert.ok(!t.exists(out), "nothing written");
+  }
+  Deno.removeSync(dir, { recursive: true });
+});
