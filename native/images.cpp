@@ -7,7 +7,10 @@
 // file may end the process either: stb's asserts throw (and the file is skipped with the failed condition as its
 // reason), stb allocates from a per-file arena that a failure frees whole and that caps what one file may take,
 // and the crashes and the endless loop that stb 2.27 has on some corrupt files are steered around (see
-// decode_one). tests/fuzz_images_test.ts checks all of this on mutated files of every format.
+// decode_one). tests/fuzz_images_test.ts checks all of this on mutated files of every format. Where stb 2.27 gives
+// wrong pixels or reasons without crashing, the decoder corrects it (tests/stb_quirks_test.ts): palettized BMPs
+// whose palette stb reads short (uninitialised colours), PNM samples not scaled by their maximum value, failure
+// reasons left over from earlier files, and a resize at scale 1 that blurred an image already at its size.
 #include "shim.h"
 
 #include <algorithm>
@@ -102,7 +105,10 @@ struct StbArena {
 void* stb_malloc(size_t size) {
   StbArena* a = stb_arena;
   if (size > SIZE_MAX - sizeof(Block) || (a && !a->allows(0, size))) return nullptr;
-  auto* b = static_cast<Block*>(std::malloc(sizeof(Block) + size));
+  // Zeroed: stb 2.27 does not check what it reads for an uncompressed TGA's rows or a PNM's samples, and where the
+  // file is cut short they would keep whatever the memory held (an earlier file's pixels). As elsewhere in stb,
+  // past the end reads as 0.
+  auto* b = static_cast<Block*>(std::calloc(1, sizeof(Block) + size));
   if (!b) return nullptr;
   if (a) {
     a->link(b, size);
@@ -202,15 +208,23 @@ using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
 static constexpr double kHeaderBytes = 64.0 * (1 << 20);
 static constexpr double kBytesPerPixel = 48;
 
-// stb 2.27's HDR reader loops forever on a file that ends inside a run-length encoded scanline (CVE-2021-42715):
-// past the end every run count reads as 0 and the scanline never fills. Walks the scanlines as stb will read
-// them, from the start of `f`, and says whether stb would reach the end of the file where it reads a count.
-static bool hdr_ends_inside_a_run(FILE* f, int w, int h) {
+// What stb 2.27's HDR reader would make of a file's pixel data. It loops forever on a file that ends inside a
+// run-length encoded scanline (CVE-2021-42715): past the end every run count reads as 0 and the scanline never
+// fills. And it reads flat (not run-length encoded) pixels 4 bytes at a time into a stack array without looking at
+// what it got: past the end the array keeps what it held, and the pixels come from uninitialised memory.
+enum class HdrData { kReadable, kEndless, kTruncated };
+
+// Walks the scanlines as stb will read them, from the start of `f` (of `size` bytes).
+static HdrData hdr_data(FILE* f, off_t size, int w, int h) {
   bool end = false;
   auto get = [&]() {  // as stb reads: 0 past the end
     const int c = std::getc(f);
     end = end || c == EOF;
     return c == EOF ? 0 : c;
+  };
+  // Flat pixels from `from` to the end of the image: w x h of them whatever came before (stb starts over).
+  auto flat = [&](off_t from) {
+    return from >= 0 && size - from >= static_cast<int64_t>(w) * h * 4 ? HdrData::kReadable : HdrData::kTruncated;
   };
   // The header: lines up to an empty one (the first is "#?RADIANCE"), then the resolution line.
   for (int len = 1; len > 0 && !end;) {
@@ -218,27 +232,28 @@ static bool hdr_ends_inside_a_run(FILE* f, int w, int h) {
   }
   while (!end && get() != '\n') {
   }
-  if (end || w < 8 || w >= 32768) return false;  // no header end (stb refuses it), or flat pixels: no runs
+  if (end) return HdrData::kReadable;                   // no header end: stb refuses it
+  if (w < 8 || w >= 32768) return flat(std::ftell(f));  // flat pixels only
   for (int y = 0; y < h; y++) {
     const int c1 = get(), c2 = get(), hi = get();
-    if (c1 != 2 || c2 != 2 || (hi & 0x80)) return false;  // stb reads flat pixels from here on
-    if (((hi << 8) | get()) != w) return false;           // stb refuses the scanline
+    if (c1 != 2 || c2 != 2 || (hi & 0x80)) return flat(std::ftell(f) - 3);  // stb reads flat pixels from here on
+    if (((hi << 8) | get()) != w) return HdrData::kReadable;                 // stb refuses the scanline
     for (int k = 0; k < 4; k++) {
       for (int x = 0; x < w;) {
         int count = get();
-        if (end) return true;  // a count read past the end: 0, for ever
+        if (end) return HdrData::kEndless;  // a count read past the end: 0, for ever
         if (count > 128) {
           count -= 128;
           get();
         } else {
           for (int i = 0; i < count; i++) get();
         }
-        if (count > w - x) return false;  // stb refuses the scanline
+        if (count > w - x) return HdrData::kReadable;  // stb refuses the scanline
         x += count;
       }
     }
   }
-  return false;
+  return HdrData::kReadable;
 }
 
 // Reads a file by offset through a window, with pread: the FILE that stb reads is left where it is. Past the end
@@ -272,9 +287,16 @@ struct Reader {
 
 // stb 2.27 builds a JPEG Huffman table from the 16 code counts of its DHT segment without checking that they add up
 // to at most 256; more overflow the table, into the decoder's other tables and past its state, and the decoding
-// then reads far outside them (it crashes evaluating the assert in stbi__jpeg_huff_decode). Says why a JPEG
-// defines such a table, or returns null. Before the first frame header the segments are walked as stb walks
-// them; after it, stb's position depends on the entropy-coded data, so every DHT marker there is checked.
+// then reads far outside them (it crashes evaluating the assert in stbi__jpeg_huff_decode). No valid JPEG has such
+// a table (libjpeg refuses one). Says why a JPEG defines one where stb would read it, or returns null.
+//
+// The file is walked as stb walks it, marker by marker, to where stb stops. Before the frame header, stb skips
+// stray bytes up to the next 0xff. After it, every segment is read by its length (a DQT by its tables), and a
+// scan's entropy-coded data ends at its first marker other than a restart (a 0xff, fill bytes, then a byte other
+// than 0 or RST0-7): stb may stop reading the data sooner (all blocks decoded, or corrupt data), but it then takes
+// the next marker from no further than that end, or stops. So the DHT segments met here are the only ones stb can
+// build, and bytes that are not segments (a DHT-like run inside a comment, an APP segment or the entropy-coded
+// data, or data after the end of the image, as in motion photos) are never taken for one.
 static const char* jpeg_huffman_problem(int fd, off_t size) {
   Reader r{fd, size};
   off_t p = 0;
@@ -290,22 +312,24 @@ static const char* jpeg_huffman_problem(int fd, off_t size) {
     while (x == 0xff && p <= size) x = get();
     return x;
   };
-  int tables = 0;
-  // One DHT segment, its length at p: false if a table has more than 256 codes.
-  auto dht_fits = [&]() {
-    for (int left = get16() - 2; left > 0 && p < size;) {
+  static const char* const kTooMany = "cannot decode (a JPEG Huffman table of more than 256 codes)";
+  // One DHT segment, its length at p: kOver if a table has more than 256 codes; kStop where stb refuses the
+  // segment (it stops decoding there).
+  enum Dht { kFits, kOver, kStop };
+  auto dht = [&]() {
+    int left = get16() - 2;
+    while (left > 0 && p < size) {  // past the end stb reads zeros: empty tables
       const int q = get();
-      if ((q >> 4) > 1 || (q & 15) > 3) return true;  // stb refuses the segment here
+      if ((q >> 4) > 1 || (q & 15) > 3) return kStop;
       int codes = 0;
       for (int i = 0; i < 16; i++) codes += get();
-      if (codes > 256) return false;
+      if (codes > 256) return kOver;
       p += codes;
       left -= 17 + codes;
-      tables++;
     }
-    return true;
+    return left == 0 || p >= size ? kFits : kStop;
   };
-  if (get() != 0xff || get() != 0xd8) return nullptr;  // no SOI: not a JPEG to stb
+  if (marker() != 0xd8) return nullptr;  // no SOI (after any 0xff fill bytes, as stb reads it): not a JPEG to stb
   for (int m = marker();;) {
     if (m == 0xc0 || m == 0xc1 || m == 0xc2) {  // the frame header
       const int length = get16();
@@ -314,7 +338,7 @@ static const char* jpeg_huffman_problem(int fd, off_t size) {
       break;
     }
     if (m == 0xc4) {
-      if (!dht_fits()) return "cannot decode (a JPEG Huffman table of more than 256 codes)";
+      if (dht() == kOver) return kTooMany;
     } else if (m == 0xdd) {
       if (get16() != 4) return nullptr;
       p += 2;
@@ -331,16 +355,188 @@ static const char* jpeg_huffman_problem(int fd, off_t size) {
       m = marker();
     }
   }
-  while ((p = r.next_ff(p)) < size) {
-    while (p < size && r.at(p) == 0xff) p++;
-    if (p < size && r.at(p) == 0xc4) {
-      const off_t next = ++p;
-      if (!dht_fits()) return "cannot decode (a JPEG Huffman table of more than 256 codes)";
-      if (tables > 4096) return "cannot decode (more than 4096 JPEG Huffman tables)";
-      p = next;
+  // After the frame header (stbi__decode_jpeg_image): a marker must follow each segment directly.
+  for (int m = marker(); p <= size;) {
+    if (m == 0xc4) {
+      const Dht d = dht();
+      if (d == kOver) return kTooMany;
+      if (d == kStop) return nullptr;
+    } else if (m == 0xdb) {  // DQT: stb reads its tables, and stops unless they fill the length exactly
+      int left = get16() - 2;
+      while (left > 0 && p < size) {
+        const int q = get();
+        if ((q >> 4) > 1 || (q & 15) > 3) return nullptr;
+        p += (q >> 4) ? 128 : 64;
+        left -= (q >> 4) ? 129 : 65;
+      }
+      if (left != 0 && p < size) return nullptr;
+    } else if (m == 0xdd || m == 0xdc) {  // DRI, DNL: 4 bytes, or stb stops
+      if (get16() != 4) return nullptr;
+      p += 2;
+    } else if ((m >= 0xe0 && m <= 0xef) || m == 0xfe) {
+      const int length = get16();
+      if (length < 2) return nullptr;
+      p += length - 2;
+    } else if (m == 0xda) {  // a scan: its header, then its entropy-coded data up to the next marker
+      const off_t start = p;
+      const int length = get16(), n = get();
+      if (n < 1 || n > 4 || length != 6 + 2 * n) return nullptr;
+      p = start + length;
+      for (m = kNone; m == kNone && p < size;) {
+        p = r.next_ff(p);
+        while (p < size && r.at(p) == 0xff) p++;
+        const int x = get();  // 0 past the end: data, and the walk ends
+        if (x != 0 && (x < 0xd0 || x > 0xd7)) m = x;
+      }
+      if (m == kNone) return nullptr;  // the file ends inside the scan
+      continue;
+    } else {
+      return nullptr;  // the end of the image, no marker, or one stb does not take here: stb stops
     }
+    m = marker();
   }
   return nullptr;
+}
+
+// stb 2.27 reads a palettized BMP's colours into an uninitialised array of 256 entries, as many as its own count of
+// the entries between the headers and the pixel data; a pixel whose index is past them takes whatever the stack
+// held, and differs from run to run. The count is short wherever the file's palette is (fewer entries than the bit
+// depth indexes), and always for an OS/2 (12-byte) header, where stb subtracts 24 bytes of header, not 12: it
+// misses the last 4 of 256 colours, and for a 1-bit file it counts -2 and reads the pixels 6 bytes late. Such a
+// file is shown to stb rewritten, through callbacks: a Windows (40-byte) header with the file's size, planes and
+// bit depth, a palette of every entry the depth indexes, then the file's bytes from its pixel data offset. The
+// entries are the file's, as many as lie between its header and its pixel data (3 bytes each after an OS/2 header,
+// 4 after a Windows one); the others, as PIL gives them, the gray ramp (i, i, i). A valid file decodes as PIL
+// decodes it.
+struct RewrittenBmp {
+  std::vector<unsigned char> head;  // headers and palette
+  int fd = -1;
+  off_t from = 0, size = 0;  // then the file's bytes [from, size)
+  int64_t pos = 0;
+  int64_t length() const { return static_cast<int64_t>(head.size()) + std::max<off_t>(0, size - from); }
+};
+
+static int rewritten_read(void* user, char* data, int n) {
+  auto* r = static_cast<RewrittenBmp*>(user);
+  int done = 0;
+  while (done < n && r->pos < r->length()) {
+    const auto in_head = static_cast<int64_t>(r->head.size());
+    if (r->pos < in_head) {
+      const int k = static_cast<int>(std::min<int64_t>(n - done, in_head - r->pos));
+      std::memcpy(data + done, r->head.data() + r->pos, k);
+      done += k;
+      r->pos += k;
+    } else {
+      const ssize_t k = ::pread(r->fd, data + done, n - done, r->from + (r->pos - in_head));
+      if (k <= 0) break;
+      done += static_cast<int>(k);
+      r->pos += k;
+    }
+  }
+  return done;
+}
+static void rewritten_skip(void* user, int n) {
+  auto* r = static_cast<RewrittenBmp*>(user);
+  r->pos = std::max<int64_t>(0, r->pos + n);
+}
+static int rewritten_eof(void* user) {
+  auto* r = static_cast<RewrittenBmp*>(user);
+  return r->pos >= r->length();
+}
+static const stbi_io_callbacks kRewrittenIo = {rewritten_read, rewritten_skip, rewritten_eof};
+
+// How stb is to read a BMP: as it is, rewritten (see RewrittenBmp), or not at all: a palettized file that holds no
+// palette entry (PIL takes colours from its pixel data; stb refuses a Windows one, reads an OS/2 one wrong).
+enum class BmpPalette { kAsIs, kRewritten, kNone };
+
+// Whether stb would read an uninitialised palette entry of the BMP whose first 92 bytes are `h`; if so, fills `out`
+// with the rewritten file.
+static BmpPalette rewrite_bmp_palette(int fd, off_t size, const unsigned char* h, RewrittenBmp* out) {
+  auto le16 = [&](int at) { return h[at] | (h[at + 1] << 8); };
+  auto le32 = [&](int at) { return static_cast<uint32_t>(le16(at)) | (static_cast<uint32_t>(le16(at + 2)) << 16); };
+  const uint32_t offset = le32(10), hsz = le32(14);
+  if (offset > INT_MAX || (hsz != 12 && hsz != 40 && hsz != 56 && hsz != 108 && hsz != 124)) return BmpPalette::kAsIs;
+  const bool os2 = hsz == 12;
+  const int bpp = le16(os2 ? 24 : 28);
+  if (bpp != 1 && bpp != 4 && bpp != 8) return BmpPalette::kAsIs;  // no palette for the others (or stb refuses them)
+  if (!os2 && le32(30) != 0) return BmpPalette::kAsIs;              // compressed: stb refuses it
+  const int entries = 1 << bpp, entry = os2 ? 3 : 4;
+  const int gap = static_cast<int>(offset) - 14;  // bytes between the file header and the pixel data
+  const int stb_count = os2 ? (gap - 24) / 3 : (gap - static_cast<int>(hsz)) >> 2;  // stb's count
+  if (!os2 && stb_count >= entries) return BmpPalette::kAsIs;  // every entry a pixel can index is the file's
+  if (stb_count > 256) return BmpPalette::kAsIs;               // stb refuses the file
+  const int64_t start = 14 + hsz;  // the file's palette
+  const int64_t have = std::clamp<int64_t>((std::min<int64_t>(offset, size) - start) / entry, 0, entries);
+  if (have == 0) return BmpPalette::kNone;
+  std::vector<unsigned char> pal(static_cast<size_t>(have) * entry);
+  if (::pread(fd, pal.data(), pal.size(), start) != static_cast<ssize_t>(pal.size())) return BmpPalette::kNone;
+  const uint32_t out_offset = 14 + 40 + 4 * entries;
+  auto put16 = [&](int v) {
+    out->head.push_back(v & 0xff);
+    out->head.push_back((v >> 8) & 0xff);
+  };
+  auto put32 = [&](uint32_t v) {
+    put16(v & 0xffff);
+    put16(v >> 16);
+  };
+  out->head.clear();
+  out->head.push_back('B');
+  out->head.push_back('M');
+  put32(0);  // the file's size: stb ignores it
+  put32(0);  // reserved
+  put32(out_offset);
+  put32(40);
+  if (os2) {  // unsigned 16-bit sides: bottom-up
+    put32(le16(18));
+    put32(le16(20));
+  } else {  // as they are (a negative height is a top-down file)
+    put32(le32(18));
+    put32(le32(22));
+  }
+  put16(le16(os2 ? 22 : 26));  // planes (stb refuses any but 1)
+  put16(bpp);
+  for (int i = 0; i < 6; i++) put32(0);  // no compression, image size, resolution, colours used and important
+  for (int i = 0; i < entries; i++) {
+    const unsigned char* e = pal.data() + static_cast<size_t>(i) * entry;
+    const unsigned char b = i < have ? e[0] : i, g = i < have ? e[1] : i, r = i < have ? e[2] : i;
+    out->head.insert(out->head.end(), {b, g, r, 0});
+  }
+  out->fd = fd;
+  out->from = offset;
+  out->size = size;
+  out->pos = 0;
+  return BmpPalette::kRewritten;
+}
+
+// stb 2.27 gives a PNM's samples as they are stored, not scaled from 0..maxval to 0..255: a maximum value of 100
+// came out at 100 / 255 of its brightness; and a 16-bit sample (maxval over 255) was read in the machine's byte
+// order, not the file's (most significant first), and cut to its high byte, which was the sample's low byte.
+// Reads the maximum value as stb reads the header (whitespace and # comments between the fields), for the decoder
+// to scale by; -1 if there is none.
+static int pnm_max_value(int fd, off_t size) {
+  Reader r{fd, size};
+  off_t p = 2;  // after "P5" or "P6"
+  int c = r.at(p++);
+  auto space = [](int x) { return x == ' ' || x == '\t' || x == '\n' || x == '\v' || x == '\f' || x == '\r'; };
+  auto skip = [&]() {
+    for (;;) {
+      while (p <= size && space(c)) c = r.at(p++);
+      if (p > size || c != '#') return;
+      while (p <= size && c != '\n' && c != '\r') c = r.at(p++);
+    }
+  };
+  auto integer = [&]() {
+    int64_t v = 0;
+    for (; p <= size && c >= '0' && c <= '9' && v <= 65535; c = r.at(p++)) v = v * 10 + (c - '0');
+    return v;
+  };
+  skip();
+  integer();  // width
+  skip();
+  integer();  // height
+  skip();
+  const int64_t max = integer();
+  return max >= 1 && max <= 65535 ? static_cast<int>(max) : -1;
 }
 
 // Converts `n`-channel pixels to `channels` (1 or 3) as stb does: gray is repeated, alpha dropped, and RGB made
@@ -357,10 +553,30 @@ static void convert_channels(const stbi_uc* src, int n, int channels, size_t cou
   }
 }
 
-// Why stb failed, on this thread (its GIF reader can leave the reason empty).
+// stb's failure reason is thread-local (STBI_THREAD_LOCAL, C++11's thread_local): decoding threads never see each
+// other's. It is also never cleared, and some of stb's failures set none (a deflate block of the reserved type 3
+// in a PNG, a JPEG scan naming a component its frame lacks, a GIF with no image): an earlier reason would be
+// reported, one left by stb's probing of the file for other formats (a corrupt PNG said "no SOI", JPEG's missing
+// marker; a JPEG "bad png sig") or by an earlier file on the same thread. So it is cleared before every call into
+// stb (it is a static of this translation unit, where stb is compiled), the probes' reasons are not taken for the
+// loader's (stb_load_reason), and a failure without a reason names the format.
+#if !defined(STBI_THREAD_LOCAL) || defined(STBI_NO_THREAD_LOCALS) || defined(STBI_NO_FAILURE_STRINGS)
+#error "stb_image must keep its failure reason per thread: the decoder runs on many threads"
+#endif
+static void clear_stb_reason() { stbi__g_failure_reason = nullptr; }
+
+// Why stb failed, on this thread, since the last clear_stb_reason.
 static const char* stb_reason(const char* fallback) {
   const char* r = stbi_failure_reason();
   return r && r[0] ? r : fallback;
+}
+
+// Why stb failed to load a file that its header was read from. Before the loader of the file's format, stb tries
+// the others on it, and two of those tries set a reason: "bad png sig" (the PNG test, first), "no SOI" (JPEG's);
+// the file passed its own format's test, so either one is left over from another format's.
+static const char* stb_load_reason(const char* fallback) {
+  const char* r = stb_reason(fallback);
+  return std::strcmp(r, "bad png sig") == 0 || std::strcmp(r, "no SOI") == 0 ? fallback : r;
 }
 
 // Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
@@ -392,8 +608,17 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   const bool pic = head[0] == 0x53 && head[1] == 0x80 && head[2] == 0xf6 && head[3] == 0x34 &&
                    std::memcmp(head + 88, "PICT", 4) == 0;
   const bool pnm = head[0] == 'P' && (head[1] == '5' || head[1] == '6');
-  // Before stb reads anything: it builds the Huffman tables while reading the header.
-  if (head[0] == 0xff && head[1] == 0xd8) {
+  RewrittenBmp rewritten;
+  const BmpPalette palette = bmp ? rewrite_bmp_palette(fd, st.st_size, head, &rewritten) : BmpPalette::kAsIs;
+  if (palette == BmpPalette::kNone) {
+    ::close(fd);
+    std::snprintf(why, kReason, "cannot decode (a palettized BMP that holds no palette)");
+    return;
+  }
+  const bool callbacks = palette == BmpPalette::kRewritten;
+  // Before stb reads anything: it builds the Huffman tables while reading the header. (stb takes a file that
+  // starts with 0xff fill bytes before the 0xd8 for a JPEG too.)
+  if (head[0] == 0xff) {
     if (const char* problem = jpeg_huffman_problem(fd, st.st_size)) {
       ::close(fd);
       std::snprintf(why, kReason, "%s", problem);
@@ -408,7 +633,20 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   }
   int w = 0, h = 0, comp = 0;
   // The header alone: nothing is allocated for the pixels before their count is known to be within budget.
-  if (!stbi_info_from_file(f.get(), &w, &h, &comp)) {
+  // What the file is, for a failure that stb gives no reason for.
+  const char* format = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0 ? "corrupt PNG data"
+                       : head[0] == 0xff                                         ? "corrupt JPEG data"
+                       : std::memcmp(head, "GIF8", 4) == 0                       ? "corrupt GIF data"
+                       : bmp                                                     ? "corrupt BMP data"
+                       : std::memcmp(head, "8BPS", 4) == 0                       ? "corrupt PSD data"
+                       : pic                                                     ? "corrupt PIC data"
+                       : pnm                                                     ? "corrupt PNM data"
+                       : std::memcmp(head, "#?", 2) == 0                         ? "corrupt HDR data"
+                                                                                 : "corrupt data";
+  clear_stb_reason();
+  rewritten.pos = 0;
+  if (!(callbacks ? stbi_info_from_callbacks(&kRewrittenIo, &rewritten, &w, &h, &comp)
+                  : stbi_info_from_file(f.get(), &w, &h, &comp))) {
     std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
     return;
   }
@@ -455,26 +693,42 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     }
   }
   if (stbi_is_hdr_from_file(f.get())) {
-    const bool endless = hdr_ends_inside_a_run(f.get(), w, h);
-    if (std::fseek(f.get(), 0, SEEK_SET) != 0 || endless) {
+    const HdrData data = hdr_data(f.get(), st.st_size, w, h);
+    if (std::fseek(f.get(), 0, SEEK_SET) != 0 || data == HdrData::kEndless) {
       std::snprintf(why, kReason, "cannot decode (the file ends inside a run-length encoded scanline)");
+      return;
+    }
+    if (data == HdrData::kTruncated) {
+      std::snprintf(why, kReason, "cannot decode (the file ends inside its pixels)");
       return;
     }
   }
   // The channels asked of stb. It converts them itself, except where stb 2.27 gets that wrong: a PIC that fails
   // to decode is converted anyway, from a null buffer, and a 16-bit PNM is converted as if it had 8-bit samples
   // (CVE-2021-42716, reading past its buffer); those are decoded in their own channels and converted below.
-  const int req = pic ? 4 : pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get()) ? comp : channels;
+  // A 16-bit PNM is read in 16 bits, to be scaled by its maximum value below.
+  const bool pnm16 = pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get());
+  const int pnm_max = pnm ? pnm_max_value(fd, st.st_size) : 0;
+  const int req = pic ? 4 : pnm16 ? comp : channels;
   arena.cap = static_cast<size_t>(std::min(kHeaderBytes + kBytesPerPixel * pixels, static_cast<double>(SIZE_MAX)));
   int dw = 0, dh = 0;
-  Pixels img(stbi_load_from_file(f.get(), &dw, &dh, &comp, req), &stbi_image_free);
-  if (!img) {
+  clear_stb_reason();
+  rewritten.pos = 0;
+  Pixels img(nullptr, &stbi_image_free);
+  std::unique_ptr<stbi_us, void (*)(void*)> wide(nullptr, &stbi_image_free);
+  if (pnm16) {
+    wide.reset(stbi_load_from_file_16(f.get(), &dw, &dh, &comp, req));
+  } else {
+    img.reset(callbacks ? stbi_load_from_callbacks(&kRewrittenIo, &rewritten, &dw, &dh, &comp, req)
+                        : stbi_load_from_file(f.get(), &dw, &dh, &comp, req));
+  }
+  if (!img && !wide) {
     if (arena.refused) {
       std::snprintf(why, kReason,
                     "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
                     static_cast<double>(arena.cap) / (1 << 20), w, h);
     } else {
-      std::snprintf(why, kReason, "cannot decode (%s)", stb_reason("unknown error"));
+      std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));
     }
     return;
   }
@@ -482,8 +736,27 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     std::snprintf(why, kReason, "decoded %d x %d but the header said %d x %d", dw, dh, w, h);
     return;
   }
+  // A PNM's samples, from 0..maxval to 0..255 (rounded, as PIL scales them; a sample past maxval is 255).
+  const stbi_uc* decoded = img.get();
+  std::vector<uint8_t> scaled;
+  if (pnm && (wide || pnm_max != 255)) {
+    const int max = pnm_max > 0 ? pnm_max : wide ? 65535 : 255;
+    std::vector<uint8_t> lut(static_cast<size_t>(max) + 1);
+    for (int v = 0; v <= max; v++) lut[v] = static_cast<uint8_t>((2 * 255 * v + max) / (2 * max));
+    const size_t n = static_cast<size_t>(w) * h * req;
+    if (wide) {
+      scaled.resize(n);
+      // stb 2.27 copies the samples as they are stored, most significant byte first, into its 16-bit integers.
+      const auto* bytes = reinterpret_cast<const uint8_t*>(wide.get());
+      for (size_t i = 0; i < n; i++) scaled[i] = lut[std::min<int>((bytes[2 * i] << 8) | bytes[2 * i + 1], max)];
+      wide.reset();
+      decoded = scaled.data();
+    } else {
+      for (size_t i = 0; i < n; i++) img.get()[i] = lut[std::min<int>(img.get()[i], max)];
+    }
+  }
   size_t stride = static_cast<size_t>(w) * req;
-  const stbi_uc* crop = img.get() + static_cast<size_t>(ay.first) * stride + static_cast<size_t>(ax.first) * req;
+  const stbi_uc* crop = decoded + static_cast<size_t>(ay.first) * stride + static_cast<size_t>(ax.first) * req;
   std::vector<uint8_t> converted;
   if (req != channels) {  // only the crop's pixels are converted
     converted.resize(static_cast<size_t>(ax.count) * ay.count * channels);
@@ -495,11 +768,28 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     stride = static_cast<size_t>(ax.count) * channels;
   }
   tile.resize(static_cast<size_t>(ow) * oh * channels);
-  const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
-                                       STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-                                       STBIR_EDGE_CLAMP, STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT,
-                                       STBIR_COLORSPACE_LINEAR, nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
-  if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
+  // A side that keeps its size (scale 1, a whole-pixel shift) is not filtered: stb_image_resize shrinks with a
+  // Mitchell filter, which it uses at scale 1 too, and an image already at its size would come out blurred (PIL
+  // and torchvision return it as it is). Both such sides: the pixels are copied; one: it gets the box filter, which
+  // at scale 1 takes each pixel alone.
+  auto kept = [](const Axis& a, int out) {
+    return a.scale == 1.0f && a.shift == std::floor(a.shift) && a.shift >= 0 && a.shift + out <= a.count;
+  };
+  const bool keep_x = kept(ax, ow), keep_y = kept(ay, oh);
+  if (keep_x && keep_y) {
+    const size_t x0 = static_cast<size_t>(ax.shift), y0 = static_cast<size_t>(ay.shift);
+    const size_t row = static_cast<size_t>(ow) * channels;
+    for (int y = 0; y < oh; y++) {
+      std::memcpy(tile.data() + y * row, crop + (y0 + y) * stride + x0 * channels, row);
+    }
+  } else {
+    const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
+                                         STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
+                                         STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_DEFAULT,
+                                         keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_DEFAULT, STBIR_COLORSPACE_LINEAR,
+                                         nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
+    if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
+  }
   if (out_w) *out_w = ow;
   if (out_h) *out_h = oh;
 }

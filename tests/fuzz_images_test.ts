@@ -6,12 +6,16 @@
 // reason, whatever the thread count; no file may abort or crash the process (stb's asserts are exceptions in the
 // shim), hang it, or raise its peak memory without bound. The files are decoded in batches in child processes
 // (tests/fuzz_helpers.ts), through decodeImages and through the folder dataset, on 1 and 2 threads; the first
-// batch is the seeds as they are and the files that crashed or hung the process before (knownFiles).
+// batch is the seeds as they are, the files that crashed or hung the process before (knownFiles) and valid strips
+// of extreme aspect ratios. Every file also goes through the single-image decoder decodeImage (the whole image,
+// its aspect kept, each side snapped to a multiple: `deno task attention`) with two of a few short sides and
+// multiples per batch, from 1 x 1 to 224 x multiples of 16; it must decode to that shape or give a one-line
+// reason, the same reason as decodeImages unless the reason is the resize's (a side past 16384).
 //
 // DINO_FUZZ_CASES=5000 deno test -A tests/fuzz_images_test.ts decodes more files (the default is 2000).
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { data, decodeImages, dispose } from "../mod.ts";
+import { data, decodeImage, decodeImages, dispose } from "../mod.ts";
 import { imageFolder } from "../lib/data/folder.ts";
 import {
   childMain,
@@ -457,6 +461,8 @@ interface FuzzFile {
   expect?: "decoded" | RegExp;
   /** A gray image: decoded in RGB, its three channels must be equal. */
   gray?: boolean;
+  /** Its width and height, when known: decodeImage's outcome is then checked exactly. */
+  size?: [number, number];
 }
 
 /** How far the zlib bombs inflate. */
@@ -524,6 +530,17 @@ async function knownFiles(): Promise<FuzzFile[]> {
       bytes: oversizedHuffman(seed("jpeg-gray.jpg"), 0, [...Array(13).fill(0), 255, 255, 255]),
       expect: /Huffman table of more than 256 codes/,
     },
+    // SIGSEGV, in the shim that first steered around the table above: stb takes a file that starts with 0xff fill
+    // bytes before its SOI for a JPEG, and the check looked for the SOI in the first two bytes only.
+    {
+      name: "known-jpeg-huffman-765-fill.jpg",
+      kind: "the JPEG above after a 0xff fill byte",
+      bytes: concat(
+        new Uint8Array([0xff]),
+        oversizedHuffman(seed("jpeg-gray.jpg"), 0, [...Array(13).fill(0), 255, 255, 255]),
+      ),
+      expect: /Huffman table of more than 256 codes/,
+    },
     // Not a crash but a gigabyte: a 1 x 1 PNG whose data inflates to 512 MiB, all of which stb inflated.
     {
       name: "known-zlib-bomb-1x1.png",
@@ -572,7 +589,7 @@ async function batchFiles(c: number, total: number): Promise<FuzzFile[]> {
       bytes: s.bytes,
       expect: UNSUPPORTED.test(s.name) ? /RLE|unknown image type/ : "decoded",
     }));
-    return [...seeds, ...await knownFiles()];
+    return [...seeds, ...await knownFiles(), ...await strips()];
   }
   const first = (c - 1) * BATCH;
   const n = Math.min(BATCH, total - first);
@@ -580,15 +597,65 @@ async function batchFiles(c: number, total: number): Promise<FuzzFile[]> {
 }
 
 /** How a case decodes: threads, channels, side, and whether through the folder dataset. */
-function plan(c: number): { threads: number; channels: 1 | 3; side: number; folder: boolean } {
-  if (c === 0) return { threads: 2, channels: 3, side: 8, folder: false };
+function plan(c: number): { threads: number; channels: 1 | 3; side: number; folder: boolean; shapes: Shape[] } {
+  if (c === 0) return { threads: 2, channels: 3, side: 8, folder: false, shapes: [[1, 1], [8, 8]] };
   const r = new Rng(FUZZ_SEED + 1, c);
+  const s = new Rng(FUZZ_SEED + 2, c);
   return {
     threads: 1 + (c % 2),
     channels: r.chance(0.7) ? 3 : 1,
     side: r.pick([1, 5, 8, 16, 32]),
     folder: c % 3 === 2,
+    shapes: [s.pick(SHAPES), s.pick(SHAPES)],
   };
+}
+
+/** decodeImage's [short side, multiple]: none where side / multiple is a half (rounding could go either way). */
+type Shape = [side: number, multiple: number];
+const SHAPES: Shape[] = [[1, 1], [3, 1], [5, 1], [8, 8], [13, 4], [16, 16], [30, 16], [32, 8], [224, 16]];
+/** The largest side decodeImage gives. */
+const MAX_SIDE = 16384;
+/** decodeImage's reasons that come from the resize it plans, not from the file's decoding. */
+const PLANNING = /too elongated|cannot be resized to a short side|past the largest side/;
+
+/** [width, height] that decodeImage gives a w x h image at this shape, as the shim computes it. */
+function fitted(w: number, h: number, [side, multiple]: Shape): [number, number] {
+  const s = side / Math.min(w, h);
+  const snap = (x: number) => Math.max(multiple, Math.round(x / multiple) * multiple);
+  return [snap(w * s), snap(h * s)];
+}
+
+/**
+ * Valid gray PNGs of extreme aspect ratios, up to 1 x 100,000: decodeImages crops them; decodeImage keeps them
+ * whole, so a long side past 16384 at the batch's shape is refused.
+ */
+async function strips(): Promise<FuzzFile[]> {
+  const out: FuzzFile[] = [];
+  for (const [w, h] of [[1, 16384], [16384, 1], [2, 9000], [9000, 3], [1, 100_000], [7, 2048]]) {
+    const rows = new Uint8Array((w + 1) * h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) rows[y * (w + 1) + 1 + x] = (x * 7 + y * 13) & 255;
+    const z = new Uint8Array(
+      await new Response(new Blob([rows]).stream().pipeThrough(new CompressionStream("deflate"))).arrayBuffer(),
+    );
+    const ihdr = new Uint8Array(13);
+    new DataView(ihdr.buffer).setUint32(0, w);
+    new DataView(ihdr.buffer).setUint32(4, h);
+    ihdr.set([8, 0, 0, 0, 0], 8);
+    out.push({
+      name: `strip-${w}x${h}.png`,
+      kind: `a valid ${w} x ${h} gray PNG`,
+      bytes: concat(
+        new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+        pngChunk("IHDR", ihdr),
+        pngChunk("IDAT", z),
+        pngChunk("IEND", new Uint8Array()),
+      ),
+      expect: "decoded",
+      gray: true,
+      size: [w, h],
+    });
+  }
+  return out;
 }
 
 /** The reason of a file that the folder dataset skipped, other than the first. */
@@ -608,7 +675,7 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
     if (only !== undefined) files = [files[only]];
     for (const f of files) Deno.writeFileSync(join(dir, f.name), f.bytes);
     const paths = files.map((f) => join(dir, f.name));
-    const { threads, channels, side, folder } = plan(c);
+    const { threads, channels, side, folder, shapes } = plan(c);
     const problems: string[] = [];
     const decoded = new Set<number>();
     const reasons = new Map<number, string>();
@@ -657,6 +724,66 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
         r.images.dispose();
       }
     }
+    // The single-image decoder, on every file, at the batch's shapes: the whole image or a one-line reason, the
+    // same as the batch decoder's unless one of them is about the resize.
+    let singleDecoded = 0, singleSkipped = 0;
+    for (const [i, f] of files.entries()) {
+      for (const shape of shapes) {
+        const [s, multiple] = shape;
+        const r = await decodeImage(paths[i], { side: s, multiple, channels, maxPixels: MAX_PIXELS });
+        const what = `${f.name} (${f.kind}) through decodeImage at side ${s}, multiple ${multiple}`;
+        const batchWhy = reasons.get(i), batchOk = decoded.has(i);
+        const planned = batchWhy !== undefined && PLANNING.test(batchWhy);
+        if (r.image) {
+          singleDecoded++;
+          try {
+            const [ch, h, w] = r.image.shape;
+            const short = Math.max(multiple, Math.round(s / multiple) * multiple);
+            if (
+              r.image.ndim !== 3 || ch !== channels || h % multiple !== 0 || w % multiple !== 0 ||
+              Math.min(h, w) !== short || Math.max(h, w) > MAX_SIDE
+            ) {
+              problems.push(`${what} gave an image of shape [${r.image.shape}]`);
+            }
+            if (f.size) {
+              const [ew, eh] = fitted(f.size[0], f.size[1], shape);
+              if (w !== ew || h !== eh) problems.push(`${what} is ${w} x ${h}, expected ${ew} x ${eh}`);
+            }
+            if (channels === 3 && f.gray) {
+              const px = data(r.image) as Uint8Array, plane = h * w;
+              if (!px.subarray(0, plane).every((v, j) => v === px[plane + j] && v === px[2 * plane + j])) {
+                problems.push(`${what} is gray but decoded to different red, green and blue`);
+              }
+            }
+          } finally {
+            r.image.dispose();
+          }
+          if (!batchOk && !planned && batchWhy !== FOLDER_SKIP) {
+            problems.push(`${what} decoded, but decodeImages skipped it: ${batchWhy}`);
+          }
+          if (f.expect instanceof RegExp) problems.push(`${what} decoded, expected a skip for ${f.expect}`);
+        } else {
+          singleSkipped++;
+          const p = messageProblem(r.reason, 255);
+          if (p) problems.push(`${what}: ${p} as its reason`);
+          if (PLANNING.test(r.reason)) {
+            if (f.size && Math.max(...fitted(f.size[0], f.size[1], shape)) <= MAX_SIDE) {
+              problems.push(`${what} was refused for its size: ${r.reason}`);
+            }
+          } else if (batchOk) {
+            problems.push(`${what} was skipped (${r.reason}), but decodeImages decoded it`);
+          } else if (batchWhy !== undefined && batchWhy !== FOLDER_SKIP && !planned && batchWhy !== r.reason) {
+            problems.push(
+              `${what} was skipped for ${JSON.stringify(r.reason)}, decodeImages for ${JSON.stringify(batchWhy)}`,
+            );
+          }
+          if (f.expect === "decoded" && !PLANNING.test(r.reason)) problems.push(`${what} was skipped: ${r.reason}`);
+          if (f.expect instanceof RegExp && !f.expect.test(r.reason)) {
+            problems.push(`${what} was skipped for ${r.reason}, expected ${f.expect}`);
+          }
+        }
+      }
+    }
     const status = files.map((f, i) => {
       const ok = decoded.has(i), why = reasons.get(i);
       if (ok === (why !== undefined)) {
@@ -682,6 +809,8 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
       files: files.length,
       decoded: status.filter((s) => s === "decoded").length,
       reasons: status.filter((s) => s !== "decoded" && s !== FOLDER_SKIP).map(reasonKind),
+      singleDecoded,
+      singleSkipped,
     };
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -729,7 +858,7 @@ if (isFuzzChild()) {
   const only = Deno.args[4] === undefined ? undefined : Number(Deno.args[4]);
   await childMain((i) => only === undefined ? runCase(i, FILES) : runCase(only, FILES, i));
 } else {
-  Deno.test(`image fuzz: the ${SEEDS.length} seed images and ${FILES} mutated ones are each decoded or skipped with a one-line reason, on 1 and 2 threads, without a crash, abort, hang or runaway memory`, async () => {
+  Deno.test(`image fuzz: the ${SEEDS.length} seed images and ${FILES} mutated ones are each decoded or skipped with a one-line reason, on 1 and 2 threads, and through decodeImage at two shapes each, without a crash, abort, hang or runaway memory`, async () => {
     const t0 = performance.now();
     const root = Deno.makeTempDirSync({ prefix: "fuzz_images" });
     const env = { ...ENV, DINO_FUZZ_IMAGES_DIR: root };
@@ -755,7 +884,17 @@ if (isFuzzChild()) {
     assert.ok(run.peakKb < MEMORY_MB * 1024, `peak resident memory of a child: ${run.peakKb >> 10} MiB`);
     // What happened, for the record: decoded and skipped files, and the commonest reasons.
     const done = run.results.flatMap((r) =>
-      r.status === "done" ? [r.value as { files: number; decoded: number; reasons: string[] }] : []
+      r.status === "done"
+        ? [
+          r.value as {
+            files: number;
+            decoded: number;
+            reasons: string[];
+            singleDecoded: number;
+            singleSkipped: number;
+          },
+        ]
+        : []
     );
     const byReason = new Map<string, number>();
     for (const v of done) for (const k of v.reasons) byReason.set(k, (byReason.get(k) ?? 0) + 1);
@@ -765,7 +904,9 @@ if (isFuzzChild()) {
         `${Math.round((performance.now() - t0) / 100) / 10} s, peak ${
           run.peakKb >> 10
         } MiB: ${decoded} decoded; skipped: ` +
-        [...byReason].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, n]) => `${n} ${k}`).join("; "),
+        [...byReason].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, n]) => `${n} ${k}`).join("; ") +
+        `; decodeImage: ${done.reduce((n, v) => n + v.singleDecoded + v.singleSkipped, 0)} calls, ` +
+        `${done.reduce((n, v) => n + v.singleDecoded, 0)} decoded`,
     );
     assert.ok(decoded > FILES / 10, `only ${decoded} files decoded: the mutations are too destructive to test much`);
   });
