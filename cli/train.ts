@@ -34,7 +34,15 @@ import {
   toDevice,
   TorchError,
 } from "../mod.ts";
-import { channelStats, type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
+import {
+  channelStats,
+  checkReadable,
+  type Dataset,
+  firstImages,
+  IMAGE_EXTENSIONS,
+  openDataset,
+  UnreadableDataError,
+} from "../lib/data/mod.ts";
 import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
 import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/model/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
@@ -231,6 +239,19 @@ async function openRun(s: Settings, dist: Dist) {
     created.undo();
     return usage(mismatch);
   }
+  try {
+    // A folder whose every file is unreadable would train on nothing: said before anything is written. The test
+    // images are read by the k-NN evaluation, when there are labels.
+    await checkReadable(data);
+    if (data.labels !== undefined && queries.labels !== undefined) await checkReadable(queries);
+  } catch (e) {
+    dispose(resumed?.state);
+    train.dispose();
+    test.dispose();
+    created.undo();
+    if (e instanceof UnreadableDataError) return unreadable(e);
+    throw e;
+  }
   if (s.threads > 0) setNumThreads(s.threads);
   const cuda = s.device === "cuda" || (s.device === "auto" && cudaAvailable());
   const device: Device = cuda ? (dist.worldSize > 1 ? `cuda:${dist.localRank}` : "cuda") : "cpu"; // a GPU per rank
@@ -322,9 +343,33 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
   const perEpoch = hyper.itersPerEpoch, stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity;
   const log = new EpochLog(s, perEpoch, out.record, { quiet: !run.lead, processes: hyper.worldSize });
   const augment = augmentConfig(s, run.norm);
-  for await (const e of trainLoop(run.state, { ...run, augment, seed: s.seed, stopAt })) {
+  // What each epoch's batches held: an epoch whose every file was skipped had nothing to train on (files that
+  // became unreadable after checkReadable passed at the start).
+  let read = 0, skipped = 0, firstError = "";
+  const data: Dataset = {
+    ...run.data,
+    async load(indices) {
+      const b = await run.data.load(indices);
+      read += b.images.shape[0];
+      skipped += b.failed.length;
+      firstError ||= b.firstError;
+      return b;
+    },
+  };
+  for await (const e of trainLoop(run.state, { ...run, data, augment, seed: s.seed, stopAt })) {
     run.state = e.state;
     const step = e.state.step;
+    if (e.type === "epoch" && read === 0 && skipped > 0) {
+      log.finish();
+      return unreadable(
+        new UnreadableDataError(
+          `every one of the ${skipped} images of epoch ${e.epoch + 1} was unreadable`,
+          firstError,
+        ),
+        exists(out.checkpoint) ? `the checkpoint at step ${step} is kept` : "no checkpoint was written",
+      );
+    }
+    if (e.type === "epoch") read = skipped = 0;
     if (e.type === "step") {
       const why = divergence(e.metrics);
       if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
@@ -423,6 +468,18 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
       : `training was already complete (${state.step} steps in ${out.checkpoint}); use another --output-dir to train anew`,
   );
   return 0;
+}
+
+/** Every image read was unreadable: a one-line error naming the fix (exit code 1). */
+function unreadable(e: UnreadableDataError, kept = "nothing was written"): number {
+  const budget = /decoding budget/.test(e.firstError) ? `, or raise ${flagOf("maxImagePixels")}` : "";
+  return failure(
+    new Error(
+      `${e.message}; ${kept}. The data must be images stb_image reads (${IMAGE_EXTENSIONS.join(" ")}): ` +
+        `fix or remove the unreadable files${budget}, or point ${flagOf("data")} at other data`,
+    ),
+    "train",
+  );
 }
 
 function usage(message: string): number {
