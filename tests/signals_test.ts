@@ -132,3 +132,61 @@ Deno.test("kill -9 at random steps, then the same command again, ends bit-identi
   t.dispose(expected.tensors);
   Deno.removeSync(straight, { recursive: true });
 });
+
+/** A head whose last layer has 2.1 M weights: its checkpoint (student, teacher, AdamW's moments) is about 34 MB. */
+const BIG_HEAD = ["--out-dim=8192", "--bottleneck-dim=256", "--batch-size=16", "--train-limit=32", "--test-limit=40"];
+
+/** The temporary files of checkpoint writes in `dir`. */
+const checkpointTemporaries = (dir: string) =>
+  [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith(".checkpoint") && n.endsWith(".tmp"));
+
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.test(`${signal} while a checkpoint is being written: the write completes, then the run stops at a completed step with ${code}`, async () => {
+    // The writes are synchronous, so the signal is handled after the write: the run then takes at most one more
+    // step, saves it, and exits. Each run sends the signal once a checkpoint's temporary file appears, and counts
+    // when the file is still there after the signal was sent: the signal landed inside the write.
+    let landed = false;
+    for (let run = 0; run < 4 && !landed; run++) {
+      const dir = Deno.makeTempDirSync();
+      const p = spawnTrain([...TINY, ...BIG_HEAD, "--epochs=50", `--output-dir=${dir}`]);
+      let exited = false;
+      p.child.status.then(() => (exited = true));
+      let writing: string[] = [];
+      while (!exited && (writing = checkpointTemporaries(dir)).length === 0) await new Promise((r) => setTimeout(r, 1));
+      assert.ok(!exited, "the run ended before writing a checkpoint");
+      p.child.kill(signal);
+      landed = checkpointTemporaries(dir).some((n) => writing.includes(n));
+      const r = await p.done();
+      assert.equal(r.code, code, r.err);
+      const step = Number(/interrupted: checkpoint saved at step (\d+)/.exec(r.out)?.[1]);
+      const checkpoint = join(dir, "checkpoint.safetensors");
+      const loaded = t.loadCheckpoint(checkpoint);
+      assert.equal(loaded.state.step, step, "the checkpoint holds the step the run reports");
+      t.dispose(loaded.state);
+      assert.deepEqual(checkpointTemporaries(dir), [], "no temporary file left");
+      const steps = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l))
+        .filter((row) => "loss" in row).map((row) => row.step);
+      assert.deepEqual(steps, Array.from({ length: step }, (_, i) => i + 1), "each completed step logged once");
+      Deno.removeSync(dir, { recursive: true });
+    }
+    assert.ok(landed, "in 4 runs, no signal landed while a checkpoint was being written");
+  });
+}
+
+Deno.test("a second SIGINT while the interrupted run writes its checkpoint: the write completes, exit 130", async () => {
+  const dir = Deno.makeTempDirSync();
+  const p = spawnTrain([...TINY, ...BIG_HEAD, "--epochs=50", `--output-dir=${dir}`]);
+  await p.waitFor(/epoch 1\/50 step 1\//);
+  p.child.kill("SIGINT");
+  let exited = false;
+  p.child.status.then(() => (exited = true));
+  while (!exited && checkpointTemporaries(dir).length === 0) await new Promise((r) => setTimeout(r, 1));
+  p.child.kill("SIGINT"); // during the interrupted run's save (or just after it)
+  const r = await p.done();
+  assert.equal(r.code, 130, r.err);
+  const loaded = t.loadCheckpoint(join(dir, "checkpoint.safetensors"));
+  assert.ok(loaded.state.step >= 1);
+  t.dispose(loaded.state);
+  assert.deepEqual(checkpointTemporaries(dir), []);
+  Deno.removeSync(dir, { recursive: true });
+});
