@@ -4,10 +4,11 @@
  * `WORLD_SIZE`, `MASTER_ADDR` (127.0.0.1) and `MASTER_PORT` (`--master-port`)
  * and joins the group from them. Their output is streamed with a rank prefix;
  * SIGINT and SIGTERM are forwarded to every rank (which runs in its own
- * session, so that a terminal's Ctrl-C reaches it once, through here). When a
- * rank fails, the others are given `--dist-timeout` (and a little more) to stop
- * by themselves, naming the rank they lost, then killed. The exit code is 0
- * when every rank succeeded, else the ranks' common code, else 1.
+ * session, so that a terminal's Ctrl-C reaches it once, through here; a rank
+ * whose launcher is killed stops as on SIGTERM). When a rank fails, the others
+ * are given `--dist-timeout` (and a little more) to stop by themselves, naming
+ * the rank they lost, then killed. The exit code is 0 when every rank
+ * succeeded, else the ranks' common code, else 1.
  *
  * Multi-node runs are started by the tools that already do it (torchrun on
  * each node, or SLURM's srun): the program joins the group their variables
@@ -129,6 +130,7 @@ export async function launch(args: readonly string[], s: Settings, cuda: boolean
     env.OMP_NUM_THREADS = env.OPENBLAS_NUM_THREADS = String(Math.max(1, Math.floor(cores / n)));
   }
   if (!Deno.env.get("GLOG_minloglevel")) env.GLOG_minloglevel = "2"; // c10d's own warnings; errors still show
+  env.DINO_LAUNCHER_PID = String(Deno.pid); // a rank whose launcher dies stops as on SIGTERM (train.ts)
   const wrapper = setsid();
   const children = Array.from({ length: n }, (_, rank) => {
     const command = [Deno.execPath(), "run", "-A", program, ...args];

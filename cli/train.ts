@@ -371,11 +371,12 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
     }
     if (e.type === "epoch") read = skipped = 0;
     if (e.type === "step") {
+      if (run.group && launcherGone()) stop.adopt(143);
       const why = divergence(e.metrics);
       if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
       log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
       await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a pending signal is delivered
-      // Every rank stops at the same step, when any of them was asked to.
+      // Every rank stops at the same step, when any of them was asked to (or its launcher died).
       if (run.group) stop.adopt(gatherNumbers(stop.code, run.group).find((c) => c !== 0) ?? 0);
       if (stop.code) break;
       continue;
@@ -514,6 +515,19 @@ function resumption(s: Settings): (ReturnType<typeof loadCheckpoint> & { path: s
     );
   }
   return loaded;
+}
+
+/**
+ * Whether this rank was started by `--nproc-per-node`'s launcher and the launcher is gone (killed: no one forwards
+ * signals or reads the output any more): the ranks then stop as on SIGTERM, rank 0 saving, instead of running on
+ * unwatched. The output, whose pipes now lead nowhere, is dropped.
+ */
+function launcherGone(): boolean {
+  const launcher = Number(Deno.env.get("DINO_LAUNCHER_PID") ?? 0);
+  if (!launcher || Deno.ppid === launcher) return false;
+  Deno.env.delete("DINO_LAUNCHER_PID");
+  console.log = console.warn = console.error = () => {};
+  return true;
 }
 
 /** The output folder as ranks other than 0 see it: they write nothing. */

@@ -377,6 +377,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "when the launcher is killed, its ranks stop as on SIGTERM: rank 0 saves a checkpoint, none runs on",
+  ignore: !gloo,
+  async fn() {
+    const dir = Deno.makeTempDirSync();
+    const args = [...TINY, "--batch-size", "16", "--epochs", "500", "--nproc-per-node", "2"];
+    const launcher = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", TRAIN, ...args, "--output-dir", dir, "--master-port", String(freePort())],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitForSteps(dir, 3);
+      const ranks = [rankPid(dir, 0), rankPid(dir, 1)];
+      assert.ok(ranks.every((p) => p !== undefined), "both ranks' processes");
+      launcher.kill("SIGKILL");
+      await launcher.status;
+      const alive = () =>
+        ranks.filter((p) => t.exists(`/proc/${p}`) && !/\) Z /.test(Deno.readTextFileSync(`/proc/${p}/stat`)));
+      const started = performance.now();
+      while (alive().length > 0 && performance.now() - started < 40_000) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(alive(), [], "the ranks stopped");
+      const { tensors, metadata } = readSafetensors(join(dir, "checkpoint.safetensors"));
+      t.dispose(tensors);
+      assert.ok(Number(metadata.step) >= 3);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "SIGINT to the launcher reaches every rank once: all stop at the same step, rank 0 saves, exit code 130",
   ignore: !gloo,
   async fn() {
