@@ -65,6 +65,7 @@ import {
 } from "../lib/eval/retrieval.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
+import type { BackboneConfig, BackboneParams } from "../lib/model/backbone.ts";
 import {
   argsError,
   failure,
@@ -225,8 +226,8 @@ function listImages(flag: string, root: string): Entry[] {
 
 /** What the features need: the backbone, how images are prepared, and which features. */
 interface Extractor {
-  backbone: ViTParams;
-  vit: ViTConfig;
+  backbone: BackboneParams;
+  vit: BackboneConfig;
   norm: Normalization;
   copy: boolean;
   multiscale: boolean;
@@ -248,7 +249,7 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
     if (input.shape[2] !== h || input.shape[3] !== w) {
       input = interpolate(input, { size: [h, w], mode: "bicubic", antialias: true });
     }
-    if (x.copy) return copyDetectionFeatures(backbone, vit, input);
+    if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);
     return x.multiscale ? multiScaleFeatures(backbone, vit, input) : clsFeatures(backbone, vit, input);
   });
 }
@@ -339,11 +340,15 @@ export async function main(args: string[]): Promise<number> {
     }
     undo = prepareOutputDir(o.outputDir).undo;
     model = loadModel("--weights", o.weights, o);
-    const vit = model.vit;
-    if (!vit) throw new UsageError(`--weights ${o.weights} is not a ViT: retrieve uses a ViT's CLS and patch tokens`);
+    const vit = model.resnet ?? model.vit;
+    if (o.copy && model.resnet) {
+      throw new UsageError(
+        `--weights ${o.weights} is a ${model.resnet.arch}: copy detection uses a ViT's CLS and patch tokens`,
+      );
+    }
     const norm: Normalization = model.normalization ?? defaultNormalization(vit.inChans);
     const x: Extractor = {
-      backbone: model.backbone as ViTParams,
+      backbone: model.backbone,
       vit,
       norm,
       copy: o.copy,
@@ -421,7 +426,9 @@ export async function main(args: string[]): Promise<number> {
       writeFileAtomic(join(stage!, name), new TextEncoder().encode(JSON.stringify(value, null, 2)));
     const settings = {
       mode: o.copy ? "copy-detection" : "retrieval",
-      features: o.copy ? "CLS + GeM (p = 4)" : o.multiscale ? "CLS, scales 1, 1/sqrt 2, 1/2" : "CLS",
+      features: `${o.copy ? "CLS + GeM (p = 4)" : model.resnet ? "pooled output" : "CLS"}${
+        o.multiscale ? ", scales 1, 1/sqrt 2, 1/2" : ""
+      }`,
       whitening: o.whitening ?? null,
       image_size: o.imageSize,
       weights: o.weights,

@@ -13,6 +13,7 @@ import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
 import { main as linear } from "../cli/linear.ts";
 import { main as attention } from "../cli/attention.ts";
+import { main as retrieve } from "../cli/retrieve.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { stateDict } from "../lib/weights/tree.ts";
@@ -120,6 +121,20 @@ Deno.test("knn, embed and linear take a ResNet checkpoint and torchvision-layout
   );
   assert.equal(blocks.value, 2);
   assert.match(blocks.err, /--n-last-blocks and --avgpool-patchtokens are for ViTs/);
+
+  const copies = "tests/fixtures/copies";
+  const rflags = ["--weights", ck, "--database", `${copies}/database`, "--queries", `${copies}/queries`];
+  const ret = await captured(() =>
+    retrieve([...rflags, "--multiscale", "--image-size", "32", "--output-dir", join(dir, "retrieve")])
+  );
+  assert.equal(ret.value, 0, ret.err);
+  assert.equal(
+    JSON.parse(Deno.readTextFileSync(join(dir, "retrieve", "neighbours.json"))).features,
+    "pooled output, scales 1, 1/sqrt 2, 1/2",
+  );
+  const copy = await captured(() => retrieve([...rflags, "--copy-detection", "--output-dir", join(dir, "copy")]));
+  assert.equal(copy.value, 2);
+  assert.match(copy.err, /is a resnet18: copy detection uses a ViT's CLS and patch tokens/);
 
   const a = await captured(() =>
     attention(["--weights", ck, "--image", "tests/fixtures/images/png-rgb8.png", "--output-dir", join(dir, "attn")])

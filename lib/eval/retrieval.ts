@@ -51,6 +51,8 @@ import {
   transpose,
 } from "../../ffi/mod.ts";
 import { intermediateLayers, type ViTConfig, vitForward, type ViTParams } from "../model/vit.ts";
+import { type BackboneConfig, type BackboneParams, isResNetConfig } from "../model/backbone.ts";
+import { resnetFeatures, type ResNetParams } from "../model/resnet.ts";
 import { symmetricEigen } from "./eigen.ts";
 
 /** The top-left part of images [B, C, H, W] whose sides are multiples of the patch, as the official patch
@@ -67,7 +69,7 @@ function cropToPatches(x: Tensor, P: number): Tensor {
 /**
  * The retrieval features of normalised images [B, C, H, W]: the CLS token after the final norm, [B, D], as the
  * official `model(samples)`. Sides that are not multiples of the patch lose their last pixels, as the official
- * patch embedding does.
+ * patch embedding does. A ResNet gives its pooled output in evaluation mode (`fc` as identity).
  *
  * @example
  * ```ts
@@ -83,8 +85,9 @@ function cropToPatches(x: Tensor, P: number): Tensor {
  * dispose(vit);
  * ```
  */
-export function clsFeatures(p: ViTParams, cfg: ViTConfig, x: Tensor): Tensor {
-  return noGrad(() => tidy(() => vitForward(p, cfg, cropToPatches(x, cfg.patchSize))));
+export function clsFeatures(p: BackboneParams, cfg: BackboneConfig, x: Tensor): Tensor {
+  if (isResNetConfig(cfg)) return noGrad(() => tidy(() => resnetFeatures(p as ResNetParams, cfg, x)));
+  return noGrad(() => tidy(() => vitForward(p as ViTParams, cfg, cropToPatches(x, cfg.patchSize))));
 }
 
 /** The scales of the official multi-scale retrieval features. */
@@ -108,7 +111,7 @@ export const RETRIEVAL_SCALES: readonly number[] = [1, 1 / 2 ** 0.5, 1 / 2];
  * dispose(vit);
  * ```
  */
-export function multiScaleFeatures(p: ViTParams, cfg: ViTConfig, x: Tensor): Tensor {
+export function multiScaleFeatures(p: BackboneParams, cfg: BackboneConfig, x: Tensor): Tensor {
   return noGrad(() =>
     tidy(() => {
       let v: Tensor | undefined;
