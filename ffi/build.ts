@@ -9,7 +9,8 @@
  *    `DINO_SYSTEM_PREFIXES` (default `/usr:/usr/local`).
  *
  * The shim is compiled once per (shim sources, libtorch version, location, C++
- * ABI, CUDA) into `$DINO_CACHE_DIR` (default `~/.cache/dino-deno`) and reused.
+ * ABI, CUDA, distributed backends: see {@linkcode distributedBuild}) into
+ * `$DINO_CACHE_DIR` (default `~/.cache/dino-deno`) and reused.
  * `DINO_SHIM` names a prebuilt shim and skips all of this.
  *
  * @example Build (or find) the shim from the command line
