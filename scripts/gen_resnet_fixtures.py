@@ -174,6 +174,31 @@ def forward_parity():
     print(f"wrote {len(out)} tensors to tests/fixtures/resnet/resnet18.safetensors")
 
 
+def forward_parity_50():
+    """ResNet-50 (Bottleneck blocks) on a small batch: the same checks as the ResNet-18's, every large tensor sampled."""
+    model = resnet("resnet50")
+    specs = fill(model)
+    x = pattern([2, 3, 32, 32], 1000, math.sqrt(12)).requires_grad_(True)
+    r = pattern([2, 2048], 1001, 1.0)
+    out = {"x": x.detach().clone(), "r": r}
+    model.train()
+    y = model(x)
+    (y * r).sum().backward()
+    out["train.output"] = y.detach().clone()
+    out["train.grad.x"] = x.grad.clone()
+    for n, p in model.named_parameters():
+        sampled(out, f"train.grad.{n}", p.grad, 256)
+    for n, b in model.named_buffers():
+        if b.is_floating_point():
+            sampled(out, f"train.buffer.{n}", b, 256)
+    model.eval()
+    with torch.no_grad():
+        out["eval.output"] = model(x)
+    meta = {"specs": json.dumps(specs), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    save_safetensors(os.path.join(OUT, "resnet50.safetensors"), out, meta)
+    print(f"wrote {len(out)} tensors to tests/fixtures/resnet/resnet50.safetensors")
+
+
 class LarsToy(nn.Module):
     """Parameters of every kind LARS tells apart: matrices, convs, biases, norm scales, all-zero weights."""
 
@@ -303,5 +328,6 @@ if __name__ == "__main__":
     else:
         os.makedirs(OUT, exist_ok=True)
         forward_parity()
+        forward_parity_50()
         lars_parity()
         dino_resnet_parity()

@@ -1,7 +1,7 @@
 // ResNet backbones and LARS against PyTorch, on fixtures written by scripts/gen_resnet_fixtures.py (run with
-// /usr/bin/python3, PyTorch 1.13, torchvision 0.14): the key set and shapes of every depth, a ResNet-18's forward in
-// training and evaluation mode, its gradients and moved batch-norm buffers; the official utils.LARS over 3 steps;
-// and three official DINO iterations on a ResNet-18 with a batch-norm head and LARS. The weights are made by a
+// /usr/bin/python3, PyTorch 1.13, torchvision 0.14): the key set and shapes of every depth, the forward of a ResNet-18
+// (BasicBlock) and a ResNet-50 (Bottleneck) in training and evaluation mode, their gradients and moved buffers; the
+// official utils.LARS over 3 steps; and three official DINO iterations on a ResNet-18 with a batch-norm head and LARS. The weights are made by a
 // formula both sides compute bit for bit (see the script), so the fixtures need not hold them.
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
@@ -93,46 +93,50 @@ Deno.test("every torchvision ResNet's state_dict keys, in order, and shapes (fc 
   }
 });
 
-Deno.test("a ResNet-18's training forward, every gradient and moved buffer, then evaluation, equal torchvision's", () => {
-  const { tensors: F, metadata } = readSafetensors(`${DIR}resnet18.safetensors`);
-  const live = t.liveTensors();
-  const cfg = resnetConfig("resnet18");
-  using g = new t.Generator(0);
-  const template = initResNet(cfg, g);
-  const p = patterned(template, JSON.parse(metadata.specs));
-  t.dispose(template);
-  try {
-    t.tidy(() => {
-      const x = t.requiresGrad(F.x);
-      const leaves = mapTree(
-        p,
-        (v, k) => (k.endsWith("num_batches_tracked") || /running_/.test(k) ? v : t.requiresGrad(v)),
-      );
-      const { output, bnStats } = resnetForward(leaves, cfg, x, { training: true });
-      assertNear(output, F["train.output"], 1e-5, "training output");
-      const flat = stateDict(leaves);
-      const keys = Object.keys(flat).filter((k) => flat[k].requiresGrad);
-      const grads = t.grad(t.sum(t.mul(output, F.r)), [x, ...keys.map((k) => flat[k])]);
-      assertNear(grads[0], F["train.grad.x"], 1e-5, "grad of the input");
-      keys.forEach((k, i) =>
-        assert.ok(assertSampled(grads[i + 1], F, `train.grad.${k}`, 1e-5, 2048), `no gradient ${k}`)
-      );
-      const buffers = Object.keys(flat).filter((k) => !flat[k].requiresGrad);
-      assert.equal(buffers.length, 3 * 20); // 20 batch norms in a ResNet-18
-      assert.deepEqual(Object.keys(bnStats).sort(), buffers.sort());
-      for (const k of buffers) {
-        if (k.endsWith("num_batches_tracked")) assert.equal(t.item(bnStats[k]), 1, k);
-        else assertNear(bnStats[k], F[`train.buffer.${k}`], 1e-5, `buffer ${k}`);
-      }
-      // Evaluation mode with the moved buffers: the running statistics.
-      const moved = loadStateDict(p, { ...stateDict(p), ...bnStats });
-      assertNear(resnetFeatures(moved, cfg, F.x), F["eval.output"], 1e-5, "evaluation output");
-    });
-  } finally {
-    t.dispose([p, F]);
-  }
-  assert.equal(t.liveTensors(), live - Object.keys(F).length, "the forward passes leave nothing behind");
-});
+for (
+  const [arch, norms, limit] of [["resnet18", 20, 2048], ["resnet50", 53, 256]] as const
+) {
+  Deno.test(`a ${arch}'s training forward, every gradient and moved buffer, then evaluation, equal torchvision's`, () => {
+    const { tensors: F, metadata } = readSafetensors(`${DIR}${arch}.safetensors`);
+    const live = t.liveTensors();
+    const cfg = resnetConfig(arch);
+    using g = new t.Generator(0);
+    const template = initResNet(cfg, g);
+    const p = patterned(template, JSON.parse(metadata.specs));
+    t.dispose(template);
+    try {
+      t.tidy(() => {
+        const x = t.requiresGrad(F.x);
+        const leaves = mapTree(
+          p,
+          (v, k) => (k.endsWith("num_batches_tracked") || /running_/.test(k) ? v : t.requiresGrad(v)),
+        );
+        const { output, bnStats } = resnetForward(leaves, cfg, x, { training: true });
+        assertNear(output, F["train.output"], 1e-5, "training output");
+        const flat = stateDict(leaves);
+        const keys = Object.keys(flat).filter((k) => flat[k].requiresGrad);
+        const grads = t.grad(t.sum(t.mul(output, F.r)), [x, ...keys.map((k) => flat[k])]);
+        assertNear(grads[0], F["train.grad.x"], 1e-5, "grad of the input");
+        keys.forEach((k, i) =>
+          assert.ok(assertSampled(grads[i + 1], F, `train.grad.${k}`, 1e-5, limit), `no gradient ${k}`)
+        );
+        const buffers = Object.keys(flat).filter((k) => !flat[k].requiresGrad);
+        assert.equal(buffers.length, 3 * norms);
+        assert.deepEqual(Object.keys(bnStats).sort(), buffers.sort());
+        for (const k of buffers) {
+          if (k.endsWith("num_batches_tracked")) assert.equal(t.item(bnStats[k]), 1, k);
+          else assert.ok(assertSampled(bnStats[k], F, `train.buffer.${k}`, 1e-5, limit), `no buffer ${k}`);
+        }
+        // Evaluation mode with the moved buffers: the running statistics.
+        const moved = loadStateDict(p, { ...stateDict(p), ...bnStats });
+        assertNear(resnetFeatures(moved, cfg, F.x), F["eval.output"], 1e-5, "evaluation output");
+      });
+    } finally {
+      t.dispose([p, F]);
+    }
+    assert.equal(t.liveTensors(), live - Object.keys(F).length, "the forward passes leave nothing behind");
+  });
+}
 
 Deno.test("ResNet forward passes never change their inputs, run on 1-channel images and name a wrong shape", () => {
   using g = new t.Generator(3);
