@@ -60,6 +60,7 @@ import {
   worldFromEnv,
 } from "../lib/distributed/mod.ts";
 import { launch, requireBackend, resolveBackend } from "./launch.ts";
+import { main as runReport } from "./report.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
@@ -393,6 +394,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
         });
         if (run.lead) console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
         out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
+        if (run.lead && s.report) await writeRunReport(s.outputDir);
       } catch (err) {
         if (!stop.code) throw err;
         break;
@@ -416,6 +418,7 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
   const trainSeconds = (performance.now() - run.started) / 1000;
   if (!run.labelled) {
     console.log(`${run.data.name} has no labels: k-NN evaluation skipped. Checkpoint: ${out.checkpoint}`);
+    if (s.report) await writeRunReport(s.outputDir);
     return 0;
   }
   console.log(
@@ -451,6 +454,7 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
   }
   const totalSeconds = (performance.now() - run.started) / 1000;
   out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds, linear);
+  if (s.report) await writeRunReport(s.outputDir);
   console.log(`k-NN top-1 accuracy (${protocol.test.length} test images):`);
   console.log(`  DINO teacher, trained       ${r.trained.top1.toFixed(2)}%`);
   console.log(`  same network, at init       ${r.init.top1.toFixed(2)}%`);
@@ -469,6 +473,12 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
       : `training was already complete (${state.step} steps in ${out.checkpoint}); use another --output-dir to train anew`,
   );
   return 0;
+}
+
+/** report.html of the run so far (`deno task report`); a report that cannot be made is a warning, not a failed run. */
+async function writeRunReport(dir: string): Promise<void> {
+  const code = await runReport(["--run", dir]);
+  if (code !== 0) console.warn(`warning: report.html was not written; deno task report --run ${dir} says why`);
 }
 
 /** Every image read was unreadable: a one-line error naming the fix (exit code 1). */

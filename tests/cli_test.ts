@@ -55,8 +55,10 @@ Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports t
     "checkpoint0001.safetensors",
     "config.json",
     "metrics.jsonl",
+    "report.html",
     "summary.json",
   ]);
+  assert.match(Deno.readTextFileSync(join(dir, "report.html")), /<svg/, "the run's report, written at the end");
   const records = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
   const step = records[0];
   for (

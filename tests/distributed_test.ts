@@ -242,6 +242,7 @@ Deno.test({
         "checkpoint.safetensors",
         "config.json",
         "metrics.jsonl",
+        "report.html",
         "summary.json",
       ]);
 

@@ -280,6 +280,9 @@ export const SETTINGS = {
     range: "unit",
     resumable: true,
   }),
+  report: bool(true, "write report.html (deno task report) at each k-NN evaluation and at the end", "run", {
+    resumable: true,
+  }),
   evalLinear: bool(false, "also report a linear probe at the end (cached features, as deno task linear)", "run", {
     resumable: true,
   }),
