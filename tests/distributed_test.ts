@@ -481,3 +481,26 @@ Deno.test("without Gloo's headers, native/distributed.cpp compiles with no distr
   }).output();
   assert.ok(r.success, new TextDecoder().decode(r.stderr));
 });
+
+Deno.test({
+  name: "batch norm over several processes (a ResNet, or a BN head) is refused: it needs SyncBatchNorm",
+  async fn() {
+    const dir = Deno.makeTempDirSync();
+    Deno.removeSync(dir);
+    const env = { RANK: "0", WORLD_SIZE: "2", MASTER_PORT: String(freePort()), GLOG_minloglevel: "2" };
+    for (
+      const [extra, says] of [
+        [
+          ["--use-bn-in-head", "true"],
+          /batch norm \(--use-bn-in-head true\) over several processes needs SyncBatchNorm/,
+        ],
+        [["--arch", "resnet18"], /batch norm \(--arch resnet18\) over several processes needs SyncBatchNorm/],
+      ] as const
+    ) {
+      const r = await run([...TINY, "--output-dir", dir, ...extra], env);
+      assert.equal(r.code, 2, r.err);
+      assert.match(r.err, says);
+      assert.ok(!t.exists(dir), "nothing is written");
+    }
+  },
+});
