@@ -31,7 +31,6 @@
  * @module
  */
 import { basename, extname, join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   decodeImage,
   defaultMaxImagePixels,
@@ -46,13 +45,13 @@ import { attentionMaps, defaultNormalization, type Normalization, renderAttentio
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import {
-  argsError,
   failure,
   integer,
   loadModel,
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -93,26 +92,16 @@ function imageFile(path: string): string {
 }
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        weights: { type: "string" },
-        image: { type: "string", multiple: true },
-        "output-dir": { type: "string" },
-        ...MODEL_FLAGS,
-        "image-size": { type: "string", default: "480" },
-        threshold: { type: "string", default: "0.6" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    weights: { type: "string" },
+    image: { type: "string", multiple: true },
+    "output-dir": { type: "string" },
+    ...MODEL_FLAGS,
+    "image-size": { type: "string", default: "480" },
+    threshold: { type: "string", default: "0.6" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   if (!v.weights) throw new UsageError("--weights is required");
   if (!v.image?.length) throw new UsageError("--image is required (repeat it for several images)");

@@ -15,11 +15,10 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { dispose, exists } from "../mod.ts";
 import { readWeights, selectNetwork } from "../lib/weights/read.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
-import { argsError, failure, outputFile, UsageError, weightsFile } from "./flags.ts";
+import { failure, outputFile, parseFlags, UsageError, weightsFile } from "./flags.ts";
 
 const HELP = `usage: deno task convert --in FILE.pth --out FILE.safetensors [--checkpoint-key K]
 
@@ -33,22 +32,12 @@ options:
   -h, --help            this text`;
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        in: { type: "string" },
-        out: { type: "string" },
-        "checkpoint-key": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    in: { type: "string" },
+    out: { type: "string" },
+    "checkpoint-key": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   for (const k of ["in", "out"] as const) if (!v[k]) throw new UsageError(`--${k} is required`);
   const input = weightsFile("--in", v.in!);

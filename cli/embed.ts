@@ -15,7 +15,6 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
@@ -23,7 +22,6 @@ import { extractFeatures } from "../lib/eval/knn.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 import {
-  argsError,
   dataSpec,
   failure,
   integer,
@@ -32,6 +30,7 @@ import {
   MODEL_HELP,
   modelOptions,
   outputFile,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -65,29 +64,19 @@ function numbers(flag: string, v: string): number[] {
 }
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        weights: { type: "string" },
-        data: { type: "string" },
-        out: { type: "string" },
-        split: { type: "string", default: "test" },
-        ...MODEL_FLAGS,
-        "image-size": { type: "string" },
-        mean: { type: "string" },
-        std: { type: "string" },
-        "batch-size": { type: "string", default: "256" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    weights: { type: "string" },
+    data: { type: "string" },
+    out: { type: "string" },
+    split: { type: "string", default: "test" },
+    ...MODEL_FLAGS,
+    "image-size": { type: "string" },
+    mean: { type: "string" },
+    std: { type: "string" },
+    "batch-size": { type: "string", default: "256" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   for (const k of ["weights", "data", "out"] as const) if (!v[k]) throw new UsageError(`--${k} is required`);
   if (v.split !== "train" && v.split !== "test") {

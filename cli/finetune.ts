@@ -23,7 +23,6 @@
  * @module
  */
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   cudaAvailable,
   defaultMaxImagePixels,
@@ -47,7 +46,6 @@ import { numLabels, trainCrop } from "../lib/eval/linear.ts";
 import { type BackboneParams, describeBackbone, initBackbone } from "../lib/model/backbone.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import {
-  argsError,
   dataSpec,
   failure,
   integer,
@@ -55,11 +53,13 @@ import {
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
 import { clock, Progress } from "./progress.ts";
 import { prepareOutputDir } from "./run_folder.ts";
+import { listenForStop } from "./stop.ts";
 
 const D = FINETUNE_DEFAULTS;
 const HELP = `usage: deno task finetune --weights FILE --data DATA [options]
@@ -100,39 +100,29 @@ function number(flag: string, v: string, o: { min?: number; below?: number; posi
 }
 
 function parse(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        weights: { type: "string" },
-        data: { type: "string" },
-        ...MODEL_FLAGS,
-        "from-scratch": { type: "boolean", default: false },
-        epochs: { type: "string", default: String(D.epochs) },
-        "batch-size": { type: "string", default: String(D.batchSize) },
-        lr: { type: "string", default: String(D.lr) },
-        "min-lr": { type: "string", default: String(D.minLr) },
-        "warmup-epochs": { type: "string", default: String(D.warmupEpochs) },
-        "weight-decay": { type: "string", default: String(D.weightDecay) },
-        "layer-decay": { type: "string", default: String(D.layerDecay) },
-        smoothing: { type: "string", default: String(D.smoothing) },
-        "drop-path": { type: "string", default: String(D.dropPath) },
-        "image-size": { type: "string" },
-        seed: { type: "string", default: "0" },
-        device: { type: "string", default: "auto" },
-        "output-dir": { type: "string", default: "output/finetune" },
-        "train-limit": { type: "string", default: "0" },
-        "test-limit": { type: "string", default: "0" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const values = parseFlags(args, {
+    weights: { type: "string" },
+    data: { type: "string" },
+    ...MODEL_FLAGS,
+    "from-scratch": { type: "boolean", default: false },
+    epochs: { type: "string", default: String(D.epochs) },
+    "batch-size": { type: "string", default: String(D.batchSize) },
+    lr: { type: "string", default: String(D.lr) },
+    "min-lr": { type: "string", default: String(D.minLr) },
+    "warmup-epochs": { type: "string", default: String(D.warmupEpochs) },
+    "weight-decay": { type: "string", default: String(D.weightDecay) },
+    "layer-decay": { type: "string", default: String(D.layerDecay) },
+    smoothing: { type: "string", default: String(D.smoothing) },
+    "drop-path": { type: "string", default: String(D.dropPath) },
+    "image-size": { type: "string" },
+    seed: { type: "string", default: "0" },
+    device: { type: "string", default: "auto" },
+    "output-dir": { type: "string", default: "output/finetune" },
+    "train-limit": { type: "string", default: "0" },
+    "test-limit": { type: "string", default: "0" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (values.help) return "help";
   if (!values.weights) throw new UsageError("--weights is required");
   if (!values.data) throw new UsageError("--data is required");
@@ -165,28 +155,6 @@ function parse(args: string[]) {
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     weights: weightsFile("--weights", values.weights),
     data: dataSpec(values.data),
-  };
-}
-
-/** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
-function listenForStop() {
-  const controller = new AbortController();
-  let code = 0;
-  const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
-    if (code !== 0) Deno.exit(code);
-    code = exitCode;
-    controller.abort(new Error(`stopped by ${signal}`));
-  };
-  const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;
-  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  return {
-    signal: controller.signal,
-    get code() {
-      return code;
-    },
-    [Symbol.dispose]() {
-      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-    },
   };
 }
 

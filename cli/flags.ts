@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { dirname, resolve } from "node:path";
 import { exists } from "../mod.ts";
 import { BACKBONE_ARCHS, type BackboneArch } from "../lib/model/backbone.ts";
@@ -210,6 +210,26 @@ export function parseTrainArgs(
 
 /** The datasets `openDataset` knows by name; anything else is a path. */
 export const NAMED = ["fmnist", "cifar10", "cifar100"];
+
+/**
+ * The flags of a command (strict, no positionals), or a usage error with parseArgs' complaint.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags } from "./flags.ts";
+ * const v = parseFlags(["--k", "5"], { k: { type: "string", default: "20" }, help: { type: "boolean" } });
+ * assert.equal(v.k, "5");
+ * assert.throws(() => parseFlags(["--nope"], { k: { type: "string" } }), /Unknown option '--nope'/);
+ * ```
+ */
+export function parseFlags<const O extends ParseArgsOptionsConfig>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw argsError(e);
+  }
+}
 
 /** parseArgs' complaint as a usage error (without its advice on positionals). Shared by the commands. */
 export function argsError(e: unknown): UsageError {

@@ -13,10 +13,8 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose } from "../mod.ts";
 import {
-  argsError,
   dataSpec,
   failure,
   integer,
@@ -24,6 +22,7 @@ import {
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -51,29 +50,19 @@ ${MODEL_HELP}
   -h, --help            this help`;
 
 function parse(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        checkpoint: { type: "string" },
-        data: { type: "string" },
-        k: { type: "string", default: "20" },
-        temperature: { type: "string", default: "0.07" },
-        ...MODEL_FLAGS,
-        "image-size": { type: "string" },
-        "batch-size": { type: "string", default: "256" },
-        "train-limit": { type: "string", default: "0" },
-        "test-limit": { type: "string", default: "0" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const values = parseFlags(args, {
+    checkpoint: { type: "string" },
+    data: { type: "string" },
+    k: { type: "string", default: "20" },
+    temperature: { type: "string", default: "0.07" },
+    ...MODEL_FLAGS,
+    "image-size": { type: "string" },
+    "batch-size": { type: "string", default: "256" },
+    "train-limit": { type: "string", default: "0" },
+    "test-limit": { type: "string", default: "0" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (values.help) return "help";
   if (!values.checkpoint) throw new UsageError("--checkpoint is required");
   if (!values.data) throw new UsageError("--data is required");

@@ -53,6 +53,7 @@ import {
 } from "./flags.ts";
 import { clock, Progress } from "./progress.ts";
 import { prepareOutputDir } from "./run_folder.ts";
+import { listenForStop } from "./stop.ts";
 
 const HELP = `usage: deno task linear --weights FILE --data DATA [options]
 
@@ -171,28 +172,6 @@ function parse(args: string[]) {
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     weights: weightsFile("--weights", values.weights),
     data: dataSpec(values.data),
-  };
-}
-
-/** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
-function listenForStop() {
-  const controller = new AbortController();
-  let code = 0;
-  const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
-    if (code !== 0) Deno.exit(code);
-    code = exitCode;
-    controller.abort(new Error(`stopped by ${signal}`));
-  };
-  const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;
-  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  return {
-    signal: controller.signal,
-    get code() {
-      return code;
-    },
-    [Symbol.dispose]() {
-      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-    },
   };
 }
 

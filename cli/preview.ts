@@ -14,7 +14,6 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import {
   cat,
@@ -34,7 +33,7 @@ import {
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { argsError, failure, integer, UsageError } from "./flags.ts";
+import { failure, integer, parseFlags, UsageError } from "./flags.ts";
 
 const HELP = `usage: deno task preview --data DATA --output-dir DIR [options]
 
@@ -51,25 +50,15 @@ options:
   -h, --help           this help`;
 
 function parse(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        data: { type: "string" },
-        "output-dir": { type: "string" },
-        preset: { type: "string" },
-        count: { type: "string", default: "6" },
-        seed: { type: "string", default: "0" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const values = parseFlags(args, {
+    data: { type: "string" },
+    "output-dir": { type: "string" },
+    preset: { type: "string" },
+    count: { type: "string", default: "6" },
+    seed: { type: "string", default: "0" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (values.help) return "help";
   if (!values.data) throw new UsageError("--data is required");
   if (!values["output-dir"]) throw new UsageError("--output-dir is required");

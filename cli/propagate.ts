@@ -27,7 +27,6 @@
  * @module
  */
 import { basename, extname, join } from "node:path";
-import { parseArgs } from "node:util";
 import { imageSize } from "npm:image-size@2.0.2";
 import { decodeImage, defaultMaxImagePixels, dispose, type Tensor, tidy, toArray, writeFileAtomic } from "../mod.ts";
 import { defaultNormalization, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
@@ -43,13 +42,13 @@ import {
 import { LabelPropagator, labelsFromSoft, oneHotLabels, patchFeatures } from "../lib/eval/propagate.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import {
-  argsError,
   failure,
   integer,
   loadModel,
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -107,30 +106,20 @@ function folder(flag: string, path: string): string {
 }
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        weights: { type: "string" },
-        frames: { type: "string" },
-        "first-mask": { type: "string" },
-        "output-dir": { type: "string" },
-        annotations: { type: "string" },
-        ...MODEL_FLAGS,
-        "n-last-frames": { type: "string", default: "7" },
-        "size-mask-neighborhood": { type: "string", default: "12" },
-        topk: { type: "string", default: "5" },
-        "image-size": { type: "string", default: "480" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    weights: { type: "string" },
+    frames: { type: "string" },
+    "first-mask": { type: "string" },
+    "output-dir": { type: "string" },
+    annotations: { type: "string" },
+    ...MODEL_FLAGS,
+    "n-last-frames": { type: "string", default: "7" },
+    "size-mask-neighborhood": { type: "string", default: "12" },
+    topk: { type: "string", default: "5" },
+    "image-size": { type: "string", default: "480" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   for (const k of ["weights", "frames", "first-mask", "output-dir"] as const) {
     if (!v[k]) throw new UsageError(`--${k} is required`);

@@ -19,7 +19,6 @@
  */
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
-import { parseArgs } from "node:util";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import {
   cat,
@@ -48,7 +47,7 @@ import {
 } from "../lib/eval/run_report.ts";
 import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
-import { argsError, failure, integer, UsageError } from "./flags.ts";
+import { failure, integer, parseFlags, UsageError } from "./flags.ts";
 import { Bar } from "./bar.ts";
 
 const HELP = `usage: deno task report --run DIR [options]
@@ -70,24 +69,14 @@ options:
 const TSNE_POINTS = 500;
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        run: { type: "string" },
-        data: { type: "string" },
-        images: { type: "string", default: "4" },
-        points: { type: "string", default: "2000" },
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    run: { type: "string" },
+    data: { type: "string" },
+    images: { type: "string", default: "4" },
+    points: { type: "string", default: "2000" },
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   if (!v.run) throw new UsageError("--run is required");
   let info: Deno.FileInfo;

@@ -30,7 +30,6 @@
  */
 import { extname, join, relative, sep } from "node:path";
 import { Buffer } from "node:buffer";
-import { parseArgs } from "node:util";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import { imageSize } from "npm:image-size@2.0.2";
 import {
@@ -67,13 +66,13 @@ import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
 import type { BackboneConfig, BackboneParams } from "../lib/model/backbone.ts";
 import {
-  argsError,
   failure,
   integer,
   loadModel,
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  parseFlags,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -124,31 +123,21 @@ function folder(flag: string, path: string): string {
 }
 
 function parse(args: string[]) {
-  let v;
-  try {
-    ({ values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        weights: { type: "string" },
-        database: { type: "string" },
-        queries: { type: "string" },
-        "output-dir": { type: "string" },
-        top: { type: "string", default: "10" },
-        multiscale: { type: "boolean", default: false },
-        "copy-detection": { type: "boolean", default: false },
-        whitening: { type: "string" },
-        map: { type: "boolean", default: false },
-        "image-size": { type: "string" },
-        ...MODEL_FLAGS,
-        "max-image-pixels": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    throw argsError(e);
-  }
+  const v = parseFlags(args, {
+    weights: { type: "string" },
+    database: { type: "string" },
+    queries: { type: "string" },
+    "output-dir": { type: "string" },
+    top: { type: "string", default: "10" },
+    multiscale: { type: "boolean", default: false },
+    "copy-detection": { type: "boolean", default: false },
+    whitening: { type: "string" },
+    map: { type: "boolean", default: false },
+    "image-size": { type: "string" },
+    ...MODEL_FLAGS,
+    "max-image-pixels": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
   if (v.help) return "help";
   for (const k of ["weights", "database", "queries", "output-dir"] as const) {
     if (!v[k]) throw new UsageError(`--${k} is required`);

@@ -61,6 +61,7 @@ import {
 } from "../lib/distributed/mod.ts";
 import { launch, requireBackend, resolveBackend } from "./launch.ts";
 import { main as runReport } from "./report.ts";
+import { listenForStop } from "./stop.ts";
 
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
@@ -181,36 +182,6 @@ function sameStart(state: TrainState, group: ProcessGroup, s: Settings): TrainSt
     );
   }
   return broadcastTree(state, group);
-}
-
-/** A stop request from SIGINT (exit code 130) or SIGTERM (143), as an abort signal. */
-function listenForStop() {
-  const controller = new AbortController();
-  let code = 0;
-  const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
-    if (code !== 0) Deno.exit(code); // the second request: at once
-    code = exitCode;
-    controller.abort(new Error(`stopped by ${signal}`));
-  };
-  const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;
-  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  return {
-    signal: controller.signal,
-    /** The exit code the request asks for; 0 while none came. */
-    get code() {
-      return code;
-    },
-    /** Takes another rank's stop request (its exit code) as this one's, unless one came here. */
-    adopt(other: number) {
-      if (code === 0 && other !== 0) {
-        code = other;
-        controller.abort(new Error("stopped: another rank was asked to stop"));
-      }
-    },
-    [Symbol.dispose]() {
-      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-    },
-  };
 }
 
 /** An opened run: its settings, data, network, state and output folder. */
