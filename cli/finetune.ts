@@ -53,6 +53,7 @@ import {
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  openEvalSplits,
   parseFlags,
   UsageError,
   weightsFile,
@@ -172,28 +173,9 @@ export async function main(args: string[]): Promise<number> {
     }
     model = loadModel("--weights", o.weights, o);
     const cfg = model.resnet ?? model.vit;
-    const size = o.imageSize ?? model.imageSize;
-    if (model.vit && size % model.vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
-    }
-    const opening = {
-      side: Math.max(size, Math.round(size * 256 / 224)),
-      channels: cfg.inChans as 1 | 3,
-      maxImagePixels: o.maxImagePixels,
-    };
-    train = openDataset(o.data, "train", opening);
-    test = openDataset(o.data, "test", opening);
-    if (train.channels !== cfg.inChans) {
-      throw new UsageError(
-        `--weights ${o.weights} takes ${cfg.inChans}-channel images; --data ${o.data} has ${train.channels}`,
-      );
-    }
-    if (train.size < size) {
-      throw new UsageError(`--data ${o.data} has ${train.size} px images, smaller than ${size}: pass --image-size`);
-    }
-    if (!train.labels || !test.labels) {
-      throw new Error("fine-tuning needs labelled images: this data has none (use one subfolder per class)");
-    }
+    let transform;
+    ({ train, test, transform } = openEvalSplits("--weights", o.weights, model, o, "fine-tuning"));
+    const size = transform.size;
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
     const labels = numLabels(
       Int32Array.from({ length: data.length }, (_, i) => data.labels![i]),
@@ -201,8 +183,7 @@ export async function main(args: string[]): Promise<number> {
       data.classes.length,
     );
     created = prepareOutputDir(o.outputDir);
-    const norm = model.normalization ??
-      (cfg.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
+    const norm = { mean: transform.mean, std: transform.std };
     const device: Device = o.device === "cuda" || (o.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
     {
       using g = new Generator(o.seed);

@@ -20,6 +20,9 @@ import { dirname, resolve } from "node:path";
 import { exists } from "../mod.ts";
 import { BACKBONE_ARCHS, type BackboneArch } from "../lib/model/backbone.ts";
 import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
+import { type Dataset, openDataset } from "../lib/data/mod.ts";
+import type { EvalTransform } from "../lib/eval/knn.ts";
+import { defaultNormalization } from "../lib/eval/attention.ts";
 import {
   type Group,
   makeSettings,
@@ -368,5 +371,62 @@ export function loadModel(
     if (u) throw u;
     const message = e instanceof Error ? e.message : String(e);
     throw new UsageError(`${flag} ${message.includes(path) ? message : `${path}: ${message}`}`);
+  }
+}
+
+/** The labelled splits a frozen-feature evaluation reads, and how its images are prepared. */
+export interface EvalSplits {
+  /** The training split (the k-NN memory, the classifier's training images). */
+  train: Dataset;
+  /** The test split. */
+  test: Dataset;
+  /** Side and normalisation (the weights' own, else ImageNet's for RGB and 0.5 for grayscale). */
+  transform: EvalTransform;
+}
+
+/**
+ * Opens `data`'s labelled train and test splits for `model` (decoded at 256/224 of the evaluation side, as the
+ * official resize + centre crop), after checking `--image-size` against the patch size, the channels against the
+ * weights and the images' side against the evaluation side. `what` names the evaluation in the message for
+ * unlabelled data. On any failure the splits are closed again.
+ */
+export function openEvalSplits(
+  flag: string,
+  weights: string,
+  model: EvalBackbone,
+  o: { data: string; imageSize?: number; maxImagePixels: number },
+  what: string,
+): EvalSplits {
+  const cfg = model.resnet ?? model.vit;
+  const size = o.imageSize ?? model.imageSize;
+  if (model.vit && size % model.vit.patchSize !== 0) {
+    throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
+  }
+  const opening = {
+    side: Math.max(size, Math.round(size * 256 / 224)),
+    channels: cfg.inChans as 1 | 3,
+    maxImagePixels: o.maxImagePixels,
+  };
+  const train = openDataset(o.data, "train", opening);
+  let test: Dataset | undefined;
+  try {
+    test = openDataset(o.data, "test", opening);
+    if (train.channels !== cfg.inChans) {
+      throw new UsageError(
+        `${flag} ${weights} takes ${cfg.inChans}-channel images; --data ${o.data} has ${train.channels}`,
+      );
+    }
+    if (train.size < size) {
+      throw new UsageError(`--data ${o.data} has ${train.size} px images, smaller than ${size}: pass --image-size`);
+    }
+    if (!train.labels || !test.labels) {
+      throw new Error(`${what} needs labelled images: this data has none (use a folder with one subfolder per class)`);
+    }
+    const norm = model.normalization ?? defaultNormalization(cfg.inChans);
+    return { train, test, transform: { size, mean: [...norm.mean], std: [...norm.std] } };
+  } catch (e) {
+    train.dispose();
+    test?.dispose();
+    throw e;
   }
 }

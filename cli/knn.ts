@@ -22,6 +22,7 @@ import {
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  openEvalSplits,
   parseFlags,
   UsageError,
   weightsFile,
@@ -96,28 +97,8 @@ export async function main(args: string[]): Promise<number> {
     }
     model = loadModel("--checkpoint", o.checkpoint, o);
     const vit = model.resnet ?? model.vit;
-    const size = o.imageSize ?? model.imageSize;
-    if (model.vit && size % model.vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
-    }
-    const opening = {
-      side: Math.max(size, Math.round(size * 256 / 224)),
-      channels: vit.inChans as 1 | 3,
-      maxImagePixels: o.maxImagePixels,
-    };
-    train = openDataset(o.data, "train", opening);
-    test = openDataset(o.data, "test", opening);
-    if (train.channels !== vit.inChans) {
-      throw new UsageError(
-        `--checkpoint ${o.checkpoint} takes ${vit.inChans}-channel images; --data ${o.data} has ${train.channels}`,
-      );
-    }
-    if (!train.labels || !test.labels) {
-      throw new Error("k-NN needs labelled images: this data has none (use a folder with one subfolder per class)");
-    }
-    const norm = model.normalization ??
-      (vit.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
-    const t = { size, ...norm };
+    let t;
+    ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
     const a = await extractFeatures(model.backbone, vit, train, t, { batchSize: o.batchSize, limit: o.trainLimit });
     try {
       const b = await extractFeatures(model.backbone, vit, test, t, { batchSize: o.batchSize, limit: o.testLimit });

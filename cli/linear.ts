@@ -48,6 +48,7 @@ import {
   MODEL_FLAGS,
   MODEL_HELP,
   modelOptions,
+  openEvalSplits,
   UsageError,
   weightsFile,
 } from "./flags.ts";
@@ -204,33 +205,11 @@ export async function main(args: string[]): Promise<number> {
     if (model.vit && spec.nLastBlocks > model.vit.depth) {
       throw new UsageError(`--n-last-blocks ${spec.nLastBlocks} exceeds the ${model.vit.depth} blocks of ${o.weights}`);
     }
-    const size = o.imageSize ?? model.imageSize;
-    if (model.vit && size % model.vit.patchSize !== 0) {
-      throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
-    }
-    const opening = {
-      side: Math.max(size, Math.round(size * 256 / 224)),
-      channels: vit.inChans as 1 | 3,
-      maxImagePixels: o.maxImagePixels,
-    };
-    train = openDataset(o.data, "train", opening);
-    test = openDataset(o.data, "test", opening);
-    if (train.channels !== vit.inChans) {
-      throw new UsageError(
-        `--weights ${o.weights} takes ${vit.inChans}-channel images; --data ${o.data} has ${train.channels}`,
-      );
-    }
-    if (train.size < size) {
-      throw new UsageError(`--data ${o.data} has ${train.size} px images, smaller than ${size}: pass --image-size`);
-    }
-    if (!train.labels || !test.labels) {
-      throw new Error("linear evaluation needs labelled images: this data has none (use one subfolder per class)");
-    }
+    let transform;
+    ({ train, test, transform } = openEvalSplits("--weights", o.weights, model, o, "linear evaluation"));
+    const size = transform.size, norm = { mean: transform.mean, std: transform.std };
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
     created = prepareOutputDir(o.outputDir);
-    const norm = model.normalization ??
-      (vit.inChans === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : { mean: [0.5], std: [0.5] });
-    const transform = { size, ...norm };
     const dim = featureDim(vit, spec);
     const what = model.vit
       ? `(D ${model.vit.embedDim}, depth ${model.vit.depth}, patch ${model.vit.patchSize}): ` +
