@@ -33,7 +33,7 @@ import {
   toDevice,
   writeFileAtomic,
 } from "../mod.ts";
-import { type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
+import { type Dataset, firstImages } from "../lib/data/mod.ts";
 import {
   FINETUNE_DEFAULTS,
   FINETUNE_FORMAT,

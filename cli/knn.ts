@@ -28,7 +28,6 @@ import {
   weightsFile,
 } from "./flags.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
-import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
 

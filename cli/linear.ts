@@ -23,7 +23,7 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { defaultMaxImagePixels, dispose, Generator, writeFileAtomic } from "../mod.ts";
-import { type Dataset, firstImages, openDataset } from "../lib/data/mod.ts";
+import { type Dataset, firstImages } from "../lib/data/mod.ts";
 import {
   defaultFeatureSpec,
   extractLinearFeatures,
