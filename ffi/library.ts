@@ -29,6 +29,20 @@ function withNames<S extends Record<string, Deno.ForeignFunction>>(table: S): S 
   ) as S;
 }
 
+/**
+ * Idle worker threads must sleep, not spin. libtorch's OpenMP team and
+ * OpenBLAS's own pthreads take turns on the same cores, and either team
+ * spinning between its calls (OpenMP's active wait, OpenBLAS's
+ * `sched_yield` loop) takes the core from the other's work: on two cores the
+ * DINO step was slower with two threads than with one, and the kernel's
+ * share of the time was a third. Both libraries read these when they load;
+ * a value the user set wins.
+ */
+const SLEEPING_WORKERS = { OMP_WAIT_POLICY: "PASSIVE", OPENBLAS_THREAD_TIMEOUT: "4" };
+for (const [name, value] of Object.entries(SLEEPING_WORKERS)) {
+  if (Deno.env.get(name) === undefined) Deno.env.set(name, value);
+}
+
 const library = Deno.dlopen(await shimPath(), withNames(symbols));
 
 /** The shim's entry points. */
@@ -48,6 +62,12 @@ function defaultCacheMegabytes(): number {
   return Math.min(Deno.systemMemoryInfo().total / 4, 8 * 2 ** 30) / 2 ** 20;
 }
 native.set_cpu_cache(ctx, defaultCacheMegabytes());
+/** One thread per core, in libtorch and OpenBLAS alike, unless a launcher said otherwise (as torchrun does). */
+function defaultThreads(): number {
+  const env = Number(Deno.env.get("OMP_NUM_THREADS"));
+  return Number.isInteger(env) && env >= 1 ? env : navigator.hardwareConcurrency;
+}
+native.set_num_threads(ctx, defaultThreads());
 
 const decoder = new TextDecoder();
 

@@ -41,7 +41,11 @@ export function getNumThreads(): number {
   return checked(native.get_num_threads(ctx), "getNumThreads");
 }
 /**
- * Sets the number of intra-op threads.
+ * Sets how many threads an op may use: libtorch's intra-op threads and, when
+ * libtorch's matrix products go through OpenBLAS, OpenBLAS's threads, which
+ * libtorch's own setting does not reach. Loading the shim sets one per core;
+ * their idle workers sleep rather than spin (see `ffi/library.ts`), so the two
+ * pools take turns on the same cores instead of fighting over them.
  *
  * @example
  * ```ts
@@ -54,6 +58,21 @@ export function getNumThreads(): number {
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`thread count must be a positive integer, got ${n}`);
   checked(native.set_num_threads(ctx, n), "setNumThreads");
+}
+/**
+ * How many threads OpenBLAS uses for matrix products, or -1 when libtorch's
+ * BLAS is not OpenBLAS.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { blasThreads, setNumThreads } from "./mod.ts";
+ * setNumThreads(1);
+ * assert.ok(blasThreads() === 1 || blasThreads() === -1);
+ * ```
+ */
+export function blasThreads(): number {
+  return checked(native.get_blas_threads(ctx), "blasThreads");
 }
 /**
  * How many CUDA devices libtorch sees (0 for a CPU-only libtorch).

@@ -197,6 +197,7 @@ export const symbols = {
   // runtime
   get_num_threads: scalar(),
   set_num_threads: scalar(I),
+  get_blas_threads: scalar(),
   cuda_device_count: scalar(),
   cuda_synchronize: scalar(),
   version: scalar(),

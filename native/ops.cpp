@@ -7,6 +7,8 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/version.h>
+
+#include <dlfcn.h>
 #ifdef DINO_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -51,6 +53,27 @@ static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor>
     if (!gs[i].defined()) gs[i] = at::zeros_like(xs[i]);
   }
   return gs;
+}
+// OpenBLAS keeps its own thread pool beside libtorch's, sized to every core, and libtorch's thread count does not
+// reach it. Which BLAS libtorch loaded is the system's choice, so its thread setters are looked up at run time.
+static void* blas_symbol(const char* name) {
+  for (const char* lib : {"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}) {
+    void* handle = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) continue;
+    void* symbol = dlsym(handle, name);
+    dlclose(handle);
+    if (symbol) return symbol;
+  }
+  return dlsym(RTLD_DEFAULT, name);
+}
+static int blas_threads() {
+  auto get = reinterpret_cast<int (*)()>(blas_symbol("openblas_get_num_threads"));
+  return get ? get() : -1;
+}
+static int set_threads(int n) {
+  at::set_num_threads(n);
+  if (auto set = reinterpret_cast<void (*)(int)>(blas_symbol("openblas_set_num_threads"))) set(n);
+  return 0;
 }
 static at::Tensor sum(const at::Tensor& a, std::vector<int64_t> dims, bool keep) {
   return dims.empty() ? at::sum(a) : at::sum(a, dims, keep);
@@ -315,7 +338,8 @@ SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMod
 
 // ---- runtime -----------------------------------------------------------------------------
 SCALAR(get_num_threads, (), at::get_num_threads())
-SCALAR(set_num_threads, (int n), (at::set_num_threads(n), 0))
+SCALAR(set_num_threads, (int n), set_threads(n))
+SCALAR(get_blas_threads, (), blas_threads())
 SCALAR(cuda_device_count, (), cuda_device_count())
 SCALAR(cuda_synchronize, (), synchronize())
 SCALAR(version, (), version(ctx_))
