@@ -195,6 +195,12 @@ async function openRun(s: Settings, dist: Dist) {
     if (s.device === "cuda" && !cudaAvailable()) {
       return usage("--device cuda, but libtorch sees no CUDA device (see README: point DINO_PYTHON at a CUDA PyTorch)");
     }
+    if (s.precision === "fp16" && (s.device === "cpu" || !cudaAvailable())) {
+      return usage(
+        "--precision fp16 needs a CUDA device: libtorch's CPU kernels have no float16 matrix products " +
+          "(use --precision bf16 on the CPU, or fp16 with --device cuda on a CUDA machine)",
+      );
+    }
     resumed = resumption(s);
     if (s.initWeights && !resumed) weightsFile(flagOf("initWeights"), s.initWeights);
     created = lead ? prepareOutputDir(s.outputDir) : { undo() {} };
@@ -240,6 +246,8 @@ async function openRun(s: Settings, dist: Dist) {
   const norm = s.preset.startsWith("imagenet-") && data.channels === 3 ? IMAGENET : await channelStats(data);
   const net = networkConfig(s, data.channels), hyper = dinoHyper({ ...s, itersPerEpoch, worldSize: dist.worldSize });
   let start = resumed?.state ?? initTrainState(net, hyper, s.seed), startedFrom;
+  // A loss scaler is fp16's: a run resumed in another precision drops the saved one (fp16 starts one if none).
+  if (start.scaler && s.precision !== "fp16") start = { ...start, scaler: undefined };
   if (!resumed && s.initWeights) {
     try {
       ({ state: start, from: startedFrom } = startFrom(start, s.initWeights));

@@ -41,6 +41,7 @@ import {
   withRunningStats,
 } from "./resnet.ts";
 import type { BackboneArch, BackboneConfig } from "./backbone.ts";
+import { lowDtype, type Precision } from "./precision.ts";
 
 /**
  * A backbone and its head, keyed as the official MultiCropWrapper (`backbone.*`, `head.*`); `B` narrows the
@@ -168,6 +169,11 @@ export interface MultiCropOptions {
   shard?: DropPathShard;
   /** Batch-norm mode of the head and of a ResNet backbone (true, the default: batch statistics). */
   training?: boolean;
+  /**
+   * Mixed precision of a ViT network (see `precision.ts`; default fp32): the
+   * matrix products in bf16 or fp16, the output in fp32. ResNets take fp32 only.
+   */
+  precision?: Precision;
 }
 
 /**
@@ -200,6 +206,10 @@ export function multiCropForward(
 ): { output: Tensor; bnStats: Record<string, Tensor> } {
   if (crops.length === 0) throw new Error("multiCropForward needs at least one crop");
   const training = o.training ?? true;
+  const dt = lowDtype(o.precision);
+  if (dt && cfg.resnet) {
+    throw new Error(`precision ${o.precision} is implemented for ViTs; a ResNet (${cfg.arch}) trains in fp32`);
+  }
   const features: Tensor[] = [];
   const backboneStats: Record<string, Tensor> = {};
   let start = 0;
@@ -212,12 +222,13 @@ export function multiCropForward(
       Object.assign(backboneStats, r.bnStats);
       features.push(r.output);
     } else {
-      features.push(vitForward(p.backbone as ViTParams, cfg.vit, batch, { dropPath: o.dropPath, shard: o.shard }));
+      const vo = { dropPath: o.dropPath, shard: o.shard, precision: o.precision };
+      features.push(vitForward(p.backbone as ViTParams, cfg.vit, batch, vo));
     }
     start = end;
   }
   const all = features.length === 1 ? features[0] : cat(features, 0); // [crops*B, D]
-  const { output, bnStats } = headForward(p.head, cfg.head, all, training);
+  const { output, bnStats } = headForward(p.head, cfg.head, all, training, dt);
   const moved = Object.entries(backboneStats).map(([k, t]) => [`backbone.${k}`, t]);
   return {
     output,

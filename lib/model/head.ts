@@ -33,6 +33,7 @@ import {
   zeros,
 } from "../../ffi/mod.ts";
 import { defaultLinearInit, type LinearParams, truncNormal } from "./vit.ts";
+import { fp32, type LowDtype, lowLinear } from "./precision.ts";
 
 /** The shape of a DINO head. */
 export interface HeadConfig {
@@ -182,6 +183,8 @@ export function l2Normalize(x: Tensor): Tensor {
 /**
  * The head's output [B, K] and, with batch norm in training, the updated
  * running statistics (keyed by layer index); the inputs are never changed.
+ * With a low dtype `dt` (mixed precision), the linear layers and GELUs run in
+ * it, batch norm and the L2 normalisation in fp32, and the output is fp32.
  *
  * @example
  * ```ts
@@ -201,23 +204,24 @@ export function headForward(
   cfg: HeadConfig,
   x: Tensor,
   training = true,
+  dt?: LowDtype,
 ): { output: Tensor; bnStats: Record<string, Tensor> } {
   // The batch-norm buffers a training pass moves, under their state-dict keys (`mlp.1.running_mean`, ...).
   const bnStats: Record<string, Tensor> = {};
   let h = x; // [B, D]
   if (cfg.nlayers === 1) {
     const l = p.mlp as LinearParams;
-    h = linear(h, l.weight, l.bias);
+    h = lowLinear(h, l.weight, l.bias, dt);
   } else {
     const layers = p.mlp as Record<string, LinearParams | BatchNormParams>;
     const { linear: li, bn } = layout(cfg);
     li.forEach((idx, l) => {
       const lp = layers[idx] as LinearParams;
-      h = linear(h, lp.weight, lp.bias);
+      h = lowLinear(h, lp.weight, lp.bias, dt);
       if (l === li.length - 1) return;
       if (bn[l] !== undefined) {
         const b = layers[bn[l]] as BatchNormParams;
-        const r = batchNorm(h, {
+        const r = batchNorm(fp32(h), {
           weight: b.weight,
           bias: b.bias,
           runningMean: b.running_mean,
@@ -234,6 +238,10 @@ export function headForward(
       h = gelu(h);
     });
   }
-  const z = l2Normalize(h); // [B, bottleneck]
-  return { output: linear(z, lastLayerWeight(p.last_layer)), bnStats }; // [B, K]
+  if (dt === undefined) {
+    const z = l2Normalize(h); // [B, bottleneck]
+    return { output: linear(z, lastLayerWeight(p.last_layer)), bnStats }; // [B, K]
+  }
+  const z = l2Normalize(fp32(h)); // [B, bottleneck], fp32
+  return { output: fp32(lowLinear(z, lastLayerWeight(p.last_layer), undefined, dt)), bnStats }; // [B, K], fp32
 }

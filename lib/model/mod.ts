@@ -1,7 +1,8 @@
 /**
  * The model: the Vision Transformer backbone (`vit.ts`), the torchvision ResNets (`resnet.ts`), the DINO
- * projection head (`head.ts`) and the multi-crop wrapper that runs both over every crop (`dino.ts`). Parameters are
- * plain records of tensors under the official `state_dict` key names.
+ * projection head (`head.ts`) and the multi-crop wrapper that runs both over every crop (`dino.ts`), with mixed
+ * precision as autocast (`precision.ts`). Parameters are plain records of tensors under the official `state_dict`
+ * key names.
  *
  * @example
  * ```ts
@@ -17,3 +18,4 @@ export * from "./resnet.ts";
 export * from "./backbone.ts";
 export * from "./head.ts";
 export * from "./dino.ts";
+export * from "./precision.ts";

@@ -34,8 +34,6 @@ import {
   indexSelect,
   interpolate,
   layerNorm,
-  linear,
-  matmul,
   mul,
   normal,
   ones,
@@ -53,6 +51,7 @@ import {
   unsqueeze,
   zeros,
 } from "../../ffi/mod.ts";
+import { fp32, low, lowConv2d, type LowDtype, lowDtype, lowLinear, lowMatmul, type Precision } from "./precision.ts";
 
 /** The shape of a ViT. */
 export interface ViTConfig {
@@ -220,6 +219,11 @@ export interface ForwardOptions {
    * masks do not depend on the world size.
    */
   shard?: DropPathShard;
+  /**
+   * Mixed precision (see `precision.ts`): the matrix products in bf16 or fp16,
+   * the residual stream, layer norms and softmax in fp32 (default fp32).
+   */
+  precision?: Precision;
 }
 
 /** Which rows of the global batch's drop-path masks a rank takes (see {@linkcode ForwardOptions}). */
@@ -273,36 +277,53 @@ export function interpolatePosEncoding(posEmbed: Tensor, npatch: number, H: numb
   return cat([clsPos, patchPos], 1);
 }
 
-/** Patch embedding, CLS token and position embeddings: [B, C, H, W] -> [B, 1 + N, D]. */
-export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor): Tensor {
+/**
+ * Patch embedding, CLS token and position embeddings: [B, C, H, W] -> [B, 1 + N, D] (fp32; with a low dtype
+ * `dt`, the convolution runs in it).
+ */
+export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor, dt?: LowDtype): Tensor {
   if (x.ndim !== 4 || x.shape[1] !== cfg.inChans) {
     throw new Error(`the ViT takes [B, ${cfg.inChans}, H, W] images, got [${x.shape}]`);
   }
   const [B, , H, W] = x.shape;
   const P = cfg.patchSize;
   if (H % P !== 0 || W % P !== 0) throw new Error(`image size ${H}x${W} is not a multiple of the patch size ${P}`);
-  const patches = transpose(
-    flatten(conv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, { stride: P }), 2),
-    1,
-    2,
-  ); // [B, N, D]
+  const embedded = dt === undefined
+    ? conv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, { stride: P })
+    : fp32(lowConv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, dt, { stride: P })); // [B, D, h, w]
+  const patches = transpose(flatten(embedded, 2), 1, 2); // [B, N, D]
   const cls = expand(p.cls_token, [B, -1, -1]); // [B, 1, D]
   const tokens = cat([cls, patches], 1); // [B, 1 + N, D]
   return add(tokens, interpolatePosEncoding(p.pos_embed, patches.shape[1], H, W, P));
 }
 
-/** Multi-head self-attention: the output [B, N, D] and the attention weights [B, heads, N, N]. */
-export function attention(p: BlockParams["attn"], x: Tensor, numHeads: number): { out: Tensor; attn: Tensor } {
+/**
+ * Multi-head self-attention: the output [B, N, D] and the attention weights [B, heads, N, N]. With a low
+ * dtype `dt`, the projections and both products run in it (the output too) and the softmax in fp32.
+ */
+export function attention(
+  p: BlockParams["attn"],
+  x: Tensor,
+  numHeads: number,
+  dt?: LowDtype,
+): { out: Tensor; attn: Tensor } {
   const [B, N, C] = x.shape;
   const headDim = C / numHeads;
-  const qkv = permute(reshape(linear(x, p.qkv.weight, p.qkv.bias), [B, N, 3, numHeads, headDim]), [2, 0, 3, 1, 4]); // [3, B, h, N, d]
+  const qkv = permute(
+    reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]),
+    [2, 0, 3, 1, 4],
+  ); // [3, B, h, N, d]
   const q = select(qkv, 0, 0), k = select(qkv, 0, 1), v = select(qkv, 0, 2); // [B, h, N, d]
-  const attn = softmax(mul(matmul(q, transpose(k, -2, -1)), headDim ** -0.5), -1); // [B, h, N, N]
-  const mixed = reshape(transpose(matmul(attn, v), 1, 2), [B, N, C]); // [B, N, D]
-  return { out: linear(mixed, p.proj.weight, p.proj.bias), attn };
+  const scores = mul(lowMatmul(q, transpose(k, -2, -1), dt), headDim ** -0.5); // [B, h, N, N]
+  const attn = softmax(dt === undefined ? scores : fp32(scores), -1); // [B, h, N, N], fp32
+  const mixed = reshape(transpose(lowMatmul(low(attn, dt), v, dt), 1, 2), [B, N, C]); // [B, N, D]
+  return { out: lowLinear(mixed, p.proj.weight, p.proj.bias, dt), attn };
 }
 
-/** One pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). */
+/**
+ * One pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). With a low dtype `dt`,
+ * the attention and the MLP (its GELU too, as autocast leaves it) run in it; the residual stream stays fp32.
+ */
 export function block(
   p: BlockParams,
   x: Tensor,
@@ -310,14 +331,16 @@ export function block(
   dropRate: number,
   g: Generator | undefined,
   shard?: DropPathShard,
+  dt?: LowDtype,
 ): { out: Tensor; attn: Tensor } {
   const D = x.shape[2];
-  const { out: y, attn } = attention(p.attn, layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS), numHeads);
+  const { out: y, attn } = attention(p.attn, layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS), numHeads, dt);
   const h = add(x, dropPath(y, dropRate, g, shard));
-  const m = linear(
-    gelu(linear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias)),
+  const m = lowLinear(
+    gelu(lowLinear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias, dt)),
     p.mlp.fc2.weight,
     p.mlp.fc2.bias,
+    dt,
   );
   return { out: add(h, dropPath(m, dropRate, g, shard)), attn };
 }
@@ -341,11 +364,12 @@ function runBlocks(
   keep = 1,
 ): { outs: Tensor[]; attn: Tensor } {
   const rates = dropRates(cfg);
-  let h = tidy(() => prepareTokens(p, cfg, x)); // [B, 1 + N, D]
+  const dt = lowDtype(o.precision);
+  let h = tidy(() => prepareTokens(p, cfg, x, dt)); // [B, 1 + N, D]
   const outs: Tensor[] = [];
   let attn: Tensor | undefined;
   p.blocks.forEach((bp, i) => {
-    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard));
+    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard, dt));
     attn?.dispose();
     if (i < p.blocks.length - keep) h.dispose();
     ({ out: h, attn } = r);

@@ -19,6 +19,7 @@
  */
 import { defaultMaxImagePixels, MAX_IMAGE_PIXELS } from "../../ffi/mod.ts";
 import { BACKBONE_ARCHS } from "../model/backbone.ts";
+import { PRECISIONS } from "../model/precision.ts";
 
 /** What a setting is about; `--help` lists the settings by group. */
 export type Group = "model" | "optimisation" | "augmentation" | "data" | "run";
@@ -196,6 +197,14 @@ export const SETTINGS = {
     "center",
     "ablation: how teacher targets are made: center, none or sinkhorn (Sinkhorn-Knopp)",
     "optimisation",
+  ),
+  precision: choice(
+    PRECISIONS,
+    "fp32",
+    "matrix products in fp32, bf16 (autocast; CPU or CUDA) or fp16 (autocast with dynamic loss scaling; CUDA, " +
+      "the official --use_fp16 true); softmax, norms, the loss and the optimizer stay fp32",
+    "optimisation",
+    { official: "use_fp16", resumable: true },
   ),
   // augmentation
   augmentation: choice(

@@ -82,6 +82,12 @@ export function validateSettings(s: Settings): Settings {
       (n) => `${n("localCropsSize")} ${s.localCropsSize} is not a multiple of ${n("patchSize")} ${s.patchSize}`,
     );
   }
+  if (!vit && s.precision !== "fp32") {
+    bad(
+      ["precision", "arch"],
+      (n) => `${n("precision")} ${s.precision} is implemented for ViTs; ${n("arch")} ${s.arch} trains in fp32`,
+    );
+  }
   if (s.batchSize % s.accumSteps !== 0) {
     bad(
       ["batchSize", "accumSteps"],

@@ -1,7 +1,8 @@
 /**
  * Training: the DINO loss (`loss.ts`), optimizers as (init, update) pairs
  * (`optim.ts`), schedules as pure functions of the step (`schedules.ts`), one
- * training step over an immutable state (`step.ts`), the loop that drives it
+ * training step over an immutable state (`step.ts`), fp16's dynamic loss
+ * scaler (`scaler.ts`), the loop that drives it
  * (`loop.ts`) and the checks over its metrics (`guards.ts`).
  *
  * @example
@@ -17,5 +18,6 @@ export * from "./loss.ts";
 export * from "./optim.ts";
 export * from "./schedules.ts";
 export * from "./step.ts";
+export * from "./scaler.ts";
 export * from "./loop.ts";
 export * from "./guards.ts";

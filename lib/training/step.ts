@@ -71,6 +71,8 @@ import { cosineSchedule, teacherTempSchedule } from "./schedules.ts";
 import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
 import type { LinearParams } from "../model/vit.ts";
 import { truncNormal } from "../model/vit.ts";
+import { checkPrecision, fp32, type LowDtype, lowDtype, lowLinear } from "../model/precision.ts";
+import { lossScaler, type LossScalerState, scaleLoss, unscaleGradients } from "./scaler.ts";
 
 /** The settings a training step reads. */
 export const HYPER_KEYS = [
@@ -95,6 +97,7 @@ export const HYPER_KEYS = [
   "criterion",
   "centering",
   "predictorDim",
+  "precision",
 ] as const satisfies readonly SettingName[];
 
 /**
@@ -182,6 +185,12 @@ export interface TrainState {
   step: number;
   /** The random stream: step generators are derived from (seed, counter). */
   rng: { seed: number; counter: number };
+  /**
+   * The dynamic loss scaler (fp16; see `scaler.ts`): while it is present, the
+   * loss is scaled, the gradients unscaled before clipping, and a step with
+   * non-finite gradients skipped. Absent: no scaling.
+   */
+  scaler?: LossScalerState;
 }
 
 /** What a step reports. */
@@ -200,6 +209,10 @@ export interface StepMetrics {
   teacherEntropy: number;
   /** Mean entropy of the student's distributions. */
   studentEntropy: number;
+  /** With a loss scaler: the scale this step's loss was multiplied by. */
+  lossScale?: number;
+  /** With a loss scaler: whether the step was skipped (non-finite gradients; parameters and optimizer unchanged). */
+  skipped?: boolean;
 }
 
 const BUFFERS = /\.(running_mean|running_var|num_batches_tracked)$/;
@@ -221,7 +234,8 @@ function trainable(student: StudentParams, cfg: DinoConfig): Flat {
 
 /**
  * A fresh state: student initialised from `seed`, teacher a copy of it, zero
- * center and optimizer moments.
+ * center and optimizer moments, and with fp16 a loss scaler at GradScaler's
+ * defaults.
  *
  * @example
  * ```ts
@@ -250,11 +264,13 @@ export function initTrainState(cfg: DinoConfig, h: DinoHyper, seed: number): Tra
     : net;
   const teacher = mapTree(net, (t) => clone(t));
   const optimizer = (optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>).init(trainable(student, cfg));
-  return { student, teacher, optimizer, center: zeros([1, K]), step: 0, rng: { seed, counter: 0 } };
+  const state: TrainState = { student, teacher, optimizer, center: zeros([1, K]), step: 0, rng: { seed, counter: 0 } };
+  return h.precision === "fp16" ? { ...state, scaler: lossScaler().init() } : state;
 }
 
-function predict(p: Record<string, LinearParams>, x: Tensor): Tensor {
-  return linear(gelu(linear(x, p["0"].weight, p["0"].bias)), p["2"].weight, p["2"].bias);
+function predict(p: Record<string, LinearParams>, x: Tensor, dt: LowDtype | undefined): Tensor {
+  if (dt === undefined) return linear(gelu(linear(x, p["0"].weight, p["0"].bias)), p["2"].weight, p["2"].bias);
+  return fp32(lowLinear(gelu(lowLinear(x, p["0"].weight, p["0"].bias, dt)), p["2"].weight, p["2"].bias, dt));
 }
 
 /** A tree shaped like `template` holding `flat`'s tensors (the same handles). */
@@ -282,6 +298,15 @@ export interface TrainStepOptions {
 /**
  * One training step on `views` (global crops first, then the locals; each
  * [B, C, H, W]). Returns the new state and the step's metrics.
+ *
+ * `h.precision` picks the matrix products' dtype (see `precision.ts`): bf16 or
+ * fp16 autocast, the parameters, softmaxes, loss, center and optimizer staying
+ * fp32; fp16 needs CUDA views. With a loss scaler in the state (fp16 starts
+ * one), the step is the official `--use_fp16` one: the scaled loss's
+ * gradients are unscaled before clipping, a step whose gradients are not all
+ * finite leaves the student and the optimizer as they were (the center and
+ * the teacher's EMA still move, as in the official loop), and the scaler is
+ * updated.
  *
  * @example
  * ```ts
@@ -313,6 +338,9 @@ export function trainStep(
   }
   const B = views[0].shape[0];
   if (views.some((v) => v.shape[0] !== B)) throw new Error("every view needs the same batch size");
+  checkPrecision(h.precision, views[0].device);
+  const precision = h.precision, dt = lowDtype(precision);
+  const scaler = state.scaler ?? (precision === "fp16" ? lossScaler().init() : undefined);
   if (B % h.accumSteps !== 0) throw new Error(`batch ${B} does not divide into ${h.accumSteps} micro-batches`);
   const it = state.step;
   const epoch = Math.floor(it / h.itersPerEpoch);
@@ -341,7 +369,7 @@ export function trainStep(
 
     for (const crops of micro) {
       // Teacher: the 2 global crops, no graph; its batch-norm buffers move with its own forward.
-      const t = noGrad(() => multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2)));
+      const t = noGrad(() => multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2), { precision }));
       teacher = { ...teacher, ...t.bnStats };
       teacherOuts.push(t.output);
       // Student: every crop, with gradients for its trainable leaves.
@@ -349,10 +377,11 @@ export function trainStep(
       for (const k of keys) leaves[k] = requiresGrad(student[k]);
       const net = treeOf(state.student, leaves);
       const shard = group && { rank: group.rank, worldSize: group.worldSize, batch: crops[0].shape[0] };
-      const s = multiCropForward(net, cfg, crops, { dropPath: g, shard });
-      const out = net.predictor ? predict(net.predictor, s.output) : s.output;
+      const s = multiCropForward(net, cfg, crops, { dropPath: g, shard, precision });
+      const out = net.predictor ? predict(net.predictor, s.output, dt) : s.output;
       const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
-      const gs = grad(div(loss, h.accumSteps), keys.map((k) => leaves[k]));
+      const part = div(loss, h.accumSteps);
+      const gs = grad(scaler ? scaleLoss(part, scaler) : part, keys.map((k) => leaves[k]));
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
       student = { ...student, ...s.bnStats };
       lossSum += item(loss);
@@ -373,14 +402,19 @@ export function trainStep(
       center = updateCenter(state.center, teacherOut, lossOptions);
     }
 
+    // With a loss scaler: unscale, and skip the update when a gradient overflowed (GradScaler's unscale_ and step).
+    let finite = true;
+    if (scaler) ({ grads: gradFlat, finite } = unscaleGradients(gradFlat, scaler));
     // Clip each gradient, then drop the last layer's while it is frozen.
-    if (h.clipGrad > 0) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
+    if (h.clipGrad > 0 && finite) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
     if (epoch < h.freezeLastLayer) {
       gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
     }
     const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>;
     const params = Object.fromEntries(keys.map((k) => [k, student[k]]));
-    const updated = opt.update(params, gradFlat, state.optimizer, { lr, weightDecay });
+    const updated = finite
+      ? opt.update(params, gradFlat, state.optimizer, { lr, weightDecay })
+      : { params: {}, state: mapTree(state.optimizer, (t) => alias(t)) };
     student = { ...student, ...updated.params };
 
     // Teacher: EMA over the parameters both networks have (not the batch-norm buffers).
@@ -398,6 +432,7 @@ export function trainStep(
       center,
       step: it + 1,
       rng: { seed: state.rng.seed, counter: state.rng.counter + 1 },
+      ...(scaler && { scaler: lossScaler().update(scaler, finite) }),
     };
     const n = micro.length;
     const metrics: StepMetrics = {
@@ -408,6 +443,7 @@ export function trainStep(
       teacherTemp,
       teacherEntropy: teacherEntropy / n,
       studentEntropy: studentEntropy / n,
+      ...(scaler && { lossScale: scaler.scale, skipped: !finite }),
     };
     return { state: next, metrics };
   });

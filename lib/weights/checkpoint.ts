@@ -3,7 +3,8 @@
  * `teacher.<official key>`, `center`, the optimizer's state
  * (`optimizer.exp_avg.<key>`, `optimizer.exp_avg_sq.<key>`,
  * `optimizer.momentum_buffer.<key>` or LARS's `optimizer.mu.<key>`), and in the metadata the step, epoch,
- * random stream, per-parameter optimizer steps and the full configuration.
+ * random stream, per-parameter optimizer steps, the full configuration and, with fp16, the loss scaler (`fp16_scaler`,
+ * GradScaler's `state_dict()` as JSON, the official checkpoint's key).
  * Stripping `teacher.` gives the keys of the official
  * `MultiCropWrapper(vit, DINOHead)`. Written atomically.
  *
@@ -34,6 +35,7 @@ import { PRESETS, presetSettings } from "../settings/presets.ts";
 import { validateSettings } from "../settings/validate.ts";
 import { SettingError, type Settings, shown } from "../settings/settings.ts";
 import type { AdamWState, LARSState, SGDState } from "../training/optim.ts";
+import type { LossScalerState } from "../training/scaler.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { dinoHyper, initTrainState, type TrainState } from "../training/step.ts";
 import { type Flat, loadStateDict, stateDict } from "./tree.ts";
@@ -100,6 +102,7 @@ export function saveCheckpoint(path: string, state: TrainState, info: Checkpoint
     normalization: JSON.stringify(info.normalization),
     world_size: String(info.worldSize ?? 1),
     config: JSON.stringify(info.config),
+    ...(state.scaler && { fp16_scaler: JSON.stringify(state.scaler) }),
   });
 }
 
@@ -163,6 +166,22 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
         return fine ? steps : undefined;
       }, "an object of per-parameter step counts")
       : undefined;
+    const scaler = metadata.fp16_scaler === undefined ? undefined : parsed(metadata, "fp16_scaler", (v) => {
+      const s = v as LossScalerState;
+      const fine = typeof s === "object" && s !== null && s.scale > 0 && Number.isFinite(s.scale) &&
+        s.growth_factor > 1 && Number.isFinite(s.growth_factor) && s.backoff_factor > 0 && s.backoff_factor < 1 &&
+        Number.isSafeInteger(s.growth_interval) && s.growth_interval > 0 &&
+        Number.isSafeInteger(s._growth_tracker) && s._growth_tracker >= 0;
+      return fine
+        ? {
+          scale: s.scale,
+          growth_factor: s.growth_factor,
+          backoff_factor: s.backoff_factor,
+          growth_interval: s.growth_interval,
+          _growth_tracker: s._growth_tracker,
+        }
+        : undefined;
+    }, "GradScaler's state_dict (scale, growth_factor, backoff_factor, growth_interval, _growth_tracker)");
 
     const net = networkConfig(config, channels);
     const template = initTrainState(net, dinoHyper(config), 0);
@@ -210,6 +229,7 @@ export function loadCheckpoint(path: string): CheckpointInfo & { state: TrainSta
         center: keep(tensors.center),
         step,
         rng,
+        ...((scaler ?? template.scaler) && { scaler: scaler ?? template.scaler }),
       };
       if (state.center.shape.join() !== `1,${config.outDim}`) {
         throw new Error(`center has shape [${state.center.shape}], not [1, ${config.outDim}]`);
