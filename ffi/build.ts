@@ -46,7 +46,14 @@ export interface Libtorch {
  * shim, and every file (headers too) is part of its cache key. A list, not a
  * folder listing, because the sources may be fetched over HTTP.
  */
-export const NATIVE_SOURCES = ["shim.h", "ops.cpp", "allocator.cpp", "images.cpp", "distributed.cpp"] as const;
+export const NATIVE_SOURCES = [
+  "shim.h",
+  "ops.cpp",
+  "allocator.cpp",
+  "images.cpp",
+  "distributed.cpp",
+  "augment.cpp",
+] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 
 async function runAsync(cmd: string, args: string[]): Promise<{ ok: boolean; err: string }> {

@@ -15,4 +15,5 @@ export * from "./ops/nn.ts";
 export * from "./ops/random.ts";
 export * from "./ops/autograd.ts";
 export * from "./ops/image.ts";
+export * from "./ops/augment.ts";
 export * from "./ops/distributed.ts";

@@ -189,6 +189,13 @@ export const symbols = {
   decode_images: { parameters: [CTX, "buffer", I, I, I, I, F], result: "pointer", nonblocking: true },
   decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),
+  // augmentation (augment.cpp): a batch's views in one call, on its own threads; the nonblocking twin overlaps a step
+  augment_views: list(T, "buffer", I, ...INTS, "buffer", I, I),
+  augment_views_async: {
+    name: "dn_augment_views",
+    ...list(T, "buffer", I, ...INTS, "buffer", I, I),
+    nonblocking: true,
+  },
   // autograd
   requires_grad: tensor(T, B),
   detach: tensor(T),

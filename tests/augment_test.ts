@@ -10,6 +10,8 @@ import {
   augmentView,
   cropBoxes,
   dinoViews,
+  dinoViewsAsync,
+  dinoViewsByOps,
   gaussianBlur,
   grayscale,
   normalize,
@@ -251,4 +253,66 @@ Deno.test("gaussian blur equals a reflect-padded separable convolution at every 
         assert.ok(t.item(t.amax(t.abs(t.sub(gaussianBlur(one(x), [s]), one(blurred))))) < 1e-6, `sigma ${s} alone`);
       });
     }
+  }));
+
+Deno.test("the fused kernel makes the op-by-op path's views to float rounding, for every preset", () =>
+  noLeak(() => {
+    const cases = [
+      { cfg: { ...AUGMENT_PRESETS.imagenet, globalCropsSize: 48, localCropsSize: 24 }, C: 3, side: 64 },
+      { cfg: { ...AUGMENT_PRESETS.imagenet, interpolation: "bilinear" as const }, C: 3, side: 256 },
+      { cfg: AUGMENT_PRESETS.cifar32, C: 3, side: 32 },
+      { cfg: AUGMENT_PRESETS.fmnist28, C: 1, side: 28 },
+    ];
+    for (const { cfg, C, side } of cases) {
+      const images = t.to(t.randint(new t.Generator(C * side), 0, 256, [6, C, side, side]), "u8");
+      const seeds = { sampleSeeds: [10, 11, 12, 13, 14, 15] };
+      const fused = dinoViews(images, cfg, seeds), byOps = dinoViewsByOps(images, cfg, seeds);
+      assert.deepEqual(fused.map((v) => v.shape), byOps.map((v) => v.shape));
+      // Normalised values: 1e-5 is about 2e-6 of a pixel's range, far below a u8 step (4e-3).
+      fused.forEach((v, i) => {
+        const diff = t.item(t.amax(t.abs(t.sub(v, byOps[i]))));
+        assert.ok(diff < 1e-5, `${cfg.globalCropsSize} px view ${i}: max diff ${diff}`);
+      });
+    }
+  }));
+
+Deno.test("views do not depend on the thread count, and the nonblocking call makes the same views", async () => {
+  const before = t.liveTensors();
+  const cfg = { ...AUGMENT_PRESETS.imagenet, globalCropsSize: 64, localCropsSize: 32 };
+  const images = t.tidy(() => t.to(t.randint(new t.Generator(5), 0, 256, [8, 3, 96, 96]), "u8"));
+  const seeds = { sampleSeeds: Array.from({ length: 8 }, (_, i) => 100 + i) };
+  const threads = t.getNumThreads();
+  try {
+    t.setNumThreads(1);
+    const one = t.tidy(() => dinoViews(images, cfg, seeds).map(t.toArray));
+    t.setNumThreads(2);
+    const two = t.tidy(() => dinoViews(images, cfg, seeds).map(t.toArray));
+    assert.deepEqual(two, one);
+    for (const n of [1, 3]) {
+      const views = await dinoViewsAsync(images, cfg, seeds, { threads: n });
+      assert.deepEqual(t.tidy(() => views.map(t.toArray)), one);
+      t.dispose(views);
+    }
+  } finally {
+    t.setNumThreads(threads);
+    images.dispose();
+  }
+  assert.equal(t.liveTensors(), before, "tensors leaked");
+});
+
+Deno.test("a plan the images cannot satisfy is an error from the kernel, not a read out of bounds", () =>
+  noLeak(() => {
+    const images = t.zeros([2, 3, 16, 16], { dtype: "u8" });
+    const norm = { mean: [0, 0, 0], std: [1, 1, 1] };
+    const plan = (...box: number[]) => {
+      const p = new Float64Array(t.AUGMENT_RECORD);
+      p.set(box);
+      return p;
+    };
+    assert.throws(() => t.augmentBatch(images, plan(0, 8, 8, 9, 4), [[8, 1]], norm), /crop box outside its image/);
+    assert.throws(() => t.augmentBatch(images, plan(2, 0, 0, 4, 4), [[8, 1]], norm), /crop box outside its image/);
+    assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 2]], norm), /a plan of 18 numbers for 2/);
+    assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 1]], { ...norm, std: [1, 0, 1] }), /std is 0/);
+    const [ok] = t.augmentBatch(images, plan(1, 12, 12, 4, 4), [[8, 1]], norm);
+    assert.deepEqual(ok.shape, [1, 3, 8, 8]);
   }));

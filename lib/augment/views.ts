@@ -5,12 +5,17 @@
  * a random order per sample, grayscale with p 0.2, gaussian blur,
  * solarization, then normalisation.
  *
- * The views of one size (the two global ones, then the locals) go through as
- * one batch. Every random choice is drawn first, for all samples at once
- * (`plans.ts`); then samples that take the same steps (the same jitter order;
- * then the same gray/blur/solarize choices, blurs in order of sigma) are
- * processed together, a cache-sized chunk at a time, each result written
- * straight to its place (`engine.ts`), by the image functions of `image.ts`.
+ * Every random choice is drawn first, for all samples at once (`plans.ts`).
+ * On the CPU, the whole batch's views are then made in one call of the shim's
+ * fused kernel (`native/augment.cpp`): each view from crop to normalised rows
+ * in one pass that stays in cache, on native threads over the views, and off
+ * the JavaScript thread with {@linkcode dinoViewsAsync}. Elsewhere, and as the
+ * reference the kernel is tested against ({@linkcode dinoViewsByOps}), the
+ * views of one size go through as one batch op by op: samples that take the
+ * same steps (the same jitter order; then the same gray/blur/solarize
+ * choices, blurs in order of sigma) are processed together, a cache-sized
+ * chunk at a time, each result written straight to its place (`engine.ts`),
+ * by the image functions of `image.ts`.
  *
  * Every random draw comes from the explicit generator, in a fixed order, or
  * from each sample's own seed (then a sample's views do not depend on the
@@ -29,7 +34,20 @@
  * ```
  * @module
  */
-import { div, empty, expand, Generator, narrow, rand, type Tensor, tidy, toArray } from "../../ffi/mod.ts";
+import {
+  AUGMENT_RECORD,
+  augmentBatch,
+  augmentBatchAsync,
+  div,
+  empty,
+  expand,
+  Generator,
+  narrow,
+  rand,
+  type Tensor,
+  tidy,
+  toArray,
+} from "../../ffi/mod.ts";
 import { batches, chunkOf, FINISH_CHUNK, FINISH_SAMPLES, JITTER_CHUNK, pipe, scatter } from "./engine.ts";
 import {
   adjustBrightness,
@@ -158,7 +176,60 @@ export function augmentViews(x: Tensor, specs: readonly ViewSpec[], cfg: Augment
   return applyPlan(x, specs, cfg, viewPlan(g, specs, x.shape, cfg));
 }
 
+/** The views of one size, in order, with their random choices. */
+interface Run {
+  specs: ViewSpec[];
+  plan: ViewPlan;
+}
+
+/**
+ * The records of the fused kernel (`native/augment.cpp`, laid out as
+ * AUGMENT_RECORD says) of runs of views of a batch of B, one run after the
+ * other, view by view, sample by sample.
+ */
+function records(runs: readonly Run[], B: number): Float64Array<ArrayBuffer> {
+  const n = runs.reduce((total, r) => total + r.specs.length * B, 0);
+  const out = new Float64Array(n * AUGMENT_RECORD);
+  let at = 0;
+  for (const { specs, plan } of runs) {
+    for (let k = 0; k < specs.length * B; k++, at += AUGMENT_RECORD) {
+      const { i, j, h, w } = plan.boxes[k];
+      const order = plan.jitter.order[k];
+      out.set([k % B, i, j, h, w, +plan.flips[k], order.length], at);
+      out.set(order, at + 7);
+      out.set(plan.jitter.factors.map((f) => f[k]), at + 11);
+      out.set([+plan.gray[k], plan.blur[k] ? plan.sigmas[k] : 0, +plan.sol[k]], at + 15);
+    }
+  }
+  return out;
+}
+
+/** The fused kernel's arguments for runs of views of `images`. */
+function fusedCall(images: Tensor, runs: readonly Run[], cfg: AugmentConfig, threads?: number) {
+  const B = images.shape[0];
+  const sizes = runs.map((r): [number, number] => [r.specs[0].size, r.specs.length * B]);
+  const o = { mean: cfg.mean, std: cfg.std, interpolation: cfg.interpolation, threads };
+  return [images, records(runs, B), sizes, o] as const;
+}
+
+/** Splits each run's result [views x B, ...] into its views, which keep the run's storage alive. */
+function splitRuns(results: Tensor[], runs: readonly Run[], B: number): Tensor[] {
+  const views = results.flatMap((y, r) => runs[r].specs.map((_, v) => narrow(y, 0, v * B, B)));
+  for (const y of results) y.dispose();
+  return views;
+}
+
 function applyPlan(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, plan: ViewPlan): Tensor[] {
+  if (specs.some((s) => s.size !== specs[0].size)) {
+    throw new Error("augmentViews: views augmented together share one size");
+  }
+  if (x.device !== "cpu") return applyPlanByOps(x, specs, cfg, plan);
+  const runs = [{ specs: [...specs], plan }];
+  return splitRuns(augmentBatch(...fusedCall(x, runs, cfg)), runs, x.shape[0]);
+}
+
+/** {@linkcode applyPlan} op by op, by groups of samples that take the same steps: for devices other than the CPU. */
+function applyPlanByOps(x: Tensor, specs: readonly ViewSpec[], cfg: AugmentConfig, plan: ViewPlan): Tensor[] {
   const [B, C] = x.shape;
   const size = specs[0].size;
   if (specs.some((s) => s.size !== size)) throw new Error("augmentViews: views augmented together share one size");
@@ -261,7 +332,85 @@ export function augmentView(x: Tensor, spec: ViewSpec, cfg: AugmentConfig, g: Ge
  * ```
  */
 export function dinoViews(images: Tensor, cfg: AugmentConfig, randomness: ViewRandomness): Tensor[] {
+  if (images.device !== "cpu") return dinoViewsByOps(images, cfg, randomness);
+  const runs = plannedRuns(images, cfg, randomness);
+  return splitRuns(augmentBatch(...fusedCall(images, runs, cfg)), runs, images.shape[0]);
+}
+
+/**
+ * {@linkcode dinoViews} op by op, by groups of samples that take the same
+ * steps, through the image functions of `image.ts`: the path on devices other
+ * than the CPU, and on the CPU the reference that the fused kernel is checked
+ * against (the same views to float rounding).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, dispose, Generator, randint, tidy, to, toArray } from "../../mod.ts";
+ * import { dinoViews, dinoViewsByOps } from "./views.ts";
+ * using g = new Generator(0);
+ * using images = tidy(() => to(randint(g, 0, 256, [2, 3, 32, 32]), "u8"));
+ * const cfg = AUGMENT_PRESETS.cifar32;
+ * const [fused, byOps] = [dinoViews, dinoViewsByOps].map((f) => f(images, cfg, { sampleSeeds: [1, 2] }));
+ * const [a, b] = tidy(() => [toArray(fused[0]), toArray(byOps[0])]);
+ * assert.ok(a.every((v, i) => Math.abs(v - b[i]) < 1e-4));
+ * dispose([fused, byOps]);
+ * ```
+ */
+export function dinoViewsByOps(images: Tensor, cfg: AugmentConfig, randomness: ViewRandomness): Tensor[] {
+  const runs = plannedRuns(images, cfg, randomness);
+  return tidy(() => {
+    const x = images.dtype === "u8" ? div(images, 255) : images; // true division: f32 in one pass
+    return runs.flatMap((run) => tidy(() => applyPlanByOps(x, run.specs, cfg, run.plan)));
+  });
+}
+
+/** Options of {@linkcode dinoViewsAsync}. */
+export interface AsyncViewOptions {
+  /** Threads that make the views (default: libtorch's intra-op thread count). */
+  threads?: number;
+}
+
+/**
+ * {@linkcode dinoViews} off the JavaScript thread, for images on the CPU: the
+ * random choices are drawn now, the views are made on native threads, and the
+ * promise resolves with them, so that JavaScript (a training step's calls)
+ * runs meanwhile. The same views as {@linkcode dinoViews} for the same
+ * randomness. `images` must stay alive until the promise settles.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AUGMENT_PRESETS, dispose, Generator, randint, tidy, to, toArray } from "../../mod.ts";
+ * import { dinoViews, dinoViewsAsync } from "./views.ts";
+ * using g = new Generator(0);
+ * using images = tidy(() => to(randint(g, 0, 256, [2, 1, 28, 28]), "u8"));
+ * const cfg = AUGMENT_PRESETS.fmnist28;
+ * const later = dinoViewsAsync(images, cfg, { sampleSeeds: [3, 4] }, { threads: 1 });
+ * const now = dinoViews(images, cfg, { sampleSeeds: [3, 4] });
+ * const views = await later;
+ * assert.deepEqual(tidy(() => views.map(toArray)), tidy(() => now.map(toArray))); // the same views
+ * dispose([views, now]);
+ * ```
+ */
+export async function dinoViewsAsync(
+  images: Tensor,
+  cfg: AugmentConfig,
+  randomness: ViewRandomness,
+  o: AsyncViewOptions = {},
+): Promise<Tensor[]> {
+  if (images.device !== "cpu") return dinoViews(images, cfg, randomness);
+  const runs = plannedRuns(images, cfg, randomness);
+  return splitRuns(await augmentBatchAsync(...fusedCall(images, runs, cfg, o.threads)), runs, images.shape[0]);
+}
+
+/** A batch's views as runs of one size (the globals, then the locals), each with its random choices. */
+function plannedRuns(images: Tensor, cfg: AugmentConfig, randomness: ViewRandomness): Run[] {
   const specs = viewSpecs(cfg);
+  const C = images.shape[1];
+  if (cfg.mean.length !== C || cfg.std.length !== C) {
+    throw new Error(`normalisation has ${cfg.mean.length} means and ${cfg.std.length} stds for ${C}-channel images`);
+  }
   let perSample: number[][] | undefined;
   if (!(randomness instanceof Generator)) {
     const seeds = randomness.sampleSeeds;
@@ -273,20 +422,15 @@ export function dinoViews(images: Tensor, cfg: AugmentConfig, randomness: ViewRa
       return tidy(() => toArray(rand(g, [specs.length * VIEW_DRAWS], { dtype: "f64" })));
     });
   }
-  return tidy(() => {
-    const x = images.dtype === "u8" ? div(images, 255) : images; // true division: f32 in one pass
-    // Consecutive views of one size (the globals, then the locals) are augmented together.
-    const runs: { specs: ViewSpec[]; first: number }[] = [];
-    specs.forEach((spec, v) => {
-      const last = runs.at(-1);
-      if (last && last.specs[0].size === spec.size) last.specs.push(spec);
-      else runs.push({ specs: [spec], first: v });
-    });
-    return runs.flatMap((run) =>
-      tidy(() => {
-        const draw = perSample ? { uniforms: perSample, firstView: run.first } : randomness as Generator;
-        return applyPlan(x, run.specs, cfg, viewPlan(draw, run.specs, x.shape, cfg));
-      })
-    );
+  // Consecutive views of one size (the globals, then the locals) are augmented together.
+  const runs: { specs: ViewSpec[]; first: number }[] = [];
+  specs.forEach((spec, v) => {
+    const last = runs.at(-1);
+    if (last && last.specs[0].size === spec.size) last.specs.push(spec);
+    else runs.push({ specs: [spec], first: v });
+  });
+  return runs.map((run) => {
+    const draw = perSample ? { uniforms: perSample, firstView: run.first } : randomness as Generator;
+    return { specs: run.specs, plan: viewPlan(draw, run.specs, images.shape, cfg) };
   });
 }
