@@ -36,10 +36,10 @@
  * ```
  * @module
  */
-import { type Device, dispose, type ProcessGroup, streamSeed, tidy, toDevice } from "../../ffi/mod.ts";
+import { type Device, dispose, type ProcessGroup, streamSeed, type Tensor, tidy, toDevice } from "../../ffi/mod.ts";
 import { anyRank } from "../distributed/collectives.ts";
-import { type AugmentConfig, dinoViews } from "../augment/mod.ts";
-import type { Dataset } from "../data/dataset.ts";
+import { type AugmentConfig, dinoViews, dinoViewsAsync } from "../augment/mod.ts";
+import type { Batch, Dataset } from "../data/dataset.ts";
 import { batches } from "../data/loader.ts";
 import type { DinoConfig } from "../model/dino.ts";
 import { type DinoHyper, type StepMetrics, type TrainState, trainStep } from "./step.ts";
@@ -69,6 +69,13 @@ export interface LoopOptions {
    * process.
    */
   group?: ProcessGroup;
+  /**
+   * Threads that make the next batch's views while a step runs (default 1:
+   * the step keeps the others). On the CPU the views of batch n + 1 are made
+   * on native threads during the step of batch n; on other devices they are
+   * made between steps.
+   */
+  augmentThreads?: number;
 }
 
 /** An event of the loop. Its state belongs to the loop until the next event. */
@@ -84,6 +91,12 @@ export type TrainEvent =
     epoch: number;
     /** Images it consumed, over every rank. */
     images: number;
+    /**
+     * Milliseconds the step waited for its data: from the loop resuming after
+     * the previous event until the step began (the next batch to arrive and
+     * its views to be made, where they were not ready yet).
+     */
+    dataWaitMs: number;
   }
   | {
     /** An epoch ended, or the loop stopped inside one (see `completed`). */
@@ -116,39 +129,83 @@ export function sampleSeed(seed: number, epoch: number, index: number): bigint {
   return streamSeed(Number(streamSeed(seed + AUGMENT_STREAM, epoch)), index);
 }
 
+/** A batch whose views are being made. */
+interface Pending {
+  batch: Batch;
+  views: Promise<Tensor[]>;
+}
+
 /**
  * Trains from `state` until `stopAt` or the last epoch, yielding an event
  * after every step and at the end of every epoch. A resumed state continues
  * exactly where it stopped: the batch order and every random draw depend only
  * on the seed, the epoch, the step and the samples' indices.
+ *
+ * The data never waits for the step: while the step of one batch runs (its
+ * calls hold the JavaScript thread), the next batch is already read and its
+ * views are being made on native threads, so the step after starts on them
+ * without delay. What a step still waited is its event's `dataWaitMs`.
  */
 export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenerator<TrainEvent> {
   const { hyper, device = "cpu", group } = o;
   const shard = { rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1 };
   const perEpoch = hyper.itersPerEpoch;
   const stopAt = Math.min(o.stopAt ?? Infinity, hyper.epochs * perEpoch);
+  const threads = o.augmentThreads ?? 1;
   for (let epoch = Math.floor(state.step / perEpoch); epoch < hyper.epochs && state.step < stopAt; epoch++) {
     const start = state.step - epoch * perEpoch;
     const onSkipped = o.onSkipped && ((files: string[], why: string) => o.onSkipped!(files, why, epoch));
     const loader = { batchSize: hyper.batchSize, seed: o.seed, start, onSkipped, ...shard };
-    for await (const batch of batches(o.data, epoch, loader)) {
-      // A batch that lost too many unreadable files is skipped, by every rank when one must.
-      const tooSmall = batch.images.shape[0] < hyper.accumSteps;
-      if (state.step >= stopAt || (group ? anyRank(tooSmall, group) : tooSmall)) {
-        dispose([batch.images, batch.labels]);
-        if (state.step >= stopAt) break;
-        continue;
-      }
+    // The views of a batch, started now: on the CPU on native threads (the promise settles while a step runs).
+    const startViews = (batch: Batch): Pending => {
       const sampleSeeds = batch.indices.map((i) => sampleSeed(o.seed, epoch, i));
-      const views = tidy(() =>
-        dinoViews(device === "cpu" ? batch.images : toDevice(batch.images, device), o.augment, { sampleSeeds })
-      );
-      dispose([batch.images, batch.labels]);
+      const views = device === "cpu"
+        ? dinoViewsAsync(batch.images, o.augment, { sampleSeeds }, { threads })
+        : Promise.resolve(tidy(() => dinoViews(toDevice(batch.images, device), o.augment, { sampleSeeds })));
+      return { batch, views };
+    };
+    let pending: Pending | undefined;
+    let resumed = performance.now(); // when the loop last got control back from its caller
+    // The step of a batch whose views were started: waits for them, steps, and says how long it waited.
+    const step = async function* (p: Pending): AsyncGenerator<TrainEvent> {
+      const views = await p.views.finally(() => dispose([p.batch.images, p.batch.labels]));
+      const dataWaitMs = performance.now() - resumed;
       const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group });
       dispose(views);
       dispose(state);
       state = next;
-      yield { type: "step", state, metrics, epoch, images: hyper.batchSize * shard.worldSize };
+      yield { type: "step", state, metrics, epoch, images: hyper.batchSize * shard.worldSize, dataWaitMs };
+      resumed = performance.now();
+    };
+    try {
+      for await (const batch of batches(o.data, epoch, loader)) {
+        // A batch that lost too many unreadable files is skipped, by every rank when one must.
+        const tooSmall = batch.images.shape[0] < hyper.accumSteps;
+        const full = state.step + (pending ? 1 : 0) >= stopAt; // the steps to stopAt have their batches
+        if (full || (group ? anyRank(tooSmall, group) : tooSmall)) {
+          dispose([batch.images, batch.labels]);
+          if (full) break;
+          continue;
+        }
+        const next = startViews(batch); // made while the pending batch's step runs
+        if (pending) {
+          const p = pending;
+          pending = next;
+          yield* step(p);
+        } else pending = next;
+      }
+      if (pending) {
+        const p = pending;
+        pending = undefined;
+        yield* step(p);
+      }
+    } finally {
+      // Stopped early (the caller broke out, or a step failed): the views being made are freed when made.
+      if (pending) {
+        await pending.views.then(dispose, () => {}).finally(() =>
+          dispose([pending!.batch.images, pending!.batch.labels])
+        );
+      }
     }
     const completed = state.step % perEpoch === 0 ? state.step / perEpoch : epoch;
     yield { type: "epoch", state, epoch, completed };

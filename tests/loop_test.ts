@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import * as t from "../mod.ts";
+import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/mod.ts";
+import { tensorDataset } from "../lib/data/dataset.ts";
+import { batches } from "../lib/data/loader.ts";
+import { dinoConfig } from "../lib/model/dino.ts";
+import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
+import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
+
+const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
+const hyper = dinoHyper({ epochs: 2, itersPerEpoch: 3, batchSize: 4, warmupEpochs: 0 });
+const augment = { ...AUGMENT_PRESETS.fmnist28, globalCropsSize: 16, localCropsSize: 8, localCropsNumber: 2 };
+
+function images(): t.Tensor {
+  return t.tidy(() => t.to(t.randint(new t.Generator(3), 0, 256, [12, 1, 20, 20]), "u8"));
+}
+
+Deno.test("the loop makes each batch's views during the previous step and trains exactly as views made between steps", async () => {
+  const before = t.liveTensors();
+  const x = images();
+  const data = tensorDataset(x);
+  // The loop, whose views of batch n + 1 are made while step n runs.
+  let state = initTrainState(net, hyper, 0);
+  const waits: number[] = [];
+  for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 7 })) {
+    state = e.state;
+    if (e.type === "step") waits.push(e.dataWaitMs);
+  }
+  // The same run with every batch's views made right before its step.
+  let reference: TrainState = initTrainState(net, hyper, 0);
+  for (let epoch = 0; epoch < hyper.epochs; epoch++) {
+    for await (const b of batches(data, epoch, { batchSize: hyper.batchSize, seed: 7 })) {
+      const sampleSeeds = b.indices.map((i) => sampleSeed(7, epoch, i));
+      const views = dinoViews(b.images, augment, { sampleSeeds });
+      t.dispose([b.images, b.labels]);
+      const { state: next } = trainStep(reference, views, hyper, net);
+      t.dispose([views, reference]);
+      reference = next;
+    }
+  }
+  assert.equal(state.step, 6);
+  assert.equal(waits.length, 6);
+  assert.ok(waits.every((ms) => Number.isFinite(ms) && ms >= 0), `waits ${waits}`);
+  const params = t.tensorsIn(state.student), expected = t.tensorsIn(reference.student);
+  assert.equal(params.length, expected.length);
+  params.forEach((p, i) => assert.deepEqual(t.tidy(() => t.toArray(p)), t.tidy(() => t.toArray(expected[i]))));
+  t.dispose([state, reference]);
+  data[Symbol.dispose]();
+  x.dispose();
+  assert.equal(t.liveTensors(), before, "tensors leaked");
+});
+
+Deno.test("breaking out of the loop while the next batch's views are being made leaks nothing", async () => {
+  const before = t.liveTensors();
+  const x = images();
+  const data = tensorDataset(x);
+  let state = initTrainState(net, hyper, 0);
+  for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 1 })) {
+    state = e.state;
+    if (e.type === "step" && e.state.step === 2) break; // batch 3's views are in flight
+  }
+  assert.equal(state.step, 2);
+  // stopAt mid-epoch: the loop reads no batch past the last step's.
+  for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 1, stopAt: 4 })) state = e.state;
+  assert.equal(state.step, 4);
+  t.dispose(state);
+  data[Symbol.dispose]();
+  x.dispose();
+  assert.equal(t.liveTensors(), before, "tensors leaked");
+});
