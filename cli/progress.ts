@@ -111,6 +111,7 @@ export class EpochLog {
         teacher_entropy: m.teacherEntropy,
         student_entropy: m.studentEntropy,
         images_per_s: this.#windowImages / ((now - this.#windowStart) / 1000),
+        ...(m.lossScale !== undefined && { loss_scale: m.lossScale }), // fp16's loss scaler
       });
       this.#windowStart = now;
       this.#windowImages = 0;
