@@ -39,6 +39,8 @@ export interface Libtorch {
   abi: number;
   /** Whether this libtorch was built with CUDA (`libtorch_cuda.so` exists). */
   cuda: boolean;
+  /** The CUDA toolkit PyTorch's own extension builder would use (`torch.utils.cpp_extension.CUDA_HOME`), if any. */
+  cudaHome?: string;
 }
 
 /**
@@ -75,8 +77,20 @@ function run(cmd: string, args: string[]): { ok: boolean; out: string; err: stri
   }
 }
 
-function versionFromHeaders(include: string): string | undefined {
-  for (const rel of ["torch/csrc/api/include/torch/version.h", "torch/version.h"]) {
+/**
+ * The libtorch version its headers declare (`TORCH_VERSION_MAJOR`, `_MINOR`,
+ * `_PATCH`), or undefined. Since 2.9 `torch/version.h` only includes
+ * `torch/headeronly/version.h`, which holds the numbers.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { versionFromHeaders } from "./build.ts";
+ * assert.equal(versionFromHeaders("/nonexistent"), undefined);
+ * ```
+ */
+export function versionFromHeaders(include: string): string | undefined {
+  for (const rel of ["torch/headeronly/version.h", "torch/csrc/api/include/torch/version.h", "torch/version.h"]) {
     try {
       const text = Deno.readTextFileSync(join(include, rel));
       const m = text.match(/#define TORCH_VERSION_MAJOR (\d+)[\s\S]*?MINOR (\d+)[\s\S]*?PATCH (\d+)/);
@@ -114,8 +128,9 @@ import json, os, re, torch
 from torch.utils import cpp_extension as c
 maps = [l.split()[-1] for l in open("/proc/self/maps") if "/libtorch_cpu.so" in l]
 lib = os.path.dirname(os.path.realpath(maps[0])) if maps else c.library_paths()[0]
+cuda = os.path.exists(os.path.join(lib, "libtorch_cuda.so"))
 print(json.dumps({"version": re.match(r"\\d+(\\.\\d+)*", torch.__version__).group(0), "include": c.include_paths(), "lib": lib,
-  "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": os.path.exists(os.path.join(lib, "libtorch_cuda.so"))}))
+  "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": cuda, **({"cudaHome": c.CUDA_HOME} if cuda and c.CUDA_HOME else {})}))
 `;
 
 function fromPython(exe: string): Libtorch | string {
@@ -317,18 +332,82 @@ export interface DistributedBuild {
   compile: string[];
   /** Linker flags. */
   link: string[];
+  /** The part of `compile` that is NCCL's (left out again if NCCL fails to compile). */
+  ncclCompile: string[];
+  /** The part of `link` that is NCCL's. */
+  ncclLink: string[];
 }
 
 function firstExisting(paths: string[]): string | undefined {
   return paths.find((p) => exists(p));
 }
 
+/** The folders directly under `dir` (none when it does not exist). */
+function subfolders(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].filter((e) => e.isDirectory).map((e) => join(dir, e.name)).sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Where a CUDA libtorch's CUDA headers and libraries may be: the toolkit
+ * PyTorch names (`cudaHome`), `CUDA_HOME`, `/usr/local/cuda`, and the NVIDIA
+ * wheels beside a pip torch (`site-packages/nvidia/<name>/` as the CUDA 12
+ * wheels lay them out, `site-packages/nvidia/cu13/` as CUDA 13's do). The
+ * folders are returned whether or not they exist; callers test for the file
+ * they need.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cudaRoots } from "./build.ts";
+ * const roots = cudaRoots({ lib: "/venv/site-packages/torch/lib", cudaHome: "/opt/cuda" });
+ * assert.equal(roots[0], "/opt/cuda");
+ * ```
+ */
+export function cudaRoots(libtorch: { lib: string; cudaHome?: string }): string[] {
+  const nvidia = join(libtorch.lib, "../../nvidia");
+  const roots = [
+    libtorch.cudaHome,
+    Deno.env.get("CUDA_HOME"),
+    Deno.env.get("CUDA_PATH"),
+    "/usr/local/cuda",
+    ...subfolders(nvidia),
+  ].filter((d): d is string => !!d);
+  const withTargets = roots.flatMap((d) => [d, join(d, "targets/x86_64-linux"), join(d, "targets/sbsa-linux")]);
+  return [...new Set(withTargets)];
+}
+
+/**
+ * The header folders that hold `cuda_runtime_api.h` and the CUDA math
+ * libraries' headers that libtorch's CUDA headers include (cuBLAS, cuSPARSE,
+ * cuSOLVER: `ATen/cuda/CUDAContext.h`, which `ProcessGroupNCCL.hpp` includes).
+ * Empty for a CPU libtorch.
+ */
+export function cudaIncludeDirs(libtorch: { lib: string; cuda: boolean; cudaHome?: string }): string[] {
+  if (!libtorch.cuda) return [];
+  const wanted = ["cuda_runtime_api.h", "cublas_v2.h", "cusparse.h", "cusolverDn.h", "nvml.h"];
+  return cudaRoots(libtorch).map((d) => join(d, "include")).filter((d) => wanted.some((h) => exists(join(d, h))));
+}
+
 /**
  * Which of libtorch's c10d backends the shim compiles in: Gloo where its
  * headers are found (beside libtorch's or in the system's include folders),
- * NCCL where libtorch has CUDA and `nccl.h` is found (libtorch's folders,
- * `CUDA_HOME`, `/usr/local/cuda`, or pip's `nvidia/nccl` beside torch). Without
- * either, the shim still builds, with no distributed engine.
+ * NCCL where libtorch has CUDA and both `nccl.h` and the CUDA runtime's
+ * headers are found (libtorch's folders, the CUDA toolkit, or the NVIDIA
+ * wheels beside a pip torch: see {@linkcode cudaRoots}). Without either, the
+ * shim still builds, with no distributed engine; and a backend whose
+ * compilation fails is left out with a warning (see {@linkcode buildShim}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { distributedBuild } from "./build.ts";
+ * const d = distributedBuild({ source: "system", version: "0", include: [], lib: "/nonexistent", abi: 1, cuda: false });
+ * assert.equal(d.nccl, false);
+ * ```
  */
 export function distributedBuild(libtorch: Libtorch): DistributedBuild {
   const includes = [...libtorch.include, "/usr/include", "/usr/local/include"];
@@ -343,32 +422,56 @@ export function distributedBuild(libtorch: Libtorch): DistributedBuild {
     if (lib) link.push(lib);
   }
   let nccl = false;
+  const ncclCompile: string[] = [], ncclLink: string[] = [];
   if (libtorch.cuda) {
-    const cudaHome = Deno.env.get("CUDA_HOME") ?? "/usr/local/cuda";
-    const pipNccl = join(libtorch.lib, "../../nvidia/nccl");
-    const header = firstExisting(
-      [...includes, join(cudaHome, "include"), join(pipNccl, "include")].map((d) => join(d, "nccl.h")),
-    );
+    const roots = cudaRoots(libtorch);
+    const header = firstExisting([...includes, ...roots.map((d) => join(d, "include"))].map((d) => join(d, "nccl.h")));
     const lib = firstExisting(
-      [libtorch.lib, join(cudaHome, "lib64"), join(pipNccl, "lib"), "/usr/lib/x86_64-linux-gnu"].flatMap((d) => [
-        join(d, "libnccl.so"),
-        join(d, "libnccl.so.2"),
-      ]),
+      [libtorch.lib, ...roots.flatMap((d) => [join(d, "lib64"), join(d, "lib")]), "/usr/lib/x86_64-linux-gnu"]
+        .flatMap((d) => [join(d, "libnccl.so"), join(d, "libnccl.so.2")]),
     );
-    if (header && lib) {
+    const cudaIncludes = cudaIncludeDirs(libtorch);
+    const ncclHeaders = c10d ||
+      includes.some((d) => exists(join(d, "torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp")));
+    if (header && lib && cudaIncludes.length > 0 && ncclHeaders) {
       nccl = true;
-      compile.push(
-        "-DUSE_C10D_NCCL",
-        "-DDINO_NCCL",
-        "-isystem",
-        join(header, ".."),
-        "-isystem",
-        join(cudaHome, "include"),
-      );
-      link.push(lib, `-Wl,-rpath,${join(lib, "..")}`);
+      ncclCompile.push("-DUSE_C10D_NCCL", "-DDINO_NCCL", "-isystem", join(header, ".."));
+      for (const d of cudaIncludes) if (d !== join(header, "..")) ncclCompile.push("-isystem", d);
+      ncclLink.push(lib, `-Wl,-rpath,${join(lib, "..")}`);
     }
   }
-  return { gloo, nccl, compile, link };
+  return { gloo, nccl, compile: [...compile, ...ncclCompile], link: [...link, ...ncclLink], ncclCompile, ncclLink };
+}
+
+/**
+ * The C++ standard to compile against `include` (libtorch's header folders):
+ * C++20 where `ATen/ATen.h` demands it (libtorch 2.14 and later refuse
+ * anything older), else C++17 (which 1.13 to 2.13 need).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cxxStandard } from "./build.ts";
+ * assert.equal(cxxStandard(["/nonexistent"]), "gnu++17");
+ * ```
+ */
+export function cxxStandard(include: string[]): string {
+  for (const dir of include) {
+    try {
+      const text = Deno.readTextFileSync(join(dir, "ATen/ATen.h"));
+      return /__cplusplus\s*<\s*202002L/.test(text) ? "gnu++20" : "gnu++17";
+    } catch { /* the next folder */ }
+  }
+  return "gnu++17";
+}
+
+/** Whether `flags[i]` belongs to the run `part` where that run occurs in `flags`. */
+function isPartOf(flags: string[], i: number, part: string[]): boolean {
+  if (part.length === 0) return false;
+  for (let start = Math.max(0, i - part.length + 1); start <= i; start++) {
+    if (part.every((p, k) => flags[start + k] === p)) return true;
+  }
+  return false;
 }
 
 /** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
@@ -395,7 +498,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     for (const [name, text] of sources) Deno.writeTextFileSync(join(work, name), text);
     const tmp = join(work, "shim.so");
     const compile = [
-      "-std=gnu++17",
+      `-std=${cxxStandard(libtorch.include)}`,
       "-O2",
       "-fPIC",
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
@@ -406,10 +509,27 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     ];
     // Each source compiles on its own core (libtorch's headers and stb's implementations are the slow parts).
     const units = NATIVE_SOURCES.filter((name) => name.endsWith(".cpp"));
-    const compiled = await Promise.all(units.map(async (name) => {
-      const args = [...compile, "-c", join(work, name), "-o", join(work, `${name}.o`)];
-      return { args, ...await runAsync(cxx, args) };
-    }));
+    const compileUnit = async (name: string, flags: string[]) => {
+      const args = [...flags, "-c", join(work, name), "-o", join(work, `${name}.o`)];
+      return { name, args, ...await runAsync(cxx, args) };
+    };
+    const compiled = await Promise.all(units.map((name) => compileUnit(name, compile)));
+    // NCCL's headers pull in much of CUDA's (cuBLAS, cuSPARSE, cuSOLVER, NVML): where those are not all there, the
+    // shim is built without NCCL, with a warning, rather than not at all.
+    let link = dist.link;
+    const ncclFailed = compiled.findIndex((r) => !r.ok && r.name === "distributed.cpp");
+    if (ncclFailed >= 0 && dist.nccl) {
+      const without = compile.filter((_, i) => !isPartOf(compile, i, dist.ncclCompile));
+      const again = await compileUnit("distributed.cpp", without);
+      if (again.ok) {
+        const why = compiled[ncclFailed].err.split("\n").find((l) => /error/.test(l)) ?? "";
+        console.error(
+          `warning: the shim is built without NCCL: distributed.cpp did not compile with it (${why.trim()})`,
+        );
+        compiled[ncclFailed] = again;
+        link = dist.link.filter((f) => !dist.ncclLink.includes(f));
+      }
+    }
     const failed = compiled.find((r) => !r.ok);
     if (failed) {
       throw new Error(
@@ -426,7 +546,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       // CUDA kernels register themselves when libtorch_cuda loads: keep it linked.
       "-Wl,--no-as-needed",
       ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
-      ...dist.link,
+      ...link,
       "-ltorch",
       "-ltorch_cpu",
       "-lc10",

@@ -9,9 +9,10 @@
 #include <torch/version.h>
 
 #include <dlfcn.h>
-#ifdef DINO_CUDA
-#include <c10/cuda/CUDAFunctions.h>
-#endif
+// CUDA is reached through ATen's hooks, which need none of CUDA's own headers (c10/cuda/*.h include
+// cuda_runtime_api.h): the shim builds against a pip CUDA PyTorch with no CUDA toolkit, and these calls exist
+// from libtorch 1.13 to 2.14.
+#include <ATen/detail/CUDAHooksInterface.h>
 
 std::atomic<int64_t> live_tensors{0};
 
@@ -129,14 +130,15 @@ static at::Tensor dropout(at::Generator* g, const at::Tensor& x, double p, bool 
 }
 static double cuda_device_count() {
 #ifdef DINO_CUDA
-  return c10::cuda::device_count();
+  return at::detail::getCUDAHooks().getNumGPUs();
 #else
   return 0;
 #endif
 }
 static double synchronize() {
 #ifdef DINO_CUDA
-  c10::cuda::device_synchronize();
+  const auto& hooks = at::detail::getCUDAHooks();
+  if (hooks.getNumGPUs() > 0) hooks.deviceSynchronize(static_cast<c10::DeviceIndex>(hooks.current_device()));
 #endif
   return 0;
 }

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# The CUDA check of issue 16, in one call of at most 9 minutes on a fresh GPU machine with no network and no Deno
+# (the device tool: run from the repository root, `carry: [".cache/gpu"]` made by scripts/gpu-pack.sh, results
+# under $OUT). Stages, each under its own timeout and the whole under a deadline (GPU_CHECK_BUDGET seconds, 530):
+#
+#   install  deno from .cache/gpu/deno.xz into $WORK/bin; Fashion-MNIST from .cache/gpu/fashion-mnist into
+#            $FMNIST_DIR (default /usr/share/datasets/fashion-mnist, where the code looks) unless it is there
+#   build    the shim against python3's PyTorch (DINO_LIBTORCH_FROM=python), CUDA and NCCL where found
+#   cuda     the tests that exercise CUDA directly (tests/ops_test.ts), plus NCCL at world size 1 through the
+#            training program's distributed path (WORLD_SIZE=1, --dist-backend nccl, a few steps)
+#   bench    bench/compare_gpu_step.ts (official-recipe step, fp32/bf16/fp16, and augmentation on the GPU) and
+#            bench/compare_inference.ts on CUDA
+#   train    deno task train --preset fmnist-gpu (k-NN curve in metrics.jsonl), at most TRAIN_TIMEOUT seconds
+#   suite    the whole test suite (`deno test -A --doc`, --device auto: CLI tests train on CUDA) in the time left
+#
+# STAGES="build cuda" (a space- or comma-separated list) runs only those, after install (always run; quick when
+# done). DRY_RUN=1 runs every stage on the CPU at toy sizes (for checking this script on a machine without a GPU):
+# the same install from the carried files, into a scratch folder, and the same result files.
+#
+# Results (at most 8 files, as the device tool brings back): $OUT/results.json (each stage's status, seconds,
+# exit code; the build's libtorch, CUDA and distributed backends; the bench and training numbers), $OUT/log.txt
+# (everything printed), $OUT/bench.json, $OUT/train-metrics.jsonl, $OUT/train-summary.json, $OUT/tests.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-530}
+DRY=${DRY_RUN:-0}
+OUT=${OUT:-$REPO/out/gpu-check}
+WORK=${GPU_CHECK_WORK:-/tmp/gpu-check}
+CARRY=$REPO/.cache/gpu
+STAGES=$(echo "${STAGES:-build cuda bench train suite}" | tr ',' ' ')
+mkdir -p "$OUT" "$WORK/bin" "$WORK/stages"
+LOG=$OUT/log.txt
+: >"$LOG"
+export PATH=$WORK/bin:$PATH DENO_NO_UPDATE_CHECK=1 PYTHONUNBUFFERED=1 NO_COLOR=1
+export DENO_DIR=${DENO_DIR:-$CARRY/deno-dir}
+export DINO_CACHE_DIR=$WORK/dino-cache DINO_BENCH_PYTHON=${DINO_BENCH_PYTHON:-python3}
+export DINO_LIBTORCH_FROM=${DINO_LIBTORCH_FROM:-python} DINO_PYTHON=${DINO_PYTHON:-python3}
+if [ "$DRY" = 1 ]; then
+  FMNIST_DIR=${FMNIST_DIR:-$WORK/fashion-mnist}
+  export DINO_PYTHON=${DINO_PYTHON_DRY:-/usr/bin/python3} DINO_BENCH_PYTHON=/usr/bin/python3
+else
+  FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
+fi
+
+elapsed() { echo $(($(date +%s) - START)); }
+say() { echo "[gpu-check +$(elapsed)s] $*" | tee -a "$LOG"; }
+left() { echo $((BUDGET - $(elapsed))); }
+wanted() { [[ " $STAGES " == *" $1 "* ]]; }
+
+# run_stage NAME TIMEOUT CMD...: runs CMD under min(TIMEOUT, time left - 5 s), its output into the log (and
+# $WORK/stages/NAME.txt), and records status/seconds/code in $WORK/stages/NAME.json.
+run_stage() {
+  local name=$1 limit=$2
+  shift 2
+  local room=$(($(left) - 5))
+  [ "$limit" -gt "$room" ] && limit=$room
+  if [ "$limit" -lt 10 ]; then
+    say "$name: skipped (no time left: ${room}s)"
+    printf '{"status":"no time","seconds":0}\n' >"$WORK/stages/$name.json"
+    return 1
+  fi
+  say "$name: start (timeout ${limit}s)"
+  local t0=$(date +%s)
+  timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/stages/$name.txt" | sed -u "s/^/[$name] /" >>"$LOG"
+  local code=${PIPESTATUS[0]}
+  local dt=$(($(date +%s) - t0))
+  local status=ok
+  [ "$code" = 124 ] || [ "$code" = 137 ] && status=timeout
+  [ "$status" = ok ] && [ "$code" != 0 ] && status=failed
+  printf '{"status":"%s","seconds":%d,"code":%d,"timeout":%d}\n' "$status" "$dt" "$code" "$limit" \
+    >"$WORK/stages/$name.json"
+  say "$name: $status (exit $code, ${dt}s); last lines:"
+  tail -n 4 "$WORK/stages/$name.txt" | sed "s/^/    /" | tee -a "$LOG"
+  [ "$status" = ok ]
+}
+
+stage_install() {
+  python3 - "$CARRY" "$WORK/bin" "$FMNIST_DIR" <<'EOF'
+import gzip, hashlib, lzma, os, shutil, sys, tarfile
+carry, bindir, fmnist = sys.argv[1:4]
+deno = os.path.join(bindir, "deno")
+if not os.path.exists(deno):
+    xz, tgz = os.path.join(carry, "deno.xz"), [f for f in os.listdir(carry) if f.endswith(".tgz")]
+    if os.path.exists(xz):
+        with lzma.open(xz) as src, open(deno + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    elif tgz:  # the npm tarball as `npm pack` writes it
+        with tarfile.open(os.path.join(carry, tgz[0])) as t, open(deno + ".tmp", "wb") as dst:
+            shutil.copyfileobj(t.extractfile("package/deno"), dst)
+    else:
+        sys.exit(f"no deno.xz or npm tarball in {carry}: run scripts/gpu-pack.sh and carry .cache/gpu")
+    os.chmod(deno + ".tmp", 0o755)
+    os.replace(deno + ".tmp", deno)
+    print(f"deno installed at {deno}")
+names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+sizes = [47040016, 60008, 7840016, 10008]
+def ok(path, size):
+    try:
+        with gzip.open(path) as f:
+            f.seek(size - 1)
+            return len(f.read(2)) == 1
+    except Exception:
+        return False
+if all(ok(os.path.join(fmnist, n + ".gz"), s) for n, s in zip(names, sizes)):
+    print(f"Fashion-MNIST already at {fmnist}")
+else:
+    os.makedirs(fmnist, exist_ok=True)
+    for n, s in zip(names, sizes):
+        with lzma.open(os.path.join(carry, "fashion-mnist", n + ".xz")) as src:
+            data = src.read()
+        if len(data) != s:
+            sys.exit(f"{n}: {len(data)} bytes, expected {s}")
+        with gzip.open(os.path.join(fmnist, n + ".gz.tmp"), "wb", compresslevel=1) as dst:
+            dst.write(data)
+        os.replace(os.path.join(fmnist, n + ".gz.tmp"), os.path.join(fmnist, n + ".gz"))
+    print(f"Fashion-MNIST unpacked to {fmnist}")
+EOF
+  deno --version
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name())"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+}
+
+stage_build() {
+  deno run -A ffi/build.ts && deno eval '
+    import { cudaAvailable, libtorchVersion } from "./mod.ts";
+    import { buildShim, distributedBuild, findLibtorch } from "./ffi/build.ts";
+    const lt = findLibtorch();
+    const shim = await buildShim(lt);
+    const d = distributedBuild(lt);
+    const info = { libtorch: libtorchVersion(), source: lt.source, abi: lt.abi, libtorchCuda: lt.cuda,
+      cudaHome: lt.cudaHome ?? null, cudaAvailable: cudaAvailable(), gloo: d.gloo, ncclFound: d.nccl, shim };
+    console.log(JSON.stringify(info));
+    Deno.writeTextFileSync(Deno.env.get("WORK") + "/build-info.json", JSON.stringify(info));'
+}
+
+stage_cuda() {
+  local device=cuda
+  [ "$DRY" = 1 ] && device=cpu
+  deno test -A tests/ops_test.ts || return 1
+  # NCCL (Gloo in a dry run) at world size 1 through the training program's distributed path.
+  local backend=nccl
+  [ "$DRY" = 1 ] && backend=gloo
+  WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
+    deno run -A cli/train.ts --preset fmnist --device "$device" --dist-backend "$backend" --max-steps 4 \
+    --train-limit 512 --test-limit 256 --knn-every 0 --report false --output-dir "$WORK/dist1"
+}
+
+stage_bench() {
+  local dry=()
+  [ "$DRY" = 1 ] && dry=(--dry-run --workers 1)
+  deno run -A bench/compare_gpu_step.ts --steps "${BENCH_STEPS:-8}" --json "$OUT/bench.json" "${dry[@]}" || return 1
+  if [ "$DRY" != 1 ]; then
+    deno run -A bench/compare_inference.ts --device cuda --iters 5 --python python3
+  fi
+}
+
+stage_train() {
+  local extra=()
+  if [ "$DRY" = 1 ]; then
+    extra=(--device cpu --epochs 1 --max-steps 3 --batch-size 32 --train-limit 2048 --test-limit 512 --knn-every 1)
+  else
+    extra=(--device cuda)
+    # The mixed-precision flag, where this checkout has it.
+    if deno run -A cli/train.ts --help 2>/dev/null | grep -q -- "--precision"; then extra+=(--precision "${TRAIN_PRECISION:-bf16}"); fi
+  fi
+  rm -rf "$WORK/fmnist-gpu"
+  deno run -A cli/train.ts --preset fmnist-gpu --output-dir "$WORK/fmnist-gpu" --report false "${extra[@]}" ${TRAIN_ARGS:-}
+}
+
+stage_suite() {
+  local device_note="auto (CUDA where the tests leave the device to the program)"
+  echo "suite: deno test -A --doc, device $device_note"
+  deno test -A --doc ${SUITE_ARGS:-}
+}
+
+say "gpu-check: repo $REPO, out $OUT, work $WORK, stages: $STAGES, dry run $DRY, budget ${BUDGET}s"
+export REPO OUT WORK CARRY DRY FMNIST_DIR
+export -f stage_install stage_build stage_cuda stage_bench stage_train stage_suite
+run_stage install 120 bash -c stage_install || say "install failed: nothing else can run"
+if [ -x "$WORK/bin/deno" ]; then
+  wanted build && run_stage build 240 bash -c stage_build
+  wanted cuda && run_stage cuda 120 bash -c stage_cuda
+  wanted bench && run_stage bench "${BENCH_TIMEOUT:-150}" bash -c stage_bench
+  wanted train && run_stage train "${TRAIN_TIMEOUT:-300}" bash -c stage_train
+  wanted suite && run_stage suite "${SUITE_TIMEOUT:-600}" bash -c stage_suite
+fi
+
+# The results: training curve and summary, test lines, and one JSON of everything.
+[ -f "$WORK/fmnist-gpu/metrics.jsonl" ] && cp "$WORK/fmnist-gpu/metrics.jsonl" "$OUT/train-metrics.jsonl"
+[ -f "$WORK/fmnist-gpu/summary.json" ] && cp "$WORK/fmnist-gpu/summary.json" "$OUT/train-summary.json"
+cat "$WORK"/stages/cuda.txt "$WORK"/stages/suite.txt 2>/dev/null | grep -E "^(ok|FAILED|ERRORS|FAILURES)|\.\.\. (ok|FAILED|ignored)|=>" \
+  >"$OUT/tests.txt" || true
+python3 - "$WORK" "$OUT" "$DRY" "$(elapsed)" <<'EOF'
+import glob, json, os, sys
+work, out, dry, total = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+res = {"dryRun": dry, "seconds": total, "stages": {}}
+for f in sorted(glob.glob(os.path.join(work, "stages", "*.json"))):
+    res["stages"][os.path.basename(f)[:-5]] = json.load(open(f))
+def load(path):
+    try:
+        return json.load(open(path))
+    except Exception:
+        return None
+res["build"] = load(os.path.join(work, "build-info.json"))
+res["bench"] = load(os.path.join(out, "bench.json"))
+curve = []
+try:
+    for line in open(os.path.join(out, "train-metrics.jsonl")):
+        r = json.loads(line)
+        if any("knn" in k.lower() for k in r):
+            curve.append(r)
+except Exception:
+    pass
+res["trainKnnCurve"] = curve
+res["trainSummary"] = load(os.path.join(out, "train-summary.json"))
+tests = {"passed": 0, "failed": 0}
+for name in ("cuda", "suite"):
+    try:
+        for line in open(os.path.join(work, "stages", name + ".txt")):
+            if line.rstrip().endswith("... ok") or " ... ok (" in line:
+                tests["passed"] += 1
+            if " ... FAILED" in line:
+                tests["failed"] += 1
+    except Exception:
+        pass
+res["tests"] = tests
+json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=2)
+print(json.dumps({k: v.get("status") for k, v in res["stages"].items()}))
+EOF
+say "done in $(elapsed)s; results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
