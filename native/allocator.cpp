@@ -3,7 +3,6 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
-#include <sys/mman.h>
 
 #include <map>
 #include <mutex>
@@ -23,21 +22,14 @@ class CachingCPUAllocator final : public at::Allocator {
   at::DataPtr allocate(size_t n) const { return do_allocate(n); }
   void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
   // Blocks from 1 MiB come in quarter-octave size classes (less than a quarter unused), so that batches of varying
-  // size share blocks instead of each faulting in fresh pages. From 8 MiB the classes are whole 2 MiB pages, which
-  // are allocated aligned and as transparent huge pages where the kernel allows: one fault per 2 MiB, not 512.
-  static constexpr size_t kClassBytes = size_t(1) << 20, kHugeBytes = size_t(8) << 20, kHugePage = size_t(2) << 20;
+  // size share blocks instead of each faulting in fresh pages. The unused tail of a block is never touched, so it
+  // costs no memory; as transparent huge pages it did (2 MiB at a time: 2.5% more peak memory in the DINO step).
+  static constexpr size_t kClassBytes = size_t(1) << 20;
   static size_t rounded(size_t n) {
     if (n < kClassBytes) return (n + 4095) & ~size_t(4095);
     size_t step = kClassBytes >> 2;  // the class boundaries between 2^k and 2^(k+1) are 2^k (1 + i / 4)
     while (step * 8 < n) step <<= 1;
     return (n + step - 1) / step * step;
-  }
-  static void* fresh(size_t size) {
-    if (size < kHugeBytes) return c10::alloc_cpu(size);
-    void* p = nullptr;
-    if (posix_memalign(&p, kHugePage, size) != 0 || !p) throw std::bad_alloc();
-    madvise(p, size, MADV_HUGEPAGE);  // advisory: without THP it changes nothing
-    return p;
   }
   at::DataPtr do_allocate(size_t n) const {
     void* p = nullptr;
@@ -57,7 +49,7 @@ class CachingCPUAllocator final : public at::Allocator {
       }
     }
     if (!p) {
-      p = n >= kMinBytes ? fresh(size) : c10::alloc_cpu(n);
+      p = c10::alloc_cpu(n >= kMinBytes ? size : n);
       if (n >= kMinBytes) {
         std::lock_guard<std::mutex> lock(mu_);
         sizes_[p] = size;

@@ -52,6 +52,14 @@ static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor>
   auto gs = torch::autograd::grad({y}, xs, {}, retain, create, /*allow_unused=*/true);
   for (size_t i = 0; i < gs.size(); i++) {
     if (!gs[i].defined()) gs[i] = at::zeros_like(xs[i]);
+    // Autograd may hand two inputs one buffer (the grad of a + b is the same tensor for both); each gets its own,
+    // so a caller may update a gradient in place.
+    for (size_t j = 0; j < i; j++) {
+      if (gs[i].is_alias_of(gs[j])) {
+        gs[i] = gs[i].clone();
+        break;
+      }
+    }
   }
   return gs;
 }

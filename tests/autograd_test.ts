@@ -49,6 +49,14 @@ Deno.test("grad returns zeros for inputs the output does not depend on", () =>
     assertClose(t.toArray(du), [0]);
   }));
 
+Deno.test("grad gives inputs that share a gradient buffers of their own", () =>
+  noLeak(() => {
+    const a = t.requiresGrad(t.tensor([1, 2])), b = t.requiresGrad(t.tensor([3, 4]));
+    const [da, db] = t.grad(t.sum(t.mul(t.add(a, b), 2)), [a, b]); // d(a + b) is one tensor for both
+    t.copyInto(da, t.tensor([7, 7])); // updating one in place leaves the other
+    assertClose(t.toArray(db), [2, 2]);
+  }));
+
 Deno.test("grad needs a scalar, and createGraph gives second derivatives", () =>
   noLeak(() => {
     const x = t.requiresGrad(t.tensor([2]));

@@ -69,6 +69,32 @@ Deno.test("a step leaves the old state untouched and usable", () => {
   t.dispose([s0, a.state, b.state, v, snapshot]);
 });
 
+Deno.test("a donating step gives the same states as a pure one, written into the donated buffers", () => {
+  for (const optimizer of ["adamw", "sgd", "lars"] as const) {
+    const h = dinoHyper({ epochs: 2, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 0, optimizer });
+    const before = t.liveTensors();
+    let pure = initTrainState(cfg, h, 0), donated = initTrainState(cfg, h, 0);
+    for (let i = 0; i < 3; i++) {
+      const v = views(200 + i);
+      const key = "backbone.blocks.0.attn.qkv.weight";
+      const a = trainStep(pure, v, h, cfg);
+      const b = trainStep(donated, v, h, cfg, { donate: true });
+      // The donated state's buffer now holds the new weights.
+      assert.deepEqual(t.toArray(stateDict(donated.student)[key]), t.toArray(stateDict(b.state.student)[key]));
+      assert.notDeepEqual(t.toArray(stateDict(pure.student)[key]), t.toArray(stateDict(a.state.student)[key]));
+      t.dispose([pure, donated, v]);
+      [pure, donated] = [a.state, b.state];
+    }
+    const flat = (s: TrainState) => ({ ...stateDict(s.student), ...stateDict(s.teacher), ...stateDict(s.optimizer) });
+    const fa = flat(pure), fb = flat(donated);
+    for (const k of Object.keys(fa)) {
+      if (typeof fa[k] === "object") assert.deepEqual(t.toArray(fa[k]), t.toArray(fb[k]), `${optimizer} ${k}`);
+    }
+    t.dispose([pure, donated]);
+    assert.equal(t.liveTensors(), before, optimizer);
+  }
+});
+
 Deno.test("gradient accumulation over 2 micro-batches equals the full batch", () => {
   const base = { epochs: 1, itersPerEpoch: 3, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 0 };
   const cfgNoDrop = dinoConfig({ ...cfg.vit, arch: "vit_tiny", ...cfg.head, dropPathRate: 0 });

@@ -170,7 +170,8 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
     const step = async function* (p: Pending): AsyncGenerator<TrainEvent> {
       const views = await p.views.finally(() => dispose([p.batch.images, p.batch.labels]));
       const dataWaitMs = performance.now() - resumed;
-      const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group });
+      // The loop owns `state` and disposes it next: the step may write the new state into its buffers.
+      const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group, donate: true });
       dispose(views);
       dispose(state);
       state = next;

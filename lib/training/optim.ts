@@ -26,6 +26,7 @@ import {
   addcdiv,
   addcmul,
   alias,
+  copyInto,
   div,
   fullLike,
   gt,
@@ -36,6 +37,7 @@ import {
   reciprocal,
   sqrt,
   type Tensor,
+  tidy,
   where,
   zerosLike,
 } from "../../ffi/mod.ts";
@@ -47,6 +49,19 @@ export interface StepHyper {
   lr: number;
   /** This step's weight decay (decayed parameters only). */
   weightDecay: number;
+  /**
+   * The caller donates the parameters and the state (as JAX's `donate_argnums`): their buffers receive the new
+   * values, which the result holds aliases of, so a step needs no second copy of the model and its moments. The
+   * donated tensors must not be read afterwards, only disposed.
+   */
+  donate?: boolean;
+}
+
+/** `fresh`, or with `donate` its values written into `old`'s buffer (an alias of `old` is returned). */
+function settle(old: Tensor, fresh: Tensor, donate: boolean | undefined): Tensor {
+  if (!donate) return fresh;
+  copyInto(old, fresh);
+  return alias(old);
 }
 
 /** AdamW's state: first and second moments and each parameter's own step count. */
@@ -128,14 +143,19 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
         const step = (s.step[k] ?? 0) + 1;
         s.step[k] = step;
         const wd = isDecayed(k, p) ? h.weightDecay : 0;
-        const decayed = wd === 0 ? p : mul(p, 1 - h.lr * wd);
-        const m = add(mul(state.exp_avg[k], b1), g, 1 - b1);
-        const v = addcmul(mul(state.exp_avg_sq[k], b2), g, g, 1 - b2);
-        const bc1 = 1 - b1 ** step, bc2 = 1 - b2 ** step;
-        const denom = add(div(sqrt(v), Math.sqrt(bc2)), eps);
-        out[k] = addcdiv(decayed, m, denom, -h.lr / bc1);
-        s.exp_avg[k] = m;
-        s.exp_avg_sq[k] = v;
+        // A scope per parameter: its temporaries go before the next one's are made (peak memory).
+        ({ p: out[k], m: s.exp_avg[k], v: s.exp_avg_sq[k] } = tidy(() => {
+          const decayed = wd === 0 ? p : mul(p, 1 - h.lr * wd);
+          const m = add(mul(state.exp_avg[k], b1), g, 1 - b1);
+          const v = addcmul(mul(state.exp_avg_sq[k], b2), g, g, 1 - b2);
+          const bc1 = 1 - b1 ** step, bc2 = 1 - b2 ** step;
+          const denom = add(div(sqrt(v), Math.sqrt(bc2)), eps);
+          return {
+            p: settle(p, addcdiv(decayed, m, denom, -h.lr / bc1), h.donate),
+            m: settle(state.exp_avg[k], m, h.donate),
+            v: settle(state.exp_avg_sq[k], v, h.donate),
+          };
+        }));
       }
       return { params: out, state: s };
     },
@@ -178,11 +198,13 @@ export function sgd(o: { momentum?: number } = {}): Optimizer<SGDState> {
           continue;
         }
         const wd = isDecayed(k, p) ? h.weightDecay : 0;
-        const d = wd === 0 ? g : add(g, p, wd);
-        // The first step's buffer is d itself in PyTorch; 0 * momentum + d is the same number.
-        const buf = mom === 0 ? d : add(mul(state.momentum_buffer[k], mom), d);
-        out[k] = add(p, buf, -h.lr);
-        s.momentum_buffer[k] = mom === 0 ? alias(state.momentum_buffer[k]) : buf;
+        ({ p: out[k], buf: s.momentum_buffer[k] } = tidy(() => {
+          const d = wd === 0 ? g : add(g, p, wd);
+          // The first step's buffer is d itself in PyTorch; 0 * momentum + d is the same number.
+          const buf = mom === 0 ? d : add(mul(state.momentum_buffer[k], mom), d);
+          const kept = mom === 0 ? alias(state.momentum_buffer[k]) : settle(state.momentum_buffer[k], buf, h.donate);
+          return { p: settle(p, add(p, buf, -h.lr), h.donate), buf: kept };
+        }));
       }
       return { params: out, state: s };
     },
@@ -234,17 +256,18 @@ export function lars(o: { momentum?: number; eta?: number } = {}): Optimizer<LAR
           s.mu[k] = alias(state.mu[k]);
           continue;
         }
-        let dp = g;
-        if (p.ndim !== 1) {
-          dp = add(g, p, isDecayed(k, p) ? h.weightDecay : 0); // dp.add(p, alpha=weight_decay) of p's group
-          const paramNorm = norm(p), updateNorm = norm(dp);
-          const one = onesLike(paramNorm), zero = zerosLike(paramNorm);
-          const trust = div(mul(paramNorm, eta), updateNorm); // eta * param_norm / update_norm
-          dp = mul(dp, where(gt(paramNorm, zero), where(gt(updateNorm, zero), trust, one), one));
-        }
-        const mu = add(mul(state.mu[k], mom), dp); // mu.mul_(momentum).add_(dp)
-        out[k] = add(p, mu, -h.lr);
-        s.mu[k] = mu;
+        ({ p: out[k], mu: s.mu[k] } = tidy(() => {
+          let dp = g;
+          if (p.ndim !== 1) {
+            dp = add(g, p, isDecayed(k, p) ? h.weightDecay : 0); // dp.add(p, alpha=weight_decay) of p's group
+            const paramNorm = norm(p), updateNorm = norm(dp);
+            const one = onesLike(paramNorm), zero = zerosLike(paramNorm);
+            const trust = div(mul(paramNorm, eta), updateNorm); // eta * param_norm / update_norm
+            dp = mul(dp, where(gt(paramNorm, zero), where(gt(updateNorm, zero), trust, one), one));
+          }
+          const mu = add(mul(state.mu[k], mom), dp); // mu.mul_(momentum).add_(dp)
+          return { p: settle(p, add(p, mu, -h.lr), h.donate), mu: settle(state.mu[k], mu, h.donate) };
+        }));
       }
       return { params: out, state: s };
     },
@@ -254,7 +277,9 @@ export function lars(o: { momentum?: number; eta?: number } = {}): Optimizer<LAR
 /**
  * Per-parameter gradient clipping, as the official `clip_gradients`: each
  * gradient is scaled by clip / (||g|| + 1e-6) when that is below 1. Returns
- * the clipped gradients and each gradient's norm before clipping.
+ * the clipped gradients and each gradient's norm before clipping. With
+ * `donate`, into the given gradients' buffers (distinct buffers: `grad` gives
+ * each input its own).
  *
  * @example
  * ```ts
@@ -267,21 +292,27 @@ export function lars(o: { momentum?: number; eta?: number } = {}): Optimizer<LAR
  * dispose(r);
  * ```
  */
-export function clipGradients(grads: Flat, clip: number): { grads: Flat; norms: Record<string, Tensor> } {
+export function clipGradients(
+  grads: Flat,
+  clip: number,
+  o: { donate?: boolean } = {},
+): { grads: Flat; norms: Record<string, Tensor> } {
   const out: Flat = {}, norms: Record<string, Tensor> = {};
   for (const [k, g] of Object.entries(grads)) {
-    const n = norm(g); // []
-    const coef = mul(reciprocal(add(n, 1e-6)), clip); // Python's `clip / tensor` is reciprocal() * clip
-    // Multiplying by min(coef, 1) equals the official "scale if coef < 1" (g * 1 is exact) without a device sync.
-    out[k] = mul(g, minimum(coef, fullLike(coef, 1)));
-    norms[k] = n;
+    ({ g: out[k], n: norms[k] } = tidy(() => {
+      const n = norm(g); // []
+      const coef = mul(reciprocal(add(n, 1e-6)), clip); // Python's `clip / tensor` is reciprocal() * clip
+      // Multiplying by min(coef, 1) equals the official "scale if coef < 1" (g * 1 is exact) without a device sync.
+      return { g: settle(g, mul(g, minimum(coef, fullLike(coef, 1))), o.donate), n };
+    }));
   }
   return { grads: out, norms };
 }
 
 /**
  * The teacher's EMA update over the parameters the two networks share:
- * teacher * m + (1 - m) * student.
+ * teacher * m + (1 - m) * student. With `donate`, into the teacher's
+ * buffers (see {@linkcode StepHyper.donate}).
  *
  * @example
  * ```ts
@@ -293,11 +324,11 @@ export function clipGradients(grads: Flat, clip: number): { grads: Flat; norms: 
  * dispose(t);
  * ```
  */
-export function emaUpdate(teacher: Flat, student: Flat, momentum: number): Flat {
+export function emaUpdate(teacher: Flat, student: Flat, momentum: number, o: { donate?: boolean } = {}): Flat {
   const out: Flat = {};
   for (const [k, t] of Object.entries(teacher)) {
     const s = student[k];
-    out[k] = s === undefined ? alias(t) : add(mul(t, momentum), mul(s, 1 - momentum));
+    out[k] = s === undefined ? alias(t) : tidy(() => settle(t, add(mul(t, momentum), mul(s, 1 - momentum)), o.donate));
   }
   return out;
 }

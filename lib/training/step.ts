@@ -293,6 +293,13 @@ export interface TrainStepOptions {
    * the global batch, up to float summation order.
    */
   group?: ProcessGroup;
+  /**
+   * The caller gives up `state` (it will only dispose it, as the training
+   * loop does): the new student, teacher and optimizer moments are written
+   * into its buffers, so a step holds one copy of them, not two (see
+   * `StepHyper.donate`). The result is the same.
+   */
+  donate?: boolean;
 }
 
 /**
@@ -331,7 +338,7 @@ export function trainStep(
   cfg: DinoConfig,
   o: TrainStepOptions = {},
 ): { state: TrainState; metrics: StepMetrics } {
-  const { group } = o;
+  const { group, donate } = o;
   if (views.length < 2) throw new Error(`DINO needs at least the 2 global crops, got ${views.length} views`);
   if (group && h.centering === "sinkhorn" && group.worldSize > 1) {
     throw new Error("Sinkhorn-Knopp centering normalises over the batch: it is not supported over several processes");
@@ -406,14 +413,14 @@ export function trainStep(
     let finite = true;
     if (scaler) ({ grads: gradFlat, finite } = unscaleGradients(gradFlat, scaler));
     // Clip each gradient, then drop the last layer's while it is frozen.
-    if (h.clipGrad > 0 && finite) gradFlat = clipGradients(gradFlat, h.clipGrad).grads;
+    if (h.clipGrad > 0 && finite) gradFlat = clipGradients(gradFlat, h.clipGrad, { donate: true }).grads;
     if (epoch < h.freezeLastLayer) {
       gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
     }
     const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>;
     const params = Object.fromEntries(keys.map((k) => [k, student[k]]));
     const updated = finite
-      ? opt.update(params, gradFlat, state.optimizer, { lr, weightDecay })
+      ? opt.update(params, gradFlat, state.optimizer, { lr, weightDecay, donate })
       : { params: {}, state: mapTree(state.optimizer, (t) => alias(t)) };
     student = { ...student, ...updated.params };
 
@@ -421,7 +428,7 @@ export function trainStep(
     const emaKeys = Object.keys(teacher).filter((k) => !BUFFERS.test(k));
     const ema = h.teacherMode === "student"
       ? Object.fromEntries(emaKeys.map((k) => [k, student[k]]))
-      : emaUpdate(Object.fromEntries(emaKeys.map((k) => [k, teacher[k]])), student, momentum);
+      : emaUpdate(Object.fromEntries(emaKeys.map((k) => [k, teacher[k]])), student, momentum, { donate });
     teacher = { ...teacher, ...ema };
 
     // Every tensor of the new state gets its own handle; the scope frees everything else.
