@@ -1,8 +1,18 @@
 /**
- * One full DINO training step beside PyTorch eager, in one run with identical
- * thread settings: ViT-T/4 at 28 px (dim 192, depth 12, heads 3, patch 4),
- * batch 64, 2 x 28 px + 6 x 12 px crops, K 4096, AdamW, clipping, EMA.
- * PyTorch uses the official-layout modules of scripts/gen_fixtures.py.
+ * One full DINO training step beside PyTorch eager, in one run: ViT-T/4 at
+ * 28 px (dim 192, depth 12, heads 3, patch 4), batch 64, 2 x 28 px + 6 x 12 px
+ * crops, K 4096, AdamW, clipping, EMA. PyTorch uses the official-layout
+ * modules of scripts/gen_fixtures.py.
+ *
+ * Every side runs in its own process, at 1 thread and at `--threads`, so
+ * each one's peak memory is its own and the scaling of the same step shows:
+ * - PyTorch as shipped: `torch.set_num_threads(n)`, OpenBLAS at its defaults
+ *   (a thread per core whatever n is, its idle threads spinning);
+ * - PyTorch with this project's arrangement (n OpenBLAS threads, idle
+ *   workers sleeping: see `ffi/library.ts`), so that the ratio is not the
+ *   arrangement alone;
+ * - this project, `setNumThreads(n)`.
+ * The sides take turns for `--rounds` rounds and each one's median step counts.
  *
  * @example
  * ```sh
@@ -20,28 +30,39 @@ const { values } = parseArgs({
   options: {
     steps: { type: "string", default: "3" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency) },
+    rounds: { type: "string", default: "2" },
+    precision: { type: "string", default: "fp32" },
     python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
+    side: { type: "string" }, // internal: run only this project's side and print JSON
   },
 });
-const steps = Number(values.steps), threads = Number(values.threads);
+const steps = Number(values.steps), threads = Number(values.threads), rounds = Number(values.rounds);
+const precision = values.precision as "fp32" | "bf16";
+if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${precision}`);
 const B = 64, K = 4096;
 
-function torchSide(): number[] {
-  const script = new URL("./train_step_torch.py", import.meta.url).pathname;
-  const r = new Deno.Command(values.python!, {
-    args: [script, String(threads), String(steps)],
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .outputSync();
-  if (!r.success) throw new Error(`the PyTorch reference failed:\n${new TextDecoder().decode(r.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
+/** What one side's process reports: seconds per step after a warmup step, and its peak resident memory. */
+interface Run {
+  times: number[];
+  peakMB: number;
 }
 
-function ourSide(): number[] {
-  setNumThreads(threads);
+function peakMB(): number {
+  const hwm = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
+  return hwm ? Number(hwm[1]) / 1024 : NaN;
+}
+
+function ourStep(n: number): Run {
+  setNumThreads(n);
   const cfg = dinoConfig({ arch: "vit_tiny", patchSize: 4, imgSize: 28, inChans: 1, outDim: K });
-  const h = dinoHyper({ epochs: 100, itersPerEpoch: 1000, batchSize: B, warmupEpochs: 0, freezeLastLayer: 1 });
+  const h = dinoHyper({
+    epochs: 100,
+    itersPerEpoch: 1000,
+    batchSize: B,
+    warmupEpochs: 0,
+    freezeLastLayer: 1,
+    precision,
+  });
   let state = initTrainState(cfg, h, 0);
   using g = new Generator(1);
   const views = [
@@ -51,29 +72,92 @@ function ourSide(): number[] {
   const times: number[] = [];
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();
-    const r = trainStep(state, views, h, cfg);
+    const r = trainStep(state, views, h, cfg, { donate: true });
     const dt = (performance.now() - t0) / 1000;
     dispose(state);
     state = r.state;
     if (i > 0) times.push(dt); // the first step is a warmup, as on the PyTorch side
   }
   dispose([state, views]);
-  return times;
+  return { times, peakMB: peakMB() };
+}
+
+if (values.side === "ours") {
+  console.log(JSON.stringify(ourStep(threads)));
+  Deno.exit(0);
+}
+
+/** The environment that gives PyTorch this project's thread arrangement for `n` threads. */
+const arranged = (n: number) => ({
+  OMP_WAIT_POLICY: "PASSIVE",
+  OPENBLAS_THREAD_TIMEOUT: "4",
+  OPENBLAS_NUM_THREADS: String(n),
+});
+
+function spawn(command: string, args: string[], env: Record<string, string>): Run {
+  const r = new Deno.Command(command, { args, env, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!r.success) throw new Error(`${command} ${args.join(" ")} failed:\n${new TextDecoder().decode(r.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
+}
+const torchScript = new URL("./train_step_torch.py", import.meta.url).pathname;
+const sides = {
+  "PyTorch as shipped": (n: number) => spawn(values.python!, [torchScript, String(n), String(steps), precision], {}),
+  "PyTorch, arranged": (n: number) =>
+    spawn(values.python!, [torchScript, String(n), String(steps), precision], arranged(n)),
+  "this project": (n: number) =>
+    spawn(Deno.execPath(), [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--side",
+      "ours",
+      "--threads",
+      String(n),
+      "--steps",
+      String(steps),
+      "--precision",
+      precision,
+    ], {}),
+};
+type Side = keyof typeof sides;
+
+const counts = [...new Set([1, threads])];
+const runs = new Map<string, Run[]>();
+for (let round = 0; round < rounds; round++) {
+  for (const n of counts) {
+    for (const [name, run] of Object.entries(sides)) {
+      const key = `${name}@${n}`;
+      runs.set(key, [...(runs.get(key) ?? []), run(n)]);
+    }
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const torch1 = torchSide();
-const ours = ourSide();
-const torch2 = torchSide();
-const ref = median([...torch1, ...torch2]);
-const us = median(ours);
+const stepOf = (side: Side, n: number) => median(runs.get(`${side}@${n}`)!.flatMap((r) => r.times));
+const memoryOf = (side: Side, n: number) => Math.max(...runs.get(`${side}@${n}`)!.map((r) => r.peakMB));
 console.log(
-  `DINO step: ViT-T/4 28px, batch ${B}, 2x28 + 6x12 crops, K ${K}, ${threads} threads, median of ${steps} steps`,
+  `DINO step (${precision}): ViT-T/4 28px, batch ${B}, 2x28 + 6x12 crops, K ${K}; median of ${rounds} x ${steps} steps`,
 );
-console.log(
-  `  PyTorch eager     ${ref.toFixed(3)} s/step   (runs: ${
-    [...torch1, ...torch2].map((x) => x.toFixed(2)).join(", ")
-  })`,
-);
-console.log(`  this project      ${us.toFixed(3)} s/step   (runs: ${ours.map((x) => x.toFixed(2)).join(", ")})`);
-console.log(`  ratio ${(us / ref).toFixed(2)} (target <= 1.0: ${us <= ref ? "met" : "not met"})`);
+console.log(`  ${"side".padEnd(22)}${counts.map((n) => `${n} thread${n > 1 ? "s" : ""}`.padStart(20)).join("")}`);
+for (const side of Object.keys(sides) as Side[]) {
+  const cells = counts.map((n) => `${stepOf(side, n).toFixed(3)} s ${memoryOf(side, n).toFixed(0)} MB`.padStart(20));
+  console.log(`  ${side.padEnd(22)}${cells.join("")}`);
+}
+for (const n of counts) {
+  const best = Math.min(stepOf("PyTorch as shipped", n), stepOf("PyTorch, arranged", n));
+  const bestMemory = Math.min(memoryOf("PyTorch as shipped", n), memoryOf("PyTorch, arranged", n));
+  const speedup = best / stepOf("this project", n);
+  console.log(
+    `  ${n} thread${n > 1 ? "s" : ""}: this project ${speedup.toFixed(2)}x PyTorch's faster side (target >= 1.15: ${
+      speedup >= 1.15 ? "met" : "not met"
+    }); peak memory ${(memoryOf("this project", n) / bestMemory).toFixed(2)}x PyTorch's (target <= 1.0)`,
+  );
+}
+if (counts.length > 1) {
+  const scale = (side: Side) => (stepOf(side, 1) / stepOf(side, threads)).toFixed(2);
+  console.log(
+    `  scaling 1 -> ${threads} threads: this project ${scale("this project")}x (target >= 1.6), PyTorch as shipped ${
+      scale("PyTorch as shipped")
+    }x, PyTorch arranged ${scale("PyTorch, arranged")}x`,
+  );
+}

@@ -2,11 +2,14 @@
 """The PyTorch side of bench/compare_train_step.ts: the same DINO step in eager mode,
 built from the official-layout modules of scripts/gen_fixtures.py.
 
-usage: train_step_torch.py THREADS STEPS
-Prints one line of JSON: seconds per step (each), after one warmup step.
+usage: train_step_torch.py THREADS STEPS [fp32|bf16]
+bf16 is CPU autocast (torch.autocast("cpu", dtype=torch.bfloat16)) around both forwards and the loss.
+Prints one line of JSON: seconds per step (each, after one warmup step) and the peak resident memory.
 """
+import contextlib
 import json
 import os
+import resource
 import sys
 import time
 
@@ -16,6 +19,8 @@ from gen_fixtures import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransforme
                           clip_gradients, get_params_groups)
 
 threads, steps = int(sys.argv[1]), int(sys.argv[2])
+precision = sys.argv[3] if len(sys.argv) > 3 else "fp32"
+autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 B, K = 64, 4096
@@ -41,9 +46,10 @@ def step(it):
         group["lr"] = 5e-4 * B / 256
         if i == 0:
             group["weight_decay"] = 0.04
-    teacher_output = teacher(views[:2])
-    student_output = student(views)
-    loss = loss_fn(student_output, teacher_output, 0)
+    with autocast():
+        teacher_output = teacher(views[:2])
+        student_output = student(views)
+        loss = loss_fn(student_output, teacher_output, 0)
     opt.zero_grad()
     loss.backward()
     clip_gradients(student, 3.0)
@@ -62,4 +68,4 @@ for i in range(steps):
     t0 = time.perf_counter()
     step(i + 1)
     times.append(time.perf_counter() - t0)
-print(json.dumps(times))
+print(json.dumps({"times": times, "peakMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
