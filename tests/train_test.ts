@@ -95,6 +95,29 @@ Deno.test("a donating step gives the same states as a pure one, written into the
   }
 });
 
+Deno.test("a timed step says where its time went, phase by phase, and steps as an untimed one", () => {
+  const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0 });
+  const s0 = initTrainState(cfg, h, 0);
+  const v = views(3);
+  const a = trainStep(s0, v, h, cfg, { timed: true });
+  const b = trainStep(s0, v, h, cfg);
+  const phases = Object.keys(a.metrics.phases!);
+  assert.deepEqual(phases, [
+    "teacherForward",
+    "studentForward",
+    "loss",
+    "backward",
+    "center",
+    "clipping",
+    "optimizer",
+    "ema",
+  ]);
+  assert.ok(Object.values(a.metrics.phases!).every((ms) => ms >= 0));
+  assert.equal(b.metrics.phases, undefined);
+  assert.equal(maxDiff(a.state, b.state), 0);
+  t.dispose([s0, a.state, b.state, v]);
+});
+
 Deno.test("gradient accumulation over 2 micro-batches equals the full batch", () => {
   const base = { epochs: 1, itersPerEpoch: 3, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 0 };
   const cfgNoDrop = dinoConfig({ ...cfg.vit, arch: "vit_tiny", ...cfg.head, dropPathRate: 0 });

@@ -76,6 +76,8 @@ export interface LoopOptions {
    * made between steps.
    */
   augmentThreads?: number;
+  /** Time each step's phases (`StepMetrics.phases`; see `TrainStepOptions.timed`). */
+  timed?: boolean;
 }
 
 /** An event of the loop. Its state belongs to the loop until the next event. */
@@ -171,7 +173,7 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
       const views = await p.views.finally(() => dispose([p.batch.images, p.batch.labels]));
       const dataWaitMs = performance.now() - resumed;
       // The loop owns `state` and disposes it next: the step may write the new state into its buffers.
-      const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group, donate: true });
+      const { state: next, metrics } = trainStep(state, views, hyper, o.net, { group, donate: true, timed: o.timed });
       dispose(views);
       dispose(state);
       state = next;

@@ -34,6 +34,7 @@ import {
   cat,
   chunk,
   clone,
+  cudaSynchronize,
   div,
   gelu,
   Generator,
@@ -213,6 +214,8 @@ export interface StepMetrics {
   lossScale?: number;
   /** With a loss scaler: whether the step was skipped (non-finite gradients; parameters and optimizer unchanged). */
   skipped?: boolean;
+  /** With `timed`: where the step's wall time went. */
+  phases?: StepPhases;
 }
 
 const BUFFERS = /\.(running_mean|running_var|num_batches_tracked)$/;
@@ -300,6 +303,31 @@ export interface TrainStepOptions {
    * `StepHyper.donate`). The result is the same.
    */
   donate?: boolean;
+  /**
+   * Time the step's phases (wall milliseconds in `StepMetrics.phases`; on
+   * CUDA each phase waits for its kernels, which costs some speed).
+   */
+  timed?: boolean;
+}
+
+/** Where a step's wall time went, in milliseconds (see `TrainStepOptions.timed`). */
+export interface StepPhases {
+  /** The teacher's forward pass on the global crops. */
+  teacherForward: number;
+  /** The student's forward pass on every crop. */
+  studentForward: number;
+  /** The loss and the metrics' entropies. */
+  loss: number;
+  /** The backward pass. */
+  backward: number;
+  /** The center's update (and with a process group, the gradients' all-reduce). */
+  center: number;
+  /** Unscaling (fp16) and clipping the gradients. */
+  clipping: number;
+  /** The optimizer's update. */
+  optimizer: number;
+  /** The teacher's EMA update and the new state's handles. */
+  ema: number;
 }
 
 /**
@@ -338,7 +366,7 @@ export function trainStep(
   cfg: DinoConfig,
   o: TrainStepOptions = {},
 ): { state: TrainState; metrics: StepMetrics } {
-  const { group, donate } = o;
+  const { group, donate, timed } = o;
   if (views.length < 2) throw new Error(`DINO needs at least the 2 global crops, got ${views.length} views`);
   if (group && h.centering === "sinkhorn" && group.worldSize > 1) {
     throw new Error("Sinkhorn-Knopp centering normalises over the batch: it is not supported over several processes");
@@ -373,12 +401,31 @@ export function trainStep(
     let grads: Tensor[] | undefined;
     let lossSum = 0, teacherEntropy = 0, studentEntropy = 0;
     const teacherOuts: Tensor[] = [];
+    const phases: StepPhases = {
+      teacherForward: 0,
+      studentForward: 0,
+      loss: 0,
+      backward: 0,
+      center: 0,
+      clipping: 0,
+      optimizer: 0,
+      ema: 0,
+    };
+    let lapStart = performance.now();
+    const lap = (phase: keyof StepPhases) => {
+      if (!timed) return;
+      if (views[0].device !== "cpu") cudaSynchronize();
+      const now = performance.now();
+      phases[phase] += now - lapStart;
+      lapStart = now;
+    };
 
     for (const crops of micro) {
       // Teacher: the 2 global crops, no graph; its batch-norm buffers move with its own forward.
       const t = noGrad(() => multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2), { precision }));
       teacher = { ...teacher, ...t.bnStats };
       teacherOuts.push(t.output);
+      lap("teacherForward");
       // Student: every crop, with gradients for its trainable leaves.
       const leaves: Flat = { ...student };
       for (const k of keys) leaves[k] = requiresGrad(student[k]);
@@ -386,14 +433,18 @@ export function trainStep(
       const shard = group && { rank: group.rank, worldSize: group.worldSize, batch: crops[0].shape[0] };
       const s = multiCropForward(net, cfg, crops, { dropPath: g, shard, precision });
       const out = net.predictor ? predict(net.predictor, s.output, dt) : s.output;
+      lap("studentForward");
       const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
       const part = div(loss, h.accumSteps);
+      lap("loss");
       const gs = grad(scaler ? scaleLoss(part, scaler) : part, keys.map((k) => leaves[k]));
       grads = grads === undefined ? gs : grads.map((a, i) => add(a, gs[i]));
       student = { ...student, ...s.bnStats };
+      lap("backward");
       lossSum += item(loss);
       teacherEntropy += tidy(() => item(meanEntropy(targets)));
       studentEntropy += tidy(() => item(meanEntropy(noGrad(() => softmax(div(out, h.studentTemp), -1)))));
+      lap("loss");
     }
     const teacherOut = teacherOuts.length === 1 ? teacherOuts[0] : cat(teacherOuts, 0);
     let gradFlat: Flat = Object.fromEntries(keys.map((k, i) => [k, grads![i]]));
@@ -408,6 +459,7 @@ export function trainStep(
     } else {
       center = updateCenter(state.center, teacherOut, lossOptions);
     }
+    lap("center");
 
     // With a loss scaler: unscale, and skip the update when a gradient overflowed (GradScaler's unscale_ and step).
     let finite = true;
@@ -417,12 +469,14 @@ export function trainStep(
     if (epoch < h.freezeLastLayer) {
       gradFlat = Object.fromEntries(Object.entries(gradFlat).filter(([k]) => !isLastLayer(k)));
     }
+    lap("clipping");
     const opt = optimizerFor(h) as Optimizer<AdamWState | SGDState | LARSState>;
     const params = Object.fromEntries(keys.map((k) => [k, student[k]]));
     const updated = finite
       ? opt.update(params, gradFlat, state.optimizer, { lr, weightDecay, donate })
       : { params: {}, state: mapTree(state.optimizer, (t) => alias(t)) };
     student = { ...student, ...updated.params };
+    lap("optimizer");
 
     // Teacher: EMA over the parameters both networks have (not the batch-norm buffers).
     const emaKeys = Object.keys(teacher).filter((k) => !BUFFERS.test(k));
@@ -441,6 +495,7 @@ export function trainStep(
       rng: { seed: state.rng.seed, counter: state.rng.counter + 1 },
       ...(scaler && { scaler: lossScaler().update(scaler, finite) }),
     };
+    lap("ema");
     const n = micro.length;
     const metrics: StepMetrics = {
       loss: lossSum / n,
@@ -451,6 +506,7 @@ export function trainStep(
       teacherEntropy: teacherEntropy / n,
       studentEntropy: studentEntropy / n,
       ...(scaler && { lossScale: scaler.scale, skipped: !finite }),
+      ...(timed && { phases }),
     };
     return { state: next, metrics };
   });

@@ -1,0 +1,113 @@
+/**
+ * Where a training step's wall time goes in the default run (`deno task
+ * train`'s settings on Fashion-MNIST): the training loop as the CLI drives it,
+ * each step timed by phase (waiting for data, forward, loss, backward,
+ * clipping, optimizer, EMA, and the caller's logging between steps), then the
+ * same number of steps on views made beforehand (the step alone). The loop
+ * makes batch n + 1's views on a native thread while step n runs, so it should
+ * reach the step-only images/s; the augmentation's own time is measured apart,
+ * on the same batches, since it overlaps the step.
+ *
+ * @example
+ * ```sh
+ * deno run -A bench/step_time.ts --steps 20
+ * ```
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dispose, getNumThreads, tidy } from "../mod.ts";
+import { augmentConfig, makeSettings, networkConfig } from "../lib/settings/mod.ts";
+import { openDataset } from "../lib/data/open.ts";
+import { channelStats } from "../lib/data/stats.ts";
+import { batches } from "../lib/data/loader.ts";
+import { dinoViews } from "../lib/augment/mod.ts";
+import { dinoHyper, initTrainState, type StepPhases, trainStep } from "../lib/training/step.ts";
+import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { steps: { type: "string", default: "20" }, preset: { type: "string", default: "fmnist" } },
+});
+const steps = Number(values.steps);
+const s = makeSettings(values.preset!);
+using data = openDataset(s.data, "train", { side: s.imageSize });
+const norm = await channelStats(data);
+const net = networkConfig(s, data.channels), augment = augmentConfig(s, norm);
+const itersPerEpoch = Math.floor(data.length / s.batchSize);
+const hyper = dinoHyper({ ...s, itersPerEpoch });
+const warmup = 3; // the first steps fill the buffer cache and compile oneDNN's kernels
+const images = (n: number) => n * s.batchSize;
+
+// 1. The loop, as `deno task train` runs it, with a consumer that logs as the CLI does.
+const totals: Record<string, number> = {};
+const add = (phase: string, ms: number) => (totals[phase] = (totals[phase] ?? 0) + ms);
+let loopMs = 0, stepsSeen = 0, last = performance.now();
+const log = await Deno.makeTempFile({ suffix: ".jsonl" });
+let state = initTrainState(net, hyper, s.seed);
+for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed, timed: true })) {
+  state = e.state;
+  if (e.type !== "step") continue;
+  const now = performance.now();
+  if (++stepsSeen > warmup) {
+    loopMs += now - last; // from the previous step's event: its logging, then this step
+    add("waiting for data", e.dataWaitMs);
+    for (const [phase, ms] of Object.entries(e.metrics.phases as StepPhases)) add(phase, ms);
+  }
+  const logged = performance.now();
+  Deno.writeTextFileSync(log, JSON.stringify({ step: e.state.step, ...e.metrics, phases: undefined }) + "\n", {
+    append: true,
+  });
+  await new Promise((r) => setTimeout(r, 0)); // as the CLI: a macrotask turn per step
+  if (stepsSeen > warmup) add("logging", performance.now() - logged);
+  last = now;
+  if (stepsSeen === warmup + steps) break;
+}
+dispose(state);
+Deno.removeSync(log);
+
+// 2. The same steps on views made beforehand: the step alone. 3. The augmentation alone, on the same batches.
+const made: { views: ReturnType<typeof dinoViews>; ms: number }[] = [];
+for await (const batch of batches(data, 0, { batchSize: s.batchSize, seed: s.seed })) {
+  const t0 = performance.now();
+  const sampleSeeds = batch.indices.map((i) => sampleSeed(s.seed, 0, i));
+  const views = tidy(() => dinoViews(batch.images, augment, { sampleSeeds }));
+  made.push({ views, ms: performance.now() - t0 });
+  dispose([batch.images, batch.labels]);
+  if (made.length === warmup + steps) break;
+}
+state = initTrainState(net, hyper, s.seed);
+let stepOnlyMs = 0;
+made.forEach(({ views }, i) => {
+  const t0 = performance.now();
+  const r = trainStep(state, views, hyper, net, { donate: true });
+  if (i >= warmup) stepOnlyMs += performance.now() - t0;
+  dispose(state);
+  state = r.state;
+});
+dispose([state, made.map((m) => m.views)]);
+const augmentMs = made.slice(warmup).reduce((a, m) => a + m.ms, 0);
+
+const perStep = (ms: number) => `${(ms / steps).toFixed(1).padStart(8)} ms`;
+console.log(
+  `Training step, ${values.preset} preset (${s.arch}/${s.patchSize}, batch ${s.batchSize}, ${getNumThreads()} threads), ` +
+    `mean of ${steps} steps after ${warmup}:`,
+);
+const accounted = Object.values(totals).reduce((a, b) => a + b, 0);
+for (const [phase, ms] of Object.entries(totals)) {
+  console.log(`  ${phase.padEnd(18)}${perStep(ms)}  ${(100 * ms / loopMs).toFixed(1).padStart(5)}%`);
+}
+console.log(
+  `  ${"other".padEnd(18)}${perStep(loopMs - accounted)}  ${(100 * (loopMs - accounted) / loopMs).toFixed(1)}%`,
+);
+console.log(`  ${"loop step".padEnd(18)}${perStep(loopMs)}`);
+console.log(
+  `  augmentation alone${
+    perStep(augmentMs)
+  }  (made on a native thread during the previous step, not in the loop's time)`,
+);
+const loopRate = images(steps) / (loopMs / 1000), stepRate = images(steps) / (stepOnlyMs / 1000);
+console.log(
+  `  images/s: loop ${loopRate.toFixed(1)}, step alone ${stepRate.toFixed(1)}: the loop reaches ${
+    (100 * loopRate / stepRate).toFixed(1)
+  }% of the step-only rate (target >= 90%)`,
+);
