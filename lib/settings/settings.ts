@@ -297,7 +297,7 @@ export const SETTINGS = {
   }),
   logEvery: int(10, "steps between metrics records", "run", { range: "positive", resumable: true }),
   maxSteps: int(0, "stop after N steps (0: run all epochs)", "run", { range: "nonNegative", resumable: true }),
-  threads: int(0, "libtorch compute threads (0: libtorch's default; matrix products use OpenBLAS's own)", "run", {
+  threads: int(0, "compute threads of libtorch and OpenBLAS alike (0: one per core)", "run", {
     max: 1024,
     range: "nonNegative",
     resumable: true,
