@@ -6,12 +6,16 @@
 #   install  deno from .cache/gpu/deno.xz into $WORK/bin; Fashion-MNIST from .cache/gpu/fashion-mnist into
 #            $FMNIST_DIR (default /usr/share/datasets/fashion-mnist, where the code looks) unless it is there
 #   build    the shim against python3's PyTorch (DINO_LIBTORCH_FROM=python), CUDA and NCCL where found
-#   cuda     the tests that exercise CUDA directly (tests/ops_test.ts), plus NCCL at world size 1 through the
-#            training program's distributed path (WORLD_SIZE=1, --dist-backend nccl, a few steps)
+#   cuda     the tests that exercise CUDA directly (tests/ops_test.ts); the device tests (those named "... on the
+#            test device ...": a ViT forward and backward, two training steps, an fp16 step with the loss scaler,
+#            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus NCCL
+#            at world size 1 through the training program's distributed path (WORLD_SIZE=1, --dist-backend nccl,
+#            a few steps). Each part runs even when an earlier one fails; the stage fails if any does.
 #   bench    bench/compare_gpu_step.ts (official-recipe step, fp32/bf16/fp16, and augmentation on the GPU) and
 #            bench/compare_inference.ts on CUDA
 #   train    deno task train --preset fmnist-gpu (k-NN curve in metrics.jsonl), at most TRAIN_TIMEOUT seconds
-#   suite    the whole test suite (`deno test -A --doc`, --device auto: CLI tests train on CUDA) in the time left
+#   suite    the whole test suite (`deno test -A --doc`, --device auto: CLI tests train on CUDA, and the device
+#            tests run on CUDA again, tests/helpers.ts's testDevice being CUDA where it is available) in the time left
 #
 # STAGES="build cuda" (a space- or comma-separated list) runs only those, after install (always run; quick when
 # done). DRY_RUN=1 runs every stage on the CPU at toy sizes (for checking this script on a machine without a GPU):
@@ -138,13 +142,19 @@ stage_build() {
 stage_cuda() {
   local device=cuda
   [ "$DRY" = 1 ] && device=cpu
-  deno test -A tests/ops_test.ts || return 1
+  local rc=0
+  deno test -A tests/ops_test.ts || rc=1
+  # The device tests only (the rest of these files runs in the suite stage), on CUDA: DINO_TEST_DEVICE=cuda fails
+  # them where CUDA is missing rather than letting them pass on the CPU.
+  DINO_TEST_DEVICE=$device deno test -A --filter "test device" tests/lib_test.ts tests/train_test.ts \
+    tests/loop_test.ts tests/augment_test.ts tests/precision_test.ts || rc=1
   # NCCL (Gloo in a dry run) at world size 1 through the training program's distributed path.
   local backend=nccl
   [ "$DRY" = 1 ] && backend=gloo
   WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
     deno run -A cli/train.ts --preset fmnist --device "$device" --dist-backend "$backend" --max-steps 4 \
-    --train-limit 512 --test-limit 256 --knn-every 0 --report false --output-dir "$WORK/dist1"
+    --train-limit 512 --test-limit 256 --knn-every 0 --report false --output-dir "$WORK/dist1" || rc=1
+  return $rc
 }
 
 stage_bench() {

@@ -19,7 +19,7 @@ import {
   solarize,
   viewSpecs,
 } from "../lib/augment/mod.ts";
-import { assertClose, noLeak } from "./helpers.ts";
+import { assertClose, noLeak, testDevice } from "./helpers.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 
 const OFF: AugmentConfig = {
@@ -315,4 +315,29 @@ Deno.test("a plan the images cannot satisfy is an error from the kernel, not a r
     assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 1]], { ...norm, std: [1, 0, 1] }), /std is 0/);
     const [ok] = t.augmentBatch(images, plan(1, 12, 12, 4, 4), [[8, 1]], norm);
     assert.deepEqual(ok.shape, [1, 3, 8, 8]);
+  }));
+
+Deno.test("views of a batch on the test device equal the CPU's views, for every preset", () =>
+  noLeak(() => {
+    const cases = [
+      { cfg: { ...AUGMENT_PRESETS.imagenet, globalCropsSize: 48, localCropsSize: 24 }, C: 3, side: 64 },
+      { cfg: AUGMENT_PRESETS.cifar32, C: 3, side: 32 },
+      { cfg: AUGMENT_PRESETS.fmnist28, C: 1, side: 28 },
+    ];
+    for (const { cfg, C, side } of cases) {
+      const images = t.to(t.randint(new t.Generator(7 * side), 0, 256, [8, C, side, side]), "u8");
+      const seeds = { sampleSeeds: [20, 21, 22, 23, 24, 25, 26, 27] };
+      const cpu = dinoViews(images, cfg, seeds), dev = dinoViews(t.toDevice(images, testDevice), cfg, seeds);
+      assert.deepEqual(dev.map((v) => v.shape), cpu.map((v) => v.shape));
+      // On the CPU, the fused kernel twice: bit for bit. On CUDA the views are made op by op (the reference the
+      // fused kernel matches to 1e-5), the blur's depthwise convolution possibly in TF32 (libtorch's default for
+      // cuDNN: 2^-11 relatively, values here within about +-2.7): 1e-2 is under a u8 step after normalisation
+      // (1 / 255 / 0.229 = 0.017), and a crop, flip or colour op taken differently is off by far more.
+      const tol = testDevice === "cpu" ? 0 : 1e-2;
+      dev.forEach((v, i) => {
+        assert.ok(v.device.startsWith(testDevice), `view ${i} on ${v.device}`);
+        const diff = t.item(t.amax(t.abs(t.sub(t.toDevice(v, "cpu"), cpu[i]))));
+        assert.ok(diff <= tol, `${cfg.globalCropsSize} px view ${i}: max diff ${diff} > ${tol}`);
+      });
+    }
   }));

@@ -1,6 +1,7 @@
 // Assertions shared by the tests.
 import assert from "node:assert/strict";
-import { liveTensors, type Tensor, tidy, toArray } from "../mod.ts";
+import { cudaAvailable, type Device, liveTensors, type Tensor, tidy, toArray, toDevice } from "../mod.ts";
+import { mapTree } from "../lib/weights/tree.ts";
 
 /** Asserts two number lists agree elementwise within `tol` (absolute). */
 export function assertClose(actual: readonly number[], expected: readonly number[], tol = 1e-6): void {
@@ -42,4 +43,89 @@ export async function captured<T>(fn: () => Promise<T>): Promise<{ value: T; out
     console.error = error;
     console.warn = warn;
   }
+}
+
+/**
+ * The device the device tests run on, from `DINO_TEST_DEVICE` (`cpu` or
+ * `cuda`) where it is set, else CUDA where it is available, else the CPU. Asked
+ * for CUDA on a machine without it: an error, so that a GPU check never passes
+ * on the CPU by accident.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pickTestDevice } from "./helpers.ts";
+ * assert.equal(pickTestDevice(undefined, false), "cpu");
+ * assert.equal(pickTestDevice(undefined, true), "cuda");
+ * assert.equal(pickTestDevice("cpu", true), "cpu");
+ * assert.throws(() => pickTestDevice("cuda", false), /CUDA/);
+ * ```
+ */
+export function pickTestDevice(asked: string | undefined, cuda: boolean): Device {
+  if (asked === undefined || asked === "") return cuda ? "cuda" : "cpu";
+  if (asked === "cpu") return "cpu";
+  if (asked === "cuda" || /^cuda:\d+$/.test(asked)) {
+    if (!cuda) throw new Error(`DINO_TEST_DEVICE=${asked}, but CUDA is not available here`);
+    return asked as Device;
+  }
+  throw new Error(`DINO_TEST_DEVICE=${asked}: use cpu or cuda`);
+}
+
+/**
+ * Where the device tests (named "... on the test device ...") run: see
+ * {@linkcode pickTestDevice}. On a CPU-only machine they run on the CPU and
+ * compare the CPU with itself.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { testDevice } from "./helpers.ts";
+ * assert.ok(testDevice === "cpu" || testDevice.startsWith("cuda"));
+ * ```
+ */
+export const testDevice: Device = pickTestDevice(Deno.env.get("DINO_TEST_DEVICE"), cudaAvailable());
+
+/**
+ * A copy of every tensor of a tree (a network, a training state) on `device`,
+ * numbers and strings carried along; the caller owns the copy, and `tree` is
+ * left as it was.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, tensor } from "../mod.ts";
+ * import { onTestDevice } from "./helpers.ts";
+ * const tree = { w: tensor([1, 2]), step: 3 };
+ * const moved = onTestDevice(tree, "cpu");
+ * assert.deepEqual([moved.w.device, moved.step], ["cpu", 3]);
+ * dispose([tree, moved]);
+ * ```
+ */
+export function onTestDevice<T extends object>(tree: T, device: Device = testDevice): T {
+  return mapTree(tree, (x) => toDevice(x, device));
+}
+
+/**
+ * ||a - b|| / ||b|| over the elements of two same-shaped tensors (read back
+ * to the CPU as float64), 0 where both are all zeros.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, tensor } from "../mod.ts";
+ * import { relativeL2 } from "./helpers.ts";
+ * const [a, b] = [tensor([3, 4]), tensor([3, 5])];
+ * assert.equal(relativeL2(a, b), Math.sqrt(1 / 34));
+ * dispose([a, b]);
+ * ```
+ */
+export function relativeL2(a: Tensor, b: Tensor): number {
+  if (a.shape.join() !== b.shape.join()) throw new Error(`shapes [${a.shape}] and [${b.shape}] differ`);
+  const x = toArray(a), y = toArray(b);
+  let num = 0, den = 0;
+  for (let i = 0; i < x.length; i++) {
+    num += (x[i] - y[i]) ** 2;
+    den += y[i] ** 2;
+  }
+  return num === 0 ? 0 : Math.sqrt(num / den);
 }

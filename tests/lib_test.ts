@@ -7,7 +7,7 @@ import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/training
 import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/training/schedules.ts";
 import { loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
 import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/model/vit.ts";
-import { assertClose, noLeak } from "./helpers.ts";
+import { assertClose, noLeak, onTestDevice, relativeL2, testDevice } from "./helpers.ts";
 
 Deno.test("cosineSchedule matches the official numpy schedule value for value", () => {
   // numpy: cosine_scheduler(0.1, 0.001, 3, 4, warmup_epochs=1), computed by hand from the formula
@@ -237,4 +237,50 @@ Deno.test("mapTree maps tensors and keeps numbers, strings and nested records as
     assert.equal(mapped.name, "x");
     assert.deepEqual(mapped.steps, { "a.weight": 4 });
     assertClose(t.toArray(mapped.w), [2]);
+  }));
+
+Deno.test("a ViT's forward and backward on the test device equal the CPU's (TF32 rounding on CUDA)", () =>
+  noLeak(() => {
+    using g = new t.Generator(4);
+    const cfg = dinoConfig({
+      arch: "vit_tiny",
+      embedDim: 32,
+      numHeads: 2,
+      depth: 2,
+      imgSize: 16,
+      patchSize: 4,
+      outDim: 64,
+      hiddenDim: 48,
+      bottleneckDim: 16,
+      dropPathRate: 0.2,
+    });
+    const cpu = initDino(cfg, g);
+    const crops = [t.randn(g, [4, 3, 16, 16]), t.randn(g, [4, 3, 16, 16]), t.randn(g, [4, 3, 8, 8])];
+    const weights = t.randn(g, [12, 64]); // a loss whose gradient differs by row and column
+    const run = (p: typeof cpu, x: t.Tensor[], w: t.Tensor, seed: number) => {
+      const flat = stateDict(p);
+      const leaves = Object.fromEntries(Object.entries(flat).map(([k, v]) => [k, t.requiresGrad(v)]));
+      using dg = new t.Generator(seed); // drop-path masks: the same draws on any device
+      const out = multiCropForward(mapTree(p, (_, k) => leaves[k]), cfg, x, { dropPath: dg }).output;
+      const keys = Object.keys(leaves);
+      const grads = t.grad(t.sum(t.mul(out, w)), keys.map((k) => leaves[k]));
+      return { out, grads: Object.fromEntries(keys.map((k, i) => [k, grads[i]])) };
+    };
+    const ref = run(cpu, crops, weights, 9);
+    const dev = run(onTestDevice(cpu), onTestDevice(crops), onTestDevice(weights), 9);
+    assert.ok(dev.out.device.startsWith(testDevice), `output on ${dev.out.device}`);
+    assert.deepEqual(dev.out.shape, [12, 64]);
+    // On the CPU the same computation twice: bit for bit. On CUDA the matrix products are fp32 (libtorch's
+    // default), but cuDNN's convolutions (the patch embedding) may round their inputs to TF32 (libtorch's default
+    // allow_tf32 for cuDNN: 10 mantissa bits, 2^-11 relatively) and the kernels sum in another order: 5e-3 for
+    // the output and 1e-2 for each gradient (relative L2 per tensor) are ten TF32 roundings, far below what a
+    // wrong kernel or a mask drawn differently gives (drop path 0.2 zeroes whole residual branches: 10% and more).
+    const [outTol, gradTol] = testDevice === "cpu" ? [0, 0] : [5e-3, 1e-2];
+    const e = relativeL2(dev.out, ref.out);
+    assert.ok(e <= outTol, `output: relative error ${e} > ${outTol}`);
+    for (const [k, gk] of Object.entries(ref.grads)) {
+      assert.ok(dev.grads[k].device.startsWith(testDevice), k);
+      const ek = relativeL2(dev.grads[k], gk);
+      assert.ok(ek <= gradTol, `${k}: relative error ${ek} > ${gradTol}`);
+    }
   }));

@@ -6,6 +6,7 @@ import { batches } from "../lib/data/loader.ts";
 import { dinoConfig } from "../lib/model/dino.ts";
 import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
 import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
+import { onTestDevice, relativeL2, testDevice } from "./helpers.ts";
 
 const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
 const hyper = dinoHyper({ epochs: 2, itersPerEpoch: 3, batchSize: 4, warmupEpochs: 0 });
@@ -64,6 +65,41 @@ Deno.test("breaking out of the loop while the next batch's views are being made 
   for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 1, stopAt: 4 })) state = e.state;
   assert.equal(state.step, 4);
   t.dispose(state);
+  data[Symbol.dispose]();
+  x.dispose();
+  assert.equal(t.liveTensors(), before, "tensors leaked");
+});
+
+Deno.test("the loop on the test device trains as the loop on the CPU: views made there, state kept there", async () => {
+  const before = t.liveTensors();
+  const x = images();
+  const data = tensorDataset(x);
+  const stopAt = 4; // an epoch and a third: the second epoch's views too
+  const run = async (device: t.Device) => {
+    const init = initTrainState(net, hyper, 0);
+    let state = onTestDevice(init, device); // the loop takes it over
+    t.dispose(init);
+    const losses: number[] = [];
+    for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 5, device, stopAt })) {
+      state = e.state;
+      if (e.type === "step") losses.push(e.metrics.loss);
+    }
+    return { state, losses };
+  };
+  const cpu = await run("cpu"), dev = await run(testDevice);
+  assert.deepEqual([dev.state.step, dev.losses.length], [stopAt, stopAt]);
+  for (const p of t.tensorsIn(dev.state)) assert.ok(p.device.startsWith(testDevice), `a state tensor on ${p.device}`);
+  // On the CPU: the same run twice, bit for bit. On CUDA: views made op by op, convolutions possibly in TF32 (see
+  // augment_test.ts and lib_test.ts on the test device): 1e-2 relative L2 per tensor and per loss.
+  const tol = testDevice === "cpu" ? 0 : 1e-2;
+  const got = t.tensorsIn(dev.state.student), want = t.tensorsIn(cpu.state.student);
+  assert.equal(got.length, want.length);
+  got.forEach((p, i) => {
+    const e = relativeL2(p, want[i]);
+    assert.ok(e <= tol, `parameter ${i}: relative error ${e} > ${tol}`);
+  });
+  cpu.losses.forEach((l, i) => assert.ok(Math.abs(dev.losses[i] - l) <= tol * l, `loss ${i}: ${dev.losses[i]}, ${l}`));
+  t.dispose([cpu.state, dev.state]);
   data[Symbol.dispose]();
   x.dispose();
   assert.equal(t.liveTensors(), before, "tensors leaked");

@@ -2,12 +2,13 @@
  * Mixed precision (`--precision`): a bf16 step against the fp32 step, the
  * fp16 loss scaler's skip, backoff and growth (on the CPU, in fp32, with an
  * overflow made by a NaN crop), its checkpoint round trip, and fp16 refused
- * on the CPU.
+ * on the CPU; and a reduced-precision step with the loss scaler on the test
+ * device (fp16 on CUDA, bf16 on the CPU) against the CPU's fp32 step.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { captured } from "./helpers.ts";
+import { captured, onTestDevice, testDevice } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { dinoConfig, multiCropForward } from "../lib/model/dino.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
@@ -307,5 +308,49 @@ Deno.test("a bf16 step's gradients are within bf16 tolerance of PyTorch's CPU au
   // a quarter.
   assert.ok(oursError > 0 && oursError <= 1.25 * torchError, `${oursError} vs PyTorch's ${torchError}`);
   t.dispose([parity.tensors, amp.tensors, template, student, ours]);
+  assert.equal(t.liveTensors(), before);
+});
+
+Deno.test("a scaled reduced-precision step on the test device (fp16 on CUDA, bf16 on the CPU) is within its rounding of the CPU's fp32 step", () => {
+  const before = t.liveTensors();
+  const low = testDevice === "cpu" ? "bf16" : "fp16"; // libtorch's CPU kernels have no fp16 matrix products
+  const f = oneStep(hyper({ precision: "fp32" }));
+  const h = hyper({ precision: low });
+  // fp16 starts a scaler at GradScaler's defaults; bf16 gets the same one, so the CPU runs the scaled path too.
+  const init = initTrainState(cfg, h, 0);
+  const s0 = onTestDevice({ ...init, scaler: init.scaler ?? lossScaler().init() });
+  t.dispose(init);
+  const cpuViews = views(1), v = onTestDevice(cpuViews);
+  t.dispose(cpuViews);
+  // 65536 x the loss may overflow fp16 in the backward pass: GradScaler's answer is to skip the step and halve the
+  // scale, so a skipped step is retried from the same state with the halved scale (a few times at most).
+  let r = trainStep(s0, v, h, cfg);
+  let scale = 65536;
+  while (r.metrics.skipped && scale > 1) {
+    assert.equal(low, "fp16", "bf16 has fp32's range: no overflow");
+    assert.deepEqual([r.metrics.lossScale, r.state.scaler?.scale], [scale, scale / 2]);
+    scale /= 2;
+    const retry = { ...s0, scaler: r.state.scaler };
+    t.dispose(r.state);
+    r = trainStep(retry, v, h, cfg);
+  }
+  assert.deepEqual([r.metrics.skipped, r.metrics.lossScale, r.state.scaler?._growth_tracker], [false, scale, 1]);
+  for (const x of t.tensorsIn(r.state)) assert.ok(x.device.startsWith(testDevice), `a state tensor on ${x.device}`);
+  // fp16 keeps 11 significant bits, bf16 8: the bf16 step's bound (10 x 2^-8, see above) holds for both.
+  const tolerance = 10 * 2 ** -8;
+  const gf = stateDict((f.state.optimizer as SGDState).momentum_buffer);
+  const gl = stateDict((r.state.optimizer as SGDState).momentum_buffer);
+  assert.deepEqual(Object.keys(gl), Object.keys(gf));
+  let worst = 0;
+  for (const k of Object.keys(gf)) {
+    assert.equal(gl[k].dtype, "f32", `${k}: the unscaled gradient reaching the fp32 master is fp32`);
+    const e = t.tidy(() => relativeError(t.toDevice(gl[k], "cpu"), gf[k]));
+    assert.ok(e <= tolerance, `${low} ${k}: relative error ${e} > ${tolerance}`);
+    worst = Math.max(worst, e);
+  }
+  assert.ok(worst > 0, `the ${low} step computed something in ${low}`);
+  assert.ok(Math.abs(r.metrics.loss - f.metrics.loss) <= 2 ** -8 * f.metrics.loss, "loss");
+  for (const x of t.tensorsIn(r.state)) assert.equal(x.dtype === "i64" ? "f32" : x.dtype, "f32");
+  t.dispose([f.state, s0, v, r.state]);
   assert.equal(t.liveTensors(), before);
 });

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { dinoConfig } from "../lib/model/dino.ts";
 import { type DinoHyper, dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
-import { stateDict } from "../lib/weights/tree.ts";
+import { type Flat, stateDict } from "../lib/weights/tree.ts";
+import { onTestDevice, relativeL2, testDevice } from "./helpers.ts";
 
 const cfg = dinoConfig({
   arch: "vit_tiny",
@@ -85,7 +86,11 @@ Deno.test("a donating step gives the same states as a pure one, written into the
       t.dispose([pure, donated, v]);
       [pure, donated] = [a.state, b.state];
     }
-    const flat = (s: TrainState) => ({ ...stateDict(s.student), ...stateDict(s.teacher), ...stateDict(s.optimizer) });
+    const flat = (s: TrainState): Flat => ({
+      ...stateDict(s.student),
+      ...stateDict(s.teacher),
+      ...stateDict(s.optimizer),
+    });
     const fa = flat(pure), fb = flat(donated);
     for (const k of Object.keys(fa)) {
       if (typeof fa[k] === "object") assert.deepEqual(t.toArray(fa[k]), t.toArray(fb[k]), `${optimizer} ${k}`);
@@ -198,4 +203,38 @@ Deno.test("metrics report the schedules and the entropies", () => {
   assert.ok(metrics.teacherEntropy > 0 && metrics.teacherEntropy <= Math.log(32) + 1e-6);
   assert.ok(metrics.studentEntropy > 0 && metrics.studentEntropy <= Math.log(32) + 1e-6);
   t.dispose([s0, state, v]);
+});
+
+Deno.test("two steps on the test device equal the CPU's: student, teacher, center, optimizer and metrics", () => {
+  const before = t.liveTensors();
+  const h = dinoHyper({ epochs: 1, itersPerEpoch: 2, batchSize: 4, warmupEpochs: 0, freezeLastLayer: 0 });
+  let cpu = initTrainState(cfg, h, 0), dev = onTestDevice(cpu);
+  const losses: [number, number][] = [];
+  for (let i = 0; i < 2; i++) {
+    const v = views(300 + i), dv = onTestDevice(v);
+    const a = trainStep(cpu, v, h, cfg), b = trainStep(dev, dv, h, cfg);
+    losses.push([a.metrics.loss, b.metrics.loss]);
+    t.dispose([cpu, dev, v, dv]);
+    [cpu, dev] = [a.state, b.state];
+  }
+  assert.equal(dev.step, 2);
+  for (const x of t.tensorsIn(dev)) assert.ok(x.device.startsWith(testDevice), `a state tensor on ${x.device}`);
+  // On the CPU: the same steps twice, bit for bit. On CUDA: fp32 matrix products, cuDNN's convolutions possibly in
+  // TF32 (see lib_test.ts's forward and backward on the test device), another summation order; drop path draws the
+  // same masks on any device. 1e-2 relative L2 per tensor is ten TF32 roundings.
+  const tol = testDevice === "cpu" ? 0 : 1e-2;
+  const flat = (s: TrainState): Flat => ({
+    ...stateDict({ student: s.student, teacher: s.teacher, optimizer: s.optimizer }),
+    center: s.center,
+  });
+  const fa = flat(cpu), fb = flat(dev);
+  assert.deepEqual(Object.keys(fb), Object.keys(fa));
+  for (const k of Object.keys(fa)) {
+    if (typeof fa[k] !== "object") continue;
+    const e = t.tidy(() => relativeL2(t.to(fb[k], "f32"), t.to(fa[k], "f32")));
+    assert.ok(e <= tol, `${k}: relative error ${e} > ${tol}`);
+  }
+  for (const [a, b] of losses) assert.ok(Math.abs(a - b) <= tol * a, `loss ${b} on the device, ${a} on the CPU`);
+  t.dispose([cpu, dev]);
+  assert.equal(t.liveTensors(), before);
 });
