@@ -93,49 +93,65 @@ Deno.test("every torchvision ResNet's state_dict keys, in order, and shapes (fc 
   }
 });
 
+/**
+ * Runs `fn` on one libtorch thread, as the fixture generator computed: with a batch of 2 at 1 x 1 pixels, training-mode
+ * batch norm sends each value to about +-1 by the sign of its gap to the other, so another summation order (2 threads
+ * split the reductions) can flip an output's sign. On one thread the orders are PyTorch's.
+ */
+function onOneThread(fn: () => void): void {
+  const threads = t.getNumThreads();
+  t.setNumThreads(1);
+  try {
+    fn();
+  } finally {
+    t.setNumThreads(threads);
+  }
+}
+
 for (
   const [arch, norms, limit] of [["resnet18", 20, 2048], ["resnet50", 53, 256]] as const
 ) {
-  Deno.test(`a ${arch}'s training forward, every gradient and moved buffer, then evaluation, equal torchvision's`, () => {
-    const { tensors: F, metadata } = readSafetensors(`${DIR}${arch}.safetensors`);
-    const live = t.liveTensors();
-    const cfg = resnetConfig(arch);
-    using g = new t.Generator(0);
-    const template = initResNet(cfg, g);
-    const p = patterned(template, JSON.parse(metadata.specs));
-    t.dispose(template);
-    try {
-      t.tidy(() => {
-        const x = t.requiresGrad(F.x);
-        const leaves = mapTree(
-          p,
-          (v, k) => (k.endsWith("num_batches_tracked") || /running_/.test(k) ? v : t.requiresGrad(v)),
-        );
-        const { output, bnStats } = resnetForward(leaves, cfg, x, { training: true });
-        assertNear(output, F["train.output"], 1e-5, "training output");
-        const flat = stateDict(leaves);
-        const keys = Object.keys(flat).filter((k) => flat[k].requiresGrad);
-        const grads = t.grad(t.sum(t.mul(output, F.r)), [x, ...keys.map((k) => flat[k])]);
-        assertNear(grads[0], F["train.grad.x"], 1e-5, "grad of the input");
-        keys.forEach((k, i) =>
-          assert.ok(assertSampled(grads[i + 1], F, `train.grad.${k}`, 1e-5, limit), `no gradient ${k}`)
-        );
-        const buffers = Object.keys(flat).filter((k) => !flat[k].requiresGrad);
-        assert.equal(buffers.length, 3 * norms);
-        assert.deepEqual(Object.keys(bnStats).sort(), buffers.sort());
-        for (const k of buffers) {
-          if (k.endsWith("num_batches_tracked")) assert.equal(t.item(bnStats[k]), 1, k);
-          else assert.ok(assertSampled(bnStats[k], F, `train.buffer.${k}`, 1e-5, limit), `no buffer ${k}`);
-        }
-        // Evaluation mode with the moved buffers: the running statistics.
-        const moved = loadStateDict(p, { ...stateDict(p), ...bnStats });
-        assertNear(resnetFeatures(moved, cfg, F.x), F["eval.output"], 1e-5, "evaluation output");
-      });
-    } finally {
-      t.dispose([p, F]);
-    }
-    assert.equal(t.liveTensors(), live - Object.keys(F).length, "the forward passes leave nothing behind");
-  });
+  Deno.test(`a ${arch}'s training forward, every gradient and moved buffer, then evaluation, equal torchvision's`, () =>
+    onOneThread(() => {
+      const { tensors: F, metadata } = readSafetensors(`${DIR}${arch}.safetensors`);
+      const live = t.liveTensors();
+      const cfg = resnetConfig(arch);
+      using g = new t.Generator(0);
+      const template = initResNet(cfg, g);
+      const p = patterned(template, JSON.parse(metadata.specs));
+      t.dispose(template);
+      try {
+        t.tidy(() => {
+          const x = t.requiresGrad(F.x);
+          const leaves = mapTree(
+            p,
+            (v, k) => (k.endsWith("num_batches_tracked") || /running_/.test(k) ? v : t.requiresGrad(v)),
+          );
+          const { output, bnStats } = resnetForward(leaves, cfg, x, { training: true });
+          assertNear(output, F["train.output"], 1e-5, "training output");
+          const flat = stateDict(leaves);
+          const keys = Object.keys(flat).filter((k) => flat[k].requiresGrad);
+          const grads = t.grad(t.sum(t.mul(output, F.r)), [x, ...keys.map((k) => flat[k])]);
+          assertNear(grads[0], F["train.grad.x"], 1e-5, "grad of the input");
+          keys.forEach((k, i) =>
+            assert.ok(assertSampled(grads[i + 1], F, `train.grad.${k}`, 1e-5, limit), `no gradient ${k}`)
+          );
+          const buffers = Object.keys(flat).filter((k) => !flat[k].requiresGrad);
+          assert.equal(buffers.length, 3 * norms);
+          assert.deepEqual(Object.keys(bnStats).sort(), buffers.sort());
+          for (const k of buffers) {
+            if (k.endsWith("num_batches_tracked")) assert.equal(t.item(bnStats[k]), 1, k);
+            else assert.ok(assertSampled(bnStats[k], F, `train.buffer.${k}`, 1e-5, limit), `no buffer ${k}`);
+          }
+          // Evaluation mode with the moved buffers: the running statistics.
+          const moved = loadStateDict(p, { ...stateDict(p), ...bnStats });
+          assertNear(resnetFeatures(moved, cfg, F.x), F["eval.output"], 1e-5, "evaluation output");
+        });
+      } finally {
+        t.dispose([p, F]);
+      }
+      assert.equal(t.liveTensors(), live - Object.keys(F).length, "the forward passes leave nothing behind");
+    }));
 }
 
 Deno.test("ResNet forward passes never change their inputs, run on 1-channel images and name a wrong shape", () => {
@@ -197,75 +213,76 @@ Deno.test("LARS equals the official utils.LARS over 3 steps: trust ratio, the ze
   assert.equal(t.liveTensors(), live - Object.keys(F).length);
 });
 
-Deno.test("three official DINO iterations on a ResNet-18 with a batch-norm head and LARS: loss, center, buffers, weights", () => {
-  const { tensors: F, metadata } = readSafetensors(`${DIR}dino_resnet18.safetensors`);
-  const H = JSON.parse(metadata.hyper), head = JSON.parse(metadata.head);
-  const cfg = dinoConfig({
-    arch: "resnet18",
-    inChans: 3,
-    outDim: head.out_dim,
-    hiddenDim: head.hidden_dim,
-    bottleneckDim: head.bottleneck_dim,
-    useBn: head.use_bn,
-    normLastLayer: head.norm_last_layer,
-  });
-  const hyper = dinoHyper({
-    epochs: H.epochs,
-    itersPerEpoch: H.iters_per_epoch,
-    batchSize: H.batch,
-    lr: H.lr,
-    minLr: H.min_lr,
-    warmupEpochs: H.warmup_epochs,
-    weightDecay: H.weight_decay,
-    weightDecayEnd: H.weight_decay_end,
-    momentumTeacher: H.momentum_teacher,
-    clipGrad: H.clip_grad,
-    freezeLastLayer: H.freeze_last_layer,
-    warmupTeacherTemp: H.warmup_teacher_temp,
-    teacherTemp: H.teacher_temp,
-    warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
-    optimizer: "lars",
-  });
-  const fresh = initTrainState(cfg, hyper, 0);
-  const student = patterned(fresh.student, JSON.parse(metadata.specs));
-  let state: TrainState = {
-    ...fresh,
-    student,
-    teacher: mapTree(student, (v) => t.clone(v)), // teacher.load_state_dict(student.state_dict()): buffers too
-    step: H.first_iteration,
-  };
-  t.dispose([fresh.student, fresh.teacher]);
-  const sizes = [H.global_size, H.global_size, ...Array(H.local_crops).fill(H.local_size)];
-  try {
-    for (let s = 0; s < H.steps; s++) {
-      const tag = `after${s + 1}`;
-      const views = sizes.map((z, i) => pattern([H.batch, 3, z, z], 2000 + 10 * s + i, Math.sqrt(12)));
-      const { state: next, metrics } = trainStep(state, views, hyper, cfg);
-      t.dispose([state, views]);
-      state = next;
-      const loss = t.item(F[`${tag}.loss`]);
-      assert.ok(Math.abs(metrics.loss - loss) <= 1e-5 * loss, `${tag} loss ${metrics.loss} != ${loss}`);
-      assertNear(state.center, F[`${tag}.center`], 1e-5, `${tag} center`);
-      let compared = 0;
-      for (const [net, tree] of [["student", state.student], ["teacher", state.teacher]] as const) {
-        for (const [k, v] of Object.entries(stateDict(tree))) {
-          if (k.endsWith("num_batches_tracked")) {
-            assert.equal(t.item(v), t.item(F[`${tag}.${net}.${k}`]), `${tag} ${net} ${k}`);
-          } else {
-            assert.ok(assertSampled(v, F, `${tag}.${net}.${k}`, 1e-5, 512), `${tag}: no ${net} ${k} in the fixture`);
+Deno.test("three official DINO iterations on a ResNet-18 with a batch-norm head and LARS: loss, center, buffers, weights", () =>
+  onOneThread(() => {
+    const { tensors: F, metadata } = readSafetensors(`${DIR}dino_resnet18.safetensors`);
+    const H = JSON.parse(metadata.hyper), head = JSON.parse(metadata.head);
+    const cfg = dinoConfig({
+      arch: "resnet18",
+      inChans: 3,
+      outDim: head.out_dim,
+      hiddenDim: head.hidden_dim,
+      bottleneckDim: head.bottleneck_dim,
+      useBn: head.use_bn,
+      normLastLayer: head.norm_last_layer,
+    });
+    const hyper = dinoHyper({
+      epochs: H.epochs,
+      itersPerEpoch: H.iters_per_epoch,
+      batchSize: H.batch,
+      lr: H.lr,
+      minLr: H.min_lr,
+      warmupEpochs: H.warmup_epochs,
+      weightDecay: H.weight_decay,
+      weightDecayEnd: H.weight_decay_end,
+      momentumTeacher: H.momentum_teacher,
+      clipGrad: H.clip_grad,
+      freezeLastLayer: H.freeze_last_layer,
+      warmupTeacherTemp: H.warmup_teacher_temp,
+      teacherTemp: H.teacher_temp,
+      warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
+      optimizer: "lars",
+    });
+    const fresh = initTrainState(cfg, hyper, 0);
+    const student = patterned(fresh.student, JSON.parse(metadata.specs));
+    let state: TrainState = {
+      ...fresh,
+      student,
+      teacher: mapTree(student, (v) => t.clone(v)), // teacher.load_state_dict(student.state_dict()): buffers too
+      step: H.first_iteration,
+    };
+    t.dispose([fresh.student, fresh.teacher]);
+    const sizes = [H.global_size, H.global_size, ...Array(H.local_crops).fill(H.local_size)];
+    try {
+      for (let s = 0; s < H.steps; s++) {
+        const tag = `after${s + 1}`;
+        const views = sizes.map((z, i) => pattern([H.batch, 3, z, z], 2000 + 10 * s + i, Math.sqrt(12)));
+        const { state: next, metrics } = trainStep(state, views, hyper, cfg);
+        t.dispose([state, views]);
+        state = next;
+        const loss = t.item(F[`${tag}.loss`]);
+        assert.ok(Math.abs(metrics.loss - loss) <= 1e-5 * loss, `${tag} loss ${metrics.loss} != ${loss}`);
+        assertNear(state.center, F[`${tag}.center`], 1e-5, `${tag} center`);
+        let compared = 0;
+        for (const [net, tree] of [["student", state.student], ["teacher", state.teacher]] as const) {
+          for (const [k, v] of Object.entries(stateDict(tree))) {
+            if (k.endsWith("num_batches_tracked")) {
+              assert.equal(t.item(v), t.item(F[`${tag}.${net}.${k}`]), `${tag} ${net} ${k}`);
+            } else {
+              assert.ok(assertSampled(v, F, `${tag}.${net}.${k}`, 1e-5, 512), `${tag}: no ${net} ${k} in the fixture`);
+            }
+            compared++;
           }
-          compared++;
         }
-      }
-      const mu = (state.optimizer as LARSState).mu;
-      for (const [k, v] of Object.entries(mu)) {
-        if (!assertSampled(v, F, `${tag}.mu.${k}`, 1e-5, 512)) {
-          assert.equal(t.tidy(() => t.item(t.amax(t.abs(v)))), 0, `${tag}: ${k} never stepped, yet has momentum`);
+        const mu = (state.optimizer as LARSState).mu;
+        for (const [k, v] of Object.entries(mu)) {
+          if (!assertSampled(v, F, `${tag}.mu.${k}`, 1e-5, 512)) {
+            assert.equal(t.tidy(() => t.item(t.amax(t.abs(v)))), 0, `${tag}: ${k} never stepped, yet has momentum`);
+          }
         }
+        assert.ok(compared > 2 * 120, `compared ${compared} tensors`);
       }
-      assert.ok(compared > 2 * 120, `compared ${compared} tensors`);
+    } finally {
+      t.dispose([state, F]);
     }
-  } finally {
-    t.dispose([state, F]);
-  }
-});
+  }));
