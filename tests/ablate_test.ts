@@ -1,23 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { captured } from "./helpers.ts";
+import { captured, TINY_VIT_FLAGS } from "./helpers.ts";
 import { main as ablate } from "../cli/ablate.ts";
 import { ABLATIONS } from "../lib/eval/ablation.ts";
 
 // A tiny network on a tiny subset, 2 steps a variant: the code paths of the real table in seconds.
 const TINY = [
-  "--embed-dim",
-  "32",
-  "--depth",
-  "1",
-  "--num-heads",
-  "2",
-  "--out-dim",
-  "64",
-  "--hidden-dim",
-  "32",
-  "--bottleneck-dim",
-  "16",
+  ...TINY_VIT_FLAGS,
   "--batch-size",
   "32",
   "--log-every",

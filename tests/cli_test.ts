@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { captured } from "./helpers.ts";
+import { captured, TINY_VIT_FLAGS } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as knn } from "../cli/knn.ts";
 import { main as embed } from "../cli/embed.ts";
@@ -11,18 +11,7 @@ import { networkConfig, presetSettings, SETTINGS, type Settings } from "../lib/s
 import { flagOf, parseTrainArgs, trainHelp } from "../cli/flags.ts";
 
 const TINY = [
-  "--embed-dim",
-  "32",
-  "--depth",
-  "1",
-  "--num-heads",
-  "2",
-  "--out-dim",
-  "64",
-  "--hidden-dim",
-  "32",
-  "--bottleneck-dim",
-  "16",
+  ...TINY_VIT_FLAGS,
   "--batch-size",
   "32",
   "--local-crops-number",

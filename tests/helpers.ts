@@ -129,3 +129,29 @@ export function relativeL2(a: Tensor, b: Tensor): number {
   }
   return num === 0 ? 0 : Math.sqrt(num / den);
 }
+
+/**
+ * The network flags of a tiny ViT for tests of the training program (width 32, one block, a small head): its
+ * code paths in seconds.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TINY_VIT_FLAGS } from "./helpers.ts";
+ * assert.deepEqual(TINY_VIT_FLAGS.slice(0, 2), ["--embed-dim", "32"]);
+ * ```
+ */
+export const TINY_VIT_FLAGS: readonly string[] = [
+  "--embed-dim",
+  "32",
+  "--depth",
+  "1",
+  "--num-heads",
+  "2",
+  "--out-dim",
+  "64",
+  "--hidden-dim",
+  "32",
+  "--bottleneck-dim",
+  "16",
+];
