@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <mutex>
-#include <thread>
 
 #pragma GCC optimize("O3", "fp-contract=off")
 
@@ -401,16 +400,7 @@ std::vector<at::Tensor> augment_views(const at::Tensor& images, const double* pl
       if (!failed.exchange(true)) error = "unknown C++ exception";
     }
   };
-  std::vector<std::thread> pool;
-  const int count = std::max(1, std::min({threads, records, 256}));
-  try {
-    pool.reserve(count);
-    for (int t = 1; t < count; t++) pool.emplace_back(work);
-  } catch (...) {
-    // No more threads: the ones started, and this one, do the work.
-  }
-  work();
-  for (auto& t : pool) t.join();
+  on_threads(threads, records, work);
   if (failed) throw std::runtime_error("augment_views: " + error);
   return out;
 }

@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <thread>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -846,16 +845,7 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
                 tile[(static_cast<size_t>(y) * side + x) * channels + ch];
     }
   };
-  std::vector<std::thread> pool;
-  const int count = std::max(1, std::min({threads, n, 256}));
-  try {
-    pool.reserve(count);
-    for (int t = 1; t < count; t++) pool.emplace_back(work);
-  } catch (...) {
-    // No more threads: the ones started, and this one, do the work.
-  }
-  work();
-  for (auto& t : pool) t.join();
+  on_threads(threads, n, work);
   std::vector<int64_t> good, bad;
   std::string reasons;
   for (int i = 0; i < n; i++) {

@@ -17,8 +17,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -150,3 +152,17 @@ static inline at::TensorOptions opts(int64_t dtype, int64_t dev) {
 #define IV(n) ints(n##_p, n##_n)
 #define TENSORS(n) const T *n##_p, int n##_n
 #define TV(n) tensors(n##_p, n##_n)
+
+// Runs `work` on up to `threads` threads (this one included, at most one per item and 256 in all); each call takes
+// items from a shared counter until none are left. Where no more threads can be started, the ones that were do it all.
+inline void on_threads(int threads, int items, const std::function<void()>& work) {
+  std::vector<std::thread> pool;
+  const int count = std::max(1, std::min({threads, items, 256}));
+  try {
+    pool.reserve(count);
+    for (int t = 1; t < count; t++) pool.emplace_back(work);
+  } catch (...) {
+  }
+  work();
+  for (auto& t : pool) t.join();
+}
