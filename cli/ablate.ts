@@ -23,6 +23,7 @@
  */
 import { join } from "node:path";
 import { exists, writeFileAtomic } from "../mod.ts";
+import { finishedRun } from "./run_folder.ts";
 import {
   ablationFlags,
   ablationMarkdown,
@@ -96,16 +97,6 @@ function parse(args: string[]) {
   return { outputDir, seed, budget, extra, runs };
 }
 
-/** Whether `dir` holds a finished run of these settings: summary.json written after config.json, the same settings. */
-function complete(dir: string, settings: object): boolean {
-  const config = join(dir, "config.json"), summary = join(dir, "summary.json");
-  if (!exists(config) || !exists(summary)) return false;
-  if (Deno.statSync(summary).mtime! < Deno.statSync(config).mtime!) return false;
-  const saved = JSON.parse(Deno.readTextFileSync(config));
-  const same = Object.entries(settings).every(([k, v]) => JSON.stringify(saved[k]) === JSON.stringify(v));
-  return same && JSON.parse(Deno.readTextFileSync(summary)).linear !== undefined;
-}
-
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   let o: Exclude<ReturnType<typeof parse>, "help">;
@@ -124,7 +115,7 @@ export async function main(args: string[]): Promise<number> {
   for (const [i, run] of o.runs.entries()) {
     const a = ABLATIONS[run.variant];
     lnK = Math.log(run.settings.outDim);
-    const reused = complete(run.dir, run.settings);
+    const reused = finishedRun(run.dir, run.settings, (summary) => summary.linear !== undefined);
     console.log(
       `ablation ${i + 1}/${o.runs.length}: ${run.variant} (${a.label})` +
         (reused ? `: reusing the complete run in ${run.dir}` : `: deno task train ${run.args.join(" ")}`),

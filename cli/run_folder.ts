@@ -102,3 +102,20 @@ export function openOutput(
     close: () => metrics.close(),
   };
 }
+
+/**
+ * Whether `dir` holds a finished run of `settings`: its summary.json written after its config.json, every entry
+ * of `settings` as config.json saved it, and `done` true of the summary (default: any summary).
+ */
+export function finishedRun(
+  dir: string,
+  settings: object,
+  done: (summary: Record<string, unknown>) => boolean = () => true,
+): boolean {
+  const config = join(dir, "config.json"), summary = join(dir, "summary.json");
+  if (!exists(config) || !exists(summary)) return false;
+  if (Deno.statSync(summary).mtime! < Deno.statSync(config).mtime!) return false;
+  const saved = JSON.parse(Deno.readTextFileSync(config));
+  const same = Object.entries(settings).every(([k, v]) => JSON.stringify(saved[k]) === JSON.stringify(v));
+  return same && done(JSON.parse(Deno.readTextFileSync(summary)));
+}
