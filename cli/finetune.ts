@@ -14,7 +14,9 @@
  *
  * Exit codes: 0 done, 1 a run-time failure (unreadable or unlabelled data),
  * 2 a bad flag, value, path, weights file or shape (one line on stderr; nothing
- * is written), 130/143 interrupted (the last epoch's checkpoint is kept).
+ * is written), 130/143 interrupted (the last epoch's checkpoint is kept: the
+ * same command with `--resume latest` continues the run, ending with the
+ * network it would have ended with).
  *
  * @example
  * ```sh
@@ -28,6 +30,7 @@ import {
   defaultMaxImagePixels,
   type Device,
   dispose,
+  exists,
   Generator,
   mapTree,
   toDevice,
@@ -40,10 +43,11 @@ import {
   finetuneLoop,
   type FinetuneState,
   initFinetune,
+  loadFinetune,
   saveFinetune,
 } from "../lib/eval/finetune.ts";
-import { numLabels, trainCrop } from "../lib/eval/linear.ts";
-import { type BackboneParams, describeBackbone, initBackbone } from "../lib/model/backbone.ts";
+import { type BestEpoch, numLabels, trainCrop } from "../lib/eval/linear.ts";
+import { type BackboneConfig, type BackboneParams, describeBackbone, initBackbone } from "../lib/model/backbone.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   dataSpec,
@@ -89,6 +93,8 @@ ${MODEL_HELP}
   --train-limit N           use only the first N training images (0: all)
   --test-limit N            use only the first N test images (0: all)
   --max-image-pixels N      largest image (width x height) decoded (default $DINO_MAX_IMAGE_PIXELS or 89478485)
+  --resume FILE             continue an interrupted run from its checkpoint (latest: --output-dir's), with the
+                            flags it was started with
   -h, --help                this text`;
 
 function number(flag: string, v: string, o: { min?: number; below?: number; positive?: boolean } = {}): number {
@@ -122,10 +128,12 @@ function parse(args: string[]) {
     "train-limit": { type: "string", default: "0" },
     "test-limit": { type: "string", default: "0" },
     "max-image-pixels": { type: "string" },
+    resume: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
   if (!values.weights) throw new UsageError("--weights is required");
+  if (values.resume?.trim() === "") throw new UsageError("--resume takes a checkpoint file or latest");
   if (!values.data) throw new UsageError("--data is required");
   if (values["output-dir"].trim() === "") throw new UsageError("--output-dir needs a folder path");
   if (!["auto", "cpu", "cuda"].includes(values.device)) {
@@ -156,7 +164,53 @@ function parse(args: string[]) {
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     weights: weightsFile("--weights", values.weights),
     data: dataSpec(values.data),
+    resume: values.resume,
   };
+}
+
+/** The settings a resumed run must share with the run it continues (all but where its files go). */
+function mismatches(saved: Record<string, unknown>, now: Record<string, unknown>): string[] {
+  const keys = new Set([...Object.keys(saved), ...Object.keys(now)]);
+  keys.delete("outputDir");
+  return [...keys].filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(now[k])).map((k) =>
+    `${k}: ${JSON.stringify(saved[k])} then, ${JSON.stringify(now[k])} now`
+  );
+}
+
+/** The checkpoint `--resume` names and its state, checked against this run's settings. */
+function resumeFrom(o: { resume?: string; outputDir: string }, cfg: BackboneConfig, config: Record<string, unknown>) {
+  if (o.resume === undefined) return undefined;
+  const path = o.resume === "latest" ? join(o.outputDir, "checkpoint.safetensors") : o.resume;
+  if (!exists(path)) {
+    throw new UsageError(
+      `--resume ${o.resume}: ${path} does not exist` +
+        (o.resume === "latest" ? " (no epoch of a run in --output-dir has ended)" : ""),
+    );
+  }
+  let ck;
+  try {
+    ck = loadFinetune(path, cfg);
+  } catch (e) {
+    throw new UsageError(`--resume ${e instanceof Error ? e.message : e}`);
+  }
+  try {
+    const differ = mismatches(JSON.parse(ck.metadata.config ?? "{}"), config);
+    if (differ.length > 0) {
+      throw new UsageError(
+        `--resume ${path} continues a run with other settings (${differ.join("; ")}): rerun the command that ` +
+          "started it, with --resume",
+      );
+    }
+    const epoch = Number(ck.metadata.epoch);
+    const best = ck.metadata.best ? JSON.parse(ck.metadata.best) as BestEpoch : undefined;
+    if (!Number.isInteger(epoch) || epoch < 1 || !best) {
+      throw new UsageError(`--resume ${path}: no epoch count or best epoch in it`);
+    }
+    return { path, state: ck.state, startEpoch: epoch, best };
+  } catch (e) {
+    dispose(ck.state);
+    throw e;
+  }
 }
 
 /** Runs the program; returns the exit code. */
@@ -172,6 +226,7 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     model = loadModel("--weights", o.weights, o);
+    const { weights, data: dataName, resume: _, ...rest } = o;
     const cfg = model.resnet ?? model.vit;
     let transform;
     ({ train, test, transform } = openEvalSplits("--weights", o.weights, model, o, "fine-tuning"));
@@ -184,8 +239,15 @@ export async function main(args: string[]): Promise<number> {
     );
     created = prepareOutputDir(o.outputDir);
     const norm = { mean: transform.mean, std: transform.std };
+    const config = { weights, data: dataName, ...rest, labels, imageSize: size, normalization: norm };
     const device: Device = o.device === "cuda" || (o.device === "auto" && cudaAvailable()) ? "cuda" : "cpu";
-    {
+    const resumed = resumeFrom(o, cfg, config);
+    if (resumed) {
+      dispose(model.backbone);
+      model = undefined;
+      state = device === "cpu" ? resumed.state : mapTree(resumed.state, (t) => toDevice(t, device));
+      if (state !== resumed.state) dispose(resumed.state);
+    } else {
       using g = new Generator(o.seed);
       let backbone: BackboneParams = model.backbone;
       if (o.fromScratch) {
@@ -200,6 +262,10 @@ export async function main(args: string[]): Promise<number> {
       }
       state = initFinetune(backbone, cfg, labels, g);
     }
+    if (resumed && resumed.startEpoch >= o.epochs) {
+      console.log(`${resumed.path}: all ${o.epochs} epochs of this run have ended; nothing to do`);
+      return 0;
+    }
     const crop = trainCrop(data.size, size);
     console.log(
       `fine-tuning ${o.fromScratch ? `from scratch (the network of ${o.weights})` : o.weights}: ` +
@@ -208,14 +274,29 @@ export async function main(args: string[]): Promise<number> {
         `${o.batchSize}/256 (warmup ${o.warmupEpochs}, cosine to ${o.minLr}), weight decay ${o.weightDecay}, ` +
         `layer decay ${o.layerDecay}, label smoothing ${o.smoothing}` +
         `${"cls_token" in state.backbone ? `, drop path ${o.dropPath}` : ""}, ` +
-        `RandomResizedCrop ${crop.scale.join("-")} + flip at ${size} px, ${device}`,
+        `RandomResizedCrop ${crop.scale.join("-")} + flip at ${size} px, ${device}` +
+        (resumed ? `; resuming after epoch ${resumed.startEpoch} from ${resumed.path}` : ""),
     );
     const started = performance.now();
     const out = (name: string) => join(o.outputDir, name);
     const json = (name: string, v: unknown) =>
       writeFileAtomic(out(name), new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n"));
-    const { weights, data: dataName, ...rest } = o;
-    const config = { weights, data: dataName, ...rest, labels, imageSize: size, normalization: norm };
+    if (resumed) {
+      // The records of epochs after the checkpoint's (a run killed while writing) go: they are run again.
+      const kept = exists(out("metrics.jsonl"))
+        ? Deno.readTextFileSync(out("metrics.jsonl")).split("\n").filter((l) => {
+          try {
+            return JSON.parse(l).epoch < resumed.startEpoch;
+          } catch {
+            return false;
+          }
+        })
+        : [];
+      json("config.json", config);
+      writeFileAtomic(out("metrics.jsonl"), new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
+      metrics = Deno.openSync(out("metrics.jsonl"), { append: true });
+      written = true;
+    }
     const tty = Deno.stdout.isTerminal();
     let progress: Progress | undefined;
     const loop = finetuneLoop(state, cfg, {
@@ -226,6 +307,8 @@ export async function main(args: string[]): Promise<number> {
       crop,
       norm,
       signal: stop.signal,
+      startEpoch: resumed?.startEpoch,
+      best: resumed?.best,
     });
     for await (const e of loop) {
       state = e.state;
@@ -254,10 +337,12 @@ export async function main(args: string[]): Promise<number> {
       metrics!.writeSync(new TextEncoder().encode(JSON.stringify(record) + "\n"));
       saveFinetune(out("checkpoint.safetensors"), state, {
         epoch: String(e.epoch + 1),
+        best: JSON.stringify(e.best),
         config: JSON.stringify(config),
         ["cls_token" in state.backbone ? "vit" : "resnet"]: JSON.stringify(cfg),
       });
-      saved = `the network after epoch ${e.epoch + 1} is kept in ${out("checkpoint.safetensors")}`;
+      saved = `the network after epoch ${e.epoch + 1} is kept in ${out("checkpoint.safetensors")}; ` +
+        "rerun the same command with --resume latest to continue";
       console.log(
         `epoch ${e.epoch + 1}/${o.epochs}: test top-1 ${e.test.top1.toFixed(2)}%  top-5 ${e.test.top5.toFixed(2)}%  ` +
           `loss ${e.test.loss.toFixed(4)}  (best top-1 ${e.best.top1.toFixed(2)}% at epoch ${e.best.epoch + 1})`,

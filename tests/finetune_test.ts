@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { captured } from "./helpers.ts";
+import { captured, spawnCli } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as finetune } from "../cli/finetune.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
@@ -12,12 +12,18 @@ import { loadStateDict, stateDict } from "../lib/weights/tree.ts";
 import { initViT, vitConfig } from "../lib/model/vit.ts";
 import { resnetConfig } from "../lib/model/resnet.ts";
 import {
+  FINETUNE_DEFAULTS,
+  finetuneLoop,
   type FinetuneState,
   finetuneStep,
   initFinetune,
   layerScale,
+  loadFinetune,
+  saveFinetune,
   smoothedCrossEntropy,
 } from "../lib/eval/finetune.ts";
+import type { BestEpoch } from "../lib/eval/linear.ts";
+import { tensorDataset } from "../lib/data/dataset.ts";
 
 /**
  * How far a weight may differ after one AdamW step whose gradient equals PyTorch's to 1e-5 of its largest
@@ -274,6 +280,109 @@ Deno.test("deno task finetune: from DINO weights and from scratch, metrics and c
     assert.equal(bad.value, 2);
     assert.match(bad.err, message);
     assert.ok(!t.exists(out), "nothing written");
+  }
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("a fine-tuning run continued from its checkpoint after an epoch ends bit-identical to one never stopped", async () => {
+  const vit = vitConfig("vit_tiny", { depth: 1, imgSize: 8, patchSize: 4, inChans: 1 });
+  using g = new t.Generator(2);
+  using images = t.randint(g, 0, 256, [24, 1, 8, 8], { dtype: "u8" });
+  using data = tensorDataset(images, { labels: Int32Array.from({ length: 24 }, (_, i) => i % 3) });
+  const live = t.liveTensors();
+  const norm = { mean: [0.5], std: [0.5] };
+  const o = {
+    ...FINETUNE_DEFAULTS,
+    epochs: 3,
+    warmupEpochs: 1,
+    batchSize: 8,
+    train: data,
+    test: data,
+    transform: { size: 8, ...norm },
+    crop: { size: 8, scale: [0.4, 1] as [number, number] },
+    norm,
+    seed: 1,
+  };
+  const fresh = () => {
+    using g = new t.Generator(0);
+    return initFinetune(initViT(vit, g), vit, 3, g);
+  };
+  let straight = fresh();
+  for await (const e of finetuneLoop(straight, vit, o)) straight = e.state;
+
+  let first = fresh(), best: BestEpoch | undefined;
+  for await (const e of finetuneLoop(first, vit, o)) {
+    first = e.state;
+    if (e.type === "epoch") {
+      best = e.best;
+      break; // stopped after the first epoch
+    }
+  }
+  const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+  saveFinetune(path, first, { epoch: "1" });
+  t.dispose(first);
+  let resumed = loadFinetune(path, vit).state;
+  for await (const e of finetuneLoop(resumed, vit, { ...o, startEpoch: 1, best })) resumed = e.state;
+
+  assert.equal(resumed.step, straight.step);
+  assert.deepEqual(resumed.optimizer.step, straight.optimizer.step);
+  const a = stateDict(straight), b = stateDict(resumed);
+  assert.deepEqual(Object.keys(b).sort(), Object.keys(a).sort());
+  for (const k of Object.keys(a)) assert.deepEqual(t.toArray(b[k]), t.toArray(a[k]), k);
+  t.dispose([straight, resumed]);
+  Deno.removeSync(path);
+  assert.equal(t.liveTensors(), live);
+});
+
+Deno.test("deno task finetune --resume latest continues an interrupted run to the same network; other settings are refused", async () => {
+  const dir = Deno.makeTempDirSync();
+  const tiny = ["--embed-dim", "32", "--depth", "1", "--num-heads", "2", "--out-dim", "64", "--hidden-dim", "32"];
+  const dino = await captured(() =>
+    train([...tiny, "--bottleneck-dim", "16", "--train-limit", "64", "--max-steps", "1", "--output-dir", dir])
+  );
+  assert.equal(dino.value, 0, dino.err);
+  const base = [
+    ...["--weights", join(dir, "checkpoint.safetensors"), "--data", "fmnist", "--epochs", "2"],
+    ...["--warmup-epochs", "1", "--batch-size", "16", "--train-limit", "6000", "--test-limit", "40"],
+  ];
+  const whole = join(dir, "whole"), cut = join(dir, "cut");
+  const r = await captured(() => finetune([...base, "--output-dir", whole]));
+  assert.equal(r.value, 0, r.err);
+
+  // Interrupted during the second epoch (its 375 steps take a second or more), then continued.
+  const run = spawnCli(new URL("../cli/finetune.ts", import.meta.url).pathname, [...base, "--output-dir", cut]);
+  await run.waitFor(/epoch 1\/2: test top-1/);
+  run.child.kill("SIGINT");
+  const stopped = await run.done();
+  assert.equal(stopped.code, 130, stopped.err + stopped.out);
+  assert.match(stopped.out, /interrupted: the network after epoch 1 is kept in .*--resume latest to continue/);
+  const again = await captured(() => finetune([...base, "--output-dir", cut, "--resume", "latest"]));
+  assert.equal(again.value, 0, again.err);
+  assert.match(again.out, /resuming after epoch 1 from .*checkpoint\.safetensors/);
+  assert.doesNotMatch(again.out, /epoch 1\/2: test/);
+
+  const x = readSafetensors(join(whole, "checkpoint.safetensors")),
+    y = readSafetensors(join(cut, "checkpoint.safetensors"));
+  assert.deepEqual(Object.keys(y.tensors).sort(), Object.keys(x.tensors).sort());
+  for (const k of Object.keys(x.tensors)) assert.deepEqual(t.toArray(y.tensors[k]), t.toArray(x.tensors[k]), k);
+  t.dispose([x.tensors, y.tensors]);
+  const records = (d: string) =>
+    Deno.readTextFileSync(join(d, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(records(cut), records(whole));
+
+  const done = await captured(() => finetune([...base, "--output-dir", cut, "--resume", "latest"]));
+  assert.equal(done.value, 0, done.err);
+  assert.match(done.out, /all 2 epochs of this run have ended; nothing to do/);
+  for (
+    const [flags, message] of [
+      [["--epochs", "3", "--resume", "latest"], /other settings \(epochs: 2 then, 3 now\)/],
+      [["--resume", join(dir, "missing.safetensors")], /missing\.safetensors does not exist/],
+      [["--resume", join(dir, "checkpoint.safetensors")], /is not a fine-tuning checkpoint/],
+    ] as const
+  ) {
+    const bad = await captured(() => finetune([...base, "--output-dir", cut, ...flags]));
+    assert.equal(bad.value, 2, flags.join(" "));
+    assert.match(bad.err, message);
   }
   Deno.removeSync(dir, { recursive: true });
 });

@@ -155,3 +155,49 @@ export const TINY_VIT_FLAGS: readonly string[] = [
   "--bottleneck-dim",
   "16",
 ];
+
+/**
+ * Starts a program (a `cli/` file) in a child process with piped output; `waitFor` resolves once its stdout
+ * matches, `done` gives its exit code and output.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { spawnCli } from "./helpers.ts";
+ * const run = spawnCli(new URL("../cli/train.ts", import.meta.url).pathname, ["--help"]);
+ * await run.waitFor(/usage: deno task train/);
+ * assert.equal((await run.done()).code, 0);
+ * ```
+ */
+export function spawnCli(script: string, args: string[]): {
+  child: Deno.ChildProcess;
+  waitFor(pattern: RegExp): Promise<void>;
+  done(): Promise<{ code: number; out: string; err: string }>;
+} {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "", finished = false;
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout) out += decoder.decode(chunk);
+    finished = true;
+  })();
+  const err = new Response(child.stderr).text();
+  return {
+    child,
+    async waitFor(pattern: RegExp) {
+      while (!pattern.test(out)) {
+        if (finished) throw new Error(`the program ended before its output matched ${pattern}:\n${out}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async done() {
+      const { code } = await child.status;
+      await reading;
+      return { code, out, err: await err };
+    },
+  };
+}

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { spawnCli } from "./helpers.ts";
 
 const TINY = [
   "--embed-dim=32",
@@ -16,30 +17,7 @@ const TINY = [
 const TRAIN = new URL("../cli/train.ts", import.meta.url).pathname;
 
 /** Starts `deno task train` in a child process; `waitFor` resolves once its stdout matches. */
-function spawnTrain(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", TRAIN, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const reading = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stdout) out += decoder.decode(chunk);
-  })();
-  const err = new Response(child.stderr).text();
-  return {
-    child,
-    async waitFor(pattern: RegExp) {
-      while (!pattern.test(out)) await new Promise((r) => setTimeout(r, 20));
-    },
-    async done() {
-      const { code } = await child.status;
-      await reading;
-      return { code, out, err: await err };
-    },
-  };
-}
+const spawnTrain = (args: string[]) => spawnCli(TRAIN, args);
 
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   Deno.test(`${signal} during training saves a checkpoint at the step reached and exits with ${code}`, async () => {

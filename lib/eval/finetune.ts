@@ -60,7 +60,8 @@ import { type LinearParams, vitForward, type ViTParams } from "../model/vit.ts";
 import { adamw, type AdamWState } from "../training/optim.ts";
 import { cosineSchedule } from "../training/schedules.ts";
 import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
-import { writeSafetensors } from "../weights/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../weights/safetensors.ts";
+import { fitBackbone } from "../weights/weights.ts";
 import { type EvalTransform, extractFeatures } from "./knn.ts";
 import { augmentForLinear, type BestEpoch, evaluateClassifier, type LinearAccuracy, type TrainCrop } from "./linear.ts";
 
@@ -345,6 +346,10 @@ export interface FinetuneLoopOptions extends FinetuneHyper {
   testBatchSize?: number;
   /** Stops between steps, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
+  /** The first epoch to run (0-based; default 0): a resumed run's, with the state after the epoch before. */
+  startEpoch?: number;
+  /** The best epoch before `startEpoch` (a resumed run's). */
+  best?: BestEpoch;
 }
 
 /** An event of {@linkcode finetuneLoop}. Its state belongs to the loop until the next event. */
@@ -430,9 +435,9 @@ export async function* finetuneLoop(
   const steps = Math.ceil(n / o.batchSize);
   const lrAt = cosineSchedule((o.lr * o.batchSize) / 256, o.minLr, o.epochs, steps, o.warmupEpochs);
   const device = state.head.weight.device;
-  let best: BestEpoch | undefined;
+  let best = o.best;
   let turn = performance.now();
-  for (let epoch = 0; epoch < o.epochs; epoch++) {
+  for (let epoch = o.startEpoch ?? 0; epoch < o.epochs; epoch++) {
     let lossSum = 0, step = 0;
     for await (const b of batches(o.train, epoch, { batchSize: o.batchSize, seed: o.seed, dropLast: false })) {
       let event: FinetuneEvent;
@@ -512,4 +517,83 @@ export function saveFinetune(path: string, s: FinetuneState, meta: Record<string
     optimizer_steps: JSON.stringify(s.optimizer.step),
     ...meta,
   });
+}
+
+/** A fine-tuning checkpoint read back by {@linkcode loadFinetune}. */
+export interface FinetuneCheckpoint {
+  /** The state to continue from (the caller's to dispose). */
+  state: FinetuneState;
+  /** The checkpoint's metadata (`epoch`, `best`, `config` and what else the writer put there). */
+  metadata: Record<string, string>;
+}
+
+/**
+ * Reads a checkpoint that {@linkcode saveFinetune} wrote back into a state for a network of shape `cfg`: the
+ * backbone, the classifier, AdamW's moments and step counts, and the steps taken, so that a fine-tuning run can
+ * continue where it stopped. A file of another format, another shape or with a moment missing is an error that
+ * says which.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, Generator, toArray } from "../../mod.ts";
+ * import { initViT, vitConfig } from "../model/vit.ts";
+ * import { initFinetune, loadFinetune, saveFinetune } from "./finetune.ts";
+ * using g = new Generator(0);
+ * const vit = vitConfig("vit_tiny", { depth: 1, imgSize: 16, patchSize: 8 });
+ * const s = initFinetune(initViT(vit, g), vit, 10, g);
+ * const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+ * saveFinetune(path, s, { epoch: "1" });
+ * const back = loadFinetune(path, vit);
+ * assert.deepEqual(toArray(back.state.head.weight), toArray(s.head.weight));
+ * assert.equal(back.metadata.epoch, "1");
+ * dispose([s, back.state]);
+ * Deno.removeSync(path);
+ * ```
+ */
+export function loadFinetune(path: string, cfg: BackboneConfig): FinetuneCheckpoint {
+  const { tensors, metadata } = readSafetensors(path);
+  const made: Tensor[] = [];
+  try {
+    if (metadata.format !== FINETUNE_FORMAT) {
+      throw new Error(
+        `${path} is not a fine-tuning checkpoint (format ${metadata.format ?? "none"}, not ${FINETUNE_FORMAT})`,
+      );
+    }
+    const part = (prefix: string) =>
+      Object.fromEntries(
+        Object.entries(tensors).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]),
+      );
+    const backbone = fitBackbone(part("backbone."), cfg, path);
+    made.push(...Object.values(stateDict(backbone)));
+    const copy = (key: string, like?: Tensor): Tensor => {
+      const t = tensors[key];
+      if (!t) throw new Error(`${path} has no ${key}`);
+      if (like && t.shape.join() !== like.shape.join()) {
+        throw new Error(`${path}: ${key} is [${t.shape}], the network's is [${like.shape}]`);
+      }
+      const c = alias(t); // a handle of its own on the same storage: the file's handles are released below
+      made.push(c);
+      return c;
+    };
+    const head = { weight: copy("head.weight"), bias: copy("head.bias") };
+    if (head.weight.shape[1] !== cfg.embedDim || head.bias.shape[0] !== head.weight.shape[0]) {
+      throw new Error(`${path}: the classifier [${head.weight.shape}] does not fit a ${cfg.embedDim}-wide backbone`);
+    }
+    const params = trainables({ backbone, head });
+    const steps = JSON.parse(metadata.optimizer_steps ?? "{}") as Record<string, number>;
+    const optimizer: AdamWState = { exp_avg: {}, exp_avg_sq: {}, step: {} };
+    for (const [k, p] of Object.entries(params)) {
+      optimizer.exp_avg[k] = copy(`optimizer.exp_avg.${k}`, p);
+      optimizer.exp_avg_sq[k] = copy(`optimizer.exp_avg_sq.${k}`, p);
+      if (!Number.isInteger(steps[k])) throw new Error(`${path} has no step count for ${k}`);
+      optimizer.step[k] = steps[k];
+    }
+    const step = Number(metadata.step);
+    if (!Number.isInteger(step) || step < 0) throw new Error(`${path}: its step "${metadata.step}" is not a count`);
+    made.length = 0; // the state owns them now
+    return { state: { backbone, head, optimizer, step }, metadata };
+  } finally {
+    dispose([tensors, made]);
+  }
 }
