@@ -22,9 +22,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dispose, Generator, randn, setNumThreads } from "../mod.ts";
-import { dinoConfig } from "../lib/model/dino.ts";
-import { dinoHyper, initTrainState, trainStep } from "../lib/training/step.ts";
+import { dispose, setNumThreads } from "../mod.ts";
+import { trainStep } from "../lib/training/step.ts";
+import { B, benchStep, K } from "./bench_step.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -40,7 +40,6 @@ const { values } = parseArgs({
 const steps = Number(values.steps), threads = Number(values.threads), rounds = Number(values.rounds);
 const precision = values.precision as "fp32" | "bf16";
 if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${precision}`);
-const B = 64, K = 4096;
 
 /** What one side's process reports: seconds per step after a warmup step, and its peak resident memory. */
 interface Run {
@@ -55,21 +54,8 @@ function peakMB(): number {
 
 function ourStep(n: number): Run {
   setNumThreads(n);
-  const cfg = dinoConfig({ arch: "vit_tiny", patchSize: 4, imgSize: 28, inChans: 1, outDim: K });
-  const h = dinoHyper({
-    epochs: 100,
-    itersPerEpoch: 1000,
-    batchSize: B,
-    warmupEpochs: 0,
-    freezeLastLayer: 1,
-    precision,
-  });
-  let state = initTrainState(cfg, h, 0);
-  using g = new Generator(1);
-  const views = [
-    ...Array.from({ length: 2 }, () => randn(g, [B, 1, 28, 28])),
-    ...Array.from({ length: 6 }, () => randn(g, [B, 1, 12, 12])),
-  ];
+  const { cfg, h, views, ...fresh } = benchStep(precision);
+  let state = fresh.state;
   const times: number[] = [];
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();

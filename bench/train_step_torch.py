@@ -2,9 +2,11 @@
 """The PyTorch side of bench/compare_train_step.ts: the same DINO step in eager mode,
 built from the official-layout modules of scripts/gen_fixtures.py.
 
-usage: train_step_torch.py THREADS STEPS [fp32|bf16]
+usage: train_step_torch.py THREADS STEPS [fp32|bf16] [TRACE.json]
 bf16 is CPU autocast (torch.autocast("cpu", dtype=torch.bfloat16)) around both forwards and the loss.
 Prints one line of JSON: seconds per step (each, after one warmup step) and the peak resident memory.
+With TRACE.json, one more step runs under torch.autograd.profiler.profile(use_kineto=False), written there as a
+Chrome trace (bench/profile_step.ts reads it).
 """
 import contextlib
 import json
@@ -68,4 +70,11 @@ for i in range(steps):
     t0 = time.perf_counter()
     step(i + 1)
     times.append(time.perf_counter() - t0)
-print(json.dumps({"times": times, "peakMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+report = {"times": times, "peakMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+if len(sys.argv) > 4:
+    with torch.autograd.profiler.profile(use_kineto=False) as prof:
+        t0 = time.perf_counter()
+        step(steps + 1)
+        report["profiled"] = time.perf_counter() - t0
+    prof.export_chrome_trace(sys.argv[4])
+print(json.dumps(report))

@@ -1,5 +1,5 @@
 /**
- * The native runtime: versions, threads, the CPU buffer cache and CUDA.
+ * The native runtime: versions, threads, the CPU buffer cache, CUDA and the op profiler.
  *
  * @example
  * ```ts
@@ -157,4 +157,31 @@ export function cpuCacheStats(): { cachedBytes: number; hits: number; misses: nu
  */
 export function cudaSynchronize(): void {
   checked(native.cuda_synchronize(ctx), "cudaSynchronize");
+}
+/**
+ * Runs `fn` under libtorch's op profiler (the one `torch.autograd.profiler.profile(use_kineto=False)` runs) and
+ * writes every op it ran, autograd's backward ops included, to `path` as a Chrome trace (a JSON list of events
+ * with name, start and duration in microseconds, and thread; chrome://tracing and Perfetto open it). Returns what
+ * `fn` returns. One profile at a time.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { matmul, ones, recordProfile, tidy } from "./mod.ts";
+ * const path = Deno.makeTempFileSync({ suffix: ".json" });
+ * using a = ones([8, 8]);
+ * recordProfile(path, () => tidy(() => matmul(a, a)).dispose());
+ * const events: { name: string }[] = JSON.parse(Deno.readTextFileSync(path));
+ * assert.ok(events.some((e) => e.name === "aten::matmul"));
+ * Deno.removeSync(path);
+ * ```
+ */
+export function recordProfile<T>(path: string, fn: () => T): T {
+  if (path.includes("\0")) throw new TypeError(`recordProfile: the path holds a NUL character: ${JSON.stringify(path)}`);
+  checked(native.profile_start(ctx, new TextEncoder().encode(path + "\0")), "recordProfile");
+  try {
+    return fn();
+  } finally {
+    checked(native.profile_stop(ctx), "recordProfile");
+  }
 }

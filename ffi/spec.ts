@@ -208,6 +208,8 @@ export const symbols = {
   cuda_device_count: scalar(),
   cuda_synchronize: scalar(),
   version: scalar(),
+  profile_start: scalar("buffer"),
+  profile_stop: scalar(),
   set_cpu_cache: scalar(F),
   cpu_cache_stat: scalar(I),
   // distributed (c10d): a process group handle; collectives block until done, failed or timed out

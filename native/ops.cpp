@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/version.h>
 
 #include <dlfcn.h>
@@ -150,6 +151,21 @@ static double synchronize() {
 #endif
   return 0;
 }
+// libtorch's own op profiler, as torch.autograd.profiler.profile(use_kineto=False) runs it: every op (autograd's
+// backward nodes and their kernels included) from start to stop, written as a Chrome trace when it stops. The
+// profiler is one per process, so the recording is too.
+static std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
+static double profile_start(const char* path) {
+  if (recording) throw std::runtime_error("profile_start: a profile is already being recorded");
+  recording = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(path));
+  return 0;
+}
+static double profile_stop() {
+  if (!recording) throw std::runtime_error("profile_stop: no profile is being recorded");
+  recording.reset();  // stops the profiler and writes the trace
+  return 0;
+}
+
 static double version(Ctx* c) {
   std::strncpy(c->message, TORCH_VERSION, sizeof(c->message) - 1);
 #ifdef DINO_CUDA
@@ -353,3 +369,5 @@ SCALAR(get_blas_threads, (), blas_threads())
 SCALAR(cuda_device_count, (), cuda_device_count())
 SCALAR(cuda_synchronize, (), synchronize())
 SCALAR(version, (), version(ctx_))
+SCALAR(profile_start, (const char* path), profile_start(path))
+SCALAR(profile_stop, (), profile_stop())

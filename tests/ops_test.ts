@@ -501,3 +501,20 @@ Deno.test("the CPU block cache hands freed blocks to tensors of nearby sizes", (
     assert.equal(after.misses - before.misses, 0, "no fresh allocation");
     assert.ok(after.hits - before.hits >= sizes.length);
   }));
+
+Deno.test("recordProfile traces the ops of forward and backward, stops when its function throws, and refuses nesting", () =>
+  noLeak(() => {
+    const path = Deno.makeTempFileSync({ suffix: ".json" });
+    const x = t.requiresGrad(t.ones([4, 4]));
+    const [g] = t.recordProfile(path, () => t.grad(t.sum(t.softmax(t.matmul(x, x), -1)), [x]));
+    const names = new Set((JSON.parse(Deno.readTextFileSync(path)) as { name: string }[]).map((e) => e.name));
+    for (const op of ["aten::mm", "aten::_softmax", "aten::_softmax_backward_data"]) assert.ok(names.has(op), op);
+    assert.throws(() => t.recordProfile(path, () => t.recordProfile(path, () => 0)), /already being recorded/);
+    assert.throws(() =>
+      t.recordProfile(path, () => {
+        throw new Error("inside");
+      }), /inside/);
+    assert.equal(t.recordProfile(path, () => 7), 7); // the throwing one stopped its profile
+    t.dispose([x, g]);
+    Deno.removeSync(path);
+  }));
