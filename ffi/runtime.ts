@@ -177,7 +177,9 @@ export function cudaSynchronize(): void {
  * ```
  */
 export function recordProfile<T>(path: string, fn: () => T): T {
-  if (path.includes("\0")) throw new TypeError(`recordProfile: the path holds a NUL character: ${JSON.stringify(path)}`);
+  if (path.includes("\0")) {
+    throw new TypeError(`recordProfile: the path holds a NUL character: ${JSON.stringify(path)}`);
+  }
   checked(native.profile_start(ctx, new TextEncoder().encode(path + "\0")), "recordProfile");
   try {
     return fn();
