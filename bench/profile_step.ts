@@ -7,11 +7,11 @@
  * and the kernels under them each count their own), the two sides side by side with their ratio, then every op's
  * self time summed and the profiled step's wall time.
  *
- * Read the heavy ops: the profiler's cost per recorded op is larger in this process than in PyTorch's (a
- * [192, 50, 64] batched product, whose CPU kernel calls `select` twice per matrix, takes 2.6 ms unprofiled and 30 ms
- * profiled here, 2.1 and 2.3 ms in PyTorch), so the ~1M tiny calls inside the CPU `bmm` (select, as_strided,
- * resolve_conj) and `bmm`'s own self time are inflated on this side; PyTorch's trace rounds each op to whole
- * microseconds, which shows those tiny calls near zero there.
+ * Read the heavy ops: the profiler costs a few microseconds per recorded op, and the CPU `bmm` makes about a
+ * million tiny calls a step (`select`, `as_strided`, `resolve_conj` per matrix), so a profiled step takes about
+ * twice an unprofiled one on both sides, that cost landing on those rows and on `bmm` (PyTorch's trace rounds each
+ * op to whole microseconds, which books it to the callers there). `mm`, `addmm` and the elementwise kernels compare
+ * like with like.
  *
  * @example
  * ```sh
