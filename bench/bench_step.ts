@@ -1,7 +1,7 @@
 /**
  * The training step the step benchmarks measure (`compare_train_step.ts`, `profile_step.ts`): ViT-T/4 at 28 px
  * (dim 192, depth 12, heads 3, patch 4), batch 64, 2 x 28 px + 6 x 12 px crops, K 4096, AdamW, clipping, EMA, as
- * `train_step_torch.py` builds it on the PyTorch side.
+ * `train_step_torch.py` builds it on the PyTorch side; and how both run a side in its own process.
  *
  * @example
  * ```ts
@@ -45,4 +45,29 @@ export function benchStep(precision: "fp32" | "bf16"): {
     ...Array.from({ length: 6 }, () => randn(g, [B, 1, 12, 12])),
   ];
   return { cfg, h, state: initTrainState(cfg, h, 0), views };
+}
+
+/** The environment that gives PyTorch this project's thread arrangement for `n` threads. */
+export const arranged = (n: number): Record<string, string> => ({
+  OMP_WAIT_POLICY: "PASSIVE",
+  OPENBLAS_THREAD_TIMEOUT: "4",
+  OPENBLAS_NUM_THREADS: String(n),
+});
+
+/**
+ * This process's environment without the thread settings that loading the shim added (children would inherit
+ * them), with `env` on top: "as shipped" must mean OpenMP's and OpenBLAS's own defaults.
+ */
+function environment(env: Record<string, string>): Record<string, string> {
+  const own = Deno.env.toObject();
+  for (const name of ["OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS"]) delete own[name];
+  return { ...own, ...env };
+}
+
+/** Runs one side of a benchmark in its own process (environment as {@linkcode environment}); its last line of JSON. */
+export function spawnSide<T>(command: string, args: string[], env: Record<string, string>): T {
+  const r = new Deno.Command(command, { args, env: environment(env), clearEnv: true, stdout: "piped", stderr: "piped" })
+    .outputSync();
+  if (!r.success) throw new Error(`${command} ${args.join(" ")} failed:\n${new TextDecoder().decode(r.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
 }

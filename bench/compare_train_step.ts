@@ -24,7 +24,7 @@
 import { parseArgs } from "node:util";
 import { dispose, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
-import { B, benchStep, K } from "./bench_step.ts";
+import { arranged, B, benchStep, K, spawnSide } from "./bench_step.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -74,36 +74,14 @@ if (values.side === "ours") {
   Deno.exit(0);
 }
 
-/** The environment that gives PyTorch this project's thread arrangement for `n` threads. */
-const arranged = (n: number) => ({
-  OMP_WAIT_POLICY: "PASSIVE",
-  OPENBLAS_THREAD_TIMEOUT: "4",
-  OPENBLAS_NUM_THREADS: String(n),
-});
-
-/**
- * This process's environment without the thread settings that loading the shim added (children would inherit
- * them), with `env` on top: "as shipped" must mean OpenMP's and OpenBLAS's own defaults.
- */
-function environment(env: Record<string, string>): Record<string, string> {
-  const own = Deno.env.toObject();
-  for (const name of ["OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS"]) delete own[name];
-  return { ...own, ...env };
-}
-
-function spawn(command: string, args: string[], env: Record<string, string>): Run {
-  const r = new Deno.Command(command, { args, env: environment(env), clearEnv: true, stdout: "piped", stderr: "piped" })
-    .outputSync();
-  if (!r.success) throw new Error(`${command} ${args.join(" ")} failed:\n${new TextDecoder().decode(r.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
-}
 const torchScript = new URL("./train_step_torch.py", import.meta.url).pathname;
 const sides = {
-  "PyTorch as shipped": (n: number) => spawn(values.python!, [torchScript, String(n), String(steps), precision], {}),
+  "PyTorch as shipped": (n: number) =>
+    spawnSide<Run>(values.python!, [torchScript, String(n), String(steps), precision], {}),
   "PyTorch, arranged": (n: number) =>
-    spawn(values.python!, [torchScript, String(n), String(steps), precision], arranged(n)),
+    spawnSide<Run>(values.python!, [torchScript, String(n), String(steps), precision], arranged(n)),
   "this project": (n: number) =>
-    spawn(Deno.execPath(), [
+    spawnSide<Run>(Deno.execPath(), [
       "run",
       "-A",
       new URL(import.meta.url).pathname,

@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { dispose, recordProfile, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
-import { B, benchStep, K } from "./bench_step.ts";
+import { arranged, B, benchStep, K, spawnSide } from "./bench_step.ts";
 import { type OpTime, opTimes } from "./trace.ts";
 
 const { values } = parseArgs({
@@ -61,19 +61,13 @@ if (values.side === "ours") {
 }
 
 const dir = Deno.makeTempDirSync({ prefix: "profile-step-" });
-const run = (command: string, args: string[], env: Record<string, string>) => {
-  const r = new Deno.Command(command, { args, env, stdout: "piped", stderr: "piped" }).outputSync();
-  if (!r.success) throw new Error(`${command} ${args.join(" ")} failed:\n${new TextDecoder().decode(r.stderr)}`);
-  return new TextDecoder().decode(r.stdout).trim().split("\n").pop()!;
-};
 const torchTrace = join(dir, "pytorch.json"), ourTrace = join(dir, "ours.json");
-const arranged = { OMP_WAIT_POLICY: "PASSIVE", OPENBLAS_THREAD_TIMEOUT: "4", OPENBLAS_NUM_THREADS: String(threads) };
-const torchRun = JSON.parse(run(
+const torchRun = spawnSide<{ profiled: number }>(
   values.python!,
   [new URL("./train_step_torch.py", import.meta.url).pathname, String(threads), "1", "fp32", torchTrace],
-  arranged,
-));
-const ourRun = JSON.parse(run(Deno.execPath(), [
+  arranged(threads),
+);
+const ourRun = spawnSide<{ seconds: number }>(Deno.execPath(), [
   "run",
   "-A",
   new URL(import.meta.url).pathname,
@@ -83,7 +77,7 @@ const ourRun = JSON.parse(run(Deno.execPath(), [
   String(threads),
   "--trace",
   ourTrace,
-], {}));
+], {});
 const ours = opTimes(JSON.parse(Deno.readTextFileSync(ourTrace)));
 const theirs = opTimes(JSON.parse(Deno.readTextFileSync(torchTrace)));
 Deno.removeSync(dir, { recursive: true });

@@ -31,7 +31,7 @@ import {
   ABLATIONS,
   collapseDiagnostics,
 } from "../lib/eval/ablation.ts";
-import { failure, integer, parseFlags, parseTrainArgs, UsageError } from "./flags.ts";
+import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
 import { main as train } from "./train.ts";
 
 const HELP = `usage: deno task ablate [options] [-- training flags]
@@ -57,8 +57,7 @@ options:
 Flags after -- are passed to every training run (deno task train --help lists them).`;
 
 function parse(args: string[]) {
-  const dash = args.indexOf("--");
-  const own = dash < 0 ? args : args.slice(0, dash), extra = dash < 0 ? [] : args.slice(dash + 1);
+  const { own, extra } = splitPassthrough(args);
   const values = parseFlags(own, {
     "output-dir": { type: "string", default: join("output", "ablation") },
     variants: { type: "string", default: Object.keys(ABLATIONS).join(",") },

@@ -430,3 +430,19 @@ export function openEvalSplits(
     throw e;
   }
 }
+
+/**
+ * A command's own arguments, and those after `--` that it passes on to the program it runs.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { splitPassthrough } from "./flags.ts";
+ * assert.deepEqual(splitPassthrough(["--seed", "1", "--", "--lr", "0.1"]), { own: ["--seed", "1"], extra: ["--lr", "0.1"] });
+ * assert.deepEqual(splitPassthrough(["--seed", "1"]).extra, []);
+ * ```
+ */
+export function splitPassthrough(args: string[]): { own: string[]; extra: string[] } {
+  const dash = args.indexOf("--");
+  return dash < 0 ? { own: args, extra: [] } : { own: args.slice(0, dash), extra: args.slice(dash + 1) };
+}

@@ -45,7 +45,7 @@ import {
 } from "../lib/eval/mod.ts";
 import { attentionJaccards, type JaccardSummary, summarizeJaccards } from "../lib/eval/segmentation.ts";
 import { loadBackbone, loadEvalBackbone } from "../lib/weights/mod.ts";
-import { failure, integer, parseFlags, parseTrainArgs, UsageError } from "./flags.ts";
+import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
 import { finishedRun } from "./run_folder.ts";
 import { main as train } from "./train.ts";
 import { main as finetune } from "./finetune.ts";
@@ -76,8 +76,7 @@ options:
 Flags after -- are passed to the DINO run (deno task train --help lists them).`;
 
 function parse(args: string[]) {
-  const dash = args.indexOf("--");
-  const own = dash < 0 ? args : args.slice(0, dash), extra = dash < 0 ? [] : args.slice(dash + 1);
+  const { own, extra } = splitPassthrough(args);
   const v = parseFlags(own, {
     "output-dir": { type: "string", default: join("output", "masks") },
     data: { type: "string" },

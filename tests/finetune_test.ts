@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { captured, spawnCli } from "./helpers.ts";
+import { captured, spawnCli, TINY_VIT_FLAGS } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as finetune } from "../cli/finetune.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
@@ -336,9 +336,8 @@ Deno.test("a fine-tuning run continued from its checkpoint after an epoch ends b
 
 Deno.test("deno task finetune --resume latest continues an interrupted run to the same network; other settings are refused", async () => {
   const dir = Deno.makeTempDirSync();
-  const tiny = ["--embed-dim", "32", "--depth", "1", "--num-heads", "2", "--out-dim", "64", "--hidden-dim", "32"];
   const dino = await captured(() =>
-    train([...tiny, "--bottleneck-dim", "16", "--train-limit", "64", "--max-steps", "1", "--output-dir", dir])
+    train([...TINY_VIT_FLAGS, "--train-limit", "64", "--max-steps", "1", "--output-dir", dir])
   );
   assert.equal(dino.value, 0, dino.err);
   const base = [
