@@ -28,10 +28,12 @@ export interface StopRequest extends Disposable {
 /** Listens for SIGINT and SIGTERM until disposed. */
 export function listenForStop(): StopRequest {
   const controller = new AbortController();
-  let code = 0;
+  let code = 0, received = 0;
   const on = (signal: "SIGINT" | "SIGTERM", exitCode: number) => () => {
-    if (code !== 0) Deno.exit(code); // the second request: at once
-    code = exitCode;
+    // Only a second signal to this process exits at once: one that follows another rank's adopted request (the
+    // launcher forwards to every rank, and a fast rank's request can reach here first) is this rank's first.
+    if (received++ > 0) Deno.exit(code);
+    code ||= exitCode;
     controller.abort(new Error(`stopped by ${signal}`));
   };
   const handlers = [["SIGINT", on("SIGINT", 130)], ["SIGTERM", on("SIGTERM", 143)]] as const;

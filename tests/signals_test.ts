@@ -168,3 +168,20 @@ Deno.test("a second SIGINT while the interrupted run writes its checkpoint: the 
   assert.deepEqual(checkpointTemporaries(dir), []);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("a rank's own signal after it adopted another rank's stop is its first request: it saves, not exits", async () => {
+  // The launcher forwards one signal to every rank; a rank can learn of it from the others first.
+  const stop = new URL("../cli/stop.ts", import.meta.url).href;
+  const code = `
+    import { listenForStop } from "${stop}";
+    using stop = listenForStop();
+    stop.adopt(130);
+    Deno.kill(Deno.pid, "SIGTERM");
+    await new Promise((r) => setTimeout(r, 300));
+    console.log("still running, code", stop.code);`;
+  const r = await new Deno.Command(Deno.execPath(), { args: ["eval", code], stdout: "piped", stderr: "piped" })
+    .output();
+  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 0, out);
+  assert.match(out, /still running, code 130/);
+});
