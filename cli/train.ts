@@ -381,8 +381,8 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
           ...run.protocol,
           signal: stop.signal,
         });
-        if (run.lead) console.log(`epoch ${e.epoch}: k-NN top-1 ${r.top1.toFixed(2)}%`);
-        out.record({ step, epoch: e.epoch, knn_top1: r.top1, knn_top5: r.top5 });
+        if (run.lead) console.log(`epoch ${e.completed}: k-NN top-1 ${r.top1.toFixed(2)}%`);
+        out.record({ step, epoch: e.completed, knn_top1: r.top1, knn_top5: r.top5 });
         if (run.lead && s.report) await writeRunReport(s.outputDir);
       } catch (err) {
         if (!stop.code) throw err;

@@ -140,6 +140,18 @@ for (
   });
 }
 
+Deno.test("--knn-every 1 logs and records k-NN after each epoch, numbered as the epochs completed", async () => {
+  const dir = Deno.makeTempDirSync();
+  const args = ["--epochs", "2", "--knn-every", "1", "--train-limit", "64", "--test-limit", "20", "--report", "false"];
+  const r = await captured(() => train([...TINY, ...args, "--output-dir", dir]));
+  assert.equal(r.value, 0, r.err);
+  assert.deepEqual([...r.out.matchAll(/^epoch (\d+): k-NN top-1 \d+\.\d+%$/gm)].map((m) => Number(m[1])), [1, 2]);
+  const records = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
+  const curve = records.filter((r) => typeof r.knn_top1 === "number");
+  assert.deepEqual(curve.map((r) => [r.epoch, r.step]), [[1, 2], [2, 4]]);
+  Deno.removeSync(dir, { recursive: true });
+});
+
 Deno.test("bad flags, values and combinations exit with code 2 and write nothing", async () => {
   const root = Deno.makeTempDirSync();
   const cases: [string[], RegExp][] = [

@@ -222,7 +222,7 @@ export function runReportHtml(r: RunReport): string {
   // accuracy against epoch: k-NN during training, then the final evaluation; init and raw pixels as lines
   const knn: Series[] = [{
     name: "k-NN top-1, trained",
-    points: r.metrics.knn.flatMap((k) => (typeof k.epoch === "number" ? [[k.epoch + 1, k.knn_top1 as number]] : [])),
+    points: r.metrics.knn.flatMap((k) => (typeof k.epoch === "number" ? [[k.epoch, k.knn_top1 as number]] : [])),
   }];
   const sum = (r.summary ?? r.metrics.summary) as Record<string, unknown> | undefined;
   const final = sum?.knn_top1 as Record<string, number> | undefined;
