@@ -158,10 +158,16 @@ export const SETTINGS = {
     official: "freeze_last_layer",
     range: "nonNegative",
   }),
-  momentumTeacher: num(0.996, "teacher EMA momentum, cosine to 1", "optimisation", {
+  momentumTeacher: num(0.996, "teacher EMA momentum, cosine to --momentum-teacher-end", "optimisation", {
     official: "momentum_teacher",
     range: "unit",
   }),
+  momentumTeacherEnd: num(
+    1,
+    "teacher EMA momentum at the end (the official code: 1, a frozen teacher; solo-learn's final_tau)",
+    "optimisation",
+    { range: "unit" },
+  ),
   teacherMode: choice(
     ["ema", "student"] as const,
     "ema",

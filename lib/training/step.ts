@@ -85,6 +85,7 @@ export const HYPER_KEYS = [
   "weightDecay",
   "weightDecayEnd",
   "momentumTeacher",
+  "momentumTeacherEnd",
   "clipGrad",
   "freezeLastLayer",
   "warmupTeacherTemp",
@@ -145,7 +146,20 @@ export function dinoHyper(o: Partial<DinoHyper> = {}): DinoHyper {
   return hyper;
 }
 
-/** The schedules of a run, as pure functions of the iteration (the teacher temperature: of the epoch). */
+/**
+ * The schedules of a run, as pure functions of the iteration (the teacher temperature: of the epoch).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dinoHyper, schedules } from "./step.ts";
+ * const h = { epochs: 2, itersPerEpoch: 10, warmupEpochs: 1, momentumTeacher: 0.99 };
+ * const official = schedules(dinoHyper(h));
+ * assert.deepEqual([official.momentum(0), official.momentum(19)], [0.99, 0.99 + 0.01 * (1 - Math.cos(Math.PI * 19 / 20)) / 2]);
+ * const held = schedules(dinoHyper({ ...h, momentumTeacherEnd: 0.99 }));
+ * assert.equal(held.momentum(19), 0.99); // the teacher keeps following the student to the end
+ * ```
+ */
 export function schedules(h: DinoHyper): {
   lr: (it: number) => number;
   weightDecay: (it: number) => number;
@@ -161,7 +175,7 @@ export function schedules(h: DinoHyper): {
       h.warmupEpochs,
     ),
     weightDecay: cosineSchedule(h.weightDecay, h.weightDecayEnd, h.epochs, h.itersPerEpoch),
-    momentum: cosineSchedule(h.momentumTeacher, 1, h.epochs, h.itersPerEpoch),
+    momentum: cosineSchedule(h.momentumTeacher, h.momentumTeacherEnd, h.epochs, h.itersPerEpoch),
     teacherTemp: teacherTempSchedule(h.warmupTeacherTemp, h.teacherTemp, h.warmupTeacherTempEpochs, h.epochs),
   };
 }
