@@ -25,6 +25,7 @@ import { join } from "node:path";
 import { exists, writeFileAtomic } from "../mod.ts";
 import { finishedRun } from "./run_folder.ts";
 import {
+  ABLATION_BASE,
   ablationFlags,
   ablationMarkdown,
   type AblationRow,
@@ -36,7 +37,8 @@ import { main as train } from "./train.ts";
 
 const HELP = `usage: deno task ablate [options] [-- training flags]
 
-Trains the fmnist preset once per variant with the same seed and budget, then writes
+Trains the fmnist preset with two local crops, one epoch and the teacher momentum ending at 1
+(${ABLATION_BASE.join(" ")}) once per variant with the same seed and budget, then writes
 <output-dir>/ablation.md and ablation.json: weighted k-NN and linear (cached features)
 top-1 per variant, with the final teacher and student entropies and KL(teacher || student).
 Each run is <output-dir>/<variant>; complete runs are reused, unfinished ones resume.
@@ -51,7 +53,7 @@ options:
   --output-dir DIR      where the runs and the table go (default output/ablation)
   --variants A,B,...    which variants, in the table's order (default: all)
   --seed N              the seed of every run (default 0)
-  --epochs N            training epochs of every run (default: the preset's)
+  --epochs N            training epochs of every run (default: 1)
   --max-steps N         stop every run after N steps (default: all epochs)
   -h, --help            this help
 Flags after -- are passed to every training run (deno task train --help lists them).`;
@@ -86,7 +88,16 @@ function parse(args: string[]) {
   // Every variant's flags are checked before anything trains: a bad passthrough flag is a usage error up front.
   const runs = [...new Set(variants)].map((variant) => {
     const dir = join(outputDir, variant);
-    const flags = [...extra, ...budget, ...ablationFlags(variant), "--seed", String(seed), "--eval-linear", "true"];
+    const flags = [
+      ...ABLATION_BASE,
+      ...extra,
+      ...budget,
+      ...ablationFlags(variant),
+      "--seed",
+      String(seed),
+      "--eval-linear",
+      "true",
+    ];
     const args = [...flags, "--output-dir", dir];
     const settings = parseTrainArgs(args);
     if (settings === "help") throw new UsageError("--help is not a training flag here: use deno task ablate --help");
@@ -154,6 +165,7 @@ export async function main(args: string[]): Promise<number> {
     preset: "fmnist",
     seed: o.seed,
     budget: o.budget,
+    base_flags: ABLATION_BASE,
     training_flags: o.extra,
     ln_k: lnK,
     variants: rows.map((r) => ({
