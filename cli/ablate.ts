@@ -37,8 +37,8 @@ import { main as train } from "./train.ts";
 
 const HELP = `usage: deno task ablate [options] [-- training flags]
 
-Trains the fmnist preset with two local crops, one epoch and the teacher momentum ending at 1
-(${ABLATION_BASE.join(" ")}) once per variant with the same seed and budget, then writes
+Trains the fmnist preset with the official teacher momentum (${ABLATION_BASE.join(" ")})
+once per variant with the same seed and budget, then writes
 <output-dir>/ablation.md and ablation.json: weighted k-NN and linear (cached features)
 top-1 per variant, with the final teacher and student entropies and KL(teacher || student).
 Each run is <output-dir>/<variant>; complete runs are reused, unfinished ones resume.
@@ -53,7 +53,7 @@ options:
   --output-dir DIR      where the runs and the table go (default output/ablation)
   --variants A,B,...    which variants, in the table's order (default: all)
   --seed N              the seed of every run (default 0)
-  --epochs N            training epochs of every run (default: 1)
+  --epochs N            training epochs of every run (default: the preset's)
   --max-steps N         stop every run after N steps (default: all epochs)
   -h, --help            this help
 Flags after -- are passed to every training run (deno task train --help lists them).`;
