@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { cudaAvailable, type Device, liveTensors, type Tensor, tidy, toArray, toDevice } from "../mod.ts";
 import { mapTree } from "../lib/weights/tree.ts";
+import type { DinoHyper } from "../lib/training/step.ts";
 
 /** Asserts two number lists agree elementwise within `tol` (absolute). */
 export function assertClose(actual: readonly number[], expected: readonly number[], tol = 1e-6): void {
@@ -199,5 +200,26 @@ export function spawnCli(script: string, args: string[]): {
       await reading;
       return { code, out, err: await err };
     },
+  };
+}
+
+/** The training hyperparameters of a fixture generator's `HYPER` record, from the official snake_case names. */
+// deno-lint-ignore no-explicit-any
+export function officialHyper(H: Record<string, any>): Partial<DinoHyper> {
+  return {
+    epochs: H.epochs,
+    itersPerEpoch: H.iters_per_epoch,
+    batchSize: H.batch,
+    lr: H.lr,
+    minLr: H.min_lr,
+    warmupEpochs: H.warmup_epochs,
+    weightDecay: H.weight_decay,
+    weightDecayEnd: H.weight_decay_end,
+    momentumTeacher: H.momentum_teacher,
+    clipGrad: H.clip_grad,
+    freezeLastLayer: H.freeze_last_layer,
+    warmupTeacherTemp: H.warmup_teacher_temp,
+    teacherTemp: H.teacher_temp,
+    warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
   };
 }

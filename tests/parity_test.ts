@@ -1,5 +1,6 @@
 // Parity with the official PyTorch modules and training loop, on fixtures written by
 // scripts/gen_fixtures.py (run with /usr/bin/python3, PyTorch 1.13). No Python is needed here.
+import { officialHyper } from "./helpers.ts";
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { dinoLoss } from "../lib/training/loss.ts";
@@ -34,22 +35,7 @@ const cfg: ViTDinoConfig = dinoConfig({
   normLastLayer: meta.head.norm_last_layer,
 });
 const H = meta.hyper;
-const hyper = dinoHyper({
-  epochs: H.epochs,
-  itersPerEpoch: H.iters_per_epoch,
-  batchSize: H.batch,
-  lr: H.lr,
-  minLr: H.min_lr,
-  warmupEpochs: H.warmup_epochs,
-  weightDecay: H.weight_decay,
-  weightDecayEnd: H.weight_decay_end,
-  momentumTeacher: H.momentum_teacher,
-  clipGrad: H.clip_grad,
-  freezeLastLayer: H.freeze_last_layer,
-  warmupTeacherTemp: H.warmup_teacher_temp,
-  teacherTemp: H.teacher_temp,
-  warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
-});
+const hyper = dinoHyper(officialHyper(H));
 
 function prefixed(prefix: string): Flat {
   return Object.fromEntries(

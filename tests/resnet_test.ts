@@ -5,6 +5,7 @@
 // The weights are made by a formula both sides compute bit for bit (see the script), so the fixtures need not hold
 // them; the formula and the sizes are chosen so that PyTorch's own results move by under 1e-5 with the thread count and
 // the CPU kernel set, and CI runs these tests at 1 and 2 threads on every kernel set the CPU has.
+import { officialHyper } from "./helpers.ts";
 import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
@@ -225,20 +226,7 @@ Deno.test("three official DINO iterations on a ResNet-18 with a batch-norm head 
     normLastLayer: head.norm_last_layer,
   });
   const hyper = dinoHyper({
-    epochs: H.epochs,
-    itersPerEpoch: H.iters_per_epoch,
-    batchSize: H.batch,
-    lr: H.lr,
-    minLr: H.min_lr,
-    warmupEpochs: H.warmup_epochs,
-    weightDecay: H.weight_decay,
-    weightDecayEnd: H.weight_decay_end,
-    momentumTeacher: H.momentum_teacher,
-    clipGrad: H.clip_grad,
-    freezeLastLayer: H.freeze_last_layer,
-    warmupTeacherTemp: H.warmup_teacher_temp,
-    teacherTemp: H.teacher_temp,
-    warmupTeacherTempEpochs: H.warmup_teacher_temp_epochs,
+    ...officialHyper(H),
     optimizer: "lars",
   });
   const fresh = initTrainState(cfg, hyper, 0);
