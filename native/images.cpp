@@ -570,6 +570,33 @@ static const char* stb_reason(const char* fallback) {
   return r && r[0] ? r : fallback;
 }
 
+// stb names an unknown critical PNG chunk in one static buffer that every thread shares ("XXXX PNG chunk not known",
+// the chunk's four type bytes first, NULs included): another thread can rewrite the type before this one reads it
+// (seen: a file reported with its neighbour's type). Whether a PNG's reason is that one: for a PNG, the only reason
+// that can be shorter than four characters (a GIF's can be empty, where stb clears it).
+static bool is_unknown_png_chunk(const char* r) {
+  return r && (std::strlen(r) < 4 || std::strcmp(r + 4, " PNG chunk not known") == 0);
+}
+
+// The type of the chunk that stb calls unknown, found as stb walks a PNG: from the signature, chunk by chunk (length,
+// type, data, CRC), the first whose type stb does not handle and whose ancillary bit (0x20 of its first byte) is
+// clear. False where the walk ends first, or runs past the end of the file (where stb reads zeros): a cut file.
+static bool png_unknown_chunk(int fd, off_t size, unsigned char type[4]) {
+  static const char* handled[] = {"CgBI", "IHDR", "PLTE", "tRNS", "IDAT", "IEND"};
+  for (uint64_t at = 8; at + 8 <= static_cast<uint64_t>(size);) {
+    unsigned char header[8];
+    if (::pread(fd, header, 8, static_cast<off_t>(at)) != 8) return false;
+    std::memcpy(type, header + 4, 4);
+    const bool known = std::any_of(std::begin(handled), std::end(handled),
+                                   [&](const char* t) { return std::memcmp(type, t, 4) == 0; });
+    if (!known && !(type[0] & 0x20)) return true;
+    if (std::memcmp(type, "IEND", 4) == 0) return false;
+    const uint64_t length = (uint64_t{header[0]} << 24) | (header[1] << 16) | (header[2] << 8) | header[3];
+    at += 12 + length;
+  }
+  return false;
+}
+
 // Why stb failed to load a file that its header was read from. Before the loader of the file's format, stb tries
 // the others on it, and two of those tries set a reason: "bad png sig" (the PNG test, first), "no SOI" (JPEG's);
 // the file passed its own format's test, so either one is left over from another format's.
@@ -727,7 +754,17 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
                     "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
                     static_cast<double>(arena.cap) / (1 << 20), w, h);
     } else {
-      std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));
+      const bool png = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0;
+      unsigned char type[4];
+      if (!png || !is_unknown_png_chunk(stbi_failure_reason())) {
+        std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));
+      } else if (png_unknown_chunk(fd, st.st_size, type)) {
+        const auto shown = [](unsigned char c) { return c < 0x20 || c >= 0x7f ? '?' : static_cast<char>(c); };
+        std::snprintf(why, kReason, "cannot decode (%c%c%c%c PNG chunk not known)", shown(type[0]), shown(type[1]),
+                      shown(type[2]), shown(type[3]));
+      } else {
+        std::snprintf(why, kReason, "cannot decode (%s)", format);
+      }
     }
     return;
   }
@@ -807,7 +844,7 @@ static void decode_caught(const char* path, int side, int channels, double max_p
   } catch (...) {
     std::snprintf(reason, kReason, "unknown C++ exception while decoding");
   }
-  // stb's reason for an unknown PNG chunk holds the chunk's type: four bytes of the file, raw.
+  // No reason may hold raw bytes of a file (none does now: an unknown PNG chunk's type is shown printable).
   for (char* c = reason; *c; c++) {
     if (static_cast<unsigned char>(*c) < 0x20 || static_cast<unsigned char>(*c) >= 0x7f) *c = '?';
   }

@@ -443,6 +443,36 @@ Deno.test("failure reasons: each file's is its own, the same alone, in either or
   }
 });
 
+Deno.test("PNGs with unknown critical chunks, decoded on many threads, each name their own chunk's type", async () => {
+  // stb writes the type into one buffer that all threads share; a file once came back with its neighbour's type.
+  const dir = Deno.makeTempDirSync();
+  try {
+    const png = fixture("png-gray8.png");
+    const letters = (i: number) =>
+      [i % 26, (i / 26 | 0) % 26, (i / 676 | 0) % 26].map((k) => String.fromCharCode(97 + k));
+    const types = Array.from({ length: 400 }, (_, i) => "Q" + letters(i).join(""));
+    const paths = types.map((type, i) => {
+      const path = join(dir, `${i}.png`);
+      Deno.writeFileSync(path, concat(png.subarray(0, 33), pngChunk(type, new Uint8Array(4)), png.subarray(33)));
+      return path;
+    });
+    // Cut inside the next chunk's header, where stb reads zeros: a cut file, whatever the other threads decode.
+    const cut = join(dir, "cut.png");
+    Deno.writeFileSync(cut, png.subarray(0, 33 + 6));
+    for (const threads of [2, 4, 8]) {
+      const r = await t.decodeImages([...paths, cut], { side: 4, threads });
+      r.images.dispose();
+      const reasons = new Map(r.failed.map((f) => [f.index, f.reason]));
+      types.forEach((type, i) =>
+        assert.equal(reasons.get(i), `cannot decode (${type} PNG chunk not known)`, `${threads}`)
+      );
+      assert.equal(reasons.get(paths.length), "cannot decode (corrupt PNG data)");
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 // ---- the JPEG Huffman check ----------------------------------------------------------------------------------------
 
 /** Runs this file in a child process in `mode` on `paths` (a regressed check could crash the shim): its JSON. */
