@@ -45,8 +45,24 @@ for (const [name, value] of Object.entries(SLEEPING_WORKERS)) {
 
 const library = Deno.dlopen(await shimPath(), withNames(symbols));
 
+/**
+ * Each entry point wrapped to name itself on stderr before it runs: with `DINO_TRACE_FFI=1`, the last name printed
+ * before a crash in native code is the call that crashed.
+ */
+function traced<S extends Record<string, unknown>>(table: S): S {
+  const encoder = new TextEncoder();
+  return Object.fromEntries(
+    Object.entries(table).map(([key, fn]) => [
+      key,
+      typeof fn === "function"
+        ? (...args: unknown[]) => (Deno.stderr.writeSync(encoder.encode(`dn_${key}\n`)), fn(...args))
+        : fn,
+    ]),
+  ) as S;
+}
+
 /** The shim's entry points. */
-export const native = library.symbols;
+export const native = Deno.env.get("DINO_TRACE_FFI") ? traced(library.symbols) : library.symbols;
 /** The context shared by sync calls. */
 export const ctx: Context = newContext();
 /** The shared context's fields, as float64s. */
@@ -61,6 +77,8 @@ function defaultCacheMegabytes(): number {
   }
   return Math.min(Deno.systemMemoryInfo().total / 4, 8 * 2 ** 30) / 2 ** 20;
 }
+// libstdc++ into the global scope, where cuDNN's sub-libraries need it (see share_cxx_runtime in native/ops.cpp).
+native.share_cxx_runtime(ctx);
 native.set_cpu_cache(ctx, defaultCacheMegabytes());
 /** One thread per core, in libtorch and OpenBLAS alike, unless a launcher said otherwise (as torchrun does). */
 function defaultThreads(): number {
@@ -68,6 +86,8 @@ function defaultThreads(): number {
   return Number.isInteger(env) && env >= 1 ? env : navigator.hardwareConcurrency;
 }
 native.set_num_threads(ctx, defaultThreads());
+// torch.backends.cudnn.enabled = False, for a cuDNN that fails where libtorch's own CUDA kernels work.
+if (Deno.env.get("DINO_CUDNN") === "0") native.set_cudnn_enabled(ctx, false);
 
 const decoder = new TextDecoder();
 

@@ -159,6 +159,21 @@ export function cudaSynchronize(): void {
   checked(native.cuda_synchronize(ctx), "cudaSynchronize");
 }
 /**
+ * Whether CUDA convolutions and batch norms may use cuDNN (`torch.backends.cudnn.enabled`; on by default). Returns
+ * what it was, so that a caller can put it back. Without cuDNN, libtorch's own CUDA kernels run.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { setCudnnEnabled } from "./mod.ts";
+ * const was = setCudnnEnabled(false);
+ * assert.equal(setCudnnEnabled(was), false);
+ * ```
+ */
+export function setCudnnEnabled(on: boolean): boolean {
+  return checked(native.set_cudnn_enabled(ctx, on), "setCudnnEnabled") === 1;
+}
+/**
  * Runs `fn` under libtorch's op profiler (the one `torch.autograd.profiler.profile(use_kineto=False)` runs) and
  * writes every op it ran, autograd's backward ops included, to `path` as a Chrome trace (a JSON list of events
  * with name, start and duration in microseconds, and thread; chrome://tracing and Perfetto open it). Returns what

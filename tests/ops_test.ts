@@ -425,6 +425,27 @@ Deno.test("runtime: version, threads and CUDA queries", () => {
   t.cudaSynchronize();
 });
 
+Deno.test("conv2d and batch norm give the same numbers with cuDNN on and off, on the CPU and on CUDA where present", () =>
+  noLeak(() => {
+    using g = new t.Generator(3);
+    const x = t.randn(g, [2, 3, 8, 8]), w = t.randn(g, [4, 3, 3, 3]);
+    const run = (device: t.Device, cudnn: boolean) => {
+      const was = t.setCudnnEnabled(cudnn);
+      try {
+        const y = t.conv2d(t.toDevice(x, device), t.toDevice(w, device), undefined, { padding: 1 });
+        return t.toArray(t.batchNorm(y, { training: true }).output);
+      } finally {
+        t.setCudnnEnabled(was);
+      }
+    };
+    const reference = run("cpu", false);
+    for (const device of (t.cudaAvailable() ? ["cpu", "cuda"] : ["cpu"]) as t.Device[]) {
+      // cuDNN may round the convolution's inputs to TF32 (10 mantissa bits): 2e-3 covers it, not a wrong kernel.
+      for (const cudnn of [true, false]) assertClose(run(device, cudnn), reference, 2e-3);
+    }
+    assert.equal(t.setCudnnEnabled(true), true, "left enabled, as by default");
+  }));
+
 Deno.test("device moves: to CUDA and back when present, a clear error when not", () =>
   noLeak(() => {
     const x = t.tensor([1, 2, 3]);
