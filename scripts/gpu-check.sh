@@ -6,6 +6,7 @@
 #   install  deno from .cache/gpu/deno.xz into $WORK/bin; Fashion-MNIST from .cache/gpu/fashion-mnist into
 #            $FMNIST_DIR (default /usr/share/datasets/fashion-mnist, where the code looks) unless it is there
 #   build    the shim against python3's PyTorch (DINO_LIBTORCH_FROM=python), CUDA and NCCL where found
+#   cudnn    one cuDNN convolution in a process of its own: if it fails, DINO_CUDNN=0 (cuDNN off) for the stages below
 #   cuda     the tests that exercise CUDA directly (tests/ops_test.ts); the device tests (those named "... on the
 #            test device ...": a ViT forward and backward, two training steps, an fp16 step with the loss scaler,
 #            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus NCCL
@@ -38,7 +39,11 @@ mkdir -p "$OUT" "$WORK/bin" "$WORK/stages"
 LOG=$OUT/log.txt
 : >"$LOG"
 export PATH=$WORK/bin:$PATH DENO_NO_UPDATE_CHECK=1 PYTHONUNBUFFERED=1 NO_COLOR=1
-export DENO_DIR=${DENO_DIR:-$CARRY/deno-dir}
+# A copy of the carried npm cache, so that Deno's own caches never land in .cache/gpu (and grow the next carry).
+if [ -z "${DENO_DIR:-}" ]; then
+  export DENO_DIR=$WORK/deno-dir
+  [ -d "$DENO_DIR/npm" ] || { mkdir -p "$DENO_DIR" && cp -r "$CARRY/deno-dir/." "$DENO_DIR/"; }
+fi
 export DINO_CACHE_DIR=$WORK/dino-cache DINO_BENCH_PYTHON=${DINO_BENCH_PYTHON:-python3}
 export DINO_LIBTORCH_FROM=${DINO_LIBTORCH_FROM:-python} DINO_PYTHON=${DINO_PYTHON:-python3}
 if [ "$DRY" = 1 ]; then
@@ -112,8 +117,11 @@ if all(ok(os.path.join(fmnist, n + ".gz"), s) for n, s in zip(names, sizes)):
 else:
     os.makedirs(fmnist, exist_ok=True)
     for n, s in zip(names, sizes):
-        with lzma.open(os.path.join(carry, "fashion-mnist", n + ".xz")) as src:
+        cols = os.path.join(carry, "fashion-mnist", n + ".cols.xz")
+        with lzma.open(cols if os.path.exists(cols) else os.path.join(carry, "fashion-mnist", n + ".xz")) as src:
             data = src.read()
+        if os.path.exists(cols):  # each 28 x 28 image stored transposed (gpu-pack.sh): back to rows
+            data = data[:16] + b"".join(data[i + r:i + 784:28] for i in range(16, len(data), 784) for r in range(28))
         if len(data) != s:
             sys.exit(f"{n}: {len(data)} bytes, expected {s}")
         with gzip.open(os.path.join(fmnist, n + ".gz.tmp"), "wb", compresslevel=1) as dst:
@@ -191,6 +199,17 @@ export -f stage_install stage_build stage_cuda stage_bench stage_train stage_sui
 run_stage install 120 bash -c stage_install || say "install failed: nothing else can run"
 if [ -x "$WORK/bin/deno" ]; then
   wanted build && run_stage build 240 bash -c stage_build
+  # cuDNN's first call: where it crashes the process (as it did before libstdc++ was shared, see native/ops.cpp),
+  # every later stage runs with cuDNN off rather than not at all, and results.json says so.
+  if [ "$DRY" != 1 ] && [ -z "${DINO_CUDNN:-}" ]; then
+    if run_stage cudnn 60 deno eval 'import * as t from "./mod.ts"; using g = new t.Generator(0);
+      const x = t.toDevice(t.randn(g, [2, 3, 8, 8]), "cuda"), w = t.toDevice(t.randn(g, [4, 3, 3, 3]), "cuda");
+      t.setCudnnEnabled(true); t.conv2d(x, w); t.cudaSynchronize(); console.log("cuDNN convolution ok");'; then :
+    else
+      export DINO_CUDNN=0
+      say "cudnn: the convolution failed: the stages below run with DINO_CUDNN=0 (libtorch's own CUDA kernels)"
+    fi
+  fi
   wanted cuda && run_stage cuda 120 bash -c stage_cuda
   wanted bench && run_stage bench "${BENCH_TIMEOUT:-150}" bash -c stage_bench
   wanted train && run_stage train "${TRAIN_TIMEOUT:-300}" bash -c stage_train
@@ -214,6 +233,7 @@ def load(path):
     except Exception:
         return None
 res["build"] = load(os.path.join(work, "build-info.json"))
+res["cudnnDisabled"] = os.environ.get("DINO_CUDNN") == "0"
 res["bench"] = load(os.path.join(out, "bench.json"))
 curve = []
 try:
