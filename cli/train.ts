@@ -346,7 +346,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
       return b;
     },
   };
-  for await (const e of trainLoop(run.state, { ...run, data, augment, seed: s.seed, stopAt })) {
+  for await (const e of trainLoop(run.state, { ...run, data, augment, seed: s.seed, stopAt, augmentOn: s.augmentOn })) {
     run.state = e.state;
     const step = e.state.step;
     if (e.type === "epoch" && read === 0 && skipped > 0) {

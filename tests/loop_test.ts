@@ -70,36 +70,43 @@ Deno.test("breaking out of the loop while the next batch's views are being made 
   assert.equal(t.liveTensors(), before, "tensors leaked");
 });
 
-Deno.test("the loop on the test device trains as the loop on the CPU: views made there, state kept there", async () => {
+Deno.test("the loop on the test device trains as the loop on the CPU, views made on the CPU or there, state kept there", async () => {
   const before = t.liveTensors();
   const x = images();
   const data = tensorDataset(x);
   const stopAt = 4; // an epoch and a third: the second epoch's views too
-  const run = async (device: t.Device) => {
+  const run = async (device: t.Device, augmentOn?: "cpu" | "device") => {
     const init = initTrainState(net, hyper, 0);
     let state = onTestDevice(init, device); // the loop takes it over
     t.dispose(init);
     const losses: number[] = [];
-    for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 5, device, stopAt })) {
+    for await (const e of trainLoop(state, { data, net, hyper, augment, seed: 5, device, stopAt, augmentOn })) {
       state = e.state;
       if (e.type === "step") losses.push(e.metrics.loss);
     }
     return { state, losses };
   };
-  const cpu = await run("cpu"), dev = await run(testDevice);
-  assert.deepEqual([dev.state.step, dev.losses.length], [stopAt, stopAt]);
-  for (const p of t.tensorsIn(dev.state)) assert.ok(p.device.startsWith(testDevice), `a state tensor on ${p.device}`);
-  // On the CPU: the same run twice, bit for bit. On CUDA: views made op by op, convolutions possibly in TF32 (see
-  // augment_test.ts and lib_test.ts on the test device): 1e-2 relative L2 per tensor and per loss.
-  const tol = testDevice === "cpu" ? 0 : 1e-2;
-  const got = t.tensorsIn(dev.state.student), want = t.tensorsIn(cpu.state.student);
-  assert.equal(got.length, want.length);
-  got.forEach((p, i) => {
-    const e = relativeL2(p, want[i]);
-    assert.ok(e <= tol, `parameter ${i}: relative error ${e} > ${tol}`);
-  });
-  cpu.losses.forEach((l, i) => assert.ok(Math.abs(dev.losses[i] - l) <= tol * l, `loss ${i}: ${dev.losses[i]}, ${l}`));
-  t.dispose([cpu.state, dev.state]);
+  const cpu = await run("cpu");
+  for (const augmentOn of ["cpu", "device"] as const) {
+    const dev = await run(testDevice, augmentOn);
+    assert.deepEqual([dev.state.step, dev.losses.length], [stopAt, stopAt]);
+    for (const p of t.tensorsIn(dev.state)) assert.ok(p.device.startsWith(testDevice), `a state tensor on ${p.device}`);
+    // On the CPU: the same run twice, bit for bit. On CUDA: the step's convolutions possibly in TF32, and views
+    // made there op by op (see augment_test.ts and lib_test.ts on the test device): 1e-2 relative L2 per tensor and
+    // per loss.
+    const tol = testDevice === "cpu" ? 0 : 1e-2;
+    const got = t.tensorsIn(dev.state.student), want = t.tensorsIn(cpu.state.student);
+    assert.equal(got.length, want.length);
+    got.forEach((p, i) => {
+      const e = relativeL2(p, want[i]);
+      assert.ok(e <= tol, `views on ${augmentOn}, parameter ${i}: relative error ${e} > ${tol}`);
+    });
+    cpu.losses.forEach((l, i) =>
+      assert.ok(Math.abs(dev.losses[i] - l) <= tol * l, `loss ${i}: ${dev.losses[i]}, ${l}`)
+    );
+    t.dispose(dev.state);
+  }
+  t.dispose(cpu.state);
   data[Symbol.dispose]();
   x.dispose();
   assert.equal(t.liveTensors(), before, "tensors leaked");

@@ -272,6 +272,13 @@ export const SETTINGS = {
     { resumable: true },
   ),
   device: choice(["auto", "cpu", "cuda"] as const, "auto", "auto, cpu or cuda", "run", { resumable: true }),
+  augmentOn: choice(
+    ["cpu", "device"] as const,
+    "cpu",
+    "where a GPU run makes its views: cpu (native threads, during the previous step) or device (op by op, between steps)",
+    "run",
+    { resumable: true },
+  ),
   seed: int(0, "random seed", "run", { max: Number.MAX_SAFE_INTEGER, official: "seed", range: "nonNegative" }),
   saveckpFreq: int(20, "also keep a checkpoint every N epochs", "run", {
     max: 100000,

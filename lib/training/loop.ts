@@ -70,10 +70,17 @@ export interface LoopOptions {
    */
   group?: ProcessGroup;
   /**
-   * Threads that make the next batch's views while a step runs (default 1:
-   * the step keeps the others). On the CPU the views of batch n + 1 are made
-   * on native threads during the step of batch n; on other devices they are
-   * made between steps.
+   * Where the views are made when training on another device than the CPU:
+   * `"cpu"` (the default, as the official DataLoader workers do) makes the
+   * views of batch n + 1 on native CPU threads during the step of batch n
+   * and moves them to the device; `"device"` makes them there, op by op,
+   * between steps.
+   */
+  augmentOn?: "cpu" | "device";
+  /**
+   * Threads that make the next batch's views while a step runs (default: 1
+   * when training on the CPU, whose step keeps the others; one less than the
+   * cores when the step runs on another device).
    */
   augmentThreads?: number;
   /** Time each step's phases (`StepMetrics.phases`; see `TrainStepOptions.timed`). */
@@ -153,7 +160,8 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
   const shard = { rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1 };
   const perEpoch = hyper.itersPerEpoch;
   const stopAt = Math.min(o.stopAt ?? Infinity, hyper.epochs * perEpoch);
-  const threads = o.augmentThreads ?? 1;
+  const viewsOnCpu = device === "cpu" || (o.augmentOn ?? "cpu") === "cpu";
+  const threads = o.augmentThreads ?? (device === "cpu" ? 1 : Math.max(1, navigator.hardwareConcurrency - 1));
   for (let epoch = Math.floor(state.step / perEpoch); epoch < hyper.epochs && state.step < stopAt; epoch++) {
     const start = state.step - epoch * perEpoch;
     const onSkipped = o.onSkipped && ((files: string[], why: string) => o.onSkipped!(files, why, epoch));
@@ -161,8 +169,8 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
     // The views of a batch, started now: on the CPU on native threads (the promise settles while a step runs).
     const startViews = (batch: Batch): Pending => {
       const sampleSeeds = batch.indices.map((i) => sampleSeed(o.seed, epoch, i));
-      const views = device === "cpu"
-        ? dinoViewsAsync(batch.images, o.augment, { sampleSeeds }, { threads })
+      const views = viewsOnCpu
+        ? dinoViewsAsync(batch.images, o.augment, { sampleSeeds }, { threads }).then((made) => onDevice(made, device))
         : Promise.resolve(tidy(() => dinoViews(toDevice(batch.images, device), o.augment, { sampleSeeds })));
       return { batch, views };
     };
@@ -212,5 +220,15 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
     }
     const completed = state.step % perEpoch === 0 ? state.step / perEpoch : epoch;
     yield { type: "epoch", state, epoch, completed };
+  }
+}
+
+/** `views` on `device`: the same tensors where they already are, else copies (the originals freed). */
+function onDevice(views: Tensor[], device: Device): Tensor[] {
+  if (views.every((v) => v.device === device || v.device.startsWith(`${device}:`))) return views;
+  try {
+    return tidy(() => views.map((v) => toDevice(v, device)));
+  } finally {
+    dispose(views);
   }
 }
