@@ -9,9 +9,9 @@
 #   cudnn    one cuDNN convolution in a process of its own: if it fails, DINO_CUDNN=0 (cuDNN off) for the stages below
 #   cuda     the tests that exercise CUDA directly (tests/ops_test.ts); the device tests (those named "... on the
 #            test device ...": a ViT forward and backward, two training steps, an fp16 step with the loss scaler,
-#            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus NCCL
-#            at world size 1 through the training program's distributed path (WORLD_SIZE=1, --dist-backend nccl,
-#            a few steps). Each part runs even when an earlier one fails; the stage fails if any does.
+#            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus an NCCL
+#            process group of one all-reducing CUDA tensors, and the training program under a launcher's variables
+#            for one process (WORLD_SIZE=1, a few steps). Each part runs even when an earlier one fails; the stage fails if any does.
 #   bench    bench/compare_gpu_step.ts (official-recipe step, fp32/bf16/fp16, and augmentation on the GPU) and
 #            bench/compare_inference.ts on CUDA
 #   train    deno task train --preset fmnist-gpu (k-NN curve in metrics.jsonl), at most TRAIN_TIMEOUT seconds
@@ -156,11 +156,21 @@ stage_cuda() {
   # them where CUDA is missing rather than letting them pass on the CPU.
   DINO_TEST_DEVICE=$device deno test -A --filter "test device" tests/lib_test.ts tests/train_test.ts \
     tests/loop_test.ts tests/augment_test.ts tests/precision_test.ts || rc=1
-  # NCCL (Gloo in a dry run) at world size 1 through the training program's distributed path.
+  # NCCL (Gloo in a dry run) at world size 1: a process group of one, through the library (the training program
+  # forms no group for one process, so it cannot exercise NCCL there), all-reducing CUDA tensors.
   local backend=nccl
   [ "$DRY" = 1 ] && backend=gloo
+  BACKEND=$backend DEVICE=$device deno eval 'import * as t from "./mod.ts";
+    const backend = Deno.env.get("BACKEND") as "nccl" | "gloo", device = Deno.env.get("DEVICE") as t.Device;
+    using group = t.ProcessGroup.join({ backend, rank: 0, worldSize: 1, port: 0 });
+    const out = t.allReduceMean({ a: t.toDevice(t.tensor([1, 2]), device), b: t.toDevice(t.tensor([[3]]), device) }, group);
+    const got = [...t.toArray(out.a), ...t.toArray(out.b)];
+    if (got.join() !== "1,2,3") throw new Error(`all-reduce at world size 1 gave ${got}`);
+    console.log(`${backend} at world size 1: all-reduce of tensors on ${out.a.device} ok`);
+    t.dispose(out);' || rc=1
+  # The training program with a launcher'"'"'s variables for one process (no group: it pays nothing).
   WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
-    deno run -A cli/train.ts --preset fmnist --device "$device" --dist-backend "$backend" --max-steps 4 \
+    deno run -A cli/train.ts --preset fmnist --device "$device" --max-steps 4 \
     --train-limit 512 --test-limit 256 --knn-every 0 --report false --output-dir "$WORK/dist1" || rc=1
   return $rc
 }
