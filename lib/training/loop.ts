@@ -36,7 +36,16 @@
  * ```
  * @module
  */
-import { type Device, dispose, type ProcessGroup, streamSeed, type Tensor, tidy, toDevice } from "../../ffi/mod.ts";
+import {
+  type Device,
+  dispose,
+  getNumThreads,
+  type ProcessGroup,
+  streamSeed,
+  type Tensor,
+  tidy,
+  toDevice,
+} from "../../ffi/mod.ts";
 import { anyRank } from "../distributed/collectives.ts";
 import { type AugmentConfig, dinoViews, dinoViewsAsync } from "../augment/mod.ts";
 import type { Batch, Dataset } from "../data/dataset.ts";
@@ -79,8 +88,9 @@ export interface LoopOptions {
   augmentOn?: "cpu" | "device";
   /**
    * Threads that make the next batch's views while a step runs (default: 1
-   * when training on the CPU, whose step keeps the others; one less than the
-   * cores when the step runs on another device).
+   * when training on the CPU, whose step keeps the others; when the step runs
+   * on another device, one less than this process's compute threads, which a
+   * launcher of several processes divides among them).
    */
   augmentThreads?: number;
   /** Time each step's phases (`StepMetrics.phases`; see `TrainStepOptions.timed`). */
@@ -161,7 +171,7 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
   const perEpoch = hyper.itersPerEpoch;
   const stopAt = Math.min(o.stopAt ?? Infinity, hyper.epochs * perEpoch);
   const viewsOnCpu = device === "cpu" || (o.augmentOn ?? "cpu") === "cpu";
-  const threads = o.augmentThreads ?? (device === "cpu" ? 1 : Math.max(1, navigator.hardwareConcurrency - 1));
+  const threads = o.augmentThreads ?? (device === "cpu" ? 1 : Math.max(1, getNumThreads() - 1));
   for (let epoch = Math.floor(state.step / perEpoch); epoch < hyper.epochs && state.step < stopAt; epoch++) {
     const start = state.step - epoch * perEpoch;
     const onSkipped = o.onSkipped && ((files: string[], why: string) => o.onSkipped!(files, why, epoch));
