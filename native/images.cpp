@@ -634,6 +634,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   const bool pic = head[0] == 0x53 && head[1] == 0x80 && head[2] == 0xf6 && head[3] == 0x34 &&
                    std::memcmp(head + 88, "PICT", 4) == 0;
   const bool pnm = head[0] == 'P' && (head[1] == '5' || head[1] == '6');
+  const bool png = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0;
   RewrittenBmp rewritten;
   const BmpPalette palette = bmp ? rewrite_bmp_palette(fd, st.st_size, head, &rewritten) : BmpPalette::kAsIs;
   if (palette == BmpPalette::kNone) {
@@ -660,7 +661,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   int w = 0, h = 0, comp = 0;
   // The header alone: nothing is allocated for the pixels before their count is known to be within budget.
   // What the file is, for a failure that stb gives no reason for.
-  const char* format = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0 ? "corrupt PNG data"
+  const char* format = png                                                       ? "corrupt PNG data"
                        : head[0] == 0xff                                         ? "corrupt JPEG data"
                        : std::memcmp(head, "GIF8", 4) == 0                       ? "corrupt GIF data"
                        : bmp                                                     ? "corrupt BMP data"
@@ -754,7 +755,6 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
                     "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
                     static_cast<double>(arena.cap) / (1 << 20), w, h);
     } else {
-      const bool png = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0;
       unsigned char type[4];
       if (!png || !is_unknown_png_chunk(stbi_failure_reason())) {
         std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));

@@ -168,7 +168,7 @@ stage_cuda() {
     if (got.join() !== "1,2,3") throw new Error(`all-reduce at world size 1 gave ${got}`);
     console.log(`${backend} at world size 1: all-reduce of tensors on ${out.a.device} ok`);
     t.dispose(out);' || rc=1
-  # The training program with a launcher'"'"'s variables for one process (no group: it pays nothing).
+  # The training program with a launcher's variables for one process (no group: it pays nothing).
   WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
     deno run -A cli/train.ts --preset fmnist --device "$device" --max-steps 4 \
     --train-limit 512 --test-limit 256 --knn-every 0 --report false --output-dir "$WORK/dist1" || rc=1
