@@ -126,16 +126,6 @@ function joinWorld(s: Settings, world: World | undefined): Dist | number {
         `${flagOf("centering")} sinkhorn normalises over the batch: it is not supported over several processes`,
       );
     }
-    if (s.arch.startsWith("resnet") || s.useBnInHead) {
-      // The official code converts batch norm to SyncBatchNorm over the process group; per-process statistics
-      // would train something else, so such runs are refused until SyncBatchNorm exists here.
-      throw new UsageError(
-        `batch norm (${
-          s.arch.startsWith("resnet") ? `${flagOf("arch")} ${s.arch}` : `${flagOf("useBnInHead")} true`
-        }) ` +
-          "over several processes needs SyncBatchNorm, which this project does not have yet: train on one process",
-      );
-    }
     const backend = resolveBackend(s, s.device !== "cpu" && cudaAvailable());
     requireBackend(backend, `WORLD_SIZE ${world.worldSize}`);
     group = ProcessGroup.join({

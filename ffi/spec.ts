@@ -221,4 +221,5 @@ export const symbols = {
   dist_allreduce: list("pointer", ...TENSORS, I, F),
   dist_broadcast: list("pointer", ...TENSORS, I, F),
   dist_barrier: scalar("pointer"),
+  dist_sum_grad: tensor("pointer", T),
 } as const;

@@ -10,14 +10,9 @@
 // survivors tell each other through the store that they are alive, and the ranks that stay silent are named as lost.
 // A group that failed refuses further collectives. Without Gloo's headers (Debian's libgloo-dev) the shim builds
 // without this engine: dist_backends reports none, and creating a group is an error that says how to get it.
-#include "shim.h"
-
-#include <chrono>
-#include <memory>
-#include <sstream>
-#include <thread>
-
+// libtorch's headers come before shim.h: those of libtorch 2.x define and undefine a TENSOR macro of their own.
 #if defined(DINO_GLOO) || defined(DINO_NCCL)
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
@@ -27,6 +22,13 @@
 #ifdef DINO_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+
+#include "shim.h"
+
+#include <chrono>
+#include <memory>
+#include <sstream>
+#include <thread>
 
 #if defined(DINO_GLOO) || defined(DINO_NCCL)
 
@@ -364,6 +366,27 @@ double barrier(Group* g) {
   return 0;
 }
 
+// The sum over ranks as a differentiable op: each rank's result is the sum of every rank's x, so the gradient of
+// a loss summed over ranks with respect to one rank's x is the sum over ranks of the result's gradients, which the
+// backward pass all-reduces in turn. SyncBatchNorm's shared statistics are built from it (lib/model/batch_norm.ts).
+// Every rank must run its forward and backward passes in the same order, as the official SyncBatchNorm requires.
+struct SumOverRanks : torch::autograd::Function<SumOverRanks> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group) {
+    ctx->saved_data["group"] = group;
+    return allreduce(reinterpret_cast<Group*>(group), {x}, false, 0)[0];
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* g = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    return {allreduce(g, {grads[0]}, false, 0)[0], at::Tensor()};
+  }
+};
+
+at::Tensor sum_over_ranks(Group* g, const at::Tensor& x) {
+  usable(g);
+  return SumOverRanks::apply(x, reinterpret_cast<int64_t>(g));
+}
+
 }  // namespace
 
 #else  // no distributed engine in this build
@@ -379,6 +402,7 @@ Group* group_new(const std::string&, const std::string&, int, int, int, double) 
 std::vector<at::Tensor> allreduce(Group*, const std::vector<at::Tensor>&, bool, double) { absent(); }
 std::vector<at::Tensor> broadcast(Group*, const std::vector<at::Tensor>&, int, double) { absent(); }
 double barrier(Group*) { absent(); }
+at::Tensor sum_over_ranks(Group*, const at::Tensor&) { absent(); }
 }  // namespace
 
 #endif
@@ -419,3 +443,5 @@ LIST(dist_allreduce, (Group* g, TENSORS(ts), int op, double bucket_mb), allreduc
 LIST(dist_broadcast, (Group* g, TENSORS(ts), int root, double bucket_mb), broadcast(g, TV(ts), root, bucket_mb))
 // Waits until every rank is here.
 SCALAR(dist_barrier, (Group* g), barrier(g))
+// The sum over ranks of x, with a gradient: the backward pass all-reduces the gradient too.
+TENSOR(dist_sum_grad, (Group* g, T x), sum_over_ranks(g, *x))

@@ -20,7 +20,7 @@
  * @module
  */
 import { checked, ctx, messageOf, native, TorchError } from "../library.ts";
-import { type Tensor, wrapList } from "../tensor.ts";
+import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { handles } from "./args.ts";
 
 /** A collective backend of c10d. */
@@ -224,4 +224,31 @@ export function broadcast(
  */
 export function barrier(group: ProcessGroup): void {
   checked(native.dist_barrier(ctx, group.ptr), "barrier");
+}
+
+/**
+ * The sum over every rank of `x`, with a gradient: on each rank the result's
+ * gradient flows back to `x` summed over the ranks (the backward pass
+ * all-reduces it), which is the gradient of the loss summed over the ranks.
+ * Statistics shared by every rank's batch, as SyncBatchNorm's, train through
+ * it. Every rank must call it, and run its backward pass, in the same order.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { distributedBackends, grad, ProcessGroup, requiresGrad, sum, tensor, tidy, toArray } from "../mod.ts";
+ * import { sumOverRanks } from "./distributed.ts";
+ * if (distributedBackends().includes("gloo")) {
+ *   using group = ProcessGroup.join({ rank: 0, worldSize: 1, port: 0 });
+ *   tidy(() => {
+ *     const x = requiresGrad(tensor([1, 2]));
+ *     const y = sumOverRanks(x, group); // a world of one: x itself
+ *     assert.deepEqual(toArray(y), [1, 2]);
+ *     assert.deepEqual(toArray(grad(sum(y), [x])[0]), [1, 1]);
+ *   });
+ * }
+ * ```
+ */
+export function sumOverRanks(x: Tensor, group: ProcessGroup): Tensor {
+  return wrap(native.dist_sum_grad(ctx, group.ptr, x.ptr), "sumOverRanks");
 }

@@ -19,7 +19,7 @@
  * ```
  * @module
  */
-import { cat, type Generator, type Tensor } from "../../ffi/mod.ts";
+import { cat, type Generator, type ProcessGroup, type Tensor } from "../../ffi/mod.ts";
 import { type HeadConfig, headConfig, headForward, type HeadParams, initHead } from "./head.ts";
 import {
   type Arch,
@@ -170,6 +170,11 @@ export interface MultiCropOptions {
   /** Batch-norm mode of the head and of a ResNet backbone (true, the default: batch statistics). */
   training?: boolean;
   /**
+   * On one rank of several: batch norm in training normalises with the
+   * statistics of every rank's batch, as the official code's SyncBatchNorm.
+   */
+  group?: ProcessGroup;
+  /**
    * Mixed precision of a ViT network (see `precision.ts`; default fp32): the
    * matrix products in bf16 or fp16, the output in fp32. ResNets take fp32 only.
    */
@@ -218,7 +223,7 @@ export function multiCropForward(
     const batch = end - start === 1 ? crops[start] : cat(crops.slice(start, end), 0); // [n*B, C, H, W]
     if (cfg.resnet) {
       const net = withRunningStats(p.backbone as ResNetParams, backboneStats);
-      const r = resnetForward(net, cfg.resnet, batch, { training });
+      const r = resnetForward(net, cfg.resnet, batch, { training, group: o.group });
       Object.assign(backboneStats, r.bnStats);
       features.push(r.output);
     } else {
@@ -228,7 +233,7 @@ export function multiCropForward(
     start = end;
   }
   const all = features.length === 1 ? features[0] : cat(features, 0); // [crops*B, D]
-  const { output, bnStats } = headForward(p.head, cfg.head, all, training, dt);
+  const { output, bnStats } = headForward(p.head, cfg.head, all, training, dt, o.group);
   const moved = Object.entries(backboneStats).map(([k, t]) => [`backbone.${k}`, t]);
   return {
     output,

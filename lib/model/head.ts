@@ -20,7 +20,6 @@
  */
 import {
   add,
-  batchNorm,
   clamp,
   div,
   gelu,
@@ -28,12 +27,14 @@ import {
   linear,
   norm,
   ones,
+  type ProcessGroup,
   type Tensor,
   weightNorm,
   zeros,
 } from "../../ffi/mod.ts";
 import { defaultLinearInit, type LinearParams, truncNormal } from "./vit.ts";
 import { fp32, type LowDtype, lowLinear } from "./precision.ts";
+import { syncBatchNorm } from "./batch_norm.ts";
 
 /** The shape of a DINO head. */
 export interface HeadConfig {
@@ -185,6 +186,8 @@ export function l2Normalize(x: Tensor): Tensor {
  * running statistics (keyed by layer index); the inputs are never changed.
  * With a low dtype `dt` (mixed precision), the linear layers and GELUs run in
  * it, batch norm and the L2 normalisation in fp32, and the output is fp32.
+ * With a `group` of several ranks, batch norm in training uses the statistics
+ * of every rank's batch (SyncBatchNorm).
  *
  * @example
  * ```ts
@@ -205,6 +208,7 @@ export function headForward(
   x: Tensor,
   training = true,
   dt?: LowDtype,
+  group?: ProcessGroup,
 ): { output: Tensor; bnStats: Record<string, Tensor> } {
   // The batch-norm buffers a training pass moves, under their state-dict keys (`mlp.1.running_mean`, ...).
   const bnStats: Record<string, Tensor> = {};
@@ -221,13 +225,13 @@ export function headForward(
       if (l === li.length - 1) return;
       if (bn[l] !== undefined) {
         const b = layers[bn[l]] as BatchNormParams;
-        const r = batchNorm(fp32(h), {
+        const r = syncBatchNorm(fp32(h), {
           weight: b.weight,
           bias: b.bias,
           runningMean: b.running_mean,
           runningVar: b.running_var,
           training,
-        });
+        }, group);
         h = r.output;
         if (training) {
           bnStats[`mlp.${bn[l]}.running_mean`] = r.runningMean!;

@@ -1,7 +1,7 @@
 /**
  * The model: the Vision Transformer backbone (`vit.ts`), the torchvision ResNets (`resnet.ts`), the DINO
  * projection head (`head.ts`) and the multi-crop wrapper that runs both over every crop (`dino.ts`), with mixed
- * precision as autocast (`precision.ts`). Parameters are plain records of tensors under the official `state_dict`
+ * precision as autocast (`precision.ts`) and batch norm over every rank of a data-parallel run (`batch_norm.ts`). Parameters are plain records of tensors under the official `state_dict`
  * key names.
  *
  * @example
@@ -19,3 +19,4 @@ export * from "./backbone.ts";
 export * from "./head.ts";
 export * from "./dino.ts";
 export * from "./precision.ts";
+export * from "./batch_norm.ts";

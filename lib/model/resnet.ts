@@ -30,18 +30,19 @@
 import {
   adaptiveAvgPool2d,
   add,
-  batchNorm,
   conv2d,
   flatten,
   type Generator,
   maxPool2d,
   normal,
   ones,
+  type ProcessGroup,
   relu,
   type Tensor,
   tidy,
   zeros,
 } from "../../ffi/mod.ts";
+import { syncBatchNorm } from "./batch_norm.ts";
 import type { BatchNormParams } from "./head.ts";
 
 /** The torchvision ResNets: block type and blocks per stage. */
@@ -228,18 +229,23 @@ export function initResNet(cfg: ResNetConfig, g: Generator): ResNetParams {
 export interface ResNetForwardOptions {
   /** Batch statistics, moving the running ones (true), or the running statistics (false, the default). */
   training?: boolean;
+  /** In training on several ranks: batch statistics over all of them (SyncBatchNorm). */
+  group?: ProcessGroup;
 }
 
-/** One `nn.BatchNorm2d`; in training, its moved buffers go into `stats` under `key`'s prefix. */
-function bn(p: BatchNormParams, x: Tensor, training: boolean, key: string, stats: Record<string, Tensor>): Tensor {
-  const r = batchNorm(x, {
+/** How the batch norms of one pass run. */
+type Mode = { training: boolean; group?: ProcessGroup };
+
+/** One `nn.(Sync)BatchNorm2d`; in training, its moved buffers go into `stats` under `key`'s prefix. */
+function bn(p: BatchNormParams, x: Tensor, mode: Mode, key: string, stats: Record<string, Tensor>): Tensor {
+  const r = syncBatchNorm(x, {
     weight: p.weight,
     bias: p.bias,
     runningMean: p.running_mean,
     runningVar: p.running_var,
-    training,
-  });
-  if (training) {
+    training: mode.training,
+  }, mode.group);
+  if (mode.training) {
     stats[`${key}.running_mean`] = r.runningMean!;
     stats[`${key}.running_var`] = r.runningVar!;
     stats[`${key}.num_batches_tracked`] = add(p.num_batches_tracked, 1);
@@ -252,24 +258,24 @@ function block(
   p: ResNetBlockParams,
   x: Tensor,
   stride: number,
-  training: boolean,
+  mode: Mode,
   key: string,
   stats: Record<string, Tensor>,
 ): Tensor {
   let h: Tensor;
   if (p.conv3 && p.bn3) { // Bottleneck (torchvision v1.5: the stride on the 3x3 conv)
-    h = relu(bn(p.bn1, conv2d(x, p.conv1.weight), training, `${key}.bn1`, stats));
-    h = relu(bn(p.bn2, conv2d(h, p.conv2.weight, undefined, { stride, padding: 1 }), training, `${key}.bn2`, stats));
-    h = bn(p.bn3, conv2d(h, p.conv3.weight), training, `${key}.bn3`, stats);
+    h = relu(bn(p.bn1, conv2d(x, p.conv1.weight), mode, `${key}.bn1`, stats));
+    h = relu(bn(p.bn2, conv2d(h, p.conv2.weight, undefined, { stride, padding: 1 }), mode, `${key}.bn2`, stats));
+    h = bn(p.bn3, conv2d(h, p.conv3.weight), mode, `${key}.bn3`, stats);
   } else { // BasicBlock
-    h = relu(bn(p.bn1, conv2d(x, p.conv1.weight, undefined, { stride, padding: 1 }), training, `${key}.bn1`, stats));
-    h = bn(p.bn2, conv2d(h, p.conv2.weight, undefined, { padding: 1 }), training, `${key}.bn2`, stats);
+    h = relu(bn(p.bn1, conv2d(x, p.conv1.weight, undefined, { stride, padding: 1 }), mode, `${key}.bn1`, stats));
+    h = bn(p.bn2, conv2d(h, p.conv2.weight, undefined, { padding: 1 }), mode, `${key}.bn2`, stats);
   }
   const shortcut = p.downsample
     ? bn(
       p.downsample["1"],
       conv2d(x, p.downsample["0"].weight, undefined, { stride }),
-      training,
+      mode,
       `${key}.downsample.1`,
       stats,
     )
@@ -305,11 +311,11 @@ export function resnetForward(
   if (x.ndim !== 4 || x.shape[1] !== cfg.inChans) {
     throw new Error(`the ResNet takes [B, ${cfg.inChans}, H, W] images, got [${x.shape}]`);
   }
-  const training = o.training ?? false;
+  const mode: Mode = { training: o.training ?? false, group: o.group };
   const bnStats: Record<string, Tensor> = {};
   const stem = tidy(() => {
     const stats: Record<string, Tensor> = {};
-    const y = relu(bn(p.bn1, conv2d(x, p.conv1.weight, undefined, { stride: 2, padding: 3 }), training, "bn1", stats));
+    const y = relu(bn(p.bn1, conv2d(x, p.conv1.weight, undefined, { stride: 2, padding: 3 }), mode, "bn1", stats));
     return { out: maxPool2d(y, 3, { stride: 2, padding: 1 }), stats };
   });
   let h = stem.out; // [B, 64, H/4, W/4]
@@ -319,7 +325,7 @@ export function resnetForward(
       const stride = s > 0 && b === 0 ? 2 : 1;
       const r = tidy(() => {
         const stats: Record<string, Tensor> = {};
-        return { out: block(bp, h, stride, training, `${stage}.${b}`, stats), stats };
+        return { out: block(bp, h, stride, mode, `${stage}.${b}`, stats), stats };
       });
       h.dispose();
       h = r.out;

@@ -100,7 +100,7 @@ export const PRESETS: Record<string, Preset> = {
   // The official README's ResNet-50 command (--arch resnet50 --optimizer sgd --lr 0.03 --weight_decay 1e-4
   // --weight_decay_end 1e-4 --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14), the rest at the defaults.
   // The official code changes nothing else by itself for a convnet (drop_path_rate and patch_size only reach ViTs;
-  // batch norms become SyncBatchNorm, which is batch norm in one process). The batch-norm head is set here, as this
+  // batch norms become SyncBatchNorm, as here). The batch-norm head is set here, as this
   // project's issue 19 asks; the command itself leaves --use_bn_in_head at its default: add --use-bn-in-head false
   // for the command exactly.
   "imagenet-resnet50": {

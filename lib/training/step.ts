@@ -304,8 +304,10 @@ export interface TrainStepOptions {
    * x worldSize, as the loader shards an epoch); the gradients are averaged
    * over the ranks after backward, before clipping (as DDP); the center moves
    * by the teacher outputs' sum over every rank's rows (as the official
-   * `update_center`); the reported metrics are means over the ranks; and the
-   * drop-path masks are drawn for the global batch, each rank taking its rows.
+   * `update_center`); the reported metrics are means over the ranks; the
+   * drop-path masks are drawn for the global batch, each rank taking its rows;
+   * and batch norms in both networks use the global batch's statistics
+   * (SyncBatchNorm).
    * So every rank takes the same step, the one a single process would take on
    * the global batch, up to float summation order.
    */
@@ -436,7 +438,9 @@ export function trainStep(
 
     for (const crops of micro) {
       // Teacher: the 2 global crops, no graph; its batch-norm buffers move with its own forward.
-      const t = noGrad(() => multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2), { precision }));
+      const t = noGrad(() =>
+        multiCropForward(treeOf(state.teacher, teacher), cfg, crops.slice(0, 2), { precision, group })
+      );
       teacher = { ...teacher, ...t.bnStats };
       teacherOuts.push(t.output);
       lap("teacherForward");
@@ -445,7 +449,7 @@ export function trainStep(
       for (const k of keys) leaves[k] = requiresGrad(student[k]);
       const net = treeOf(state.student, leaves);
       const shard = group && { rank: group.rank, worldSize: group.worldSize, batch: crops[0].shape[0] };
-      const s = multiCropForward(net, cfg, crops, { dropPath: g, shard, precision });
+      const s = multiCropForward(net, cfg, crops, { dropPath: g, shard, precision, group });
       const out = net.predictor ? predict(net.predictor, s.output, dt) : s.output;
       lap("studentForward");
       const { loss, targets } = dinoLoss(out, t.output, state.center, lossOptions);
