@@ -59,7 +59,8 @@ std::string rank_list(const std::vector<int>& ranks) {
 
 }  // namespace
 
-// A process group and the store it met through. Collectives are called from one thread (the caller's).
+// A process group and the store it met through. Collectives are called from one thread at a time (the caller's, or
+// autograd's while the caller waits for its backward pass).
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
 #ifdef DINO_GLOO
