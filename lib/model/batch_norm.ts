@@ -4,14 +4,16 @@
  * normalises each rank's batch with the statistics of the global batch, so
  * that N processes of batch B train what one process of batch N x B would.
  *
- * Over several ranks, the global mean and the (biased) variance are sums over
- * ranks made differentiable ({@linkcode sumOverRanks}): the mean from every
- * rank's per-channel sums and counts, then the variance from the sums of
- * squared deviations from that mean (two passes, as exact as one process's
- * batch norm). Gradients flow through both, summed over the ranks in the
- * backward pass, as PyTorch's SyncBatchNorm all-reduces its gradient sums.
- * The running statistics move by the global mean and the unbiased global
- * variance, the same on every rank.
+ * Over several ranks, each rank's per-channel count, mean and sum of squared
+ * deviations (two passes over its own rows) go to every rank in one
+ * differentiable collective ({@linkcode sumOverRanks} of a table with one row
+ * per rank, each rank filling its own), and are combined exactly as Chan's
+ * parallel variance does: PyTorch's SyncBatchNorm gathers each rank's mean
+ * and inverse deviation the same way. Gradients flow through the table,
+ * summed over the ranks in the backward pass (one more collective), as
+ * PyTorch's SyncBatchNorm all-reduces its gradient sums. The running
+ * statistics move by the global mean and the unbiased global variance, the
+ * same on every rank.
  *
  * @example A world of one: plain batch norm
  * ```ts
@@ -50,7 +52,10 @@ import {
   sumOverRanks,
   type Tensor,
   tidy,
+  zerosLike,
 } from "../../ffi/mod.ts";
+
+const squared = (t: Tensor) => mul(t, t);
 
 /**
  * Batch normalisation over dim 1 of `x` ([B, C] or [B, C, ...]), with the
@@ -70,18 +75,26 @@ export function syncBatchNorm(
   const dims = [0, ...x.shape.slice(2).map((_, i) => i + 2)];
   const perChannel = [1, c, ...x.shape.slice(2).map(() => 1)]; // [1, C, 1, ...]
   return tidy(() => {
-    const counted = cat([sum(x, dims), full([1], x.size / c, { dtype: x.dtype, device: x.device })]); // [C + 1]
-    const totals = sumOverRanks(counted, group);
-    const count = narrow(totals, 0, c, 1); // [1]: the global batch's values per channel
-    const mean = div(narrow(totals, 0, 0, c), count); // [C]
+    const n = x.size / c; // this rank's values per channel
+    const localMean = div(sum(x, dims), n); // [C]
+    const deviations = sum(squared(sub(x, reshape(localMean, perChannel))), dims); // [C]
+    const own = cat([localMean, deviations, full([1], n, { dtype: x.dtype, device: x.device })]); // [2C + 1]
+    const row = (r: number) => r === group.rank ? own : zerosLike(own);
+    const table = reshape(sumOverRanks(cat([...Array(group.worldSize).keys()].map(row)), group), [-1, 2 * c + 1]);
+    const counts = narrow(table, 1, 2 * c, 1); // [W, 1]
+    const means = narrow(table, 1, 0, c); // [W, C]
+    const count = sum(counts, 0); // [1]: the global batch's values per channel
+    const mean = div(sum(mul(means, counts), 0), count); // [C]
+    const spread = sum(mul(squared(sub(means, mean)), counts), 0); // [C]: between the ranks' means
+    const variance = div(add(sum(narrow(table, 1, c, c), 0), spread), count); // [C], biased
     const centered = sub(x, reshape(mean, perChannel));
-    const variance = div(sumOverRanks(sum(mul(centered, centered), dims), group), count); // [C], biased
     let output = mul(centered, reshape(rsqrt(add(variance, eps)), perChannel));
     if (o.weight) output = mul(output, reshape(o.weight, perChannel));
     if (o.bias) output = add(output, reshape(o.bias, perChannel));
     if (!o.runningMean || !o.runningVar) return { output };
     const unbiased = div(mul(variance, count), sub(count, 1));
-    const moved = (running: Tensor, batch: Tensor) => add(mul(running, 1 - momentum), mul(detach(batch), momentum)); // PyTorch's momentum convention
+    // PyTorch's momentum convention: the new batch's weight is `momentum`.
+    const moved = (running: Tensor, batch: Tensor) => add(mul(running, 1 - momentum), mul(detach(batch), momentum));
     return { output, runningMean: moved(o.runningMean, mean), runningVar: moved(o.runningVar, unbiased) };
   });
 }
