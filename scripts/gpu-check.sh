@@ -167,7 +167,14 @@ stage_cuda() {
     const got = [...t.toArray(out.a), ...t.toArray(out.b)];
     if (got.join() !== "1,2,3") throw new Error(`all-reduce at world size 1 gave ${got}`);
     console.log(`${backend} at world size 1: all-reduce of tensors on ${out.a.device} ok`);
-    t.dispose(out);' || rc=1
+    t.dispose(out);
+    const g = t.tidy(() => { // the collective of SyncBatchNorm: its backward pass all-reduces the gradient
+      const x = t.requiresGrad(t.toDevice(t.tensor([1, 2]), device));
+      const w = t.toDevice(t.tensor([3, 4]), device);
+      return t.toArray(t.grad(t.sum(t.mul(t.sumOverRanks(x, group), w)), [x])[0]);
+    });
+    if (g.join() !== "3,4") throw new Error(`sumOverRanks backward at world size 1 gave ${g}`);
+    console.log(`${backend} at world size 1: sumOverRanks forward and backward on ${device} ok`);' || rc=1
   # The training program with a launcher's variables for one process (no group: it pays nothing).
   WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
     deno run -A cli/train.ts --preset fmnist --device "$device" --max-steps 4 \
