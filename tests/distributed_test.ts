@@ -543,21 +543,10 @@ Deno.test({
     const one = Deno.makeTempDirSync(), two = Deno.makeTempDirSync();
     try {
       const flags = [
-        ...["--arch", "resnet18", "--use-bn-in-head", "true", "--optimizer", "sgd", "--lr", "0.3"],
-        ...["--out-dim", "64", "--hidden-dim", "32", "--bottleneck-dim", "16", "--local-crops-number", "2"],
-        ...[
-          "--train-limit",
-          "64",
-          "--test-limit",
-          "20",
-          "--log-every",
-          "1",
-          "--dist-timeout",
-          "20",
-          "--max-steps",
-          "2",
-        ],
-      ];
+        "--arch resnet18 --use-bn-in-head true --optimizer sgd --lr 0.3 --local-crops-number 2",
+        "--out-dim 64 --hidden-dim 32 --bottleneck-dim 16 --max-steps 2 --dist-timeout 20",
+        "--train-limit 64 --test-limit 20 --log-every 1",
+      ].join(" ").split(" ");
       const single = await captured(() => train([...flags, "--batch-size", "8", "--output-dir", one]));
       assert.equal(single.value, 0, single.err);
       const parallel = await run([
