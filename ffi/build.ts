@@ -55,6 +55,7 @@ export const NATIVE_SOURCES = [
   "images.cpp",
   "distributed.cpp",
   "augment.cpp",
+  "matmul.cpp",
 ] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 

@@ -66,7 +66,7 @@ static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor>
 }
 // OpenBLAS keeps its own thread pool beside libtorch's, sized to every core, and libtorch's thread count does not
 // reach it. Which BLAS libtorch loaded is the system's choice, so its thread setters are looked up at run time.
-static void* blas_symbol(const char* name) {
+void* blas_symbol(const char* name) {
   for (const char* lib : {"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}) {
     void* handle = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD);
     if (!handle) continue;
@@ -347,9 +347,9 @@ TENSOR(all, (T a), at::all(*a))
 TENSOR(any, (T a), at::any(*a))
 
 // ---- linear algebra and neural-network ops --------------------------------------------
-BINARY(matmul)
-BINARY(bmm)
-TENSOR(linear, (T x, T w, T b), at::linear(*x, *w, maybe(b)))
+TENSOR(matmul, (T a, T b), small_matmul(*a, *b))
+TENSOR(bmm, (T a, T b), small_bmm(*a, *b))
+TENSOR(linear, (T x, T w, T b), fast_linear(*x, *w, maybe(b)))
 TENSOR(conv2d, (T x, T w, T b, INTS(stride), INTS(padding), INTS(dilation), int groups), at::conv2d(*x, *w, maybe(b), IV(stride), IV(padding), IV(dilation), groups))
 TENSOR(max_pool2d, (T x, INTS(kernel), INTS(stride), INTS(padding), INTS(dilation), bool ceil), at::max_pool2d(*x, IV(kernel), IV(stride), IV(padding), IV(dilation), ceil))
 TENSOR(adaptive_avg_pool2d, (T x, INTS(size)), at::adaptive_avg_pool2d(*x, IV(size)))

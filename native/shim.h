@@ -2,7 +2,10 @@
 // macros. The shim is a flat C ABI over libtorch for Deno FFI; its parts are split by concern:
 //   ops.cpp        the op table, one line per op, and the few helpers of ops that are more than one call;
 //   allocator.cpp  the caching CPU allocator and its entry points;
-//   images.cpp     image decoding and writing through stb.
+//   images.cpp     image decoding and writing through stb;
+//   augment.cpp    the DINO views of a batch in one call;
+//   distributed.cpp  collectives over c10d (Gloo, NCCL);
+//   matmul.cpp     fp32 matrix products of a training step: small batched ones and linear layers.
 //
 // Every entry point takes a `Ctx*` first: a caller-owned buffer through which
 // the call reports its outcome (status, the result's dtype, device and shape,
@@ -40,6 +43,13 @@ static_assert(sizeof(Ctx) == 1024, "Ctx layout is shared with TypeScript");
 using T = at::Tensor*;
 using G = at::Generator*;
 using L = std::vector<at::Tensor>*;
+
+// A symbol of the BLAS that libtorch loaded (ops.cpp), or null.
+void* blas_symbol(const char* name);
+// matmul, bmm and linear, with fp32 CPU products sent where they run fastest (matmul.cpp).
+at::Tensor small_matmul(const at::Tensor& a, const at::Tensor& b);
+at::Tensor small_bmm(const at::Tensor& a, const at::Tensor& b);
+at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
 
 // How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
 extern std::atomic<int64_t> live_tensors;

@@ -245,6 +245,57 @@ Deno.test("matmul, bmm and linear against hand-computed products", () =>
     assertTensor(t.linear(a, b), [2, 2], [17, 23, 39, 53]);
   }));
 
+Deno.test("batched products of small fp32 matrices (strided as attention's) match f64 ones, gradients and second derivatives too", () =>
+  noLeak(() => {
+    // fp32 batches of small matrices take the shim's BLAS path; f64 ones are libtorch's own matmul.
+    using g = new t.Generator(0);
+    const qkv64 = t.randn(g, [3, 5, 3, 2, 4], { dtype: "f64" }); // [B, N, 3, heads, d]
+    const w64 = t.randn(g, [3, 2, 5, 5], { dtype: "f64" });
+    const attention = (qkv: t.Tensor, w: t.Tensor) => {
+      const p = t.permute(qkv, [2, 0, 3, 1, 4]); // [3, B, heads, N, d]: q, k and v are strided views
+      const q = t.select(p, 0, 0), k = t.select(p, 0, 1), v = t.select(p, 0, 2);
+      const scores = t.softmax(t.matmul(q, t.transpose(k, -2, -1)), -1); // [B, heads, N, N]
+      const mixed = t.matmul(scores, v); // [B, heads, N, d]
+      const flat = t.reshape(mixed, [6, 5, 4]);
+      return t.sum(t.mul(t.bmm(flat, t.transpose(flat, 1, 2)), t.reshape(w, [6, 5, 5])));
+    };
+    const run = (dtype: "f32" | "f64") => {
+      const qkv = t.requiresGrad(t.to(qkv64, dtype)), w = t.to(w64, dtype);
+      const loss = attention(qkv, w);
+      const [d] = t.grad(loss, [qkv], { createGraph: true });
+      const [dd] = t.grad(t.sum(t.mul(d, d)), [qkv]);
+      return [loss, d, dd].map((x) => t.toArray(t.to(x, "f64")));
+    };
+    const [fast, reference] = [run("f32"), run("f64")];
+    for (const [i, name] of ["loss", "gradient", "second derivative"].entries()) {
+      const scale = Math.max(...reference[i].map(Math.abs));
+      assertClose(fast[i].map((x) => x / scale), reference[i].map((x) => x / scale), 1e-5);
+      assert.ok(reference[i].some((x) => x !== 0), `${name} is not zero`);
+    }
+  }));
+
+Deno.test("fp32 linear layers (oneDNN on the CPU) match f64 ones, with and without a bias, gradients and second derivatives too", () =>
+  noLeak(() => {
+    using g = new t.Generator(1);
+    const x64 = t.randn(g, [2, 7, 6], { dtype: "f64" }), w64 = t.randn(g, [5, 6], { dtype: "f64" });
+    const b64 = t.randn(g, [5], { dtype: "f64" }), u64 = t.randn(g, [3, 5], { dtype: "f64" });
+    const run = (dtype: "f32" | "f64") => {
+      const x = t.requiresGrad(t.to(x64, dtype)), w = t.requiresGrad(t.to(w64, dtype));
+      const b = t.requiresGrad(t.to(b64, dtype)), u = t.to(u64, dtype);
+      const hidden = t.tanh(t.linear(x, w, b)); // [2, 7, 5]: 3-D input, with a bias
+      const loss = t.sum(t.pow(t.linear(hidden, u), 2)); // [2, 7, 3]: no bias
+      const grads = t.grad(loss, [x, w, b], { createGraph: true });
+      const [ddx] = t.grad(t.sum(t.mul(grads[1], grads[1])), [x]);
+      return [loss, ...grads, ddx].map((y) => t.toArray(t.to(y, "f64")));
+    };
+    const [fast, reference] = [run("f32"), run("f64")];
+    for (const [i, name] of ["loss", "dx", "dw", "db", "second derivative"].entries()) {
+      const scale = Math.max(...reference[i].map(Math.abs));
+      assertClose(fast[i].map((y) => y / scale), reference[i].map((y) => y / scale), 1e-5);
+      assert.ok(scale > 0, `${name} is not zero`);
+    }
+  }));
+
 Deno.test("conv2d with stride equal to the kernel acts as patch embedding", () =>
   noLeak(() => {
     const img = t.reshape(t.arange(0, 16, 1, { dtype: "f32" }), [1, 1, 4, 4]);

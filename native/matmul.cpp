@@ -1,0 +1,210 @@
+// The fp32 matrix products of a CPU training step, sent where they run fastest; the numbers are libtorch's to rounding.
+// - Batches of small matrices (attention's q k^T and attn v: thousands of 17 x 32 matrices a step). Without MKL,
+//   libtorch's CPU bmm loops over the batch on one thread, selecting each matrix and dispatching addmm for it, a few
+//   microseconds of overhead per matrix, more than the arithmetic. Here each matrix goes straight to the BLAS sgemm
+//   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
+// - Linear layers, on AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
+//   there at these shapes, and like it independent of the thread count.
+// Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <c10/core/GradMode.h>
+#include <dlfcn.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "shim.h"
+
+namespace {
+
+using Sgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                       const int*, const float*, const int*, const float*, float*, const int*);
+
+Sgemm sgemm() {
+  static const Sgemm found = reinterpret_cast<Sgemm>(blas_symbol("sgemm_"));
+  return found;
+}
+
+// Above this many multiply-adds per matrix OpenBLAS threads one product itself, and the overhead saved is noise.
+constexpr int64_t kSmall = 262144;
+
+bool fast(const at::Tensor& a, const at::Tensor& b) {
+  if (a.dim() < 3 || a.dim() != b.dim() || a.device().type() != at::kCPU || b.device().type() != at::kCPU) {
+    return false;
+  }
+  if (a.scalar_type() != at::kFloat || b.scalar_type() != at::kFloat || a.layout() != at::kStrided ||
+      b.layout() != at::kStrided || !sgemm()) {
+    return false;
+  }
+  const int64_t d = a.dim(), n = a.size(d - 2), k = a.size(d - 1), m = b.size(d - 1);
+  if (b.size(d - 2) != k || a.numel() == 0 || b.numel() == 0 || n * k * m > kSmall) return false;
+  for (int64_t i = 0; i < d - 2; i++) {
+    if (a.size(i) != b.size(i)) return false;
+  }
+  return true;
+}
+
+// One matrix [r, c] (the last two dims) as BLAS reads it: 'n' with its row stride when rows are contiguous (BLAS, in
+// column-major terms, sees the transpose), 't' with its column stride when columns are. Anything else is copied.
+struct Operand {
+  at::Tensor t;
+  char trans;
+  int ld;
+};
+Operand operand(const at::Tensor& x) {
+  const int64_t d = x.dim(), r = x.size(d - 2), c = x.size(d - 1), sr = x.stride(d - 2), sc = x.stride(d - 1);
+  if (sc == 1 && (r == 1 || sr >= std::max<int64_t>(1, c))) return {x, 'n', static_cast<int>(std::max(sr, c))};
+  if (sr == 1 && (c == 1 || sc >= std::max<int64_t>(1, r))) return {x, 't', static_cast<int>(std::max(sc, r))};
+  auto copy = x.contiguous();
+  return {copy, 'n', static_cast<int>(std::max<int64_t>(1, c))};
+}
+
+// The element offset of each matrix of x's batch (its leading dims, in order).
+std::vector<int64_t> offsets(const at::Tensor& x) {
+  const int64_t d = x.dim() - 2;
+  std::vector<int64_t> out(1, 0);
+  for (int64_t i = 0; i < d; i++) {
+    std::vector<int64_t> next;
+    next.reserve(out.size() * x.size(i));
+    for (int64_t o : out) {
+      for (int64_t j = 0; j < x.size(i); j++) next.push_back(o + j * x.stride(i));
+    }
+    out = std::move(next);
+  }
+  return out;
+}
+
+// C = A B for each matrix of the batch, C fresh and contiguous. Row-major C is column-major C^T = B^T A^T, which is
+// how addmm hands a row-major product to BLAS.
+at::Tensor products(const at::Tensor& a_, const at::Tensor& b_) {
+  const Operand a = operand(a_), b = operand(b_);
+  const int64_t d = a_.dim();
+  const int n = a_.size(d - 2), k = a_.size(d - 1), m = b_.size(d - 1);
+  auto sizes = a_.sizes().vec();
+  sizes[d - 1] = m;
+  auto c = at::empty(sizes, a_.options());
+  const std::vector<int64_t> oa = offsets(a.t), ob = offsets(b.t);
+  const float *pa = a.t.data_ptr<float>(), *pb = b.t.data_ptr<float>();
+  float* pc = c.data_ptr<float>();
+  const Sgemm gemm = sgemm();
+  const float one = 1, zero = 0;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, int64_t{n} * k * m));
+  at::parallel_for(0, static_cast<int64_t>(oa.size()), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      gemm(&b.trans, &a.trans, &m, &n, &k, &one, pb + ob[i], &b.ld, pa + oa[i], &a.ld, &zero, pc + i * n * m, &m);
+    }
+  });
+  return c;
+}
+
+struct SmallProducts : torch::autograd::Function<SmallProducts> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
+    RECORD_FUNCTION("dino::small_matmul", std::vector<c10::IValue>());
+    ctx->save_for_backward({a, b});
+    return products(a, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    RECORD_FUNCTION("dino::small_matmul_backward", std::vector<c10::IValue>());
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &a = saved[0], &b = saved[1], &g = grads[0];
+    const int64_t d = a.dim();
+    // Through small_matmul, not products, so that a backward that builds a graph (second derivatives) records it.
+    return {ctx->needs_input_grad(0) ? small_matmul(g, b.transpose(d - 2, d - 1)) : at::Tensor(),
+            ctx->needs_input_grad(1) ? small_matmul(a.transpose(d - 2, d - 1), g) : at::Tensor()};
+  }
+};
+
+// oneDNN's sgemm, row-major.
+using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+// Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3): elsewhere OpenBLAS is
+// as fast, and its numbers are the ones PyTorch's parity fixtures were made with.
+DnnlSgemm dnnl_sgemm() {
+  static const DnnlSgemm found = [] {
+    void* handle = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) handle = dlopen("libdnnl.so.3", RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) return DnnlSgemm(nullptr);
+    auto f = reinterpret_cast<DnnlSgemm>(dlsym(handle, "dnnl_sgemm"));
+    auto isa = reinterpret_cast<int (*)()>(dlsym(handle, "dnnl_get_effective_cpu_isa"));
+    dlclose(handle);
+    return isa && (isa() & 0x27) == 0x27 ? f : DnnlSgemm(nullptr);
+  }();
+  return found;
+}
+void gemm_rm(char ta, char tb, int64_t m, int64_t n, int64_t k, const at::Tensor& a, int64_t lda, const at::Tensor& b,
+             int64_t ldb, float beta, at::Tensor& c) {
+  const int status = dnnl_sgemm()(ta, tb, m, n, k, 1.f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, beta,
+                                  c.data_ptr<float>(), n);
+  if (status != 0) throw std::runtime_error("oneDNN's sgemm failed with status " + std::to_string(status));
+}
+
+bool dnnl_fits(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  auto cpu_f32 = [](const at::Tensor& t) {
+    return t.device().type() == at::kCPU && t.scalar_type() == at::kFloat && t.layout() == at::kStrided;
+  };
+  return dnnl_sgemm() && x.dim() >= 2 && w.dim() == 2 && cpu_f32(x) && cpu_f32(w) && x.size(-1) == w.size(1) &&
+         x.numel() > 0 && w.numel() > 0 && (!b || !b->defined() || (b->dim() == 1 && cpu_f32(*b)));
+}
+
+// y = x W^T + b over the rows of x, as addmm does it: the bias copied into y, then y += x W^T.
+struct DnnlLinear : torch::autograd::Function<DnnlLinear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const at::Tensor& b) {
+    RECORD_FUNCTION("dino::linear", std::vector<c10::IValue>());
+    const int64_t in = w.size(1), out = w.size(0);
+    const auto rows = x.reshape({-1, in}).contiguous();
+    const auto weight = w.contiguous();
+    auto y = b.expand({rows.size(0), out}).contiguous();
+    gemm_rm('N', 'T', rows.size(0), out, in, rows, in, weight, in, 1.f, y);
+    ctx->save_for_backward({x, w});  // the inputs, not the copies: a second derivative needs their history
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return y.view(sizes);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    RECORD_FUNCTION("dino::linear_backward", std::vector<c10::IValue>());
+    const auto saved = ctx->get_saved_variables();
+    const int64_t in = saved[1].size(1), out = saved[1].size(0);
+    const auto rows = saved[0].reshape({-1, in}).contiguous(), w = saved[1].contiguous();
+    const int64_t n = rows.size(0);
+    const auto g = grads[0].reshape({-1, out}).contiguous();
+    at::Tensor gx, gw, gb;
+    if (c10::GradMode::is_enabled()) {  // a backward that builds a graph (second derivatives): differentiable ops
+      if (ctx->needs_input_grad(0)) gx = at::mm(g, w);
+      if (ctx->needs_input_grad(1)) gw = at::mm(g.t(), rows);
+    } else {
+      if (ctx->needs_input_grad(0)) {
+        gx = at::empty({n, in}, g.options());
+        gemm_rm('N', 'N', n, in, out, g, out, w, in, 0.f, gx);
+      }
+      if (ctx->needs_input_grad(1)) {
+        gw = at::empty({out, in}, g.options());
+        gemm_rm('T', 'N', out, in, n, g, out, rows, in, 0.f, gw);
+      }
+    }
+    if (ctx->needs_input_grad(2)) gb = g.sum(0);
+    if (gx.defined()) {
+      auto sizes = grads[0].sizes().vec();
+      sizes.back() = in;
+      gx = gx.view(sizes);
+    }
+    return {gx, gw, gb};
+  }
+};
+
+}  // namespace
+
+at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (!dnnl_fits(x, w, b)) return at::linear(x, w, b);
+  // Without a bias, a zero one (autograd functions take no undefined inputs): adding zeros changes no number.
+  return DnnlLinear::apply(x, w, b && b->defined() ? *b : at::zeros({w.size(0)}, w.options()));
+}
+
+at::Tensor small_matmul(const at::Tensor& a, const at::Tensor& b) {
+  return fast(a, b) ? SmallProducts::apply(a, b) : at::matmul(a, b);
+}
+
+at::Tensor small_bmm(const at::Tensor& a, const at::Tensor& b) {
+  return a.dim() == 3 && fast(a, b) ? SmallProducts::apply(a, b) : at::bmm(a, b);
+}
