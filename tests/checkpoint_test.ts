@@ -42,7 +42,7 @@ Deno.test("crafted checkpoint metadata is a one-line error naming the field, bef
     [withConfig({ depth: 3 }), /config.depth says 3, but the tensors hold 2/],
     [withConfig({ embedDim: 64, numHeads: 2 }), /config.embedDim says 64, but the tensors hold 32/],
     [withConfig({ outDim: 128 }), /config.outDim says 128, but the tensors hold 64/],
-    [withConfig({ patchSize: 14 }), /config.patchSize says 14, but the tensors hold 7/],
+    [withConfig({ patchSize: 1 }), /config.patchSize says 1, but the tensors hold 7/],
     [withConfig({ optimizer: "sgd" }), /optimizer.momentum_buffer lacks/],
     [{ format: "other/1" }, /not a training checkpoint of this project/],
   ];

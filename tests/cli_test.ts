@@ -165,7 +165,7 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
     [["--embed-dim", "30", "--num-heads", "4"], /does not divide into --num-heads/],
     [["--batch-size", "30", "--accum-steps", "4"], /does not divide into --accum-steps/],
     [["--warmup-epochs", "5", "--epochs", "2"], /--warmup-epochs 5 exceeds --epochs 2/],
-    [["--patch-size", "5"], /--global-crops-size 28 is not a multiple of --patch-size 5/],
+    [["--patch-size", "5"], /--global-crops-size 21 is not a multiple of --patch-size 5/],
     [["--preset", "mnist"], /--preset must be one of/],
     [["--data", "/nonexistent/folder"], /no such dataset, file or folder/],
     [["--resume", "/nonexistent/ck.safetensors"], /no checkpoint at/],
@@ -272,7 +272,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   assert.deepEqual(f.tensors.features.shape, [10000, 32]);
   assert.deepEqual(f.tensors.labels.shape, [10000]);
   const pre = JSON.parse(f.metadata.preprocessing);
-  assert.equal(pre.size, 28);
+  assert.equal(pre.size, 21); // the run's global crops
   assert.equal(pre.mean.length, 1);
   t.dispose(f.tensors);
 

@@ -99,7 +99,7 @@ Deno.test("train: 45 bad invocations each give one line, exit code 2 or 1, and w
     [["--global-crops-scale", "0.8,0.4"], 2, /--global-crops-scale must satisfy 0 < lo <= hi <= 1/],
     // inconsistent combinations
     [["--embed-dim", "30", "--num-heads", "4"], 2, /--embed-dim 30 does not divide into --num-heads 4/],
-    [["--patch-size", "5"], 2, /--global-crops-size 28 is not a multiple of --patch-size 5/],
+    [["--patch-size", "5"], 2, /--global-crops-size 21 is not a multiple of --patch-size 5/],
     [["--batch-size", "30", "--accum-steps", "4"], 2, /does not divide into --accum-steps/],
     [["--warmup-epochs", "5", "--epochs", "2"], 2, /--warmup-epochs 5 exceeds --epochs 2/],
     [["--batch-size", "1000", "--train-limit", "100"], 2, /--batch-size 1000 is larger than the 100 training images/],

@@ -10,9 +10,9 @@
  * import { makeSettings } from "./presets.ts";
  * const s = makeSettings("fmnist");
  * const net = networkConfig(s, 1); // 1-channel images
- * assert.deepEqual([net.vit?.inChans, net.vit?.patchSize, net.vit?.imgSize, net.head.outDim], [1, 7, 28, 1024]);
+ * assert.deepEqual([net.vit?.inChans, net.vit?.patchSize, net.vit?.imgSize, net.head.outDim], [1, 7, 21, 1024]);
  * const aug = augmentConfig(s, { mean: [0.29], std: [0.35] });
- * assert.deepEqual([aug.globalCropsSize, aug.localCropsSize, aug.localCropsNumber], [28, 14, 2]);
+ * assert.deepEqual([aug.globalCropsSize, aug.localCropsSize, aug.localCropsNumber], [21, 14, 2]);
  * ```
  * @module
  */

@@ -25,7 +25,7 @@ import { isResNetArch, RESNET_ARCHS } from "../model/resnet.ts";
  * import { validateSettings } from "./validate.ts";
  * const ok = makeSettings("fmnist");
  * assert.equal(validateSettings(ok), ok);
- * assert.throws(() => validateSettings({ ...ok, warmupEpochs: ok.epochs + 1 }), /warmupEpochs 2 exceeds epochs 1/);
+ * assert.throws(() => validateSettings({ ...ok, warmupEpochs: ok.epochs + 1 }), /warmupEpochs 3 exceeds epochs 2/);
  * ```
  */
 export function validateSettings(s: Settings): Settings {
