@@ -4,7 +4,7 @@
 //   microseconds of overhead per matrix, more than the arithmetic. Here each matrix goes straight to the BLAS sgemm
 //   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
 // - Linear layers, on AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
-//   there at these shapes, and like it independent of the thread count.
+//   there at a DINO step's shapes, and like it independent of the thread count.
 // Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -117,8 +117,8 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
 // oneDNN's sgemm, row-major.
 using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                           float, float*, int64_t);
-// Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3): elsewhere OpenBLAS is
-// as fast, and its numbers are the ones PyTorch's parity fixtures were made with.
+// Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3), where it was measured
+// faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with.
 DnnlSgemm dnnl_sgemm() {
   static const DnnlSgemm found = [] {
     void* handle = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
