@@ -77,8 +77,9 @@ export const PRESETS: Record<string, Preset> = {
     // For one GPU in at most 5 minutes. The first H100 run (2026-11-27) of an earlier, larger recipe (patch 4, width
     // 192, depth 6, 2 x 28 + 6 x 12 px crops, batch 256, lr 0.002, 12 epochs) made 920 images/s with the views made
     // on the GPU between steps: 13 minutes for the 12 epochs, and 68.37% k-NN after two, below the CPU recipe's
-    // 74.49% after one. So this is the CPU recipe, which reached 82.75% in its fifth epoch (CPU, momentum held),
-    // over 5 epochs, the views now made on CPU threads during the step; its time on a GPU is not measured yet.
+    // 74.49% after one. So this is the CPU recipe of the time (28 px global crops), which reached 82.75% in its fifth
+    // epoch (CPU, momentum held), over 5 epochs, the views now made on CPU threads during the step; its time on a GPU
+    // is not measured yet.
     ...FMNIST,
     epochs: 5,
     globalCropsSize: 28,
