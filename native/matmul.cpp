@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
-#include <dlfcn.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "shim.h"
@@ -121,13 +120,10 @@ using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const fl
 // faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with.
 DnnlSgemm dnnl_sgemm() {
   static const DnnlSgemm found = [] {
-    void* handle = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
-    if (!handle) handle = dlopen("libdnnl.so.3", RTLD_LAZY | RTLD_NOLOAD);
-    if (!handle) return DnnlSgemm(nullptr);
-    auto f = reinterpret_cast<DnnlSgemm>(dlsym(handle, "dnnl_sgemm"));
-    auto isa = reinterpret_cast<int (*)()>(dlsym(handle, "dnnl_get_effective_cpu_isa"));
-    dlclose(handle);
-    return isa && (isa() & 0x27) == 0x27 ? f : DnnlSgemm(nullptr);
+    const auto dnnl = [](const char* name) { return loaded_symbol({"libdnnl.so.2", "libdnnl.so.3"}, name); };
+    auto f = reinterpret_cast<DnnlSgemm>(dnnl("dnnl_sgemm"));
+    auto isa = reinterpret_cast<int (*)()>(dnnl("dnnl_get_effective_cpu_isa"));
+    return f && isa && (isa() & 0x27) == 0x27 ? f : DnnlSgemm(nullptr);
   }();
   return found;
 }

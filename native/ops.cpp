@@ -66,15 +66,19 @@ static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor>
 }
 // OpenBLAS keeps its own thread pool beside libtorch's, sized to every core, and libtorch's thread count does not
 // reach it. Which BLAS libtorch loaded is the system's choice, so its thread setters are looked up at run time.
-void* blas_symbol(const char* name) {
-  for (const char* lib : {"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}) {
+void* loaded_symbol(std::initializer_list<const char*> libs, const char* name) {
+  for (const char* lib : libs) {
     void* handle = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD);
     if (!handle) continue;
     void* symbol = dlsym(handle, name);
     dlclose(handle);
     if (symbol) return symbol;
   }
-  return dlsym(RTLD_DEFAULT, name);
+  return nullptr;
+}
+void* blas_symbol(const char* name) {
+  void* symbol = loaded_symbol({"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}, name);
+  return symbol ? symbol : dlsym(RTLD_DEFAULT, name);
 }
 static int blas_threads() {
   auto get = reinterpret_cast<int (*)()>(blas_symbol("openblas_get_num_threads"));

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -44,7 +45,8 @@ using T = at::Tensor*;
 using G = at::Generator*;
 using L = std::vector<at::Tensor>*;
 
-// A symbol of the BLAS that libtorch loaded (ops.cpp), or null.
+// A symbol of the first of `libs` already loaded (ops.cpp), or null; of the BLAS that libtorch loaded, or null.
+void* loaded_symbol(std::initializer_list<const char*> libs, const char* name);
 void* blas_symbol(const char* name);
 // matmul, bmm and linear, with fp32 CPU products sent where they run fastest (matmul.cpp).
 at::Tensor small_matmul(const at::Tensor& a, const at::Tensor& b);
