@@ -3,7 +3,7 @@
  * 28 px, batch 64, 2 x 28 + 6 x 12 crops, K 4096) under libtorch's op profiler here (`recordProfile`) and under
  * `torch.autograd.profiler.profile(use_kineto=False)` in PyTorch eager (`train_step_torch.py`, the official-layout
  * modules) with this project's thread arrangement, each in its own process after two unprofiled steps, at
- * `--threads`. Prints the ops by self time (time in the op less the ops it called; autograd's backward nodes
+ * `--threads` and `--precision` (fp32 or bf16). Prints the ops by self time (time in the op less the ops it called; autograd's backward nodes
  * and the kernels under them each count their own), the two sides side by side with their ratio, then every op's
  * self time summed and the profiled step's wall time.
  *
@@ -31,16 +31,19 @@ const { values } = parseArgs({
   options: {
     threads: { type: "string", default: String(navigator.hardwareConcurrency) },
     top: { type: "string", default: "25" },
+    precision: { type: "string", default: "fp32" },
     python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
     side: { type: "string" }, // internal: profile this project's step into --trace
     trace: { type: "string" },
   },
 });
 const threads = Number(values.threads), top = Number(values.top);
+const precision = values.precision as "fp32" | "bf16";
+if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${precision}`);
 
 if (values.side === "ours") {
   setNumThreads(threads);
-  const { cfg, h, views, ...fresh } = benchStep("fp32");
+  const { cfg, h, views, ...fresh } = benchStep(precision);
   let state = fresh.state;
   const step = () => {
     const r = trainStep(state, views, h, cfg, { donate: true });
@@ -64,7 +67,7 @@ const dir = Deno.makeTempDirSync({ prefix: "profile-step-" });
 const torchTrace = join(dir, "pytorch.json"), ourTrace = join(dir, "ours.json");
 const torchRun = spawnSide<{ profiled: number }>(
   values.python!,
-  [new URL("./train_step_torch.py", import.meta.url).pathname, String(threads), "1", "fp32", torchTrace],
+  [new URL("./train_step_torch.py", import.meta.url).pathname, String(threads), "1", precision, torchTrace],
   arranged(threads),
 );
 const ourRun = spawnSide<{ seconds: number }>(Deno.execPath(), [
@@ -77,6 +80,8 @@ const ourRun = spawnSide<{ seconds: number }>(Deno.execPath(), [
   String(threads),
   "--trace",
   ourTrace,
+  "--precision",
+  precision,
 ], {});
 const ours = opTimes(JSON.parse(Deno.readTextFileSync(ourTrace)));
 const theirs = opTimes(JSON.parse(Deno.readTextFileSync(torchTrace)));
@@ -90,7 +95,7 @@ const ms = (us: number) => (us / 1000).toFixed(1).padStart(9);
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : "-").padStart(7);
 const sum = (m: Map<string, OpTime>) => [...m.values()].reduce((s, o) => s + o.selfUs, 0);
 console.log(
-  `DINO step ops by self time: ViT-T/4 28px, batch ${B}, 2x28 + 6x12 crops, K ${K}, ${threads} thread(s); ` +
+  `DINO step ops by self time: ViT-T/4 28px, batch ${B}, 2x28 + 6x12 crops, K ${K}, ${precision}, ${threads} thread(s); ` +
     "PyTorch eager with this project's thread arrangement",
 );
 console.log(
