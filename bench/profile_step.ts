@@ -3,9 +3,9 @@
  * 28 px, batch 64, 2 x 28 + 6 x 12 crops, K 4096) under libtorch's op profiler here (`recordProfile`) and under
  * `torch.autograd.profiler.profile(use_kineto=False)` in PyTorch eager (`train_step_torch.py`, the official-layout
  * modules) with this project's thread arrangement, each in its own process after two unprofiled steps, at
- * `--threads` and `--precision` (fp32 or bf16). Prints the ops by self time (time in the op less the ops it called; autograd's backward nodes
- * and the kernels under them each count their own), the two sides side by side with their ratio, then every op's
- * self time summed and the profiled step's wall time.
+ * `--threads` and `--precision` (fp32 or bf16). Prints the ops by self time (time in the op less the ops it called;
+ * autograd's backward nodes and the kernels under them each count their own), the two sides side by side with their
+ * ratio, then every op's self time summed and the profiled step's wall time.
  *
  * Read the heavy ops: the profiler costs a few microseconds per recorded op, and the CPU `bmm` makes about a
  * million tiny calls a step (`select`, `as_strided`, `resolve_conj` per matrix), so a profiled step takes about
