@@ -23,6 +23,12 @@ export const B = 64;
 /** The head's output dimension. */
 export const K = 4096;
 
+/** The benchmark's `--precision` flag: fp32 or bf16 (fp16 needs CUDA), else an error naming both. */
+export function benchPrecision(flag: string | undefined): "fp32" | "bf16" {
+  if (flag !== "fp32" && flag !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${flag}`);
+  return flag;
+}
+
 /** The network, hyperparameters, a fresh state and the 8 views of the benchmark step (the caller owns them). */
 export function benchStep(precision: "fp32" | "bf16"): {
   cfg: DinoConfig;

@@ -24,7 +24,7 @@
 import { parseArgs } from "node:util";
 import { dispose, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
-import { arranged, B, benchStep, K, spawnSide } from "./bench_step.ts";
+import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -38,8 +38,7 @@ const { values } = parseArgs({
   },
 });
 const steps = Number(values.steps), threads = Number(values.threads), rounds = Number(values.rounds);
-const precision = values.precision as "fp32" | "bf16";
-if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${precision}`);
+const precision = benchPrecision(values.precision);
 
 /** What one side's process reports: seconds per step after a warmup step, and its peak resident memory. */
 interface Run {

@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { dispose, recordProfile, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
-import { arranged, B, benchStep, K, spawnSide } from "./bench_step.ts";
+import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 import { type OpTime, opTimes } from "./trace.ts";
 
 const { values } = parseArgs({
@@ -38,8 +38,7 @@ const { values } = parseArgs({
   },
 });
 const threads = Number(values.threads), top = Number(values.top);
-const precision = values.precision as "fp32" | "bf16";
-if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${precision}`);
+const precision = benchPrecision(values.precision);
 
 if (values.side === "ours") {
   setNumThreads(threads);

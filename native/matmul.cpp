@@ -3,8 +3,8 @@
 //   libtorch's CPU bmm loops over the batch on one thread, selecting each matrix and dispatching addmm for it, a few
 //   microseconds of overhead per matrix, more than the arithmetic. Here each matrix goes straight to the BLAS sgemm
 //   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
-// - Linear layers, on Intel AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
-//   there at a DINO step's shapes, and like it independent of the thread count.
+// - Linear layers, on Intel AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than
+//   OpenBLAS there at a DINO step's shapes, and like it independent of the thread count.
 // Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
 #include <cpuid.h>
 
