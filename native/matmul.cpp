@@ -3,10 +3,11 @@
 //   libtorch's CPU bmm loops over the batch on one thread, selecting each matrix and dispatching addmm for it, a few
 //   microseconds of overhead per matrix, more than the arithmetic. Here each matrix goes straight to the BLAS sgemm
 //   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
-// - Linear layers, on Intel AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than
-//   OpenBLAS there at a DINO step's shapes, and like it independent of the thread count.
+// - Linear layers, on AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
+//   there at a DINO step's shapes, and like it independent of the thread count.
 // Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
-#include <cpuid.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -118,25 +119,53 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
 // oneDNN's sgemm, row-major.
 using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                           float, float*, int64_t);
-// Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3) on an Intel CPU, where it
-// was measured faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with. On an
-// AMD EPYC (Zen 4) training runs of a tiny network aborted now and then with glibc's "corrupted size vs. prev_size",
-// in a free inside dnnl_sgemm (oneDNN 2.6), and not with this path off: not understood, so not used there.
-bool intel_cpu() {
-  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid(0, &eax, &ebx, &ecx, &edx) && ebx == 0x756e6547 && edx == 0x49656e69 && ecx == 0x6c65746e;
-}
+// Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3), where it was measured
+// faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with.
 DnnlSgemm dnnl_sgemm() {
   static const DnnlSgemm found = [] {
     const auto dnnl = [](const char* name) { return loaded_symbol({"libdnnl.so.2", "libdnnl.so.3"}, name); };
     auto f = reinterpret_cast<DnnlSgemm>(dnnl("dnnl_sgemm"));
     auto isa = reinterpret_cast<int (*)()>(dnnl("dnnl_get_effective_cpu_isa"));
-    return f && isa && (isa() & 0x27) == 0x27 && intel_cpu() ? f : DnnlSgemm(nullptr);
+    return f && isa && (isa() & 0x27) == 0x27 ? f : DnnlSgemm(nullptr);
   }();
   return found;
 }
+
+// oneDNN's f32 gemm kernels (before 3.11.2) point the stack pointer into a heap buffer while they run, so a signal
+// handled on that thread writes its frame into the heap (uxlfoundation/oneDNN#4845): with Deno's signal listeners
+// installed, a Ctrl-C during a step aborted the run with glibc's "corrupted size vs. prev_size". The asynchronous
+// signals are blocked on the threads that run those kernels (the caller for the call, its OpenMP workers for good:
+// they never take a signal meant for the process) and are delivered to another thread, or after the call.
+sigset_t asynchronous_signals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, fault);
+  return set;
+}
+void block_signals_in_workers() {
+  thread_local int blocked_in = 1;  // how many threads of the caller's OpenMP team block them already
+  const int n = at::get_num_threads();
+  if (n <= blocked_in) return;
+  const pthread_t caller = pthread_self();
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    const sigset_t set = asynchronous_signals();
+    if (!pthread_equal(pthread_self(), caller)) pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  });
+  blocked_in = n;
+}
+struct SignalsBlocked {
+  sigset_t before;
+  SignalsBlocked() {
+    block_signals_in_workers();
+    const sigset_t set = asynchronous_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &before);
+  }
+  ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &before, nullptr); }
+};
+
 void gemm_rm(char ta, char tb, int64_t m, int64_t n, int64_t k, const at::Tensor& a, int64_t lda, const at::Tensor& b,
              int64_t ldb, float beta, at::Tensor& c) {
+  const SignalsBlocked during_the_call;
   const int status = dnnl_sgemm()(ta, tb, m, n, k, 1.f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, beta,
                                   c.data_ptr<float>(), n);
   if (status != 0) throw std::runtime_error("oneDNN's sgemm failed with status " + std::to_string(status));
