@@ -1,7 +1,8 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
  * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
- * `--data`, Chromium with `--browser`), and Gloo's headers for distributed training (`libgloo-dev`, with
+ * `--data`, Chromium with `--browser`, scikit-image's photos and the Python
+ * that `scripts/gen_objects.py` needs with `--objects`), and Gloo's headers for distributed training (`libgloo-dev`, with
  * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
  * command and exits 1 (for Gloo alone it only says what distributed training
  * needs, and goes on: the shim builds without it). Then it builds the native
@@ -22,13 +23,15 @@ const { values } = parseArgs({
   options: {
     data: { type: "boolean", default: false },
     browser: { type: "boolean", default: false },
+    objects: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "usage: deno run -A scripts/setup.ts [--data] [--browser]\n  --data     also install Fashion-MNIST\n" +
-      "  --browser  also install Chromium (the report page's headless test)",
+    "usage: deno run -A scripts/setup.ts [--data] [--browser] [--objects]\n  --data     also install Fashion-MNIST\n" +
+      "  --browser  also install Chromium (the report page's headless test)\n" +
+      "  --objects  also install scikit-image's photos, numpy, PIL and scipy (deno task masks makes its data with them)",
   );
   Deno.exit(0);
 }
@@ -80,6 +83,13 @@ if (values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-
   missing.push("dataset-fashion-mnist");
 }
 if (values.browser && !ok("chromium", ["--version"])) missing.push("chromium");
+// scripts/gen_objects.py pastes the items on the photos scikit-image ships, with numpy, PIL and scipy (its dependencies).
+if (
+  values.objects &&
+  !(exists("/usr/lib/python3/dist-packages/skimage/data") && ok("/usr/bin/python3", ["-c", "import numpy, PIL, scipy"]))
+) {
+  missing.push("python3-skimage");
+}
 
 const isRoot = Deno.uid?.() === 0;
 if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
