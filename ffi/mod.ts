@@ -17,3 +17,4 @@ export * from "./ops/autograd.ts";
 export * from "./ops/image.ts";
 export * from "./ops/augment.ts";
 export * from "./ops/distributed.ts";
+export * from "./ops/update.ts";

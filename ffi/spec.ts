@@ -185,6 +185,9 @@ export const symbols = {
   index_copy: tensor(T, I, T, T),
   copy_into: scalar(T, T),
   index_copy_into: scalar(T, I, T, T),
+  adamw_into: scalar(T, T, T, T, F, F, F, F, F, F),
+  ema_into: scalar(T, T, F),
+  mul_into: scalar(T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
   decode_images: { parameters: [CTX, "buffer", I, I, I, I, F], result: "pointer", nonblocking: true },
   decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },

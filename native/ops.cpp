@@ -372,6 +372,32 @@ TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *i
 SCALAR(copy_into, (T dst, T src), (dst->copy_(*src), 0))
 SCALAR(index_copy_into, (T dst, int dim, T index, T src), (dst->index_copy_(dim, *index, *src), 0))
 
+// ---- updates written into donated buffers ---------------------------------------------
+// torch.optim.AdamW (single-tensor), the official EMA and gradient clipping, kernel for kernel: the same numbers as
+// the fresh-result ops, without the copy into the donated buffer each of those needed.
+static int adamw_into(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, double decay, double beta1,
+                      double beta2, double eps, double bc2_sqrt, double step_size) {
+  at::NoGradGuard no_grad;
+  if (decay != 1) p.mul_(decay);
+  m.mul_(beta1).add_(g, 1 - beta1);
+  v.mul_(beta2).addcmul_(g, g, 1 - beta2);
+  p.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), step_size);
+  return 0;
+}
+static int ema_into(at::Tensor& teacher, const at::Tensor& student, double momentum) {
+  at::NoGradGuard no_grad;
+  teacher.mul_(momentum).add_(student * (1 - momentum));
+  return 0;
+}
+static int mul_into(at::Tensor& dst, const at::Tensor& factor) {
+  at::NoGradGuard no_grad;
+  dst.mul_(factor);
+  return 0;
+}
+SCALAR(adamw_into, (T p, T g, T m, T v, double decay, double b1, double b2, double eps, double bc2_sqrt, double step_size), adamw_into(*p, *g, *m, *v, decay, b1, b2, eps, bc2_sqrt, step_size))
+SCALAR(ema_into, (T teacher, T student, double momentum), ema_into(*teacher, *student, momentum))
+SCALAR(mul_into, (T dst, T factor), mul_into(*dst, *factor))
+
 // ---- autograd -------------------------------------------------------------------------
 TENSOR(requires_grad, (T a, bool flag), leaf(*a, flag))
 TENSOR(detach, (T a), a->detach())

@@ -590,3 +590,25 @@ Deno.test("recordProfile traces the ops of forward and backward, stops when its 
     t.dispose([x, g]);
     Deno.removeSync(path);
   }));
+
+Deno.test("adamwInto, emaInto and mulInto write the numbers of the same ops with fresh results, bit for bit", () =>
+  noLeak(() => {
+    using g = new t.Generator(5);
+    const [p, grad, m, v] = [t.randn(g, [37, 19]), t.randn(g, [37, 19]), t.randn(g, [37, 19]), t.rand(g, [37, 19])];
+    const [lr, wd, b1, b2, eps, step] = [0.003, 0.04, 0.9, 0.999, 1e-8, 3];
+    const bc2Sqrt = Math.sqrt(1 - b2 ** step), stepSize = -lr / (1 - b1 ** step);
+    // torch.optim.AdamW's sequence with fresh results
+    const m1 = t.add(t.mul(m, b1), grad, 1 - b1), v1 = t.addcmul(t.mul(v, b2), grad, grad, 1 - b2);
+    const p1 = t.addcdiv(t.mul(p, 1 - lr * wd), m1, t.add(t.div(t.sqrt(v1), bc2Sqrt), eps), stepSize);
+    const [p2, m2, v2] = [t.clone(p), t.clone(m), t.clone(v)];
+    t.adamwInto(p2, grad, m2, v2, { decay: 1 - lr * wd, beta1: b1, beta2: b2, eps, bc2Sqrt, stepSize });
+    for (const [a, b] of [[p1, p2], [m1, m2], [v1, v2]]) assert.deepEqual(t.toArray(b), t.toArray(a));
+    assert.notDeepEqual(t.toArray(p2), t.toArray(p));
+
+    const teacher = t.clone(p);
+    t.emaInto(teacher, grad, 0.996);
+    assert.deepEqual(t.toArray(teacher), t.toArray(t.add(t.mul(p, 0.996), t.mul(grad, 1 - 0.996))));
+    const scaled = t.clone(grad), factor = t.tensor(0.25);
+    t.mulInto(scaled, factor);
+    assert.deepEqual(t.toArray(scaled), t.toArray(t.mul(grad, factor)));
+  }));

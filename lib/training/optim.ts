@@ -22,20 +22,21 @@
  * @module
  */
 import {
+  adamwInto,
   add,
-  addcdiv,
-  addcmul,
   alias,
+  clone,
   copyInto,
   div,
+  emaInto,
   fullLike,
   gt,
   minimum,
   mul,
+  mulInto,
   norm,
   onesLike,
   reciprocal,
-  sqrt,
   type Tensor,
   tidy,
   where,
@@ -143,19 +144,17 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
         const step = (s.step[k] ?? 0) + 1;
         s.step[k] = step;
         const wd = isDecayed(k, p) ? h.weightDecay : 0;
-        // A scope per parameter: its temporaries go before the next one's are made (peak memory).
-        ({ p: out[k], m: s.exp_avg[k], v: s.exp_avg_sq[k] } = tidy(() => {
-          const decayed = wd === 0 ? p : mul(p, 1 - h.lr * wd);
-          const m = add(mul(state.exp_avg[k], b1), g, 1 - b1);
-          const v = addcmul(mul(state.exp_avg_sq[k], b2), g, g, 1 - b2);
-          const bc1 = 1 - b1 ** step, bc2 = 1 - b2 ** step;
-          const denom = add(div(sqrt(v), Math.sqrt(bc2)), eps);
-          return {
-            p: settle(p, addcdiv(decayed, m, denom, -h.lr / bc1), h.donate),
-            m: settle(state.exp_avg[k], m, h.donate),
-            v: settle(state.exp_avg_sq[k], v, h.donate),
-          };
-        }));
+        // torch.optim.AdamW's kernels in place, into the donated buffers or into copies.
+        const fresh = (t: Tensor) => h.donate ? alias(t) : clone(t);
+        [out[k], s.exp_avg[k], s.exp_avg_sq[k]] = [fresh(p), fresh(state.exp_avg[k]), fresh(state.exp_avg_sq[k])];
+        adamwInto(out[k], g, s.exp_avg[k], s.exp_avg_sq[k], {
+          decay: 1 - h.lr * wd,
+          beta1: b1,
+          beta2: b2,
+          eps,
+          bc2Sqrt: Math.sqrt(1 - b2 ** step),
+          stepSize: -h.lr / (1 - b1 ** step),
+        });
       }
       return { params: out, state: s };
     },
@@ -303,7 +302,10 @@ export function clipGradients(
       const n = norm(g); // []
       const coef = mul(reciprocal(add(n, 1e-6)), clip); // Python's `clip / tensor` is reciprocal() * clip
       // Multiplying by min(coef, 1) equals the official "scale if coef < 1" (g * 1 is exact) without a device sync.
-      return { g: settle(g, mul(g, minimum(coef, fullLike(coef, 1))), o.donate), n };
+      const scale = minimum(coef, fullLike(coef, 1));
+      if (!o.donate) return { g: mul(g, scale), n };
+      mulInto(g, scale);
+      return { g: alias(g), n };
     }));
   }
   return { grads: out, norms };
@@ -328,7 +330,12 @@ export function emaUpdate(teacher: Flat, student: Flat, momentum: number, o: { d
   const out: Flat = {};
   for (const [k, t] of Object.entries(teacher)) {
     const s = student[k];
-    out[k] = s === undefined ? alias(t) : tidy(() => settle(t, add(mul(t, momentum), mul(s, 1 - momentum)), o.donate));
+    if (s === undefined) {
+      out[k] = alias(t);
+      continue;
+    }
+    out[k] = o.donate ? alias(t) : clone(t);
+    emaInto(out[k], s, momentum); // param_k.mul_(m).add_((1 - m) * param_q), as the official code
   }
   return out;
 }
