@@ -345,8 +345,9 @@ export function indexCopy(a: Tensor, dim: number, index: Tensor, source: Tensor)
 }
 /**
  * Writes `source` (broadcast) into the memory of `target`, usually a view of a
- * tensor the caller has just made: the one in-place op, for filling parts of a
- * fresh result without copying the rest. No one else may hold `target`'s
+ * tensor the caller has just made: an in-place op (as are the updates of
+ * donated buffers, `adamwInto` and its kin), for filling parts of a fresh
+ * result without copying the rest. No one else may hold `target`'s
  * memory, since tensors are otherwise immutable.
  *
  * @example
