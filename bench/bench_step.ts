@@ -15,6 +15,7 @@
  * @module
  */
 import { Generator, randn, type Tensor } from "../mod.ts";
+import { fail } from "./flags.ts";
 import { type DinoConfig, dinoConfig } from "../lib/model/dino.ts";
 import { type DinoHyper, dinoHyper, initTrainState, type TrainState } from "../lib/training/step.ts";
 
@@ -23,9 +24,9 @@ export const B = 64;
 /** The head's output dimension. */
 export const K = 4096;
 
-/** The benchmark's `--precision` flag: fp32 or bf16 (fp16 needs CUDA), else an error naming both. */
+/** The benchmark's `--precision` flag: fp32 or bf16 (fp16 needs CUDA), else an error naming both and exit code 2. */
 export function benchPrecision(flag: string | undefined): "fp32" | "bf16" {
-  if (flag !== "fp32" && flag !== "bf16") throw new Error(`--precision is fp32 or bf16, got ${flag}`);
+  if (flag !== "fp32" && flag !== "bf16") fail(`--precision is fp32 or bf16 (fp16 needs CUDA), got ${flag}`);
   return flag;
 }
 

@@ -11,20 +11,17 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import { dispose, Generator, randint, setNumThreads, tidy, to } from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/mod.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    threads: { type: "string", default: String(navigator.hardwareConcurrency) },
-    batch: { type: "string", default: "64" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-    rounds: { type: "string", default: "3" },
-  },
+const values = benchFlags("deno run -A bench/compare_augment.ts [options]", {
+  threads: { type: "string", default: String(navigator.hardwareConcurrency) },
+  batch: { type: "string", default: "64" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
+  rounds: { type: "string", default: "3" },
 });
-const threads = Number(values.threads), B = Number(values.batch);
+const threads = positiveInt(values.threads, "--threads"), B = positiveInt(values.batch, "--batch");
 const cfg = AUGMENT_PRESETS.imagenet;
 const views = 2 + cfg.localCropsNumber;
 
@@ -56,7 +53,7 @@ function ours(threads: number): number {
 }
 
 // The machine's speed drifts: alternate the two sides for a few rounds and compare each side's best.
-const rounds = Number(values.rounds);
+const rounds = positiveInt(values.rounds, "--rounds");
 const settings = [...new Set([1, threads])];
 let ref = 0;
 const rates = new Map(settings.map((n) => [n, 0]));

@@ -17,24 +17,23 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import { join } from "node:path";
 import { distributedBackends, Generator } from "../mod.ts";
 import { dinoConfig, initDino } from "../lib/model/dino.ts";
 import { stateDict } from "../lib/weights/tree.ts";
 import { dispose } from "../mod.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    calls: { type: "string", default: "10" },
-    rounds: { type: "string", default: "2" },
-    steps: { type: "string", default: "40" },
-    part: { type: "string", default: "all" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-  },
+const values = benchFlags("deno run -A bench/compare_distributed.ts [options]", {
+  calls: { type: "string", default: "10" },
+  rounds: { type: "string", default: "2" },
+  steps: { type: "string", default: "40" },
+  part: { type: "string", default: "all" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
 });
-const calls = Number(values.calls), rounds = Number(values.rounds), steps = Number(values.steps);
+const calls = positiveInt(values.calls, "--calls"),
+  rounds = positiveInt(values.rounds, "--rounds"),
+  steps = positiveInt(values.steps, "--steps");
 if (!distributedBackends().includes("gloo")) {
   console.log("distributed benchmark skipped: this shim was built without Gloo (apt-get install libgloo-dev)");
   Deno.exit(0);

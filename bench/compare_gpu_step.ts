@@ -24,7 +24,7 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import {
   cudaAvailable,
   cudaSynchronize,
@@ -117,27 +117,24 @@ export function peakFlops(deviceName: string, precision: string, tf32: boolean):
   return tf32 ? 494.5e12 : 66.9e12;
 }
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    steps: { type: "string", default: "10" },
-    precisions: { type: "string", default: "fp32,bf16,fp16" },
-    tf32: { type: "boolean", default: false },
-    what: { type: "string", default: "step,augment" },
-    "dry-run": { type: "boolean", default: false },
-    device: { type: "string" },
-    json: { type: "string" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "python3" },
-    workers: { type: "string", default: String(navigator.hardwareConcurrency) },
-    // Internal: one side of one precision, in its own process.
-    side: { type: "string" },
-    precision: { type: "string", default: "fp32" },
-  },
+const values = benchFlags("deno run -A bench/compare_gpu_step.ts [options]", {
+  steps: { type: "string", default: "10" },
+  precisions: { type: "string", default: "fp32,bf16,fp16" },
+  tf32: { type: "boolean", default: false },
+  what: { type: "string", default: "step,augment" },
+  "dry-run": { type: "boolean", default: false },
+  device: { type: "string" },
+  json: { type: "string" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "python3" },
+  workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+  // Internal: one side of one precision, in its own process.
+  side: { type: "string" },
+  precision: { type: "string", default: "fp32" },
 });
 const dry = values["dry-run"];
 const sizes = dry ? DRY_RUN_SIZES : OFFICIAL_SIZES;
 const device: Device = (values.device as Device | undefined) ?? (cudaAvailable() ? "cuda" : "cpu");
-const steps = Number(values.steps);
+const steps = positiveInt(values.steps, "--steps");
 
 /** Whether this checkout's training step takes a precision (the mixed-precision work may not have landed). */
 function precisionAvailable(): boolean {
@@ -330,7 +327,7 @@ function augmentComparison(): Record<string, unknown> {
     if (pass > 0) best = Math.max(best, rate); // the first pass warms up
   }
   images.dispose();
-  const workers = Number(values.workers);
+  const workers = positiveInt(values.workers, "--workers");
   const script = new URL("./gpu_step_torch.py", import.meta.url).pathname;
   const r = new Deno.Command(values.python!, {
     args: [script, "augment", String(workers), String(dry ? 2 : 48), String(cfg.localCropsNumber)],

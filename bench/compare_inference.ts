@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import {
   cudaAvailable,
   cudaSynchronize,
@@ -40,17 +40,14 @@ import { initResNet, resnetConfig, resnetFeatures } from "../lib/model/resnet.ts
 import { mapTree, stateDict } from "../lib/weights/tree.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    iters: { type: "string", default: "3" },
-    batch: { type: "string" },
-    threads: { type: "string", default: String(navigator.hardwareConcurrency) },
-    device: { type: "string", default: "auto" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-  },
+const values = benchFlags("deno run -A bench/compare_inference.ts [options]", {
+  iters: { type: "string", default: "3" },
+  batch: { type: "string" },
+  threads: { type: "string", default: String(navigator.hardwareConcurrency) },
+  device: { type: "string", default: "auto" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
 });
-const iters = Number(values.iters), threads = Number(values.threads);
+const iters = positiveInt(values.iters, "--iters"), threads = positiveInt(values.threads, "--threads");
 const devices: Device[] = values.device === "auto"
   ? (cudaAvailable() ? ["cpu", "cuda"] : ["cpu"])
   : [values.device as Device];
@@ -80,7 +77,7 @@ const vit = initViT(vitCfg, g), resnet = initResNet(rnCfg, g);
 const dir = Deno.makeTempDirSync();
 try {
   for (const device of devices) {
-    const batch = Number(values.batch ?? (device === "cuda" ? 128 : 8));
+    const batch = values.batch === undefined ? (device === "cuda" ? 128 : 8) : positiveInt(values.batch, "--batch");
     const input = randn(g, [batch, 3, 224, 224]);
     const path = `${dir}/weights.safetensors`;
     const flat: Record<string, Tensor> = { input };

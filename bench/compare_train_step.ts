@@ -21,23 +21,22 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import { dispose, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
 import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    steps: { type: "string", default: "3" },
-    threads: { type: "string", default: String(navigator.hardwareConcurrency) },
-    rounds: { type: "string", default: "2" },
-    precision: { type: "string", default: "fp32" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-    side: { type: "string" }, // internal: run only this project's side and print JSON
-  },
+const values = benchFlags("deno run -A bench/compare_train_step.ts [options]", {
+  steps: { type: "string", default: "3" },
+  threads: { type: "string", default: String(navigator.hardwareConcurrency) },
+  rounds: { type: "string", default: "2" },
+  precision: { type: "string", default: "fp32" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
+  side: { type: "string" }, // internal: run only this project's side and print JSON
 });
-const steps = Number(values.steps), threads = Number(values.threads), rounds = Number(values.rounds);
+const steps = positiveInt(values.steps, "--steps"),
+  threads = positiveInt(values.threads, "--threads"),
+  rounds = positiveInt(values.rounds, "--rounds");
 const precision = benchPrecision(values.precision);
 
 /** What one side's process reports: seconds per step after a warmup step, and its peak resident memory. */

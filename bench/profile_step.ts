@@ -19,25 +19,22 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import { join } from "node:path";
 import { dispose, recordProfile, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
 import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 import { type OpTime, opTimes } from "./trace.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    threads: { type: "string", default: String(navigator.hardwareConcurrency) },
-    top: { type: "string", default: "25" },
-    precision: { type: "string", default: "fp32" },
-    python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-    side: { type: "string" }, // internal: profile this project's step into --trace
-    trace: { type: "string" },
-  },
+const values = benchFlags("deno run -A bench/profile_step.ts [options]", {
+  threads: { type: "string", default: String(navigator.hardwareConcurrency) },
+  top: { type: "string", default: "25" },
+  precision: { type: "string", default: "fp32" },
+  python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
+  side: { type: "string" }, // internal: profile this project's step into --trace
+  trace: { type: "string" },
 });
-const threads = Number(values.threads), top = Number(values.top);
+const threads = positiveInt(values.threads, "--threads"), top = positiveInt(values.top, "--top");
 const precision = benchPrecision(values.precision);
 
 if (values.side === "ours") {

@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchFlags, positiveInt } from "./flags.ts";
 import { dispose, getNumThreads, tidy } from "../mod.ts";
 import { augmentConfig, makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
@@ -24,11 +24,11 @@ import { dinoViews } from "../lib/augment/mod.ts";
 import { dinoHyper, initTrainState, type StepPhases, trainStep } from "../lib/training/step.ts";
 import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { steps: { type: "string", default: "20" }, preset: { type: "string", default: "fmnist" } },
+const values = benchFlags("deno run -A bench/step_time.ts [options]", {
+  steps: { type: "string", default: "20" },
+  preset: { type: "string", default: "fmnist" },
 });
-const steps = Number(values.steps);
+const steps = positiveInt(values.steps, "--steps");
 const s = makeSettings(values.preset!);
 using data = openDataset(s.data, "train", { side: s.imageSize });
 const norm = await channelStats(data);
