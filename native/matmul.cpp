@@ -9,6 +9,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <memory>
+
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
@@ -134,24 +137,36 @@ DnnlSgemm dnnl_sgemm() {
 // oneDNN's f32 gemm kernels (before 3.11.2) point the stack pointer into a heap buffer while they run, so a signal
 // handled on that thread writes its frame into the heap (uxlfoundation/oneDNN#4845): with Deno's signal listeners
 // installed, a Ctrl-C during a step aborted the run with glibc's "corrupted size vs. prev_size". The asynchronous
-// signals are blocked on the threads that run those kernels (the caller for the call, its OpenMP workers for good:
-// they never take a signal meant for the process) and are delivered to another thread, or after the call.
+// signals are blocked on the threads that run those kernels: the caller for the call, its OpenMP workers for good (they
+// never take a signal meant for the process); such signals go to another thread, or wait until the call returns.
 sigset_t asynchronous_signals() {
   sigset_t set;
   sigfillset(&set);
   for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, fault);
   return set;
 }
+// OpenMP ends the workers a smaller team leaves idle (oneDNN's parallel regions can be smaller than libtorch's) and
+// starts new ones later, with the mask of whoever starts them: each worker that blocks the signals counts itself in its
+// caller's tally until it ends, and a tally short of the team calls for another pass.
+struct Blocking {
+  std::shared_ptr<std::atomic<int>> tally;
+  ~Blocking() {
+    if (tally) --*tally;
+  }
+};
 void block_signals_in_workers() {
-  thread_local int blocked_in = 1;  // how many threads of the caller's OpenMP team block them already
+  thread_local const auto tally = std::make_shared<std::atomic<int>>(0);
   const int n = at::get_num_threads();
-  if (n <= blocked_in) return;
+  if (n < 2 || *tally >= n - 1) return;
   const pthread_t caller = pthread_self();
   at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    thread_local Blocking blocking;
+    if (pthread_equal(pthread_self(), caller) || blocking.tally) return;
     const sigset_t set = asynchronous_signals();
-    if (!pthread_equal(pthread_self(), caller)) pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    blocking.tally = tally;
+    ++*tally;
   });
-  blocked_in = n;
 }
 struct SignalsBlocked {
   sigset_t before;
