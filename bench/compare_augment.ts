@@ -15,7 +15,7 @@ import { benchFlags, positiveInt } from "./flags.ts";
 import { dispose, Generator, randint, setNumThreads, tidy, to } from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/mod.ts";
 
-const values = benchFlags("deno run -A bench/compare_augment.ts [options]", {
+const values = benchFlags({
   threads: { type: "string", default: String(navigator.hardwareConcurrency) },
   batch: { type: "string", default: "64" },
   python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },

@@ -24,7 +24,7 @@ import { dinoConfig, initDino } from "../lib/model/dino.ts";
 import { stateDict } from "../lib/weights/tree.ts";
 import { dispose } from "../mod.ts";
 
-const values = benchFlags("deno run -A bench/compare_distributed.ts [options]", {
+const values = benchFlags({
   calls: { type: "string", default: "10" },
   rounds: { type: "string", default: "2" },
   steps: { type: "string", default: "40" },

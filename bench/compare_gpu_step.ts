@@ -117,7 +117,7 @@ export function peakFlops(deviceName: string, precision: string, tf32: boolean):
   return tf32 ? 494.5e12 : 66.9e12;
 }
 
-const values = benchFlags("deno run -A bench/compare_gpu_step.ts [options]", {
+const values = benchFlags({
   steps: { type: "string", default: "10" },
   precisions: { type: "string", default: "fp32,bf16,fp16" },
   tf32: { type: "boolean", default: false },

@@ -40,7 +40,7 @@ import { initResNet, resnetConfig, resnetFeatures } from "../lib/model/resnet.ts
 import { mapTree, stateDict } from "../lib/weights/tree.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 
-const values = benchFlags("deno run -A bench/compare_inference.ts [options]", {
+const values = benchFlags({
   iters: { type: "string", default: "3" },
   batch: { type: "string" },
   threads: { type: "string", default: String(navigator.hardwareConcurrency) },

@@ -26,7 +26,7 @@ import { dispose, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
 import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 
-const values = benchFlags("deno run -A bench/compare_train_step.ts [options]", {
+const values = benchFlags({
   steps: { type: "string", default: "3" },
   threads: { type: "string", default: String(navigator.hardwareConcurrency) },
   rounds: { type: "string", default: "2" },

@@ -8,18 +8,17 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { benchFlags, positiveInt } from "./flags.ts";
- * const values = benchFlags("deno run -A bench/x.ts [--steps N]", { steps: { type: "string", default: "3" } }, [
- *   "--steps",
- *   "5",
- * ]);
+ * const values = benchFlags({ steps: { type: "string", default: "3" } }, ["--steps", "5"]);
  * assert.equal(positiveInt(values.steps, "--steps"), 5);
  * ```
  * @module
  */
+import { relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
 /** Parses `args` against `options` (plus `--help`); prints the usage and exits on `--help` or a bad flag. */
-export function benchFlags<const O extends ParseArgsOptionsConfig>(usage: string, options: O, args = Deno.args) {
+export function benchFlags<const O extends ParseArgsOptionsConfig>(options: O, args = Deno.args) {
   let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
   try {
     ({ values } = parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h" } } }));
@@ -30,7 +29,8 @@ export function benchFlags<const O extends ParseArgsOptionsConfig>(usage: string
     const lines = Object.entries(options).map(([name, o]) =>
       `  --${name}${o.type === "string" ? " VALUE" : ""}${o.default === undefined ? "" : ` (default ${o.default})`}`
     );
-    console.log(`usage: ${usage}\n\noptions:\n${lines.join("\n")}\n  -h, --help`);
+    const script = relative(Deno.cwd(), fileURLToPath(Deno.mainModule));
+    console.log(`usage: deno run -A ${script} [options]\n\noptions:\n${lines.join("\n")}\n  -h, --help`);
     Deno.exit(0);
   }
   return values as {

@@ -26,7 +26,7 @@ import { trainStep } from "../lib/training/step.ts";
 import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
 import { type OpTime, opTimes } from "./trace.ts";
 
-const values = benchFlags("deno run -A bench/profile_step.ts [options]", {
+const values = benchFlags({
   threads: { type: "string", default: String(navigator.hardwareConcurrency) },
   top: { type: "string", default: "25" },
   precision: { type: "string", default: "fp32" },

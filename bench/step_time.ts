@@ -24,7 +24,7 @@ import { dinoViews } from "../lib/augment/mod.ts";
 import { dinoHyper, initTrainState, type StepPhases, trainStep } from "../lib/training/step.ts";
 import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
 
-const values = benchFlags("deno run -A bench/step_time.ts [options]", {
+const values = benchFlags({
   steps: { type: "string", default: "20" },
   preset: { type: "string", default: "fmnist" },
 });
