@@ -139,10 +139,13 @@ DnnlSgemm dnnl_sgemm() {
 // installed, a Ctrl-C during a step aborted the run with glibc's "corrupted size vs. prev_size". The asynchronous
 // signals are blocked on the threads that run those kernels: the caller for the call, its OpenMP workers for good (they
 // never take a signal meant for the process); such signals go to another thread, or wait until the call returns.
-sigset_t asynchronous_signals() {
-  sigset_t set;
-  sigfillset(&set);
-  for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, fault);
+const sigset_t& asynchronous_signals() {
+  static const sigset_t set = [] {
+    sigset_t all;
+    sigfillset(&all);
+    for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&all, fault);
+    return all;
+  }();
   return set;
 }
 // OpenMP ends the workers a smaller team leaves idle (oneDNN's parallel regions can be smaller than libtorch's) and
@@ -162,8 +165,7 @@ void block_signals_in_workers() {
   at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
     thread_local Blocking blocking;
     if (pthread_equal(pthread_self(), caller) || blocking.tally) return;
-    const sigset_t set = asynchronous_signals();
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    pthread_sigmask(SIG_BLOCK, &asynchronous_signals(), nullptr);
     blocking.tally = tally;
     ++*tally;
   });
@@ -172,8 +174,7 @@ struct SignalsBlocked {
   sigset_t before;
   SignalsBlocked() {
     block_signals_in_workers();
-    const sigset_t set = asynchronous_signals();
-    pthread_sigmask(SIG_BLOCK, &set, &before);
+    pthread_sigmask(SIG_BLOCK, &asynchronous_signals(), &before);
   }
   ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &before, nullptr); }
 };
