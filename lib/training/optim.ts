@@ -133,6 +133,8 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
     update(params, grads, state, h) {
       const out: Flat = {};
       const s: AdamWState = { exp_avg: {}, exp_avg_sq: {}, step: { ...state.step } };
+      // torch.optim.AdamW's kernels in place, into the donated buffers or into copies.
+      const fresh = (t: Tensor) => h.donate ? alias(t) : clone(t);
       for (const [k, p] of Object.entries(params)) {
         const g = grads[k];
         if (g === undefined) {
@@ -144,8 +146,6 @@ export function adamw(o: { beta1?: number; beta2?: number; eps?: number } = {}):
         const step = (s.step[k] ?? 0) + 1;
         s.step[k] = step;
         const wd = isDecayed(k, p) ? h.weightDecay : 0;
-        // torch.optim.AdamW's kernels in place, into the donated buffers or into copies.
-        const fresh = (t: Tensor) => h.donate ? alias(t) : clone(t);
         [out[k], s.exp_avg[k], s.exp_avg_sq[k]] = [fresh(p), fresh(state.exp_avg[k]), fresh(state.exp_avg_sq[k])];
         adamwInto(out[k], g, s.exp_avg[k], s.exp_avg_sq[k], {
           decay: 1 - h.lr * wd,
