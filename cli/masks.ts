@@ -1,12 +1,14 @@
 /**
  * `deno task masks`: the DINO paper's Table 8 at small scale. Does the last block's attention of a ViT trained
  * with DINO segment objects better than the same ViT trained with labels, or left at random? On a dataset of
- * Fashion-MNIST items pasted on crops of real photos with known masks (`scripts/gen_objects.py`, made when
- * missing), it trains DINO (`cli/train.ts`) and the same network supervised on the item labels for the same
+ * Fashion-MNIST items pasted on crops of real texture photos with known masks (`scripts/gen_objects.py`, made
+ * when missing), it trains DINO (`cli/train.ts`) and the same network supervised on the item labels for the same
  * number of epochs (`cli/finetune.ts --from-scratch`), keeps a third at its random initialisation, and scores
  * each head's 60%-mass attention mask against the true masks of the held-out images by the Jaccard similarity.
- * Writes `<output-dir>/masks.md`, `masks.json` and `masks.png` (pictures of the first held-out images). Runs
- * that are complete are reused.
+ * Where the data names each image's background photo (`backgrounds.csv`), it also reports what each network's
+ * features tell apart: the item's class or the background's photo (weighted k-NN). Writes
+ * `<output-dir>/masks.md`, `masks.json` and `masks.png` (pictures of the first held-out images). Runs that are
+ * complete are reused.
  *
  * Exit codes: 0 done, 1 a run or the evaluation failed, 2 a bad flag, 130 interrupted.
  *
@@ -27,6 +29,7 @@ import {
   Generator,
   permute,
   select,
+  type Tensor,
   tidy,
   writeFileAtomic,
   writeImage,
@@ -37,12 +40,15 @@ import {
   blend,
   decodeIndexedPng,
   drawMask,
+  extractFeatures,
   heatmap,
+  knnClassify,
   type Normalization,
   tileGrid,
   toRGB,
   upsampleNearest,
 } from "../lib/eval/mod.ts";
+import { tensorDataset } from "../lib/data/mod.ts";
 import { attentionJaccards, type JaccardSummary, summarizeJaccards } from "../lib/eval/segmentation.ts";
 import { loadBackbone, loadEvalBackbone } from "../lib/weights/mod.ts";
 import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
@@ -58,10 +64,12 @@ The DINO paper's Table 8 at small scale: the Jaccard similarity between the true
 images and the masks that keep 60% of each head's CLS attention in the last block, for the same ViT trained
 with DINO, trained with labels (same epochs), and at random initialisation. Best head and mean over heads.
 
-The data: Fashion-MNIST items pasted on crops of scikit-image's photos at ${SIZE} px with their masks, made by
-scripts/gen_objects.py when --data has no train/ folder (needs /usr/bin/python3 with numpy, PIL and scipy,
-apt-get install python3-skimage dataset-fashion-mnist). The network: the fmnist preset's ViT (D 128, depth 4,
-4 heads) at patch ${PATCH}, 2 x ${SIZE} + 4 x 32 px crops.
+The data: Fashion-MNIST items pasted on crops of scikit-image's texture photos (grass, gravel, brick) at ${SIZE} px
+with their masks, made by scripts/gen_objects.py when --data has no train/ folder (needs /usr/bin/python3 with
+numpy, PIL and scipy, apt-get install python3-skimage dataset-fashion-mnist; scripts/gen_objects.py --photos all
+makes the harder data on all of its photos). The network: the fmnist preset's ViT (D 128, depth 4, 4 heads) at
+patch ${PATCH}, 2 x ${SIZE} + 4 x 32 px crops. Where the data has backgrounds.csv (the generator writes it), a
+second table gives each network's k-NN top-1 by the item's class and by the background's photo.
 
 options:
   --output-dir DIR      where the runs, masks.md, masks.json and masks.png go (default output/masks)
@@ -159,23 +167,27 @@ async function makeData(o: Options): Promise<void> {
   if (!status.success) throw new Error(`scripts/gen_objects.py failed (exit ${status.code}): see its message above`);
 }
 
+const names = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+
+/** A split's images (paths relative to the data folder), class folder by class folder, in name order. */
+function splitFiles(data: string, split: "train" | "val", limit: number): string[] {
+  const files = names(join(data, split)).flatMap((cls) =>
+    names(join(data, split, cls)).map((f) => join(split, cls, f))
+  );
+  return limit > 0 ? files.slice(0, limit) : files;
+}
+
 /** The held-out images and their masks, class folder by class folder, in name order. */
 function heldOut(data: string, limit: number): { images: string[]; masks: string[] } {
-  const val = join(data, "val"), maskDir = join(data, "val_masks");
-  if (!exists(maskDir)) {
+  if (!exists(join(data, "val_masks"))) {
     throw new UsageError(`--data ${data} has no val_masks/ folder: make it with scripts/gen_objects.py`);
   }
-  const images: string[] = [], masks: string[] = [];
-  const names = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-  for (const cls of names(val)) {
-    for (const file of names(join(val, cls))) {
-      const mask = join(maskDir, cls, file);
-      if (!exists(mask)) throw new Error(`${join(val, cls, file)} has no mask ${mask}`);
-      images.push(join(val, cls, file));
-      masks.push(mask);
-    }
+  const files = splitFiles(data, "val", limit);
+  const masks = files.map((f) => join(data, "val_masks", f.slice("val/".length)));
+  for (const [i, mask] of masks.entries()) {
+    if (!exists(mask)) throw new Error(`${join(data, files[i])} has no mask ${mask}`);
   }
-  return limit > 0 ? { images: images.slice(0, limit), masks: masks.slice(0, limit) } : { images, masks };
+  return { images: files.map((f) => join(data, f)), masks };
 }
 
 interface Network {
@@ -203,8 +215,86 @@ function networks(o: Options): { cfg: ViTConfig; nets: Network[] } {
   };
 }
 
-/** Each network's summary on the held-out images, and masks.png. */
-async function evaluate(o: Options): Promise<{ cfg: ViTConfig; rows: (JaccardSummary & Network)[] }> {
+/** Weighted k-NN top-1 (%) of a network's features by the item's class and by the background's photo. */
+interface KnnRow {
+  name: string;
+  item: number;
+  background: number;
+}
+
+/**
+ * What each network's features tell apart: weighted k-NN top-1 (k 20, T 0.07) of the held-out images against the
+ * training images, by the item's class and by the photo the background was cut from (`backgrounds.csv`, which the
+ * generator writes; without it, undefined). A network that tells the photos apart and not the items has learned
+ * the backgrounds.
+ */
+async function whatFeaturesTell(
+  o: Options,
+  cfg: ViTConfig,
+  nets: Network[],
+): Promise<{ photos: number; rows: KnnRow[] } | undefined> {
+  const csv = join(o.data, "backgrounds.csv");
+  if (!exists(csv)) return undefined;
+  const photoOf = new Map(
+    Deno.readTextFileSync(csv).trim().split("\n").slice(1).map((line) => {
+      const [split, cls, file, photo] = line.split(",");
+      return [join(split, cls, file), photo];
+    }),
+  );
+  const classes = names(join(o.data, "train")), photoIds = new Map<string, number>();
+  const labelled = async (split: "train" | "val", limit: number) => {
+    const files = splitFiles(o.data, split, limit);
+    const photo = files.map((f) => {
+      const name = photoOf.get(f);
+      if (name === undefined) throw new Error(`${csv} does not name the background of ${f}: make the data again`);
+      if (!photoIds.has(name)) photoIds.set(name, photoIds.size);
+      return photoIds.get(name)!;
+    });
+    const { images, failed, firstError } = await decodeImages(files.map((f) => join(o.data, f)), {
+      side: SIZE,
+      channels: 3,
+    });
+    if (failed.length) {
+      images.dispose();
+      throw new Error(`an image of ${split}/ cannot be decoded: ${firstError}`);
+    }
+    const item = Int32Array.from(files, (f) => classes.indexOf(f.split("/")[1]));
+    return { images, item, photo: Int32Array.from(photo) };
+  };
+  const owned: Tensor[] = [];
+  try {
+    const train = await labelled("train", o.supervised.trainLimit);
+    owned.push(train.images);
+    const val = await labelled("val", o.valLimit);
+    owned.push(val.images);
+    using trainSet = tensorDataset(train.images), valSet = tensorDataset(val.images);
+    const rows: KnnRow[] = [];
+    for (const n of nets) {
+      const t = { size: SIZE, mean: [...n.normalization.mean], std: [...n.normalization.std] };
+      const memory = await extractFeatures(n.vit, cfg, trainSet, t);
+      const queries = await extractFeatures(n.vit, cfg, valSet, t);
+      try {
+        rows.push({
+          name: n.name,
+          item: knnClassify(memory.features, train.item, queries.features, val.item).top1,
+          background: knnClassify(memory.features, train.photo, queries.features, val.photo).top1,
+        });
+      } finally {
+        dispose([memory.features, queries.features]);
+      }
+    }
+    return { photos: photoIds.size, rows };
+  } finally {
+    dispose(owned);
+  }
+}
+
+/** Each network's summary on the held-out images, what its features tell apart, and masks.png. */
+async function evaluate(o: Options): Promise<{
+  cfg: ViTConfig;
+  rows: (JaccardSummary & Network)[];
+  knn?: { photos: number; rows: KnnRow[] };
+}> {
   const files = heldOut(o.data, o.valLimit);
   const decoded = await decodeImages(files.images, { side: SIZE, channels: 3 });
   const owned: unknown[] = [decoded.images];
@@ -244,13 +334,24 @@ async function evaluate(o: Options): Promise<{ cfg: ViTConfig; rows: (JaccardSum
       owned.push(grid);
       writeImage(join(o.outputDir, "masks.png"), grid);
     }
-    return { cfg, rows };
+    const knn = await whatFeaturesTell(o, cfg, nets);
+    for (const k of knn?.rows ?? []) {
+      const label = nets.find((n) => n.name === k.name)!.label;
+      console.log(
+        `${label.padEnd(22)} k-NN top-1: item ${k.item.toFixed(1)}%, background photo ${k.background.toFixed(1)}%`,
+      );
+    }
+    return { cfg, rows, knn };
   } finally {
     dispose(owned);
   }
 }
 
-function markdown(rows: (JaccardSummary & Network)[], o: Options): string {
+function markdown(
+  rows: (JaccardSummary & Network)[],
+  o: Options,
+  knn?: { photos: number; rows: KnnRow[] },
+): string {
   const lines = [
     "| network | Jaccard, best head | Jaccard, mean over heads | per head |",
     "| --- | --- | --- | --- |",
@@ -259,8 +360,22 @@ function markdown(rows: (JaccardSummary & Network)[], o: Options): string {
       `${r.perHead.map((j) => (100 * j).toFixed(1)).join(" / ")} |`
     ),
   ];
+  const knnTable = knn
+    ? [
+      "",
+      `| network | k-NN top-1, item class | k-NN top-1, background photo (${knn.photos}) |`,
+      "| --- | --- | --- |",
+      ...knn.rows.map((k) =>
+        `| ${rows.find((r) => r.name === k.name)!.label} | ${k.item.toFixed(1)} | ${k.background.toFixed(1)} |`
+      ),
+      "",
+      "Weighted k-NN (k 20, T 0.07) of the held-out images against the training images, by the item's class and by " +
+      "the photo its background was cut from.",
+    ]
+    : [];
   return `${lines.join("\n")}\n\n${rows[0].images} held-out images of ${o.data}, ${SIZE} px, patch ${PATCH}; ` +
-    `masks keep 60% of each head's CLS attention (last block); seed ${o.seed}.\n`;
+    `masks keep 60% of each head's CLS attention (last block); seed ${o.seed}.\n` +
+    (knnTable.length ? knnTable.join("\n") + "\n" : "");
 }
 
 /** Runs the program; returns the exit code. */
@@ -299,8 +414,8 @@ export async function main(args: string[]): Promise<number> {
         return code === 2 ? 1 : code;
       }
     }
-    const { rows } = await evaluate(o);
-    const table = markdown(rows, o);
+    const { rows, knn } = await evaluate(o);
+    const table = markdown(rows, o, knn);
     const json = {
       data: o.data,
       seed: o.seed,
@@ -317,6 +432,10 @@ export async function main(args: string[]): Promise<number> {
         jaccard_per_head: r.perHead,
         images: r.images,
       })),
+      ...(knn && {
+        background_photos: knn.photos,
+        knn_top1: knn.rows.map((k) => ({ network: k.name, item: k.item, background_photo: k.background })),
+      }),
       dino_knn_top1: JSON.parse(Deno.readTextFileSync(join(o.dinoDir, "summary.json"))).knn_top1,
       supervised_top1: JSON.parse(Deno.readTextFileSync(join(o.supervisedDir, "summary.json"))).top1,
     };

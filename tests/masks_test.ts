@@ -8,10 +8,12 @@ import { loadEvalBackbone, requireViT } from "../lib/weights/mod.ts";
 
 /**
  * A dataset in the generator's layout, made here (the generator needs scikit-image's photos): noise with one
- * bright square per image, two classes by the square's colour, the squares' masks as indexed PNGs.
+ * bright square per image, two classes by the square's colour, the squares' masks as indexed PNGs, and a
+ * backgrounds.csv that names each class's own "photo", so that telling the photos apart is telling the classes apart.
  */
 function tinyObjects(root: string, perClass: { train: number; val: number }): void {
   using g = new Generator(5);
+  const backgrounds = ["split,class,file,photo"];
   for (const split of ["train", "val"] as const) {
     for (const [c, cls] of ["red", "blue"].entries()) {
       for (let n = 0; n < perClass[split]; n++) {
@@ -27,6 +29,7 @@ function tinyObjects(root: string, perClass: { train: number; val: number }): vo
           }
           Deno.mkdirSync(join(root, split, cls), { recursive: true });
           writeImage(join(root, split, cls, `${n}.png`), tensor(new Uint8Array(pixels), { shape: [64, 64, 3] }));
+          backgrounds.push(`${split},${cls},${n}.png,${cls}-noise.png`);
           if (split === "val") {
             Deno.mkdirSync(join(root, "val_masks", cls), { recursive: true });
             const png = encodeIndexedPng(tensor(mask, { shape: [64, 64] }), [[0, 0, 0], [255, 255, 255]]);
@@ -36,6 +39,7 @@ function tinyObjects(root: string, perClass: { train: number; val: number }): vo
       }
     }
   }
+  Deno.writeTextFileSync(join(root, "backgrounds.csv"), backgrounds.join("\n") + "\n");
 }
 
 const TINY = [...TINY_VIT_FLAGS, "--batch-size", "8", "--log-every", "1"];
@@ -86,8 +90,17 @@ Deno.test("masks trains DINO and a supervised twin, scores each head's 60%-mass 
   const dino = json.networks[2];
   for (let h = 0; h < 2; h++) assert(Math.abs(dino.jaccard_per_head[h] - perHead[h]) < 1e-9, `head ${h}`);
 
+  // Each class has its own photo here, so the k-NN by photo must agree with the k-NN by class, network by network.
+  assert.equal(json.background_photos, 2);
+  assert.deepEqual(json.knn_top1.map((k: { network: string }) => k.network), ["random", "supervised", "dino"]);
+  for (const k of json.knn_top1) {
+    assert(k.item >= 0 && k.item <= 100, JSON.stringify(k));
+    assert.equal(k.background_photo, k.item, JSON.stringify(k));
+  }
+
   const md = Deno.readTextFileSync(join(out, "masks.md"));
   assert.match(md, /\| DINO \| \d+\.\d \(head [01]\) \| \d+\.\d \| \d+\.\d \/ \d+\.\d \|/);
+  assert.match(md, /\| DINO \| \d+\.\d \| \d+\.\d \|\n/); // the k-NN table
   const { image: picture } = await decodeImage(join(out, "masks.png"), { side: 268 });
   assert.deepEqual(picture?.shape, [3, 268, 2 * (2 + 8 * 66)]); // 2 images x (image, truth, 3 x (heat map, mask)), doubled
   picture?.dispose();
