@@ -29,7 +29,7 @@ import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_st
 const values = benchFlags({
   steps: { type: "string", default: "3" },
   threads: { type: "string", default: String(navigator.hardwareConcurrency) },
-  rounds: { type: "string", default: "2" },
+  rounds: { type: "string", default: "3" },
   precision: { type: "string", default: "fp32" },
   python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
   side: { type: "string" }, // internal: run only this project's side and print JSON
