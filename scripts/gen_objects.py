@@ -14,7 +14,7 @@ mask is its silhouette: grey level above 20 after scaling, holes filled. Trainin
 training items, held-out ones from its test items; the backgrounds are drawn from the same photos (other crops).
 Every draw comes from numpy's PCG64 with the seed, so a run is deterministic.
 
-The photos: by default scikit-image's three textures (grass, gravel, brick), whose crops all look alike; `--photos all`
+The photos: by default scikit-image's three textures (grass, gravel, brick), each the same texture throughout; `--photos all`
 takes its eighteen photos of scenes and textures (astronaut, cat, coffee, coins, ...). On those, DINO learns to tell
 the photos apart, which any crop of an image shows, and its attention goes to the background (see the README's
 masks section): the backgrounds must not identify an image for its attention to find the item. The other flags
