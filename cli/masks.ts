@@ -218,20 +218,22 @@ function networks(o: Options): { cfg: ViTConfig; nets: Network[] } {
 /** Weighted k-NN top-1 (%) of a network's features by the item's class and by the background's photo. */
 interface KnnRow {
   name: string;
+  label: string;
   item: number;
   background: number;
 }
 
 /**
- * What each network's features tell apart: weighted k-NN top-1 (k 20, T 0.07) of the held-out images against the
- * training images, by the item's class and by the photo the background was cut from (`backgrounds.csv`, which the
- * generator writes; without it, undefined). A network that tells the photos apart and not the items has learned
- * the backgrounds.
+ * What each network's features tell apart: weighted k-NN top-1 (k 20, T 0.07) of the held-out images (`heldOut`,
+ * already decoded: u8 [N, 3, SIZE, SIZE] in `splitFiles` order) against the training images, by the item's class
+ * and by the photo the background was cut from (`backgrounds.csv`, which the generator writes; without it,
+ * undefined). A network that tells the photos apart and not the items has learned the backgrounds.
  */
 async function whatFeaturesTell(
   o: Options,
   cfg: ViTConfig,
   nets: Network[],
+  heldOutImages: Tensor,
 ): Promise<{ photos: number; rows: KnnRow[] } | undefined> {
   const csv = join(o.data, "backgrounds.csv");
   if (!exists(csv)) return undefined;
@@ -242,32 +244,21 @@ async function whatFeaturesTell(
     }),
   );
   const classes = names(join(o.data, "train")), photoIds = new Map<string, number>();
-  const labelled = async (split: "train" | "val", limit: number) => {
-    const files = splitFiles(o.data, split, limit);
-    const photo = files.map((f) => {
+  const labels = (files: string[]) => ({
+    item: Int32Array.from(files, (f) => classes.indexOf(f.split("/")[1])),
+    photo: Int32Array.from(files, (f) => {
       const name = photoOf.get(f);
       if (name === undefined) throw new Error(`${csv} does not name the background of ${f}: make the data again`);
       if (!photoIds.has(name)) photoIds.set(name, photoIds.size);
       return photoIds.get(name)!;
-    });
-    const { images, failed, firstError } = await decodeImages(files.map((f) => join(o.data, f)), {
-      side: SIZE,
-      channels: 3,
-    });
-    if (failed.length) {
-      images.dispose();
-      throw new Error(`an image of ${split}/ cannot be decoded: ${firstError}`);
-    }
-    const item = Int32Array.from(files, (f) => classes.indexOf(f.split("/")[1]));
-    return { images, item, photo: Int32Array.from(photo) };
-  };
-  const owned: Tensor[] = [];
+    }),
+  });
+  const trainFiles = splitFiles(o.data, "train", o.supervised.trainLimit);
+  const train = labels(trainFiles), val = labels(splitFiles(o.data, "val", o.valLimit));
+  const decoded = await decodeImages(trainFiles.map((f) => join(o.data, f)), { side: SIZE, channels: 3 });
   try {
-    const train = await labelled("train", o.supervised.trainLimit);
-    owned.push(train.images);
-    const val = await labelled("val", o.valLimit);
-    owned.push(val.images);
-    using trainSet = tensorDataset(train.images), valSet = tensorDataset(val.images);
+    if (decoded.failed.length) throw new Error(`a training image cannot be decoded: ${decoded.firstError}`);
+    using trainSet = tensorDataset(decoded.images), valSet = tensorDataset(heldOutImages);
     const rows: KnnRow[] = [];
     for (const n of nets) {
       const t = { size: SIZE, mean: [...n.normalization.mean], std: [...n.normalization.std] };
@@ -276,6 +267,7 @@ async function whatFeaturesTell(
       try {
         rows.push({
           name: n.name,
+          label: n.label,
           item: knnClassify(memory.features, train.item, queries.features, val.item).top1,
           background: knnClassify(memory.features, train.photo, queries.features, val.photo).top1,
         });
@@ -285,7 +277,7 @@ async function whatFeaturesTell(
     }
     return { photos: photoIds.size, rows };
   } finally {
-    dispose(owned);
+    decoded.images.dispose();
   }
 }
 
@@ -334,11 +326,10 @@ async function evaluate(o: Options): Promise<{
       owned.push(grid);
       writeImage(join(o.outputDir, "masks.png"), grid);
     }
-    const knn = await whatFeaturesTell(o, cfg, nets);
+    const knn = await whatFeaturesTell(o, cfg, nets, decoded.images);
     for (const k of knn?.rows ?? []) {
-      const label = nets.find((n) => n.name === k.name)!.label;
       console.log(
-        `${label.padEnd(22)} k-NN top-1: item ${k.item.toFixed(1)}%, background photo ${k.background.toFixed(1)}%`,
+        `${k.label.padEnd(22)} k-NN top-1: item ${k.item.toFixed(1)}%, background photo ${k.background.toFixed(1)}%`,
       );
     }
     return { cfg, rows, knn };
@@ -365,9 +356,7 @@ function markdown(
       "",
       `| network | k-NN top-1, item class | k-NN top-1, background photo (${knn.photos}) |`,
       "| --- | --- | --- |",
-      ...knn.rows.map((k) =>
-        `| ${rows.find((r) => r.name === k.name)!.label} | ${k.item.toFixed(1)} | ${k.background.toFixed(1)} |`
-      ),
+      ...knn.rows.map((k) => `| ${k.label} | ${k.item.toFixed(1)} | ${k.background.toFixed(1)} |`),
       "",
       "Weighted k-NN (k 20, T 0.07) of the held-out images against the training images, by the item's class and by " +
       "the photo its background was cut from.",
