@@ -26,6 +26,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import {
   cudaAvailable,
+  cudnnEnabled,
   type Device,
   dispose,
   exists,
@@ -552,6 +553,9 @@ function describeRun(
   return `DINO ${s.preset}: ${backbone}, ` +
     `K ${s.outDim}, ${data.name} (${data.length} images), ${s.epochs} epoch(s) x ${itersPerEpoch} steps, ` +
     `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ${device}` +
+    (device === "cuda" && !cudnnEnabled()
+      ? ` (cuDNN off${Deno.env.get("DINO_CUDNN") === "0" ? "" : ": start with LD_PRELOAD=libstdc++.so.6 to use it"})`
+      : "") +
     (group
       ? ` per process; ${group.worldSize} processes (${group.backend}), global batch ${s.batchSize * group.worldSize}`
       : "") +

@@ -77,8 +77,6 @@ function defaultCacheMegabytes(): number {
   }
   return Math.min(Deno.systemMemoryInfo().total / 4, 8 * 2 ** 30) / 2 ** 20;
 }
-// libstdc++ into the global scope, where cuDNN's sub-libraries need it (see share_cxx_runtime in native/ops.cpp).
-native.share_cxx_runtime(ctx);
 native.set_cpu_cache(ctx, defaultCacheMegabytes());
 /** One thread per core, in libtorch and OpenBLAS alike, unless a launcher said otherwise (as torchrun does). */
 function defaultThreads(): number {
@@ -86,8 +84,15 @@ function defaultThreads(): number {
   return Number.isInteger(env) && env >= 1 ? env : navigator.hardwareConcurrency;
 }
 native.set_num_threads(ctx, defaultThreads());
-// torch.backends.cudnn.enabled = False, for a cuDNN that fails where libtorch's own CUDA kernels work.
-if (Deno.env.get("DINO_CUDNN") === "0") native.set_cudnn_enabled(ctx, false);
+// cuDNN 9 (PyTorch 2.11's, on an H100) crashed a Deno process in its first call, jumping to address 0 in
+// `std::call_once` as it loads its sub-libraries, unless libstdc++ had been loaded when the process started
+// (`LD_PRELOAD=libstdc++.so.6`): Deno does not link it, and making it global once the shim had loaded it did not help.
+// So where there is a GPU, cuDNN starts off unless libstdc++ was preloaded; DINO_CUDNN=1 or 0 decides otherwise.
+const cudnnSetting = Deno.env.get("DINO_CUDNN");
+const cxxPreloaded = /libstdc\+\+/.test(Deno.env.get("LD_PRELOAD") ?? "");
+if (cudnnSetting === "0" || (cudnnSetting !== "1" && !cxxPreloaded && native.cuda_device_count(ctx) > 0)) {
+  native.set_cudnn_enabled(ctx, false);
+}
 
 const decoder = new TextDecoder();
 

@@ -174,6 +174,24 @@ export function setCudnnEnabled(on: boolean): boolean {
   return checked(native.set_cudnn_enabled(ctx, on), "setCudnnEnabled") === 1;
 }
 /**
+ * Whether CUDA convolutions and batch norms use cuDNN now. On by default, except on a GPU machine where libstdc++ was
+ * not preloaded (under Deno cuDNN 9 crashed the process unless it was: start with `LD_PRELOAD=libstdc++.so.6`);
+ * `DINO_CUDNN=1` or `0` overrides the default.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cudnnEnabled, setCudnnEnabled } from "./mod.ts";
+ * const was = setCudnnEnabled(false);
+ * assert.equal(cudnnEnabled(), false);
+ * setCudnnEnabled(was);
+ * assert.equal(cudnnEnabled(), was);
+ * ```
+ */
+export function cudnnEnabled(): boolean {
+  return checked(native.get_cudnn_enabled(ctx), "cudnnEnabled") === 1;
+}
+/**
  * Runs `fn` under libtorch's op profiler (the one `torch.autograd.profiler.profile(use_kineto=False)` runs) and
  * writes every op it ran, autograd's backward ops included, to `path` as a Chrome trace (a JSON list of events
  * with name, start and duration in microseconds, and thread; chrome://tracing and Perfetto open it). Returns what

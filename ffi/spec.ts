@@ -207,11 +207,11 @@ export const symbols = {
   // runtime
   get_num_threads: scalar(),
   set_num_threads: scalar(I),
-  share_cxx_runtime: scalar(),
   get_blas_threads: scalar(),
   cuda_device_count: scalar(),
   cuda_synchronize: scalar(),
   set_cudnn_enabled: scalar(B),
+  get_cudnn_enabled: scalar(),
   version: scalar(),
   profile_start: scalar("buffer"),
   profile_stop: scalar(),

@@ -15,6 +15,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #endif
 #ifdef DINO_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -257,6 +258,15 @@ Group* group_new(const std::string& backend, const std::string& addr, int port, 
   o.numWorkers = size;
   o.waitWorkers = false;  // joining is checked below, naming the ranks that did not come
   o.timeout = g->timeout;
+#ifndef TORCH_VERSION_MAJOR
+#error "torch/version.h defines no TORCH_VERSION_MAJOR: the TCPStore server below could not be chosen"
+#endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  // The classic server, not the libuv one (the default from libtorch 2.4): Deno's executable exports uv_* functions
+  // of its own (for Node-API addons), which the dynamic linker finds before libtorch's libuv, and the NCCL group of
+  // one on an H100 (PyTorch 2.11) crashed in them; the same calls in a C++ program ran.
+  o.useLibUV = false;
+#endif
   try {
     g->store = c10::make_intrusive<c10d::TCPStore>(addr, o);
     if (agentStore) {

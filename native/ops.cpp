@@ -84,12 +84,6 @@ static int blas_threads() {
   auto get = reinterpret_cast<int (*)()>(blas_symbol("openblas_get_num_threads"));
   return get ? get() : -1;
 }
-// Deno's dlopen loads this shim and libtorch with RTLD_LOCAL. cuDNN 9 (PyTorch 2.11's, on an H100) then jumped to
-// address 0 on its first call, in std::call_once under cudnnCreate as it loads its sub-libraries, until libstdc++ was
-// in the global scope (LD_PRELOAD=libstdc++.so.6 fixed it). This puts the loaded libstdc++ there, before any cuDNN call.
-static double share_cxx_runtime() {
-  return dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) ? 1 : 0;
-}
 static int set_threads(int n) {
   at::set_num_threads(n);
   if (auto set = reinterpret_cast<void (*)(int)>(blas_symbol("openblas_set_num_threads"))) set(n);
@@ -407,11 +401,11 @@ SCALAR(set_grad_enabled, (bool on), (c10::GradMode::is_enabled() ? (c10::GradMod
 // ---- runtime -----------------------------------------------------------------------------
 SCALAR(get_num_threads, (), at::get_num_threads())
 SCALAR(set_num_threads, (int n), set_threads(n))
-SCALAR(share_cxx_runtime, (), share_cxx_runtime())
 SCALAR(get_blas_threads, (), blas_threads())
 SCALAR(cuda_device_count, (), cuda_device_count())
 SCALAR(cuda_synchronize, (), synchronize())
 SCALAR(set_cudnn_enabled, (bool on), cudnn_enabled(on))
+SCALAR(get_cudnn_enabled, (), at::globalContext().userEnabledCuDNN() ? 1 : 0)
 SCALAR(version, (), version(ctx_))
 SCALAR(profile_start, (const char* path), profile_start(path))
 SCALAR(profile_stop, (), profile_stop())

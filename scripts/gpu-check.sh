@@ -6,7 +6,9 @@
 #   install  deno from .cache/gpu/deno.xz into $WORK/bin; Fashion-MNIST from .cache/gpu/fashion-mnist into
 #            $FMNIST_DIR (default /usr/share/datasets/fashion-mnist, where the code looks) unless it is there
 #   build    the shim against python3's PyTorch (DINO_LIBTORCH_FROM=python), CUDA and NCCL where found
-#   cudnn    one cuDNN convolution in a process of its own: if it fails, DINO_CUDNN=0 (cuDNN off) for the stages below
+#   cudnn    a CUDA convolution as the library's defaults run it (cuDNN off: libstdc++ not preloaded), then one cuDNN
+#            convolution under LD_PRELOAD=libstdc++.so.6, each in a process of its own: where the second passes, the
+#            stages below run with libstdc++ preloaded (cuDNN on); where it fails, with DINO_CUDNN=0
 #   cuda     the tests that exercise CUDA directly (tests/ops_test.ts); the device tests (those named "... on the
 #            test device ...": a ViT forward and backward, two training steps, an fp16 step with the loss scaler,
 #            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus an NCCL
@@ -19,8 +21,9 @@
 #            tests run on CUDA again, tests/helpers.ts's testDevice being CUDA where it is available) in the time left
 #
 # STAGES="build cuda" (a space- or comma-separated list) runs only those, after install (always run; quick when
-# done). DRY_RUN=1 runs every stage on the CPU at toy sizes (for checking this script on a machine without a GPU):
-# the same install from the carried files, into a scratch folder, and the same result files.
+# done), build first and the others in the order given; BENCH_ARGS, TRAIN_ARGS and SUITE_ARGS add flags to their
+# stage's command. DRY_RUN=1 runs every stage on the CPU at toy sizes (for checking this script on a machine without a
+# GPU): the same install from the carried files, into a scratch folder, and the same result files.
 #
 # Results (at most 8 files, as the device tool brings back): $OUT/results.json (each stage's status, seconds,
 # exit code; the build's libtorch, CUDA and distributed backends; the bench and training numbers), $OUT/log.txt
@@ -147,6 +150,21 @@ stage_build() {
     Deno.writeTextFileSync(Deno.env.get("WORK") + "/build-info.json", JSON.stringify(info));'
 }
 
+stage_cudnn() {
+  local rc=0
+  deno eval 'import * as t from "./mod.ts"; using g = new t.Generator(0);
+    const x = t.toDevice(t.randn(g, [2, 3, 8, 8]), "cuda"), w = t.toDevice(t.randn(g, [4, 3, 3, 3]), "cuda");
+    const y = t.conv2d(x, w); t.cudaSynchronize();
+    console.log(`default: a CUDA convolution of shape ${y.shape} ran, cuDNN ${t.cudnnEnabled() ? "on" : "off"}`);' || rc=1
+  rm -f "$WORK/cudnn-preloaded-ok"
+  LD_PRELOAD=libstdc++.so.6 deno eval 'import * as t from "./mod.ts"; using g = new t.Generator(0);
+    const x = t.toDevice(t.randn(g, [2, 3, 8, 8]), "cuda"), w = t.toDevice(t.randn(g, [4, 3, 3, 3]), "cuda");
+    if (!t.cudnnEnabled()) throw new Error("cuDNN is off though libstdc++ was preloaded");
+    t.conv2d(x, w); t.cudaSynchronize(); console.log("libstdc++ preloaded: a cuDNN convolution ran");' &&
+    touch "$WORK/cudnn-preloaded-ok" || rc=1
+  return $rc
+}
+
 stage_cuda() {
   local device=cuda
   [ "$DRY" = 1 ] && device=cpu
@@ -185,7 +203,8 @@ stage_cuda() {
 stage_bench() {
   local dry=()
   [ "$DRY" = 1 ] && dry=(--dry-run --workers 1)
-  deno run -A bench/compare_gpu_step.ts --steps "${BENCH_STEPS:-8}" --json "$OUT/bench.json" "${dry[@]}" || return 1
+  deno run -A bench/compare_gpu_step.ts --steps "${BENCH_STEPS:-8}" --json "$OUT/bench.json" "${dry[@]}" ${BENCH_ARGS:-} ||
+    return 1
   if [ "$DRY" != 1 ]; then
     deno run -A bench/compare_inference.ts --device cuda --iters 5 --python python3
   fi
@@ -212,25 +231,33 @@ stage_suite() {
 
 say "gpu-check: repo $REPO, out $OUT, work $WORK, stages: $STAGES, dry run $DRY, budget ${BUDGET}s"
 export REPO OUT WORK CARRY DRY FMNIST_DIR
-export -f stage_install stage_build stage_cuda stage_bench stage_train stage_suite
+export -f stage_install stage_build stage_cudnn stage_cuda stage_bench stage_train stage_suite
 run_stage install 120 bash -c stage_install || say "install failed: nothing else can run"
 if [ -x "$WORK/bin/deno" ]; then
   wanted build && run_stage build 240 bash -c stage_build
-  # cuDNN's first call: where it crashes the process (as it did before libstdc++ was shared, see native/ops.cpp),
-  # every later stage runs with cuDNN off rather than not at all, and results.json says so.
+  # cuDNN's first call crashes a Deno process unless libstdc++ was preloaded (see ffi/library.ts): the default must
+  # not crash, and where the preloaded one does too, every later stage runs with cuDNN off rather than not at all.
   if [ "$DRY" != 1 ] && [ -z "${DINO_CUDNN:-}" ]; then
-    if run_stage cudnn 60 deno eval 'import * as t from "./mod.ts"; using g = new t.Generator(0);
-      const x = t.toDevice(t.randn(g, [2, 3, 8, 8]), "cuda"), w = t.toDevice(t.randn(g, [4, 3, 3, 3]), "cuda");
-      t.setCudnnEnabled(true); t.conv2d(x, w); t.cudaSynchronize(); console.log("cuDNN convolution ok");'; then :
+    run_stage cudnn 60 bash -c stage_cudnn
+    if [ -f "$WORK/cudnn-preloaded-ok" ]; then
+      export LD_PRELOAD=libstdc++.so.6
+      say "cudnn: the stages below run with LD_PRELOAD=libstdc++.so.6 (cuDNN on)"
     else
       export DINO_CUDNN=0
-      say "cudnn: the convolution failed: the stages below run with DINO_CUDNN=0 (libtorch's own CUDA kernels)"
+      say "cudnn: the preloaded cuDNN convolution failed: the stages below run with DINO_CUDNN=0"
     fi
   fi
-  wanted cuda && run_stage cuda 120 bash -c stage_cuda
-  wanted bench && run_stage bench "${BENCH_TIMEOUT:-150}" bash -c stage_bench
-  wanted train && run_stage train "${TRAIN_TIMEOUT:-300}" bash -c stage_train
-  wanted suite && run_stage suite "${SUITE_TIMEOUT:-600}" bash -c stage_suite
+  # The other stages in the order STAGES names them, so that a short call spends its time on what it needs first.
+  for stage in $STAGES; do
+    case $stage in
+      build) ;;
+      cuda) run_stage cuda 120 bash -c stage_cuda ;;
+      bench) run_stage bench "${BENCH_TIMEOUT:-150}" bash -c stage_bench ;;
+      train) run_stage train "${TRAIN_TIMEOUT:-300}" bash -c stage_train ;;
+      suite) run_stage suite "${SUITE_TIMEOUT:-600}" bash -c stage_suite ;;
+      *) say "unknown stage: $stage (build, cuda, bench, train, suite)" ;;
+    esac
+  done
 fi
 
 # The results: training curve and summary, test lines, and one JSON of everything.
@@ -251,6 +278,7 @@ def load(path):
         return None
 res["build"] = load(os.path.join(work, "build-info.json"))
 res["cudnnDisabled"] = os.environ.get("DINO_CUDNN") == "0"
+res["libstdcxxPreloaded"] = "libstdc++" in os.environ.get("LD_PRELOAD", "")
 res["bench"] = load(os.path.join(out, "bench.json"))
 curve = []
 try:
