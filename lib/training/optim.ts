@@ -25,13 +25,12 @@ import {
   adamwInto,
   add,
   alias,
+  clamp,
   clone,
   copyInto,
   div,
   emaInto,
-  fullLike,
   gt,
-  minimum,
   mul,
   mulInto,
   norm,
@@ -302,7 +301,7 @@ export function clipGradients(
       const n = norm(g); // []
       const coef = mul(reciprocal(add(n, 1e-6)), clip); // Python's `clip / tensor` is reciprocal() * clip
       // Multiplying by min(coef, 1) equals the official "scale if coef < 1" (g * 1 is exact) without a device sync.
-      const scale = minimum(coef, fullLike(coef, 1));
+      const scale = clamp(coef, undefined, 1);
       if (!o.donate) return { g: mul(g, scale), n };
       mulInto(g, scale);
       return { g: alias(g), n };
