@@ -6,16 +6,21 @@
  * same number of steps on views made beforehand (the step alone). The loop
  * makes batch n + 1's views on a native thread while step n runs, so it should
  * reach the step-only images/s; the augmentation's own time is measured apart,
- * on the same batches, since it overlaps the step.
+ * on the same batches, since it overlaps the step. With `--device cuda` the
+ * phases are timed to the GPU's completion (a synchronisation after each),
+ * and the step alone is timed twice: until its calls return (the host's
+ * share: CUDA queues the kernels) and until the GPU has finished them.
  *
  * @example
  * ```sh
  * deno run -A bench/step_time.ts --steps 20
+ * deno run -A bench/step_time.ts --preset fmnist-gpu --device cuda --steps 50
  * ```
  * @module
  */
 import { benchFlags, positiveInt } from "./flags.ts";
-import { dispose, getNumThreads, tidy } from "../mod.ts";
+import { cudaSynchronize, type Device, dispose, getNumThreads, tidy, toDevice } from "../mod.ts";
+import { mapTree } from "../lib/weights/mod.ts";
 import { augmentConfig, makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import { channelStats } from "../lib/data/stats.ts";
@@ -27,8 +32,20 @@ import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
 const values = benchFlags({
   steps: { type: "string", default: "20" },
   preset: { type: "string", default: "fmnist" },
+  device: { type: "string", default: "cpu" },
 });
 const steps = positiveInt(values.steps, "--steps");
+if (values.device !== "cpu" && values.device !== "cuda") {
+  console.error(`error: --device must be cpu or cuda, got "${values.device}"`);
+  Deno.exit(2);
+}
+const device = values.device as Device;
+const onDevice = <T extends object>(state: T): T => {
+  if (device === "cpu") return state;
+  const moved = mapTree(state, (x) => toDevice(x, device));
+  dispose(state);
+  return moved;
+};
 const s = makeSettings(values.preset!);
 using data = openDataset(s.data, "train", { side: s.imageSize });
 const norm = await channelStats(data);
@@ -43,8 +60,8 @@ const totals: Record<string, number> = {};
 const add = (phase: string, ms: number) => (totals[phase] = (totals[phase] ?? 0) + ms);
 let loopMs = 0, stepsSeen = 0, last = performance.now();
 const log = await Deno.makeTempFile({ suffix: ".jsonl" });
-let state = initTrainState(net, hyper, s.seed);
-for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed, timed: true })) {
+let state = onDevice(initTrainState(net, hyper, s.seed));
+for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed, timed: true, device })) {
   state = e.state;
   if (e.type !== "step") continue;
   const now = performance.now();
@@ -70,17 +87,21 @@ const made: { views: ReturnType<typeof dinoViews>; ms: number }[] = [];
 for await (const batch of batches(data, 0, { batchSize: s.batchSize, seed: s.seed })) {
   const t0 = performance.now();
   const sampleSeeds = batch.indices.map((i) => sampleSeed(s.seed, 0, i));
-  const views = tidy(() => dinoViews(batch.images, augment, { sampleSeeds }));
+  const views = tidy(() =>
+    dinoViews(batch.images, augment, { sampleSeeds }).map((v) => device === "cpu" ? v : toDevice(v, device))
+  );
   made.push({ views, ms: performance.now() - t0 });
   dispose([batch.images, batch.labels]);
   if (made.length === warmup + steps) break;
 }
-state = initTrainState(net, hyper, s.seed);
-let stepOnlyMs = 0;
+state = onDevice(initTrainState(net, hyper, s.seed));
+let stepOnlyMs = 0, hostMs = 0;
 made.forEach(({ views }, i) => {
   const t0 = performance.now();
   const r = trainStep(state, views, hyper, net, { donate: true });
-  if (i >= warmup) stepOnlyMs += performance.now() - t0;
+  const returned = performance.now();
+  if (device !== "cpu") cudaSynchronize();
+  if (i >= warmup) (stepOnlyMs += performance.now() - t0), (hostMs += returned - t0);
   dispose(state);
   state = r.state;
 });
@@ -89,8 +110,8 @@ const augmentMs = made.slice(warmup).reduce((a, m) => a + m.ms, 0);
 
 const perStep = (ms: number) => `${(ms / steps).toFixed(1).padStart(8)} ms`;
 console.log(
-  `Training step, ${values.preset} preset (${s.arch}/${s.patchSize}, batch ${s.batchSize}, ${getNumThreads()} threads), ` +
-    `mean of ${steps} steps after ${warmup}:`,
+  `Training step, ${values.preset} preset (${s.arch}/${s.patchSize}, batch ${s.batchSize}, ${getNumThreads()} threads, ` +
+    `${device}), mean of ${steps} steps after ${warmup}:`,
 );
 const accounted = Object.values(totals).reduce((a, b) => a + b, 0);
 for (const [phase, ms] of Object.entries(totals)) {
@@ -111,3 +132,10 @@ console.log(
     (100 * loopRate / stepRate).toFixed(1)
   }% of the step-only rate (target >= 90%)`,
 );
+if (device !== "cpu") {
+  console.log(
+    `  the step alone: its calls return after ${perStep(hostMs).trim()}, the GPU is done after ${
+      perStep(stepOnlyMs).trim()
+    } (${(100 * hostMs / stepOnlyMs).toFixed(1)}%: near 100% when the host's calls, not the GPU, set the pace)`,
+  );
+}

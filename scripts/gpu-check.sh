@@ -14,7 +14,8 @@
 #            a batch's views and the training loop, each against the CPU) with DINO_TEST_DEVICE=cuda; plus an NCCL
 #            process group of one all-reducing CUDA tensors, and the training program under a launcher's variables
 #            for one process (WORLD_SIZE=1, a few steps). Each part runs even when an earlier one fails; the stage fails if any does.
-#   bench    bench/compare_gpu_step.ts (official-recipe step, fp32/bf16/fp16, and augmentation on the GPU) and
+#   bench    bench/step_time.ts on CUDA (the fmnist-gpu step by phase, and the host's share of it),
+#            bench/compare_gpu_step.ts (official-recipe step, fp32/bf16/fp16, and augmentation on the GPU) and
 #            bench/compare_inference.ts on CUDA
 #   train    deno task train --preset fmnist-gpu (k-NN curve in metrics.jsonl), at most TRAIN_TIMEOUT seconds
 #   suite    the whole test suite (`deno test -A --doc`, --device auto: CLI tests train on CUDA, and the device
@@ -203,6 +204,12 @@ stage_cuda() {
 stage_bench() {
   local dry=()
   [ "$DRY" = 1 ] && dry=(--dry-run --workers 1)
+  # Where the small preset's GPU step goes, and whether the host's calls or the GPU set its pace.
+  if [ "$DRY" = 1 ]; then
+    deno run -A bench/step_time.ts --preset fmnist-gpu --device cpu --steps 3 || return 1
+  else
+    deno run -A bench/step_time.ts --preset fmnist-gpu --device cuda --steps 50 || return 1
+  fi
   deno run -A bench/compare_gpu_step.ts --steps "${BENCH_STEPS:-8}" --json "$OUT/bench.json" "${dry[@]}" ${BENCH_ARGS:-} ||
     return 1
   if [ "$DRY" != 1 ]; then
