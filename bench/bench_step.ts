@@ -56,7 +56,7 @@ export function benchStep(precision: "fp32" | "bf16"): {
 
 /** The environment that gives PyTorch this project's thread arrangement for `n` threads. */
 export const arranged = (n: number): Record<string, string> => ({
-  OMP_WAIT_POLICY: "PASSIVE",
+  GOMP_SPINCOUNT: "30000",
   OPENBLAS_THREAD_TIMEOUT: "4",
   OPENBLAS_NUM_THREADS: String(n),
 });
@@ -67,7 +67,7 @@ export const arranged = (n: number): Record<string, string> => ({
  */
 function environment(env: Record<string, string>): Record<string, string> {
   const own = Deno.env.toObject();
-  for (const name of ["OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS"]) delete own[name];
+  for (const name of ["GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS"]) delete own[name];
   return { ...own, ...env };
 }
 
