@@ -20,7 +20,7 @@
  */
 import { benchFlags, positiveInt } from "./flags.ts";
 import { cudaSynchronize, type Device, dispose, getNumThreads, tidy, toDevice } from "../mod.ts";
-import { mapTree } from "../lib/weights/mod.ts";
+import { moveTree } from "../lib/weights/mod.ts";
 import { augmentConfig, makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import { channelStats } from "../lib/data/stats.ts";
@@ -40,12 +40,6 @@ if (values.device !== "cpu" && values.device !== "cuda") {
   Deno.exit(2);
 }
 const device = values.device as Device;
-const onDevice = <T extends object>(state: T): T => {
-  if (device === "cpu") return state;
-  const moved = mapTree(state, (x) => toDevice(x, device));
-  dispose(state);
-  return moved;
-};
 const s = makeSettings(values.preset!);
 using data = openDataset(s.data, "train", { side: s.imageSize });
 const norm = await channelStats(data);
@@ -60,7 +54,7 @@ const totals: Record<string, number> = {};
 const add = (phase: string, ms: number) => (totals[phase] = (totals[phase] ?? 0) + ms);
 let loopMs = 0, stepsSeen = 0, last = performance.now();
 const log = await Deno.makeTempFile({ suffix: ".jsonl" });
-let state = onDevice(initTrainState(net, hyper, s.seed));
+let state = moveTree(initTrainState(net, hyper, s.seed), device);
 for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed, timed: true, device })) {
   state = e.state;
   if (e.type !== "step") continue;
@@ -94,7 +88,7 @@ for await (const batch of batches(data, 0, { batchSize: s.batchSize, seed: s.see
   dispose([batch.images, batch.labels]);
   if (made.length === warmup + steps) break;
 }
-state = onDevice(initTrainState(net, hyper, s.seed));
+state = moveTree(initTrainState(net, hyper, s.seed), device);
 let stepOnlyMs = 0, hostMs = 0;
 made.forEach(({ views }, i) => {
   const t0 = performance.now();

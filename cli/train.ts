@@ -32,7 +32,6 @@ import {
   exists,
   ProcessGroup,
   setNumThreads,
-  toDevice,
   TorchError,
 } from "../mod.ts";
 import {
@@ -48,7 +47,7 @@ import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
 import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/model/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState } from "../lib/training/mod.ts";
-import { loadCheckpoint, mapTree, startFrom } from "../lib/weights/mod.ts";
+import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
 import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
@@ -250,7 +249,7 @@ async function openRun(s: Settings, dist: Dist) {
       return usage(`${flagOf("initWeights")} ${e instanceof Error ? e.message : e}`);
     }
   }
-  let state = onDevice(start, device);
+  let state = moveTree(start, device);
   if (group) {
     try {
       state = sameStart(state, group, s);
@@ -529,13 +528,6 @@ function silentOutput(s: Settings): ReturnType<typeof openOutput> {
     summary() {},
     close() {},
   };
-}
-
-function onDevice(state: TrainState, device: Device): TrainState {
-  if (device === "cpu") return state;
-  const moved = mapTree(state, (x) => toDevice(x, device));
-  dispose(state);
-  return moved;
 }
 
 function describeRun(

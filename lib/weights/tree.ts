@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { alias, Tensor } from "../../ffi/mod.ts";
+import { alias, type Device, dispose, Tensor, toDevice } from "../../ffi/mod.ts";
 
 /**
  * A nested record or array of tensors. Interfaces such as `ViTParams` are
@@ -73,6 +73,27 @@ export function mapTree<T extends object>(template: T, fn: (t: Tensor, key: stri
     return out;
   };
   return walk(template, prefix) as T;
+}
+
+/**
+ * `tree` with its tensors on `device`, taking the tree's place: on the CPU the
+ * tree itself, elsewhere copies, the originals freed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, ones } from "../../ffi/mod.ts";
+ * import { moveTree } from "./tree.ts";
+ * const state = { w: ones([2]) };
+ * assert.equal(moveTree(state, "cpu"), state);
+ * dispose(state);
+ * ```
+ */
+export function moveTree<T extends object>(tree: T, device: Device): T {
+  if (device === "cpu") return tree;
+  const moved = mapTree(tree, (t) => toDevice(t, device));
+  dispose(tree);
+  return moved;
 }
 
 /**
