@@ -83,6 +83,7 @@ export const symbols = {
   cat: tensor(...TENSORS, I),
   stack: tensor(...TENSORS, I),
   chunk: list(T, I, I),
+  unbind: list(T, I),
   split: list(T, ...INTS, I),
   expand: tensor(T, ...INTS),
   repeat: tensor(T, ...INTS),

@@ -79,3 +79,21 @@ Deno.test("detach and noGrad cut the graph; requiresGrad leaves its input untouc
     assertClose(t.toArray(dw), [2, 2], 0);
     assert.throws(() => t.noGrad(() => Promise.resolve(1)), /synchronous/);
   }));
+
+Deno.test("unbind's slices are select's, and their gradient is the same bit for bit", () =>
+  noLeak(() => {
+    using g = new t.Generator(0);
+    using x0 = t.randn(g, [2, 5, 3, 4]);
+    using w = t.randn(g, [3, 2, 4, 5]);
+    const x = t.requiresGrad(x0);
+    const gradVia = (slices: (v: t.Tensor) => t.Tensor[]) =>
+      t.tidy(() => {
+        const parts = slices(t.permute(x, [2, 0, 3, 1])); // [3, 2, 4, 5] view, as attention's qkv
+        const loss = t.sum(t.add(t.add(t.mul(parts[0], w), t.mul(parts[1], 2)), t.mul(parts[2], parts[2])));
+        return { parts: parts.map(t.toArray), grad: t.toArray(t.grad(loss, [x])[0]) };
+      });
+    const viaUnbind = gradVia((v) => t.unbind(v, 0));
+    const viaSelect = gradVia((v) => [0, 1, 2].map((i) => t.select(v, 0, i)));
+    assert.deepEqual(viaUnbind, viaSelect);
+    x.dispose();
+  }));

@@ -180,6 +180,21 @@ export function chunk(a: Tensor, chunks: number, dim = 0): Tensor[] {
   return wrapList(native.chunk(ctx, a.ptr, chunks, dim), "chunk");
 }
 /**
+ * The slices along `dim`, as views: `select(a, dim, i)` for every i. Its gradient is one stack of the slices'
+ * gradients, where separate selects each scatter theirs into a zero tensor of the whole shape and sum them.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray, unbind } from "../mod.ts";
+ * using x = tensor([[1, 2], [3, 4], [5, 6]]);
+ * assert.deepEqual(tidy(() => unbind(x, 1).map(toArray)), [[1, 3, 5], [2, 4, 6]]);
+ * ```
+ */
+export function unbind(a: Tensor, dim = 0): Tensor[] {
+  return wrapList(native.unbind(ctx, a.ptr, dim), "unbind");
+}
+/**
  * Splits into parts of the given sizes, or of one size (the last may be smaller).
  *
  * @example

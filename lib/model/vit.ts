@@ -47,6 +47,7 @@ import {
   tensor,
   tidy,
   transpose,
+  unbind,
   uniform,
   unsqueeze,
   zeros,
@@ -313,7 +314,7 @@ export function attention(
     reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]),
     [2, 0, 3, 1, 4],
   ); // [3, B, h, N, d]
-  const q = select(qkv, 0, 0), k = select(qkv, 0, 1), v = select(qkv, 0, 2); // [B, h, N, d]
+  const [q, k, v] = unbind(qkv, 0); // [B, h, N, d] each; one stack in backward, not three scatters
   const scores = mul(lowMatmul(q, transpose(k, -2, -1), dt), headDim ** -0.5); // [B, h, N, N]
   const attn = softmax(dt === undefined ? scores : fp32(scores), -1); // [B, h, N, N], fp32
   const mixed = reshape(transpose(lowMatmul(low(attn, dt), v, dt), 1, 2), [B, N, C]); // [B, N, D]
