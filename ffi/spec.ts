@@ -196,7 +196,7 @@ export const symbols = {
   // augmentation (augment.cpp): a batch's views in one call, on its own threads; the nonblocking twin overlaps a step
   augment_views: list(T, "buffer", I, ...INTS, "buffer", I, I),
   augment_views_async: {
-    name: "dn_augment_views",
+    name: "dn_augment_views_background",
     ...list(T, "buffer", I, ...INTS, "buffer", I, I),
     nonblocking: true,
   },

@@ -411,3 +411,10 @@ LIST(augment_views, (T images, const void* plan, int records, INTS(runs), const 
                      int threads),
      augment_views(*images, static_cast<const double*>(plan), records, IV(runs), static_cast<const double*>(norm),
                    interpolation, threads))
+// The nonblocking twin, which overlaps a step: in the background (see in_background).
+LIST(augment_views_background,
+     (T images, const void* plan, int records, INTS(runs), const void* norm, int interpolation, int threads),
+     in_background([&] {
+       return augment_views(*images, static_cast<const double*>(plan), records, IV(runs),
+                            static_cast<const double*>(norm), interpolation, threads);
+     }))

@@ -962,8 +962,9 @@ static double write_image(const char*, const at::Tensor&, int, int) {
 }
 #endif
 
+// Both are called nonblocking, to overlap a step: in the background (see in_background).
 LIST(decode_images, (const char* paths, int n, int side, int channels, int threads, double max_pixels),
-     decode_images(paths, n, side, channels, threads, max_pixels))
+     in_background([&] { return decode_images(paths, n, side, channels, threads, max_pixels); }))
 LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels),
-     decode_image(path, side, multiple, channels, max_pixels))
+     in_background([&] { return decode_image(path, side, multiple, channels, max_pixels); }))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))

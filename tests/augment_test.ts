@@ -341,3 +341,36 @@ Deno.test("views of a batch on the test device equal the CPU's views, for every 
       });
     }
   }));
+
+/** Each thread's nice value (field 19 of /proc/self/task/N/stat). */
+function threadNiceValues(): number[] {
+  return [...Deno.readDirSync("/proc/self/task")].flatMap((e) => {
+    try {
+      return [Number(Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`).split(") ")[1].split(" ")[16])];
+    } catch {
+      return []; // a thread that ended meanwhile
+    }
+  });
+}
+
+Deno.test("the nonblocking views run in the background: their errors arrive, and no thread keeps the low priority", async () => {
+  const images = t.zeros([2, 1, 16, 16], { dtype: "u8" });
+  const norm = { mean: [0], std: [1] };
+  const plan = new Float64Array(t.AUGMENT_RECORD);
+  const before = new Set(threadNiceValues()); // the test runner's (0 unless it was started with nice)
+  try {
+    plan.set([0, 8, 8, 9, 4]);
+    await assert.rejects(
+      () => t.augmentBatchAsync(images, plan, [[8, 1]], { ...norm, threads: 2 }),
+      /crop box outside/,
+    );
+    plan.set([1, 0, 0, 16, 16]);
+    const [views] = await t.augmentBatchAsync(images, plan, [[8, 1]], { ...norm, threads: 2 });
+    assert.deepEqual(t.tidy(() => t.toArray(t.sum(views))), [0]);
+    views.dispose();
+    const after = threadNiceValues();
+    assert.ok(after.every((n) => before.has(n)), `nice values ${after}, before ${[...before]}`);
+  } finally {
+    images.dispose();
+  }
+});
