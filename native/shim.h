@@ -21,9 +21,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <initializer_list>
-#include <exception>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -172,8 +172,8 @@ static inline at::TensorOptions opts(int64_t dtype, int64_t dev) {
 // what it returns or throws what it threw; where no thread can be started, here. For work that overlaps a training
 // step (the next batch's decoding and views): a third thread on a core that the step's two OpenMP threads share
 // takes a whole time slice from one of them, and every parallel region waits at its barrier for that one; at the
-// lowest priority it runs in the gaps the step leaves instead (the default run's loop step ~125-150 -> ~110-115 ms on
-// 2 cores, measured alternating). With no step running it takes the idle cores as fast as before.
+// lowest priority it runs in the gaps the step leaves instead (the default run's loop step 116 -> 112 ms on average
+// over 6 alternating runs on 2 cores, and steadier). With no step running it takes the idle cores as before.
 template <class F>
 auto in_background(F fn) -> decltype(fn()) {
   decltype(fn()) result;
