@@ -181,7 +181,14 @@ auto in_background(F fn) -> decltype(fn()) {
   std::thread worker;
   try {
     worker = std::thread([&] {
-      setpriority(PRIO_PROCESS, 0, 19);  // on Linux: this thread only
+      // Work that makes libtorch set this new thread up (its first parallel op: a clone, threads 0) rebuilds, on 1.13,
+      // the thread pool of XNNPACK's ops, whose threads then keep nice 19 until the next rebuild. Setting up before
+      // lowering the priority avoids that, but rebuilt that pool on every call at normal priority, whose new threads
+      // spin: the default run's loop step went from 102-113 to 133-145 ms (5 alternating pairs). The training loop's
+      // views (u8 images, one thread) never set it up.
+#ifdef __linux__
+      setpriority(PRIO_PROCESS, 0, 19);  // this thread only (elsewhere it would be the whole process)
+#endif
       try {
         result = fn();
       } catch (...) {

@@ -346,7 +346,8 @@ Deno.test("views of a batch on the test device equal the CPU's views, for every 
 function threadNiceValues(): number[] {
   return [...Deno.readDirSync("/proc/self/task")].flatMap((e) => {
     try {
-      return [Number(Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`).split(") ")[1].split(" ")[16])];
+      const stat = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
+      return [Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16])]; // after the name, which may hold ") "
     } catch {
       return []; // a thread that ended meanwhile
     }
