@@ -28,6 +28,7 @@ import { batches } from "../lib/data/loader.ts";
 import { dinoViews } from "../lib/augment/mod.ts";
 import { dinoHyper, initTrainState, type StepPhases, trainStep } from "../lib/training/step.ts";
 import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
+import { turnsEvery } from "../lib/training/turns.ts";
 
 const values = benchFlags({
   steps: { type: "string", default: "20" },
@@ -52,7 +53,8 @@ const images = (n: number) => n * s.batchSize;
 // 1. The loop, as `deno task train` runs it, with a consumer that logs as the CLI does.
 const totals: Record<string, number> = {};
 const add = (phase: string, ms: number) => (totals[phase] = (totals[phase] ?? 0) + ms);
-let loopMs = 0, stepsSeen = 0, last = performance.now(), turn = last;
+let loopMs = 0, stepsSeen = 0, last = performance.now();
+const turn = turnsEvery(250); // as the CLI
 const log = await Deno.makeTempFile({ suffix: ".jsonl" });
 let state = moveTree(initTrainState(net, hyper, s.seed), device);
 for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed, timed: true, device })) {
@@ -68,10 +70,7 @@ for await (const e of trainLoop(state, { data, net, hyper, augment, seed: s.seed
   Deno.writeTextFileSync(log, JSON.stringify({ step: e.state.step, ...e.metrics, phases: undefined }) + "\n", {
     append: true,
   });
-  if (now - turn >= 250) { // as the CLI: a macrotask turn every 250 ms
-    await new Promise((r) => setTimeout(r, 0));
-    turn = performance.now();
-  }
+  await turn();
   if (stepsSeen > warmup) add("logging", performance.now() - logged);
   last = now;
   if (stepsSeen === warmup + steps) break;

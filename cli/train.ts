@@ -46,7 +46,7 @@ import {
 import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
 import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/model/mod.ts";
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
-import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState } from "../lib/training/mod.ts";
+import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState, turnsEvery } from "../lib/training/mod.ts";
 import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
 import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
 import { clock, EpochLog } from "./progress.ts";
@@ -326,7 +326,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
   // What each epoch's batches held: an epoch whose every file was skipped had nothing to train on (files that
   // became unreadable after checkReadable passed at the start).
   let read = 0, skipped = 0, firstError = "";
-  let turn = performance.now(); // the last macrotask turn
+  const turn = turnsEvery(250); // for a pending signal to be delivered
   const data: Dataset = {
     ...run.data,
     async load(indices) {
@@ -356,12 +356,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
       const why = divergence(e.metrics);
       if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
       log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
-      // A macrotask turn, so that a pending signal is delivered: every 250 ms, not every step, since a zero timeout
-      // takes ~2.4 ms here (2% of the default run's step).
-      if (performance.now() - turn >= 250) {
-        await new Promise((r) => setTimeout(r, 0));
-        turn = performance.now();
-      }
+      await turn();
       // Every rank stops at the same step, when any of them was asked to (or its launcher died).
       if (run.group) stop.adopt(gatherNumbers(stop.code, run.group).find((c) => c !== 0) ?? 0);
       if (stop.code) break;

@@ -59,6 +59,7 @@ import { resnetForward, type ResNetParams } from "../model/resnet.ts";
 import { type LinearParams, vitForward, type ViTParams } from "../model/vit.ts";
 import { adamw, type AdamWState } from "../training/optim.ts";
 import { cosineSchedule } from "../training/schedules.ts";
+import { turnsEvery } from "../training/turns.ts";
 import { type Flat, mapTree, stateDict } from "../weights/tree.ts";
 import { readSafetensors, writeSafetensors } from "../weights/safetensors.ts";
 import { fitBackbone } from "../weights/weights.ts";
@@ -436,16 +437,13 @@ export async function* finetuneLoop(
   const lrAt = cosineSchedule((o.lr * o.batchSize) / 256, o.minLr, o.epochs, steps, o.warmupEpochs);
   const device = state.head.weight.device;
   let best = o.best;
-  let turn = performance.now();
+  const turn = turnsEvery(100); // for a signal handler to abort
   for (let epoch = o.startEpoch ?? 0; epoch < o.epochs; epoch++) {
     let lossSum = 0, step = 0;
     for await (const b of batches(o.train, epoch, { batchSize: o.batchSize, seed: o.seed, dropLast: false })) {
       let event: FinetuneEvent;
       try {
-        if (o.signal && performance.now() - turn > 100) {
-          await new Promise((r) => setTimeout(r, 0)); // a macrotask turn, so that a signal handler can abort
-          turn = performance.now();
-        }
+        if (o.signal) await turn();
         o.signal?.throwIfAborted();
         if (b.indices.length === 0) continue;
         const lr = lrAt(state.step);

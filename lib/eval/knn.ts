@@ -45,6 +45,7 @@ import { l2Normalize } from "../model/head.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches } from "../data/loader.ts";
 import { type BackboneConfig, backboneDevice, backboneFeatures, type BackboneParams } from "../model/backbone.ts";
+import { turnsEvery } from "../training/turns.ts";
 
 /** Options of {@linkcode knnClassify}. */
 export interface KnnOptions {
@@ -253,15 +254,11 @@ async function rows(
   const view: Dataset = n === ds.length ? ds : { ...ds, length: n };
   const parts: Tensor[] = [];
   const labels: number[] = [];
-  let turn = performance.now();
+  const turn = turnsEvery(100); // for a signal handler to abort
   try {
     for await (const b of batches(view, 0, { batchSize: o.batchSize ?? 256, shuffle: false, dropLast: false })) {
       try {
-        // A macrotask turn now and then (a zero timeout takes milliseconds), so that a signal handler can abort.
-        if (o.signal && performance.now() - turn > 100) {
-          await new Promise((r) => setTimeout(r, 0));
-          turn = performance.now();
-        }
+        if (o.signal) await turn();
         o.signal?.throwIfAborted();
         parts.push(fn(b.images));
         for (const i of b.indices) labels.push(ds.labels ? ds.labels[i] : -1);

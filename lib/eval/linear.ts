@@ -73,6 +73,7 @@ import { intermediateLayers, type LinearParams, type ViTParams } from "../model/
 import { type BackboneConfig, type BackboneParams, isResNetConfig } from "../model/backbone.ts";
 import { resnetFeatures, type ResNetParams } from "../model/resnet.ts";
 import { sgd, type SGDState } from "../training/optim.ts";
+import { turnsEvery } from "../training/turns.ts";
 import { writeSafetensors } from "../weights/safetensors.ts";
 import { type EvalTransform, extractFeatures, type FeatureOptions } from "./knn.ts";
 import type { Accuracy } from "./report.ts";
@@ -567,7 +568,7 @@ export async function* linearLoop(state: LinearState, o: LinearLoopOptions): Asy
   const steps = Math.ceil(n / o.batchSize);
   const device = state.classifier.linear.weight.device;
   let best: BestEpoch | undefined;
-  let turn = performance.now();
+  const turn = turnsEvery(100);
   for (let epoch = 0; epoch < o.epochs; epoch++) {
     const lr = lrAt(epoch);
     let lossSum = 0, step = 0;
@@ -580,11 +581,7 @@ export async function* linearLoop(state: LinearState, o: LinearLoopOptions): Asy
       return { type: "step", state, epoch, step, steps, loss: next.loss, lr, images };
     };
     const pause = async () => {
-      // A macrotask turn now and then, so that a signal handler can abort.
-      if (o.signal && performance.now() - turn > 100) {
-        await new Promise((r) => setTimeout(r, 0));
-        turn = performance.now();
-      }
+      if (o.signal) await turn(); // for a signal handler to abort
       o.signal?.throwIfAborted();
     };
     if (isFeatureSet(train)) {

@@ -3,7 +3,8 @@
  * (`optim.ts`), schedules as pure functions of the step (`schedules.ts`), one
  * training step over an immutable state (`step.ts`), fp16's dynamic loss
  * scaler (`scaler.ts`), the loop that drives it
- * (`loop.ts`) and the checks over its metrics (`guards.ts`).
+ * (`loop.ts`), the checks over its metrics (`guards.ts`) and the macrotask
+ * turns that let signal handlers run during long loops (`turns.ts`).
  *
  * @example
  * ```ts
@@ -21,3 +22,4 @@ export * from "./step.ts";
 export * from "./scaler.ts";
 export * from "./loop.ts";
 export * from "./guards.ts";
+export * from "./turns.ts";
