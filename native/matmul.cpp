@@ -203,7 +203,9 @@ struct DnnlLinear : torch::autograd::Function<DnnlLinear> {
     const int64_t in = w.size(1), out = w.size(0);
     const auto rows = x.reshape({-1, in}).contiguous();
     const auto weight = w.contiguous();
-    auto y = b.expand({rows.size(0), out}).contiguous();
+    // A fresh output: with one row, b.expand(...).contiguous() is b itself, and the product would land in the bias.
+    auto y = at::empty({rows.size(0), out}, b.options());
+    y.copy_(b);
     gemm_rm('N', 'T', rows.size(0), out, in, rows, in, weight, in, 1.f, y);
     ctx->save_for_backward({x, w});  // the inputs, not the copies: a second derivative needs their history
     auto sizes = x.sizes().vec();

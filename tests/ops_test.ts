@@ -296,6 +296,16 @@ Deno.test("fp32 linear layers (oneDNN on the CPU) match f64 ones, with and witho
     }
   }));
 
+Deno.test("a linear layer over a single row leaves its bias as it was", () =>
+  noLeak(() => {
+    // One row made the bias, expanded to [1, out], its own contiguous output: the product was written into it.
+    const w = t.tensor([[1, 2], [3, 4], [5, 6]]), b = t.tensor([0.5, -1, 2]);
+    for (const x of [t.tensor([[1, 1]]), t.tensor([[[1, 1]]])]) {
+      assertTensor(t.linear(x, w, b), [...x.shape.slice(0, -1), 3], [3.5, 6, 13]);
+      assertTensor(b, [3], [0.5, -1, 2]);
+    }
+  }));
+
 Deno.test("conv2d with stride equal to the kernel acts as patch embedding", () =>
   noLeak(() => {
     const img = t.reshape(t.arange(0, 16, 1, { dtype: "f32" }), [1, 1, 4, 4]);
