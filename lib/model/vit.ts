@@ -299,14 +299,16 @@ export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor, dt?: LowD
 }
 
 /**
- * Multi-head self-attention: the output [B, N, D] and the attention weights [B, heads, N, N]. With a low
- * dtype `dt`, the projections and both products run in it (the output too) and the softmax in fp32.
+ * Multi-head self-attention: the output [B, Q, D] and the attention weights [B, heads, Q, N], where the
+ * queries are every token (Q = N) or, with `clsOnly`, the CLS token alone (Q = 1). With a low dtype `dt`,
+ * the projections and both products run in it (the output too) and the softmax in fp32.
  */
 export function attention(
   p: BlockParams["attn"],
   x: Tensor,
   numHeads: number,
   dt?: LowDtype,
+  clsOnly = false,
 ): { out: Tensor; attn: Tensor } {
   const [B, N, C] = x.shape;
   const headDim = C / numHeads;
@@ -314,16 +316,19 @@ export function attention(
     reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]),
     [2, 0, 3, 1, 4],
   ); // [3, B, h, N, d]
-  const [q, k, v] = unbind(qkv, 0); // [B, h, N, d] each; one stack in backward, not three scatters
-  const scores = mul(lowMatmul(q, transpose(k, -2, -1), dt), headDim ** -0.5); // [B, h, N, N]
-  const attn = softmax(dt === undefined ? scores : fp32(scores), -1); // [B, h, N, N], fp32
-  const mixed = reshape(transpose(lowMatmul(low(attn, dt), v, dt), 1, 2), [B, N, C]); // [B, N, D]
+  const [qAll, k, v] = unbind(qkv, 0); // [B, h, N, d] each; one stack in backward, not three scatters
+  const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
+  const scores = mul(lowMatmul(q, transpose(k, -2, -1), dt), headDim ** -0.5); // [B, h, Q, N]
+  const attn = softmax(dt === undefined ? scores : fp32(scores), -1); // [B, h, Q, N], fp32
+  const mixed = reshape(transpose(lowMatmul(low(attn, dt), v, dt), 1, 2), [B, q.shape[2], C]); // [B, Q, D]
   return { out: lowLinear(mixed, p.proj.weight, p.proj.bias, dt), attn };
 }
 
 /**
  * One pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). With a low dtype `dt`,
  * the attention and the MLP (its GELU too, as autocast leaves it) run in it; the residual stream stays fp32.
+ * With `clsOnly`, the block gives the CLS token alone, [B, 1, D]: every token still feeds its keys and values,
+ * but no other token's output is made.
  */
 export function block(
   p: BlockParams,
@@ -333,10 +338,12 @@ export function block(
   g: Generator | undefined,
   shard?: DropPathShard,
   dt?: LowDtype,
+  clsOnly = false,
 ): { out: Tensor; attn: Tensor } {
   const D = x.shape[2];
-  const { out: y, attn } = attention(p.attn, layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS), numHeads, dt);
-  const h = add(x, dropPath(y, dropRate, g, shard));
+  const normed = layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS);
+  const { out: y, attn } = attention(p.attn, normed, numHeads, dt, clsOnly);
+  const h = add(clsOnly ? slice(x, 1, 0, 1) : x, dropPath(y, dropRate, g, shard)); // [B, Q, D]
   const m = lowLinear(
     gelu(lowLinear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias, dt)),
     p.mlp.fc2.weight,
@@ -355,7 +362,8 @@ export function dropRates(cfg: ViTConfig): number[] {
 /**
  * Runs the blocks; returns the last `keep` blocks' outputs (before the final norm) and the last block's attention.
  * Each block runs in its own scope, so its temporaries are freed as soon as it returns (autograd keeps what
- * the backward pass needs): peak memory stays that of PyTorch's eager mode.
+ * the backward pass needs): peak memory stays that of PyTorch's eager mode. With `clsOnly`, the last block
+ * makes the CLS token's output alone (see {@linkcode block}).
  */
 function runBlocks(
   p: ViTParams,
@@ -363,6 +371,7 @@ function runBlocks(
   x: Tensor,
   o: ForwardOptions,
   keep = 1,
+  clsOnly = false,
 ): { outs: Tensor[]; attn: Tensor } {
   const rates = dropRates(cfg);
   const dt = lowDtype(o.precision);
@@ -370,7 +379,8 @@ function runBlocks(
   const outs: Tensor[] = [];
   let attn: Tensor | undefined;
   p.blocks.forEach((bp, i) => {
-    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard, dt));
+    const last = i === p.blocks.length - 1;
+    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard, dt, clsOnly && last));
     attn?.dispose();
     if (i < p.blocks.length - keep) h.dispose();
     ({ out: h, attn } = r);
@@ -396,7 +406,9 @@ function runBlocks(
  * ```
  */
 export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions = {}): Tensor {
-  const { outs } = runBlocks(p, cfg, x, o);
+  // Only the CLS token leaves, and every op after the last attention is per token, so the last block makes
+  // the CLS token's output alone: the same numbers as the official full block for ~8% fewer FLOPs.
+  const { outs } = runBlocks(p, cfg, x, o, 1, true);
   return tidy(() => select(layerNorm(outs[0], [cfg.embedDim], p.norm.weight, p.norm.bias, EPS), 1, 0)); // [B, D]
 }
 
