@@ -6,7 +6,7 @@ import { dinoConfig, initDino, multiCropForward } from "../lib/model/dino.ts";
 import { adamw, clipGradients, emaUpdate, isDecayed, sgd } from "../lib/training/optim.ts";
 import { cosineSchedule, linspaceAt, teacherTempSchedule } from "../lib/training/schedules.ts";
 import { loadStateDict, mapTree, stateDict } from "../lib/weights/tree.ts";
-import { dropRates, initViT, truncNormal, vitConfig, vitForward } from "../lib/model/vit.ts";
+import { block, dropRates, initViT, intermediateLayers, truncNormal, vitConfig, vitForward } from "../lib/model/vit.ts";
 import { assertClose, noLeak, onTestDevice, relativeL2, testDevice } from "./helpers.ts";
 
 Deno.test("cosineSchedule matches the official numpy schedule value for value", () => {
@@ -71,6 +71,31 @@ Deno.test("stochastic depth rises linearly over the blocks and drops whole sampl
     const a = vitForward(p, cfg, x, { dropPath: g }), b = vitForward(p, cfg, x);
     assert.notDeepEqual(t.toArray(a), t.toArray(b), "drop path changes the output in training");
     assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(b), 0);
+  }));
+
+Deno.test("a CLS-only block gives the full block's CLS row and the same gradients; vitForward uses one last", () =>
+  noLeak(() => {
+    using g = new t.Generator(5);
+    const cfg = vitConfig("vit_tiny", { imgSize: 12, patchSize: 4, depth: 2 });
+    const p = initViT(cfg, g);
+    const h = t.randn(g, [3, 7, 192]); // [B, 1 + N, D]
+    const run = (clsOnly: boolean) => {
+      using masks = new t.Generator(9); // the same drop-path masks for both
+      const bp = t.mapTree(p.blocks[1], (w) => t.requiresGrad(w)), x = t.requiresGrad(h);
+      const out = block(bp, x, cfg.numHeads, 0.5, masks, undefined, undefined, clsOnly).out;
+      const cls = t.select(out, 1, 0); // [B, D]
+      assert.deepEqual(out.shape, clsOnly ? [3, 1, 192] : [3, 7, 192]);
+      const grads = t.grad(t.sum(t.mul(cls, cls)), [x, bp.attn.qkv.weight, bp.mlp.fc1.weight]);
+      return [cls, ...grads].map((y) => t.toArray(y) as number[]);
+    };
+    const [full, clsOnly] = [run(false), run(true)];
+    for (const [i, name] of ["CLS row", "input gradient", "qkv gradient", "fc1 gradient"].entries()) {
+      const scale = full[i].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assert.ok(scale > 0, `${name} is not zero`);
+      assertClose(clsOnly[i].map((v) => v / scale), full[i].map((v) => v / scale), 1e-5);
+    }
+    const x = t.randn(g, [2, 3, 12, 8]);
+    assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(t.select(intermediateLayers(p, cfg, x)[0], 1, 0)), 1e-5);
   }));
 
 Deno.test("position embeddings are interpolated for other sizes and rectangular inputs", () =>
