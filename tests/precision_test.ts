@@ -299,11 +299,12 @@ Deno.test("a bf16 step's gradients are within bf16 tolerance of fp32's and PyTor
     refSq += norm ** 2;
     oursSq += (relativeError(ours[k], f) * norm) ** 2;
     torchSq += (relativeError(b, f) * norm) ** 2;
-    // Within bf16's rounding of the fp32 gradient, and of PyTorch's: the two round apart (the last block here
-    // makes the CLS row alone, with other kernels than the full block's), so their gap may reach the sum of
-    // both errors (measured: at most 2.8% from fp32 here, 3.7% for PyTorch, 4.0% between them).
-    const e = relativeError(ours[k], f);
-    assert.ok(e <= 10 * 2 ** -8, `${k}: ${e} from the fp32 gradient`);
+    // Within bf16's rounding of the fp32 gradient (or no further from it than PyTorch's autocast gradient, give or
+    // take a quarter), and of PyTorch's: the two round apart (the last block here makes the CLS row alone, with
+    // other kernels than the full block's), so their gap may reach the sum of both errors (measured: at most 2.8%
+    // from fp32 here, 0.89x PyTorch's error at most; PyTorch 3.7%; 4.0% between them).
+    const e = relativeError(ours[k], f), eTorch = relativeError(b, f);
+    assert.ok(e <= Math.max(10 * 2 ** -8, 1.25 * eTorch), `${k}: ${e} from the fp32 gradient (PyTorch's: ${eTorch})`);
     const between = relativeError(ours[k], b);
     assert.ok(between <= 20 * 2 ** -8, `${k}: ${between} from PyTorch's autocast gradient`);
   }
