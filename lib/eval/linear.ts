@@ -165,7 +165,8 @@ export function linearFeatures(p: BackboneParams, vit: BackboneConfig, x: Tensor
   checkSpec(vit, spec);
   if (isResNetConfig(vit)) return tidy(() => resnetFeatures(p as ResNetParams, vit, x)); // [B, D]
   return tidy(() => {
-    const layers = intermediateLayers(p as ViTParams, vit, x, spec.nLastBlocks); // each [B, 1 + N, D], normed
+    // Each [B, 1 + N, D], normed; without pooling, the last block's CLS token is all that is read of it.
+    const layers = intermediateLayers(p as ViTParams, vit, x, spec.nLastBlocks, !spec.avgpoolPatchtokens);
     const cls = cat(layers.map((l) => select(l, 1, 0)), 1); // [B, n D]
     if (!spec.avgpoolPatchtokens) return cls;
     const last = layers[layers.length - 1];

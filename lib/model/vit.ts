@@ -434,7 +434,8 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
 
 /**
  * The outputs of the last `n` blocks, each after the final LayerNorm: n x [B, 1 + N, D],
- * as `get_intermediate_layers`.
+ * as `get_intermediate_layers`. With `clsOnly`, for callers that read no other token of
+ * the last block, that one is its CLS token alone, [B, 1, D] (the same numbers, fewer FLOPs).
  *
  * @example
  * ```ts
@@ -446,10 +447,12 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
  * const p = initViT(cfg, g);
  * const layers = tidy(() => intermediateLayers(p, cfg, randn(g, [1, 3, 32, 32]), 2));
  * assert.deepEqual(layers.map((l) => l.shape), [[1, 17, 192], [1, 17, 192]]); // every token of the last 2 blocks
- * dispose([p, layers]);
+ * const cls = tidy(() => intermediateLayers(p, cfg, randn(g, [1, 3, 32, 32]), 2, true));
+ * assert.deepEqual(cls.map((l) => l.shape), [[1, 17, 192], [1, 1, 192]]); // the last block's CLS token alone
+ * dispose([p, layers, cls]);
  * ```
  */
-export function intermediateLayers(p: ViTParams, cfg: ViTConfig, x: Tensor, n = 1): Tensor[] {
-  const { outs } = runBlocks(p, cfg, x, {}, n);
+export function intermediateLayers(p: ViTParams, cfg: ViTConfig, x: Tensor, n = 1, clsOnly = false): Tensor[] {
+  const { outs } = runBlocks(p, cfg, x, {}, n, clsOnly);
   return outs.map((h) => layerNorm(h, [cfg.embedDim], p.norm.weight, p.norm.bias, EPS));
 }
