@@ -73,27 +73,40 @@ Deno.test("stochastic depth rises linearly over the blocks and drops whole sampl
     assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(b), 0);
   }));
 
-Deno.test("a CLS-only block gives the full block's CLS row and the same gradients; vitForward uses one last", () =>
+Deno.test("a CLS-only block gives the full block's CLS row and gradients, in fp32 and within rounding in bf16", () =>
   noLeak(() => {
     using g = new t.Generator(5);
     const cfg = vitConfig("vit_tiny", { imgSize: 12, patchSize: 4, depth: 2 });
     const p = initViT(cfg, g);
-    const h = t.randn(g, [3, 7, 192]); // [B, 1 + N, D]
-    const run = (clsOnly: boolean) => {
+    const h = t.randn(g, [4, 7, 192]); // [B, 1 + N, D]
+    const run = (clsOnly: boolean, rate: number, dt?: "bf16") => {
       using masks = new t.Generator(9); // the same drop-path masks for both
       const bp = t.mapTree(p.blocks[1], (w) => t.requiresGrad(w)), x = t.requiresGrad(h);
-      const out = block(bp, x, cfg.numHeads, 0.5, masks, undefined, undefined, clsOnly).out;
-      const cls = t.select(out, 1, 0); // [B, D]
-      assert.deepEqual(out.shape, clsOnly ? [3, 1, 192] : [3, 7, 192]);
+      const out = block(bp, x, cfg.numHeads, rate, masks, undefined, dt, clsOnly).out;
+      assert.deepEqual(out.shape, clsOnly ? [4, 1, 192] : [4, 7, 192]);
+      const cls = t.to(t.select(out, 1, 0), "f32"); // [B, D]
       const grads = t.grad(t.sum(t.mul(cls, cls)), [x, bp.attn.qkv.weight, bp.mlp.fc1.weight]);
       return [cls, ...grads].map((y) => t.toArray(y) as number[]);
     };
-    const [full, clsOnly] = [run(false), run(true)];
-    for (const [i, name] of ["CLS row", "input gradient", "qkv gradient", "fc1 gradient"].entries()) {
-      const scale = full[i].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-      assert.ok(scale > 0, `${name} is not zero`);
-      assertClose(clsOnly[i].map((v) => v / scale), full[i].map((v) => v / scale), 1e-5);
-    }
+    const names = ["CLS row", "input gradient", "qkv gradient", "fc1 gradient"];
+    const compare = (a: number[][], b: number[][], tol: number) => {
+      for (const [i, name] of names.entries()) {
+        const scale = b[i].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        assert.ok(scale > 0, `${name} is not zero`);
+        assertClose(a[i].map((v) => v / scale), b[i].map((v) => v / scale), tol);
+      }
+    };
+    const full = run(false, 0.5);
+    compare(run(true, 0.5), full, 1e-5);
+    assert.notDeepEqual(full[0], run(false, 0)[0], "the masks drop a sample");
+    compare(run(true, 0.5, "bf16"), run(false, 0.5, "bf16"), 2 ** -7); // equal here; other kernels may round apart
+  }));
+
+Deno.test("vitForward gives intermediateLayers' CLS row", () =>
+  noLeak(() => {
+    using g = new t.Generator(6);
+    const cfg = vitConfig("vit_tiny", { imgSize: 12, patchSize: 4, depth: 2 });
+    const p = initViT(cfg, g);
     const x = t.randn(g, [2, 3, 12, 8]);
     assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(t.select(intermediateLayers(p, cfg, x)[0], 1, 0)), 1e-5);
   }));

@@ -298,7 +298,8 @@ Deno.test("fp32 linear layers (oneDNN on the CPU) match f64 ones, with and witho
 
 Deno.test("a linear layer over a single row leaves its bias as it was", () =>
   noLeak(() => {
-    // One row made the bias, expanded to [1, out], its own contiguous output: the product was written into it.
+    // One row made the bias, expanded to [1, out], its own contiguous output: the product was written into it. (The
+    // oneDNN path of native/matmul.cpp, taken on AVX-512 CPUs; elsewhere libtorch's linear, which never did.)
     const w = t.tensor([[1, 2], [3, 4], [5, 6]]), b = t.tensor([0.5, -1, 2]);
     for (const x of [t.tensor([[1, 1]]), t.tensor([[[1, 1]]])]) {
       assertTensor(t.linear(x, w, b), [...x.shape.slice(0, -1), 3], [3.5, 6, 13]);

@@ -249,7 +249,7 @@ Deno.test("bf16 is refused for ResNets with a message naming the settings", asyn
   assert.match(r.err, /--precision bf16 is implemented for ViTs; --arch resnet18 trains in fp32/);
 });
 
-Deno.test("a bf16 step's gradients are within bf16 tolerance of fp32's and PyTorch's CPU autocast's, and no further from fp32", () => {
+Deno.test("a bf16 step's gradients are within bf16 tolerance of the fp32 step's, and no further from them than PyTorch's CPU autocast's", () => {
   const before = t.liveTensors();
   // The parity scenario's first step (scripts/gen_fixtures.py), and PyTorch's autocast gradients of it
   // (scripts/gen_precision_fixtures.py).
@@ -299,18 +299,17 @@ Deno.test("a bf16 step's gradients are within bf16 tolerance of fp32's and PyTor
     refSq += norm ** 2;
     oursSq += (relativeError(ours[k], f) * norm) ** 2;
     torchSq += (relativeError(b, f) * norm) ** 2;
-    // Within bf16's rounding of the fp32 gradient (or no further from it than PyTorch's autocast gradient, give or
-    // take a quarter), and of PyTorch's: the two round apart (the last block here makes the CLS row alone, with
-    // other kernels than the full block's), so their gap may reach the sum of both errors (measured: at most 2.8%
-    // from fp32 here, 0.89x PyTorch's error at most; PyTorch 3.7%; 4.0% between them).
-    const e = relativeError(ours[k], f), eTorch = relativeError(b, f);
-    assert.ok(e <= Math.max(10 * 2 ** -8, 1.25 * eTorch), `${k}: ${e} from the fp32 gradient (PyTorch's: ${eTorch})`);
-    const between = relativeError(ours[k], b);
-    assert.ok(between <= 20 * 2 ** -8, `${k}: ${between} from PyTorch's autocast gradient`);
+    // Within bf16's rounding of the fp32 gradient. (PyTorch's gradients round apart from these: the last block here
+    // makes the CLS row alone, with other kernels than the full block's; measured: at most 2.8% from fp32 here,
+    // PyTorch's up to 3.7%.)
+    const e = relativeError(ours[k], f);
+    assert.ok(e <= 10 * 2 ** -8, `${k}: ${e} from the fp32 gradient`);
   }
   const oursError = Math.sqrt(oursSq / refSq), torchError = Math.sqrt(torchSq / refSq);
-  // Measured: 1.52% here, 3.57% for PyTorch (whose softmaxes run in bf16 where these run in fp32). The bound
-  // says: no further from fp32 than PyTorch's autocast, give or take a quarter.
+  // Measured: 1.52% here, 3.57% for PyTorch (whose softmaxes run in bf16 where these run in fp32); 3.63% here before
+  // the CLS-only last block. A few roundings dominate (the CLS features', which the temperatures magnify), so the
+  // error moves with the kernels that round them. The bound says: no further from fp32 than PyTorch's autocast, give
+  // or take a quarter.
   assert.ok(oursError > 0 && oursError <= 1.25 * torchError, `${oursError} vs PyTorch's ${torchError}`);
   t.dispose([parity.tensors, amp.tensors, template, student, ours]);
   assert.equal(t.liveTensors(), before);

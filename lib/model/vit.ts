@@ -327,8 +327,8 @@ export function attention(
 /**
  * One pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). With a low dtype `dt`,
  * the attention and the MLP (its GELU too, as autocast leaves it) run in it; the residual stream stays fp32.
- * With `clsOnly`, the block gives the CLS token alone, [B, 1, D]: every token still feeds its keys and values,
- * but no other token's output is made.
+ * With `clsOnly`, the block gives the CLS token alone, [B, 1, D] (the residual is then x[:, :1] + ...): every
+ * token still feeds its keys and values, but no other token's output is made, and the attention is [B, heads, 1, N].
  */
 export function block(
   p: BlockParams,
@@ -363,7 +363,7 @@ export function dropRates(cfg: ViTConfig): number[] {
  * Runs the blocks; returns the last `keep` blocks' outputs (before the final norm) and the last block's attention.
  * Each block runs in its own scope, so its temporaries are freed as soon as it returns (autograd keeps what
  * the backward pass needs): peak memory stays that of PyTorch's eager mode. With `clsOnly`, the last block
- * makes the CLS token's output alone (see {@linkcode block}).
+ * makes the CLS token's output alone and its attention row alone, [B, heads, 1, N] (see {@linkcode block}).
  */
 function runBlocks(
   p: ViTParams,
@@ -407,7 +407,7 @@ function runBlocks(
  */
 export function vitForward(p: ViTParams, cfg: ViTConfig, x: Tensor, o: ForwardOptions = {}): Tensor {
   // Only the CLS token leaves, and every op after the last attention is per token, so the last block makes
-  // the CLS token's output alone: the same numbers as the official full block, ~6% fewer FLOPs in 12 blocks.
+  // the CLS token's output alone: the official full block's numbers up to rounding, ~6% fewer FLOPs in 12 blocks.
   const { outs } = runBlocks(p, cfg, x, o, 1, true);
   return tidy(() => select(layerNorm(outs[0], [cfg.embedDim], p.norm.weight, p.norm.bias, EPS), 1, 0)); // [B, D]
 }
@@ -435,7 +435,7 @@ export function lastSelfAttention(p: ViTParams, cfg: ViTConfig, x: Tensor): Tens
 /**
  * The outputs of the last `n` blocks, each after the final LayerNorm: n x [B, 1 + N, D],
  * as `get_intermediate_layers`. With `clsOnly`, for callers that read no other token of
- * the last block, that one is its CLS token alone, [B, 1, D] (the same numbers, fewer FLOPs).
+ * the last block, that one is its CLS token alone, [B, 1, D] (the same numbers up to rounding, fewer FLOPs).
  *
  * @example
  * ```ts
