@@ -101,7 +101,8 @@ class CachingCPUAllocator final : public at::Allocator {
   mutable size_t cached_ = 0, hits_ = 0, misses_ = 0;
   size_t limit_ = 0;
 };
-static CachingCPUAllocator caching_allocator;
+// Never destroyed: libtorch's own statics may free blocks into it while the process exits.
+static CachingCPUAllocator& caching_allocator = *new CachingCPUAllocator;
 void CachingCPUAllocator::release(void* p) { caching_allocator.give_back(p); }
 static double set_cpu_cache(double megabytes) {
   static std::once_flag installed;

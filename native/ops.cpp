@@ -21,10 +21,7 @@ std::atomic<int64_t> live_tensors{0};
 // The byte count is checked against the shape before anything is allocated: a shape of a terabyte over a
 // buffer of four bytes is an error, not an allocation.
 static at::Tensor from_data(const void* data, int64_t nbytes, int64_t dtype, std::vector<int64_t> shape) {
-  if (dtype < 0 || dtype >= static_cast<int64_t>(at::ScalarType::NumOptions)) {
-    throw std::runtime_error("from_data: unknown dtype code " + std::to_string(dtype));
-  }
-  uint64_t need = c10::elementSize(static_cast<at::ScalarType>(dtype));
+  uint64_t need = c10::elementSize(scalar_type(dtype));
   for (const int64_t s : shape) {
     if (s < 0) throw std::runtime_error("from_data: negative size in the shape " + c10::str(shape));
     if (s != 0 && need > UINT64_MAX / static_cast<uint64_t>(s)) need = UINT64_MAX;  // saturate: cannot match
@@ -53,6 +50,9 @@ static std::vector<at::Tensor> grad(const at::Tensor& y, std::vector<at::Tensor>
   auto gs = torch::autograd::grad({y}, xs, {}, retain, create, /*allow_unused=*/true);
   for (size_t i = 0; i < gs.size(); i++) {
     if (!gs[i].defined()) gs[i] = at::zeros_like(xs[i]);
+    // A broadcast gradient (of sum(), of an expanded input) has many elements at one address; made dense, it can be
+    // updated in place like any other.
+    if (!gs[i].is_non_overlapping_and_dense()) gs[i] = gs[i].contiguous();
     // Autograd may hand two inputs one buffer (the grad of a + b is the same tensor for both); each gets its own,
     // so a caller may update a gradient in place.
     for (size_t j = 0; j < i; j++) {
@@ -245,7 +245,7 @@ TENSOR(randperm, (G g, int n, int dtype, int dev), at::randperm(n, *g, opts(dtyp
 TENSOR(dropout, (G g, T x, double p, bool train), dropout(g, *x, p, train))
 
 // ---- dtype and device ----------------------------------------------------------
-TENSOR(to_dtype, (T a, int dtype), a->to(static_cast<at::ScalarType>(dtype)))
+TENSOR(to_dtype, (T a, int dtype), a->to(scalar_type(dtype)))
 TENSOR(to_device, (T a, int dev), a->to(device(dev)))
 
 // ---- shape -------------------------------------------------------------------------
@@ -359,7 +359,7 @@ TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))
 TENSOR(log_softmax, (T x, int dim), at::log_softmax(*x, dim))
 TENSOR(interpolate, (T x, INTS(size), int mode, bool align_corners, bool antialias, double scale_h, double scale_w), interpolate(*x, IV(size), mode, align_corners, antialias, scale_h, scale_w))
 TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_generator(*theta, IV(size), align_corners))
-TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, mode, padding, align_corners))
+TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, code(mode, 2, "grid_sample mode"), code(padding, 2, "grid_sample padding"), align_corners))
 TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
 TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
 TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))

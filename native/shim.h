@@ -120,8 +120,18 @@ static inline c10::optional<at::Scalar> maybe_scalar(double x) {
 static inline at::Device device(int64_t dev) {
   return dev < 0 ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dev));
 }
+// A code from the FFI checked against its range, so that a bad one is an error and not undefined behaviour.
+static inline int64_t code(int64_t value, int64_t max, const char* what) {
+  if (value < 0 || value > max) throw std::invalid_argument("unknown " + std::string(what) + " code " + std::to_string(value));
+  return value;
+}
+static inline at::ScalarType scalar_type(int64_t dtype) {
+  const auto t = static_cast<at::ScalarType>(code(dtype, static_cast<int64_t>(at::ScalarType::NumOptions) - 1, "dtype"));
+  if (t == at::ScalarType::Undefined) throw std::invalid_argument("undefined dtype");
+  return t;
+}
 static inline at::TensorOptions opts(int64_t dtype, int64_t dev) {
-  return at::TensorOptions().dtype(static_cast<at::ScalarType>(dtype)).device(device(dev));
+  return at::TensorOptions().dtype(scalar_type(dtype)).device(device(dev));
 }
 
 // ---- the entry-point macros ------------------------------------------------

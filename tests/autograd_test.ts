@@ -57,6 +57,17 @@ Deno.test("grad gives inputs that share a gradient buffers of their own", () =>
     assertClose(t.toArray(db), [2, 2]);
   }));
 
+Deno.test("grad gives broadcast gradients (of a sum, of an expanded input) as dense tensors that update in place", () =>
+  noLeak(() => {
+    const x = t.requiresGrad(t.tensor([[1, 2], [3, 4]])), c = t.requiresGrad(t.tensor([5]));
+    const [dx, dc] = t.grad(t.sum(t.mul(x, t.expand(c, [2, 2]))), [x, c]);
+    const [ds] = t.grad(t.sum(x), [x]); // autograd's own answer is ones expanded: one element at every position
+    for (const g of [dx, ds]) t.mulInto(g, t.tensor([[1, 2], [3, 4]]));
+    assertClose(t.toArray(dx), [5, 10, 15, 20]);
+    assertClose(t.toArray(ds), [1, 2, 3, 4]);
+    assertClose(t.toArray(dc), [10]);
+  }));
+
 Deno.test("grad needs a scalar, and createGraph gives second derivatives", () =>
   noLeak(() => {
     const x = t.requiresGrad(t.tensor([2]));

@@ -394,6 +394,14 @@ Deno.test("fromBytes checks the data's bytes against the shape and dtype before 
   assert.throws(() => raw([1e6, 1e6], DTYPE_CODES.f32), /4 bytes but shape .* need 4000000000000/);
   assert.throws(() => raw([-1], DTYPE_CODES.u8), /negative size/);
   assert.throws(() => raw([4], 999), /unknown dtype code 999/);
+  // Codes from other entry points are checked too: an error, not an abort or uninitialised memory.
+  const shape = new Float64Array([2]);
+  assert.throws(() => wrap(native.empty(ctx, shape, 1, 99, -1), "empty"), /unknown dtype code 99/);
+  {
+    using img = t.ones([1, 1, 2, 2]), grid = t.zeros([1, 1, 1, 2]);
+    assert.throws(() => wrap(native.grid_sample(ctx, img.ptr, grid.ptr, 7, 0, false), "gs"), /grid_sample mode code 7/);
+    assert.throws(() => wrap(native.grid_sample(ctx, img.ptr, grid.ptr, 0, 9, false), "gs"), /padding code 9/);
+  }
   using viaShim = raw([2, 2], DTYPE_CODES.u8);
   assert.deepEqual(viaShim.shape, [2, 2]);
   using empty = t.fromBytes(new Uint8Array(0), "f32", [0, 3]);

@@ -15,6 +15,11 @@ Deno.test("tensor() copies typed arrays and nested arrays with the right dtype a
     assert.deepEqual(t.data(b), new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]));
     assert.deepEqual(t.data(t.tensor(new Int32Array([7, -8]))), new Int32Array([7, -8]));
     assert.deepEqual(t.data(t.tensor([true, false, true], { dtype: "bool" })), new Uint8Array([1, 0, 1]));
+    // Numbers to bool as torch.tensor(..., dtype=torch.bool): nonzero is true, not truncated nor wrapped to a byte.
+    assert.deepEqual(
+      t.data(t.tensor([0.5, 2, -1, 256, 0, NaN], { dtype: "bool" })),
+      new Uint8Array([1, 1, 1, 1, 0, 1]),
+    );
     assert.throws(() => t.tensor([[1, 2], [3]]), /ragged/);
     assert.throws(() => t.tensor(new Float32Array(3), { shape: [2, 2] }), /bytes/);
   }));
@@ -439,6 +444,9 @@ Deno.test("random ops are reproducible from a seed and match PyTorch's generator
 Deno.test("random distributions have the right ranges and moments", () =>
   noLeak(() => {
     using g = new t.Generator(7);
+    for (const [lo, hi] of [[-Infinity, 10], [NaN, 10], [0.9, 2.9], [0, 2 ** 64]]) {
+      assert.throws(() => t.randint(g, lo, hi, [3]), /randint takes integer bounds/);
+    }
     const n = 20000;
     const u = t.uniform(g, [n], 2, 3);
     assert.ok(t.item(t.amin(u)) >= 2 && t.item(t.amax(u)) < 3);

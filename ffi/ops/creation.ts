@@ -104,6 +104,8 @@ export function tensor(
   }
   array = dtype === "i64"
     ? BigInt64Array.from(values, (v) => BigInt(Math.trunc(v)))
+    : dtype === "bool"
+    ? Uint8Array.from(values, (v) => (v !== 0 ? 1 : 0)) // nonzero (NaN too) is true, as torch.tensor(..., dtype=bool)
     : (ARRAY_TYPES[dtype] as { from(values: number[]): TypedArray }).from(values);
   return fromBytes(array, dtype, shape, options.device);
 }
@@ -382,7 +384,8 @@ export function fullLike(t: Tensor, value: number): Tensor {
 }
 
 /**
- * A copy converted to another dtype.
+ * The tensor converted to another dtype: a copy, or the input's own storage
+ * when it already has that dtype (as PyTorch's `.to`).
  *
  * @example
  * ```ts
@@ -398,7 +401,8 @@ export function to(t: Tensor, dtype: DType): Tensor {
 }
 
 /**
- * A copy on another device (`"cpu"`, `"cuda"`, `"cuda:1"`...).
+ * The tensor on another device (`"cpu"`, `"cuda"`, `"cuda:1"`...): a copy, or
+ * the input's own storage when it is already there (as PyTorch's `.to`).
  *
  * @example
  * ```ts

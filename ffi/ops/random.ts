@@ -194,6 +194,9 @@ export function randint(
   shape: readonly number[],
   o: TensorOptions = {},
 ): Tensor {
+  if (!Number.isSafeInteger(low) || !Number.isSafeInteger(high)) {
+    throw new RangeError(`randint takes integer bounds, got [${low}, ${high})`);
+  }
   const dtype = DTYPE_CODES[o.dtype ?? "i64"];
   return wrap(native.randint(ctx, g.ptr, low, high, ints(shape), shape.length, dtype, dev(o)), "randint");
 }
