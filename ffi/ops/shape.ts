@@ -85,8 +85,10 @@ export function narrow(a: Tensor, dim: number, start: number, length: number): T
  * assert.deepEqual(tidy(() => [slice(x, 0, 1), slice(x, 0, 0, 6, 2)].map(toArray)), [[1, 2, 3, 4, 5], [0, 2, 4]]);
  * ```
  */
-export function slice(a: Tensor, dim: number, start = 0, end = 2 ** 31 - 1, step = 1): Tensor {
-  return wrap(native.slice(ctx, a.ptr, dim, start, end, step), "slice");
+export function slice(a: Tensor, dim: number, start = 0, end?: number, step = 1): Tensor {
+  // To the end of the dim: its size (an out-of-range dim is left for libtorch to name).
+  const stop = end ?? a.shape.at(dim) ?? 0;
+  return wrap(native.slice(ctx, a.ptr, dim, start, stop, step), "slice");
 }
 /**
  * The slice at `index` of `dim`, with that dim removed.
