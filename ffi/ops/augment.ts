@@ -123,5 +123,7 @@ export async function augmentBatchAsync(
   const c = newContext();
   const args = callArgs(images, plan, runs, o);
   const list = await native.augment_views_async(c, ...args);
+  // Referenced after the call, so that garbage collection cannot free the images while the native thread reads them.
+  void images.disposed;
   return wrapList(list, "augmentBatchAsync", c);
 }
