@@ -158,6 +158,22 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "allReduce refuses a mean of integers before the collective, naming the sum",
+  ignore: !gloo,
+  fn() {
+    using group = t.ProcessGroup.join({ rank: 0, worldSize: 1, port: 0 });
+    using counts = t.tensor([1, 2], { dtype: "i64" });
+    assert.throws(
+      () => t.allReduce([counts], group, { op: "mean" }),
+      /the mean needs floating-point tensors, got Long \(use the sum\)/,
+    );
+    const [sum] = t.allReduce([counts], group);
+    assert.deepEqual(t.toArray(sum), [1, 2]);
+    sum.dispose();
+  },
+});
+
 const pythonTorch = new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch.distributed"], stderr: "null" })
   .outputSync().success;
 
