@@ -330,10 +330,10 @@ Group* group_new(const std::string& backend, const std::string& addr, int port, 
 std::vector<at::Tensor> allreduce(Group* g, const std::vector<at::Tensor>& ts, bool mean, double bucket_mb) {
   usable(g);
   // Refused before the collective, which every rank must then join: a mean of integers cannot be written back.
-  for (const auto& t : ts) {
-    if (mean && !at::isFloatingType(t.scalar_type())) {
+  for (size_t i = 0; mean && i < ts.size(); i++) {
+    if (!at::isFloatingType(ts[i].scalar_type())) {
       throw std::invalid_argument("allReduce: the mean needs floating-point tensors, got " +
-                                  std::string(c10::toString(t.scalar_type())) + " (use the sum)");
+                                  std::string(c10::toString(ts[i].scalar_type())) + " (use the sum)");
     }
   }
   Buckets b = bucketize(ts, bucket_mb * 1024 * 1024);
