@@ -56,6 +56,7 @@ export const NATIVE_SOURCES = [
   "distributed.cpp",
   "augment.cpp",
   "matmul.cpp",
+  "gelu.cpp",
 ] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 

@@ -354,7 +354,7 @@ TENSOR(max_pool2d, (T x, INTS(kernel), INTS(stride), INTS(padding), INTS(dilatio
 TENSOR(adaptive_avg_pool2d, (T x, INTS(size)), at::adaptive_avg_pool2d(*x, IV(size)))
 TENSOR(layer_norm, (T x, INTS(shape), T w, T b, double eps), at::layer_norm(*x, IV(shape), maybe(w), maybe(b), eps))
 LIST(batch_norm, (T x, T w, T b, T mean, T var, bool training, double momentum, double eps), batch_norm(*x, w, b, mean, var, training, momentum, eps))
-TENSOR(gelu, (T x, bool tanh), at::gelu(*x, tanh ? "tanh" : "none"))
+TENSOR(gelu, (T x, bool tanh), fast_gelu(*x, tanh))
 TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))
 TENSOR(log_softmax, (T x, int dim), at::log_softmax(*x, dim))
 TENSOR(interpolate, (T x, INTS(size), int mode, bool align_corners, bool antialias, double scale_h, double scale_w), interpolate(*x, IV(size), mode, align_corners, antialias, scale_h, scale_w))

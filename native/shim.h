@@ -55,6 +55,8 @@ void* blas_symbol(const char* name);
 at::Tensor small_matmul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor small_bmm(const at::Tensor& a, const at::Tensor& b);
 at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
+// gelu, with bf16 CPU tensors by table lookup, bit for bit libtorch's (gelu.cpp).
+at::Tensor fast_gelu(const at::Tensor& x, bool tanh);
 
 // How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
 extern std::atomic<int64_t> live_tensors;

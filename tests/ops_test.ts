@@ -357,6 +357,37 @@ Deno.test("gelu is exact (erf) by default, softmax and log_softmax normalise", (
     assertClose(t.toArray(t.logSoftmax(t.tensor([z]), -1)), z.map((v) => v - Math.log(denom)), 1e-6);
   }));
 
+Deno.test("bf16 gelu and its gradient are fp32's rounded to bf16, for every bf16 value", () =>
+  noLeak(() => {
+    // bf16 CPU tensors take native/gelu.cpp's tables; fp32 takes libtorch's kernel, whose result rounded once is what
+    // libtorch's own bf16 kernels give. Every bit pattern (NaNs, infinities, subnormals, both zeros) is checked.
+    const patterns = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const x = t.requiresGrad(t.tensor(patterns, { dtype: "bf16", shape: [256, 256] }));
+    const xf = t.requiresGrad(t.detach(t.to(x, "f32")));
+    using g = new t.Generator(0);
+    const dy = t.to(t.mul(t.randn(g, [256, 256]), 10), "bf16");
+    const y = t.gelu(x), yf = t.gelu(xf);
+    const [dx] = t.grad(t.sum(t.mul(t.to(y, "f32"), t.to(dy, "f32"))), [x]);
+    const [dxf] = t.grad(t.sum(t.mul(yf, t.to(dy, "f32"))), [xf]);
+    assert.deepEqual([y.dtype, dx.dtype], ["bf16", "bf16"]);
+    // libtorch's bf16 kernel (and so the table) flushes an fp32 gelu below 2^-126 to zero before rounding it.
+    const tiny = t.toArray(yf).map((v) => Math.abs(v) < 2 ** -126);
+    const same = (a: t.Tensor, b: t.Tensor, what: string, flushes = false) => {
+      const [u, v] = [t.toArray(a), t.toArray(b)];
+      const differs = u.findIndex((e, i) => !Object.is(e, v[i]) && !(flushes && tiny[i] && e === 0));
+      assert.equal(differs, -1, `${what} at bf16 bits ${differs}: ${u[differs]} != ${v[differs]}`);
+    };
+    same(y, t.to(yf, "bf16"), "gelu", true);
+    same(dx, t.to(dxf, "bf16"), "gelu's gradient");
+    // A strided input, and a backward that builds a graph (second derivatives), give the same numbers.
+    const xs = t.transpose(x, 0, 1);
+    same(t.gelu(xs), t.transpose(y, 0, 1), "gelu of a transposed input");
+    const [dx2] = t.grad(t.sum(t.mul(t.to(t.gelu(x), "f32"), t.to(dy, "f32"))), [x], { createGraph: true });
+    same(dx2, dx, "gelu's gradient under createGraph");
+    const [ddx] = t.grad(t.sum(t.to(dx2, "f32")), [x]);
+    assert.ok(t.toArray(ddx).some((v) => v !== 0), "the second derivative is not zero");
+  }));
+
 Deno.test("interpolate: nearest, bilinear, bicubic and antialiased shrinking", () =>
   noLeak(() => {
     const x = t.tensor([[[[1, 2], [3, 4]]]]);
