@@ -57,6 +57,7 @@ export const NATIVE_SOURCES = [
   "augment.cpp",
   "matmul.cpp",
   "gelu.cpp",
+  "softmax.cpp",
 ] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 

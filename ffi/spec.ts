@@ -177,6 +177,7 @@ export const symbols = {
   gelu: tensor(T, B),
   softmax: tensor(T, I),
   log_softmax: tensor(T, I),
+  scaled_softmax: list(T, F, B),
   interpolate: tensor(T, ...INTS, I, B, B, F, F),
   affine_grid: tensor(T, ...INTS, B),
   grid_sample: tensor(T, T, I, I, B),

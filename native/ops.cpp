@@ -357,6 +357,7 @@ LIST(batch_norm, (T x, T w, T b, T mean, T var, bool training, double momentum, 
 TENSOR(gelu, (T x, bool tanh), fast_gelu(*x, tanh))
 TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))
 TENSOR(log_softmax, (T x, int dim), at::log_softmax(*x, dim))
+LIST(scaled_softmax, (T x, double scale, bool low), scaled_softmax(*x, scale, low))
 TENSOR(interpolate, (T x, INTS(size), int mode, bool align_corners, bool antialias, double scale_h, double scale_w), interpolate(*x, IV(size), mode, align_corners, antialias, scale_h, scale_w))
 TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_generator(*theta, IV(size), align_corners))
 TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, code(mode, 2, "grid_sample mode"), code(padding, 2, "grid_sample padding"), align_corners))

@@ -57,6 +57,8 @@ at::Tensor small_bmm(const at::Tensor& a, const at::Tensor& b);
 at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
 // gelu, with bf16 CPU tensors by table lookup, bit for bit libtorch's (gelu.cpp).
 at::Tensor fast_gelu(const at::Tensor& x, bool tanh);
+// softmax(x * scale) along the last dim in fp32, and with `low` a copy in x's dtype, fused (softmax.cpp).
+std::vector<at::Tensor> scaled_softmax(const at::Tensor& x, double scale, bool low);
 
 // How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
 extern std::atomic<int64_t> live_tensors;

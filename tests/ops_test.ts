@@ -388,6 +388,43 @@ Deno.test("bf16 gelu and its gradient are fp32's rounded to bf16, for every bf16
     assert.ok(t.toArray(ddx).some((v) => v !== 0), "the second derivative is not zero");
   }));
 
+Deno.test("scaledSoftmax equals softmax(x * scale) composed of ops, forward and backward, fp32 and bf16", () =>
+  noLeak(() => {
+    // Rows shorter than, equal to and longer than one AVX-512 vector, and a scale that is not a power of two.
+    using g = new t.Generator(0);
+    for (const n of [1, 5, 16, 50, 197]) {
+      for (const dtype of ["f32", "bf16"] as const) {
+        const x = t.requiresGrad(t.to(t.mul(t.randn(g, [3, 2, 7, n]), 6), dtype));
+        const [w, wLow] = [t.randn(g, [3, 2, 7, n]), t.randn(g, [3, 2, 7, n])]; // weights of a loss on each output
+        const scale = 0.3;
+        const low = dtype !== "f32";
+        const outs = t.scaledSoftmax(x, scale, { low });
+        const p = t.softmax(t.to(t.mul(x, t.to(t.tensor([scale]), dtype)), "f32"), -1); // the scale in x's dtype
+        const reference = low ? [p, t.to(p, dtype)] : [p];
+        assert.deepEqual(outs.map((o) => o.dtype), reference.map((o) => o.dtype));
+        assertClose(t.toArray(outs[0]), t.toArray(p), 2e-7);
+        if (low) assertClose(t.toArray(outs[1]), t.toArray(outs[0]), 2 ** -8); // one bf16 rounding of p
+        const loss = (ys: t.Tensor[]) =>
+          t.add(t.sum(t.mul(ys[0], w)), ys.length > 1 ? t.sum(t.mul(t.to(ys[1], "f32"), wLow)) : t.tensor(0));
+        const [dx] = t.grad(loss(outs), [x]);
+        const [dxRef] = t.grad(loss(reference), [x]);
+        assert.equal(dx.dtype, dtype);
+        const tol = dtype === "f32" ? 1e-6 : 2 ** -7 * Math.max(...t.toArray(t.abs(dxRef)));
+        assertClose(t.toArray(dx), t.toArray(dxRef), tol);
+        // A backward that builds a graph gives the same gradient, and a second derivative.
+        const [dx2] = t.grad(loss(t.scaledSoftmax(x, scale, { low })), [x], { createGraph: true });
+        assertClose(t.toArray(dx2), t.toArray(dx), dtype === "f32" ? 1e-6 : tol);
+        const [ddx] = t.grad(t.sum(t.mul(t.to(dx2, "f32"), t.to(dx2, "f32"))), [x]);
+        if (n > 1) assert.ok(t.toArray(ddx).some((v) => v !== 0), "a second derivative");
+      }
+    }
+    // -inf scores get no weight; a NaN spoils its row alone, as libtorch's softmax.
+    const [p] = t.scaledSoftmax(t.tensor([[0, -Infinity, 0], [NaN, 0, 0]]), 1);
+    assert.deepEqual(t.toArray(p).slice(0, 3), [0.5, 0, 0.5]);
+    assert.ok(t.toArray(p).slice(3).every(Number.isNaN));
+    assert.throws(() => t.scaledSoftmax(t.ones([2, 3]), 1, { low: true }), /fp32 already/);
+  }));
+
 Deno.test("interpolate: nearest, bilinear, bicubic and antialiased shrinking", () =>
   noLeak(() => {
     const x = t.tensor([[[[1, 2], [3, 4]]]]);

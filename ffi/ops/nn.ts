@@ -260,6 +260,28 @@ export function softmax(x: Tensor, dim: number): Tensor {
   return wrap(native.softmax(ctx, x.ptr, dim), "softmax");
 }
 /**
+ * Attention's softmax: softmax(x * scale) along the last dim, in fp32 whatever x's dtype, with `x * scale` rounded
+ * to x's dtype first (as `softmax(to(mul(x, scale), "f32"), -1)`). With `low`, for bf16 or fp16 scores, it also
+ * gives the probabilities rounded to x's dtype, ready for the product with the values. On AVX-512 CPUs, for fp32 and
+ * bf16, one fused pass forward and one backward (those composed ops are four each); elsewhere those ops.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { scaledSoftmax, tensor, tidy, to, toArray } from "../mod.ts";
+ * using scores = tensor([[0, 0, 0, 0], [0, 8, 0, 0]], { dtype: "bf16" });
+ * const [p, low] = tidy(() => scaledSoftmax(scores, 0.125, { low: true }));
+ * assert.deepEqual([p.dtype, low.dtype], ["f32", "bf16"]);
+ * assert.deepEqual(toArray(p).slice(0, 4), [0.25, 0.25, 0.25, 0.25]);
+ * assert.equal(toArray(p)[5].toFixed(4), (Math.E / (Math.E + 3)).toFixed(4)); // e^1 against three e^0
+ * p.dispose();
+ * low.dispose();
+ * ```
+ */
+export function scaledSoftmax(x: Tensor, scale: number, options: { low?: boolean } = {}): Tensor[] {
+  return wrapList(native.scaled_softmax(ctx, x.ptr, scale, options.low ?? false), "scaledSoftmax");
+}
+/**
  * log(softmax(x)) along `dim`, computed stably.
  *
  * @example

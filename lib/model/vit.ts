@@ -40,9 +40,9 @@ import {
   permute,
   rand,
   reshape,
+  scaledSoftmax,
   select,
   slice,
-  softmax,
   type Tensor,
   tensor,
   tidy,
@@ -52,7 +52,7 @@ import {
   unsqueeze,
   zeros,
 } from "../../ffi/mod.ts";
-import { fp32, low, lowConv2d, type LowDtype, lowDtype, lowLinear, lowMatmul, type Precision } from "./precision.ts";
+import { fp32, lowConv2d, type LowDtype, lowDtype, lowLinear, lowMatmul, type Precision } from "./precision.ts";
 
 /** The shape of a ViT. */
 export interface ViTConfig {
@@ -318,9 +318,10 @@ export function attention(
   ); // [3, B, h, N, d]
   const [qAll, k, v] = unbind(qkv, 0); // [B, h, N, d] each; one stack in backward, not three scatters
   const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
-  const scores = mul(lowMatmul(q, transpose(k, -2, -1), dt), headDim ** -0.5); // [B, h, Q, N]
-  const attn = softmax(dt === undefined ? scores : fp32(scores), -1); // [B, h, Q, N], fp32
-  const mixed = reshape(transpose(lowMatmul(low(attn, dt), v, dt), 1, 2), [B, q.shape[2], C]); // [B, Q, D]
+  const scores = lowMatmul(q, transpose(k, -2, -1), dt); // [B, h, Q, N]
+  // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
+  const [attn, attnLow] = scaledSoftmax(scores, headDim ** -0.5, { low: dt !== undefined }); // [B, h, Q, N]
+  const mixed = reshape(transpose(lowMatmul(attnLow ?? attn, v, dt), 1, 2), [B, q.shape[2], C]); // [B, Q, D]
   return { out: lowLinear(mixed, p.proj.weight, p.proj.bias, dt), attn };
 }
 
