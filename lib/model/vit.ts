@@ -312,11 +312,10 @@ export function attention(
 ): { out: Tensor; attn: Tensor } {
   const [B, N, C] = x.shape;
   const headDim = C / numHeads;
-  const qkv = permute(
-    reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]),
-    [2, 0, 3, 1, 4],
-  ); // [3, B, h, N, d]
-  const [qAll, k, v] = unbind(qkv, 0); // [B, h, N, d] each; one stack in backward, not three scatters
+  const qkv = reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]);
+  // Split where the projection laid them out: the backward is one stack straight into the projection's layout, not
+  // three scatters, nor a stack then a copy.
+  const [qAll, k, v] = unbind(qkv, 2).map((t) => transpose(t, 1, 2)); // [B, h, N, d] each
   const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
   const scores = lowMatmul(q, transpose(k, -2, -1), dt); // [B, h, Q, N]
   // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
