@@ -58,6 +58,8 @@ export const NATIVE_SOURCES = [
   "matmul.cpp",
   "gelu.cpp",
   "softmax.cpp",
+  "layer_norm.cpp",
+  "avx512.h",
 ] as const;
 const NATIVE_DIR = new URL("../native/", import.meta.url);
 

@@ -172,7 +172,7 @@ export const symbols = {
   conv2d: tensor(T, T, T, ...INTS, ...INTS, ...INTS, I),
   max_pool2d: tensor(T, ...INTS, ...INTS, ...INTS, ...INTS, B),
   adaptive_avg_pool2d: tensor(T, ...INTS),
-  layer_norm: tensor(T, ...INTS, T, T, F),
+  layer_norm: tensor(T, ...INTS, T, T, F, I),
   batch_norm: list(T, T, T, T, T, B, F, F),
   gelu: tensor(T, B),
   softmax: tensor(T, I),

@@ -59,6 +59,9 @@ at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::opti
 at::Tensor fast_gelu(const at::Tensor& x, bool tanh);
 // softmax(x * scale) along the last dim in fp32, and with `low` a copy in x's dtype, fused (softmax.cpp).
 std::vector<at::Tensor> scaled_softmax(const at::Tensor& x, double scale, bool low);
+// layer_norm with its output in `out` (default x's dtype), fused over the last dim for fp32 CPU inputs (layer_norm.cpp).
+at::Tensor fast_layer_norm(const at::Tensor& x, at::IntArrayRef shape, const c10::optional<at::Tensor>& w,
+                           const c10::optional<at::Tensor>& b, double eps, c10::optional<at::ScalarType> out);
 
 // How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
 extern std::atomic<int64_t> live_tensors;

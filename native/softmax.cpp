@@ -8,52 +8,17 @@
 // probabilities are exp(s - max) / sum as libtorch's kernel computes them (a polynomial exp within an ulp or two of
 // its Sleef one), and the gradient is (dp - sum(dp * p)) * p, rounded to x's dtype, then times the scale, rounded again.
 // Without AVX-512 (and on CUDA, and for dtypes other than fp32 and bf16) it is that composite.
-#include <immintrin.h>
-
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "avx512.h"
 #include "shim.h"
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define HAVE_KERNEL 1
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
-
-bool kernel_runs() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return yes;
-}
-
-AVX512 inline __mmask16 tail(int64_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
-AVX512 inline __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-AVX512 inline __m512 load(const at::BFloat16* p, __mmask16 m) {
-  const __m256i bits = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-// c10::BFloat16's rounding (to nearest even, any NaN to the quiet NaN 0x7fc0), the result kept in fp32.
-AVX512 inline __m512 round_bf16(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i up = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
-  const __m512 rounded = _mm512_castsi512_ps(_mm512_and_si512(up, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
-  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  return _mm512_mask_blend_ps(nan, rounded, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
-}
-AVX512 inline void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
-AVX512 inline void store(at::BFloat16* p, __mmask16 m, __m512 v) {  // v already rounded
-  const __m256i bits = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16));
-  _mm256_mask_storeu_epi16(p, m, bits);
-}
-AVX512 inline __m512 in_dtype(__m512 v, const float*) { return v; }
-AVX512 inline __m512 in_dtype(__m512 v, const at::BFloat16*) { return round_bf16(v); }
-
+#ifdef DINO_AVX512
 // exp for x <= 0 (NaN passes through): Cephes' expf, 2^n e^r with |r| <= ln 2 / 2.
 AVX512 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(_mm512_set1_ps(-104.f), x);  // e^-104 is below fp32's subnormals; max(c, NaN) is NaN
@@ -141,8 +106,8 @@ float scale_in(double scale, at::ScalarType dtype) {
 }
 
 bool fused(const at::Tensor& x) {
-#ifdef HAVE_KERNEL
-  return kernel_runs() && x.device().type() == at::kCPU && x.layout() == at::kStrided && x.dim() >= 1 &&
+#ifdef DINO_AVX512
+  return avx512_runs() && x.device().type() == at::kCPU && x.layout() == at::kStrided && x.dim() >= 1 &&
          x.size(-1) > 0 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
 #else
   return false;
@@ -165,7 +130,7 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
     const int64_t n = x.size(-1), rows = x.numel() / n;
     auto p = at::empty(x.sizes(), x.options().dtype(at::kFloat));
     at::Tensor q = low ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
-#ifdef HAVE_KERNEL
+#ifdef DINO_AVX512
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / n), [&](int64_t begin, int64_t end) {
       if (x.scalar_type() == at::kFloat) {
         forward_rows(x.data_ptr<float>(), p.data_ptr<float>(), low ? q.data_ptr<float>() : nullptr, begin, end, n,
@@ -202,7 +167,7 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
     }
     const int64_t n = p.size(-1), rows = p.numel() / n;
     auto dx = at::empty(p.sizes(), p.options().dtype(dtype));
-#ifdef HAVE_KERNEL
+#ifdef DINO_AVX512
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / n), [&](int64_t begin, int64_t end) {
       const float* d32 = dp32.defined() ? dp32.data_ptr<float>() : nullptr;
       if (dtype == at::kFloat) {

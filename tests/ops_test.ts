@@ -425,6 +425,47 @@ Deno.test("scaledSoftmax equals softmax(x * scale) composed of ops, forward and 
     assert.throws(() => t.scaledSoftmax(t.ones([2, 3]), 1, { low: true }), /fp32 already/);
   }));
 
+Deno.test("layerNorm's fused fp32 and bf16 outputs and gradients agree with libtorch's in f64", () =>
+  noLeak(() => {
+    // fp32 input with a weight and a bias takes native/layer_norm.cpp on AVX-512 CPUs; f64 is libtorch's kernel.
+    using g = new t.Generator(0);
+    for (const d of [1, 5, 16, 192, 197]) {
+      for (const dtype of ["f32", "bf16"] as const) {
+        const leaves = [[4, 3, d], [d], [d]].map((shape, i) =>
+          t.requiresGrad(t.add(t.mul(t.randn(g, shape), i === 0 ? 3 : 0.5), i === 1 ? 1 : 0))
+        );
+        // The gradient reaching y is dy in y's dtype: dy's values in bf16 are exact there, and the same in f64.
+        const dy = t.to(t.randn(g, [4, 3, d]), dtype);
+        const run = (xs: t.Tensor[], out?: "bf16") => {
+          const y = t.layerNorm(xs[0], [d], xs[1], xs[2], 1e-6, { dtype: out });
+          return [y, ...t.grad(t.sum(t.mul(t.to(y, "f64"), t.to(dy, "f64"))), xs)];
+        };
+        const fused = run(leaves, dtype === "bf16" ? "bf16" : undefined);
+        const reference = run(leaves.map((l) => t.requiresGrad(t.detach(t.to(l, "f64")))));
+        assert.equal(fused[0].dtype, dtype);
+        for (const [i, name] of ["y", "dx", "dw", "db"].entries()) {
+          const scale = Math.max(1, ...t.toArray(t.abs(reference[i])));
+          const tol = (dtype === "bf16" && i === 0 ? 2 ** -8 : 2e-6) * scale; // y in bf16 is rounded once
+          assert.equal(fused[i].dtype, i === 0 ? dtype : "f32", name);
+          assertClose(t.toArray(fused[i]), t.toArray(reference[i]), tol);
+        }
+        // A backward that builds a graph (libtorch's, differentiable) gives the same gradients and a second derivative.
+        // (Not for a row of one: libtorch's dx there is rstd^3 times a cancellation, 1e-4 where it should be 0.)
+        if (d === 1) continue;
+        const y = t.layerNorm(leaves[0], [d], leaves[1], leaves[2], 1e-6);
+        const grads = t.grad(t.sum(t.mul(y, t.to(dy, "f32"))), leaves, { createGraph: true });
+        grads.forEach((gr, i) => assertClose(t.toArray(gr), t.toArray(run(leaves)[i + 1]), 1e-5 * 10));
+        const [ddw] = t.grad(t.sum(t.mul(grads[0], grads[0])), [leaves[1]]);
+        assert.ok(t.toArray(ddw).some((v) => v !== 0), "a second derivative");
+      }
+    }
+    // A NaN spoils its own row alone; a wrong normalized shape is libtorch's error.
+    const y = t.layerNorm(t.tensor([[NaN, 1], [1, 3]]), [2], t.ones([2]), t.zeros([2]), 1e-6);
+    assert.ok(t.toArray(y).slice(0, 2).every(Number.isNaN));
+    assertClose(t.toArray(y).slice(2), [-1, 1], 1e-5);
+    assert.throws(() => t.layerNorm(t.ones([2, 3]), [2], t.ones([2]), t.zeros([2])), /normalized_shape|shape/);
+  }));
+
 Deno.test("interpolate: nearest, bilinear, bicubic and antialiased shrinking", () =>
   noLeak(() => {
     const x = t.tensor([[[[1, 2], [3, 4]]]]);

@@ -341,11 +341,18 @@ export function block(
   clsOnly = false,
 ): { out: Tensor; attn: Tensor } {
   const D = x.shape[2];
-  const normed = layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS);
+  const normed = layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS, { dtype: dt }); // in dt for the products
   const { out: y, attn } = attention(p.attn, normed, numHeads, dt, clsOnly);
   const h = add(clsOnly ? slice(x, 1, 0, 1) : x, dropPath(y, dropRate, g, shard)); // [B, Q, D]
   const m = lowLinear(
-    gelu(lowLinear(layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS), p.mlp.fc1.weight, p.mlp.fc1.bias, dt)),
+    gelu(
+      lowLinear(
+        layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS, { dtype: dt }),
+        p.mlp.fc1.weight,
+        p.mlp.fc1.bias,
+        dt,
+      ),
+    ),
     p.mlp.fc2.weight,
     p.mlp.fc2.bias,
     dt,
