@@ -242,6 +242,18 @@ function findCompiler(): string {
 }
 
 /**
+ * `-fopenmp` for GCC. libtorch's `at::parallel_for`, inlined into the shim's kernels (native/gelu.cpp, softmax.cpp,
+ * layer_norm.cpp, matmul.cpp), shares their work among libtorch's threads only when compiled with OpenMP: without
+ * it they run on one thread. Only the compile step gets the flag: the shim links no OpenMP runtime of its own, so its
+ * OpenMP calls bind to the libgomp that libtorch loaded (Debian's, or the copy a pip wheel bundles) and share its
+ * threads and thread count. Clang's OpenMP calls another runtime's entry points, so it gets none.
+ */
+function openmpFlags(cxx: string): string[] {
+  const macros = run(cxx, ["-dM", "-E", "-x", "c++", "/dev/null"]).out;
+  return /#define __GNUC__ /.test(macros) && !/#define __clang__ /.test(macros) ? ["-fopenmp"] : [];
+}
+
+/**
  * The compiler's own header folders. Passing one of them again with
  * `-isystem` reorders the search so that libstdc++'s `#include_next
  * <stdlib.h>` fails (Debian's libtorch-dev lives in `/usr/include`).
@@ -492,6 +504,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   // The distributed engine is compiled in where Gloo's (or NCCL's) headers are: installing them gives a new build.
   const dist = distributedBuild(libtorch);
   hash.update(JSON.stringify(dist));
+  hash.update("openmp with GCC"); // shims built before openmpFlags ran their kernels on one thread
   if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
@@ -506,6 +519,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       `-std=${cxxStandard(libtorch.include)}`,
       "-O2",
       "-fPIC",
+      ...openmpFlags(cxx),
       `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
       ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
       ...(stb ? ["-DDINO_STB"] : []),

@@ -162,12 +162,14 @@ void block_signals_in_workers() {
   const int n = at::get_num_threads();
   if (n < 2 || *tally >= n - 1) return;
   const pthread_t caller = pthread_self();
+  // The caller's tally, by value: named in the lambda, the thread_local would be each worker's own, never made.
+  const std::shared_ptr<std::atomic<int>> callers = tally;
   at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
     thread_local Blocking blocking;
     if (pthread_equal(pthread_self(), caller) || blocking.tally) return;
     pthread_sigmask(SIG_BLOCK, &asynchronous_signals(), nullptr);
-    blocking.tally = tally;
-    ++*tally;
+    blocking.tally = callers;
+    ++*callers;
   });
 }
 struct SignalsBlocked {
