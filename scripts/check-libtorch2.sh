@@ -28,7 +28,7 @@ for suite in ${SUITES:-trixie sid}; do
   version=$(grep -h "define TORCH_VERSION_M\|define TORCH_VERSION_PATCH" -r "$inc/torch/headeronly/version.h" \
     "$inc/torch/csrc/api/include/torch/version.h" 2>/dev/null | awk '{print $3}' | paste -sd. || true)
   for f in native/*.cpp; do
-    if g++ -std=$std -fsyntax-only -Wall -D_GLIBCXX_USE_CXX11_ABI=1 -DDINO_CUDA -DDINO_STB -DUSE_C10D_GLOO \
+    if g++ -std=$std -fsyntax-only -Wall -fopenmp -D_GLIBCXX_USE_CXX11_ABI=1 -DDINO_CUDA -DDINO_STB -DUSE_C10D_GLOO \
       -DDINO_GLOO -isystem "$inc" -isystem "$inc/torch/csrc/api/include" "$f" 2>"$dir/err.txt"; then
       echo "ok      libtorch $version ($suite, $std): $f"
     else
