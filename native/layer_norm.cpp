@@ -4,7 +4,8 @@
 // kernel expands (x rstd - mean rstd, and a dx with rstd^3 in it) and so cancels where rstd is large:
 //   y = n w + b,  rstd = 1 / sqrt(var + eps), var the biased variance;
 //   dx = rstd (dy w - mean(dy w) - n mean(dy w n)),  dw = sum over rows of dy n,  db = sum over rows of dy.
-// The same numbers as libtorch's to rounding. One AVX-512 pass over each row each way; elsewhere (no AVX-512,
+// The same numbers as libtorch's to rounding. In AVX-512, each row read from memory once each way (its sweeps run in
+// cache) and the output written once; elsewhere (no AVX-512,
 // CUDA, other dtypes, no weight or bias, several normalized dims) it is libtorch's layer_norm and a cast.
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -153,9 +154,9 @@ struct FusedLayerNorm : torch::autograd::Function<FusedLayerNorm> {
       }
     });
 #endif
-    const auto sums = partial.sum(1);  // [2, d]: dw, db
-    return {mask[0] ? dx : at::Tensor(), mask[1] ? sums[0] : at::Tensor(), mask[2] ? sums[1] : at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    // Summed apart, so that dw and db do not share a storage.
+    return {mask[0] ? dx : at::Tensor(), mask[1] ? partial[0].sum(0) : at::Tensor(),
+            mask[2] ? partial[1].sum(0) : at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

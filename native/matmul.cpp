@@ -123,8 +123,12 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
 using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                           float, float*, int64_t);
 // Only where oneDNN runs AVX-512 (its dnnl_cpu_isa_t has bit 0x20 for it in versions 2 and 3), where it was measured
-// faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with.
+// faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with. And only in a shim
+// compiled with OpenMP (ffi/build.ts: GCC), whose parallel_for reaches oneDNN's workers to block their signals (below).
 DnnlSgemm dnnl_sgemm() {
+#ifndef _OPENMP
+  return nullptr;
+#endif
   static const DnnlSgemm found = [] {
     const auto dnnl = [](const char* name) { return loaded_symbol({"libdnnl.so.2", "libdnnl.so.3"}, name); };
     auto f = reinterpret_cast<DnnlSgemm>(dnnl("dnnl_sgemm"));

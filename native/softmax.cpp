@@ -1,10 +1,11 @@
 // Attention's softmax, fused with the scaling before it and the cast after it: softmax(x * scale) along the last dim in
 // fp32, and with `low`, the same probabilities rounded to x's dtype for the product with the values. Composed of
 // libtorch ops these are four passes over the scores each way (mul, cast, softmax, cast), and libtorch's softmax is
-// slow on rows as short as a ViT's (50 tokens): forward, the composite took 2.55 ms on bf16 scores [128, 3, 50, 50] at
-// one thread, this 1.14 ms, and the bf16 benchmark step went from 2.74 to 2.65 s (medians of 9, alternating).
+// slow on rows as short as a ViT's (50 tokens). Here, in AVX-512, each row is read from memory once each way (its
+// sweeps run in cache): forward, the composite took 2.55 ms on bf16 scores [128, 3, 50, 50] at one thread, this
+// 1.14 ms, and the bf16 benchmark step went from 2.74 to 2.65 s (medians of 9, alternating).
 //
-// The numbers are the composite's to rounding: x * scale is rounded to x's dtype first (as `mul` would, the scale too), the
+// The numbers are the composite's to rounding: x * scale is rounded to x's dtype first (as `mul` would; the scale too), the
 // probabilities are exp(s - max) / sum as libtorch's kernel computes them (a polynomial exp within an ulp or two of
 // its Sleef one), and the gradient is (dp - sum(dp * p)) * p, rounded to x's dtype, then times the scale, rounded again.
 // Without AVX-512 (and on CUDA, and for dtypes other than fp32 and bf16) it is that composite.
@@ -99,7 +100,8 @@ AVX512 void backward_rows(const float* p, const float* dp32, const Out* dplow, O
 
 constexpr int64_t kGrain = 1 << 14;  // elements a task
 
-// The scale as libtorch 1.13's `mul` of a bf16 tensor by a number uses it: rounded to bf16.
+// The scale, rounded to bf16 for bf16 scores as libtorch 1.13's `mul` of a bf16 tensor by a number rounds it (2.x
+// keeps it in fp32): every path here, the composites included, uses this one, so that they agree on any libtorch.
 float scale_in(double scale, at::ScalarType dtype) {
   const auto s = static_cast<float>(scale);
   return dtype == at::kBFloat16 ? static_cast<float>(c10::BFloat16(s)) : s;
@@ -116,7 +118,7 @@ bool fused(const at::Tensor& x) {
 
 // The composite, for what the kernel does not take and for backwards that build a graph.
 std::vector<at::Tensor> composite(const at::Tensor& x, double scale, bool low) {
-  auto p = at::softmax(at::mul(x, scale).to(at::kFloat), -1);
+  auto p = at::softmax(at::mul(x, scale_in(scale, x.scalar_type())).to(at::kFloat), -1);
   if (!low) return {p};
   auto q = p.to(x.scalar_type());
   return {p, q};
@@ -142,6 +144,9 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
     });
 #endif
     ctx->save_for_backward({p});
+    // An output the loss does not use (the fp32 probabilities, under mixed precision) gets no gradient, rather than
+    // autograd's zeros: an fp32 tensor of the scores' size to fill and read for nothing.
+    ctx->set_materialize_grads(false);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
     if (!low) return {p};
@@ -162,8 +167,8 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
       const at::Tensor dp = dp32.defined() && dplow.defined() ? dp32 + dplow.to(at::kFloat)
                             : dp32.defined()                  ? dp32
                                                               : dplow.to(at::kFloat);
-      return {at::mul(at::_softmax_backward_data(dp, p, -1, at::kFloat).to(dtype), scale), at::Tensor(),
-              at::Tensor()};
+      return {at::mul(at::_softmax_backward_data(dp, p, -1, at::kFloat).to(dtype), scale_in(scale, dtype)),
+              at::Tensor(), at::Tensor()};
     }
     const int64_t n = p.size(-1), rows = p.numel() / n;
     auto dx = at::empty(p.sizes(), p.options().dtype(dtype));
@@ -186,8 +191,9 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
 }  // namespace
 
 std::vector<at::Tensor> scaled_softmax(const at::Tensor& x, double scale, bool low) {
-  if (low && x.scalar_type() == at::kFloat) {
-    throw std::invalid_argument("scaled_softmax: the scores are fp32 already; ask for no low-precision copy");
+  if (low && x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) {
+    throw std::invalid_argument(std::string("scaled_softmax: a low-precision copy is for bf16 or fp16 scores, not ") +
+                                c10::toString(x.scalar_type()) + "; ask for none");
   }
   if (!fused(x) || x.numel() == 0) return composite(x, scale, low);
   return ScaledSoftmax::apply(x, scale, low);

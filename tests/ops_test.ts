@@ -386,56 +386,108 @@ Deno.test("bf16 gelu and its gradient are fp32's rounded to bf16, for every bf16
     same(dx2, dx, "gelu's gradient under createGraph");
     const [ddx] = t.grad(t.sum(t.to(dx2, "f32")), [x]);
     assert.ok(t.toArray(ddx).some((v) => v !== 0), "the second derivative is not zero");
+    const ran = opsRun(() => t.grad(t.sum(t.to(t.gelu(x), "f32")), [x]));
+    assert.ok(ran.has("dino::gelu") && ran.has("dino::gelu_backward"), "the tables were used");
   }));
+
+/** Whether this CPU runs the shim's AVX-512 kernels (native/avx512.h: avx512f, bw, dq and vl). */
+function avx512(): boolean {
+  try {
+    const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+    return ["avx512f", "avx512bw", "avx512dq", "avx512vl"].every((f) => flags.includes(f)) &&
+      Deno.build.arch === "x86_64";
+  } catch {
+    return false;
+  }
+}
+
+/** The largest magnitude in `a`. */
+const maxAbs = (a: t.Tensor) => t.toArray(t.abs(a)).reduce((m, v) => Math.max(m, v), 0);
+
+/** The names of the ops `fn` ran, from libtorch's profiler. */
+function opsRun(fn: () => void): Set<string> {
+  const path = Deno.makeTempFileSync({ suffix: ".json" });
+  try {
+    t.recordProfile(path, () => t.tidy(fn));
+    const trace = JSON.parse(Deno.readTextFileSync(path));
+    const events: { name: string }[] = Array.isArray(trace) ? trace : trace.traceEvents;
+    return new Set(events.map((e) => e.name));
+  } finally {
+    Deno.removeSync(path);
+  }
+}
 
 Deno.test("scaledSoftmax equals softmax(x * scale) composed of ops, forward and backward, fp32 and bf16", () =>
   noLeak(() => {
-    // Rows shorter than, equal to and longer than one AVX-512 vector, and a scale that is not a power of two.
+    // Rows shorter than, equal to and longer than one AVX-512 vector, more rows than one thread's share (the kernel
+    // splits them among threads), and a scale that is not a power of two.
     using g = new t.Generator(0);
+    const bits = (a: t.Tensor) => t.toArray(t.to(a, "f32"));
     for (const n of [1, 5, 16, 50, 197]) {
       for (const dtype of ["f32", "bf16"] as const) {
-        const x = t.requiresGrad(t.to(t.mul(t.randn(g, [3, 2, 7, n]), 6), dtype));
-        const [w, wLow] = [t.randn(g, [3, 2, 7, n]), t.randn(g, [3, 2, 7, n])]; // weights of a loss on each output
+        const shape = [4, 6, 50, n];
+        const x = t.requiresGrad(t.to(t.mul(t.randn(g, shape), 6), dtype));
+        const [w, wLow] = [t.randn(g, shape), t.randn(g, shape)]; // weights of a loss on each output
         const scale = 0.3;
         const low = dtype !== "f32";
         const outs = t.scaledSoftmax(x, scale, { low });
-        const p = t.softmax(t.to(t.mul(x, t.to(t.tensor([scale]), dtype)), "f32"), -1); // the scale in x's dtype
-        const reference = low ? [p, t.to(p, dtype)] : [p];
+        const composite = () => {
+          const p = t.softmax(t.to(t.mul(x, t.to(t.tensor([scale]), dtype)), "f32"), -1); // the scale in x's dtype
+          return low ? [p, t.to(p, dtype)] : [p];
+        };
+        const reference = composite();
         assert.deepEqual(outs.map((o) => o.dtype), reference.map((o) => o.dtype));
-        assertClose(t.toArray(outs[0]), t.toArray(p), 2e-7);
-        if (low) assertClose(t.toArray(outs[1]), t.toArray(outs[0]), 2 ** -8); // one bf16 rounding of p
-        const loss = (ys: t.Tensor[]) =>
-          t.add(t.sum(t.mul(ys[0], w)), ys.length > 1 ? t.sum(t.mul(t.to(ys[1], "f32"), wLow)) : t.tensor(0));
-        const [dx] = t.grad(loss(outs), [x]);
-        const [dxRef] = t.grad(loss(reference), [x]);
-        assert.equal(dx.dtype, dtype);
-        const tol = dtype === "f32" ? 1e-6 : 2 ** -7 * Math.max(...t.toArray(t.abs(dxRef)));
-        assertClose(t.toArray(dx), t.toArray(dxRef), tol);
-        // A backward that builds a graph gives the same gradient, and a second derivative.
-        const [dx2] = t.grad(loss(t.scaledSoftmax(x, scale, { low })), [x], { createGraph: true });
-        assertClose(t.toArray(dx2), t.toArray(dx), dtype === "f32" ? 1e-6 : tol);
-        const [ddx] = t.grad(t.sum(t.mul(t.to(dx2, "f32"), t.to(dx2, "f32"))), [x]);
-        if (n > 1) assert.ok(t.toArray(ddx).some((v) => v !== 0), "a second derivative");
+        assertClose(t.toArray(outs[0]), t.toArray(reference[0]), 2e-7);
+        if (low) assert.deepEqual(bits(outs[1]), bits(t.to(outs[0], dtype)), "the copy is p rounded once");
+        // A loss on both outputs, and on the low copy alone (as attention uses them: the fp32 output gets no gradient).
+        const losses = [
+          (ys: t.Tensor[]) =>
+            t.add(t.sum(t.mul(ys[0], w)), ys.length > 1 ? t.sum(t.mul(t.to(ys[1], "f32"), wLow)) : t.tensor(0)),
+          (ys: t.Tensor[]) => t.sum(t.mul(t.to(ys[ys.length - 1], "f32"), wLow)),
+        ];
+        for (const loss of losses) {
+          const [dx] = t.grad(loss(t.scaledSoftmax(x, scale, { low })), [x]);
+          const [dxRef] = t.grad(loss(composite()), [x]);
+          assert.equal(dx.dtype, dtype);
+          const tol = dtype === "f32" ? 1e-6 : 2 ** -7 * maxAbs(dxRef);
+          assertClose(t.toArray(dx), t.toArray(dxRef), tol);
+          // A backward that builds a graph gives the same gradient, and the composite's second derivative.
+          const second = (ys: t.Tensor[]) => {
+            const [d1] = t.grad(loss(ys), [x], { createGraph: true });
+            return [d1, ...t.grad(t.sum(t.mul(t.to(d1, "f32"), t.to(d1, "f32"))), [x])];
+          };
+          const [dx2, ddx] = second(t.scaledSoftmax(x, scale, { low }));
+          const [, ddxRef] = second(composite());
+          assertClose(t.toArray(dx2), t.toArray(dx), tol);
+          const ddTol = (dtype === "f32" ? 1e-5 : 2 ** -6) * Math.max(1e-30, maxAbs(ddxRef));
+          assertClose(t.toArray(ddx), t.toArray(ddxRef), ddTol);
+        }
       }
+    }
+    if (avx512()) {
+      const x = t.requiresGrad(t.ones([2, 8], { dtype: "bf16" }));
+      const ran = opsRun(() => t.grad(t.sum(t.to(t.scaledSoftmax(x, 1, { low: true })[1], "f32")), [x]));
+      assert.ok(ran.has("dino::scaled_softmax") && ran.has("dino::scaled_softmax_backward"), "the fused kernel ran");
     }
     // -inf scores get no weight; a NaN spoils its row alone, as libtorch's softmax.
     const [p] = t.scaledSoftmax(t.tensor([[0, -Infinity, 0], [NaN, 0, 0]]), 1);
     assert.deepEqual(t.toArray(p).slice(0, 3), [0.5, 0, 0.5]);
     assert.ok(t.toArray(p).slice(3).every(Number.isNaN));
-    assert.throws(() => t.scaledSoftmax(t.ones([2, 3]), 1, { low: true }), /fp32 already/);
+    assert.throws(() => t.scaledSoftmax(t.ones([2, 3]), 1, { low: true }), /for bf16 or fp16 scores, not Float/);
   }));
 
 Deno.test("layerNorm's fused fp32 and bf16 outputs and gradients agree with libtorch's in f64", () =>
   noLeak(() => {
     // fp32 input with a weight and a bias takes native/layer_norm.cpp on AVX-512 CPUs; f64 is libtorch's kernel.
+    // 400 rows: more than one thread's share.
     using g = new t.Generator(0);
     for (const d of [1, 5, 16, 192, 197]) {
       for (const dtype of ["f32", "bf16"] as const) {
-        const leaves = [[4, 3, d], [d], [d]].map((shape, i) =>
+        const leaves = [[8, 50, d], [d], [d]].map((shape, i) =>
           t.requiresGrad(t.add(t.mul(t.randn(g, shape), i === 0 ? 3 : 0.5), i === 1 ? 1 : 0))
         );
         // The gradient reaching y is dy in y's dtype: dy's values in bf16 are exact there, and the same in f64.
-        const dy = t.to(t.randn(g, [4, 3, d]), dtype);
+        const dy = t.to(t.randn(g, [8, 50, d]), dtype);
         const run = (xs: t.Tensor[], out?: "bf16") => {
           const y = t.layerNorm(xs[0], [d], xs[1], xs[2], 1e-6, { dtype: out });
           return [y, ...t.grad(t.sum(t.mul(t.to(y, "f64"), t.to(dy, "f64"))), xs)];
@@ -444,11 +496,26 @@ Deno.test("layerNorm's fused fp32 and bf16 outputs and gradients agree with libt
         const reference = run(leaves.map((l) => t.requiresGrad(t.detach(t.to(l, "f64")))));
         assert.equal(fused[0].dtype, dtype);
         for (const [i, name] of ["y", "dx", "dw", "db"].entries()) {
-          const scale = Math.max(1, ...t.toArray(t.abs(reference[i])));
+          const scale = Math.max(1, maxAbs(reference[i]));
           const tol = (dtype === "bf16" && i === 0 ? 2 ** -8 : 2e-6) * scale; // y in bf16 is rounded once
           assert.equal(fused[i].dtype, i === 0 ? dtype : "f32", name);
           assertClose(t.toArray(fused[i]), t.toArray(reference[i]), tol);
         }
+        if (dtype === "bf16") {
+          const y32 = t.layerNorm(leaves[0], [d], leaves[1], leaves[2], 1e-6);
+          assert.deepEqual(t.toArray(fused[0]), t.toArray(t.to(y32, "bf16")), "the bf16 output is fp32's rounded once");
+        }
+        // Frozen weight and bias: the input's gradient alone, the same.
+        const [dxFrozen] = t.grad(
+          t.sum(
+            t.mul(
+              t.to(t.layerNorm(leaves[0], [d], t.detach(leaves[1]), t.detach(leaves[2]), 1e-6), "f64"),
+              t.to(dy, "f64"),
+            ),
+          ),
+          [leaves[0]],
+        );
+        if (dtype === "f32") assert.deepEqual(t.toArray(dxFrozen), t.toArray(fused[1]));
         // A backward that builds a graph (libtorch's, differentiable) gives the same gradients and a second derivative.
         // (Not for a row of one: libtorch's dx there is rstd^3 times a cancellation, 1e-4 where it should be 0.)
         if (d === 1) continue;
@@ -458,6 +525,11 @@ Deno.test("layerNorm's fused fp32 and bf16 outputs and gradients agree with libt
         const [ddw] = t.grad(t.sum(t.mul(grads[0], grads[0])), [leaves[1]]);
         assert.ok(t.toArray(ddw).some((v) => v !== 0), "a second derivative");
       }
+    }
+    if (avx512()) {
+      const x = t.requiresGrad(t.ones([2, 8]));
+      const ran = opsRun(() => t.grad(t.sum(t.layerNorm(x, [8], t.ones([8]), t.zeros([8]))), [x]));
+      assert.ok(ran.has("dino::layer_norm") && ran.has("dino::layer_norm_backward"), "the fused kernel ran");
     }
     // A NaN spoils its own row alone; a wrong normalized shape is libtorch's error.
     const y = t.layerNorm(t.tensor([[NaN, 1], [1, 3]]), [2], t.ones([2]), t.zeros([2]), 1e-6);

@@ -152,7 +152,7 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | [number, numbe
 /**
  * Layer normalisation over the trailing `normalizedShape` dims. With `options.dtype`, the output comes in that dtype,
  * as `to(layerNorm(...), dtype)` (for bf16, ready for a matrix product under mixed precision); over the last dim of
- * fp32 input with a weight and a bias, on AVX-512 CPUs, in one pass each way.
+ * fp32 input with a weight and a bias, on AVX-512 CPUs, fused: each row read from memory once each way.
  *
  * @example
  * ```ts
@@ -269,7 +269,7 @@ export function softmax(x: Tensor, dim: number): Tensor {
  * Attention's softmax: softmax(x * scale) along the last dim, in fp32 whatever x's dtype, with `x * scale` rounded
  * to x's dtype first (as `softmax(to(mul(x, scale), "f32"), -1)`). With `low`, for bf16 or fp16 scores, it also
  * gives the probabilities rounded to x's dtype, ready for the product with the values. On AVX-512 CPUs, for fp32 and
- * bf16, one fused pass forward and one backward (those composed ops are four each); elsewhere those ops.
+ * bf16, fused: each row read from memory once each way (the composed ops make four passes each); elsewhere those ops.
  *
  * @example
  * ```ts
