@@ -5,7 +5,8 @@
 //   images.cpp     image decoding and writing through stb;
 //   augment.cpp    the DINO views of a batch in one call;
 //   distributed.cpp  collectives over c10d (Gloo, NCCL);
-//   matmul.cpp     fp32 matrix products of a training step: small batched ones and linear layers.
+//   matmul.cpp     fp32 matrix products of a training step: small batched ones and linear layers;
+//   layer_norm.cpp, softmax.cpp  fused AVX-512 kernels (avx512.h), gelu.cpp  bf16 GELU by table.
 //
 // Every entry point takes a `Ctx*` first: a caller-owned buffer through which
 // the call reports its outcome (status, the result's dtype, device and shape,
