@@ -51,17 +51,12 @@ KERNEL void forward_range(const uint16_t* __restrict x, uint16_t* __restrict y, 
   for (int64_t i = 0; i < n; i++) y[i] = static_cast<uint16_t>(table[x[i]]);
 }
 
-// c10::BFloat16's rounding: to nearest even, any NaN to the quiet NaN 0x7fc0.
+// Rounded as c10::BFloat16 rounds (to nearest even, any NaN to the quiet NaN).
 KERNEL void backward_range(const uint16_t* __restrict dy, const uint16_t* __restrict x, uint16_t* __restrict dx,
                            int64_t n, const float* __restrict slope) {
   for (int64_t i = 0; i < n; i++) {
-    const uint32_t wide = static_cast<uint32_t>(dy[i]) << 16;
-    float g;
-    std::memcpy(&g, &wide, sizeof g);
-    const float v = g * slope[x[i]];
-    uint32_t u;
-    std::memcpy(&u, &v, sizeof u);
-    dx[i] = v != v ? uint16_t{0x7fc0} : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    const float g = c10::detail::f32_from_bits(dy[i]);
+    dx[i] = c10::detail::round_to_nearest_even(g * slope[x[i]]);
   }
 }
 
@@ -111,7 +106,7 @@ struct TableGelu : torch::autograd::Function<TableGelu> {
     const at::Tensor& dy = grads[0];
     // A backward that builds a graph (second derivatives), or an unexpected gradient: libtorch's differentiable op.
     if (c10::GradMode::is_enabled() || !tabled(dy) || dy.sizes() != x.sizes()) return {at::gelu_backward(dy, x)};
-    return {table_gelu_backward(dy, x).view(x.sizes())};
+    return {table_gelu_backward(dy, x)};
   }
 };
 

@@ -133,13 +133,13 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
     auto p = at::empty(x.sizes(), x.options().dtype(at::kFloat));
     at::Tensor q = low ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
 #ifdef DINO_AVX512
+    const float s = scale_in(scale, x.scalar_type());
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / n), [&](int64_t begin, int64_t end) {
       if (x.scalar_type() == at::kFloat) {
-        forward_rows(x.data_ptr<float>(), p.data_ptr<float>(), low ? q.data_ptr<float>() : nullptr, begin, end, n,
-                     scale_in(scale, at::kFloat));
+        forward_rows(x.data_ptr<float>(), p.data_ptr<float>(), low ? q.data_ptr<float>() : nullptr, begin, end, n, s);
       } else {
         forward_rows(x.data_ptr<at::BFloat16>(), p.data_ptr<float>(), low ? q.data_ptr<at::BFloat16>() : nullptr,
-                     begin, end, n, scale_in(scale, at::kBFloat16));
+                     begin, end, n, s);
       }
     });
 #endif
@@ -173,14 +173,15 @@ struct ScaledSoftmax : torch::autograd::Function<ScaledSoftmax> {
     const int64_t n = p.size(-1), rows = p.numel() / n;
     auto dx = at::empty(p.sizes(), p.options().dtype(dtype));
 #ifdef DINO_AVX512
+    const float s = scale_in(scale, dtype);
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / n), [&](int64_t begin, int64_t end) {
       const float* d32 = dp32.defined() ? dp32.data_ptr<float>() : nullptr;
       if (dtype == at::kFloat) {
         backward_rows(p.data_ptr<float>(), d32, dplow.defined() ? dplow.data_ptr<float>() : nullptr,
-                      dx.data_ptr<float>(), begin, end, n, scale_in(scale, at::kFloat));
+                      dx.data_ptr<float>(), begin, end, n, s);
       } else {
         backward_rows(p.data_ptr<float>(), d32, dplow.defined() ? dplow.data_ptr<at::BFloat16>() : nullptr,
-                      dx.data_ptr<at::BFloat16>(), begin, end, n, scale_in(scale, at::kBFloat16));
+                      dx.data_ptr<at::BFloat16>(), begin, end, n, s);
       }
     });
 #endif
