@@ -173,6 +173,7 @@ export const symbols = {
   max_pool2d: tensor(T, ...INTS, ...INTS, ...INTS, ...INTS, B),
   adaptive_avg_pool2d: tensor(T, ...INTS),
   layer_norm: tensor(T, ...INTS, T, T, F, I),
+  add_layer_norm: list(T, T, ...INTS, T, T, F, I),
   batch_norm: list(T, T, T, T, T, B, F, F),
   gelu: tensor(T, B),
   softmax: tensor(T, I),

@@ -353,6 +353,7 @@ TENSOR(conv2d, (T x, T w, T b, INTS(stride), INTS(padding), INTS(dilation), int 
 TENSOR(max_pool2d, (T x, INTS(kernel), INTS(stride), INTS(padding), INTS(dilation), bool ceil), at::max_pool2d(*x, IV(kernel), IV(stride), IV(padding), IV(dilation), ceil))
 TENSOR(adaptive_avg_pool2d, (T x, INTS(size)), at::adaptive_avg_pool2d(*x, IV(size)))
 TENSOR(layer_norm, (T x, INTS(shape), T w, T b, double eps, int dtype), fast_layer_norm(*x, IV(shape), maybe(w), maybe(b), eps, dtype < 0 ? c10::nullopt : c10::optional<at::ScalarType>(scalar_type(dtype))))
+LIST(add_layer_norm, (T x, T y, INTS(shape), T w, T b, double eps, int dtype), add_layer_norm(*x, *y, IV(shape), maybe(w), maybe(b), eps, dtype < 0 ? c10::nullopt : c10::optional<at::ScalarType>(scalar_type(dtype))))
 LIST(batch_norm, (T x, T w, T b, T mean, T var, bool training, double momentum, double eps), batch_norm(*x, w, b, mean, var, training, momentum, eps))
 TENSOR(gelu, (T x, bool tanh), fast_gelu(*x, tanh))
 TENSOR(softmax, (T x, int dim), at::softmax(*x, dim))

@@ -63,6 +63,10 @@ std::vector<at::Tensor> scaled_softmax(const at::Tensor& x, double scale, bool l
 // layer_norm with its output in `out` (default x's dtype), fused over the last dim for fp32 CPU inputs (layer_norm.cpp).
 at::Tensor fast_layer_norm(const at::Tensor& x, at::IntArrayRef shape, const c10::optional<at::Tensor>& w,
                            const c10::optional<at::Tensor>& b, double eps, c10::optional<at::ScalarType> out);
+// {x + y, layer_norm(x + y) in `out`}: a residual sum and the norm after it, fused likewise (layer_norm.cpp).
+std::vector<at::Tensor> add_layer_norm(const at::Tensor& x, const at::Tensor& y, at::IntArrayRef shape,
+                                       const c10::optional<at::Tensor>& w, const c10::optional<at::Tensor>& b,
+                                       double eps, c10::optional<at::ScalarType> out);
 
 // How many tensor handles are alive: wrap() counts them in, dn_free (ops.cpp, which defines it) out.
 extern std::atomic<int64_t> live_tensors;

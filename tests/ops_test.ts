@@ -538,6 +538,68 @@ Deno.test("layerNorm's fused fp32 and bf16 outputs and gradients agree with libt
     assert.throws(() => t.layerNorm(t.ones([2, 3]), [2], t.ones([2]), t.zeros([2])), /normalized_shape|shape/);
   }));
 
+Deno.test("addLayerNorm gives add then layerNorm's numbers bit for bit, and their gradients", () =>
+  noLeak(() => {
+    // The fused kernel (native/layer_norm.cpp, AVX-512) against the ops it replaces, which autograd runs as three
+    // passes each way (add, the norm, a cast of y's gradient) and sums h's two gradients in fp32 itself.
+    using g = new t.Generator(1);
+    const bits = (x: t.Tensor) => t.toArray(t.to(x, "f64"));
+    for (const d of [1, 5, 16, 192, 197]) {
+      for (const [yDtype, out] of [["f32", "f32"], ["bf16", "bf16"], ["bf16", "f32"], ["f32", "bf16"]] as const) {
+        const x = t.requiresGrad(t.mul(t.randn(g, [8, 50, d]), 3));
+        const y = t.requiresGrad(t.to(t.randn(g, [8, 50, d]), yDtype));
+        const w = t.requiresGrad(t.add(t.mul(t.randn(g, [d]), 0.5), 1));
+        const b = t.requiresGrad(t.mul(t.randn(g, [d]), 0.5));
+        const dh = t.randn(g, [8, 50, d]), dn = t.to(t.randn(g, [8, 50, d]), out);
+        const fused = () => t.addLayerNorm(x, y, [d], w, b, 1e-6, { dtype: out });
+        const composite = () => {
+          const h = t.add(x, y);
+          return [h, t.layerNorm(h, [d], w, b, 1e-6, { dtype: out })];
+        };
+        const [h, n] = fused(), [hRef, nRef] = composite();
+        assert.deepEqual([h.dtype, n.dtype], ["f32", out]);
+        assert.deepEqual(bits(h), bits(hRef), `h, d ${d}`);
+        assert.deepEqual(bits(n), bits(nRef), `normed, d ${d} ${yDtype} -> ${out}`);
+        // Losses on both outputs, on the norm alone and on the sum alone (then h's gradient or the norm's is none).
+        const losses = [
+          ([h, n]: t.Tensor[]) => t.add(t.sum(t.mul(h, dh)), t.sum(t.mul(t.to(n, "f32"), t.to(dn, "f32")))),
+          ([, n]: t.Tensor[]) => t.sum(t.mul(t.to(n, "f32"), t.to(dn, "f32"))),
+          ([h]: t.Tensor[]) => t.sum(t.mul(h, dh)),
+        ];
+        for (const [i, loss] of losses.entries()) {
+          const leaves = i === 2 ? [x, y] : [x, y, w, b];
+          const grads = t.grad(loss(fused()), leaves), reference = t.grad(loss(composite()), leaves);
+          grads.forEach((gr, j) => {
+            assert.equal(gr.dtype, reference[j].dtype);
+            assert.deepEqual(bits(gr), bits(reference[j]), `gradient ${j} of loss ${i}, d ${d} ${yDtype} -> ${out}`);
+          });
+        }
+        // A frozen input and frozen weights: the gradients asked for alone, the same.
+        const [dyFrozen] = t.grad(losses[0](t.addLayerNorm(t.detach(x), y, [d], t.detach(w), t.detach(b), 1e-6)), [y]);
+        const [dyRef] = t.grad(losses[0](composite()), [y]);
+        if (out === "f32") assert.deepEqual(bits(dyFrozen), bits(dyRef));
+        // A backward that builds a graph: the same gradients to rounding, and the composite's second derivative.
+        if (d === 1) continue; // libtorch's double-backward dx cancels badly for a row of one (see layerNorm's test)
+        const second = (ys: t.Tensor[]) => {
+          const [dx, dw] = t.grad(losses[0](ys), [x, w], { createGraph: true });
+          return [dx, ...t.grad(t.add(t.sum(t.mul(dx, dx)), t.sum(t.mul(dw, dw))), [x, w])];
+        };
+        const ours = second(fused()), theirs = second(composite());
+        ours.forEach((v, j) => assertClose(t.toArray(v), t.toArray(theirs[j]), 1e-5 * Math.max(1, maxAbs(theirs[j]))));
+      }
+    }
+    if (avx512()) {
+      const x = t.requiresGrad(t.ones([2, 8])), y = t.requiresGrad(t.ones([2, 8], { dtype: "bf16" }));
+      const ran = opsRun(() => t.grad(t.sum(t.addLayerNorm(x, y, [8], t.ones([8]), t.zeros([8]))[1]), [x, y]));
+      assert.ok(ran.has("dino::add_layer_norm") && ran.has("dino::add_layer_norm_backward"), "the fused kernel ran");
+    }
+    // A y that broadcasts takes the composite, with add's promotion.
+    const [h, n] = t.addLayerNorm(t.tensor([[1, 2], [3, 4]]), t.tensor([1, -1]), [2], t.ones([2]), t.zeros([2]), 1e-6);
+    assert.deepEqual(t.toArray(h), [2, 1, 4, 3]);
+    assertClose(t.toArray(n), [1, -1, 1, -1], 1e-5);
+    assert.throws(() => t.addLayerNorm(t.ones([2, 3]), t.ones([2, 4]), [3], t.ones([3]), t.zeros([3])), /size/);
+  }));
+
 Deno.test("interpolate: nearest, bilinear, bicubic and antialiased shrinking", () =>
   noLeak(() => {
     const x = t.tensor([[[[1, 2], [3, 4]]]]);

@@ -183,6 +183,55 @@ export function layerNorm(
   );
 }
 
+/**
+ * A pre-norm residual step in one: `h = add(x, y)` and `layerNorm(h, ...)` (in `options.dtype`), returned as
+ * `[h, normed]`. For fp32 x, fp32 or bf16 y of x's shape, a weight and a bias over the last dim, on AVX-512 CPUs,
+ * fused: each row read and written once each way, h's two gradients summed and y's cast to its dtype in the same pass
+ * (the composite makes three passes forward and three back); elsewhere those ops.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { addLayerNorm, ones, tensor, tidy, toArray, zeros } from "../mod.ts";
+ * using x = tensor([[1, 1], [10, 10]]);
+ * using y = tensor([[0, 2], [0, 10]], { dtype: "bf16" });
+ * using w = ones([2]);
+ * using b = zeros([2]);
+ * const [h, normed] = tidy(() => addLayerNorm(x, y, [2], w, b, 1e-6, { dtype: "bf16" }));
+ * assert.deepEqual([h.dtype, normed.dtype], ["f32", "bf16"]);
+ * assert.deepEqual(toArray(h), [1, 3, 10, 20]);
+ * assert.deepEqual(toArray(normed), [-1, 1, -1, 1]);
+ * h.dispose();
+ * normed.dispose();
+ * ```
+ */
+export function addLayerNorm(
+  x: Tensor,
+  y: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor,
+  bias?: Tensor,
+  eps = 1e-5,
+  options: { dtype?: DType } = {},
+): Tensor[] {
+  const shape = ints(normalizedShape);
+  const dtype = options.dtype === undefined ? -1 : DTYPE_CODES[options.dtype];
+  return wrapList(
+    native.add_layer_norm(
+      ctx,
+      x.ptr,
+      y.ptr,
+      shape,
+      normalizedShape.length,
+      weight?.ptr ?? NULL,
+      bias?.ptr ?? NULL,
+      eps,
+      dtype,
+    ),
+    "addLayerNorm",
+  );
+}
+
 /** Inputs of {@linkcode batchNorm} besides x. */
 export interface BatchNormOptions {
   /** Per-channel scale. */

@@ -22,8 +22,10 @@
  */
 import {
   add,
+  addLayerNorm,
   cat,
   clamp,
+  contiguous,
   conv2d,
   div,
   expand,
@@ -46,6 +48,7 @@ import {
   type Tensor,
   tensor,
   tidy,
+  to,
   transpose,
   unbind,
   uniform,
@@ -255,7 +258,7 @@ function dropPath(x: Tensor, p: number, g: Generator | undefined, shard?: DropPa
     u = rand(g, [n, 1, 1], { device: x.device });
   }
   const mask = floor(add(u, keep)); // [B, 1, 1] of 0 or 1
-  return mul(div(x, keep), mask);
+  return mul(div(x, keep), to(mask, x.dtype)); // in x's dtype, as the official mask is
 }
 
 /**
@@ -313,9 +316,8 @@ export function attention(
   const [B, N, C] = x.shape;
   const headDim = C / numHeads;
   const qkv = reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]);
-  // Split where the projection laid them out: the backward is one stack straight into the projection's layout, not
-  // three scatters, nor a stack then a copy.
-  const [qAll, k, v] = unbind(qkv, 2).map((t) => transpose(t, 1, 2)); // [B, h, N, d] each
+  // Heads first in one copy, so that q, k and v (and k transposed) are matrices the products take as they are.
+  const [qAll, k, v] = unbind(contiguous(permute(qkv, [2, 0, 3, 1, 4])), 0); // [B, h, N, d] each
   const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
   const scores = lowMatmul(q, transpose(k, -2, -1), dt); // [B, h, Q, N]
   // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
@@ -329,6 +331,7 @@ export function attention(
  * the attention and the MLP (its GELU too, as autocast leaves it) run in it; the residual stream stays fp32.
  * With `clsOnly`, the block gives the CLS token alone, [B, 1, D] (the residual is then x[:, :1] + ...): every
  * token still feeds its keys and values, but no other token's output is made, and the attention is [B, heads, 1, N].
+ * With `link`, blocks in a row share each residual sum's pass with the norm after it (see {@linkcode BlockLink}).
  */
 export function block(
   p: BlockParams,
@@ -339,25 +342,32 @@ export function block(
   shard?: DropPathShard,
   dt?: LowDtype,
   clsOnly = false,
-): { out: Tensor; attn: Tensor } {
+  link: BlockLink = {},
+): { out: Tensor; attn: Tensor; normed?: Tensor } {
   const D = x.shape[2];
-  const normed = layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS, { dtype: dt }); // in dt for the products
+  // in dt for the products
+  const normed = link.normed ?? layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS, { dtype: dt }); // [B, N, D]
   const { out: y, attn } = attention(p.attn, normed, numHeads, dt, clsOnly);
-  const h = add(clsOnly ? slice(x, 1, 0, 1) : x, dropPath(y, dropRate, g, shard)); // [B, Q, D]
-  const m = lowLinear(
-    gelu(
-      lowLinear(
-        layerNorm(h, [D], p.norm2.weight, p.norm2.bias, EPS, { dtype: dt }),
-        p.mlp.fc1.weight,
-        p.mlp.fc1.bias,
-        dt,
-      ),
-    ),
-    p.mlp.fc2.weight,
-    p.mlp.fc2.bias,
-    dt,
-  );
-  return { out: add(h, dropPath(m, dropRate, g, shard)), attn };
+  const residual = clsOnly ? slice(x, 1, 0, 1) : x; // [B, Q, D]
+  const [h, normed2] = addLayerNorm(residual, dropPath(y, dropRate, g, shard), [D], p.norm2.weight, p.norm2.bias, EPS, {
+    dtype: dt,
+  }); // [B, Q, D] each
+  const hidden = gelu(lowLinear(normed2, p.mlp.fc1.weight, p.mlp.fc1.bias, dt)); // [B, Q, 4D]
+  const m = dropPath(lowLinear(hidden, p.mlp.fc2.weight, p.mlp.fc2.bias, dt), dropRate, g, shard); // [B, Q, D]
+  if (!link.next) return { out: add(h, m), attn };
+  const [out, normedNext] = addLayerNorm(h, m, [D], link.next.weight, link.next.bias, EPS, { dtype: dt });
+  return { out, attn, normed: normedNext };
+}
+
+/**
+ * How a block hands over to the next: the one before gives `normed`, this block's input already through its norm1
+ * (in the low dtype), and takes `next`, the next block's norm1, to give its own output through it as `normed`.
+ */
+export interface BlockLink {
+  /** This block's input through its norm1, from the block before. */
+  normed?: Tensor;
+  /** The next block's norm1. */
+  next?: NormParams;
 }
 
 /** Stochastic-depth rate of block i: linspace(0, rate, depth)[i]. */
@@ -384,13 +394,15 @@ function runBlocks(
   const dt = lowDtype(o.precision);
   let h = tidy(() => prepareTokens(p, cfg, x, dt)); // [B, 1 + N, D]
   const outs: Tensor[] = [];
-  let attn: Tensor | undefined;
+  let attn: Tensor | undefined, normed: Tensor | undefined;
   p.blocks.forEach((bp, i) => {
     const last = i === p.blocks.length - 1;
-    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard, dt, clsOnly && last));
+    const link = { normed, next: p.blocks[i + 1]?.norm1 };
+    const r = tidy(() => block(bp, h, cfg.numHeads, rates[i], o.dropPath, o.shard, dt, clsOnly && last, link));
     attn?.dispose();
+    normed?.dispose();
     if (i < p.blocks.length - keep) h.dispose();
-    ({ out: h, attn } = r);
+    ({ out: h, attn, normed } = r);
     if (i >= p.blocks.length - keep) outs.push(h);
   });
   return { outs, attn: attn! };
