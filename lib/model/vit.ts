@@ -302,6 +302,19 @@ export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor, dt?: LowD
 }
 
 /**
+ * x's q, k and v, [B, h, N, d] each, from the qkv projection. In fp32 they are views of its output (the small
+ * products read strided matrices, and the backward stacks straight into the projection's layout); in a low dtype,
+ * whose batched products copy any batch of matrices that are not one stride apart, they come heads-first from one
+ * copy, and the projection's output is freed at once.
+ */
+function projectHeads(p: LinearParams, x: Tensor, numHeads: number, dt?: LowDtype): Tensor[] {
+  const [B, N, C] = x.shape;
+  const qkv = () => reshape(lowLinear(x, p.weight, p.bias, dt), [B, N, 3, numHeads, C / numHeads]);
+  if (dt === undefined) return unbind(qkv(), 2).map((t) => transpose(t, 1, 2));
+  return unbind(tidy(() => contiguous(permute(qkv(), [2, 0, 3, 1, 4]))), 0); // from [3, B, h, N, d]
+}
+
+/**
  * Multi-head self-attention: the output [B, Q, D] and the attention weights [B, heads, Q, N], where the
  * queries are every token (Q = N) or, with `clsOnly`, the CLS token alone (Q = 1). With a low dtype `dt`,
  * the projections and both products run in it (the output too) and the softmax in fp32.
@@ -313,11 +326,9 @@ export function attention(
   dt?: LowDtype,
   clsOnly = false,
 ): { out: Tensor; attn: Tensor } {
-  const [B, N, C] = x.shape;
+  const [B, , C] = x.shape;
   const headDim = C / numHeads;
-  const qkv = reshape(lowLinear(x, p.qkv.weight, p.qkv.bias, dt), [B, N, 3, numHeads, headDim]);
-  // Heads first in one copy, so that q, k and v (and k transposed) are matrices the products take as they are.
-  const [qAll, k, v] = unbind(contiguous(permute(qkv, [2, 0, 3, 1, 4])), 0); // [B, h, N, d] each
+  const [qAll, k, v] = projectHeads(p.qkv, x, numHeads, dt); // [B, h, N, d] each
   const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
   const scores = lowMatmul(q, transpose(k, -2, -1), dt); // [B, h, Q, N]
   // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
