@@ -48,7 +48,9 @@ AVX512 inline void normalize_row(const float* xr, const float* w, const float* b
 template <class Out>
 AVX512 void forward_rows(const float* x, const float* w, const float* b, Out* y, float* mean, float* rstd,
                          int64_t begin, int64_t end, int64_t d, float eps) {
-  for (int64_t row = begin; row < end; row++) normalize_row(x + row * d, w, b, y + row * d, mean + row, rstd + row, d, eps);
+  for (int64_t row = begin; row < end; row++) {
+    normalize_row(x + row * d, w, b, y + row * d, mean + row, rstd + row, d, eps);
+  }
 }
 
 // The residual's h = x + y (y in fp32 or bf16, exact in fp32 as libtorch's promotion makes it), then h normalized.

@@ -356,8 +356,7 @@ export function block(
   link: BlockLink = {},
 ): { out: Tensor; attn: Tensor; normed?: Tensor } {
   const D = x.shape[2];
-  // in dt for the products
-  const normed = link.normed ?? layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS, { dtype: dt }); // [B, N, D]
+  const normed = link.normed ?? layerNorm(x, [D], p.norm1.weight, p.norm1.bias, EPS, { dtype: dt }); // [B, N, D] in dt
   const { out: y, attn } = attention(p.attn, normed, numHeads, dt, clsOnly);
   const residual = clsOnly ? slice(x, 1, 0, 1) : x; // [B, Q, D]
   const [h, normed2] = addLayerNorm(residual, dropPath(y, dropRate, g, shard), [D], p.norm2.weight, p.norm2.bias, EPS, {
