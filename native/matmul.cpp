@@ -126,9 +126,7 @@ using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const fl
 // faster; elsewhere OpenBLAS, whose numbers are the ones PyTorch's parity fixtures were made with. And only in a shim
 // compiled with OpenMP (ffi/build.ts: GCC), whose parallel_for reaches oneDNN's workers to block their signals (below).
 DnnlSgemm dnnl_sgemm() {
-#ifndef _OPENMP
-  return nullptr;
-#endif
+#ifdef _OPENMP
   static const DnnlSgemm found = [] {
     const auto dnnl = [](const char* name) { return loaded_symbol({"libdnnl.so.2", "libdnnl.so.3"}, name); };
     auto f = reinterpret_cast<DnnlSgemm>(dnnl("dnnl_sgemm"));
@@ -136,6 +134,9 @@ DnnlSgemm dnnl_sgemm() {
     return f && isa && (isa() & 0x27) == 0x27 ? f : DnnlSgemm(nullptr);
   }();
   return found;
+#else
+  return nullptr;
+#endif
 }
 
 // oneDNN's f32 gemm kernels (before 3.11.2) point the stack pointer into a heap buffer while they run, so a signal

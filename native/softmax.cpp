@@ -91,7 +91,8 @@ AVX512 void backward_rows(const float* p, const float* dp32, const Out* dplow, O
     const __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
     for (int64_t j = 0; j < n; j += 16) {
       const __mmask16 m = tail(n - j);
-      const __m512 g = in_dtype(_mm512_mul_ps(_mm512_sub_ps(sum_of(dp32, dplow, at + j, m), total), load(p + at + j, m)), dx);
+      const __m512 centred = _mm512_sub_ps(sum_of(dp32, dplow, at + j, m), total);
+      const __m512 g = in_dtype(_mm512_mul_ps(centred, load(p + at + j, m)), dx);
       store(dx + at + j, m, in_dtype(_mm512_mul_ps(g, s), dx));
     }
   }
