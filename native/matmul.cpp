@@ -1,10 +1,11 @@
-// The fp32 matrix products of a CPU training step, sent where they run fastest; the numbers are libtorch's to rounding.
+// The matrix products of a CPU training step, sent where they run fastest; the numbers are libtorch's to rounding.
 // - Batches of small matrices (attention's q k^T and attn v: thousands of 17 x 32 matrices a step). Without MKL,
 //   libtorch's CPU bmm loops over the batch on one thread, selecting each matrix and dispatching addmm for it, a few
 //   microseconds of overhead per matrix, more than the arithmetic. Here each matrix goes straight to the BLAS sgemm
 //   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
 // - Linear layers, on AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
 //   there at a DINO step's shapes, and like it independent of the thread count.
+// - bf16 linear layers, on AVX-512 CPUs: libtorch's products, but the bias's gradient summed by a kernel here.
 // Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "avx512.h"
 #include "shim.h"
 
 namespace {
@@ -251,9 +253,101 @@ struct DnnlLinear : torch::autograd::Function<DnnlLinear> {
   }
 };
 
+// A linear layer's bias gradient: the column sums of g [rows, cols], accumulated in fp32 and returned in g's dtype, as
+// libtorch's sum(0) does (the same numbers to fp32 rounding). libtorch's reduction reads a bf16 [6400, 768] gradient at
+// ~9 GB/s; this reads it once at memory speed.
+#ifdef DINO_AVX512
+// Rows [begin, end) added into sums, 128 columns at a time so that the running sums stay in registers.
+template <class In>
+AVX512 void add_column_sums(const In* g, float* sums, int64_t begin, int64_t end, int64_t cols) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+    __m512 acc[8];
+    __mmask16 mask[8];
+    for (int v = 0; v < 8; v++) {
+      acc[v] = _mm512_setzero_ps();
+      mask[v] = cols - c0 - 16 * v > 0 ? tail(cols - c0 - 16 * v) : __mmask16(0);
+    }
+    for (int64_t r = begin; r < end; r++) {
+      const In* row = g + r * cols + c0;
+      for (int v = 0; v < 8; v++) acc[v] = _mm512_add_ps(acc[v], load(row + 16 * v, mask[v]));
+    }
+    for (int v = 0; v < 8; v++) {
+      store(sums + c0 + 16 * v, mask[v], _mm512_add_ps(load(sums + c0 + 16 * v, mask[v]), acc[v]));
+    }
+  }
+}
+#endif
+
+at::Tensor column_sums(const at::Tensor& g_) {
+#ifdef DINO_AVX512
+  const auto g = g_.contiguous();
+  const int64_t rows = g.size(0), cols = g.size(1);
+  // Each of up to `parts` runs of rows sums into its own row of `partial`, summed after.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / 64));
+  auto partial = at::zeros({parts, cols}, g.options().dtype(at::kFloat));
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; part++) {
+      float* sums = partial.data_ptr<float>() + part * cols;
+      const int64_t first = rows * part / parts, last = rows * (part + 1) / parts;
+      if (g.scalar_type() == at::kFloat) {
+        add_column_sums(g.data_ptr<float>(), sums, first, last, cols);
+      } else {
+        add_column_sums(g.data_ptr<at::BFloat16>(), sums, first, last, cols);
+      }
+    }
+  });
+  return (parts == 1 ? partial[0] : partial.sum(0)).to(g.scalar_type());
+#else
+  return g_.sum(0);
+#endif
+}
+
+bool bf16_fits(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+#ifdef DINO_AVX512
+  auto cpu_bf16 = [](const at::Tensor& t) {
+    return t.device().type() == at::kCPU && t.scalar_type() == at::kBFloat16 && t.layout() == at::kStrided;
+  };
+  // The inputs that at::linear sends to one addmm: 2-D, or contiguous 3-D, with a bias.
+  return avx512_runs() && (x.dim() == 2 || (x.dim() == 3 && x.is_contiguous())) && w.dim() == 2 && b &&
+         b->defined() && b->dim() == 1 && cpu_bf16(x) && cpu_bf16(w) && cpu_bf16(*b) && x.size(-1) == w.size(1) &&
+         x.numel() > 0 && w.numel() > 0;
+#else
+  return false;
+#endif
+}
+
+// bf16 y = x W^T + b as at::linear computes it (one addmm over the rows of x), and its backward as autograd's
+// (AddmmBackward's two products), but for the bias's gradient, summed by column_sums.
+struct Bf16Linear : torch::autograd::Function<Bf16Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const at::Tensor& b) {
+    RECORD_FUNCTION("dino::linear", std::vector<c10::IValue>());
+    const auto y = at::addmm(b, x.reshape({-1, w.size(1)}), w.t());
+    ctx->save_for_backward({x, w});
+    auto sizes = x.sizes().vec();
+    sizes.back() = w.size(0);
+    return y.view(sizes);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    RECORD_FUNCTION("dino::linear_backward", std::vector<c10::IValue>());
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const auto rows = x.reshape({-1, w.size(1)});
+    const auto g = grads[0].reshape({-1, w.size(0)});
+    at::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(0)) gx = at::mm(g, w).view(x.sizes());
+    if (ctx->needs_input_grad(1)) gw = at::mm(g.t(), rows);
+    // A backward that builds a graph (second derivatives) needs differentiable ops.
+    if (ctx->needs_input_grad(2)) gb = c10::GradMode::is_enabled() ? g.sum(0) : column_sums(g);
+    return {gx, gw, gb};
+  }
+};
+
 }  // namespace
 
 at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (bf16_fits(x, w, b)) return Bf16Linear::apply(x, w, *b);
   if (!dnnl_fits(x, w, b)) return at::linear(x, w, b);
   // Without a bias, a zero one (autograd functions take no undefined inputs): adding zeros changes no number.
   return DnnlLinear::apply(x, w, b && b->defined() ? *b : at::zeros({w.size(0)}, w.options()));

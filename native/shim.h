@@ -5,7 +5,7 @@
 //   images.cpp     image decoding and writing through stb;
 //   augment.cpp    the DINO views of a batch in one call;
 //   distributed.cpp  collectives over c10d (Gloo, NCCL);
-//   matmul.cpp     fp32 matrix products of a training step: small batched ones and linear layers;
+//   matmul.cpp     matrix products of a training step: small batched ones and linear layers (fp32, bf16);
 //   layer_norm.cpp, softmax.cpp  fused AVX-512 kernels (avx512.h), gelu.cpp  bf16 GELU by table.
 //
 // Every entry point takes a `Ctx*` first: a caller-owned buffer through which
@@ -52,7 +52,7 @@ using L = std::vector<at::Tensor>*;
 // A symbol of the first of `libs` already loaded (ops.cpp), or null; of the BLAS that libtorch loaded, or null.
 void* loaded_symbol(std::initializer_list<const char*> libs, const char* name);
 void* blas_symbol(const char* name);
-// matmul, bmm and linear, with fp32 CPU products sent where they run fastest (matmul.cpp).
+// matmul, bmm and linear, with CPU products sent where they run fastest (matmul.cpp).
 at::Tensor small_matmul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor small_bmm(const at::Tensor& a, const at::Tensor& b);
 at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);

@@ -301,6 +301,49 @@ Deno.test("fp32 linear layers (oneDNN on the CPU) match f64 ones, with and witho
     }
   }));
 
+Deno.test("bf16 linear layers give libtorch's products, and the bias gradient summed in fp32 to within a bf16 step", () =>
+  noLeak(() => {
+    // native/matmul.cpp on AVX-512 CPUs: addmm forward and mm backward as autograd runs them, the bias gradient's
+    // column sums by its own kernel (libtorch's sum(0) of bf16 ran at a third of memory speed).
+    using g = new t.Generator(3);
+    const f64 = (x: t.Tensor) => t.toArray(t.to(x, "f64"));
+    const cases: [number[], number][] = [[[2, 50, 192], 576], [[7, 5], 3], [[130, 20], 150], [[1, 4], 2]];
+    for (const [shape, out] of cases) {
+      const inDim = shape[shape.length - 1], rows = shape.reduce((a, b) => a * b) / inDim;
+      const x = t.requiresGrad(t.to(t.randn(g, [...shape]), "bf16"));
+      const w = t.requiresGrad(t.to(t.randn(g, [out, inDim]), "bf16"));
+      const b = t.requiresGrad(t.to(t.randn(g, [out]), "bf16")), bBefore = f64(b);
+      const dy = t.to(t.randn(g, [...shape.slice(0, -1), out]), "bf16");
+      const y = t.linear(x, w, b);
+      assert.equal(y.dtype, "bf16");
+      assert.deepEqual(y.shape, [...shape.slice(0, -1), out]);
+      const exact = t.add(t.matmul(t.to(x, "f64"), t.transpose(t.to(w, "f64"), 0, 1)), t.to(b, "f64"));
+      assertClose(f64(y), f64(exact), 2 ** -7 * Math.max(1, maxAbs(exact)));
+      const loss = (y: t.Tensor) => t.sum(t.mul(t.to(y, "f32"), t.to(dy, "f32")));
+      const [dx, dw, db] = t.grad(loss(y), [x, w, b]);
+      const g2 = t.reshape(dy, [rows, out]), x2 = t.reshape(x, [rows, inDim]);
+      assert.deepEqual(f64(dx), f64(t.matmul(g2, w)), `dx, ${shape} -> ${out}`);
+      assert.deepEqual(f64(dw), f64(t.matmul(t.transpose(g2, 0, 1), x2)), `dw, ${shape} -> ${out}`);
+      // fp32 sums in another order may round to the neighbouring bf16 value, no further
+      const dbRef = f64(t.sum(t.to(g2, "f64"), [0]));
+      f64(db).forEach((v, i) => assert.ok(Math.abs(v - dbRef[i]) <= 2 ** -7 * Math.abs(dbRef[i]), `db[${i}] ${v}`));
+      // A backward that builds a graph takes differentiable ops: the same gradients, and second derivatives
+      const graphed = t.grad(loss(t.linear(x, w, b)), [x, w, b], { createGraph: true });
+      assert.deepEqual(f64(graphed[0]), f64(dx));
+      assert.deepEqual(f64(graphed[1]), f64(dw));
+      const [ddx] = t.grad(t.sum(t.mul(t.to(graphed[1], "f32"), t.to(graphed[1], "f32"))), [x]);
+      assert.deepEqual(ddx.shape, x.shape);
+      assert.deepEqual(f64(b), bBefore, "the bias is left as it was");
+    }
+    if (avx512()) {
+      const x = t.requiresGrad(t.ones([3, 8], { dtype: "bf16" }));
+      const ran = opsRun(() =>
+        t.grad(t.sum(t.linear(x, t.ones([4, 8], { dtype: "bf16" }), t.zeros([4], { dtype: "bf16" }))), [x])
+      );
+      assert.ok(ran.has("dino::linear") && ran.has("dino::linear_backward"), "the bf16 path ran");
+    }
+  }));
+
 Deno.test("a linear layer over a single row leaves its bias as it was", () =>
   noLeak(() => {
     // One row made the bias, expanded to [1, out], its own contiguous output: the product was written into it. (The
