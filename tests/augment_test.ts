@@ -313,6 +313,9 @@ Deno.test("a plan the images cannot satisfy is an error from the kernel, not a r
     assert.throws(() => t.augmentBatch(images, plan(2, 0, 0, 4, 4), [[8, 1]], norm), /crop box outside its image/);
     assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 2]], norm), /a plan of 18 numbers for 2/);
     assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 1]], { ...norm, std: [1, 0, 1] }), /std is 0/);
+    for (const threads of [0, -1, 1.5]) {
+      assert.throws(() => t.augmentBatch(images, plan(0, 0, 0, 4, 4), [[8, 1]], { ...norm, threads }), /threads must/);
+    }
     const [ok] = t.augmentBatch(images, plan(1, 12, 12, 4, 4), [[8, 1]], norm);
     assert.deepEqual(ok.shape, [1, 3, 8, 8]);
   }));

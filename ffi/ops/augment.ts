@@ -21,6 +21,7 @@
  * @module
  */
 import { native, newContext } from "../library.ts";
+import { getNumThreads } from "../runtime.ts";
 import { type Tensor, wrapList } from "../tensor.ts";
 
 /**
@@ -39,7 +40,7 @@ export interface AugmentBatchOptions {
   std: readonly number[];
   /** Crop resampling (default bicubic). */
   interpolation?: "bicubic" | "bilinear";
-  /** Threads over the views (default: libtorch's intra-op thread count). */
+  /** Threads over the views (default: libtorch's intra-op thread count, as `setNumThreads` set it). */
   threads?: number;
 }
 
@@ -61,9 +62,11 @@ function callArgs(
   const runList = new Float64Array(runs.flat());
   const norm = new Float64Array([...o.mean, ...o.std]);
   const mode = o.interpolation === "bilinear" ? 1 : 2;
-  const threads = o.threads ?? 0;
-  if (!Number.isInteger(threads) || threads < 0) {
-    throw new RangeError(`augmentBatch: threads must be >= 1, got ${threads}`);
+  // Resolved here, on the caller's thread: the nonblocking call runs on a fresh native thread, where libtorch's
+  // count is OpenMP's default, not setNumThreads'.
+  const threads = o.threads ?? getNumThreads();
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`augmentBatch: threads must be an integer >= 1, got ${threads}`);
   }
   return [images.ptr, plan, records, runList, runList.length, norm, mode, threads] as const;
 }
