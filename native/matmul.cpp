@@ -5,7 +5,7 @@
 //   that addmm would reach, with the same arguments (so the same numbers), the batch shared among libtorch's threads.
 // - Linear layers, on AVX-512 CPUs: oneDNN's sgemm (libtorch links oneDNN for its mkldnn ops), faster than OpenBLAS
 //   there at a DINO step's shapes, and like it independent of the thread count.
-// - bf16 linear layers, on AVX-512 CPUs: libtorch's products, but the bias's gradient summed by a kernel here.
+// - bf16 linear layers, on AVX-512 CPUs: libtorch's products. The bias's gradient of both is summed by a kernel here.
 // Anything else (other dtypes and devices, broadcasting, large batched matrices, no BLAS or oneDNN found) is libtorch's.
 #include <pthread.h>
 #include <signal.h>
@@ -120,6 +120,56 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
             ctx->needs_input_grad(1) ? small_matmul(a.transpose(d - 2, d - 1), g) : at::Tensor()};
   }
 };
+
+// A linear layer's bias gradient: the column sums of g [rows, cols], accumulated in fp32 and returned in g's dtype, as
+// libtorch's sum(0) does (the same numbers to fp32 rounding). libtorch's reduction reads a bf16 [6400, 768] gradient at
+// ~9 GB/s; this reads it once at memory speed.
+#ifdef DINO_AVX512
+// Rows [begin, end) added into sums, 128 columns at a time so that the running sums stay in registers.
+template <class In>
+AVX512 void add_column_sums(const In* g, float* sums, int64_t begin, int64_t end, int64_t cols) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+    __m512 acc[8];
+    __mmask16 mask[8];
+    for (int v = 0; v < 8; v++) {
+      acc[v] = _mm512_setzero_ps();
+      mask[v] = cols - c0 - 16 * v > 0 ? tail(cols - c0 - 16 * v) : __mmask16(0);
+    }
+    for (int64_t r = begin; r < end; r++) {
+      const In* row = g + r * cols + c0;
+      for (int v = 0; v < 8; v++) acc[v] = _mm512_add_ps(acc[v], load(row + 16 * v, mask[v]));
+    }
+    for (int v = 0; v < 8; v++) {
+      store(sums + c0 + 16 * v, mask[v], _mm512_add_ps(load(sums + c0 + 16 * v, mask[v]), acc[v]));
+    }
+  }
+}
+#endif
+
+at::Tensor column_sums(const at::Tensor& g_) {
+#ifdef DINO_AVX512
+  if (!avx512_runs()) return g_.sum(0);
+  const auto g = g_.contiguous();
+  const int64_t rows = g.size(0), cols = g.size(1);
+  // Each of up to `parts` runs of rows sums into its own row of `partial`, summed after.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / 64));
+  auto partial = at::zeros({parts, cols}, g.options().dtype(at::kFloat));
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; part++) {
+      float* sums = partial.data_ptr<float>() + part * cols;
+      const int64_t first = rows * part / parts, last = rows * (part + 1) / parts;
+      if (g.scalar_type() == at::kFloat) {
+        add_column_sums(g.data_ptr<float>(), sums, first, last, cols);
+      } else {
+        add_column_sums(g.data_ptr<at::BFloat16>(), sums, first, last, cols);
+      }
+    }
+  });
+  return (parts == 1 ? partial[0] : partial.sum(0)).to(g.scalar_type());
+#else
+  return g_.sum(0);
+#endif
+}
 
 // oneDNN's sgemm, row-major.
 using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
@@ -243,7 +293,7 @@ struct DnnlLinear : torch::autograd::Function<DnnlLinear> {
         gemm_rm('T', 'N', out, in, n, g, out, rows, in, 0.f, gw);
       }
     }
-    if (ctx->needs_input_grad(2)) gb = g.sum(0);
+    if (ctx->needs_input_grad(2)) gb = c10::GradMode::is_enabled() ? g.sum(0) : column_sums(g);
     if (gx.defined()) {
       auto sizes = grads[0].sizes().vec();
       sizes.back() = in;
@@ -252,55 +302,6 @@ struct DnnlLinear : torch::autograd::Function<DnnlLinear> {
     return {gx, gw, gb};
   }
 };
-
-// A linear layer's bias gradient: the column sums of g [rows, cols], accumulated in fp32 and returned in g's dtype, as
-// libtorch's sum(0) does (the same numbers to fp32 rounding). libtorch's reduction reads a bf16 [6400, 768] gradient at
-// ~9 GB/s; this reads it once at memory speed.
-#ifdef DINO_AVX512
-// Rows [begin, end) added into sums, 128 columns at a time so that the running sums stay in registers.
-template <class In>
-AVX512 void add_column_sums(const In* g, float* sums, int64_t begin, int64_t end, int64_t cols) {
-  for (int64_t c0 = 0; c0 < cols; c0 += 128) {
-    __m512 acc[8];
-    __mmask16 mask[8];
-    for (int v = 0; v < 8; v++) {
-      acc[v] = _mm512_setzero_ps();
-      mask[v] = cols - c0 - 16 * v > 0 ? tail(cols - c0 - 16 * v) : __mmask16(0);
-    }
-    for (int64_t r = begin; r < end; r++) {
-      const In* row = g + r * cols + c0;
-      for (int v = 0; v < 8; v++) acc[v] = _mm512_add_ps(acc[v], load(row + 16 * v, mask[v]));
-    }
-    for (int v = 0; v < 8; v++) {
-      store(sums + c0 + 16 * v, mask[v], _mm512_add_ps(load(sums + c0 + 16 * v, mask[v]), acc[v]));
-    }
-  }
-}
-#endif
-
-at::Tensor column_sums(const at::Tensor& g_) {
-#ifdef DINO_AVX512
-  const auto g = g_.contiguous();
-  const int64_t rows = g.size(0), cols = g.size(1);
-  // Each of up to `parts` runs of rows sums into its own row of `partial`, summed after.
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / 64));
-  auto partial = at::zeros({parts, cols}, g.options().dtype(at::kFloat));
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t part = begin; part < end; part++) {
-      float* sums = partial.data_ptr<float>() + part * cols;
-      const int64_t first = rows * part / parts, last = rows * (part + 1) / parts;
-      if (g.scalar_type() == at::kFloat) {
-        add_column_sums(g.data_ptr<float>(), sums, first, last, cols);
-      } else {
-        add_column_sums(g.data_ptr<at::BFloat16>(), sums, first, last, cols);
-      }
-    }
-  });
-  return (parts == 1 ? partial[0] : partial.sum(0)).to(g.scalar_type());
-#else
-  return g_.sum(0);
-#endif
-}
 
 bool bf16_fits(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
 #ifdef DINO_AVX512
