@@ -122,7 +122,7 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
 };
 
 // A linear layer's bias gradient: the column sums of g [rows, cols], accumulated in fp32 and returned in g's dtype, as
-// libtorch's sum(0) does (the same numbers to fp32 rounding). libtorch's reduction reads a bf16 [6400, 768] gradient at
+// libtorch's sum(0) does (the same numbers to fp32 rounding). libtorch's reduction reads a bf16 [10240, 768] gradient at
 // ~9 GB/s; this reads it once at memory speed.
 #ifdef DINO_AVX512
 // Rows [begin, end) added into sums, 128 columns at a time so that the running sums stay in registers.
