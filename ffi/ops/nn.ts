@@ -175,12 +175,19 @@ export function layerNorm(
   eps = 1e-5,
   options: { dtype?: DType } = {},
 ): Tensor {
-  const shape = ints(normalizedShape);
+  return wrap(native.layer_norm(ctx, x.ptr, ...normArgs(normalizedShape, weight, bias, eps, options)), "layerNorm");
+}
+
+/** The shim's arguments after the input(s) of {@linkcode layerNorm} and {@linkcode addLayerNorm}; dtype -1: x's. */
+function normArgs(
+  normalizedShape: readonly number[],
+  weight: Tensor | undefined,
+  bias: Tensor | undefined,
+  eps: number,
+  options: { dtype?: DType },
+) {
   const dtype = options.dtype === undefined ? -1 : DTYPE_CODES[options.dtype];
-  return wrap(
-    native.layer_norm(ctx, x.ptr, shape, normalizedShape.length, weight?.ptr ?? NULL, bias?.ptr ?? NULL, eps, dtype),
-    "layerNorm",
-  );
+  return [ints(normalizedShape), normalizedShape.length, weight?.ptr ?? NULL, bias?.ptr ?? NULL, eps, dtype] as const;
 }
 
 /**
@@ -214,22 +221,8 @@ export function addLayerNorm(
   eps = 1e-5,
   options: { dtype?: DType } = {},
 ): Tensor[] {
-  const shape = ints(normalizedShape);
-  const dtype = options.dtype === undefined ? -1 : DTYPE_CODES[options.dtype];
-  return wrapList(
-    native.add_layer_norm(
-      ctx,
-      x.ptr,
-      y.ptr,
-      shape,
-      normalizedShape.length,
-      weight?.ptr ?? NULL,
-      bias?.ptr ?? NULL,
-      eps,
-      dtype,
-    ),
-    "addLayerNorm",
-  );
+  const args = normArgs(normalizedShape, weight, bias, eps, options);
+  return wrapList(native.add_layer_norm(ctx, x.ptr, y.ptr, ...args), "addLayerNorm");
 }
 
 /** Inputs of {@linkcode batchNorm} besides x. */
