@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 
@@ -80,16 +81,39 @@ std::vector<int64_t> offsets(const at::Tensor& x) {
   return out;
 }
 
-// C = A B for each matrix of the batch, C fresh and contiguous. Row-major C is column-major C^T = B^T A^T, which is
-// how addmm hands a row-major product to BLAS.
-at::Tensor products(const at::Tensor& a_, const at::Tensor& b_) {
+// A fresh tensor of these sizes, dense, its dims laid out in the order of like's strides (outermost first).
+at::Tensor empty_in_order_of(at::IntArrayRef sizes, const at::Tensor& like) {
+  const int64_t d = like.dim();
+  std::vector<int64_t> order(d), strides(d);
+  for (int64_t i = 0; i < d; i++) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return like.stride(i) > like.stride(j); });
+  int64_t step = 1;
+  for (int64_t i = d - 1; i >= 0; i--) {
+    strides[order[i]] = step;
+    step *= sizes[order[i]];
+  }
+  return at::empty_strided(sizes, strides, like.options());
+}
+
+// C = A B for each matrix of the batch, C fresh: contiguous, or with layout_of, dense in that tensor's order of dims
+// (a gradient laid out as its input, so that what autograd does next with it, such as stacking q, k and v's gradients
+// into the projection's, copies contiguous rows). Row-major C is column-major C^T = B^T A^T, which is how addmm hands a
+// row-major product to BLAS; a column-major C is BLAS's own C = A B.
+at::Tensor products(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& layout_of = at::Tensor()) {
   const Operand a = operand(a_), b = operand(b_);
   const int64_t d = a_.dim();
   const int n = a_.size(d - 2), k = a_.size(d - 1), m = b_.size(d - 1);
   auto sizes = a_.sizes().vec();
   sizes[d - 1] = m;
-  auto c = at::empty(sizes, a_.options());
-  const std::vector<int64_t> oa = offsets(a.t), ob = offsets(b.t);
+  auto c = layout_of.defined() ? empty_in_order_of(sizes, layout_of) : at::Tensor();
+  // An order that puts a batch dim innermost (a broadcast input's stride 0) leaves neither rows nor columns contiguous.
+  if (!c.defined() || (c.stride(d - 1) != 1 && c.stride(d - 2) != 1 && m > 1 && n > 1)) {
+    c = at::empty(sizes, a_.options());
+  }
+  const bool rows = c.stride(d - 1) == 1 || m == 1;
+  const int ldc = static_cast<int>(rows ? std::max<int64_t>(c.stride(d - 2), m) : std::max<int64_t>(c.stride(d - 1), n));
+  const char ta = a.trans == 'n' ? 't' : 'n', tb = b.trans == 'n' ? 't' : 'n'; // as BLAS must read them for C = A B
+  const std::vector<int64_t> oa = offsets(a.t), ob = offsets(b.t), oc = offsets(c);
   const float *pa = a.t.data_ptr<float>(), *pb = b.t.data_ptr<float>();
   float* pc = c.data_ptr<float>();
   const Sgemm gemm = sgemm();
@@ -97,7 +121,11 @@ at::Tensor products(const at::Tensor& a_, const at::Tensor& b_) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, int64_t{n} * k * m));
   at::parallel_for(0, static_cast<int64_t>(oa.size()), grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) {
-      gemm(&b.trans, &a.trans, &m, &n, &k, &one, pb + ob[i], &b.ld, pa + oa[i], &a.ld, &zero, pc + i * n * m, &m);
+      if (rows) {
+        gemm(&b.trans, &a.trans, &m, &n, &k, &one, pb + ob[i], &b.ld, pa + oa[i], &a.ld, &zero, pc + oc[i], &ldc);
+      } else {
+        gemm(&ta, &tb, &n, &m, &k, &one, pa + oa[i], &a.ld, pb + ob[i], &b.ld, &zero, pc + oc[i], &ldc);
+      }
     }
   });
   return c;
@@ -115,9 +143,14 @@ struct SmallProducts : torch::autograd::Function<SmallProducts> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &a = saved[0], &b = saved[1], &g = grads[0];
     const int64_t d = a.dim();
-    // Through small_matmul, not products, so that a backward that builds a graph (second derivatives) records it.
-    return {ctx->needs_input_grad(0) ? small_matmul(g, b.transpose(d - 2, d - 1)) : at::Tensor(),
-            ctx->needs_input_grad(1) ? small_matmul(a.transpose(d - 2, d - 1), g) : at::Tensor()};
+    const at::Tensor bt = b.transpose(d - 2, d - 1), at_ = a.transpose(d - 2, d - 1);
+    // A backward that builds a graph (second derivatives) goes through small_matmul, which records it.
+    if (c10::GradMode::is_enabled()) {
+      return {ctx->needs_input_grad(0) ? small_matmul(g, bt) : at::Tensor(),
+              ctx->needs_input_grad(1) ? small_matmul(at_, g) : at::Tensor()};
+    }
+    return {ctx->needs_input_grad(0) ? products(g, bt, a) : at::Tensor(),
+            ctx->needs_input_grad(1) ? products(at_, g, b) : at::Tensor()};
   }
 };
 

@@ -264,15 +264,23 @@ Deno.test("batched products of small fp32 matrices (strided as attention's) matc
       const flat = t.reshape(mixed, [6, 5, 4]);
       return t.sum(t.mul(t.bmm(flat, t.transpose(flat, 1, 2)), t.reshape(w, [6, 5, 5])));
     };
+    // A broadcast input (stride 0 along the batch), whose gradient cannot take its layout.
+    const shared = (x: t.Tensor) =>
+      t.sum(t.tanh(t.matmul(t.expand(t.slice(x, 0, 0, 1), [3, 5, 4]), t.transpose(x, 1, 2))));
+    const x64 = t.randn(g, [3, 5, 4], { dtype: "f64" });
     const run = (dtype: "f32" | "f64") => {
-      const qkv = t.requiresGrad(t.to(qkv64, dtype)), w = t.to(w64, dtype);
+      const qkv = t.requiresGrad(t.to(qkv64, dtype)), w = t.to(w64, dtype), x = t.requiresGrad(t.to(x64, dtype));
       const loss = attention(qkv, w);
+      // Without a graph the gradients are written in their inputs' layouts (q's, k^T's, v's, the broadcast one's).
+      const [plain] = t.grad(attention(qkv, w), [qkv]);
       const [d] = t.grad(loss, [qkv], { createGraph: true });
       const [dd] = t.grad(t.sum(t.mul(d, d)), [qkv]);
-      return [loss, d, dd].map((x) => t.toArray(t.to(x, "f64")));
+      const [dx] = t.grad(shared(x), [x]);
+      return [loss, plain, d, dd, dx].map((y) => t.toArray(t.to(y, "f64")));
     };
     const [fast, reference] = [run("f32"), run("f64")];
-    for (const [i, name] of ["loss", "gradient", "second derivative"].entries()) {
+    const names = ["loss", "gradient", "gradient with a graph", "second derivative", "broadcast gradient"];
+    for (const [i, name] of names.entries()) {
       const scale = Math.max(...reference[i].map(Math.abs));
       assertClose(fast[i].map((x) => x / scale), reference[i].map((x) => x / scale), 1e-5);
       assert.ok(reference[i].some((x) => x !== 0), `${name} is not zero`);
