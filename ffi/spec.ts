@@ -19,6 +19,8 @@ const F = "f64";
 const I = "i32";
 /** 64-bit ints (byte counts, seeds): bigint on the TypeScript side. */
 const I64 = "i64";
+/** A position or count along a dim (index, start, end, length, n), which may pass 2^31: checked whole in C. */
+const N = "f64";
 const B = "bool";
 /** An int list: a Float64Array and its length. */
 const INTS = ["buffer", "i32"] as const;
@@ -52,8 +54,8 @@ export const symbols = {
   ones: tensor(...INTS, I, I),
   full: tensor(...INTS, F, I, I),
   arange: tensor(F, F, F, I, I),
-  linspace: tensor(F, F, I, I, I),
-  eye: tensor(I, I, I),
+  linspace: tensor(F, F, N, I, I),
+  eye: tensor(N, I, I),
   zeros_like: tensor(T),
   ones_like: tensor(T),
   full_like: tensor(T, F),
@@ -66,7 +68,7 @@ export const symbols = {
   bernoulli: tensor(G, T),
   bernoulli_scalar: tensor(G, ...INTS, F, I, I),
   randint: tensor(G, F, F, ...INTS, I, I),
-  randperm: tensor(G, I, I, I),
+  randperm: tensor(G, N, I, I),
   dropout: tensor(G, T, F, B),
   // dtype and device
   to_dtype: tensor(T, I),
@@ -75,14 +77,14 @@ export const symbols = {
   reshape: tensor(T, ...INTS),
   permute: tensor(T, ...INTS),
   transpose: tensor(T, I, I),
-  narrow: tensor(T, I, I, I),
-  slice: tensor(T, I, I, I, I),
-  select: tensor(T, I, I),
+  narrow: tensor(T, I, N, N),
+  slice: tensor(T, I, N, N, N),
+  select: tensor(T, I, N),
   index_select: tensor(T, I, T),
   gather: tensor(T, I, T),
   cat: tensor(...TENSORS, I),
   stack: tensor(...TENSORS, I),
-  chunk: list(T, I, I),
+  chunk: list(T, N, I),
   unbind: list(T, I),
   split: list(T, ...INTS, I),
   expand: tensor(T, ...INTS),
@@ -160,7 +162,7 @@ export const symbols = {
   logsumexp: tensor(T, ...INTS, B),
   argmax: tensor(T, I, B),
   argmin: tensor(T, I, B),
-  topk: list(T, I, I, B, B),
+  topk: list(T, N, I, B, B),
   sort: list(T, I, B),
   cumsum: tensor(T, I),
   all: tensor(T),

@@ -105,6 +105,13 @@ static inline L wrap_list(Ctx* c, std::tuple<Ts...> ts) {
 }
 
 // ---- argument decoding -----------------------------------------------------
+// A position or count from the FFI's f64, which may pass 2^31 (int lists are checked in TypeScript, ffi/ops/args.ts).
+static inline int64_t whole(double x) {
+  if (!(std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0)) {
+    throw std::invalid_argument(c10::str("expected an integer (an index or a count), got ", x));
+  }
+  return static_cast<int64_t>(x);
+}
 static inline std::vector<int64_t> ints(const double* p, int n) {
   return std::vector<int64_t>(p, p + n);
 }

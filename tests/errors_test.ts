@@ -39,6 +39,19 @@ Deno.test("many errors in a row leave the process and the tensor count intact", 
   assert.equal(t.liveTensors(), before);
 });
 
+Deno.test("positions and counts past 2^31 reach libtorch, and a fraction is an error naming the op", () =>
+  t.tidy(() => {
+    const x = t.arange(0, 10);
+    assert.deepEqual(t.toArray(t.slice(x, 0, 2, 2 ** 40)), [2, 3, 4, 5, 6, 7, 8, 9]); // as x[2:2**40]
+    assert.deepEqual(t.toArray(t.slice(x, 0, -(2 ** 40), 2)), [0, 1]);
+    assert.throws(() => t.narrow(x, 0, 1, 2 ** 31), /narrow: start \(1\) \+ length \(2147483648\) exceeds/);
+    assert.throws(() => t.select(x, 0, 2 ** 33), /select: select\(\): index 8589934592 out of range/);
+    assert.throws(() => t.topk(x, 2 ** 31), /topk: /);
+    assert.throws(() => t.slice(x, 0, 2.5), /slice: expected an integer \(an index or a count\), got 2\.5/);
+    assert.throws(() => t.select(x, 0, NaN), /select: expected an integer/);
+    assert.throws(() => t.eye(1.5), /eye: expected an integer/);
+  }));
+
 Deno.test("bad arguments are rejected in TypeScript with a message that names the fix", () => {
   assert.throws(() => t.zeros([2.5]), /expected integers/);
   assert.throws(() => t.tensor(new Uint16Array(2)), /pass the dtype/);
