@@ -220,6 +220,7 @@ export const symbols = {
   version: scalar(),
   profile_start: scalar("buffer"),
   profile_stop: scalar(),
+  add_seconds: scalar(T, T, N),
   set_cpu_cache: scalar(F),
   cpu_cache_stat: scalar(I),
   // distributed (c10d): a process group handle; collectives block until done, failed or timed out

@@ -10,6 +10,9 @@
 #include <torch/version.h>
 
 #include <dlfcn.h>
+
+#include <chrono>
+
 // CUDA is reached through ATen's hooks, which need none of CUDA's own headers (c10/cuda/*.h include
 // cuda_runtime_api.h): the shim builds against a pip CUDA PyTorch with no CUDA toolkit, and these calls exist
 // from libtorch 1.13 to 2.14.
@@ -174,6 +177,15 @@ static double profile_stop() {
   if (!recording) throw std::runtime_error("profile_stop: no profile is being recorded");
   recording.reset();  // stops the profiler and writes the trace
   return 0;
+}
+
+// The floor under any binding's small op (bench/compare_small_op.ts): libtorch's own add of a and b, n times from
+// C++ with each result freed, in seconds per add.
+static double add_seconds(const at::Tensor& a, const at::Tensor& b, double n) {
+  const int64_t count = whole(n);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < count; i++) at::add(a, b);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / std::max<int64_t>(count, 1);
 }
 
 static double version(Ctx* c) {
@@ -412,3 +424,4 @@ SCALAR(get_cudnn_enabled, (), at::globalContext().userEnabledCuDNN() ? 1 : 0)
 SCALAR(version, (), version(ctx_))
 SCALAR(profile_start, (const char* path), profile_start(path))
 SCALAR(profile_stop, (), profile_stop())
+SCALAR(add_seconds, (T a, T b, double n), add_seconds(*a, *b, n))
