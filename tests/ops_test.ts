@@ -944,3 +944,23 @@ Deno.test("adamwInto, emaInto and mulInto write the numbers of the same ops with
     t.mulInto(scaled, factor);
     assert.deepEqual(t.toArray(scaled), t.toArray(t.mul(grad, factor)));
   }));
+
+Deno.test("one OpenMP runtime in the process: the shim's parallel kernels and libtorch's share a libgomp", () =>
+  noLeak(() => {
+    // The shim is compiled with -fopenmp but links no OpenMP runtime (ffi/build.ts), so its kernels' parallel regions
+    // bind to the one libtorch loaded: Debian's libgomp, or the renamed copy in a pip wheel's torch/lib. Had it linked
+    // its own, a second runtime would be mapped beside that one, with a thread pool of its own on the same cores.
+    const threads = t.getNumThreads();
+    t.setNumThreads(2);
+    try {
+      using g = new t.Generator(0);
+      const x = t.randn(g, [64, 1 << 12]);
+      t.gelu(x); // the shim's kernel (native/gelu.cpp), threaded on AVX-512 CPUs
+      t.softmax(x, -1); // libtorch's
+    } finally {
+      t.setNumThreads(threads);
+    }
+    const mapped = Deno.readTextFileSync("/proc/self/maps").split("\n").map((line) => line.split(/\s+/)[5] ?? "");
+    const runtimes = new Set(mapped.filter((path) => /\/lib(gomp|iomp5|omp)[-.\w]*\.so/.test(path)));
+    assert.equal(runtimes.size, 1, `OpenMP runtimes mapped: ${[...runtimes].join(", ") || "none"}`);
+  }));
