@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <atomic>
 #include <memory>
 
@@ -81,32 +80,19 @@ std::vector<int64_t> offsets(const at::Tensor& x) {
   return out;
 }
 
-// A fresh tensor of these sizes, dense, its dims laid out in the order of like's strides (outermost first).
-at::Tensor empty_in_order_of(at::IntArrayRef sizes, const at::Tensor& like) {
-  const int64_t d = like.dim();
-  std::vector<int64_t> order(d), strides(d);
-  for (int64_t i = 0; i < d; i++) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return like.stride(i) > like.stride(j); });
-  int64_t step = 1;
-  for (int64_t i = d - 1; i >= 0; i--) {
-    strides[order[i]] = step;
-    step *= sizes[order[i]];
-  }
-  return at::empty_strided(sizes, strides, like.options());
-}
-
-// C = A B for each matrix of the batch, C fresh: contiguous, or with layout_of, dense in that tensor's order of dims
-// (a gradient laid out as its input, so that what autograd does next with it, such as stacking q, k and v's gradients
-// into the projection's, copies contiguous rows). Row-major C is column-major C^T = B^T A^T, which is how addmm hands a
-// row-major product to BLAS; a column-major C is BLAS's own C = A B.
+// C = A B for each matrix of the batch, C fresh: contiguous, or with layout_of (a tensor of C's sizes), dense in that
+// tensor's order of dims as empty_like lays it out (a gradient laid out as its input, so that what autograd does next
+// with it, such as stacking q, k and v's gradients into the projection's, copies contiguous rows). Row-major C is
+// column-major C^T = B^T A^T, which is how addmm hands a row-major product to BLAS; a column-major C is BLAS's own
+// C = A B.
 at::Tensor products(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& layout_of = at::Tensor()) {
   const Operand a = operand(a_), b = operand(b_);
   const int64_t d = a_.dim();
   const int n = a_.size(d - 2), k = a_.size(d - 1), m = b_.size(d - 1);
   auto sizes = a_.sizes().vec();
   sizes[d - 1] = m;
-  auto c = layout_of.defined() ? empty_in_order_of(sizes, layout_of) : at::Tensor();
-  // An order that puts a batch dim innermost (a broadcast input's stride 0) leaves neither rows nor columns contiguous.
+  auto c = layout_of.defined() ? at::empty_like(layout_of) : at::Tensor();
+  // An input whose batch dim is innermost leaves neither the rows nor the columns of its layout contiguous.
   if (!c.defined() || (c.stride(d - 1) != 1 && c.stride(d - 2) != 1 && m > 1 && n > 1)) {
     c = at::empty(sizes, a_.options());
   }

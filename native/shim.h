@@ -105,9 +105,11 @@ static inline L wrap_list(Ctx* c, std::tuple<Ts...> ts) {
 }
 
 // ---- argument decoding -----------------------------------------------------
+// Whether x is an integer that an f64 holds exactly (below 2^53).
+static inline bool integral(double x) { return std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0; }
 // A position or count from the FFI's f64, which may pass 2^31 (int lists are checked in TypeScript, ffi/ops/args.ts).
 static inline int64_t whole(double x) {
-  if (!(std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0)) {
+  if (!integral(x)) {
     throw std::invalid_argument(c10::str("expected an integer (an index or a count), got ", x));
   }
   return static_cast<int64_t>(x);
@@ -129,10 +131,7 @@ static inline c10::optional<double> maybe(double x) {
 }
 // JavaScript has one number type: an integral value becomes an integer Scalar, as Python's `1` (not `1.0`), so
 // integer tensors stay integer and float tensors see the same value.
-static inline at::Scalar num(double x) {
-  return std::nearbyint(x) == x && std::fabs(x) < 9007199254740992.0 ? at::Scalar(static_cast<int64_t>(x))
-                                                                     : at::Scalar(x);
-}
+static inline at::Scalar num(double x) { return integral(x) ? at::Scalar(static_cast<int64_t>(x)) : at::Scalar(x); }
 static inline c10::optional<at::Scalar> maybe_scalar(double x) {
   return std::isnan(x) ? c10::nullopt : c10::optional<at::Scalar>(num(x));
 }
