@@ -7,8 +7,9 @@
  * makes batch n + 1's views on a native thread while step n runs, so it should
  * reach the step-only images/s; the augmentation's own time is measured apart,
  * on the same batches, since it overlaps the step. The two take turns for
- * `--rounds` rounds (the machine's speed drifts between windows), and the
- * median of the rounds' ratios counts. With `--device cuda` the
+ * `--rounds` rounds, which of them goes first alternating (the machine's speed
+ * drifts between windows of a few seconds, and one slow window in three rounds
+ * moved the median by 10 points), and the median of the rounds' ratios counts. With `--device cuda` the
  * phases are timed to the GPU's completion (a synchronisation after each),
  * and the step alone is timed twice: until its calls return (the host's
  * share: CUDA queues the kernels) and until the GPU has finished them.
@@ -34,7 +35,7 @@ import { turnsEvery } from "../lib/training/turns.ts";
 
 const values = benchFlags({
   steps: { type: "string", default: "20" },
-  rounds: { type: "string", default: "3" },
+  rounds: { type: "string", default: "7" },
   preset: { type: "string", default: "fmnist" },
   device: { type: "string", default: "cpu" },
 });
@@ -115,7 +116,10 @@ async function stepAlone(): Promise<{ stepOnlyMs: number; hostMs: number; augmen
 let loopMs = 0, stepOnlyMs = 0, hostMs = 0, augmentMs = 0;
 const ratios: number[] = [];
 for (let round = 0; round < rounds; round++) {
-  const loop = await loopWindow(), alone = await stepAlone();
+  // which goes first alternates, so that a drift within a round favours neither
+  let loop = round % 2 === 0 ? await loopWindow() : 0;
+  const alone = await stepAlone();
+  if (round % 2 === 1) loop = await loopWindow();
   ratios.push(alone.stepOnlyMs / loop);
   loopMs += loop;
   stepOnlyMs += alone.stepOnlyMs;
