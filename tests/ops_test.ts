@@ -735,6 +735,23 @@ Deno.test("random ops are reproducible from a seed and match PyTorch's generator
     }
   }));
 
+Deno.test("randRows draws each row from its own seed's stream, as a fresh Generator does, and as torch.rand does", () =>
+  noLeak(() => {
+    const seeds = [0, 2 ** 53 - 1, 5n, 0];
+    using rows = t.randRows(seeds, 3, { dtype: "f64" });
+    assert.deepEqual(rows.shape, [4, 3]);
+    const got = t.toArray(rows);
+    seeds.forEach((seed, i) => {
+      using g = new t.Generator(seed);
+      assert.deepEqual(got.slice(3 * i, 3 * i + 3), t.tidy(() => t.toArray(t.rand(g, [3], { dtype: "f64" }))));
+    });
+    // torch.rand(3, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s = 0 and 2^53 - 1
+    assert.deepEqual(got.slice(0, 3), [0.9700530018065531, 0.707819864399788, 0.45938294312745087]);
+    assert.deepEqual(got.slice(3, 6), [0.9503951604874923, 0.5600645841090078, 0.9442999488455328]);
+    assert.throws(() => t.randRows([1.5], 3), /expected integers/);
+    assert.deepEqual(t.tidy(() => t.randRows([], 3).shape), [0, 3]);
+  }));
+
 Deno.test("random distributions have the right ranges and moments", () =>
   noLeak(() => {
     using g = new t.Generator(7);

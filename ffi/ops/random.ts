@@ -122,6 +122,28 @@ export function rand(g: Generator, shape: readonly number[], o: TensorOptions = 
   return uniform(g, shape, 0, 1, o);
 }
 /**
+ * `count` uniforms on [0, 1) from each seed's own generator: row i holds what
+ * `rand(new Generator(seeds[i]), [count], o)` draws, for many samples' own
+ * random streams in one call (seeds are integers below 2^53).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Generator, rand, randRows, tidy, toArray } from "../mod.ts";
+ * using rows = randRows([7, 8], 3, { dtype: "f64" });
+ * using g = new Generator(8);
+ * assert.deepEqual(tidy(() => toArray(rows).slice(3)), tidy(() => toArray(rand(g, [3], { dtype: "f64" }))));
+ * ```
+ */
+export function randRows(
+  seeds: readonly (number | bigint)[],
+  count: number,
+  o: Pick<TensorOptions, "dtype"> = {},
+): Tensor {
+  const dtype = DTYPE_CODES[o.dtype ?? "f32"];
+  return wrap(native.uniform_rows(ctx, ints(seeds.map(Number)), seeds.length, count, dtype), "randRows");
+}
+/**
  * Normal with `mean` and `std`.
  *
  * @example

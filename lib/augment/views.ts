@@ -38,15 +38,15 @@ import {
   AUGMENT_RECORD,
   augmentBatch,
   augmentBatchAsync,
+  data,
   div,
   empty,
   expand,
   Generator,
   narrow,
-  rand,
+  randRows,
   type Tensor,
   tidy,
-  toArray,
 } from "../../ffi/mod.ts";
 import { batches, chunkOf, FINISH_CHUNK, FINISH_SAMPLES, JITTER_CHUNK, pipe, scatter } from "./engine.ts";
 import {
@@ -108,7 +108,7 @@ export const VIEW_DRAWS: number = CROP_DRAWS + 14;
 export type ViewRandomness = Generator | { sampleSeeds: readonly (number | bigint)[] };
 
 /** Each sample's own uniforms on [0, 1) as {@linkcode viewPlan} reads them: VIEW_DRAWS per view. */
-type SampleUniforms = { uniforms: readonly (readonly number[])[]; firstView: number };
+type SampleUniforms = { uniforms: readonly Float64Array[]; firstView: number };
 
 function viewPlan(
   draw: Generator | SampleUniforms,
@@ -131,7 +131,7 @@ function viewPlan(
     };
   }
   // Sample b's draws for view v start at (firstView + v) x VIEW_DRAWS of its own uniforms.
-  const each = <T>(f: (u: readonly number[], o: number, k: number) => T) =>
+  const each = <T>(f: (u: Float64Array, o: number, k: number) => T) =>
     Array.from({ length: n }, (_, k) => f(draw.uniforms[k % B], (draw.firstView + Math.floor(k / B)) * VIEW_DRAWS, k));
   const j = CROP_DRAWS + 1; // where the jitter's draws start
   const [lo, hi] = cfg.blurSigma;
@@ -411,16 +411,15 @@ function plannedRuns(images: Tensor, cfg: AugmentConfig, randomness: ViewRandomn
   if (cfg.mean.length !== C || cfg.std.length !== C) {
     throw new Error(`normalisation has ${cfg.mean.length} means and ${cfg.std.length} stds for ${C}-channel images`);
   }
-  let perSample: number[][] | undefined;
+  let perSample: Float64Array[] | undefined;
   if (!(randomness instanceof Generator)) {
     const seeds = randomness.sampleSeeds;
     if (seeds.length !== images.shape[0]) {
       throw new Error(`dinoViews: ${seeds.length} sample seeds for a batch of ${images.shape[0]}`);
     }
-    perSample = seeds.map((seed) => {
-      using g = new Generator(seed);
-      return tidy(() => toArray(rand(g, [specs.length * VIEW_DRAWS], { dtype: "f64" })));
-    });
+    const count = specs.length * VIEW_DRAWS;
+    const all = tidy(() => data(randRows(seeds, count, { dtype: "f64" })) as Float64Array); // [B x count]
+    perSample = seeds.map((_, b) => all.subarray(b * count, (b + 1) * count));
   }
   // Consecutive views of one size (the globals, then the locals) are augmented together.
   const runs: { specs: ViewSpec[]; first: number }[] = [];
