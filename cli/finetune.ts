@@ -34,7 +34,6 @@ import {
   Generator,
   mapTree,
   toDevice,
-  writeFileAtomic,
 } from "../mod.ts";
 import { type Dataset, firstImages } from "../lib/data/mod.ts";
 import {
@@ -62,8 +61,8 @@ import {
   UsageError,
   weightsFile,
 } from "./flags.ts";
-import { clock, Progress } from "./progress.ts";
-import { prepareOutputDir } from "./run_folder.ts";
+import { clock, EpochBar, epochLine } from "./progress.ts";
+import { EpochRecords, prepareOutputDir } from "./run_folder.ts";
 import { listenForStop } from "./stop.ts";
 
 const D = FINETUNE_DEFAULTS;
@@ -217,8 +216,8 @@ function resumeFrom(o: { resume?: string; outputDir: string }, cfg: BackboneConf
 export async function main(args: string[]): Promise<number> {
   using stop = listenForStop();
   let model: EvalBackbone | undefined, train: Dataset | undefined, test: Dataset | undefined;
-  let created: ReturnType<typeof prepareOutputDir> | undefined, written = false, saved = "";
-  let state: FinetuneState | undefined, metrics: Deno.FsFile | undefined;
+  let created: ReturnType<typeof prepareOutputDir> | undefined, records: EpochRecords | undefined, saved = "";
+  let state: FinetuneState | undefined;
   try {
     const o = parse(args);
     if (o === "help") {
@@ -278,27 +277,10 @@ export async function main(args: string[]): Promise<number> {
         (resumed ? `; resuming after epoch ${resumed.startEpoch} from ${resumed.path}` : ""),
     );
     const started = performance.now();
-    const out = (name: string) => join(o.outputDir, name);
-    const json = (name: string, v: unknown) =>
-      writeFileAtomic(out(name), new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n"));
-    if (resumed) {
-      // The records of epochs after the checkpoint's (a run killed while writing) go: they are run again.
-      const kept = exists(out("metrics.jsonl"))
-        ? Deno.readTextFileSync(out("metrics.jsonl")).split("\n").filter((l) => {
-          try {
-            return JSON.parse(l).epoch < resumed.startEpoch;
-          } catch {
-            return false;
-          }
-        })
-        : [];
-      json("config.json", config);
-      writeFileAtomic(out("metrics.jsonl"), new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
-      metrics = Deno.openSync(out("metrics.jsonl"), { append: true });
-      written = true;
-    }
-    const tty = Deno.stdout.isTerminal();
-    let progress: Progress | undefined;
+    records = new EpochRecords(o.outputDir, config);
+    const checkpoint = records.path("checkpoint.safetensors");
+    if (resumed) records.resume(resumed.startEpoch);
+    const bar = new EpochBar(o.epochs, o.batchSize);
     const loop = finetuneLoop(state, cfg, {
       ...o,
       train: data,
@@ -313,18 +295,11 @@ export async function main(args: string[]): Promise<number> {
     for await (const e of loop) {
       state = e.state;
       if (e.type === "step") {
-        progress ??= new Progress(e.epoch, o.epochs, e.steps, tty, tty ? 1 : e.steps);
-        progress.update(e.step, e, (o.epochs - e.epoch - 1) * e.steps + e.steps - e.step, o.batchSize);
+        bar.step(e);
         continue;
       }
-      progress?.finish();
-      progress = undefined;
-      if (!written) {
-        json("config.json", config);
-        metrics = Deno.openSync(out("metrics.jsonl"), { write: true, create: true, truncate: true });
-        written = true;
-      }
-      const record = {
+      bar.finish();
+      records.record({
         epoch: e.epoch,
         step: e.state.step,
         train_loss: e.trainLoss,
@@ -333,23 +308,19 @@ export async function main(args: string[]): Promise<number> {
         test_loss: e.test.loss,
         best_acc1: e.best.top1,
         best_epoch: e.best.epoch,
-      };
-      metrics!.writeSync(new TextEncoder().encode(JSON.stringify(record) + "\n"));
-      saveFinetune(out("checkpoint.safetensors"), state, {
+      });
+      saveFinetune(checkpoint, state, {
         epoch: String(e.epoch + 1),
         best: JSON.stringify(e.best),
         config: JSON.stringify(config),
         ["cls_token" in state.backbone ? "vit" : "resnet"]: JSON.stringify(cfg),
       });
-      saved = `the network after epoch ${e.epoch + 1} is kept in ${out("checkpoint.safetensors")}; ` +
+      saved = `the network after epoch ${e.epoch + 1} is kept in ${checkpoint}; ` +
         "rerun the same command with --resume latest to continue";
-      console.log(
-        `epoch ${e.epoch + 1}/${o.epochs}: test top-1 ${e.test.top1.toFixed(2)}%  top-5 ${e.test.top5.toFixed(2)}%  ` +
-          `loss ${e.test.loss.toFixed(4)}  (best top-1 ${e.best.top1.toFixed(2)}% at epoch ${e.best.epoch + 1})`,
-      );
+      console.log(epochLine(e.epoch, o.epochs, e.test, e.best));
       if (e.epoch === o.epochs - 1) {
         const seconds = (performance.now() - started) / 1000;
-        json("summary.json", {
+        records.json("summary.json", {
           top1: e.best.top1,
           top5: e.best.top5,
           best_epoch: e.best.epoch,
@@ -362,22 +333,21 @@ export async function main(args: string[]): Promise<number> {
         console.log(
           `fine-tuned top-1 ${e.best.top1.toFixed(2)}%  top-5 ${e.best.top5.toFixed(2)}% (best epoch ${
             e.best.epoch + 1
-          } of ${o.epochs}; last epoch ${e.test.top1.toFixed(2)}%) in ${clock(seconds)}; network: ${
-            out("checkpoint.safetensors")
-          } (${FINETUNE_FORMAT})`,
+          } of ${o.epochs}; last epoch ${e.test.top1.toFixed(2)}%) in ${clock(seconds)}; network: ${checkpoint} ` +
+            `(${FINETUNE_FORMAT})`,
         );
       }
     }
     return 0;
   } catch (e) {
-    if (!written) created?.undo();
+    if (!records?.written) created?.undo();
     if (stop.code) {
       console.log(saved ? `interrupted: ${saved}` : "interrupted before the first epoch ended: nothing written");
       return stop.code;
     }
     return failure(e, "finetune");
   } finally {
-    metrics?.close();
+    records?.[Symbol.dispose]();
     dispose(state);
     if (model) dispose(model.backbone);
     train?.dispose();

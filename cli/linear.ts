@@ -20,9 +20,8 @@
  * ```
  * @module
  */
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { defaultMaxImagePixels, dispose, Generator, writeFileAtomic } from "../mod.ts";
+import { defaultMaxImagePixels, dispose, Generator } from "../mod.ts";
 import { type Dataset, firstImages } from "../lib/data/mod.ts";
 import {
   defaultFeatureSpec,
@@ -52,8 +51,8 @@ import {
   UsageError,
   weightsFile,
 } from "./flags.ts";
-import { clock, Progress } from "./progress.ts";
-import { prepareOutputDir } from "./run_folder.ts";
+import { clock, EpochBar, epochLine } from "./progress.ts";
+import { EpochRecords, prepareOutputDir } from "./run_folder.ts";
 import { listenForStop } from "./stop.ts";
 
 const HELP = `usage: deno task linear --weights FILE --data DATA [options]
@@ -180,9 +179,9 @@ function parse(args: string[]) {
 export async function main(args: string[]): Promise<number> {
   using stop = listenForStop();
   let model: EvalBackbone | undefined, train: Dataset | undefined, test: Dataset | undefined;
-  let created: ReturnType<typeof prepareOutputDir> | undefined, written = false, saved = "";
+  let created: ReturnType<typeof prepareOutputDir> | undefined, records: EpochRecords | undefined, saved = "";
   const sets: FeatureSet[] = [];
-  let state: LinearState | undefined, metrics: Deno.FsFile | undefined;
+  let state: LinearState | undefined;
   try {
     const o = parse(args);
     if (o === "help") {
@@ -240,49 +239,35 @@ export async function main(args: string[]): Promise<number> {
     }
     const source = trainSet ??
       { dataset: data, backbone: model.backbone, vit, spec, crop: trainCrop(data.size, size), norm };
-    const out = (name: string) => join(o.outputDir, name);
-    const json = (name: string, v: unknown) =>
-      writeFileAtomic(out(name), new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n"));
     const config = { ...o, nLastBlocks: spec.nLastBlocks, avgpoolPatchtokens: spec.avgpoolPatchtokens, labels, dim };
-    const tty = Deno.stdout.isTerminal();
-    let progress: Progress | undefined, last;
+    records = new EpochRecords(o.outputDir, config);
+    const checkpoint = records.path("checkpoint.safetensors");
+    const bar = new EpochBar(o.epochs, o.batchSize);
+    let last;
     for await (const e of linearLoop(state, { ...o, train: source, test: testSet, signal: stop.signal })) {
       state = e.state;
       if (e.type === "step") {
-        progress ??= new Progress(e.epoch, o.epochs, e.steps, tty, tty ? 1 : e.steps);
-        progress.update(e.step, e, (o.epochs - e.epoch - 1) * e.steps + e.steps - e.step, o.batchSize);
+        bar.step(e);
         continue;
       }
-      progress?.finish();
-      progress = undefined;
-      if (!written) {
-        json("config.json", config);
-        metrics = Deno.openSync(out("metrics.jsonl"), { write: true, create: true, truncate: true });
-        written = true;
-      }
-      const record = {
+      bar.finish();
+      records.record({
         epoch: e.epoch,
         lr: e.lr,
         train_loss: e.trainLoss,
         ...(e.test ? { test_acc1: e.test.top1, test_acc5: e.test.top5, test_loss: e.test.loss } : {}),
         ...(e.best ? { best_acc1: e.best.top1, best_epoch: e.best.epoch } : {}),
-      };
-      metrics!.writeSync(new TextEncoder().encode(JSON.stringify(record) + "\n"));
-      saveLinearCheckpoint(out("checkpoint.safetensors"), state, {
+      });
+      saveLinearCheckpoint(checkpoint, state, {
         epoch: e.epoch + 1,
         spec,
         best: e.best,
         extra: { weights: o.weights, data: o.data, num_labels: String(labels), feature_dim: String(dim) },
       });
-      saved = `the classifier after epoch ${e.epoch + 1} is kept in ${out("checkpoint.safetensors")}`;
+      saved = `the classifier after epoch ${e.epoch + 1} is kept in ${checkpoint}`;
       if (e.test) {
         last = e.test;
-        console.log(
-          `epoch ${e.epoch + 1}/${o.epochs}: test top-1 ${e.test.top1.toFixed(2)}%  top-5 ${
-            e.test.top5.toFixed(2)
-          }%  ` +
-            `loss ${e.test.loss.toFixed(4)}  (best top-1 ${e.best!.top1.toFixed(2)}% at epoch ${e.best!.epoch + 1})`,
-        );
+        console.log(epochLine(e.epoch, o.epochs, e.test, e.best!));
       }
       if (e.epoch === o.epochs - 1) {
         const best = e.best!, seconds = (performance.now() - started) / 1000;
@@ -298,18 +283,17 @@ export async function main(args: string[]): Promise<number> {
           cached_features: o.cachedFeatures,
           seconds,
         };
-        json("summary.json", summary);
+        records.json("summary.json", summary);
         console.log(
           `linear top-1 ${best.top1.toFixed(2)}%  top-5 ${best.top5.toFixed(2)}% (best epoch ${best.epoch + 1} of ` +
-            `${o.epochs}; last epoch ${last!.top1.toFixed(2)}%) in ${clock(seconds)}; classifier: ${
-              out("checkpoint.safetensors")
-            } (${LINEAR_FORMAT})`,
+            `${o.epochs}; last epoch ${last!.top1.toFixed(2)}%) in ${clock(seconds)}; classifier: ${checkpoint} ` +
+            `(${LINEAR_FORMAT})`,
         );
       }
     }
     return 0;
   } catch (e) {
-    if (!written) created?.undo();
+    if (!records?.written) created?.undo();
     if (stop.code) {
       console.log(
         saved ? `interrupted: ${saved}` : "interrupted before the first epoch ended: nothing written",
@@ -318,7 +302,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return failure(e, "linear");
   } finally {
-    metrics?.close();
+    records?.[Symbol.dispose]();
     dispose([state, ...sets.map((s) => s.features)]);
     if (model) dispose(model.backbone);
     train?.dispose();

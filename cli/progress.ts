@@ -67,6 +67,41 @@ export class Progress {
 }
 
 /**
+ * The display of an evaluation's epochs (a linear or fine-tuning run): each step moves it, and `finish` ends the
+ * epoch's before its line.
+ */
+export class EpochBar {
+  #progress?: Progress;
+  #tty = Deno.stdout.isTerminal();
+
+  /** A display of `epochs` epochs of batches of `batchSize`. */
+  constructor(readonly epochs: number, readonly batchSize: number) {}
+
+  /** Shows step `step` (1-based) of the `steps` of `epoch` (0-based). */
+  step(e: { epoch: number; step: number; steps: number } & Pick<StepMetrics, "loss" | "lr">): void {
+    this.#progress ??= new Progress(e.epoch, this.epochs, e.steps, this.#tty, this.#tty ? 1 : e.steps);
+    this.#progress.update(e.step, e, (this.epochs - e.epoch - 1) * e.steps + e.steps - e.step, this.batchSize);
+  }
+
+  /** Ends the epoch's display. */
+  finish(): void {
+    this.#progress?.finish();
+    this.#progress = undefined;
+  }
+}
+
+/** An evaluation epoch's line: its test accuracy and loss, and the best epoch so far (0-based epochs). */
+export function epochLine(
+  epoch: number,
+  epochs: number,
+  test: { top1: number; top5: number; loss: number },
+  best: { top1: number; epoch: number },
+): string {
+  return `epoch ${epoch + 1}/${epochs}: test top-1 ${test.top1.toFixed(2)}%  top-5 ${test.top5.toFixed(2)}%  ` +
+    `loss ${test.loss.toFixed(4)}  (best top-1 ${best.top1.toFixed(2)}% at epoch ${best.epoch + 1})`;
+}
+
+/**
  * Per-epoch bookkeeping: the progress display, metrics records, and the
  * collapse checks at the epoch's end. Of a data-parallel run, rank 0 logs
  * (counting the images of every rank) and the others are `quiet`.

@@ -34,6 +34,72 @@ export function prepareOutputDir(dir: string): { undo(): void } {
 }
 
 /**
+ * Rewrites the metrics.jsonl at `path`, where there is one, with the records `keep` accepts; a line cut short by a
+ * crash goes too.
+ */
+export function keepRecords(path: string, keep: (record: Record<string, number>) => boolean): void {
+  if (!exists(path)) return;
+  const kept = Deno.readTextFileSync(path).split("\n").filter((line) => {
+    try {
+      return line.trim() !== "" && keep(JSON.parse(line));
+    } catch {
+      return false;
+    }
+  });
+  writeFileAtomic(path, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
+}
+
+/**
+ * An evaluation's folder (a linear or fine-tuning run): config.json and metrics.jsonl are written when the first
+ * epoch ends, so that a run stopped before it leaves nothing, then a line of metrics.jsonl an epoch.
+ */
+export class EpochRecords {
+  #metrics?: Deno.FsFile;
+
+  /** The records of a run in `dir`, with its settings `config`. */
+  constructor(readonly dir: string, readonly config: unknown) {}
+
+  /** A file of the folder. */
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  /** Writes `value` to the folder's file `name` as indented JSON, atomically. */
+  json(name: string, value: unknown): void {
+    writeFileAtomic(this.path(name), new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n"));
+  }
+
+  /** Whether config.json and metrics.jsonl are written. */
+  get written(): boolean {
+    return this.#metrics !== undefined;
+  }
+
+  /**
+   * Continues a run after its first `epochs` epochs: writes config.json, and metrics.jsonl keeps their records
+   * (a run killed while writing may have left later ones, which are run again) and is appended to.
+   */
+  resume(epochs: number): void {
+    this.json("config.json", this.config);
+    keepRecords(this.path("metrics.jsonl"), (r) => r.epoch < epochs);
+    this.#metrics = Deno.openSync(this.path("metrics.jsonl"), { write: true, create: true, append: true });
+  }
+
+  /** Appends an epoch's record to metrics.jsonl; the first, before any resume, writes config.json too. */
+  record(r: Record<string, unknown>): void {
+    if (!this.#metrics) {
+      this.json("config.json", this.config);
+      this.#metrics = Deno.openSync(this.path("metrics.jsonl"), { write: true, create: true, truncate: true });
+    }
+    this.#metrics.writeSync(new TextEncoder().encode(JSON.stringify(r) + "\n"));
+  }
+
+  /** Closes metrics.jsonl. */
+  [Symbol.dispose](): void {
+    this.#metrics?.close();
+  }
+}
+
+/**
  * The run's folder: config.json, metrics.jsonl (appended to when resuming), checkpoints (with the number of
  * processes that trained them) and summary.json.
  */
@@ -48,17 +114,8 @@ export function openOutput(
     writeFileAtomic(join(s.outputDir, path), new TextEncoder().encode(JSON.stringify(value, null, 2)));
   json("config.json", { ...s, normalization: norm });
   const metricsPath = join(s.outputDir, "metrics.jsonl");
-  if (resumedAt !== undefined && exists(metricsPath)) {
-    // Rows logged after the checkpoint (by a run that crashed before its next save) would be logged again.
-    const kept = Deno.readTextFileSync(metricsPath).split("\n").filter((line) => {
-      try {
-        return line.trim() !== "" && !(JSON.parse(line).step > resumedAt);
-      } catch {
-        return false; // a row cut short by the crash
-      }
-    });
-    writeFileAtomic(metricsPath, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
-  }
+  // Rows logged after the checkpoint (by a run that crashed before its next save) would be logged again.
+  if (resumedAt !== undefined) keepRecords(metricsPath, (r) => !(r.step > resumedAt));
   const metrics = Deno.openSync(metricsPath, {
     write: true,
     create: true,
