@@ -13,7 +13,8 @@
  *   workers sleeping: see `ffi/library.ts`), so that the ratio is not the
  *   arrangement alone;
  * - this project, `setNumThreads(n)`.
- * The sides take turns for `--rounds` rounds and each one's median step counts.
+ * The sides take turns for `--rounds` rounds, in an order that rotates from round to round (no side always runs
+ * right after the same one), and each one's median step counts.
  *
  * @example
  * ```sh
@@ -97,9 +98,10 @@ type Side = keyof typeof sides;
 
 const counts = [...new Set([1, threads])];
 const runs = new Map<string, Run[]>();
+const order = Object.entries(sides);
 for (let round = 0; round < rounds; round++) {
   for (const n of counts) {
-    for (const [name, run] of Object.entries(sides)) {
+    for (const [name, run] of order.map((_, i) => order[(i + round) % order.length])) {
       const key = `${name}@${n}`;
       runs.set(key, [...(runs.get(key) ?? []), run(n)]);
     }
