@@ -9,10 +9,11 @@
  * on the same batches, since it overlaps the step. The two take turns for
  * `--rounds` rounds, which of them goes first alternating (the machine's speed
  * drifts between windows of a few seconds, and one slow window in three rounds
- * moved the median by 10 points), and the median of the rounds' ratios counts. With `--device cuda` the
- * phases are timed to the GPU's completion (a synchronisation after each),
- * and the step alone is timed twice: until its calls return (the host's
- * share: CUDA queues the kernels) and until the GPU has finished them.
+ * moved the median by 10 points), and the median of the rounds' ratios
+ * counts. With `--device cuda` the phases are timed to the GPU's completion
+ * (a synchronisation after each), and the step alone is timed twice: until
+ * its calls return (the host's share: CUDA queues the kernels) and until the
+ * GPU has finished them.
  *
  * @example
  * ```sh
