@@ -69,7 +69,7 @@ export const symbols = {
   bernoulli_scalar: tensor(G, ...INTS, F, I, I),
   randint: tensor(G, F, F, ...INTS, I, I),
   randperm: tensor(G, N, I, I),
-  uniform_rows: tensor(...INTS, N, I),
+  uniform_rows: tensor("buffer", I, N, I), // the seeds as i64, their count
   dropout: tensor(G, T, F, B),
   // dtype and device
   to_dtype: tensor(T, I),

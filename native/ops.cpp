@@ -146,9 +146,9 @@ static at::Tensor dropout(at::Generator* g, const at::Tensor& x, double p, bool 
 }
 // Row i: `count` uniforms on [0, 1) from a generator of its own seeded with seeds[i], the numbers a fresh
 // Generator(seeds[i]) draws: many samples' own streams in one call.
-static at::Tensor uniform_rows(const std::vector<int64_t>& seeds, int64_t count, int dtype) {
-  auto out = at::empty({static_cast<int64_t>(seeds.size()), count}, opts(dtype, -1));
-  for (size_t i = 0; i < seeds.size(); i++) {
+static at::Tensor uniform_rows(const int64_t* seeds, int n, int64_t count, int dtype) {
+  auto out = at::empty({n, count}, opts(dtype, -1));
+  for (int i = 0; i < n; i++) {
     out[i].uniform_(0, 1, at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seeds[i])));
   }
   return out;
@@ -262,7 +262,7 @@ TENSOR(normal, (G g, INTS(shape), double mean, double std, int dtype, int dev), 
 TENSOR(bernoulli, (G g, T p), at::bernoulli(p->to(at::kCPU), *g).to(p->device()))
 TENSOR(bernoulli_scalar, (G g, INTS(shape), double p, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).bernoulli_(p, *g).to(device(dev)))
 TENSOR(randint, (G g, double lo, double hi, INTS(shape), int dtype, int dev), at::randint(static_cast<int64_t>(lo), static_cast<int64_t>(hi), IV(shape), *g, opts(dtype, -1)).to(device(dev)))
-TENSOR(uniform_rows, (INTS(seeds), double count, int dtype), uniform_rows(IV(seeds), whole(count), dtype))
+TENSOR(uniform_rows, (const int64_t* seeds, int n, double count, int dtype), uniform_rows(seeds, n, whole(count), dtype))
 TENSOR(randperm, (G g, double n, int dtype, int dev), at::randperm(whole(n), *g, opts(dtype, -1)).to(device(dev)))
 TENSOR(dropout, (G g, T x, double p, bool train), dropout(g, *x, p, train))
 

@@ -748,7 +748,17 @@ Deno.test("randRows draws each row from its own seed's stream, as a fresh Genera
     // torch.rand(3, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s = 0 and 2^53 - 1
     assert.deepEqual(got.slice(0, 3), [0.9700530018065531, 0.707819864399788, 0.45938294312745087]);
     assert.deepEqual(got.slice(3, 6), [0.9503951604874923, 0.5600645841090078, 0.9442999488455328]);
-    assert.throws(() => t.randRows([1.5], 3), /expected integers/);
+    assert.throws(() => t.randRows([1.5], 3), /randRows: a seed is a 64-bit integer, as a Generator's, got 1.5/);
+    assert.throws(() => t.randRows([2n ** 63n], 3), /got 9223372036854775808/);
+    // past 2^53, as a Generator takes them
+    using big = t.randRows([2n ** 60n + 1n, -5], 2, { dtype: "f64" });
+    using gBig = new t.Generator(2n ** 60n + 1n), gNeg = new t.Generator(-5);
+    assert.deepEqual(
+      t.toArray(big),
+      t.tidy(
+        () => [...t.toArray(t.rand(gBig, [2], { dtype: "f64" })), ...t.toArray(t.rand(gNeg, [2], { dtype: "f64" }))],
+      ),
+    );
     assert.deepEqual(t.tidy(() => t.randRows([], 3).shape), [0, 3]);
   }));
 

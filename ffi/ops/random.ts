@@ -124,7 +124,7 @@ export function rand(g: Generator, shape: readonly number[], o: TensorOptions = 
 /**
  * `count` uniforms on [0, 1) from each seed's own generator: row i holds what
  * `rand(new Generator(seeds[i]), [count], o)` draws, for many samples' own
- * random streams in one call (seeds are integers below 2^53).
+ * random streams in one call.
  *
  * @example
  * ```ts
@@ -140,8 +140,15 @@ export function randRows(
   count: number,
   o: Pick<TensorOptions, "dtype"> = {},
 ): Tensor {
+  const bits = BigInt64Array.from(seeds, (seed) => {
+    const b = typeof seed === "bigint" ? seed : Number.isInteger(seed) ? BigInt(seed) : undefined;
+    if (b === undefined || BigInt.asIntN(64, b) !== b) {
+      throw new RangeError(`randRows: a seed is a 64-bit integer, as a Generator's, got ${seed}`);
+    }
+    return b;
+  });
   const dtype = DTYPE_CODES[o.dtype ?? "f32"];
-  return wrap(native.uniform_rows(ctx, ints(seeds.map(Number)), seeds.length, count, dtype), "randRows");
+  return wrap(native.uniform_rows(ctx, bits, seeds.length, count, dtype), "randRows");
 }
 /**
  * Normal with `mean` and `std`.
