@@ -13,8 +13,8 @@
  *   workers sleeping: see `ffi/library.ts`), so that the ratio is not the
  *   arrangement alone;
  * - this project, `setNumThreads(n)`.
- * The sides take turns for `--rounds` rounds, in an order that rotates from round to round (no side always runs
- * right after the same one), and each one's median step counts.
+ * The sides take turns for `--rounds` rounds, each thread count's turn in the next of every order of the sides (so
+ * that no side always runs first, last, or right after the same one), and each one's median step counts.
  *
  * @example
  * ```sh
@@ -98,10 +98,13 @@ type Side = keyof typeof sides;
 
 const counts = [...new Set([1, threads])];
 const runs = new Map<string, Run[]>();
-const order = Object.entries(sides);
+const permutations = <T>(xs: T[]): T[][] =>
+  xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations(xs.toSpliced(i, 1)).map((rest) => [x, ...rest]));
+const orders = permutations(Object.entries(sides));
+let turn = 0;
 for (let round = 0; round < rounds; round++) {
   for (const n of counts) {
-    for (const [name, run] of order.map((_, i) => order[(i + round) % order.length])) {
+    for (const [name, run] of orders[turn++ % orders.length]) {
       const key = `${name}@${n}`;
       runs.set(key, [...(runs.get(key) ?? []), run(n)]);
     }

@@ -118,9 +118,14 @@ let loopMs = 0, stepOnlyMs = 0, hostMs = 0, augmentMs = 0;
 const ratios: number[] = [];
 for (let round = 0; round < rounds; round++) {
   // which goes first alternates, so that a drift within a round favours neither
-  let loop = round % 2 === 0 ? await loopWindow() : 0;
-  const alone = await stepAlone();
-  if (round % 2 === 1) loop = await loopWindow();
+  let loop: number, alone: Awaited<ReturnType<typeof stepAlone>>;
+  if (round % 2 === 0) {
+    loop = await loopWindow();
+    alone = await stepAlone();
+  } else {
+    alone = await stepAlone();
+    loop = await loopWindow();
+  }
   ratios.push(alone.stepOnlyMs / loop);
   loopMs += loop;
   stepOnlyMs += alone.stepOnlyMs;
