@@ -347,7 +347,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return failure(e, "finetune");
   } finally {
-    records?.[Symbol.dispose]();
+    records?.close();
     dispose(state);
     if (model) dispose(model.backbone);
     train?.dispose();

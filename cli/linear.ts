@@ -302,7 +302,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return failure(e, "linear");
   } finally {
-    records?.[Symbol.dispose]();
+    records?.close();
     dispose([state, ...sets.map((s) => s.features)]);
     if (model) dispose(model.backbone);
     train?.dispose();

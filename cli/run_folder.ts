@@ -41,9 +41,10 @@ export function keepRecords(path: string, keep: (record: Record<string, number>)
   if (!exists(path)) return;
   const kept = Deno.readTextFileSync(path).split("\n").filter((line) => {
     try {
-      return line.trim() !== "" && keep(JSON.parse(line));
+      const record = JSON.parse(line);
+      return typeof record === "object" && record !== null && keep(record);
     } catch {
-      return false;
+      return false; // blank, or cut short by a crash
     }
   });
   writeFileAtomic(path, new TextEncoder().encode(kept.map((l) => l + "\n").join("")));
@@ -94,7 +95,7 @@ export class EpochRecords {
   }
 
   /** Closes metrics.jsonl. */
-  [Symbol.dispose](): void {
+  close(): void {
     this.#metrics?.close();
   }
 }
