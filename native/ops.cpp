@@ -262,7 +262,7 @@ TENSOR(normal, (G g, INTS(shape), double mean, double std, int dtype, int dev), 
 TENSOR(bernoulli, (G g, T p), at::bernoulli(p->to(at::kCPU), *g).to(p->device()))
 TENSOR(bernoulli_scalar, (G g, INTS(shape), double p, int dtype, int dev), at::empty(IV(shape), opts(dtype, -1)).bernoulli_(p, *g).to(device(dev)))
 TENSOR(randint, (G g, double lo, double hi, INTS(shape), int dtype, int dev), at::randint(static_cast<int64_t>(lo), static_cast<int64_t>(hi), IV(shape), *g, opts(dtype, -1)).to(device(dev)))
-TENSOR(uniform_rows, (const int64_t* seeds, int n, double count, int dtype), uniform_rows(seeds, n, whole(count), dtype))
+TENSOR(uniform_rows, (const void* seeds, int n, double count, int dtype), uniform_rows(static_cast<const int64_t*>(seeds), n, whole(count), dtype))
 TENSOR(randperm, (G g, double n, int dtype, int dev), at::randperm(whole(n), *g, opts(dtype, -1)).to(device(dev)))
 TENSOR(dropout, (G g, T x, double p, bool train), dropout(g, *x, p, train))
 
