@@ -1,8 +1,9 @@
 // Data-parallel collectives over libtorch's own c10d: a TCPStore rendezvous and a ProcessGroupGloo (CPU, and CUDA
 // tensors through the host) or ProcessGroupNCCL (CUDA, when the shim is built against a CUDA libtorch). The C++
 // frontend has no DistributedDataParallel; what it needs is here: broadcast a list of tensors from a root, all-reduce
-// a list (sum or mean), coalesced into flat buckets as DDP does (one collective per bucket, not per tensor), and a
-// barrier. Results are new tensors (views of the buckets): inputs are never changed.
+// a list (sum or mean), coalesced into flat buckets as DDP does (one collective per bucket, each sent as soon as it is
+// filled; a mean scales each rank's share by 1 / size on its way in, as DDP does), and a barrier. Results are new
+// tensors (views of the buckets): inputs are never changed.
 //
 // Failures become messages, never crashes or hangs: every collective runs under the group's timeout; a rendezvous
 // that cannot listen names the port, one that cannot reach rank 0 says so, ranks that do not join in time are named;
@@ -12,6 +13,7 @@
 // without this engine: dist_backends reports none, and creating a group is an error that says how to get it.
 // libtorch's headers come before shim.h: those of libtorch 2.x define and undefine a TENSOR macro of their own.
 #if defined(DINO_GLOO) || defined(DINO_NCCL)
+#include <ATen/ScalarOps.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -165,35 +167,33 @@ void guarded(Group* g, const char* what, F f) {
   }
 }
 
-// Consecutive tensors of one dtype and device, flattened into buckets of about `bucket_bytes` (a tensor larger
-// than that is a bucket of its own). Returns the buckets and, per tensor, its bucket and offset.
+// Consecutive tensors of one dtype and device, planned into buckets of about `bucket_bytes` (a tensor larger than
+// that is a bucket of its own): the buckets' flat storage and, per tensor, its bucket and offset.
 struct Buckets {
   std::vector<at::Tensor> flat;
   std::vector<std::pair<size_t, int64_t>> at;  // per input: bucket index, element offset
 };
 
-Buckets bucketize(const std::vector<at::Tensor>& ts, double bucket_bytes) {
+Buckets plan_buckets(const std::vector<at::Tensor>& ts, double bucket_bytes) {
   Buckets b;
-  std::vector<std::vector<at::Tensor>> groups;
+  std::vector<int64_t> numel;  // per bucket
+  std::vector<at::TensorOptions> options;
   double bytes = 0;
-  int64_t offset = 0;
   for (size_t i = 0; i < ts.size(); i++) {
     const auto& t = ts[i];
     if (!t.defined()) throw std::runtime_error("an undefined tensor cannot take part in a collective");
     const double nbytes = static_cast<double>(t.numel() * t.element_size());
-    const bool fresh = groups.empty() || groups.back().back().scalar_type() != t.scalar_type() ||
-                       groups.back().back().device() != t.device() || bytes + nbytes > bucket_bytes;
-    if (fresh) {
-      groups.emplace_back();
+    if (i == 0 || ts[i - 1].scalar_type() != t.scalar_type() || ts[i - 1].device() != t.device() ||
+        bytes + nbytes > bucket_bytes) {
+      numel.push_back(0);
+      options.push_back(t.options());
       bytes = 0;
-      offset = 0;
     }
-    groups.back().push_back(t.detach().reshape({-1}));
-    b.at.emplace_back(groups.size() - 1, offset);
+    b.at.emplace_back(numel.size() - 1, numel.back());
     bytes += nbytes;
-    offset += t.numel();
+    numel.back() += t.numel();
   }
-  for (auto& g : groups) b.flat.push_back(g.size() == 1 ? g[0].clone() : at::cat(g));
+  for (size_t k = 0; k < numel.size(); k++) b.flat.push_back(at::empty({numel[k]}, options[k]));
   return b;
 }
 
@@ -205,6 +205,20 @@ std::vector<at::Tensor> unbucketize(const Buckets& b, const std::vector<at::Tens
     out.push_back(b.flat[k].narrow(0, off, like[i].numel()).view(like[i].sizes()));
   }
   return out;
+}
+
+// Copies bucket k's tensors into it, times `scale` unless that is 1: a mean multiplies each rank's share by 1 / size
+// while copying, as DDP's reducer does (its numbers, and one pass over the gradients fewer than dividing after).
+void fill_bucket(const Buckets& b, size_t k, const std::vector<at::Tensor>& ts, double scale) {
+  for (size_t i = 0; i < ts.size(); i++) {
+    if (b.at[i].first != k) continue;
+    auto view = b.flat[k].narrow(0, b.at[i].second, ts[i].numel()).view(ts[i].sizes());
+    if (scale == 1.0) {
+      view.copy_(ts[i].detach());
+    } else {
+      at::mul_out(view, ts[i].detach(), at::native::wrapped_scalar_tensor(scale));
+    }
+  }
 }
 
 void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works) {
@@ -336,21 +350,20 @@ std::vector<at::Tensor> allreduce(Group* g, const std::vector<at::Tensor>& ts, b
                                   std::string(c10::toString(ts[i].scalar_type())) + " (use the sum)");
     }
   }
-  Buckets b = bucketize(ts, bucket_mb * 1024 * 1024);
+  Buckets b = plan_buckets(ts, bucket_mb * 1024 * 1024);
+  const double scale = mean ? 1.0 / g->size : 1.0;
   guarded(g, "allreduce", [&] {
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     o.timeout = g->timeout;
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& f : b.flat) {
-      std::vector<at::Tensor> one{f};
+    for (size_t k = 0; k < b.flat.size(); k++) {  // each bucket on its way while the next one is filled
+      fill_bucket(b, k, ts, scale);
+      std::vector<at::Tensor> one{b.flat[k]};
       works.push_back(g->allreduce(one, o));
     }
     wait_all(works);
   });
-  if (mean && g->size > 1) {
-    for (auto& f : b.flat) f.div_(g->size);
-  }
   return unbucketize(b, ts);
 }
 
@@ -359,14 +372,15 @@ std::vector<at::Tensor> broadcast(Group* g, const std::vector<at::Tensor>& ts, i
   if (root < 0 || root >= g->size) {
     throw std::runtime_error("root rank " + std::to_string(root) + " is outside a world of " + std::to_string(g->size));
   }
-  Buckets b = bucketize(ts, bucket_mb * 1024 * 1024);
+  Buckets b = plan_buckets(ts, bucket_mb * 1024 * 1024);
   guarded(g, "broadcast", [&] {
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.timeout = g->timeout;
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& f : b.flat) {
-      std::vector<at::Tensor> one{f};
+    for (size_t k = 0; k < b.flat.size(); k++) {
+      fill_bucket(b, k, ts, 1.0);
+      std::vector<at::Tensor> one{b.flat[k]};
       works.push_back(g->broadcast(one, o));
     }
     wait_all(works);
