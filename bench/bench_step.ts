@@ -78,3 +78,75 @@ export function spawnSide<T>(command: string, args: string[], env: Record<string
   if (!r.success) throw new Error(`${command} ${args.join(" ")} failed:\n${new TextDecoder().decode(r.stderr)}`);
   return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
 }
+
+/**
+ * One side's process in turn-taking mode: started once, it makes its warmup step, then runs one step each time it is
+ * asked, so that the sides' steps alternate a few seconds apart and a slow minute of the machine falls on all of them
+ * alike. The protocol (this project's `--side ours --serve`, `train_step_torch.py THREADS serve`): a line
+ * `{"ready": true}` after the warmup; a byte on stdin asks for a step, answered by `{"seconds": s}`; the end of stdin
+ * ends the process after a line `{"peakMB": m}`.
+ */
+export class StepServer {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+  #stderr: Promise<string>;
+  #what: string;
+
+  private constructor(command: string, args: string[], env: Record<string, string>) {
+    this.#what = `${command} ${args.join(" ")}`;
+    this.#child = new Deno.Command(command, {
+      args,
+      env: environment(env),
+      clearEnv: true,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#lines = lines(this.#child.stdout)[Symbol.asyncIterator]();
+    this.#stderr = new Response(this.#child.stderr).text();
+  }
+
+  /** Starts `command args` (environment as {@linkcode spawnSide}) and waits for its warmup step. */
+  static async start(command: string, args: string[], env: Record<string, string>): Promise<StepServer> {
+    const server = new StepServer(command, args, env);
+    await server.#next("ready");
+    return server;
+  }
+
+  /** Runs one step; its seconds. */
+  async step(): Promise<number> {
+    await this.#writer.write(new Uint8Array([1]));
+    return (await this.#next("seconds")) as number;
+  }
+
+  /** Ends the process; its peak resident memory in MB. */
+  async finish(): Promise<number> {
+    await this.#writer.close();
+    const peak = (await this.#next("peakMB")) as number;
+    await this.#child.status;
+    return peak;
+  }
+
+  async #next(key: string): Promise<unknown> {
+    for (;;) {
+      const { value, done } = await this.#lines.next();
+      if (done) throw new Error(`${this.#what} ended without "${key}":\n${(await this.#stderr).slice(-2000)}`);
+      if (value.startsWith("{")) {
+        const reply = JSON.parse(value);
+        if (key in reply) return reply[key];
+      }
+    }
+  }
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    const parts = (pending + text).split("\n");
+    pending = parts.pop()!;
+    yield* parts;
+  }
+  if (pending) yield pending;
+}

@@ -13,8 +13,10 @@
  *   workers sleeping: see `ffi/library.ts`), so that the ratio is not the
  *   arrangement alone;
  * - this project, `setNumThreads(n)`.
- * The sides take turns for `--rounds` rounds, each thread count's turn in the next of every order of the sides (so
- * that no side always runs first, last, or right after the same one), and each one's median step counts.
+ * Each round starts the three sides' processes afresh for each thread count, each taking its warmup step in turn;
+ * then they take turns step by step (`StepServer`), so that the steps compared are seconds apart and a slow minute
+ * of the machine falls on every side alike. The order of the sides is the next of the six orders each time, reversed
+ * every other step, so that no side always goes first or right after the same one. Each side's median step counts.
  *
  * @example
  * ```sh
@@ -25,7 +27,7 @@
 import { benchFlags, positiveInt } from "./flags.ts";
 import { dispose, setNumThreads } from "../mod.ts";
 import { trainStep } from "../lib/training/step.ts";
-import { arranged, B, benchPrecision, benchStep, K, spawnSide } from "./bench_step.ts";
+import { arranged, B, benchPrecision, benchStep, K, StepServer } from "./bench_step.ts";
 
 const values = benchFlags({
   steps: { type: "string", default: "3" },
@@ -34,6 +36,7 @@ const values = benchFlags({
   precision: { type: "string", default: "fp32" },
   python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
   side: { type: "string" }, // internal: run only this project's side and print JSON
+  serve: { type: "boolean" }, // internal, with --side ours: take turns (see StepServer)
 });
 const steps = positiveInt(values.steps, "--steps"),
   threads = positiveInt(values.threads, "--threads"),
@@ -51,45 +54,60 @@ function peakMB(): number {
   return hwm ? Number(hwm[1]) / 1024 : NaN;
 }
 
-function ourStep(n: number): Run {
+/** This project's step at `n` threads after its warmup step: `step()` runs one and returns its seconds. */
+function ourSide(n: number): { step: () => number; close: () => void } {
   setNumThreads(n);
   const { cfg, h, views, ...fresh } = benchStep(precision);
   let state = fresh.state;
-  const times: number[] = [];
-  for (let i = 0; i <= steps; i++) {
+  const step = () => {
     const t0 = performance.now();
     const r = trainStep(state, views, h, cfg, { donate: true });
-    const dt = (performance.now() - t0) / 1000;
+    const seconds = (performance.now() - t0) / 1000;
     dispose(state);
     state = r.state;
-    if (i > 0) times.push(dt); // the first step is a warmup, as on the PyTorch side
-  }
-  dispose([state, views]);
-  return { times, peakMB: peakMB() };
+    return seconds;
+  };
+  step(); // a warmup, as on the PyTorch side
+  return { step, close: () => dispose([state, views]) };
+}
+
+/** This project's side as a {@linkcode StepServer}. */
+async function serveOurSteps(n: number): Promise<void> {
+  const side = ourSide(n);
+  console.log(JSON.stringify({ ready: true }));
+  const ask = new Uint8Array(1);
+  while ((await Deno.stdin.read(ask)) !== null) console.log(JSON.stringify({ seconds: side.step() }));
+  side.close();
+  console.log(JSON.stringify({ peakMB: peakMB() }));
 }
 
 if (values.side === "ours") {
-  console.log(JSON.stringify(ourStep(threads)));
+  if (values.serve) await serveOurSteps(threads);
+  else {
+    const side = ourSide(threads);
+    const times = Array.from({ length: steps }, side.step);
+    side.close();
+    console.log(JSON.stringify({ times, peakMB: peakMB() }));
+  }
   Deno.exit(0);
 }
 
 const torchScript = new URL("./train_step_torch.py", import.meta.url).pathname;
 const sides = {
   "PyTorch as shipped": (n: number) =>
-    spawnSide<Run>(values.python!, [torchScript, String(n), String(steps), precision], {}),
+    StepServer.start(values.python!, [torchScript, String(n), "serve", precision], {}),
   "PyTorch, arranged": (n: number) =>
-    spawnSide<Run>(values.python!, [torchScript, String(n), String(steps), precision], arranged(n)),
+    StepServer.start(values.python!, [torchScript, String(n), "serve", precision], arranged(n)),
   "this project": (n: number) =>
-    spawnSide<Run>(Deno.execPath(), [
+    StepServer.start(Deno.execPath(), [
       "run",
       "-A",
       new URL(import.meta.url).pathname,
       "--side",
       "ours",
+      "--serve",
       "--threads",
       String(n),
-      "--steps",
-      String(steps),
       "--precision",
       precision,
     ], {}),
@@ -100,13 +118,26 @@ const counts = [...new Set([1, threads])];
 const runs = new Map<string, Run[]>();
 const permutations = <T>(xs: T[]): T[][] =>
   xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations(xs.toSpliced(i, 1)).map((rest) => [x, ...rest]));
-const orders = permutations(Object.entries(sides));
+const orders = permutations(Object.keys(sides) as Side[]);
+// Idle OpenBLAS and OpenMP workers spin for a while after a step (OpenBLAS's default: 2^28 cycles); the next side
+// starts after they have gone to sleep.
+const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 let turn = 0;
 for (let round = 0; round < rounds; round++) {
   for (const n of counts) {
-    for (const [name, run] of orders[turn++ % orders.length]) {
-      const key = `${name}@${n}`;
-      runs.set(key, [...(runs.get(key) ?? []), run(n)]);
+    const order = orders[turn++ % orders.length];
+    const servers = new Map<Side, StepServer>();
+    for (const side of order) servers.set(side, await sides[side](n));
+    const times = new Map<Side, number[]>(order.map((side) => [side, []]));
+    for (let i = 0; i < steps; i++) {
+      for (const side of i % 2 ? order.toReversed() : order) {
+        await settle();
+        times.get(side)!.push(await servers.get(side)!.step());
+      }
+    }
+    for (const side of order) {
+      const key = `${side}@${n}`;
+      runs.set(key, [...(runs.get(key) ?? []), { times: times.get(side)!, peakMB: await servers.get(side)!.finish() }]);
     }
   }
 }

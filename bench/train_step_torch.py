@@ -7,6 +7,9 @@ bf16 is CPU autocast (torch.autocast("cpu", dtype=torch.bfloat16)) around both f
 Prints one line of JSON: seconds per step (each, after one warmup step) and the peak resident memory.
 With TRACE.json, one more step runs under torch.autograd.profiler.profile(use_kineto=False), written there as a
 Chrome trace (bench/profile_step.ts reads it).
+STEPS "serve" takes turns with the other sides (bench/bench_step.ts's `StepServer`): after the warmup step it prints
+{"ready": true}, then runs a step for each byte read from stdin, printing {"seconds": ...}, and at the end of stdin
+prints {"peakMB": ...}.
 """
 import contextlib
 import json
@@ -20,7 +23,8 @@ import torch  # noqa: E402
 from gen_fixtures import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,  # noqa: E402
                           clip_gradients, get_params_groups)
 
-threads, steps = int(sys.argv[1]), int(sys.argv[2])
+threads, serve = int(sys.argv[1]), sys.argv[2] == "serve"
+steps = 0 if serve else int(sys.argv[2])
 precision = sys.argv[3] if len(sys.argv) > 3 else "fp32"
 autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
 torch.set_num_threads(threads)
@@ -65,6 +69,14 @@ def step(it):
 
 
 step(0)
+if serve:
+    print(json.dumps({"ready": True}), flush=True)
+    while sys.stdin.buffer.read(1):
+        t0 = time.perf_counter()
+        step(1)
+        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"peakMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.exit(0)
 times = []
 for i in range(steps):
     t0 = time.perf_counter()
