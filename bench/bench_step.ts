@@ -117,7 +117,11 @@ export class StepServer {
 
   /** Runs one step; its seconds. */
   async step(): Promise<number> {
-    await this.#writer.write(new Uint8Array([1]));
+    try {
+      await this.#writer.write(new Uint8Array([1]));
+    } catch {
+      // The process has ended: what it said comes with the error #next throws.
+    }
     return (await this.#next("seconds")) as number;
   }
 
@@ -125,7 +129,8 @@ export class StepServer {
   async finish(): Promise<number> {
     await this.#writer.close();
     const peak = (await this.#next("peakMB")) as number;
-    await this.#child.status;
+    const { code } = await this.#child.status;
+    if (code !== 0) throw new Error(`${this.#what} exited with ${code}:\n${(await this.#stderr).slice(-2000)}`);
     return peak;
   }
 
@@ -133,10 +138,13 @@ export class StepServer {
     for (;;) {
       const { value, done } = await this.#lines.next();
       if (done) throw new Error(`${this.#what} ended without "${key}":\n${(await this.#stderr).slice(-2000)}`);
-      if (value.startsWith("{")) {
-        const reply = JSON.parse(value);
-        if (key in reply) return reply[key];
+      let reply: unknown;
+      try {
+        reply = JSON.parse(value);
+      } catch {
+        continue; // a line of its own output, not the protocol's
       }
+      if (reply !== null && typeof reply === "object" && key in reply) return (reply as Record<string, unknown>)[key];
     }
   }
 }

@@ -2,7 +2,7 @@
 // tensors through the host) or ProcessGroupNCCL (CUDA, when the shim is built against a CUDA libtorch). The C++
 // frontend has no DistributedDataParallel; what it needs is here: broadcast a list of tensors from a root, all-reduce
 // a list (sum or mean), coalesced into flat buckets as DDP does (one collective per bucket, each sent as soon as it is
-// filled; a mean scales each rank's share by 1 / size on its way in, as DDP does), and a barrier. Results are new
+// filled; a mean scales each rank's share by 1 / size on its way in, as DDP does by default), and a barrier. Results are new
 // tensors (views of the buckets): inputs are never changed.
 //
 // Failures become messages, never crashes or hangs: every collective runs under the group's timeout; a rendezvous
@@ -171,6 +171,7 @@ void guarded(Group* g, const char* what, F f) {
 // that is a bucket of its own): the buckets' flat storage and, per tensor, its bucket and offset.
 struct Buckets {
   std::vector<at::Tensor> flat;
+  std::vector<size_t> first;                   // per bucket: its first input
   std::vector<std::pair<size_t, int64_t>> at;  // per input: bucket index, element offset
 };
 
@@ -182,11 +183,17 @@ Buckets plan_buckets(const std::vector<at::Tensor>& ts, double bucket_bytes) {
   for (size_t i = 0; i < ts.size(); i++) {
     const auto& t = ts[i];
     if (!t.defined()) throw std::runtime_error("an undefined tensor cannot take part in a collective");
+    if (t.layout() != at::kStrided) {  // refused here, before any rank sends anything
+      std::ostringstream m;
+      m << "a collective takes dense tensors, got a " << t.layout() << " one: make it dense first";
+      throw std::invalid_argument(m.str());
+    }
     const double nbytes = static_cast<double>(t.numel() * t.element_size());
     if (i == 0 || ts[i - 1].scalar_type() != t.scalar_type() || ts[i - 1].device() != t.device() ||
         bytes + nbytes > bucket_bytes) {
       numel.push_back(0);
       options.push_back(t.options());
+      b.first.push_back(i);
       bytes = 0;
     }
     b.at.emplace_back(numel.size() - 1, numel.back());
@@ -208,10 +215,10 @@ std::vector<at::Tensor> unbucketize(const Buckets& b, const std::vector<at::Tens
 }
 
 // Copies bucket k's tensors into it, times `scale` unless that is 1: a mean multiplies each rank's share by 1 / size
-// while copying, as DDP's reducer does (its numbers, and one pass over the gradients fewer than dividing after).
+// while copying, as DDP's reducer does for gradients that are not views of their bucket, its default (its numbers, and
+// one pass over the gradients fewer than dividing after).
 void fill_bucket(const Buckets& b, size_t k, const std::vector<at::Tensor>& ts, double scale) {
-  for (size_t i = 0; i < ts.size(); i++) {
-    if (b.at[i].first != k) continue;
+  for (size_t i = b.first[k]; i < ts.size() && b.at[i].first == k; i++) {
     auto view = b.flat[k].narrow(0, b.at[i].second, ts[i].numel()).view(ts[i].sizes());
     if (scale == 1.0) {
       view.copy_(ts[i].detach());
@@ -379,7 +386,7 @@ std::vector<at::Tensor> broadcast(Group* g, const std::vector<at::Tensor>& ts, i
     o.timeout = g->timeout;
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     for (size_t k = 0; k < b.flat.size(); k++) {
-      fill_bucket(b, k, ts, 1.0);
+      if (g->rank == root) fill_bucket(b, k, ts, 1.0);  // the others' buckets only receive
       std::vector<at::Tensor> one{b.flat[k]};
       works.push_back(g->broadcast(one, o));
     }

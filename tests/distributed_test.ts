@@ -179,34 +179,45 @@ Deno.test({
     "allReduce over 3 ranks: sums exact across buckets and dtypes; a mean is DDP's, each share times 1/3 on its way in",
   ignore: !gloo,
   async fn() {
-    // Per element, what ranks 0, 1 and 2 hold. DDP's mean rounds each share times fround(1/3) and sums those (the
-    // same in any order for these values); dividing the sum afterwards rounds differently: 0.1 against 0.10000001.
-    const shares = [[0.1, 0.1, 0.1], [0.1, 0.2, 0.3], [0.1, 0.1, 7]];
-    const third = Math.fround(1 / 3), f = Math.fround;
-    const ddp = shares.map(([a, b, c]) => f(f(f(a * third) + f(b * third)) + f(c * third)));
-    assert.deepEqual(ddp.map(f), shares.map(([a, b, c]) => f(f(f(c * third) + f(a * third)) + f(b * third))));
-    assert.notDeepEqual(ddp, shares.map(([a, b, c]) => f(f(f(a + b) + c) / 3)), "the two ways differ here");
+    // Per element, what ranks 0, 1 and 2 hold (as f32). DDP's mean rounds each share times fround(1/3) and sums those;
+    // dividing the sum afterwards rounds differently: 0.1 against 0.10000001. Gloo's ring may add the three in any
+    // order, so the values are ones where every order gives the same.
+    const f = Math.fround, third = f(1 / 3);
+    const shares = [[0.1, 0.1, 0.1], [0.1, 0.2, 0.3], [0.1, 0.1, 7]].map((s) => s.map(f));
+    const orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    const summed = (xs: number[]) => {
+      const all = orders.map(([i, j, k]) => f(f(xs[i] + xs[j]) + xs[k]));
+      assert.ok(all.every((x) => x === all[0]), `${xs}: the order of the sum matters`);
+      return all[0];
+    };
+    const ddp = shares.map((s) => summed(s.map((x) => f(x * third))));
+    const sums = shares.map(summed);
+    assert.notDeepEqual(ddp, sums.map((x) => f(x / 3)), "the two ways differ here");
     const port = freePort();
+    // f32 tensors side by side share a bucket (a transposed view and an empty one among them); then other dtypes.
     const code = `import * as t from "./mod.ts";
 const rank = Number(Deno.env.get("RANK"));
 using g = t.ProcessGroup.join({ rank, worldSize: 3, port: ${port}, timeoutSeconds: 20 });
-const shares = ${JSON.stringify(shares)};
-const mine = shares.map((s) => s[rank]);
+const mine = ${JSON.stringify(shares)}.map((s) => s[rank]);
+using rows = t.tensor([mine, mine]);
 const inputs = [
-  t.tensor([mine, mine]),                                        // f32 [2, 3]
+  t.tensor(mine),
+  t.transpose(rows, 0, 1),
+  t.zeros([0]),
+  t.tensor([mine, mine]),
   t.tensor([3 * (rank + 1), 6 * rank], { dtype: "f64" }),
   t.tensor([1.5, 3, 4.5, 6], { dtype: "f16" }),
   t.tensor([rank + 1], { dtype: "i64" }),
-  t.tensor(mine),
 ];
 const out = {};
-for (const [name, bucketMb] of [["shared", 25], ["own", 1e-6]]) { // a bucket per run of one dtype, or per tensor
-  const sums = t.allReduce(inputs.slice(1), g, { bucketMb });
-  const means = t.allReduce(inputs.filter((x) => x.dtype !== "i64"), g, { op: "mean", bucketMb });
-  out[name] = { sums: sums.map((x) => [x.dtype, x.shape, t.toArray(x)]), means: means.map((x) => [x.dtype, x.shape, t.toArray(x)]) };
+const read = (xs) => xs.map((x) => [x.dtype, x.shape, t.toArray(x)]);
+for (const [name, bucketMb] of [["shared", 25], ["own", 1e-6]]) {
+  const sums = t.allReduce(inputs, g, { bucketMb });
+  const means = t.allReduce(inputs.slice(0, -1), g, { op: "mean", bucketMb });
+  out[name] = { sums: read(sums), means: read(means) };
   t.dispose([sums, means]);
 }
-out.inputs = inputs.map((x) => t.toArray(x));
+out.inputs = read(inputs);
 t.dispose(inputs);
 console.log(JSON.stringify(out));`;
     const ranks = await Promise.all([0, 1, 2].map((rank) =>
@@ -218,25 +229,36 @@ console.log(JSON.stringify(out));`;
         stderr: "piped",
       }).output()
     ));
-    const f32 = (xs: number[]) => xs.map(f);
+    const f32s = (v: number[]) => [
+      ["f32", [3], v],
+      ["f32", [3, 2], v.flatMap((x) => [x, x])],
+      ["f32", [0], []],
+      ["f32", [2, 3], [...v, ...v]],
+    ];
     for (const [rank, r] of ranks.entries()) {
       assert.ok(r.success, new TextDecoder().decode(r.stderr));
       const out = JSON.parse(new TextDecoder().decode(r.stdout));
-      for (const bucketMb of ["shared", "own"]) {
-        assert.deepEqual(out[bucketMb].sums, [
+      for (const buckets of ["shared", "own"]) {
+        const where = `rank ${rank}, ${buckets} buckets`;
+        assert.deepEqual(out[buckets].sums, [
+          ...f32s(sums),
           ["f64", [2], [18, 18]],
           ["f16", [4], [4.5, 9, 13.5, 18]],
           ["i64", [1], [6]],
-          ["f32", [3], f32(shares.map(([a, b, c]) => f(f(a) + f(b)) + f(c)))],
-        ]);
-        const [m32, m64, m16, mOne] = out[bucketMb].means;
-        assert.deepEqual(m32, ["f32", [2, 3], [...ddp, ...ddp]], `rank ${rank}, ${bucketMb} buckets`);
-        assert.deepEqual(m64, ["f64", [2], [6, 6]]);
-        assert.deepEqual(m16, ["f16", [4], [1.5, 3, 4.5, 6]]);
-        assert.deepEqual(mOne, ["f32", [3], ddp]);
+        ], where);
+        assert.deepEqual(out[buckets].means, [
+          ...f32s(ddp),
+          ["f64", [2], [6, 6]],
+          ["f16", [4], [1.5, 3, 4.5, 6]],
+        ], where);
       }
-      const mine = shares.map((s) => f(s[rank]));
-      assert.deepEqual(out.inputs[0], [...mine, ...mine], "the inputs are left as they were");
+      const mine = shares.map((s) => s[rank]);
+      assert.deepEqual(out.inputs, [
+        ...f32s(mine),
+        ["f64", [2], [3 * (rank + 1), 6 * rank]],
+        ["f16", [4], [1.5, 3, 4.5, 6]],
+        ["i64", [1], [rank + 1]],
+      ], "the inputs are left as they were");
     }
   },
 });

@@ -153,9 +153,9 @@ function bucketOf(o: CollectiveOptions): number {
  * The sum or mean over every rank of each tensor (floating-point for the
  * mean), as new tensors of the same shapes. The tensors are coalesced into
  * flat buckets, one collective per bucket. A mean sums each rank's tensors
- * times 1 / world size, as DDP does (for 3 ranks of 0.1: 0.10000001 in fp32,
- * where dividing the sum gives 0.1). Every rank must pass tensors of the same
- * shapes in the same order.
+ * times 1 / world size, as DDP does by default (for 3 ranks of 0.1:
+ * 0.10000001 in fp32, where dividing the sum gives 0.1). Every rank must pass
+ * dense tensors of the same shapes in the same order.
  *
  * @example
  * ```ts
