@@ -82,7 +82,7 @@ export function spawnSide<T>(command: string, args: string[], env: Record<string
 /**
  * One side's process in turn-taking mode: started once, it makes its warmup step, then runs one step each time it is
  * asked, so that the sides' steps alternate a few seconds apart and a slow minute of the machine falls on all of them
- * alike. The protocol (this project's `--side ours --serve`, `train_step_torch.py THREADS serve`): a line
+ * alike. The protocol (this project's `compare_train_step.ts --side ours`, `train_step_torch.py THREADS serve`): a line
  * `{"ready": true}` after the warmup; a byte on stdin asks for a step, answered by `{"seconds": s}`; the end of stdin
  * ends the process after a line `{"peakMB": m}`.
  */

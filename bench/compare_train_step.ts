@@ -35,8 +35,7 @@ const values = benchFlags({
   rounds: { type: "string", default: "3" },
   precision: { type: "string", default: "fp32" },
   python: { type: "string", default: Deno.env.get("DINO_BENCH_PYTHON") ?? "/usr/bin/python3" },
-  side: { type: "string" }, // internal: run only this project's side and print JSON
-  serve: { type: "boolean" }, // internal, with --side ours: take turns (see StepServer)
+  side: { type: "string" }, // internal: "ours" runs this project's side as a StepServer
 });
 const steps = positiveInt(values.steps, "--steps"),
   threads = positiveInt(values.threads, "--threads"),
@@ -54,8 +53,8 @@ function peakMB(): number {
   return hwm ? Number(hwm[1]) / 1024 : NaN;
 }
 
-/** This project's step at `n` threads after its warmup step: `step()` runs one and returns its seconds. */
-function ourSide(n: number): { step: () => number; close: () => void } {
+/** This project's side as a {@linkcode StepServer}. */
+async function serveOurSteps(n: number): Promise<void> {
   setNumThreads(n);
   const { cfg, h, views, ...fresh } = benchStep(precision);
   let state = fresh.state;
@@ -68,27 +67,15 @@ function ourSide(n: number): { step: () => number; close: () => void } {
     return seconds;
   };
   step(); // a warmup, as on the PyTorch side
-  return { step, close: () => dispose([state, views]) };
-}
-
-/** This project's side as a {@linkcode StepServer}. */
-async function serveOurSteps(n: number): Promise<void> {
-  const side = ourSide(n);
   console.log(JSON.stringify({ ready: true }));
   const ask = new Uint8Array(1);
-  while ((await Deno.stdin.read(ask)) !== null) console.log(JSON.stringify({ seconds: side.step() }));
-  side.close();
+  while ((await Deno.stdin.read(ask)) !== null) console.log(JSON.stringify({ seconds: step() }));
+  dispose([state, views]);
   console.log(JSON.stringify({ peakMB: peakMB() }));
 }
 
 if (values.side === "ours") {
-  if (values.serve) await serveOurSteps(threads);
-  else {
-    const side = ourSide(threads);
-    const times = Array.from({ length: steps }, side.step);
-    side.close();
-    console.log(JSON.stringify({ times, peakMB: peakMB() }));
-  }
+  await serveOurSteps(threads);
   Deno.exit(0);
 }
 
@@ -105,7 +92,6 @@ const sides = {
       new URL(import.meta.url).pathname,
       "--side",
       "ours",
-      "--serve",
       "--threads",
       String(n),
       "--precision",

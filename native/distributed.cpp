@@ -2,8 +2,8 @@
 // tensors through the host) or ProcessGroupNCCL (CUDA, when the shim is built against a CUDA libtorch). The C++
 // frontend has no DistributedDataParallel; what it needs is here: broadcast a list of tensors from a root, all-reduce
 // a list (sum or mean), coalesced into flat buckets as DDP does (one collective per bucket, each sent as soon as it is
-// filled; a mean scales each rank's share by 1 / size on its way in, as DDP does by default), and a barrier. Results are new
-// tensors (views of the buckets): inputs are never changed.
+// filled; a mean scales each rank's share by 1 / size on its way in, as DDP does by default), and a barrier. Results
+// are new tensors (views of the buckets): inputs are never changed.
 //
 // Failures become messages, never crashes or hangs: every collective runs under the group's timeout; a rendezvous
 // that cannot listen names the port, one that cannot reach rank 0 says so, ranks that do not join in time are named;
@@ -178,7 +178,6 @@ struct Buckets {
 Buckets plan_buckets(const std::vector<at::Tensor>& ts, double bucket_bytes) {
   Buckets b;
   std::vector<int64_t> numel;  // per bucket
-  std::vector<at::TensorOptions> options;
   double bytes = 0;
   for (size_t i = 0; i < ts.size(); i++) {
     const auto& t = ts[i];
@@ -192,7 +191,6 @@ Buckets plan_buckets(const std::vector<at::Tensor>& ts, double bucket_bytes) {
     if (i == 0 || ts[i - 1].scalar_type() != t.scalar_type() || ts[i - 1].device() != t.device() ||
         bytes + nbytes > bucket_bytes) {
       numel.push_back(0);
-      options.push_back(t.options());
       b.first.push_back(i);
       bytes = 0;
     }
@@ -200,7 +198,7 @@ Buckets plan_buckets(const std::vector<at::Tensor>& ts, double bucket_bytes) {
     bytes += nbytes;
     numel.back() += t.numel();
   }
-  for (size_t k = 0; k < numel.size(); k++) b.flat.push_back(at::empty({numel[k]}, options[k]));
+  for (size_t k = 0; k < numel.size(); k++) b.flat.push_back(at::empty({numel[k]}, ts[b.first[k]].options()));
   return b;
 }
 
