@@ -111,13 +111,19 @@ Deno.test("vitForward gives intermediateLayers' CLS row", () =>
     assertClose(t.toArray(vitForward(p, cfg, x)), t.toArray(t.select(intermediateLayers(p, cfg, x)[0], 1, 0)), 1e-5);
   }));
 
-Deno.test("position embeddings are interpolated for other sizes and rectangular inputs", () =>
+Deno.test("position embeddings are interpolated for other sizes, rectangular inputs and sides that are not multiples of the patch", () =>
   noLeak(() => {
     using g = new t.Generator(0);
     const cfg = vitConfig("vit_tiny", { imgSize: 16, patchSize: 4, depth: 1 });
     const p = initViT(cfg, g);
     assert.deepEqual(vitForward(p, cfg, t.randn(g, [2, 3, 8, 12])).shape, [2, 192]);
-    assert.throws(() => vitForward(p, cfg, t.randn(g, [2, 3, 10, 10])), /not a multiple of the patch size/);
+    const ragged = t.randn(g, [2, 3, 10, 14]);
+    // The official stride-4 patch embedding drops the last 10 % 4 rows and 14 % 4 columns.
+    assert.deepEqual(
+      t.toArray(vitForward(p, cfg, ragged)),
+      t.toArray(vitForward(p, cfg, t.contiguous(t.slice(t.slice(ragged, 2, 0, 8), 3, 0, 12)))),
+    );
+    assert.throws(() => vitForward(p, cfg, t.randn(g, [2, 3, 3, 8])), /smaller than the patch size 4/);
     assert.throws(() => vitForward(p, cfg, t.randn(g, [2, 1, 16, 16])), /takes \[B, 3, H, W\]/);
   }));
 

@@ -291,7 +291,9 @@ export function prepareTokens(p: ViTParams, cfg: ViTConfig, x: Tensor, dt?: LowD
   }
   const [B, , H, W] = x.shape;
   const P = cfg.patchSize;
-  if (H % P !== 0 || W % P !== 0) throw new Error(`image size ${H}x${W} is not a multiple of the patch size ${P}`);
+  // As the official patch embedding (a stride-P convolution), a side that is not a multiple of P drops its last
+  // H % P rows and W % P columns.
+  if (H < P || W < P) throw new Error(`image size ${H}x${W} is smaller than the patch size ${P}`);
   const embedded = dt === undefined
     ? conv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, { stride: P })
     : fp32(lowConv2d(x, p.patch_embed.proj.weight, p.patch_embed.proj.bias, dt, { stride: P })); // [B, D, h, w]

@@ -171,7 +171,7 @@ export function loadEvalBackbone(
     if (!arch) {
       throw new SettingError(
         ["arch"],
-        (n) => `${path} has no metadata: pass ${n("arch")} (${Object.keys(ARCHS).join(", ")}) for its heads`,
+        (n) => `${path} has no metadata: pass ${n("arch")} (${Object.keys(ARCHS).join(", ")}) to give its number of attention heads`,
       );
     }
     const patchWeight = flat["patch_embed.proj.weight"];
