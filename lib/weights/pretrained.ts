@@ -169,9 +169,10 @@ export function loadEvalBackbone(
     const arch = o.arch as Arch | undefined ??
       (typeof saved.arch === "string" && Object.hasOwn(ARCHS, saved.arch) ? saved.arch as Arch : undefined);
     if (!arch) {
+      const archNames = Object.keys(ARCHS).join(", ");
       throw new SettingError(
         ["arch"],
-        (n) => `${path} has no metadata: pass ${n("arch")} (${Object.keys(ARCHS).join(", ")}) to give its number of attention heads`,
+        (n) => `${path} has no metadata: pass ${n("arch")} (${archNames}) to give its number of attention heads`,
       );
     }
     const patchWeight = flat["patch_embed.proj.weight"];
