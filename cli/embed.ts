@@ -1,8 +1,10 @@
 /**
  * `deno task embed`: writes the CLS features (after the final norm, not
  * normalised) of every image of a dataset split to a safetensors file:
- * `features` [N, D] and, when known, `labels` [N]. The metadata records the
- * preprocessing (size, mean, std), the weights and the split.
+ * `features` [N, D], `indices` [N] (each row's item of the split, in its
+ * order: unreadable files leave no row) and, when known, `labels` [N]. The
+ * metadata records the preprocessing (size, mean, std), the weights and the
+ * split.
  *
  * Exit codes: 0 written, 1 a run-time failure (unreadable data), 2 a bad flag,
  * value, path or weights file (one line on stderr). `--out` is checked before
@@ -37,7 +39,8 @@ import {
 
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
 
-Writes features [N, D] (CLS after the final norm) and labels [N] of a dataset split.
+Writes features [N, D] (CLS after the final norm), indices [N] (each row's item of the split: unreadable files
+leave no row) and labels [N] of a dataset split.
 
 options:
   --weights FILE        a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
@@ -139,13 +142,16 @@ export async function main(args: string[]): Promise<number> {
     if (ds.channels !== C) {
       throw new UsageError(`--weights ${o.weights} takes ${C}-channel images; --data ${o.data} has ${ds.channels}`);
     }
-    const { features, labels } = await extractFeatures(model.backbone, vit, ds, { size, ...norm }, {
+    const { features, labels, indices } = await extractFeatures(model.backbone, vit, ds, { size, ...norm }, {
       batchSize: o.batchSize,
     });
     try {
       const out: Record<string, ReturnType<typeof tensor>> = { features };
       using labelTensor = tensor(BigInt64Array.from(labels, BigInt));
       if (ds.labels) out.labels = labelTensor;
+      // Which item of the split each row is: unreadable files leave no row.
+      using indexTensor = tensor(BigInt64Array.from(indices, BigInt));
+      out.indices = indexTensor;
       writeSafetensors(o.out, out, {
         preprocessing: JSON.stringify({
           size,

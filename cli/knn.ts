@@ -104,7 +104,11 @@ export async function main(args: string[]): Promise<number> {
       try {
         console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
         for (const k of o.ks) {
-          const r = knnClassify(a.features, a.labels, b.features, b.labels, { k, temperature: o.temperature });
+          const r = knnClassify(a.features, a.labels, b.features, b.labels, {
+            k,
+            temperature: o.temperature,
+            numClasses: train.classes.length,
+          });
           console.log(`  k ${String(k).padStart(3)}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
         }
       } finally {

@@ -41,6 +41,7 @@ import {
   firstImages,
   IMAGE_EXTENSIONS,
   openDataset,
+  skippedWarning,
   UnreadableDataError,
 } from "../lib/data/mod.ts";
 import { evaluateRun, knnAccuracy, linearProbe } from "../lib/eval/mod.ts";
@@ -262,12 +263,20 @@ async function openRun(s: Settings, dist: Dist) {
     }
   }
   const out = lead ? openOutput(s, norm, data.channels, resumed?.state.step, dist.worldSize) : silentOutput(s);
+  // The evaluations read each split several times (the teacher, the network at init, raw pixels): each unreadable
+  // file is told of once.
+  const told = new Set<string>();
   const protocol = {
     train: data,
     test: queries,
     transform: { size: s.globalCropsSize, ...norm },
     k: s.knnK,
     temperature: s.knnTemperature,
+    onSkipped: (files: string[], why: string) => {
+      const fresh = files.filter((f) => !told.has(f));
+      fresh.forEach((f) => told.add(f));
+      if (lead && fresh.length > 0) console.warn(skippedWarning(fresh, why, "in the evaluation"));
+    },
   };
   const labelled = data.labels !== undefined && queries.labels !== undefined;
   if (lead && labelled && train.name === test.name) {
@@ -435,7 +444,7 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
   const totalSeconds = (performance.now() - run.started) / 1000;
   out.summary(state.step, Math.floor(state.step / run.hyper.itersPerEpoch), r, trainSeconds, totalSeconds, linear);
   if (s.report) await writeRunReport(s.outputDir);
-  console.log(`k-NN top-1 accuracy (${protocol.test.length} test images):`);
+  console.log(`k-NN top-1 accuracy (${r.trained.images} test images):`);
   console.log(`  DINO teacher, trained       ${r.trained.top1.toFixed(2)}%`);
   console.log(`  same network, at init       ${r.init.top1.toFixed(2)}%`);
   console.log(`  raw pixels                  ${r.rawPixels.top1.toFixed(2)}%`);

@@ -674,7 +674,26 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   rewritten.pos = 0;
   if (!(callbacks ? stbi_info_from_callbacks(&kRewrittenIo, &rewritten, &w, &h, &comp)
                   : stbi_info_from_file(f.get(), &w, &h, &comp))) {
-    std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
+    // Formats that torchvision's ImageFolder lists and stb does not read.
+    const char* unread = std::memcmp(head, "RIFF", 4) == 0 && std::memcmp(head + 8, "WEBP", 4) == 0 ? "WebP"
+                         : std::memcmp(head, "II*\0", 4) == 0 || std::memcmp(head, "MM\0*", 4) == 0 ? "TIFF"
+                                                                                                    : nullptr;
+    // stb refuses a PNG of more than 2^24 pixels a side or 2^31 bytes as "too large", a reason that its probes
+    // for the other formats then overwrite: the IHDR's size, checked against the budget as for any file.
+    const auto be32 = [&](int at) {
+      return static_cast<double>((uint32_t{head[at]} << 24) | (head[at + 1] << 16) | (head[at + 2] << 8) | head[at + 3]);
+    };
+    if (unread) {
+      std::snprintf(why, kReason, "%s, which this decoder (stb_image) does not read: convert it to PNG or JPEG",
+                    unread);
+    } else if (png && std::memcmp(head + 12, "IHDR", 4) == 0 && be32(16) * be32(20) > max_pixels) {
+      std::snprintf(why, kReason,
+                    "%.0f x %.0f = %.0f pixels exceeds the decoding budget of %.0f (raise DINO_MAX_IMAGE_PIXELS or "
+                    "maxImagePixels to read it)",
+                    be32(16), be32(20), be32(16) * be32(20), max_pixels);
+    } else {
+      std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
+    }
     return;
   }
   // stb gives a top-down BMP's height as it is stored, negative; its pixels come out the right way up.

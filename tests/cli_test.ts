@@ -300,8 +300,29 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   assert.equal(ok.value, 0, ok.err);
   const g2 = readSafetensors(out);
   assert.deepEqual(g2.tensors.features.shape, [10000, 192]);
+  assert.deepEqual(t.toArray(t.slice(g2.tensors.indices, 0, 9998)), [9998, 9999]);
   assert.equal(JSON.parse(g2.metadata.vit).depth, 1);
   t.dispose(g2.tensors);
+
+  // An unreadable file leaves no row, and `indices` says which items the rows are.
+  const photos = join(dir, "photos"), unreadable = join(dir, "unreadable");
+  for (const folder of [photos, unreadable]) Deno.mkdirSync(folder);
+  for (const name of ["a.png", "c.png"]) {
+    t.tidy(() => t.writeImage(join(photos, name), t.full([30, 30, 3], 90, { dtype: "u8" })));
+  }
+  for (const folder of [photos, unreadable]) Deno.writeTextFileSync(join(folder, "b.png"), "not an image");
+  const official2 = ["--weights", official, "--arch", "vit_tiny", "--out", out];
+  const some = await captured(() => embed([...official2, "--data", photos]));
+  assert.equal(some.value, 0, some.err);
+  const h = readSafetensors(out);
+  assert.deepEqual([h.tensors.features.shape, t.toArray(h.tensors.indices)], [[2, 192], [0, 2]]);
+  t.dispose(h.tensors);
+  // Every file unreadable: exit 1 and nothing written (the batches of nothing once made an empty file).
+  Deno.removeSync(out);
+  const none = await captured(() => embed([...official2, "--data", unreadable]));
+  assert.equal(none.value, 1, none.err);
+  assert.match(none.err, /no images could be read/);
+  assert.ok(!t.exists(out));
   Deno.removeSync(dir, { recursive: true });
 });
 

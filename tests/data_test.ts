@@ -122,6 +122,11 @@ Deno.test("CIFAR-10 and CIFAR-100 binary files load with their labels", async ()
   assert.deepEqual([...c100.labels!], [77]);
   using opened = openDataset(d100, "test");
   assert.equal(opened.length, 1);
+  // A label beyond the classes: not a CIFAR file of this kind (a CIFAR-100 file read as CIFAR-10, say).
+  Deno.writeFileSync(join(dir, "test_batch.bin"), Uint8Array.from([10, ...new Array(3072).fill(0)]));
+  assert.throws(() => cifar10(dir, "test"), /test_batch\.bin: record 0 has label 10, not one of the 10 classes/);
+  Deno.writeFileSync(join(d100, "test.bin"), Uint8Array.from([3, 100, ...new Array(3072).fill(5)]));
+  assert.throws(() => cifar100(d100, "test"), /record 0 has label 100, not one of the 100 classes/);
   Deno.removeSync(dir, { recursive: true });
   Deno.removeSync(d100, { recursive: true });
 });
@@ -173,6 +178,44 @@ Deno.test("image folders: class subfolders or flat, every stb format, corrupt fi
   assert.throws(() => openDataset(join(empty, "missing"), "train"), /no such dataset, file or folder/);
   Deno.removeSync(root, { recursive: true });
   Deno.removeSync(empty, { recursive: true });
+});
+
+Deno.test("a validation folder is labelled by the training folder's classes: a missing class shifts no label", () => {
+  const root = Deno.makeTempDirSync();
+  writeImages(join(root, "train", "cat"), ["1.png"], 1);
+  writeImages(join(root, "train", "dog"), ["2.png"], 2);
+  writeImages(join(root, "train", "fish"), ["3.png"], 3);
+  writeImages(join(root, "val", "cat"), ["4.png"], 4);
+  writeImages(join(root, "val", "fish"), ["5.png", "6.png"], 5);
+  using train = openDataset(root, "train", { side: 8 });
+  using val = openDataset(root, "test", { side: 8 });
+  assert.deepEqual(val.classes, train.classes);
+  assert.deepEqual([...val.labels!], [0, 2, 2]); // fish is class 2 in both, though val/ has no dog
+  writeImages(join(root, "val", "zebra"), ["7.png"], 6);
+  assert.throws(() => openDataset(root, "test", { side: 8 }), /class folder\(s\) zebra not among the 3 classes/);
+  Deno.removeSync(root, { recursive: true });
+});
+
+Deno.test("image folders: classes in Python's order, linked loops walked once, WebP and TIFF named as unread", async () => {
+  const root = Deno.makeTempDirSync();
+  // U+FF21 (fullwidth A) sorts before U+1F600 by code point, after it by UTF-16 unit (a surrogate, 0xD83D).
+  writeImages(join(root, "\u{1F600}smile"), ["a.png"], 1);
+  writeImages(join(root, "\uFF21full"), ["b.png"], 2);
+  Deno.symlinkSync(root, join(root, "\uFF21full", "loop")); // leads back to an ancestor
+  Deno.writeFileSync(join(root, "\uFF21full", "c.webp"), new TextEncoder().encode("RIFF\x10\0\0\0WEBPVP8 "));
+  Deno.writeFileSync(join(root, "\uFF21full", "d.tif"), Uint8Array.from([0x49, 0x49, 0x2a, 0, 8, 0, 0, 0]));
+  using ds = imageFolder(root, { side: 8 });
+  assert.deepEqual(ds.classes, ["\uFF21full", "\u{1F600}smile"]);
+  assert.deepEqual([...ds.labels!], [0, 0, 0, 1]); // b.png, c.webp, d.tif; a.png
+  const b = await ds.load([0, 1, 2, 3]);
+  assert.deepEqual(b.indices, [0, 3]);
+  assert.match(
+    b.firstError,
+    /c\.webp: WebP, which this decoder \(stb_image\) does not read: convert it to PNG or JPEG/,
+  );
+  assert.match(b.failed[1], /d\.tif$/);
+  t.dispose([b.images, b.labels]);
+  Deno.removeSync(root, { recursive: true });
 });
 
 Deno.test("the loader shuffles per epoch from the seed, batches, drops the last, and reports skipped files once", async () => {

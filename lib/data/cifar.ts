@@ -23,7 +23,12 @@ import { type Dataset, tensorDataset } from "./dataset.ts";
 
 const PIXELS = 3 * 32 * 32;
 
-function readAll(paths: string[], labelBytes: number, labelAt: number): { images: Uint8Array; labels: Int32Array } {
+function readAll(
+  paths: string[],
+  labelBytes: number,
+  labelAt: number,
+  classes: number,
+): { images: Uint8Array; labels: Int32Array } {
   const files = paths.map((p) => {
     try {
       return Deno.readFileSync(p);
@@ -44,6 +49,12 @@ function readAll(paths: string[], labelBytes: number, labelAt: number): { images
   for (const f of files) {
     for (let r = 0; r < f.length; r += record, k++) {
       labels[k] = f[r + labelAt];
+      if (labels[k] >= classes) {
+        throw new Error(
+          `${paths[files.indexOf(f)]}: record ${r / record} has label ${labels[k]}, not one of the ${classes} ` +
+            "classes: not a CIFAR file of this kind, or a corrupt one",
+        );
+      }
       images.set(f.subarray(r + labelBytes, r + record), k * PIXELS);
     }
   }
@@ -78,7 +89,7 @@ export function cifar10(root: string, split: "train" | "test"): Dataset {
   const files = split === "train"
     ? [1, 2, 3, 4, 5].map((i) => join(root, `data_batch_${i}.bin`))
     : [join(root, "test_batch.bin")];
-  const { images, labels } = readAll(files, 1, 0);
+  const { images, labels } = readAll(files, 1, 0, 10);
   using t = fromBytes(images, "u8", [labels.length, 3, 32, 32]);
   const classes = readNames(join(root, "batches.meta.txt")) ??
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
@@ -103,7 +114,7 @@ export function cifar10(root: string, split: "train" | "test"): Dataset {
  * ```
  */
 export function cifar100(root: string, split: "train" | "test"): Dataset {
-  const { images, labels } = readAll([join(root, `${split}.bin`)], 2, 1);
+  const { images, labels } = readAll([join(root, `${split}.bin`)], 2, 1, 100);
   using t = fromBytes(images, "u8", [labels.length, 3, 32, 32]);
   const classes = readNames(join(root, "fine_label_names.txt")) ?? Array.from({ length: 100 }, (_, i) => String(i));
   return tensorDataset(t, { labels, classes, name: `cifar100-${split}` });

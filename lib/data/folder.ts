@@ -42,9 +42,26 @@ export const IMAGE_EXTENSIONS = [
   ".pgm",
 ];
 
+/**
+ * Extensions of images that torchvision's ImageFolder takes and stb_image does not read: listed all the same, so
+ * that the loader reports each as unreadable (naming the fix) instead of the data set silently shrinking.
+ */
+const UNREAD_EXTENSIONS = [".webp", ".tif", ".tiff"];
+
 function isImage(name: string): boolean {
   const lower = name.toLowerCase();
-  return IMAGE_EXTENSIONS.some((e) => lower.endsWith(e));
+  return [...IMAGE_EXTENSIONS, ...UNREAD_EXTENSIONS].some((e) => lower.endsWith(e));
+}
+
+/** Python's order of strings (by code point), which torchvision sorts classes and files by; JavaScript's `<`
+ * compares UTF-16 units, which puts characters beyond U+FFFF before U+E000-U+FFFF. */
+function byCodePoint(a: string, b: string): number {
+  const x = [...a], y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0)! - y[i].codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
 }
 
 /** A folder's visible entries, sorted by name, with symbolic links resolved to what they point at. */
@@ -60,14 +77,38 @@ function list(dir: string): { name: string; isFile: boolean; isDirectory: boolea
         return { name: e.name, isFile: false, isDirectory: false }; // a dangling link
       }
     })
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    .sort((a, b) => byCodePoint(a.name, b.name));
 }
 
-/** Every image under `dir`, recursively, in sorted order (as torchvision's ImageFolder walks a class). */
-function imagesUnder(dir: string): string[] {
+/**
+ * Every image under `dir`, recursively, in sorted order (as torchvision's ImageFolder walks a class). A linked
+ * folder that leads back to one of its own ancestors is not entered again: a loop would never end.
+ */
+function imagesUnder(dir: string, ancestors: ReadonlySet<string> = new Set()): string[] {
+  const real = Deno.realPathSync(dir);
+  if (ancestors.has(real)) return [];
+  const inside = new Set(ancestors).add(real);
   return list(dir).flatMap((e) =>
-    e.isDirectory ? imagesUnder(join(dir, e.name)) : e.isFile && isImage(e.name) ? [join(dir, e.name)] : []
+    e.isDirectory ? imagesUnder(join(dir, e.name), inside) : e.isFile && isImage(e.name) ? [join(dir, e.name)] : []
   );
+}
+
+/**
+ * The class names of an image folder: its visible subfolders, sorted as torchvision sorts them.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { folderClasses } from "./folder.ts";
+ * const dir = Deno.makeTempDirSync();
+ * for (const name of ["dog", "cat", ".cache"]) Deno.mkdirSync(join(dir, name));
+ * assert.deepEqual(folderClasses(dir), ["cat", "dog"]);
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function folderClasses(root: string): string[] {
+  return list(root).filter((e) => e.isDirectory).map((e) => e.name);
 }
 
 /** Options of {@linkcode imageFolder}. */
@@ -83,6 +124,12 @@ export interface FolderOptions {
    * their pixels are allocated (default: the env DINO_MAX_IMAGE_PIXELS, else 89,478,485 as PIL's limit).
    */
   maxImagePixels?: number;
+  /**
+   * The class names that the subfolders' labels index, in order: a validation split labelled by its training
+   * split's classes (`folderClasses`), so that a class missing from it shifts no label. A subfolder not among them
+   * is an error. By default the subfolders themselves.
+   */
+  classes?: readonly string[];
 }
 
 /**
@@ -119,8 +166,17 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
   let labels: Int32Array | undefined;
   let classes: string[] = [];
   if (dirs.length > 0) {
-    classes = dirs.map((d) => d.name);
-    const perClass = dirs.map((d) => imagesUnder(join(root, d.name)));
+    classes = o.classes ? [...o.classes] : dirs.map((d) => d.name);
+    const strangers = dirs.filter((d) => !classes.includes(d.name)).map((d) => d.name);
+    if (strangers.length > 0) {
+      throw new Error(
+        `image folder ${root}: class folder(s) ${strangers.join(", ")} not among the ${classes.length} classes ` +
+          `of the training split (${classes.slice(0, 10).join(", ")}${classes.length > 10 ? ", ..." : ""}): ` +
+          "rename or remove them",
+      );
+    }
+    const top = new Set([Deno.realPathSync(root)]);
+    const perClass = classes.map((c) => dirs.some((d) => d.name === c) ? imagesUnder(join(root, c), top) : []);
     labels = new Int32Array(perClass.reduce((n, f) => n + f.length, 0));
     let k = 0;
     perClass.forEach((paths, c) => {

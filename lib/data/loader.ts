@@ -46,6 +46,24 @@ export interface LoaderOptions {
 }
 
 /**
+ * The warning for files that could not be decoded: how many, where (`in epoch 3`), the first reason, the first ten.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { skippedWarning } from "./loader.ts";
+ * assert.equal(
+ *   skippedWarning(["a.png"], "a.png: not a readable image", "in epoch 0"),
+ *   "warning: skipped 1 unreadable image file(s) in epoch 0 (a.png: not a readable image): a.png",
+ * );
+ * ```
+ */
+export function skippedWarning(files: readonly string[], firstError: string, where: string): string {
+  const shown = files.slice(0, 10).join(", ") + (files.length > 10 ? `, and ${files.length - 10} more` : "");
+  return `warning: skipped ${files.length} unreadable image file(s) ${where} (${firstError}): ${shown}`;
+}
+
+/**
  * The item order of an epoch: a permutation from (seed, epoch), or 0..n-1 without shuffling.
  *
  * @example
@@ -155,13 +173,7 @@ export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): As
     for (const p of queue) p.then((b) => [b.images, b.labels].forEach((t) => t?.dispose()), () => {});
     if (skipped.length > 0) {
       if (o.onSkipped) o.onSkipped(skipped, firstError);
-      else {
-        const shown = skipped.slice(0, 10).join(", ") +
-          (skipped.length > 10 ? `, and ${skipped.length - 10} more` : "");
-        console.warn(
-          `warning: skipped ${skipped.length} unreadable image file(s) in epoch ${epoch} (${firstError}): ${shown}`,
-        );
-      }
+      else console.warn(skippedWarning(skipped, firstError, `in epoch ${epoch}`));
     }
   }
 }

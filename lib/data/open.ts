@@ -15,7 +15,7 @@ import { basename, dirname, join } from "node:path";
 import { homedir } from "node:os";
 import { cifar10, cifar100 } from "./cifar.ts";
 import type { Dataset } from "./dataset.ts";
-import { imageFolder } from "./folder.ts";
+import { folderClasses, imageFolder } from "./folder.ts";
 import { fashionMnist, idxDataset } from "./idx.ts";
 import { SettingError } from "../settings/settings.ts";
 import { exists } from "../../ffi/mod.ts";
@@ -50,7 +50,8 @@ function named(folder: string, what: string, source: string): string {
 
 /**
  * The dataset a spec names, for `split`. A folder with `train/` and `val/` (or `test/`) subfolders uses them as
- * the splits; any other image folder is the same for both splits.
+ * the splits, the validation split labelled by the training split's classes; any other image folder is the same
+ * for both splits.
  *
  * @example
  * ```ts
@@ -98,7 +99,16 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
   const sub = split === "train" ? ["train"] : ["val", "test"];
   const splitDir = sub.map((s) => join(spec, s)).find(exists);
-  return imageFolder(splitDir ?? spec, { side: o.side ?? 256, channels: o.channels, maxImagePixels: o.maxImagePixels });
+  // The validation split's labels index the training split's classes (torchvision opens the two folders apart,
+  // so that a class missing from val/ would shift every label after it).
+  const trainDir = join(spec, "train");
+  const classes = split === "test" && splitDir && exists(trainDir) ? folderClasses(trainDir) : [];
+  return imageFolder(splitDir ?? spec, {
+    side: o.side ?? 256,
+    channels: o.channels,
+    maxImagePixels: o.maxImagePixels,
+    classes: classes.length > 0 ? classes : undefined,
+  });
 }
 
 /** The label file beside an IDX image file by the usual name (`x-images-idx3-ubyte` -> `x-labels-idx1-ubyte`). */

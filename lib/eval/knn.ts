@@ -29,6 +29,7 @@ import {
   noGrad,
   oneHot,
   reshape,
+  sort,
   sub,
   sum,
   type Tensor,
@@ -43,7 +44,7 @@ import {
 } from "../../ffi/mod.ts";
 import { l2Normalize } from "../model/head.ts";
 import type { Dataset } from "../data/dataset.ts";
-import { batches } from "../data/loader.ts";
+import { batches, skippedWarning } from "../data/loader.ts";
 import { type BackboneConfig, backboneDevice, backboneFeatures, type BackboneParams } from "../model/backbone.ts";
 import { turnsEvery } from "../training/turns.ts";
 
@@ -53,10 +54,23 @@ export interface KnnOptions {
   k?: number;
   /** Temperature of the vote weights (0.07). */
   temperature?: number;
-  /** Number of classes (default: the largest label + 1). */
+  /**
+   * Number of classes: the data set's (the official code's 1000 for ImageNet), whose order breaks ties between
+   * classes without votes in the top 5 when k < 5 (default, and at least: the largest label + 1).
+   */
   numClasses?: number;
   /** Test images per similarity block (500). */
   chunk?: number;
+}
+
+/** What {@linkcode knnClassify} measured. */
+export interface KnnResult {
+  /** Top-1 accuracy (%). */
+  top1: number;
+  /** Top-5 accuracy (%): the truth among the first min(5, k) classes. */
+  top5: number;
+  /** The test images classified. */
+  images: number;
 }
 
 /**
@@ -80,7 +94,7 @@ export function knnClassify(
   test: Tensor,
   testLabels: Int32Array,
   o: KnnOptions = {},
-): { top1: number; top5: number } {
+): KnnResult {
   if (train.shape[0] !== trainLabels.length || test.shape[0] !== testLabels.length) {
     throw new Error("k-NN: features and labels differ in count");
   }
@@ -93,7 +107,7 @@ export function knnClassify(
   let maxLabel = 0;
   for (const l of trainLabels) maxLabel = Math.max(maxLabel, l);
   for (const l of testLabels) maxLabel = Math.max(maxLabel, l);
-  const C = o.numClasses ?? maxLabel + 1;
+  const C = Math.max(o.numClasses ?? 0, maxLabel + 1);
   const chunk = o.chunk ?? 500;
   let top1 = 0, top5 = 0;
   noGrad(() =>
@@ -108,8 +122,10 @@ export function knnClassify(
           const { values, indices } = topk(sim, k, 1); // [n, k]
           const neighbours = gather(expand(unsqueeze(labels, 0), [n, -1]), 1, indices); // [n, k]
           const votes = mul(to(oneHot(neighbours, C), "f32"), unsqueeze(exp(div(values, T)), 2)); // [n, k, C]
-          const ranked = toArray(topk(sum(votes, 1), Math.min(5, C), 1).indices); // [n, <=5]
+          // The classes by votes as the official code ranks them (a descending sort, not topk: ties in the same
+          // order, libtorch's).
           const width = Math.min(5, C);
+          const ranked = toArray(narrow(sort(sum(votes, 1), 1, true).indices, 1, 0, width)); // [n, <=5]
           for (let i = 0; i < n; i++) {
             const truth = testLabels[start + i];
             const row = ranked.slice(i * width, (i + 1) * width);
@@ -121,7 +137,17 @@ export function knnClassify(
     })
   );
   const total = testLabels.length;
-  return { top1: (100 * top1) / total, top5: (100 * top5) / total };
+  return { top1: (100 * top1) / total, top5: (100 * top5) / total, images: total };
+}
+
+/** The rows of {@linkcode extractFeatures} and {@linkcode pixelFeatures}: one per image that could be read. */
+export interface Features {
+  /** f32 [N, D]. */
+  features: Tensor;
+  /** Each row's label (-1 when unknown). */
+  labels: Int32Array;
+  /** Each row's item in the dataset: unreadable files leave no row, so these can skip. */
+  indices: Int32Array;
 }
 
 /** Options of {@linkcode extractFeatures} and {@linkcode pixelFeatures}. */
@@ -132,6 +158,8 @@ export interface FeatureOptions {
   limit?: number;
   /** Stops between batches, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
+  /** Told of the files that could not be decoded (default: a warning naming the dataset). */
+  onSkipped?: (files: string[], firstError: string) => void;
 }
 
 /** How images are prepared for feature extraction: centre crop to `size`, scale to [0, 1], normalise. */
@@ -185,7 +213,7 @@ export interface ExtractOptions extends FeatureOptions {
 /**
  * Features of every image of a dataset: a ViT's CLS after the final norm or a ResNet's pooled evaluation-mode
  * output ([N, D], not normalised),
- * or what `o.embed` makes of each batch, with the labels (-1 when unknown).
+ * or what `o.embed` makes of each batch, with the labels (-1 when unknown) and the rows' dataset items.
  *
  * @example
  * ```ts
@@ -211,7 +239,7 @@ export async function extractFeatures(
   ds: Dataset,
   t: EvalTransform,
   o: ExtractOptions = {},
-): Promise<{ features: Tensor; labels: Int32Array }> {
+): Promise<Features> {
   const device = backboneDevice(backbone);
   const embed = o.embed ?? ((x: Tensor) => backboneFeatures(backbone, cfg, x));
   return await rows(
@@ -241,7 +269,7 @@ export async function extractFeatures(
 export async function pixelFeatures(
   ds: Dataset,
   o: FeatureOptions = {},
-): Promise<{ features: Tensor; labels: Int32Array }> {
+): Promise<Features> {
   return await rows(ds, o, (images) => tidy(() => reshape(div(to(images, "f32"), 255), [images.shape[0], -1])));
 }
 
@@ -249,26 +277,32 @@ async function rows(
   ds: Dataset,
   o: FeatureOptions,
   fn: (images: Tensor) => Tensor,
-): Promise<{ features: Tensor; labels: Int32Array }> {
+): Promise<Features> {
   const n = o.limit && o.limit > 0 ? Math.min(o.limit, ds.length) : ds.length;
   const view: Dataset = n === ds.length ? ds : { ...ds, length: n };
   const parts: Tensor[] = [];
-  const labels: number[] = [];
+  const labels: number[] = [], indices: number[] = [];
   const turn = turnsEvery(100); // for a signal handler to abort
   try {
-    for await (const b of batches(view, 0, { batchSize: o.batchSize ?? 256, shuffle: false, dropLast: false })) {
+    const onSkipped = o.onSkipped ?? ((files, why) => console.warn(skippedWarning(files, why, `of ${ds.name}`)));
+    const order = { batchSize: o.batchSize ?? 256, shuffle: false, dropLast: false, onSkipped };
+    for await (const b of batches(view, 0, order)) {
       try {
         if (o.signal) await turn();
         o.signal?.throwIfAborted();
         parts.push(fn(b.images));
-        for (const i of b.indices) labels.push(ds.labels ? ds.labels[i] : -1);
+        for (const i of b.indices) {
+          labels.push(ds.labels ? ds.labels[i] : -1);
+          indices.push(i);
+        }
       } finally {
         b.images.dispose();
         b.labels?.dispose();
       }
     }
-    if (parts.length === 0) throw new Error(`${ds.name}: no images could be read`);
-    return { features: cat(parts, 0), labels: Int32Array.from(labels) };
+    // A batch whose files all failed still adds its empty rows: count the rows, not the batches.
+    if (indices.length === 0) throw new Error(`${ds.name}: no images could be read`);
+    return { features: cat(parts, 0), labels: Int32Array.from(labels), indices: Int32Array.from(indices) };
   } finally {
     for (const p of parts) p.dispose();
   }

@@ -28,7 +28,7 @@ import { dispose, Generator } from "../../ffi/mod.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { backboneConfig, type DinoConfig, initDino } from "../model/dino.ts";
 import type { BackboneConfig, BackboneParams } from "../model/backbone.ts";
-import { type EvalTransform, extractFeatures, knnClassify, pixelFeatures } from "./knn.ts";
+import { type EvalTransform, extractFeatures, knnClassify, type KnnResult, pixelFeatures } from "./knn.ts";
 
 /** Top-1 and top-5 accuracy, in percent. */
 export interface Accuracy {
@@ -52,6 +52,8 @@ export interface KnnProtocol {
   temperature?: number;
   /** Stops the evaluation between batches, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
+  /** Told of each pass's files that could not be decoded (default: a warning per pass). */
+  onSkipped?: (files: string[], firstError: string) => void;
 }
 
 /**
@@ -78,12 +80,16 @@ export async function knnAccuracy(
   backbone: BackboneParams,
   vit: BackboneConfig,
   p: KnnProtocol,
-): Promise<Accuracy> {
-  const a = await extractFeatures(backbone, vit, p.train, p.transform, { signal: p.signal });
+): Promise<KnnResult> {
+  const a = await extractFeatures(backbone, vit, p.train, p.transform, { signal: p.signal, onSkipped: p.onSkipped });
   try {
-    const b = await extractFeatures(backbone, vit, p.test, p.transform, { signal: p.signal });
+    const b = await extractFeatures(backbone, vit, p.test, p.transform, { signal: p.signal, onSkipped: p.onSkipped });
     try {
-      return knnClassify(a.features, a.labels, b.features, b.labels, { k: p.k, temperature: p.temperature });
+      return knnClassify(a.features, a.labels, b.features, b.labels, {
+        k: p.k,
+        temperature: p.temperature,
+        numClasses: p.train.classes.length,
+      });
     } finally {
       b.features.dispose();
     }
@@ -100,7 +106,7 @@ export async function knnAccuracy(
 export async function evaluateRun(
   teacher: BackboneParams,
   o: KnnProtocol & { net: DinoConfig; seed: number },
-): Promise<{ trained: Accuracy; init: Accuracy; rawPixels: Accuracy }> {
+): Promise<{ trained: KnnResult; init: Accuracy; rawPixels: Accuracy }> {
   const trained = await knnAccuracy(teacher, backboneConfig(o.net), o);
   let init: Accuracy;
   {
@@ -112,13 +118,14 @@ export async function evaluateRun(
       dispose(atInit);
     }
   }
-  const pa = await pixelFeatures(o.train, { signal: o.signal });
+  const pa = await pixelFeatures(o.train, { signal: o.signal, onSkipped: o.onSkipped });
   try {
-    const pb = await pixelFeatures(o.test, { signal: o.signal });
+    const pb = await pixelFeatures(o.test, { signal: o.signal, onSkipped: o.onSkipped });
     try {
       const rawPixels = knnClassify(pa.features, pa.labels, pb.features, pb.labels, {
         k: o.k,
         temperature: o.temperature,
+        numClasses: o.train.classes.length,
       });
       return { trained, init, rawPixels };
     } finally {
