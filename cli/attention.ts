@@ -49,7 +49,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   parseFlags,
   UsageError,
@@ -67,7 +67,7 @@ options:
   --weights FILE        a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
   --image PATH          an image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM); repeat for more (required)
   --output-dir DIR      where the pictures and attention.safetensors go; made if missing (required)
-${MODEL_HELP}
+${modelHelp()}
   --image-size N        the short side images are resized to, 1 to 8192 (default 480); each side is
                         then made the nearest multiple of the patch size
   --threshold T         the share of each head's attention its mask keeps, in (0, 1] (default 0.6)

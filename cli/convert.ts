@@ -72,6 +72,9 @@ export function main(args: string[]): number {
           throw new UsageError(`--checkpoint-key ${e instanceof Error ? e.message : e}`);
         }
       }
+      if (Object.keys(tensors).length === 0) {
+        throw new UsageError(`--in ${o.input} holds no tensors: not a weights file (nothing written)`);
+      }
       const metadata = { ...file.metadata, converted_from: o.input.split("/").pop()! };
       writeSafetensors(o.out, tensors, metadata);
       const count = Object.keys(tensors).length;

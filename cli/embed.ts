@@ -29,7 +29,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   outputFile,
   parseFlags,
@@ -47,7 +47,7 @@ options:
   --data DATA           fmnist, cifar10, cifar100 or an image folder (required)
   --out FILE            the .safetensors file to write, in an existing folder (required)
   --split NAME          train or test (default test)
-${MODEL_HELP}
+${modelHelp()}
   --image-size N        side of the embedded images, 1 to 8192 (default: the model's)
   --mean M,M,M          normalisation mean, one per channel (default: the checkpoint's, else ImageNet's)
   --std S,S,S           normalisation std, one per channel, > 0 (default: the checkpoint's, else ImageNet's)

@@ -54,7 +54,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   openEvalSplits,
   parseFlags,
@@ -73,7 +73,7 @@ checkpoint's teacher, or official weights), tested after every epoch; the best e
 
   --weights FILE            a checkpoint of this project or official weights (.pth or .safetensors)
   --data DATA               labelled images: fmnist, cifar10, cifar100 or a folder (one subfolder per class)
-${MODEL_HELP}
+${modelHelp(28)}
   --from-scratch            train the same network from a fresh initialisation (the baseline), same budget
   --epochs N                epochs, 1 to 100000 (default ${D.epochs})
   --batch-size N            images per step (default ${D.batchSize})

@@ -87,7 +87,8 @@ export function usageError(e: unknown): UsageError | undefined {
 export function failure(e: unknown, command: string): number {
   const u = usageError(e);
   const message = (u ?? e) instanceof Error ? (u ?? e as Error).message : String(e);
-  const line = message.split("\n").map((l) => l.trim()).filter((l) => l !== "").join("; ");
+  const line = message.split("\n").map((l) => l.trim()).filter((l) => l !== "")
+    .reduce((joined, l) => (joined === "" ? l : `${joined}${joined.endsWith(":") ? " " : "; "}${l}`), "");
   console.error(`error: ${line}${u ? ` (see 'deno task ${command} --help')` : ""}`);
   return u ? 2 : 1;
 }
@@ -189,7 +190,7 @@ export function parseTrainArgs(
   for (const name of Object.keys(SETTINGS)) options[flagOf(name).slice(2)] = { type: "string" };
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: ownArgs(args), options, strict: true, allowPositionals: false }));
   } catch (e) {
     throw argsError(e);
   }
@@ -224,14 +225,20 @@ export const NAMED = ["fmnist", "cifar10", "cifar100"];
  * const v = parseFlags(["--k", "5"], { k: { type: "string", default: "20" }, help: { type: "boolean" } });
  * assert.equal(v.k, "5");
  * assert.throws(() => parseFlags(["--nope"], { k: { type: "string" } }), /Unknown option '--nope'/);
+ * assert.equal(parseFlags(["--", "--k", "5"], { k: { type: "string" } }).k, "5"); // npm's `run x -- --k 5`
  * ```
  */
 export function parseFlags<const O extends ParseArgsOptionsConfig>(args: string[], options: O) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({ args: ownArgs(args), options, strict: true, allowPositionals: false }).values;
   } catch (e) {
     throw argsError(e);
   }
+}
+
+/** The flags without a leading `--`, which npm's habit (`npm run x -- --flag`) puts before them. */
+function ownArgs(args: readonly string[]): string[] {
+  return args[0] === "--" ? args.slice(1) : [...args];
 }
 
 /** parseArgs' complaint as a usage error (without its advice on positionals). Shared by the commands. */
@@ -325,10 +332,23 @@ export const MODEL_FLAGS = {
   "checkpoint-key": { type: "string", default: "teacher" },
 } as const;
 
-/** The help lines of {@linkcode MODEL_FLAGS}. */
-export const MODEL_HELP = `  --arch NAME           for weights without metadata: ${BACKBONE_ARCHS.join(", ")}
-  --patch-size N        for weights without metadata: checked against the weights (1 to 64)
-  --checkpoint-key K    the network of a full checkpoint: teacher (default) or student`;
+/**
+ * The help lines of {@linkcode MODEL_FLAGS}, their descriptions from `column` (the command's own column).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { modelHelp } from "./flags.ts";
+ * assert.match(modelHelp(30), /^  --arch NAME {17}for weights without metadata/);
+ * ```
+ */
+export function modelHelp(column = 24): string {
+  return [
+    ["--arch NAME", `for weights without metadata: ${BACKBONE_ARCHS.join(", ")}`],
+    ["--patch-size N", "for weights without metadata: checked against the weights (1 to 64)"],
+    ["--checkpoint-key K", "the network of a full checkpoint: teacher (default) or student"],
+  ].map(([flag, text]) => `  ${flag.padEnd(column - 2)}${text}`).join("\n");
+}
 
 /** What {@linkcode loadModel} needs from the {@linkcode MODEL_FLAGS} values, checked. */
 export interface ModelOptions {
@@ -421,6 +441,12 @@ export function openEvalSplits(
     }
     if (!train.labels || !test.labels) {
       throw new Error(`${what} needs labelled images: this data has none (use a folder with one subfolder per class)`);
+    }
+    if (train.name === test.name) {
+      console.warn(
+        `warning: --data ${o.data} has no separate test split (train/ and val/ folders): ${what} is measured on the ` +
+          "training images themselves",
+      );
     }
     const norm = model.normalization ?? defaultNormalization(cfg.inChans);
     return { train, test, transform: { size, mean: [...norm.mean], std: [...norm.std] } };

@@ -20,7 +20,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   openEvalSplits,
   parseFlags,
@@ -40,7 +40,7 @@ options:
   --data DATA           fmnist, cifar10, cifar100 or a folder with train/ and val/ (required)
   --k N                 neighbours, 1 to 100000 (default 20; several as 10,20,100,200)
   --temperature T       vote temperature, > 0 (default 0.07)
-${MODEL_HELP}
+${modelHelp()}
   --image-size N        side of the evaluated images, 1 to 8192 (default: the model's)
   --batch-size N        images per forward pass, 1 to 65536 (default 256)
   --train-limit N       use only the first N training images (default 0: all)

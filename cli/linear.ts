@@ -45,7 +45,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   openEvalSplits,
   UsageError,
@@ -63,7 +63,7 @@ features, tested after every epoch; the best epoch's top-1 is the result.
 options:
   --weights FILE            a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
   --data DATA               fmnist, cifar10, cifar100 or a folder with train/ and val/ (required)
-${MODEL_HELP.replace(/^( {2}--\S+(?: [A-Z]+)?) +/gm, (_, flag: string) => flag.padEnd(28))}
+${modelHelp(28)}
   --n-last-blocks N         CLS tokens of the last N blocks, each after the final norm, concatenated
                             (default as the official table: 4 for ViT-S-like widths under 768, 1 for ViT-B)
   --avgpool-patchtokens [B] also the mean of the last block's normed patch tokens (true or false; the bare

@@ -46,7 +46,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   parseFlags,
   UsageError,
@@ -69,7 +69,7 @@ options:
   --output-dir DIR              where the masks go; made if missing (required)
   --annotations DIR             the true masks, DIR/<frame stem>.png for every frame: prints J, F and J&F
                                 (DAVIS 2017; first and last frames not scored) and writes DIR/scores.json
-${MODEL_HELP}
+${modelHelp(32)}
   --n-last-frames N             previous frames each frame looks back at, besides the first, 0 to 100 (default 7)
   --size-mask-neighborhood N    half-width in patches of the window labels come from, 0 for none (default 12)
   --topk N                      largest affinities kept per patch, 1 to 1000 (default 5)

@@ -70,7 +70,7 @@ import {
   integer,
   loadModel,
   MODEL_FLAGS,
-  MODEL_HELP,
+  modelHelp,
   modelOptions,
   parseFlags,
   UsageError,
@@ -99,7 +99,7 @@ options:
   --map                 require the scores: an error when the folders cannot tell true matches
   --image-size N        retrieval: the long side images are shrunk to (default 224, as PIL's thumbnail);
                         copy detection: the side of the square images are resized to (default 320)
-${MODEL_HELP}
+${modelHelp()}
   --max-image-pixels N  largest image (width x height) decoded
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;

@@ -8,6 +8,8 @@ Run with Debian's PyTorch: /usr/bin/python3 scripts/gen_pth_fixtures.py
 - full.pth: a full checkpoint as main_dino.py saves it: student (DDP, so
   `module.` keys), teacher, optimizer (AdamW after one step), epoch, args
   (an argparse.Namespace) and dino_loss (the center).
+- student_only.pth: a checkpoint holding only the student (DDP keys) and the epoch, whose default --checkpoint-key
+  (teacher) must be refused naming "student".
 - kinds.pth: tensors of every dtype the reader takes, and views (storage
   offsets, transposes, shared storages).
 - legacy.pth: the pre-1.6 format, which must be refused with how to convert.
@@ -72,6 +74,7 @@ def main():
         "args": args,
         "dino_loss": {"center": torch.full((1, 64), 0.25)},
     }, os.path.join(OUT, "full.pth"))
+    torch.save({"student": DDP(student).state_dict(), "epoch": 3}, os.path.join(OUT, "student_only.pth"))
 
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     kinds = collections.OrderedDict([

@@ -317,6 +317,13 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   const h = readSafetensors(out);
   assert.deepEqual([h.tensors.features.shape, t.toArray(h.tensors.indices)], [[2, 192], [0, 2]]);
   t.dispose(h.tensors);
+  // Class folders without train/ and val/: k-NN says that it measures the training images themselves.
+  for (const c of ["a", "b"]) Deno.mkdirSync(join(photos, c));
+  Deno.renameSync(join(photos, "a.png"), join(photos, "a", "a.png"));
+  Deno.renameSync(join(photos, "c.png"), join(photos, "b", "c.png"));
+  const self = await captured(() => knn(["--checkpoint", official, "--arch", "vit_tiny", "--data", photos]));
+  assert.equal(self.value, 0, self.err);
+  assert.match(self.err, /warning: --data \S+ has no separate test split .*: k-NN is measured on the training images/);
   // Every file unreadable: exit 1 and nothing written (the batches of nothing once made an empty file).
   Deno.removeSync(out);
   const none = await captured(() => embed([...official2, "--data", unreadable]));

@@ -84,7 +84,7 @@ Deno.test("a released backbone-only .pth gives the same features, its shape read
   assert.equal(liveTensors(), before);
 });
 
-Deno.test("a full checkpoint keeps its args and epoch as metadata; an unknown --checkpoint-key names the networks", () => {
+Deno.test("a full checkpoint keeps its args and epoch as metadata; an unknown or absent --checkpoint-key names the networks", () => {
   const before = liveTensors();
   const { tensors, metadata } = readWeights(fixture("full.pth"), { select: (k) => k.startsWith("dino_loss.") });
   assert.deepEqual(Object.keys(tensors), ["dino_loss.center"]);
@@ -96,6 +96,14 @@ Deno.test("a full checkpoint keeps its args and epoch as metadata; an unknown --
     () => loadEvalBackbone(fixture("full.pth"), { checkpointKey: "ema" }),
     /no "ema" network in this file \(it holds "student", "teacher"\): pass one of those to --checkpoint-key/,
   );
+  // Only a student: the default teacher is refused naming the key that works, which loads.
+  assert.throws(
+    () => loadEvalBackbone(fixture("student_only.pth"), { arch: "vit_tiny" }),
+    /no "teacher" network in this file \(it holds "student"\): pass --checkpoint-key student/,
+  );
+  const student = loadEvalBackbone(fixture("student_only.pth"), { arch: "vit_tiny", checkpointKey: "student" });
+  assert.ok(student.vit);
+  dispose(student.backbone);
   assert.equal(liveTensors(), before);
 });
 

@@ -129,8 +129,15 @@ export function loadEvalBackbone(
   // Only the chosen network is made: a full checkpoint's optimizer state and other network are skipped.
   const key = o.checkpointKey ?? "teacher";
   const other = key === "student" ? "teacher." : key === "teacher" ? "student." : undefined;
+  let otherKeys = 0;
   const { tensors, metadata, format } = readWeights(path, {
-    select: (k) => !(other && k.startsWith(other)) && !/^(optimizer|dino_loss|fp16_scaler)\./.test(k),
+    select: (k) => {
+      if (other && k.startsWith(other)) {
+        otherKeys++;
+        return false;
+      }
+      return !/^(optimizer|dino_loss|fp16_scaler)\./.test(k);
+    },
   });
   if (format === "safetensors" && metadata.format === CHECKPOINT_FORMAT) {
     dispose(tensors);
@@ -156,6 +163,12 @@ export function loadEvalBackbone(
   try {
     const flat = backboneTensors(tensors, { key: o.checkpointKey, source: path });
     if ("conv1.weight" in flat && "layer1.0.conv1.weight" in flat) return resnetWeights(flat, path, o.arch);
+    if (!("cls_token" in flat) && otherKeys > 0 && !Object.keys(tensors).some((k) => k.includes("backbone."))) {
+      throw new Error(
+        `${path}: no "${key}" network in this file (it holds "${other!.slice(0, -1)}"): pass --checkpoint-key ` +
+          other!.slice(0, -1),
+      );
+    }
     if (!("cls_token" in flat)) {
       throw new Error(
         `${path}: no ViT backbone found (no cls_token among its ${Object.keys(tensors).length} tensors, ` +
@@ -309,9 +322,13 @@ export function startFrom(state: TrainState, path: string): { state: TrainState;
         const net = withHead ? loaded as DinoParams : { backbone: loaded as ViTParams, head: into.head };
         return { net, withHead };
       } catch (e) {
+        const why = e instanceof Error ? e.message : String(e);
+        const grid = /pos_embed/.test(why)
+          ? " (pos_embed's grid is --global-crops-size / --patch-size patches a side: set them to the weights')"
+          : "";
         throw new Error(
           `${path} does not fit the network of these settings (set the model flags to the weights' network, ` +
-            `e.g. --preset imagenet-vits16 for the official ViT-S/16): ${e instanceof Error ? e.message : e}`,
+            `e.g. --preset imagenet-vits16 for the official ViT-S/16)${grid}: ${why}`,
         );
       } finally {
         dispose(converted.map((k) => f32[k]));

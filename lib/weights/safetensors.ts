@@ -79,9 +79,10 @@ function parseHeader(
   };
   if (bytes.length >= 2 && bytes[0] === 0x50 && bytes[1] === 0x4b) {
     fail(
-      "this is a zip archive, as PyTorch's torch.save writes (.pth); convert it with: python -c \"import torch; " +
-        "from safetensors.torch import save_file; sd = torch.load('in.pth', map_location='cpu'); " +
-        "sd = sd.get('teacher', sd); save_file({k: v.contiguous() for k, v in sd.items()}, 'out.safetensors')\"",
+      "this is a zip archive, as PyTorch's torch.save writes (.pth), not safetensors: the commands that take weights " +
+        "read .pth files as they are, `deno task convert --in F.pth --out F.safetensors` rewrites one, and a training " +
+        "run starts from official weights with `deno task train --init-weights F.pth` (--resume takes this " +
+        "project's checkpoints)",
     );
   }
   if (bytes.length < 8) fail(`${bytes.length} bytes is too short for the 8-byte header length`);
