@@ -547,7 +547,8 @@ static void convert_channels(const stbi_uc* src, int n, int channels, size_t cou
     } else if (channels == 3) {
       std::copy(src, src + 3, dst);
     } else {
-      dst[0] = static_cast<uint8_t>((src[0] * 77 + src[1] * 150 + src[2] * 29) >> 8);
+      // PIL's convert("L"): ITU-R 601-2 luma in 16-bit fixed point, rounded (stb's own weights are 8-bit).
+      dst[0] = static_cast<uint8_t>((src[0] * 19595 + src[1] * 38470 + src[2] * 7471 + 0x8000) >> 16);
     }
   }
 }
@@ -749,13 +750,14 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       return;
     }
   }
-  // The channels asked of stb. It converts them itself, except where stb 2.27 gets that wrong: a PIC that fails
-  // to decode is converted anyway, from a null buffer, and a 16-bit PNM is converted as if it had 8-bit samples
-  // (CVE-2021-42716, reading past its buffer); those are decoded in their own channels and converted below.
+  // The channels asked of stb. It converts them itself, except colour to gray (its luma weights are not PIL's) and
+  // where stb 2.27 gets that wrong: a PIC that fails to decode is converted anyway, from a null buffer, and a 16-bit
+  // PNM is converted as if it had 8-bit samples (CVE-2021-42716, reading past its buffer); those are decoded in their
+  // own channels and converted below.
   // A 16-bit PNM is read in 16 bits, to be scaled by its maximum value below.
   const bool pnm16 = pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get());
   const int pnm_max = pnm ? pnm_max_value(fd, st.st_size) : 0;
-  const int req = pic ? 4 : pnm16 ? comp : channels;
+  const int req = pic ? 4 : pnm16 || (channels == 1 && comp >= 3) ? comp : channels;
   arena.cap = static_cast<size_t>(std::min(kHeaderBytes + kBytesPerPixel * pixels, static_cast<double>(SIZE_MAX)));
   int dw = 0, dh = 0;
   clear_stb_reason();

@@ -258,3 +258,23 @@ Deno.test("the loader shuffles per epoch from the seed, batches, drops the last,
   assert.deepEqual(reports[0].map((p) => p.split("/").pop()), ["c.png"]);
   Deno.removeSync(root, { recursive: true });
 });
+
+Deno.test("a colour image decoded to gray takes PIL's convert('L') weights", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = join(dir, "rgba.png");
+  using g = new t.Generator(3);
+  t.tidy(() => t.writeImage(path, t.to(t.randint(g, 0, 256, [12, 12, 4]), "u8")));
+  const rgb = await t.decodeImage(path, { side: 12, channels: 3 });
+  const gray = await t.decodeImage(path, { side: 12, channels: 1 });
+  try {
+    const c = t.toArray(rgb.image!), n = 12 * 12;
+    const expected = Array.from(
+      { length: n },
+      (_, i) => (c[i] * 19595 + c[n + i] * 38470 + c[2 * n + i] * 7471 + 0x8000) >> 16,
+    );
+    assert.deepEqual(t.toArray(gray.image!), expected);
+  } finally {
+    t.dispose([rgb.image, gray.image]);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
