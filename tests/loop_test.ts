@@ -51,6 +51,40 @@ Deno.test("the loop makes each batch's views during the previous step and trains
   assert.equal(t.liveTensors(), before, "tensors leaked");
 });
 
+Deno.test("a batch that lost every image is a skipped step, one short a whole number of micro-batches: epochs keep their steps", async () => {
+  const before = t.liveTensors();
+  const x = images();
+  const data = tensorDataset(x);
+  const accum = { ...hyper, accumSteps: 2 };
+  // Items 0-3 unreadable (every image of a batch when they fall together), item 5 too (a batch of 3, cut to 2).
+  const lost = new Set([0, 1, 2, 3, 5]);
+  const damaged = {
+    ...data,
+    async load(indices: readonly number[]) {
+      const kept = indices.filter((i) => !lost.has(i));
+      const images = t.tidy(() =>
+        kept.length
+          ? t.indexSelect(x, 0, t.tensor(BigInt64Array.from(kept, BigInt)))
+          : t.zeros([0, 1, 20, 20], { dtype: "u8" })
+      );
+      return { images, indices: kept, failed: indices.filter((i) => lost.has(i)).map(String), firstError: "lost" };
+    },
+  };
+  let state = initTrainState(net, accum, 0);
+  const steps: number[][] = [[], []];
+  for await (const e of trainLoop(state, { data: damaged, net, hyper: accum, augment, seed: 7, onSkipped: () => {} })) {
+    state = e.state;
+    if (e.type === "step") steps[e.epoch].push(e.state.step);
+  }
+  assert.equal(state.step, 6, "each epoch took its 3 steps");
+  assert.ok(steps.every((s) => s.length >= 1 && s.every((n, i) => i === 0 || n > s[i - 1])));
+  assert.ok(steps[0].every((n) => n <= 3) && steps[1].every((n) => n > 3), `steps by epoch ${JSON.stringify(steps)}`);
+  t.dispose(state);
+  data[Symbol.dispose]();
+  x.dispose();
+  assert.equal(t.liveTensors(), before, "tensors leaked");
+});
+
 Deno.test("breaking out of the loop while the next batch's views are being made leaks nothing", async () => {
   const before = t.liveTensors();
   const x = images();

@@ -40,6 +40,7 @@ import {
   type Device,
   dispose,
   getNumThreads,
+  narrow,
   type ProcessGroup,
   streamSeed,
   type Tensor,
@@ -154,6 +155,29 @@ interface Pending {
   views: Promise<Tensor[]>;
 }
 
+/** In place of a {@linkcode Pending} batch: one that had nothing left to train on. */
+const SKIPPED = "skipped";
+
+/**
+ * The batch cut to a whole number of micro-batches (its first images), or undefined where none is left: unreadable
+ * files leave a batch short, and `trainStep` splits a batch into equal micro-batches.
+ */
+function wholeMicroBatches(batch: Batch, accumSteps: number): Batch | undefined {
+  const n = batch.images.shape[0], kept = n - n % accumSteps;
+  if (kept === n) return batch;
+  try {
+    if (kept === 0) return undefined;
+    return {
+      ...batch,
+      images: narrow(batch.images, 0, 0, kept),
+      labels: batch.labels && narrow(batch.labels, 0, 0, kept),
+      indices: batch.indices.slice(0, kept),
+    };
+  } finally {
+    dispose([batch.images, batch.labels]);
+  }
+}
+
 /**
  * Trains from `state` until `stopAt` or the last epoch, yielding an event
  * after every step and at the end of every epoch. A resumed state continues
@@ -184,10 +208,17 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
         : Promise.resolve(tidy(() => dinoViews(toDevice(batch.images, device), o.augment, { sampleSeeds })));
       return { batch, views };
     };
-    let pending: Pending | undefined;
+    let pending: Pending | typeof SKIPPED | undefined;
     let resumed = performance.now(); // when the loop last got control back from its caller
     // The step of a batch whose views were started: waits for them, steps, and says how long it waited.
-    const step = async function* (p: Pending): AsyncGenerator<TrainEvent> {
+    const step = async function* (p: Pending | typeof SKIPPED): AsyncGenerator<TrainEvent> {
+      if (p === SKIPPED) {
+        // Nothing to train on: the step is skipped, its number taken (as the official loop's counter moves on), so
+        // that the schedules and the epochs' batches stay where they would have been (the next epoch resumes its
+        // batches from the step count).
+        state = { ...state, step: state.step + 1 };
+        return;
+      }
       const views = await p.views.finally(() => dispose([p.batch.images, p.batch.labels]));
       const dataWaitMs = performance.now() - resumed;
       // The loop owns `state` and disposes it next: the step may write the new state into its buffers.
@@ -199,16 +230,17 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
       resumed = performance.now();
     };
     try {
-      for await (const batch of batches(o.data, epoch, loader)) {
-        // A batch that lost too many unreadable files is skipped, by every rank when one must.
-        const tooSmall = batch.images.shape[0] < hyper.accumSteps;
+      for await (const loaded of batches(o.data, epoch, loader)) {
         const full = state.step + (pending ? 1 : 0) >= stopAt; // the steps to stopAt have their batches
-        if (full || (group ? anyRank(tooSmall, group) : tooSmall)) {
-          dispose([batch.images, batch.labels]);
-          if (full) break;
-          continue;
+        if (full) {
+          dispose([loaded.images, loaded.labels]);
+          break;
         }
-        const next = startViews(batch); // made while the pending batch's step runs
+        // A batch that lost every image to unreadable files (on any rank: all skip together) is a skipped step.
+        const batch = wholeMicroBatches(loaded, hyper.accumSteps);
+        const empty = group ? anyRank(batch === undefined, group) : batch === undefined;
+        if (empty && batch) dispose([batch.images, batch.labels]);
+        const next = empty || !batch ? SKIPPED : startViews(batch); // made while the pending batch's step runs
         if (pending) {
           const p = pending;
           pending = next;
@@ -222,10 +254,9 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
       }
     } finally {
       // Stopped early (the caller broke out, or a step failed): the views being made are freed when made.
-      if (pending) {
-        await pending.views.then(dispose, () => {}).finally(() =>
-          dispose([pending!.batch.images, pending!.batch.labels])
-        );
+      if (pending && pending !== SKIPPED) {
+        const p = pending;
+        await p.views.then(dispose, () => {}).finally(() => dispose([p.batch.images, p.batch.labels]));
       }
     }
     const completed = state.step % perEpoch === 0 ? state.step / perEpoch : epoch;
