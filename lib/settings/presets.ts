@@ -71,8 +71,9 @@ const FMNIST: Preset = {
  * The presets. `fmnist` (the default) is sized to finish on a 2-core CPU in
  * about 10 minutes, k-NN evaluations included; `fmnist-gpu` is the same data
  * for one GPU in at most 5 minutes; `cifar10` is a small-image
- * recipe for longer or GPU runs; `imagenet-vits16` is the official recipe
- * exactly (ViT-S/16, K 65536, 2 x 224 + 8 x 96, 100 epochs); `imagenet-resnet50`
+ * recipe for longer or GPU runs; `imagenet-vits16` is the official recipe's
+ * defaults (ViT-S/16, K 65536, 2 x 224 + 8 x 96, 100 epochs; fp32 unless
+ * `--precision fp16`, the official `--use_fp16 true`); `imagenet-resnet50`
  * is the official README's ResNet-50 command.
  */
 export const PRESETS: Record<string, Preset> = {

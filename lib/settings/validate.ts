@@ -103,9 +103,10 @@ export function validateSettings(s: Settings): Settings {
       (n) => `${n("warmupTeacherTempEpochs")} ${s.warmupTeacherTempEpochs} exceeds ${n("epochs")} ${s.epochs}`,
     );
   }
-  if (s.minLr > s.lr * s.batchSize / 256) {
-    bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${s.lr * s.batchSize / 256}`);
-  }
+  // The peak scales with the global batch: this machine's processes at least (a group that torchrun or SLURM starts
+  // may be larger, and its peak higher still).
+  const peak = s.lr * s.batchSize * s.nprocPerNode / 256;
+  if (s.minLr > peak) bad(["minLr"], (n) => `${n("minLr")} ${s.minLr} is above the scaled peak lr ${peak}`);
   const params = parameterCount(s);
   if (params > MAX_PARAMETERS) {
     bad(
