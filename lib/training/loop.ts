@@ -164,7 +164,7 @@ const SKIPPED = "skipped";
  */
 function wholeMicroBatches(batch: Batch, accumSteps: number): Batch | undefined {
   const n = batch.images.shape[0], kept = n - n % accumSteps;
-  if (kept === n) return batch;
+  if (kept === n && n > 0) return batch;
   try {
     if (kept === 0) return undefined;
     return {
