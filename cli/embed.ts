@@ -167,7 +167,8 @@ export async function main(args: string[]): Promise<number> {
         classes: JSON.stringify(ds.classes),
         [model.resnet ? "resnet" : "vit"]: JSON.stringify(vit),
       });
-      console.log(`wrote ${o.out}: features [${features.shape}]${ds.labels ? `, labels [${labels.length}]` : ""}`);
+      const labelled = ds.labels ? `, labels [${labels.length}]` : "";
+      console.log(`wrote ${o.out}: features [${features.shape}], indices [${indices.length}]${labelled}`);
     } finally {
       features.dispose();
     }

@@ -53,6 +53,7 @@ import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } f
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
 import {
+  anyRank,
   broadcastNumbers,
   broadcastTree,
   gatherNumbers,
@@ -349,11 +350,16 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
   for await (const e of trainLoop(run.state, { ...run, data, augment, seed: s.seed, stopAt, augmentOn: s.augmentOn })) {
     run.state = e.state;
     const step = e.state.step;
-    if (e.type === "epoch" && read === 0 && skipped > 0) {
+    // Every rank stops when one had nothing to train on (each rank's steps were skipped with it): the others would
+    // wait for it at their next collective.
+    const none = e.type === "epoch" && read === 0 && skipped > 0;
+    if (e.type === "epoch" && (run.group ? anyRank(none, run.group) : none)) {
       log.finish();
       return unreadable(
         new UnreadableDataError(
-          `every one of the ${skipped} images of epoch ${e.epoch + 1} was unreadable`,
+          none
+            ? `every one of the ${skipped} images of epoch ${e.epoch + 1} was unreadable`
+            : `another process could read none of its images of epoch ${e.epoch + 1}`,
           firstError,
         ),
         exists(out.checkpoint) ? `the checkpoint at step ${step} is kept` : "no checkpoint was written",

@@ -538,8 +538,8 @@ static int pnm_max_value(int fd, off_t size) {
   return max >= 1 && max <= 65535 ? static_cast<int>(max) : -1;
 }
 
-// Converts `n`-channel pixels to `channels` (1 or 3) as stb does: gray is repeated, alpha dropped, and RGB made
-// gray as (77 R + 150 G + 29 B) / 256.
+// Converts `n`-channel pixels to `channels` (1 or 3): gray is repeated, alpha dropped, and RGB made gray as PIL's
+// convert("L") makes it.
 static void convert_channels(const stbi_uc* src, int n, int channels, size_t count, uint8_t* dst) {
   for (size_t i = 0; i < count; i++, src += n, dst += channels) {
     if (n <= 2) {
@@ -547,7 +547,7 @@ static void convert_channels(const stbi_uc* src, int n, int channels, size_t cou
     } else if (channels == 3) {
       std::copy(src, src + 3, dst);
     } else {
-      // PIL's convert("L"): ITU-R 601-2 luma in 16-bit fixed point, rounded (stb's own weights are 8-bit).
+      // ITU-R 601-2 luma in 16-bit fixed point, rounded (stb's own weights are 8-bit, and put pixels 1 off PIL's).
       dst[0] = static_cast<uint8_t>((src[0] * 19595 + src[1] * 38470 + src[2] * 7471 + 0x8000) >> 16);
     }
   }

@@ -278,3 +278,28 @@ Deno.test("a colour image decoded to gray takes PIL's convert('L') weights", asy
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("a class's images in torchvision's order: folders by whole path, each folder's files before its subfolders'", async () => {
+  const root = Deno.makeTempDirSync();
+  // sorted(os.walk(cls)): cls, cls/a, cls/a-b, cls/a/c ("-" sorts before "/"), each folder's files sorted.
+  const files = ["z.png", "a/1.png", "a-b/3.png", "a/c/2.png", "top.png"];
+  files.forEach((f, i) => {
+    Deno.mkdirSync(join(root, "cls", f, ".."), { recursive: true });
+    t.tidy(() => t.writeImage(join(root, "cls", f), t.full([4, 4, 1], 10 * (i + 1), { dtype: "u8" })));
+  });
+  using ds = imageFolder(root, { side: 4, channels: 1 });
+  const b = await ds.load([0, 1, 2, 3, 4]);
+  const shade = (f: string) => 10 * (files.indexOf(f) + 1);
+  const order = ["top.png", "z.png", "a/1.png", "a-b/3.png", "a/c/2.png"];
+  assert.deepEqual(t.toArray(t.tidy(() => t.select(t.select(t.select(b.images, 1, 0), 1, 0), 1, 0))), order.map(shade));
+  t.dispose([b.images, b.labels]);
+
+  // Only train/: both splits are it, not the folder with one class named "train".
+  const only = Deno.makeTempDirSync();
+  writeImages(join(only, "train", "cat"), ["1.png"], 1);
+  writeImages(join(only, "train", "dog"), ["2.png"], 2);
+  using test = openDataset(only, "test", { side: 8 });
+  assert.deepEqual([test.classes, [...test.labels!]], [["cat", "dog"], [0, 1]]);
+  Deno.removeSync(root, { recursive: true });
+  Deno.removeSync(only, { recursive: true });
+});

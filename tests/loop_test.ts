@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as t from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews } from "../lib/augment/mod.ts";
 import { tensorDataset } from "../lib/data/dataset.ts";
-import { batches } from "../lib/data/loader.ts";
+import { batches, batchIndices } from "../lib/data/loader.ts";
 import { dinoConfig } from "../lib/model/dino.ts";
 import { dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
 import { sampleSeed, trainLoop } from "../lib/training/loop.ts";
@@ -56,7 +56,7 @@ Deno.test("a batch that lost every image is a skipped step, one short a whole nu
   const x = images();
   const data = tensorDataset(x);
   const accum = { ...hyper, accumSteps: 2 };
-  // Each epoch's first batch unreadable as a whole; item 5 too (its batch of 3 is cut to 2).
+  // Each epoch's first batch unreadable as a whole; item 5 too (a batch of 3 is cut to 2).
   let loads = 0;
   const damaged = {
     ...data,
@@ -73,15 +73,42 @@ Deno.test("a batch that lost every image is a skipped step, one short a whole nu
     },
   };
   let state = initTrainState(net, accum, 0);
-  const steps: number[][] = [[], []];
+  const steps: number[][] = [[], []], trained: number[] = [];
   for await (const e of trainLoop(state, { data: damaged, net, hyper: accum, augment, seed: 7, onSkipped: () => {} })) {
     state = e.state;
-    if (e.type === "step") steps[e.epoch].push(e.state.step);
+    if (e.type === "step") {
+      steps[e.epoch].push(e.state.step);
+      trained.push(e.images);
+    }
   }
   assert.equal(state.step, 6, "each epoch took its 3 steps");
   // Each epoch's first step was skipped, its number taken.
   assert.deepEqual(steps, [[2, 3], [5, 6]]);
-  t.dispose(state);
+  // The same run by hand: the loader's batches, the first of each epoch a skipped step, item 5 dropped and a batch
+  // left odd cut to its first images.
+  let reference: TrainState = initTrainState(net, accum, 0);
+  const expected: number[] = [];
+  for (let epoch = 0; epoch < hyper.epochs; epoch++) {
+    batchIndices(12, epoch, { batchSize: hyper.batchSize, seed: 7 }).forEach((indices, b) => {
+      if (b === 0) {
+        reference = { ...reference, step: reference.step + 1 };
+        return;
+      }
+      const read = indices.filter((i) => i !== 5), kept = read.slice(0, read.length - read.length % 2);
+      expected.push(kept.length);
+      const batch = t.tidy(() => t.indexSelect(x, 0, t.tensor(BigInt64Array.from(kept, BigInt))));
+      const views = dinoViews(batch, augment, { sampleSeeds: kept.map((i) => sampleSeed(7, epoch, i)) });
+      batch.dispose();
+      const { state: next } = trainStep(reference, views, accum, net);
+      t.dispose([views, reference]);
+      reference = next;
+    });
+  }
+  assert.deepEqual(trained, expected);
+  assert.ok(expected.includes(2), `item 5 left a batch of 3, cut to 2: ${expected}`);
+  const params = t.tensorsIn(state.student), want = t.tensorsIn(reference.student);
+  params.forEach((p, i) => assert.deepEqual(t.tidy(() => t.toArray(p)), t.tidy(() => t.toArray(want[i]))));
+  t.dispose([state, reference]);
   data[Symbol.dispose]();
   x.dispose();
   assert.equal(t.liveTensors(), before, "tensors leaked");

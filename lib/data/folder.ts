@@ -81,16 +81,22 @@ function list(dir: string): { name: string; isFile: boolean; isDirectory: boolea
 }
 
 /**
- * Every image under `dir`, recursively, in sorted order (as torchvision's ImageFolder walks a class). A linked
- * folder that leads back to one of its own ancestors is not entered again: a loop would never end.
+ * Every image under `dir`, recursively, in torchvision's ImageFolder order (`sorted(os.walk(dir))`, then each
+ * folder's files sorted): folders by their whole path, so that a folder's files come before its subfolders'. A
+ * linked folder that leads back to one of its own ancestors is not entered again: a loop would never end.
  */
 function imagesUnder(dir: string, ancestors: ReadonlySet<string> = new Set()): string[] {
-  const real = Deno.realPathSync(dir);
-  if (ancestors.has(real)) return [];
-  const inside = new Set(ancestors).add(real);
-  return list(dir).flatMap((e) =>
-    e.isDirectory ? imagesUnder(join(dir, e.name), inside) : e.isFile && isImage(e.name) ? [join(dir, e.name)] : []
-  );
+  const folders: { path: string; files: string[] }[] = [];
+  const walk = (path: string, above: ReadonlySet<string>) => {
+    const real = Deno.realPathSync(path);
+    if (above.has(real)) return;
+    const inside = new Set(above).add(real);
+    const entries = list(path);
+    folders.push({ path, files: entries.filter((e) => e.isFile && isImage(e.name)).map((e) => join(path, e.name)) });
+    for (const e of entries) if (e.isDirectory) walk(join(path, e.name), inside);
+  };
+  walk(dir, ancestors);
+  return folders.sort((a, b) => byCodePoint(a.path, b.path)).flatMap((f) => f.files);
 }
 
 /**

@@ -55,8 +55,9 @@ export interface KnnOptions {
   /** Temperature of the vote weights (0.07). */
   temperature?: number;
   /**
-   * Number of classes: the data set's (the official code's 1000 for ImageNet), whose order breaks ties between
-   * classes without votes in the top 5 when k < 5 (default, and at least: the largest label + 1).
+   * Number of classes: the data set's (the official code's 1000 for ImageNet; default, and at least, the largest
+   * label + 1). Where fewer than five classes got votes, classes without any fill the top 5 in libtorch's order of
+   * ties, as in the official code.
    */
   numClasses?: number;
   /** Test images per similarity block (500). */

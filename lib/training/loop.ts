@@ -47,7 +47,7 @@ import {
   tidy,
   toDevice,
 } from "../../ffi/mod.ts";
-import { anyRank } from "../distributed/collectives.ts";
+import { gatherNumbers } from "../distributed/collectives.ts";
 import { type AugmentConfig, dinoViews, dinoViewsAsync } from "../augment/mod.ts";
 import type { Batch, Dataset } from "../data/dataset.ts";
 import { batches } from "../data/loader.ts";
@@ -158,13 +158,9 @@ interface Pending {
 /** In place of a {@linkcode Pending} batch: one that had nothing left to train on. */
 const SKIPPED = "skipped";
 
-/**
- * The batch cut to a whole number of micro-batches (its first images), or undefined where none is left: unreadable
- * files leave a batch short, and `trainStep` splits a batch into equal micro-batches.
- */
-function wholeMicroBatches(batch: Batch, accumSteps: number): Batch | undefined {
-  const n = batch.images.shape[0], kept = n - n % accumSteps;
-  if (kept === n && n > 0) return batch;
+/** The batch's first `kept` images, or undefined where that is none (the batch is freed but where it is returned). */
+function firstImages(batch: Batch, kept: number): Batch | undefined {
+  if (kept === batch.images.shape[0] && kept > 0) return batch;
   try {
     if (kept === 0) return undefined;
     return {
@@ -213,9 +209,8 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
     // The step of a batch whose views were started: waits for them, steps, and says how long it waited.
     const step = async function* (p: Pending | typeof SKIPPED): AsyncGenerator<TrainEvent> {
       if (p === SKIPPED) {
-        // Nothing to train on: the step is skipped, its number taken (as the official loop's counter moves on), so
-        // that the schedules and the epochs' batches stay where they would have been (the next epoch resumes its
-        // batches from the step count).
+        // Nothing to train on: the step is skipped, its number taken, so that the schedules and the epochs' batches
+        // stay where they would have been (the next epoch resumes its batches from the step count).
         state = { ...state, step: state.step + 1 };
         return;
       }
@@ -226,7 +221,7 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
       dispose(views);
       dispose(state);
       state = next;
-      yield { type: "step", state, metrics, epoch, images: hyper.batchSize * shard.worldSize, dataWaitMs };
+      yield { type: "step", state, metrics, epoch, images: p.batch.indices.length * shard.worldSize, dataWaitMs };
       resumed = performance.now();
     };
     try {
@@ -236,11 +231,14 @@ export async function* trainLoop(state: TrainState, o: LoopOptions): AsyncGenera
           dispose([loaded.images, loaded.labels]);
           break;
         }
-        // A batch that lost every image to unreadable files (on any rank: all skip together) is a skipped step.
-        const batch = wholeMicroBatches(loaded, hyper.accumSteps);
-        const empty = group ? anyRank(batch === undefined, group) : batch === undefined;
-        if (empty && batch) dispose([batch.images, batch.labels]);
-        const next = empty || !batch ? SKIPPED : startViews(batch); // made while the pending batch's step runs
+        // Unreadable files leave a batch short. Every rank trains on as many images, the fewest any rank read, to
+        // a whole number of micro-batches: trainStep splits a batch into equal micro-batches, the center divides
+        // its all-reduced sum by this rank's count times the world size, and the gradients' mean weighs the ranks
+        // alike. Where none is left, the step is skipped.
+        const read = loaded.images.shape[0];
+        const fewest = group ? Math.min(...gatherNumbers(read, group)) : read;
+        const batch = firstImages(loaded, fewest - fewest % hyper.accumSteps);
+        const next = batch ? startViews(batch) : SKIPPED; // made while the pending batch's step runs
         if (pending) {
           const p = pending;
           pending = next;

@@ -196,7 +196,7 @@ export interface TrainState {
   optimizer: AdamWState | SGDState | LARSState;
   /** The teacher-output center, [1, K]. */
   center: Tensor;
-  /** Optimizer steps taken. */
+  /** Optimizer steps taken, counting those skipped (a batch with no readable image, an fp16 overflow). */
   step: number;
   /** The random stream: step generators are derived from (seed, counter). */
   rng: { seed: number; counter: number };
