@@ -25,8 +25,10 @@ export function clock(seconds: number): string {
 
 /** One epoch's progress display. */
 export class Progress {
-  #start = performance.now();
+  // From the end of the first step shown: when that step began is not known here.
+  #start?: number;
   #steps = 0;
+  #images = 0;
   #drawn = false;
 
   /** A display for `epoch` of `epochs`, with `total` steps. */
@@ -40,13 +42,16 @@ export class Progress {
 
   /** Shows step `step` of the epoch; `remaining` steps are left in the run. */
   update(step: number, m: Pick<StepMetrics, "loss" | "lr">, remaining: number, batch: number): void {
-    this.#steps++;
-    const seconds = (performance.now() - this.#start) / 1000;
-    const perStep = seconds / this.#steps;
-    const rate = (batch * this.#steps) / seconds;
-    const fields = `loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  ${rate.toFixed(0)} img/s  ETA ${
-      clock(perStep * remaining)
-    }`;
+    const now = performance.now();
+    if (this.#start === undefined) this.#start = now;
+    else {
+      this.#steps++;
+      this.#images += batch;
+    }
+    const seconds = (now - this.#start) / 1000;
+    const rate = this.#steps > 0 ? (this.#images / seconds).toFixed(0) : "-";
+    const eta = this.#steps > 0 ? clock((seconds / this.#steps) * remaining) : "-";
+    const fields = `loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  ${rate} img/s  ETA ${eta}`;
     if (this.tty) {
       const width = 24, filled = Math.round((width * step) / this.total);
       const bar = "#".repeat(filled) + ".".repeat(width - filled);
@@ -117,12 +122,12 @@ export class EpochLog {
     readonly s: Settings,
     readonly itersPerEpoch: number,
     readonly record: (r: Record<string, unknown>) => void,
-    readonly o: { quiet?: boolean; processes?: number } = {},
+    readonly o: { quiet?: boolean } = {},
   ) {}
 
-  step(epoch: number, step: number, m: StepMetrics, remaining: number): void {
+  /** Step `step` of `epoch`, trained on `images` images (every process's). */
+  step(epoch: number, step: number, m: StepMetrics, remaining: number, images: number): void {
     if (this.o.quiet) return;
-    const images = this.s.batchSize * (this.o.processes ?? 1);
     this.#progress ??= new Progress(
       epoch,
       this.s.epochs,

@@ -331,7 +331,7 @@ async function openRun(s: Settings, dist: Dist) {
 async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<number | undefined> {
   const { s, hyper, out } = run;
   const perEpoch = hyper.itersPerEpoch, stopAt = s.maxSteps > 0 ? s.maxSteps : Infinity;
-  const log = new EpochLog(s, perEpoch, out.record, { quiet: !run.lead, processes: hyper.worldSize });
+  const log = new EpochLog(s, perEpoch, out.record, { quiet: !run.lead });
   const augment = augmentConfig(s, run.norm);
   // What each epoch's batches held: an epoch whose every file was skipped had nothing to train on (files that
   // became unreadable after checkReadable passed at the start).
@@ -370,7 +370,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
       if (run.group && launcherGone()) stop.adopt(143);
       const why = divergence(e.metrics);
       if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
-      log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step);
+      log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step, e.images);
       await turn();
       // Every rank stops at the same step, when any of them was asked to (or its launcher died).
       if (run.group) stop.adopt(gatherNumbers(stop.code, run.group).find((c) => c !== 0) ?? 0);
