@@ -11,7 +11,10 @@
 
 #include <dlfcn.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 
 // CUDA is reached through ATen's hooks, which need none of CUDA's own headers (c10/cuda/*.h include
 // cuda_runtime_api.h): the shim builds against a pip CUDA PyTorch with no CUDA toolkit, and these calls exist
@@ -125,6 +128,17 @@ static at::Tensor pad(const at::Tensor& x, std::vector<int64_t> pads, int64_t mo
   if (mode < 0 || mode > 3) throw std::runtime_error("pad mode must be 0..3");
   return at::pad(x, pads, modes[mode], mode == 0 ? c10::optional<double>(value) : c10::nullopt);
 }
+// libtorch 1.13's CPU kernel reads one g per slice of v without checking g's size: a short g is read out of bounds
+// (garbage, or a crash).
+static at::Tensor weight_norm(const at::Tensor& v, const at::Tensor& g, int64_t dim) {
+  const int64_t slices = dim == -1 ? 1 : v.size(dim);  // -1: the whole of v, as torch's dim=None
+  if (g.numel() != slices) {
+    throw std::runtime_error("g holds " + std::to_string(g.numel()) + " value(s), v " +
+                             c10::str(v.sizes()) + " needs one per slice along dim " + std::to_string(dim) + " (" +
+                             std::to_string(slices) + ")");
+  }
+  return at::_weight_norm(v, g, dim);
+}
 static std::vector<at::Tensor> batch_norm(const at::Tensor& x, T w, T b, T mean, T var, bool training,
                                           double momentum, double eps) {
   // Running statistics are cloned so that the caller's tensors are never mutated.
@@ -179,6 +193,10 @@ static double synchronize() {
 static std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
 static double profile_start(const char* path) {
   if (recording) throw std::runtime_error("profile_start: a profile is already being recorded");
+  // RecordProfile writes when it stops, and swallows a failure to (printing libtorch's trace): try the path first.
+  if (!std::ofstream(path)) {
+    throw std::runtime_error(std::string("cannot write the profile to ") + path + ": " + std::strerror(errno));
+  }
   recording = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(path));
   return 0;
 }
@@ -386,7 +404,7 @@ TENSOR(affine_grid, (T theta, INTS(size), bool align_corners), at::affine_grid_g
 TENSOR(grid_sample, (T x, T grid, int mode, int padding, bool align_corners), at::grid_sampler(*x, *grid, code(mode, 2, "grid_sample mode"), code(padding, 2, "grid_sample padding"), align_corners))
 TENSOR(pad, (T x, INTS(pads), int mode, double value), pad(*x, IV(pads), mode, value))
 TENSOR(one_hot, (T x, int classes), at::one_hot(*x, classes))
-TENSOR(weight_norm, (T v, T g, int dim), at::_weight_norm(*v, *g, dim))
+TENSOR(weight_norm, (T v, T g, int dim), weight_norm(*v, *g, dim))
 TENSOR(index_copy, (T a, int dim, T index, T source), at::index_copy(*a, dim, *index, *source))
 SCALAR(copy_into, (T dst, T src), (dst->copy_(*src), 0))
 SCALAR(index_copy_into, (T dst, int dim, T index, T src), (dst->index_copy_(dim, *index, *src), 0))

@@ -372,6 +372,16 @@ Deno.test("the nonblocking views run in the background: their errors arrive, and
     const [views] = await t.augmentBatchAsync(images, plan, [[8, 1]], { ...norm, threads: 2 });
     assert.deepEqual(t.tidy(() => t.toArray(t.sum(views))), [0]);
     views.dispose();
+    // The images disposed while their views are being made: the call holds its own handle (the native thread read
+    // a freed one, and the process crashed).
+    using g = new t.Generator(1);
+    const mine = t.randint(g, 0, 256, [2, 1, 16, 16], { dtype: "u8" });
+    const [alive] = await t.augmentBatchAsync(mine, plan, [[8, 1]], { ...norm, threads: 2 });
+    const pending = t.augmentBatchAsync(mine, plan, [[8, 1]], { ...norm, threads: 2 });
+    mine.dispose();
+    const [made] = await pending;
+    assert.deepEqual(t.toArray(made), t.toArray(alive));
+    t.dispose([alive, made]);
     const after = threadNiceValues();
     assert.ok(after.every((n) => before.has(n)), `nice values ${after}, before ${[...before]}`);
   } finally {

@@ -71,3 +71,21 @@ Deno.test("crafted checkpoint metadata is a one-line error naming the field, bef
   Deno.removeSync(path);
   t.dispose(tensors);
 });
+
+Deno.test("saveCheckpoint refuses a config that does not describe the state, writing nothing", () => {
+  const config = makeSettings("fmnist", { depth: 2, embedDim: 32, numHeads: 2, outDim: 64, hiddenDim: 32 });
+  const state = initTrainState(networkConfig(config, 1), dinoHyper(config), 0);
+  const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+  Deno.removeSync(path);
+  try {
+    const other = makeSettings("fmnist", { depth: 2, embedDim: 64, numHeads: 2, outDim: 64, hiddenDim: 32 });
+    const info = { channels: 1, epoch: 0, normalization: { mean: [0.5], std: [0.5] } };
+    assert.throws(
+      () => saveCheckpoint(path, state, { ...info, config: other }),
+      /saveCheckpoint: the config does not describe the state: config.embedDim says 64, but the tensors hold 32/,
+    );
+    assert.ok(!t.exists(path), "nothing written");
+  } finally {
+    t.dispose(state);
+  }
+});

@@ -174,3 +174,15 @@ Deno.test("the loop on the test device trains as the loop on the CPU, views made
   x.dispose();
   assert.equal(t.liveTensors(), before, "tensors leaked");
 });
+
+Deno.test("trainStep refuses views that hold no image", () => {
+  const before = t.liveTensors();
+  const state = initTrainState(net, hyper, 0);
+  const views = [16, 16, 8, 8].map((s) => t.zeros([0, 1, s, s]));
+  try {
+    assert.throws(() => trainStep(state, views, hyper, net), /the views hold no image/);
+  } finally {
+    t.dispose([state, views]);
+  }
+  assert.equal(t.liveTensors(), before);
+});

@@ -703,10 +703,17 @@ Deno.test("affine_grid with the identity map and grid_sample reproduce the image
     assertTensor(bicubic, [1, 1, 3, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], 1e-4);
   }));
 
-Deno.test("weightNorm scales each row of v to norm g", () =>
+Deno.test("weightNorm scales each row of v to norm g, and refuses a g of another size", () =>
   noLeak(() => {
     const v = t.tensor([[3, 4], [0, 2]]), g = t.tensor([[2], [0.5]]);
     assertTensor(t.weightNorm(v, g, 0), [2, 2], [1.2, 1.6, 0, 0.5], 1e-6);
+    assertTensor(t.weightNorm(v, t.tensor([Math.sqrt(29)]), -1), [2, 2], [3, 4, 0, 2], 1e-6); // the whole of v
+    // libtorch's kernel reads g by v's slices unchecked: a short g was read out of bounds (a crash, or garbage).
+    assert.throws(() => t.weightNorm(t.ones([1000, 4]), t.ones([1]), 0), /g holds 1 value\(s\), v \[1000, 4\] needs/);
+    assert.throws(
+      () => t.weightNorm(v, t.ones([3]), 1),
+      /g holds 3 value\(s\), v \[2, 2\] needs one per slice along dim 1 \(2\)/,
+    );
   }));
 
 Deno.test("pad in constant, reflect and replicate modes; one_hot", () =>
@@ -729,6 +736,10 @@ Deno.test("random ops are reproducible from a seed and match PyTorch's generator
       // torch.Generator().manual_seed(0); torch.rand(3, generator=g)
       using g = new t.Generator(0);
       assertClose(t.toArray(t.rand(g, [3])), [0.49625658988952637, 0.7682217955589294, 0.08847743272781372], 1e-7);
+      // A seed the FFI's 64 bits cannot carry, or not an integer, is refused rather than cut.
+      for (const bad of [2 ** 70, 1.5, NaN, 2n ** 70n]) {
+        assert.throws(() => new t.Generator(bad), /Generator: the seed must be an integer/);
+      }
     } finally {
       g1.dispose();
       g2.dispose();
@@ -933,7 +944,7 @@ Deno.test("the CPU block cache hands freed blocks to tensors of nearby sizes", (
     assert.ok(after.hits - before.hits >= sizes.length);
   }));
 
-Deno.test("recordProfile traces the ops of forward and backward, stops when its function throws, and refuses nesting", () =>
+Deno.test("recordProfile traces the ops of forward and backward, stops when its function throws, refuses nesting and unwritable paths", () =>
   noLeak(() => {
     const path = Deno.makeTempFileSync({ suffix: ".json" });
     const x = t.requiresGrad(t.ones([4, 4]));
@@ -946,6 +957,8 @@ Deno.test("recordProfile traces the ops of forward and backward, stops when its 
         throw new Error("inside");
       }), /inside/);
     assert.equal(t.recordProfile(path, () => 7), 7); // the throwing one stopped its profile
+    // A path it cannot write is said at the start (libtorch's writer, at the end, only printed its failure).
+    assert.throws(() => t.recordProfile(`${path}.missing/p.json`, () => 0), /cannot write the profile to \S+: No such/);
     t.dispose([x, g]);
     Deno.removeSync(path);
   }));

@@ -22,7 +22,8 @@
  */
 import { native, newContext } from "../library.ts";
 import { getNumThreads } from "../runtime.ts";
-import { type Tensor, wrapList } from "../tensor.ts";
+import { keep, type Tensor, wrapList } from "../tensor.ts";
+import { alias } from "./shape.ts";
 
 /**
  * The numbers of one view's record in a plan: sample, crop top, left,
@@ -103,7 +104,8 @@ export function augmentBatch(
 
 /**
  * {@linkcode augmentBatch} off the JavaScript thread: the promise resolves
- * when the views are made. `images` must stay alive until then.
+ * when the views are made. The call holds its own handle on `images`, which
+ * the caller may dispose meanwhile.
  *
  * @example
  * ```ts
@@ -124,9 +126,13 @@ export async function augmentBatchAsync(
   o: AugmentBatchOptions,
 ): Promise<Tensor[]> {
   const c = newContext();
-  const args = callArgs(images, plan, runs, o);
-  const list = await native.augment_views_async(c, ...args);
-  // Referenced after the call, so that garbage collection cannot free the images while the native thread reads them.
-  void images.disposed;
-  return wrapList(list, "augmentBatchAsync", c);
+  // The native thread reads the images after this function has returned to the caller, who may dispose them (or a
+  // scope may): it reads a handle of its own, outside any scope, freed when the views are made.
+  const held = keep(alias(images));
+  try {
+    const list = await native.augment_views_async(c, ...callArgs(held, plan, runs, o));
+    return wrapList(list, "augmentBatchAsync", c);
+  } finally {
+    held.dispose();
+  }
 }

@@ -42,10 +42,16 @@ export class Generator {
 
   static #adopt: Deno.PointerObject | null = null;
 
-  /** A generator seeded with `seed` (an integer below 2^53). */
+  /** A generator seeded with `seed` (an integer of at most 2^53 in size, or a 64-bit bigint). */
   constructor(seed: number | bigint) {
     const adopted = Generator.#adopt;
     Generator.#adopt = null;
+    // The FFI takes 64 bits, and would not say that it dropped the rest of a larger seed.
+    if (!adopted && (typeof seed === "number" ? !Number.isSafeInteger(seed) : BigInt.asIntN(64, seed) !== seed)) {
+      throw new RangeError(
+        `Generator: the seed must be an integer of at most 2^53 in size (or a 64-bit bigint), got ${seed}`,
+      );
+    }
     this.#ptr = adopted ?? Generator.#check(native.generator_new(ctx, BigInt(seed)));
     registry.register(this, this.#ptr, this);
   }

@@ -389,6 +389,7 @@ export function trainStep(
   }
   const B = views[0].shape[0];
   if (views.some((v) => v.shape[0] !== B)) throw new Error("every view needs the same batch size");
+  if (B === 0) throw new Error("trainStep: the views hold no image (a mean over none would be NaN)");
   checkPrecision(h.precision, views[0].device);
   const precision = h.precision, dt = lowDtype(precision);
   const scaler = state.scaler ?? (precision === "fp16" ? lossScaler().init() : undefined);

@@ -91,6 +91,13 @@ export function saveCheckpoint(path: string, state: TrainState, info: Checkpoint
   for (const part of ["exp_avg", "exp_avg_sq", "momentum_buffer", "mu"] as const) {
     for (const [k, v] of Object.entries(opt[part] ?? {})) tensors[`optimizer.${part}.${k}`] = v;
   }
+  // The check that loading makes, made before writing: a config that does not describe the state would make a file
+  // that no load accepts.
+  try {
+    checkAgainstTensors(info.config, info.channels, tensors);
+  } catch (e) {
+    throw new Error(`saveCheckpoint: the config does not describe the state: ${e instanceof Error ? e.message : e}`);
+  }
   writeSafetensors(path, tensors, {
     format: CHECKPOINT_FORMAT,
     step: String(state.step),
