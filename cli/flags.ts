@@ -442,12 +442,7 @@ export function openEvalSplits(
     if (!train.labels || !test.labels) {
       throw new Error(`${what} needs labelled images: this data has none (use a folder with one subfolder per class)`);
     }
-    if (train.name === test.name) {
-      console.warn(
-        `warning: --data ${o.data} has no separate test split (train/ and val/ folders): ${what} is measured on the ` +
-          "training images themselves",
-      );
-    }
+    if (train.name === test.name) console.warn(noTestSplit(o.data, what));
     const norm = model.normalization ?? defaultNormalization(cfg.inChans);
     return { train, test, transform: { size, mean: [...norm.mean], std: [...norm.std] } };
   } catch (e) {
@@ -455,6 +450,21 @@ export function openEvalSplits(
     test?.dispose();
     throw e;
   }
+}
+
+/**
+ * The warning for data whose test split is its training split.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { noTestSplit } from "./flags.ts";
+ * assert.match(noTestSplit("photos/", "k-NN"), /^warning: --data photos\/ has no separate test split/);
+ * ```
+ */
+export function noTestSplit(data: string, what: string): string {
+  return `warning: --data ${data} has no separate test split (train/ and val/ folders): ${what} is measured on the ` +
+    "training images themselves";
 }
 
 /**

@@ -49,7 +49,7 @@ import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/mode
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState, turnsEvery } from "../lib/training/mod.ts";
 import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
-import { failure, flagOf, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
+import { failure, flagOf, noTestSplit, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
 import {
@@ -281,7 +281,7 @@ async function openRun(s: Settings, dist: Dist) {
   };
   const labelled = data.labels !== undefined && queries.labels !== undefined;
   if (lead && labelled && train.name === test.name) {
-    console.warn("warning: the data has no separate test split; k-NN is measured on the training images themselves");
+    console.warn(noTestSplit(s.data, "k-NN"));
   }
   if (lead) {
     console.log(

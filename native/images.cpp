@@ -606,6 +606,14 @@ static const char* stb_load_reason(const char* fallback) {
   return std::strcmp(r, "bad png sig") == 0 || std::strcmp(r, "no SOI") == 0 ? fallback : r;
 }
 
+// Why a file of w x h pixels is not decoded.
+static void over_budget(char* why, double w, double h, double max_pixels) {
+  std::snprintf(why, kReason,
+                "%.0f x %.0f = %.0f pixels exceeds the decoding budget of %.0f (raise DINO_MAX_IMAGE_PIXELS or "
+                "maxImagePixels to read it)",
+                w, h, w * h, max_pixels);
+}
+
 // Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
 // centre crop (side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
 // image, resized so that its short side is `side` (aspect kept), then each side to its nearest multiple of
@@ -688,10 +696,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%s, which this decoder (stb_image) does not read: convert it to PNG or JPEG",
                     unread);
     } else if (png && std::memcmp(head + 12, "IHDR", 4) == 0 && be32(16) * be32(20) > max_pixels) {
-      std::snprintf(why, kReason,
-                    "%.0f x %.0f = %.0f pixels exceeds the decoding budget of %.0f (raise DINO_MAX_IMAGE_PIXELS or "
-                    "maxImagePixels to read it)",
-                    be32(16), be32(20), be32(16) * be32(20), max_pixels);
+      over_budget(why, be32(16), be32(20), max_pixels);
     } else {
       std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
     }
@@ -705,10 +710,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     return;
   }
   if (pixels > max_pixels) {
-    std::snprintf(why, kReason,
-                  "%d x %d = %.0f pixels exceeds the decoding budget of %.0f (raise DINO_MAX_IMAGE_PIXELS or "
-                  "maxImagePixels to read it)",
-                  w, h, pixels, max_pixels);
+    over_budget(why, w, h, max_pixels);
     return;
   }
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.

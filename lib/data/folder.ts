@@ -56,12 +56,12 @@ function isImage(name: string): boolean {
 /** Python's order of strings (by code point), which torchvision sorts classes and files by; JavaScript's `<`
  * compares UTF-16 units, which puts characters beyond U+FFFF before U+E000-U+FFFF. */
 function byCodePoint(a: string, b: string): number {
-  const x = [...a], y = [...b];
-  for (let i = 0; i < Math.min(x.length, y.length); i++) {
-    const d = x[i].codePointAt(0)! - y[i].codePointAt(0)!;
-    if (d !== 0) return d;
+  for (let i = 0; i < a.length && i < b.length;) { // equal so far: a surrogate pair sits at the same i in both
+    const x = a.codePointAt(i)!, y = b.codePointAt(i)!;
+    if (x !== y) return x - y;
+    i += x > 0xffff ? 2 : 1;
   }
-  return x.length - y.length;
+  return a.length - b.length;
 }
 
 /** A folder's visible entries, sorted by name, with symbolic links resolved to what they point at. */
@@ -173,7 +173,8 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
   let classes: string[] = [];
   if (dirs.length > 0) {
     classes = o.classes ? [...o.classes] : dirs.map((d) => d.name);
-    const strangers = dirs.filter((d) => !classes.includes(d.name)).map((d) => d.name);
+    const known = new Set(classes), present = new Set(dirs.map((d) => d.name));
+    const strangers = [...present].filter((d) => !known.has(d));
     if (strangers.length > 0) {
       throw new Error(
         `image folder ${root}: class folder(s) ${strangers.join(", ")} not among the ${classes.length} classes ` +
@@ -182,7 +183,7 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
       );
     }
     const top = new Set([Deno.realPathSync(root)]);
-    const perClass = classes.map((c) => dirs.some((d) => d.name === c) ? imagesUnder(join(root, c), top) : []);
+    const perClass = classes.map((c) => present.has(c) ? imagesUnder(join(root, c), top) : []);
     labels = new Int32Array(perClass.reduce((n, f) => n + f.length, 0));
     let k = 0;
     perClass.forEach((paths, c) => {

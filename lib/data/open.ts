@@ -100,9 +100,9 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   // The split's own folder. Where a folder holds only the other split's, both splits are that one, rather than the
   // folder itself, whose one class would be the split's name.
   const own = split === "train" ? ["train"] : ["val", "test"], other = split === "train" ? ["val", "test"] : ["train"];
-  const splitsOnly = folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
+  const splitsOnly = () => folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
   const splitDir = own.map((s) => join(spec, s)).find(exists) ??
-    (splitsOnly ? other.map((s) => join(spec, s)).find(exists) : undefined);
+    (splitsOnly() ? other.map((s) => join(spec, s)).find(exists) : undefined);
   // The validation split's labels index the training split's classes (torchvision opens the two folders apart,
   // so that a class missing from val/ would shift every label after it).
   const trainDir = join(spec, "train");
