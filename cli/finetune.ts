@@ -79,7 +79,7 @@ ${modelHelp(28)}
   --batch-size N            images per step (default ${D.batchSize})
   --lr X                    peak learning rate per 256 images (default ${D.lr}; the step's is lr x batch / 256)
   --min-lr X                the cosine schedule's final rate (default ${D.minLr})
-  --warmup-epochs X         linear warmup, in epochs (default ${D.warmupEpochs})
+  --warmup-epochs X         linear warmup, in epochs (default ${D.warmupEpochs}, or --epochs when fewer)
   --weight-decay X          AdamW weight decay, not for biases, 1-D weights, cls_token, pos_embed (default ${D.weightDecay})
   --layer-decay X           layer-wise lr decay: each layer's rate is X times the one above (default ${D.layerDecay})
   --smoothing X             label smoothing of the cross-entropy, 0 to < 1 (default ${D.smoothing})
@@ -115,7 +115,7 @@ function parse(args: string[]) {
     "batch-size": { type: "string", default: String(D.batchSize) },
     lr: { type: "string", default: String(D.lr) },
     "min-lr": { type: "string", default: String(D.minLr) },
-    "warmup-epochs": { type: "string", default: String(D.warmupEpochs) },
+    "warmup-epochs": { type: "string" },
     "weight-decay": { type: "string", default: String(D.weightDecay) },
     "layer-decay": { type: "string", default: String(D.layerDecay) },
     smoothing: { type: "string", default: String(D.smoothing) },
@@ -139,7 +139,10 @@ function parse(args: string[]) {
     throw new UsageError(`--device must be auto, cpu or cuda, got "${values.device}"`);
   }
   const epochs = integer("--epochs", values.epochs, 1, 100000);
-  const warmupEpochs = number("--warmup-epochs", values["warmup-epochs"], { min: 0 });
+  // A short run warms up throughout by default, as DeiT's scheduler does when its warmup outlasts the run.
+  const warmupEpochs = values["warmup-epochs"] === undefined
+    ? Math.min(D.warmupEpochs, epochs)
+    : number("--warmup-epochs", values["warmup-epochs"], { min: 0 });
   if (warmupEpochs > epochs) throw new UsageError(`--warmup-epochs ${warmupEpochs} exceeds --epochs ${epochs}`);
   const maxPixels = values["max-image-pixels"];
   return {

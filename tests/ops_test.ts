@@ -395,6 +395,20 @@ Deno.test("layer_norm and batch_norm normalise as PyTorch does", () =>
     assertClose(t.toArray(evalOut), [1, 2, 3, 2, 4, 6].map((v) => v / Math.sqrt(1 + 1e-5)), 1e-6);
   }));
 
+Deno.test("batch_norm refuses to train on one value per channel, as PyTorch does (libtorch gives NaN statistics)", () =>
+  noLeak(() => {
+    for (const shape of [[1, 3], [1, 3, 1, 1]]) {
+      const x = t.ones(shape), mean = t.zeros([3]), vr = t.ones([3]);
+      assert.throws(
+        () => t.batchNorm(x, { runningMean: mean, runningVar: vr, training: true }),
+        /more than 1 value per channel when training, got input of shape \[1,3(,1,1)?\]: train on a batch of two/,
+      );
+      const evalOut = t.batchNorm(x, { runningMean: mean, runningVar: vr, training: false }).output;
+      assert.ok(t.toArray(evalOut).every(Number.isFinite));
+    }
+    assert.doesNotThrow(() => t.batchNorm(t.ones([1, 3, 2, 1]), { training: true })); // two values per channel
+  }));
+
 Deno.test("gelu is exact (erf) by default, softmax and log_softmax normalise", () =>
   noLeak(() => {
     const xs = [-2, -0.5, 0, 1, 3];

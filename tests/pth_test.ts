@@ -16,6 +16,9 @@ import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadDino, saveWeights } from "../lib/weights/weights.ts";
 import { assertClose, captured } from "./helpers.ts";
+import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
+import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
+import { dinoHyper, initTrainState } from "../lib/training/step.ts";
 
 const DIR = new URL("./fixtures/pth/", import.meta.url).pathname;
 const fixture = (name: string) => join(DIR, name);
@@ -226,4 +229,26 @@ Deno.test("weights of a standard width and another --arch are refused naming bot
   dispose([p, ok.backbone]);
   Deno.removeSync(path);
   assert.equal(liveTensors(), before);
+});
+
+Deno.test("a checkpoint's own network wins: another --arch or --patch-size is refused, the same is accepted", () => {
+  const before = liveTensors();
+  const config = makeSettings("fmnist", { depth: 1 });
+  const state = initTrainState(networkConfig(config, 1), dinoHyper(), 0);
+  const path = Deno.makeTempFileSync({ suffix: ".safetensors" });
+  saveCheckpoint(path, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.5], std: [0.5] } });
+  dispose(state);
+  assert.throws(
+    () => loadEvalBackbone(path, { arch: "resnet18" }),
+    /is a checkpoint of arch vit_tiny, not resnet18: drop arch \(it is read from the checkpoint\)/,
+  );
+  assert.throws(
+    () => loadEvalBackbone(path, { patchSize: 16 }),
+    /is a checkpoint of patchSize 7, not 16: drop patchSize/,
+  );
+  const same = loadEvalBackbone(path, { arch: "vit_tiny", patchSize: 7 });
+  assert.equal(same.vit?.patchSize, 7);
+  dispose(same.backbone);
+  Deno.removeSync(path);
+  assert.equal(liveTensors(), before, "nothing left behind by the refusals");
 });

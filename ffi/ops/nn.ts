@@ -265,6 +265,13 @@ export function batchNorm(
   x: Tensor,
   o: BatchNormOptions,
 ): { output: Tensor; runningMean?: Tensor; runningVar?: Tensor } {
+  if (o.training && x.ndim >= 2 && x.size === x.shape[1]) {
+    // libtorch would return NaN statistics; PyTorch's functional batch_norm refuses it in Python.
+    throw new Error(
+      `batchNorm: expected more than 1 value per channel when training, got input of shape [${x.shape}]: ` +
+        "train on a batch of two or more (or a larger input), or use the running statistics (training: false)",
+    );
+  }
   const list = native.batch_norm(
     ctx,
     x.ptr,

@@ -433,14 +433,17 @@ export async function* finetuneLoop(
   if (!labels || !testLabels) throw new Error("fine-tuning needs labelled images (one subfolder per class)");
   const n = o.train.length;
   if (n === 0) throw new Error("fine-tuning: no training images");
-  const steps = Math.ceil(n / o.batchSize);
+  // DeiT's loader drops the last partial batch (drop_last=True), which also keeps a batch of one image from a ResNet's
+  // batch norms; a training set smaller than one batch is one batch.
+  const dropLast = n >= o.batchSize;
+  const steps = dropLast ? Math.floor(n / o.batchSize) : 1;
   const lrAt = cosineSchedule((o.lr * o.batchSize) / 256, o.minLr, o.epochs, steps, o.warmupEpochs);
   const device = state.head.weight.device;
   let best = o.best;
   const turn = turnsEvery(100); // for a signal handler to abort
   for (let epoch = o.startEpoch ?? 0; epoch < o.epochs; epoch++) {
     let lossSum = 0, step = 0;
-    for await (const b of batches(o.train, epoch, { batchSize: o.batchSize, seed: o.seed, dropLast: false })) {
+    for await (const b of batches(o.train, epoch, { batchSize: o.batchSize, seed: o.seed, dropLast })) {
       let event: FinetuneEvent;
       try {
         if (o.signal) await turn();
