@@ -47,6 +47,7 @@ import {
 } from "../lib/eval/run_report.ts";
 import { loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
+import type { BackboneConfig, BackboneParams } from "../lib/model/backbone.ts";
 import { failure, integer, parseFlags, UsageError } from "./flags.ts";
 import { Bar } from "./bar.ts";
 
@@ -88,6 +89,14 @@ function parse(args: string[]) {
   if (!info.isDirectory) throw new UsageError(`--run ${v.run} is a file; name the run's output folder`);
   if (!exists(join(v.run, "metrics.jsonl"))) {
     throw new UsageError(`--run ${v.run} holds no metrics.jsonl: not a training run's output folder`);
+  }
+  const config = readJson(join(v.run, "config.json"));
+  if (config && !("outDim" in config)) {
+    const by = "layerDecay" in config ? "deno task finetune" : "nLastBlocks" in config ? "deno task linear" : "";
+    throw new UsageError(
+      `--run ${v.run} is ${by ? `the output folder of \`${by}\`` : "not a DINO training run's output folder"}: ` +
+        "report reads the folder of `deno task train` (its --output-dir)",
+    );
   }
   const maxPixels = v["max-image-pixels"];
   return {
@@ -149,10 +158,10 @@ async function attentionRows(
   }
 }
 
-/** CLS features [n, D] and labels of the first `count` test images, with a progress bar. */
+/** Features [n, D] (a ViT's CLS, a ResNet's pooled output) and labels of the first `count` test images. */
 async function testFeatures(
-  vit: ViTConfig,
-  backbone: ViTParams,
+  cfg: BackboneConfig,
+  backbone: BackboneParams,
   ds: Dataset,
   count: number,
   transform: { size: number; mean: number[]; std: number[] },
@@ -164,7 +173,7 @@ async function testFeatures(
       const indices = Array.from({ length: Math.min(256, n - start) }, (_, i) => start + i);
       const batch = await ds.load(indices);
       try {
-        rows.push(tidy(() => clsFeatures(backbone, vit, evalImages(batch.images, transform))));
+        rows.push(tidy(() => clsFeatures(backbone, cfg, evalImages(batch.images, transform))));
         const l = batch.labels ? toArray(batch.labels).map(Number) : batch.indices.map(() => -1);
         labels.push(...l);
       } finally {
@@ -175,7 +184,7 @@ async function testFeatures(
     }
     bar.finish();
     const all = tidy(() => toArray(cat(rows, 0)));
-    return { features: Float64Array.from(all), labels, dim: vit.embedDim };
+    return { features: Float64Array.from(all), labels, dim: cfg.embedDim };
   } finally {
     bar.finish();
     dispose(rows);
@@ -203,17 +212,16 @@ export async function main(args: string[]): Promise<number> {
     else if (o.images > 0 || o.points > 0) {
       const model = loadEvalBackbone(checkpoint, {});
       backbone = model.backbone;
-      const vit = model.vit;
+      const cfg: BackboneConfig = model.vit ?? model.resnet;
       const spec = o.data ?? (typeof config?.data === "string" ? config.data : undefined);
-      if (!vit) notes.push("the network is not a ViT: no attention maps or feature maps");
-      else if (!spec) notes.push("config.json names no data (give --data): no attention maps or feature maps");
+      if (!spec) notes.push("config.json names no data (give --data): no attention maps or feature maps");
       else {
-        const p = model.backbone as ViTParams;
-        const given = model.normalization ?? defaultNormalization(vit.inChans);
+        const given = model.normalization ?? defaultNormalization(cfg.inChans);
         const norm = { mean: [...given.mean], std: [...given.std] };
-        const side = typeof config?.imageSize === "number" ? config.imageSize : vit.imgSize;
-        const size = typeof config?.globalCropsSize === "number" ? config.globalCropsSize : vit.imgSize;
-        const channels = vit.inChans as 1 | 3;
+        const trainedOn = model.vit ? model.vit.imgSize : model.imageSize;
+        const side = typeof config?.imageSize === "number" ? config.imageSize : trainedOn;
+        const size = typeof config?.globalCropsSize === "number" ? config.globalCropsSize : trainedOn;
+        const channels = cfg.inChans as 1 | 3;
         let train: Dataset | undefined, test: Dataset | undefined;
         try {
           train = openDataset(spec, "train", { side, channels, maxImagePixels: o.maxImagePixels });
@@ -226,14 +234,17 @@ export async function main(args: string[]): Promise<number> {
               `no attention maps or feature maps`,
           );
         }
-        if (train && o.images > 0) report.attention = await attentionRows(vit, p, train, o.images, norm);
+        if (train && o.images > 0) {
+          if (model.vit) report.attention = await attentionRows(model.vit, model.backbone, train, o.images, norm);
+          else notes.push("the network is a ResNet: no attention maps");
+        }
         if (test && o.points > 0 && test.length > 0) {
-          const f = await testFeatures(vit, p, test, o.points, { size, ...norm });
+          const f = await testFeatures(cfg, model.backbone, test, o.points, { size, ...norm });
           const n = f.labels.length;
           const maps: FeatureMap[] = [];
           const pc = pca(f.features, n, f.dim, 2);
           maps.push({
-            title: `PCA of ${n} test features (CLS)`,
+            title: `PCA of ${n} test features (${model.vit ? "CLS" : "pooled"})`,
             axes: [
               `PC 1 (${(100 * pc.variance[0]).toFixed(1)}% of the variance)`,
               `PC 2 (${(100 * pc.variance[1]).toFixed(1)}%)`,

@@ -139,7 +139,7 @@ export function openOutput(
     summary(
       steps: number,
       epoch: number,
-      r: { trained: Accuracy; init: Accuracy; rawPixels: Accuracy },
+      r: { trained: Accuracy & { images: number }; init: Accuracy; rawPixels: Accuracy },
       trainSeconds: number,
       totalSeconds: number,
       linear?: Accuracy & { bestEpoch: number; seconds: number },
@@ -147,6 +147,7 @@ export function openOutput(
       const summary = {
         knn_top1: { trained: r.trained.top1, init: r.init.top1, raw_pixels: r.rawPixels.top1 },
         knn_top5: { trained: r.trained.top5, init: r.init.top5, raw_pixels: r.rawPixels.top5 },
+        knn_test_images: r.trained.images,
         ...(linear && {
           linear: { top1: linear.top1, top5: linear.top5, best_epoch: linear.bestEpoch, seconds: linear.seconds },
         }),

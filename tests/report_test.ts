@@ -15,7 +15,7 @@ import { dinoHyper, initTrainState } from "../lib/training/step.ts";
 const COPIES = new URL("./fixtures/copies/", import.meta.url).pathname;
 
 /** A run folder as `deno task train` leaves it, on an image folder of two classes (train/ and val/). */
-function makeRun(): string {
+function makeRun(network: Record<string, unknown> = { depth: 1 }): string {
   const root = Deno.makeTempDirSync();
   const data = join(root, "data"), run = join(root, "run");
   for (const [split, prefix] of [["train", "img"], ["val", "dis"]]) {
@@ -28,7 +28,7 @@ function makeRun(): string {
     }
   }
   Deno.mkdirSync(run);
-  const config = makeSettings("fmnist", { data, depth: 1, outDim: 64, outputDir: run });
+  const config = makeSettings("fmnist", { data, ...network, outDim: 64, outputDir: run });
   const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
   const state = initTrainState(networkConfig(config, 3), dinoHyper(), 0);
   saveCheckpoint(join(run, "checkpoint.safetensors"), state, { config, channels: 3, epoch: 2, normalization: norm });
@@ -53,6 +53,7 @@ function makeRun(): string {
   const summary = {
     knn_top1: { trained: 62.5, init: 50, raw_pixels: 75 },
     knn_top5: { trained: 100, init: 100, raw_pixels: 100 },
+    knn_test_images: 8,
     steps: 40,
   };
   rows.push({ step: 40, epoch: 2, ...summary });
@@ -107,6 +108,10 @@ Deno.test("deno task report: a self-contained page that draws every chart in hea
   assert.match(html, />Throughput over training</);
   assert.match(html, />Accuracy</);
   assert.match(html, /62\.50%/); // the final accuracies table
+  assert.match(
+    html,
+    /k 20, weighted votes, cosine similarity of the teacher's L2-normalised CLS features, on 8 test images/,
+  );
   assert.match(html, /PCA of 8 test features/);
   assert.match(html, /t-SNE of 8 test features/);
   assert.match(html, /1 line\(s\) of metrics\.jsonl could not be read/);
@@ -132,6 +137,17 @@ Deno.test("deno task report: a self-contained page that draws every chart in hea
   assert.ok(colors.size > 200 && dark > 5000, `${colors.size} colours, ${dark} dark pixels`);
 });
 
+Deno.test("deno task report on a ResNet run: feature maps of the pooled features, no attention, said so", async () => {
+  const run = makeRun({ arch: "resnet18", useBnInHead: true });
+  const r = await captured(() => report(["--run", run, "--points", "16", "--images", "2"]));
+  assert.equal(r.value, 0, r.err);
+  const html = Deno.readTextFileSync(join(run, "report.html"));
+  assert.match(html, /the network is a ResNet: no attention maps/);
+  assert.match(html, /PCA of 8 test features \(pooled\)/);
+  assert.match(html, /t-SNE of 8 test features/);
+  assert.match(html, /L2-normalised pooled features, on 8 test images/);
+});
+
 Deno.test("headless Chromium's console is read: an error on a page is seen", async () => {
   const dir = Deno.makeTempDirSync();
   const page = join(dir, "broken.html");
@@ -143,18 +159,29 @@ Deno.test("headless Chromium's console is read: an error on a page is seen", asy
 Deno.test("deno task report: bad flags and folders are one line, exit 2", async () => {
   const tmp = Deno.makeTempDirSync();
   Deno.writeTextFileSync(join(tmp, "file.txt"), "x");
+  // the folders of the other programs that write metrics.jsonl
+  for (const [name, config] of [["finetune", { layerDecay: 0.65 }], ["linear", { nLastBlocks: 4 }]] as const) {
+    Deno.mkdirSync(join(tmp, name));
+    Deno.writeTextFileSync(join(tmp, name, "metrics.jsonl"), '{"epoch":0,"test_top1":50}\n');
+    Deno.writeTextFileSync(join(tmp, name, "config.json"), JSON.stringify(config));
+  }
   const cases: [string[], RegExp][] = [
     [[], /--run is required/],
     [["--run", join(tmp, "nowhere")], /--run .*nowhere: no such folder/],
     [["--run", join(tmp, "file.txt")], /is a file; name the run's output folder/],
     [["--run", tmp], /holds no metrics\.jsonl: not a training run's output folder/],
     [["--run", tmp, "--images", "-1"], /--images needs a value|--images must be between 0 and 32/],
+    [
+      ["--run", join(tmp, "finetune")],
+      /is the output folder of `deno task finetune`: report reads the folder of `deno task train`/,
+    ],
+    [["--run", join(tmp, "linear")], /is the output folder of `deno task linear`/],
   ];
   for (const [args, message] of cases) {
     const r = await captured(() => report(args));
     assert.equal(r.value, 2, `${args.join(" ")}: ${r.err}`);
     assert.equal(r.err.trim().split("\n").length, 1);
     assert.match(r.err, message);
-    assert.ok(!t.exists(join(tmp, "report.html")));
+    assert.ok(!t.exists(join(tmp, "report.html")) && !t.exists(join(tmp, "finetune", "report.html")));
   }
 });

@@ -145,10 +145,17 @@ function shown(v: unknown): string {
 }
 
 /** The accuracy table of summary.json: k-NN top-1 and top-5 of trained, init and raw pixels; linear if present. */
-function accuracyTable(summary: Record<string, unknown>, k: unknown): string {
+function accuracyTable(summary: Record<string, unknown>, config: Record<string, unknown> | undefined): string {
   const get = (k: string) => summary[k] as Record<string, number> | undefined;
   const t1 = get("knn_top1"), t5 = get("knn_top5"), lin = get("linear");
   const pct = (v: unknown) => (typeof v === "number" ? `${v.toFixed(2)}%` : "—");
+  const features = String(config?.arch ?? "").startsWith("resnet") ? "pooled" : "CLS";
+  const images = summary.knn_test_images, limit = config?.testLimit;
+  const on = typeof images === "number"
+    ? `${images} test image${images === 1 ? "" : "s"}`
+    : typeof limit === "number" && limit > 0
+    ? `the first ${limit} test images at most`
+    : "the test split";
   const rows = [
     ["DINO teacher, trained", pct(t1?.trained), pct(t5?.trained)],
     ["the same network at initialisation", pct(t1?.init), pct(t5?.init)],
@@ -157,8 +164,8 @@ function accuracyTable(summary: Record<string, unknown>, k: unknown): string {
   ];
   return `<table class="acc"><tr><th>features</th><th>top-1</th><th>top-5</th></tr>${
     rows.map((r) => `<tr><td>${r[0]}</td><td>${r[1]}</td><td>${r[2]}</td></tr>`).join("")
-  }</table><p class="note">k-NN: k ${esc(shown(k))}, weighted votes, cosine similarity of the ` +
-    `teacher's L2-normalised CLS features, on the whole test split.</p>`;
+  }</table><p class="note">k-NN: k ${esc(shown(config?.knnK ?? 20))}, weighted votes, cosine similarity of the ` +
+    `teacher's L2-normalised ${features} features, on ${esc(on)}.</p>`;
 }
 
 /** Counts the page's errors (uncaught, and console.error) for the self-check; first in the page. */
@@ -255,8 +262,9 @@ export function runReportHtml(r: RunReport): string {
   parts.push(`<h1>${esc(r.title)}</h1>`);
   for (const n of r.notes ?? []) parts.push(`<p class="note">${esc(n)}</p>`);
   parts.push(`<h2>Accuracy</h2>`);
-  const k = r.config?.knnK ?? 20;
-  parts.push(sum ? accuracyTable(sum, k) : `<p class="note">The run has not finished: no final evaluation yet.</p>`);
+  parts.push(
+    sum ? accuracyTable(sum, r.config) : `<p class="note">The run has not finished: no final evaluation yet.</p>`,
+  );
   parts.push(`<div class="grid">${accuracy}</div>`);
   parts.push(`<h2>Training</h2><div class="grid">${curves.join("\n")}</div>`);
   if (r.attention?.length) {
