@@ -77,6 +77,16 @@ function parse(args: string[]) {
         `the variants are ${Object.keys(ABLATIONS).join(", ")}`,
     );
   }
+  // ablate sets these on every run itself: given after --, they would be overridden without a word.
+  for (const flag of ["--seed", "--output-dir", "--epochs", "--max-steps", "--eval-linear"]) {
+    if (extra.some((a) => a === flag || a.startsWith(`${flag}=`))) {
+      throw new UsageError(
+        flag === "--eval-linear"
+          ? "--eval-linear is always on in the ablation (its table has a linear column): drop it after --"
+          : `${flag} is ablate's own flag, given to every run: put it before --`,
+      );
+    }
+  }
   const seed = integer("--seed", values.seed, 0);
   const budget = [
     ...(values.epochs === undefined ? [] : ["--epochs", String(integer("--epochs", values.epochs, 1))]),

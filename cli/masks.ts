@@ -179,8 +179,10 @@ function splitFiles(data: string, split: "train" | "val", limit: number): string
 
 /** The held-out images and their masks, class folder by class folder, in name order. */
 function heldOut(data: string, limit: number): { images: string[]; masks: string[] } {
-  if (!exists(join(data, "val_masks"))) {
-    throw new UsageError(`--data ${data} has no val_masks/ folder: make it with scripts/gen_objects.py`);
+  for (const folder of ["val", "val_masks"]) {
+    if (!exists(join(data, folder))) {
+      throw new UsageError(`--data ${data} has no ${folder}/ folder: make the data with scripts/gen_objects.py`);
+    }
   }
   const files = splitFiles(data, "val", limit);
   const masks = files.map((f) => join(data, "val_masks", f.slice("val/".length)));
@@ -382,6 +384,7 @@ export async function main(args: string[]): Promise<number> {
       }
       await makeData(o);
     }
+    heldOut(o.data, o.valLimit); // a held-out image without its mask is an error now, not after the training
     const steps: [string, string, () => boolean, () => Promise<number>][] = [
       ["DINO", o.dinoDir, () => finishedRun(o.dinoDir, o.settings), () => train(o.dinoArgs)],
       [

@@ -1,7 +1,9 @@
 /**
  * `deno task preview`: writes a PNG grid of the DINO views of a few images, so
- * a person can see what the model sees. Each row is one image: the input, the
- * 2 global views, then the local views (padded to the global size).
+ * a person can see what the model sees: the views `deno task train` makes
+ * with the same preset and the training flags given after `--`. Each row is
+ * one image: the input, the 2 global views, then the local views (padded to
+ * the global size).
  *
  * Exit codes: 0 written, 1 a run-time failure (unreadable images), 2 a bad
  * flag, value or path (one line on stderr). The output folder is checked
@@ -11,6 +13,7 @@
  * @example
  * ```sh
  * deno task preview --data fmnist --output-dir out/
+ * deno task preview --data fmnist --output-dir out/ -- --global-crops-size 28 --local-crops-number 6
  * ```
  * @module
  */
@@ -33,23 +36,38 @@ import {
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { failure, integer, parseFlags, UsageError } from "./flags.ts";
+import { augmentConfig, PRESETS, type Settings } from "../lib/settings/mod.ts";
+import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
 
-const HELP = `usage: deno task preview --data DATA --output-dir DIR [options]
+const HELP = `usage: deno task preview --data DATA --output-dir DIR [options] [-- training flags]
 
-Writes DIR/views.png: one row per image (input, 2 global views, local views).
+Writes DIR/views.png: one row per image (input, 2 global views, local views), the views
+deno task train makes with the same preset and the training flags given after --
+(--global-crops-size, --local-crops-number, --global-crops-scale, ...).
 
 options:
   --data DATA          fmnist, cifar10, cifar100 or an image folder (required)
   --output-dir DIR     where views.png goes (required; made if need be)
-  --preset NAME        augmentation preset: ${Object.keys(AUGMENT_PRESETS).join(", ")} (default: from the data)
+  --preset NAME        training preset: ${Object.keys(PRESETS).join(", ")}
+                       (default: fmnist for 28 px images, cifar10 for 32 px, else imagenet-vits16)
   --count N            images to show, 1 to 1024 (default 6)
   --seed N             random seed, >= 0 (default 0)
   --max-image-pixels N largest image (width x height) decoded; larger files are skipped
                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help           this help`;
 
-function parse(args: string[]) {
+/** The training preset whose views a dataset of `side` px images gets when --preset is not given. */
+const presetFor = (side: number) => side <= 28 ? "fmnist" : side <= 32 ? "cifar10" : "imagenet-vits16";
+
+/** The training settings of `preset` with the training flags given after `--`. */
+function trainingSettings(preset: string, data: string, flags: string[]): Settings {
+  const s = parseTrainArgs(["--preset", preset, "--data", data, ...flags]);
+  if (s === "help") throw new UsageError("--help after -- is a training flag: use deno task train --help");
+  return s;
+}
+
+function parse(allArgs: string[]) {
+  const { own: args, extra: trainFlags } = splitPassthrough(allArgs);
   const values = parseFlags(args, {
     data: { type: "string" },
     "output-dir": { type: "string" },
@@ -62,13 +80,17 @@ function parse(args: string[]) {
   if (values.help) return "help";
   if (!values.data) throw new UsageError("--data is required");
   if (!values["output-dir"]) throw new UsageError("--output-dir is required");
-  if (values.preset !== undefined && !Object.hasOwn(AUGMENT_PRESETS, values.preset)) {
-    throw new UsageError(`--preset must be one of ${Object.keys(AUGMENT_PRESETS).join(", ")}, got "${values.preset}"`);
+  if (values.preset !== undefined && !Object.hasOwn(PRESETS, values.preset)) {
+    throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${values.preset}"`);
   }
+  // Checked before the data opens, with the preset that will apply or the default one.
+  const settings = trainingSettings(values.preset ?? "fmnist", values.data, trainFlags);
   const maxPixels = values["max-image-pixels"];
   return {
     data: values.data,
-    preset: values.preset as keyof typeof AUGMENT_PRESETS | undefined,
+    preset: values.preset,
+    settings: values.preset !== undefined ? settings : undefined,
+    trainFlags,
     count: integer("--count", values.count, 1, 1024),
     seed: integer("--seed", values.seed, 0),
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
@@ -119,14 +141,14 @@ export async function main(args: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
-    ds = openDataset(o.data, "train", { maxImagePixels: o.maxImagePixels });
-    const presetName = o.preset ?? (ds.size <= 28 ? "fmnist28" : ds.size <= 32 ? "cifar32" : "imagenet");
-    const preset = AUGMENT_PRESETS[presetName];
-    const cfg = preset.mean.length === ds.channels ? preset : {
-      ...preset,
-      mean: Array(ds.channels).fill(preset.mean[0]),
-      std: Array(ds.channels).fill(preset.std[0]),
-    };
+    // An image folder is read at the preset's --image-size, as training reads it.
+    ds = openDataset(o.data, "train", { maxImagePixels: o.maxImagePixels, side: o.settings?.imageSize });
+    const presetName = o.preset ?? presetFor(ds.size);
+    const settings = o.settings ?? trainingSettings(presetName, o.data, o.trainFlags);
+    // The normalisation only round-trips here (the views are drawn as pixels again): the recipe's own constants.
+    const recipe = AUGMENT_PRESETS[settings.augmentation];
+    const fill = (v: number[]) => v.length === ds!.channels ? v : Array(ds!.channels).fill(v[0]);
+    const cfg = augmentConfig(settings, { mean: fill(recipe.mean), std: fill(recipe.std) });
     const n = Math.min(o.count, ds.length);
     const batch = await ds.load(Array.from({ length: n }, (_, i) => i));
     try {
@@ -159,7 +181,10 @@ export async function main(args: string[]): Promise<number> {
         made.undo();
         throw e;
       }
-      console.log(`wrote ${out}: ${B} images x ${2 + cfg.localCropsNumber} views (${presetName})`);
+      console.log(
+        `wrote ${out}: ${B} images x ${2 + cfg.localCropsNumber} views (preset ${presetName}: ` +
+          `2 x ${cfg.globalCropsSize} + ${cfg.localCropsNumber} x ${cfg.localCropsSize} px)`,
+      );
     } finally {
       dispose([batch.images, batch.labels]);
     }

@@ -63,6 +63,19 @@ Deno.test("an unknown variant is a usage error naming the valid ones; nothing is
   assert.match(r.err, /unknown variant\(s\) nope; the variants are full, no-momentum, .*sinkhorn/);
   assert.match(r.err, /deno task ablate --help/);
   assert.equal((await captured(() => ablate(["--output-dir", dir, "--", "--lr", "fast"]))).value, 2);
+  // ablate's own flags after -- would be overridden on every run: refused, saying where they go
+  for (
+    const [extra, message] of [
+      [["--seed", "5"], /--seed is ablate's own flag, given to every run: put it before --/],
+      [["--output-dir=/tmp/x"], /--output-dir is ablate's own flag/],
+      [["--max-steps", "3"], /--max-steps is ablate's own flag/],
+      [["--eval-linear", "false"], /--eval-linear is always on in the ablation/],
+    ] as const
+  ) {
+    const bad = await captured(() => ablate(["--output-dir", dir, "--", ...extra]));
+    assert.equal(bad.value, 2);
+    assert.match(bad.err, message);
+  }
   assert.throws(() => Deno.statSync(dir));
   const h = await captured(() => ablate(["--help"]));
   assert.equal(h.value, 0);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { captured, TINY_VIT_FLAGS } from "./helpers.ts";
+import { exists } from "../ffi/mod.ts";
 import { main as masks } from "../cli/masks.ts";
 import { decodeImage, dispose, Generator, liveTensors, randint, tensor, tidy, toArray, writeImage } from "../mod.ts";
 import { attentionMaps, encodeIndexedPng } from "../lib/eval/mod.ts";
@@ -111,13 +112,19 @@ Deno.test("masks trains DINO and a supervised twin, scores each head's 60%-mass 
   Deno.removeSync(root, { recursive: true });
 });
 
-Deno.test("masks: bad flags and a folder without train/ are usage errors that name the fix", async () => {
+Deno.test("masks: bad flags and a folder without train/, val/ or val_masks/ are usage errors before any training", async () => {
   const dir = Deno.makeTempDirSync();
+  const noMasks = join(dir, "no-masks"), out = join(dir, "out");
+  for (const split of ["train", "val"]) Deno.mkdirSync(join(noMasks, split, "shirt"), { recursive: true });
   for (
     const [args, message] of [
       [["--epochs", "0"], /--epochs must be between 1 and 10000/],
       [["--pictures", "x"], /--pictures takes an integer/],
       [["--data", dir], /has no train\/ folder: leave --data out to make the dataset/],
+      [
+        ["--data", noMasks, "--output-dir", out],
+        /has no val_masks\/ folder: make the data with scripts\/gen_objects\.py/,
+      ],
       [["--output-dir", dir, "--", "--arch", "resnet18"], /attention masks need a ViT/],
       [["--", "--no-such-flag", "1"], /no-such-flag/],
     ] as const
@@ -126,6 +133,7 @@ Deno.test("masks: bad flags and a folder without train/ are usage errors that na
     assert.equal(r.value, 2, `${args.join(" ")}: ${r.err}`);
     assert.match(r.err, message);
   }
+  assert.ok(!exists(join(out, "dino")), "no training started");
   const help = await captured(() => masks(["--help"]));
   assert.equal(help.value, 0);
   assert.match(help.out, /Table 8/);

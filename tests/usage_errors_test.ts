@@ -360,6 +360,7 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
     [[...base, "--max-image-pixels", "lots"], 2, /--max-image-pixels takes an integer/],
     [[...base, "--preset", "imagenet21k"], 2, /--preset must be one of .*, got "imagenet21k"/],
     [[...base, "--preset", "constructor"], 2, /--preset must be one of/],
+    [[...base, "--preset", "fmnist28"], 2, /--preset must be one of fmnist, fmnist-gpu, cifar10, imagenet-vits16/],
     // out of range
     [[...base, "--count", "0"], 2, /--count must be between 1 and 1024, got 0/],
     [[...base, "--count", "100000"], 2, /--count must be between 1 and 1024, got 100000/],
@@ -386,6 +387,9 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
       [[...base, "--output-dir", file], 2, /--output-dir .* is a file, not a folder/],
       [[...base, "--output-dir", join(file, "sub")], 2, /--output-dir .*sub: .*a-file.txt is a file/],
       [["--data", empty, "--output-dir", "/proc/dino-out"], 2, /--output-dir \/proc\/dino-out cannot be written/],
+      // the training flags after --, checked as deno task train checks them
+      [[...base, "--output-dir", out, "--", "--lr", "x"], 2, /--lr takes a number, got "x"/],
+      [[...base, "--output-dir", out, "--", "--local-crops-size", "12"], 2, /--local-crops-size 12 is not a multiple/],
     ],
     out,
     () => [],
@@ -399,7 +403,13 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
   // The folder is made only now, once the data opened; 10 CIFAR training images, 4 rows.
   const ok = await captured(() => preview(["--data", cifar, "--count", "4", "--output-dir", out]));
   assert.equal(ok.value, 0, ok.err);
-  assert.match(ok.out, /wrote .*views\.png: 4 images x 8 views \(cifar32\)/);
+  assert.match(ok.out, /wrote .*views\.png: 4 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 16 px\)/);
+  // The views of the training preset and flags: fmnist's 2 x 21 + 2 x 14, or what the flags after -- make them.
+  const fm = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out]));
+  assert.match(fm.out, /1 images x 4 views \(preset fmnist: 2 x 21 \+ 2 x 14 px\)/);
+  const flags = ["--", "--global-crops-size", "28", "--local-crops-number", "6"];
+  const more = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out, ...flags]));
+  assert.match(more.out, /1 images x 8 views \(preset fmnist: 2 x 28 \+ 6 x 14 px\)/);
   assert.ok(t.exists(join(out, "views.png")));
   Deno.removeSync(root, { recursive: true });
 });
