@@ -83,13 +83,12 @@ function parse(allArgs: string[]) {
   if (values.preset !== undefined && !Object.hasOwn(PRESETS, values.preset)) {
     throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${values.preset}"`);
   }
-  // Checked before the data opens, with the preset that will apply or the default one.
-  const settings = trainingSettings(values.preset ?? "fmnist", values.data, trainFlags);
   const maxPixels = values["max-image-pixels"];
   return {
     data: values.data,
     preset: values.preset,
-    settings: values.preset !== undefined ? settings : undefined,
+    // Without --preset, the data's image size picks it: the flags are checked once the data is open.
+    settings: values.preset !== undefined ? trainingSettings(values.preset, values.data, trainFlags) : undefined,
     trainFlags,
     count: integer("--count", values.count, 1, 1024),
     seed: integer("--seed", values.seed, 0),

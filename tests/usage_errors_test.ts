@@ -410,6 +410,11 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
   const flags = ["--", "--global-crops-size", "28", "--local-crops-number", "6"];
   const more = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out, ...flags]));
   assert.match(more.out, /1 images x 8 views \(preset fmnist: 2 x 28 \+ 6 x 14 px\)/);
+  // the flags are checked against the preset the data picks (cifar10's patch 4 takes 12 px local crops)
+  const small = await captured(() =>
+    preview(["--data", cifar, "--count", "1", "--output-dir", out, "--", "--local-crops-size", "12"])
+  );
+  assert.match(small.out, /1 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 12 px\)/, small.err);
   assert.ok(t.exists(join(out, "views.png")));
   Deno.removeSync(root, { recursive: true });
 });
