@@ -148,23 +148,17 @@ export function loadEvalBackbone(
     }
     const ck = loadCheckpoint(path);
     // The checkpoint describes its network; a flag that says otherwise is a mistake, not an override.
-    for (
-      const [name, given, saved] of [["arch", o.arch, ck.config.arch], [
-        "patchSize",
-        o.patchSize,
-        ck.config.patchSize,
-      ]] as const
-    ) {
-      if (given !== undefined && given !== saved && !(name === "patchSize" && isResNetArch(ck.config.arch))) {
-        dispose(ck.state);
-        throw new SettingError(
-          [name],
-          (n) =>
-            `${path} is a checkpoint of ${n(name)} ${saved}, not ${given}: drop ${
-              n(name)
-            } (it is read from the checkpoint)`,
-        );
-      }
+    const differs = (["arch", "patchSize"] as const).find((k) =>
+      o[k] !== undefined && o[k] !== ck.config[k] && !(k === "patchSize" && isResNetArch(ck.config.arch))
+    );
+    if (differs) {
+      dispose(ck.state);
+      throw new SettingError(
+        [differs],
+        (n) =>
+          `${path} is a checkpoint of ${n(differs)} ${ck.config[differs]}, not ${o[differs]}: ` +
+          `drop ${n(differs)} (it is read from the checkpoint)`,
+      );
     }
     const net = networkConfig(ck.config, ck.channels);
     const { student, teacher } = ck.state;
