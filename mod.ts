@@ -4,8 +4,8 @@
  *
  * Importing this module finds libtorch, builds the shim on first use (cached
  * afterwards) and loads it; run with `--allow-ffi --allow-run --allow-env
- * --allow-read --allow-write` (or `-A`), plus `--allow-net` when importing
- * from a URL.
+ * --allow-read --allow-write` (or `-A`), plus `--allow-net --allow-import`
+ * when importing from a URL.
  *
  * Tensors are handles with one owner each: see {@linkcode tidy} for the rule.
  *

@@ -140,11 +140,14 @@ print(json.dumps({"version": re.match(r"\\d+(\\.\\d+)*", torch.__version__).grou
 
 function fromPython(exe: string): Libtorch | string {
   const r = run(exe, ["-c", PROBE]);
-  if (!r.ok) {
-    const why = r.err.trim().split("\n").pop() ?? "failed";
-    return `python ${exe}: ${why}`;
+  if (!r.ok) return `python ${exe}: ${r.err.trim().split("\n").pop() || "failed, printing nothing"}`;
+  let info: Omit<Libtorch, "source"> | undefined;
+  try {
+    info = JSON.parse(r.out.trim().split("\n").pop()!);
+  } catch {
+    // not JSON: said below
   }
-  const info = JSON.parse(r.out.trim().split("\n").pop()!);
+  if (typeof info?.lib !== "string") return `python ${exe}: ran, but did not print torch's paths (is it a Python?)`;
   if (!exists(join(info.lib, "libtorch_cpu.so"))) {
     return `python ${exe}: torch imports, but no libtorch_cpu.so in ${info.lib}`;
   }
@@ -172,12 +175,17 @@ function fromSystem(): Libtorch | string {
   return `system: no ATen headers with libtorch_cpu.so under ${prefixes.join(", ")}`;
 }
 
-const INSTALL_HINT = [
-  "Install one of:",
-  "  - Debian/Ubuntu (CPU): sudo apt-get install libtorch-dev libopenblas0-pthread",
-  "  - PyTorch with CUDA: pip install torch, then run with DINO_PYTHON=/path/to/python",
-  "  - a libtorch zip from pytorch.org: unpack it and set LIBTORCH=/path/to/libtorch",
-].join("\n");
+const INSTALLS: Record<LibtorchWay, string> = {
+  system: "Debian/Ubuntu (CPU): sudo apt-get install libtorch-dev libopenblas0-pthread",
+  python: "PyTorch with CUDA: pip install torch, then run with DINO_PYTHON=/path/to/python",
+  folder: "a libtorch zip from pytorch.org: unpack it and set LIBTORCH=/path/to/libtorch",
+};
+
+/** How to install libtorch for the way forced, or for each way. */
+function installHint(way?: LibtorchWay): string {
+  if (way) return `Install: ${INSTALLS[way]}`;
+  return ["Install one of:", ...Object.values(INSTALLS).map((h) => `  - ${h}`)].join("\n");
+}
 
 /** The ways of finding libtorch that `DINO_LIBTORCH_FROM` can force. */
 export const LIBTORCH_WAYS = ["folder", "python", "system"] as const;
@@ -211,7 +219,7 @@ export function findLibtorch(): Libtorch {
     const r = fromFolder(env, "LIBTORCH");
     if (typeof r !== "string") return r;
     // An explicit choice that is wrong must not silently fall through.
-    throw new Error(`LIBTORCH=${env} is not a usable libtorch (${r}).\n${INSTALL_HINT}`);
+    throw new Error(`LIBTORCH=${env} is not a usable libtorch (${r}).\n${installHint("folder")}`);
   }
   const tried: string[] = way === undefined ? ["LIBTORCH: not set"] : [];
   if (way === undefined || way === "python") {
@@ -227,11 +235,17 @@ export function findLibtorch(): Libtorch {
     tried.push(sys);
   }
   const what = way === undefined ? "libtorch not found" : `DINO_LIBTORCH_FROM=${way}: libtorch not found that way`;
-  throw new Error(`${what}. Tried:\n  - ${tried.join("\n  - ")}\n${INSTALL_HINT}`);
+  throw new Error(`${what}. Tried:\n  - ${tried.join("\n  - ")}\n${installHint(way)}`);
 }
 
 function findCompiler(): string {
-  const candidates = [Deno.env.get("CXX"), "c++", "g++", "clang++"].filter((c): c is string => !!c);
+  const chosen = Deno.env.get("CXX");
+  if (chosen) {
+    // A compiler the user named that does not run is a mistake to report, not a reason to build with another one.
+    if (run(chosen, ["--version"]).ok) return chosen;
+    throw new Error(`CXX=${chosen} does not run (\`${chosen} --version\` failed): fix it, or unset CXX to use c++`);
+  }
+  const candidates = ["c++", "g++", "clang++"];
   for (const cxx of candidates) {
     if (run(cxx, ["--version"]).ok) return cxx;
   }
@@ -301,7 +315,8 @@ export function cacheDir(): string {
   const explicit = Deno.env.get("DINO_CACHE_DIR");
   if (explicit) return explicit;
   const xdg = Deno.env.get("XDG_CACHE_HOME");
-  return join(xdg ?? join(homedir(), ".cache"), "dino-deno");
+  // $HOME first: os.homedir() needs --allow-sys, which the documented permissions leave out.
+  return join(xdg ?? join(Deno.env.get("HOME") || homedir(), ".cache"), "dino-deno");
 }
 
 /** Records where libtorch was found, so later runs need not start Python. */
@@ -588,6 +603,9 @@ export async function shimPath(): Promise<string> {
   const prebuilt = Deno.env.get("DINO_SHIM");
   if (prebuilt) {
     if (!exists(prebuilt)) throw new Error(`DINO_SHIM=${prebuilt} does not exist; unset it to build the shim`);
+    if (!Deno.statSync(prebuilt).isFile) {
+      throw new Error(`DINO_SHIM=${prebuilt} is not a file; unset it to build the shim`);
+    }
     return prebuilt;
   }
   return await buildShim();

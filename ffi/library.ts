@@ -49,7 +49,21 @@ for (const [name, value] of Object.entries(WORKER_WAITS)) {
   if (Deno.env.get(name) === undefined) Deno.env.set(name, value);
 }
 
-const library = Deno.dlopen(await shimPath(), withNames(symbols));
+const library = open(await shimPath());
+
+/** The shim loaded; one that will not load (not a library, or built from other sources) names the fix. */
+function open(path: string) {
+  try {
+    return Deno.dlopen(path, withNames(symbols));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e; // Deno's own message names the flag
+    const why = e instanceof Error ? e.message.replace(/^(Could not open library: )+/, "") : String(e);
+    const fix = Deno.env.get("DINO_SHIM")
+      ? "unset DINO_SHIM to build the shim, or point it at one built from these sources (deno task build)"
+      : `delete ${path} to have it built again`;
+    throw new Error(`the native shim ${path} could not be loaded (${why}): ${fix}`);
+  }
+}
 
 /**
  * Each entry point wrapped to name itself on stderr before it runs: with `DINO_TRACE_FFI=1`, the last name printed
@@ -81,7 +95,7 @@ function defaultCacheMegabytes(): number {
     if (!(mb >= 0)) throw new Error(`DINO_CPU_CACHE_MB must be a number of megabytes >= 0, got "${env}"`);
     return mb;
   }
-  return Math.min(Deno.systemMemoryInfo().total / 4, 8 * 2 ** 30) / 2 ** 20;
+  return Math.min(native.physical_memory_mb(ctx) / 4, 8 * 2 ** 10);
 }
 native.set_cpu_cache(ctx, defaultCacheMegabytes());
 /** One thread per core, in libtorch and OpenBLAS alike, unless a launcher said otherwise (as torchrun does). */

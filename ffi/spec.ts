@@ -223,6 +223,7 @@ export const symbols = {
   profile_stop: scalar(),
   add_seconds: scalar(T, T, N),
   set_cpu_cache: scalar(F),
+  physical_memory_mb: scalar(),
   cpu_cache_stat: scalar(I),
   // distributed (c10d): a process group handle; collectives block until done, failed or timed out
   dist_backends: scalar(),

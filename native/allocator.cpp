@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unistd.h>
 
 // Large buffers freed by one op are handed to the next op of the same (rounded) size instead of going back to
 // the OS: where page faults are slow, a fresh 40 MB tensor costs far more than the arithmetic that fills it.
@@ -113,3 +114,5 @@ static double set_cpu_cache(double megabytes) {
 
 SCALAR(set_cpu_cache, (double megabytes), set_cpu_cache(megabytes))
 SCALAR(cpu_cache_stat, (int which), caching_allocator.stat(which))
+// The machine's memory for the cache's default size: asked here, as Deno.systemMemoryInfo() needs --allow-sys.
+SCALAR(physical_memory_mb, (), static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / (1 << 20))

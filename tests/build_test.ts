@@ -21,7 +21,8 @@ Deno.test("a LIBTORCH that is not a libtorch folder is an error naming it and th
   await Deno.remove(dir);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, new RegExp(`LIBTORCH=${dir} is not a usable libtorch`));
-  assert.match(r.stderr, /apt-get install libtorch-dev/);
+  assert.match(r.stderr, /Install: a libtorch zip from pytorch\.org: unpack it and set LIBTORCH=/);
+  assert.doesNotMatch(r.stderr, /apt-get/, "the fix for the way chosen, not the others");
 });
 
 Deno.test("with no libtorch anywhere the error lists every place tried", async () => {
@@ -39,10 +40,45 @@ Deno.test("with no libtorch anywhere the error lists every place tried", async (
   assert.match(r.stderr, /sudo apt-get install libtorch-dev/);
 });
 
-Deno.test("DINO_SHIM pointing at a missing file is a clear error", async () => {
+Deno.test("DINO_SHIM pointing at a missing file, a folder or no library is a clear error naming the fix", async () => {
   const r = await runDeno(`import "./mod.ts";`, { DINO_SHIM: "/nonexistent/shim.so" });
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /DINO_SHIM=\/nonexistent\/shim.so does not exist; unset it to build the shim/);
+  const dir = await Deno.makeTempDir();
+  const folder = await runDeno(`import "./mod.ts";`, { DINO_SHIM: dir });
+  assert.match(folder.stderr, new RegExp(`DINO_SHIM=${dir} is not a file; unset it to build the shim`));
+  const text = `${dir}/notlib.so`;
+  await Deno.writeTextFile(text, "not a library");
+  const notLib = await runDeno(`import "./mod.ts";`, { DINO_SHIM: text });
+  await Deno.remove(dir, { recursive: true });
+  assert.notEqual(notLib.code, 0);
+  assert.match(
+    notLib.stderr,
+    /the native shim .*notlib\.so could not be loaded \(.*notlib\.so: file too short\): unset DINO_SHIM to build the shim/,
+  );
+});
+
+Deno.test("a CXX that does not run is an error, not a quiet build with another compiler", async () => {
+  const cache = await Deno.makeTempDir();
+  const r = await runDeno(`import "./mod.ts";`, { CXX: "/nonexistent/c++", DINO_CACHE_DIR: cache });
+  await Deno.remove(cache, { recursive: true });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /CXX=\/nonexistent\/c\+\+ does not run .*: fix it, or unset CXX to use c\+\+/);
+});
+
+Deno.test("a DINO_PYTHON that prints no torch paths is one more way tried, said as such", async () => {
+  const find = `import { findLibtorch } from "./ffi/build.ts"; console.error(findLibtorch().source);`;
+  for (
+    const [python, says] of [["/bin/true", /ran, but did not print torch's paths/], ["/bin/false", /failed/]] as const
+  ) {
+    const forced = await runDeno(find, { DINO_LIBTORCH_FROM: "python", DINO_PYTHON: python });
+    assert.notEqual(forced.code, 0);
+    assert.match(forced.stderr, new RegExp(`- python ${python}: ${says.source}`));
+    assert.match(forced.stderr, /Install: PyTorch with CUDA: pip install torch/);
+  }
+  // Not forced: the search goes on to the system install (found, as Debian's libtorch-dev here, or tried).
+  const searched = await runDeno(find, { DINO_PYTHON: "/bin/true" });
+  assert.match(searched.stderr, searched.code === 0 ? /^system/m : /\n {2}- system: /, searched.stderr);
 });
 
 Deno.test("DINO_SHIM loads a prebuilt shim", async () => {

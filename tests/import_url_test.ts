@@ -10,6 +10,26 @@ const TYPES: Record<string, string> = {
   ".json": "application/json",
 };
 
+/** What mod.ts documents it needs: no --allow-sys (the home folder and the memory size are found without it). */
+const PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-env", "--allow-read", "--allow-write"];
+
+Deno.test("mod.ts runs with the documented permissions alone", async () => {
+  const script = `import * as t from "${join(ROOT, "mod.ts")}";
+    console.log(JSON.stringify(t.tidy(() => t.toArray(t.mul(t.tensor([1, 2, 3]), 2)))));`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  await Deno.writeTextFile(file, script);
+  const env = { ...Deno.env.toObject() };
+  delete env.DINO_CPU_CACHE_MB; // the cache's default size is what needed --allow-sys
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, "--no-lock", "--no-config", file],
+    env,
+    clearEnv: true,
+  }).output();
+  await Deno.remove(file);
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  assert.equal(new TextDecoder().decode(r.stdout).trim(), "[2,4,6]");
+});
+
 Deno.test("mod.ts imported over http from a local server builds the shim from fetched source and runs ops", async () => {
   const served: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
@@ -29,7 +49,8 @@ Deno.test("mod.ts imported over http from a local server builds the shim from fe
       console.log(JSON.stringify(out));`;
     const cache = await Deno.makeTempDir({ prefix: "dino-url-test-" });
     const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--reload", "--no-lock", "--no-config", "-"],
+      // the permissions the README and mod.ts document for a URL import, and no more
+      args: ["run", ...PERMISSIONS, "--allow-net", "--allow-import", "--reload", "--no-lock", "--no-config", "-"],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
