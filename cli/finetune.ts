@@ -71,8 +71,10 @@ const HELP = `usage: deno task finetune --weights FILE --data DATA [options]
 Fine-tuning evaluation: the whole backbone and a linear classifier trained with labels, from DINO weights (a
 checkpoint's teacher, or official weights), tested after every epoch; the best epoch is reported.
 
-  --weights FILE            a checkpoint of this project or official weights (.pth or .safetensors)
+options:
+  --weights FILE            a checkpoint of this project or official weights (.pth or .safetensors) (required)
   --data DATA               labelled images: fmnist, cifar10, cifar100 or a folder (one subfolder per class)
+                            (required)
 ${modelHelp(28)}
   --from-scratch            train the same network from a fresh initialisation (the baseline), same budget
   --epochs N                epochs, 1 to 100000 (default ${D.epochs})

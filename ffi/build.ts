@@ -90,8 +90,17 @@ function run(cmd: string, args: string[]): { ok: boolean; out: string; err: stri
  * @example
  * ```ts
  * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { versionFromHeaders } from "./build.ts";
+ * const include = Deno.makeTempDirSync();
+ * Deno.mkdirSync(join(include, "torch"));
+ * Deno.writeTextFileSync(
+ *   join(include, "torch/version.h"),
+ *   "#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 11\n#define TORCH_VERSION_PATCH 0\n",
+ * );
+ * assert.equal(versionFromHeaders(include), "2.11.0");
  * assert.equal(versionFromHeaders("/nonexistent"), undefined);
+ * Deno.removeSync(include, { recursive: true });
  * ```
  */
 export function versionFromHeaders(include: string): string | undefined {
@@ -437,8 +446,11 @@ export function cudaIncludeDirs(libtorch: { lib: string; cuda: boolean; cudaHome
  * ```ts
  * import assert from "node:assert/strict";
  * import { distributedBuild } from "./build.ts";
- * const d = distributedBuild({ source: "system", version: "0", include: [], lib: "/nonexistent", abi: 1, cuda: false });
- * assert.equal(d.nccl, false);
+ * const cpu = { source: "system", version: "0", include: [], lib: "/nonexistent", abi: 1, cuda: false };
+ * const d = distributedBuild(cpu);
+ * assert.equal(d.nccl, false); // NCCL only with a CUDA libtorch
+ * // Gloo where its headers and libtorch's c10d ones are found, and then its define in the compile flags
+ * assert.equal(d.compile.includes("-DDINO_GLOO"), d.gloo);
  * ```
  */
 export function distributedBuild(libtorch: Libtorch): DistributedBuild {
@@ -483,8 +495,15 @@ export function distributedBuild(libtorch: Libtorch): DistributedBuild {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { cxxStandard } from "./build.ts";
- * assert.equal(cxxStandard(["/nonexistent"]), "gnu++17");
+ * const include = Deno.makeTempDirSync();
+ * Deno.mkdirSync(join(include, "ATen"));
+ * Deno.writeTextFileSync(join(include, "ATen/ATen.h"), '#if !defined(_MSC_VER) && __cplusplus < 202002L\n#error "C++20"\n#endif\n');
+ * assert.equal(cxxStandard(["/nonexistent", include]), "gnu++20"); // libtorch 2.10+ asks for C++20
+ * Deno.writeTextFileSync(join(include, "ATen/ATen.h"), '#if !defined(_MSC_VER) && __cplusplus < 201703L\n#error "C++17"\n#endif\n');
+ * assert.equal(cxxStandard([include]), "gnu++17");
+ * Deno.removeSync(include, { recursive: true });
  * ```
  */
 export function cxxStandard(include: string[]): string {
