@@ -67,9 +67,11 @@ export function setNumThreads(n: number): void {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { blasThreads, setNumThreads } from "./mod.ts";
- * setNumThreads(1);
- * assert.ok(blasThreads() === 1 || blasThreads() === -1);
+ * import { blasThreads, getNumThreads, setNumThreads } from "./mod.ts";
+ * const before = getNumThreads();
+ * setNumThreads(1); // libtorch's threads and OpenBLAS's alike
+ * assert.ok(blasThreads() === 1 || blasThreads() === -1); // -1: this libtorch's BLAS is not OpenBLAS
+ * setNumThreads(before);
  * ```
  */
 export function blasThreads(): number {
@@ -148,12 +150,15 @@ export function cpuCacheStats(): { cachedBytes: number; hits: number; misses: nu
  *
  * @example
  * ```ts
- * import { cudaAvailable, cudaSynchronize, matmul, ones } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { cudaAvailable, cudaSynchronize, item, matmul, ones, sum } from "./mod.ts";
  * using x = ones([256, 256], { device: cudaAvailable() ? "cuda" : "cpu" });
  * const start = performance.now();
  * using y = matmul(x, x); // on a GPU, queued: the call returns before the work is done
  * cudaSynchronize(); // now it is
- * console.log(`matmul of [${y.shape}]: ${(performance.now() - start).toFixed(2)} ms`);
+ * const ms = performance.now() - start; // the product's time, not only its launch
+ * using total = sum(y);
+ * assert.ok(ms >= 0 && item(total) === 256 ** 3); // each of the 256 x 256 entries is 256
  * ```
  */
 export function cudaSynchronize(): void {
