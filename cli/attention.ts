@@ -36,6 +36,7 @@ import {
   defaultMaxImagePixels,
   dispose,
   exists,
+  stagingFolder,
   type Tensor,
   tidy,
   writeFileAtomic,
@@ -129,7 +130,8 @@ function imageKey(index: number, path: string): string {
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage: string | undefined, undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let staging: ReturnType<typeof stagingFolder> | undefined;
   const owned: Tensor[] = [];
   try {
     const o = parse(args);
@@ -174,7 +176,8 @@ export async function main(args: string[]): Promise<number> {
         );
       }
     }
-    stage = Deno.makeTempDirSync({ dir: o.outputDir, prefix: ".attention-", suffix: ".tmp" });
+    staging = stagingFolder(o.outputDir, "attention"); // removed by the next run if this one is killed
+    stage = staging.path;
     const arrays: Record<string, Tensor> = {};
     const listed: { key: string; path: string; height: number; width: number }[] = [];
     const threshold = String(o.threshold);
@@ -226,12 +229,12 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    if (stage) Deno.removeSync(stage, { recursive: true });
-    stage = undefined;
+    staging?.[Symbol.dispose]();
+    staging = undefined;
     undo?.();
     return failure(e, "attention");
   } finally {
-    if (stage) Deno.removeSync(stage, { recursive: true });
+    staging?.[Symbol.dispose]();
     if (model) dispose(model.backbone);
     dispose(owned);
   }

@@ -28,7 +28,16 @@
  */
 import { basename, extname, join } from "node:path";
 import { imageSize } from "npm:image-size@2.0.2";
-import { decodeImage, defaultMaxImagePixels, dispose, type Tensor, tidy, toArray, writeFileAtomic } from "../mod.ts";
+import {
+  decodeImage,
+  defaultMaxImagePixels,
+  dispose,
+  stagingFolder,
+  type Tensor,
+  tidy,
+  toArray,
+  writeFileAtomic,
+} from "../mod.ts";
 import { defaultNormalization, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
 import {
   type DavisScores,
@@ -193,7 +202,8 @@ const line = (s: DavisScores) => `J&F ${s.JF.toFixed(3)} (J ${s.J.toFixed(3)}, F
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage: string | undefined, undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let staging: ReturnType<typeof stagingFolder> | undefined;
   let prop: LabelPropagator | undefined;
   const owned: Tensor[] = [];
   try {
@@ -246,7 +256,8 @@ export async function main(args: string[]): Promise<number> {
     const { vit, backbone } = model;
     const C = vit.inChans, P = vit.patchSize;
     const norm: Normalization = model.normalization ?? defaultNormalization(C);
-    stage = Deno.makeTempDirSync({ dir: o.outputDir, prefix: ".propagate-", suffix: ".tmp" });
+    staging = stagingFolder(o.outputDir, "propagate"); // removed by the next run if this one is killed
+    stage = staging.path;
 
     const features = async (path: string) => {
       const r = await decodeImage(path, {
@@ -262,7 +273,7 @@ export async function main(args: string[]): Promise<number> {
     };
     const written: string[] = [];
     const write = (path: string, labels: Tensor) => {
-      writeFileAtomic(join(stage!, `${stemOf(path)}.png`), encodeIndexedPng(labels, palette));
+      writeFileAtomic(join(stage, `${stemOf(path)}.png`), encodeIndexedPng(labels, palette));
       written.push(`${stemOf(path)}.png`);
     };
     const predictions: Tensor[] = [first.labels];
@@ -342,12 +353,12 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    if (stage) Deno.removeSync(stage, { recursive: true });
-    stage = undefined;
+    staging?.[Symbol.dispose]();
+    staging = undefined;
     undo?.();
     return failure(e, "propagate");
   } finally {
-    if (stage) Deno.removeSync(stage, { recursive: true });
+    staging?.[Symbol.dispose]();
     prop?.dispose();
     if (model) dispose(model.backbone);
     dispose(owned);

@@ -41,6 +41,7 @@ import {
   interpolate,
   permute,
   sort,
+  stagingFolder,
   type Tensor,
   tidy,
   toArray,
@@ -290,7 +291,8 @@ const summaryLine = (name: string, s: RetrievalScores, n: number) =>
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage: string | undefined, undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let staging: ReturnType<typeof stagingFolder> | undefined;
   const owned: Tensor[] = [];
   let whitening: Whitening | undefined;
   try {
@@ -410,9 +412,10 @@ export async function main(args: string[]): Promise<number> {
         })),
       };
     }
-    stage = Deno.makeTempDirSync({ dir: o.outputDir, prefix: ".retrieve-", suffix: ".tmp" });
+    staging = stagingFolder(o.outputDir, "retrieve"); // removed by the next run if this one is killed
+    stage = staging.path;
     const json = (name: string, value: unknown) =>
-      writeFileAtomic(join(stage!, name), new TextEncoder().encode(JSON.stringify(value, null, 2)));
+      writeFileAtomic(join(stage, name), new TextEncoder().encode(JSON.stringify(value, null, 2)));
     const settings = {
       mode: o.copy ? "copy-detection" : "retrieval",
       features: `${o.copy ? "CLS + GeM (p = 4)" : model.resnet ? "pooled output" : "CLS"}${
@@ -483,12 +486,12 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    if (stage) Deno.removeSync(stage, { recursive: true });
-    stage = undefined;
+    staging?.[Symbol.dispose]();
+    staging = undefined;
     undo?.();
     return failure(e, "retrieve");
   } finally {
-    if (stage) Deno.removeSync(stage, { recursive: true });
+    staging?.[Symbol.dispose]();
     if (model) dispose(model.backbone);
     if (whitening) dispose([whitening.mean, whitening.projection]);
     dispose(owned);

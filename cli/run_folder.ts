@@ -29,7 +29,9 @@ export function prepareOutputDir(dir: string): { undo(): void } {
     throw new UsageError(`--output-dir ${dir} cannot be written: ${e instanceof Error ? e.message : e}`);
   }
   const stale = removeStaleTemporaries(dir);
-  if (stale.length > 0) console.warn(`removed ${stale.length} temporary file(s) an interrupted write left in ${dir}`);
+  if (stale.length > 0) {
+    console.warn(`removed ${stale.length} temporary file(s) or folder(s) an interrupted write left in ${dir}`);
+  }
   return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
 }
 

@@ -23,7 +23,7 @@ import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { exists, writeFileAtomic } from "./files.ts";
+import { exists, removeStaleTemporaries, stagingFolder, writeFileAtomic } from "./files.ts";
 
 /** Where a libtorch was found and how to compile against it. */
 export interface Libtorch {
@@ -545,76 +545,75 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   if (exists(out)) return out;
 
   const cxx = findCompiler();
-  const work = Deno.makeTempDirSync({ prefix: "dino-shim-" });
-  try {
-    for (const [name, text] of sources) Deno.writeTextFileSync(join(work, name), text);
-    const tmp = join(work, "shim.so");
-    const compile = [
-      `-std=${cxxStandard(libtorch.include)}`,
-      "-O2",
-      "-fPIC",
-      ...openmpFlags(cxx),
-      `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
-      ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
-      ...(stb ? ["-DDINO_STB"] : []),
-      ...dist.compile,
-      ...includeFlags(libtorch.include, defaultIncludes(cxx)),
-    ];
-    // Each source compiles on its own core (libtorch's headers and stb's implementations are the slow parts).
-    const units = NATIVE_SOURCES.filter((name) => name.endsWith(".cpp"));
-    const compileUnit = async (name: string, flags: string[]) => {
-      const args = [...flags, "-c", join(work, name), "-o", join(work, `${name}.o`)];
-      return { name, args, ...await runAsync(cxx, args) };
-    };
-    const compiled = await Promise.all(units.map((name) => compileUnit(name, compile)));
-    // NCCL's headers pull in much of CUDA's (cuBLAS, cuSPARSE, cuSOLVER, NVML): where those are not all there, the
-    // shim is built without NCCL, with a warning, rather than not at all.
-    let link = dist.link;
-    const ncclFailed = compiled.findIndex((r) => !r.ok && r.name === "distributed.cpp");
-    if (ncclFailed >= 0 && dist.nccl) {
-      const without = compile.filter((_, i) => !isPartOf(compile, i, dist.ncclCompile));
-      const again = await compileUnit("distributed.cpp", without);
-      if (again.ok) {
-        const why = compiled[ncclFailed].err.split("\n").find((l) => /error/.test(l)) ?? "";
-        console.error(
-          `warning: the shim is built without NCCL: distributed.cpp did not compile with it (${why.trim()})`,
-        );
-        compiled[ncclFailed] = again;
-        link = dist.link.filter((f) => !dist.ncclLink.includes(f));
-      }
-    }
-    const failed = compiled.find((r) => !r.ok);
-    if (failed) {
-      throw new Error(
-        `compiling the native shim failed (${cxx} ${failed.args.join(" ")}):\n${failed.err.slice(-4000)}`,
+  // The build's folder sits in the cache, locked while in use: an interrupted build's is removed by the next one.
+  Deno.mkdirSync(dir, { recursive: true });
+  removeStaleTemporaries(dir);
+  using staging = stagingFolder(dir, "build");
+  const work = staging.path;
+  for (const [name, text] of sources) Deno.writeTextFileSync(join(work, name), text);
+  const tmp = join(work, "shim.so");
+  const compile = [
+    `-std=${cxxStandard(libtorch.include)}`,
+    "-O2",
+    "-fPIC",
+    ...openmpFlags(cxx),
+    `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
+    ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
+    ...(stb ? ["-DDINO_STB"] : []),
+    ...dist.compile,
+    ...includeFlags(libtorch.include, defaultIncludes(cxx)),
+  ];
+  // Each source compiles on its own core (libtorch's headers and stb's implementations are the slow parts).
+  const units = NATIVE_SOURCES.filter((name) => name.endsWith(".cpp"));
+  const compileUnit = async (name: string, flags: string[]) => {
+    const args = [...flags, "-c", join(work, name), "-o", join(work, `${name}.o`)];
+    return { name, args, ...await runAsync(cxx, args) };
+  };
+  const compiled = await Promise.all(units.map((name) => compileUnit(name, compile)));
+  // NCCL's headers pull in much of CUDA's (cuBLAS, cuSPARSE, cuSOLVER, NVML): where those are not all there, the
+  // shim is built without NCCL, with a warning, rather than not at all.
+  let link = dist.link;
+  const ncclFailed = compiled.findIndex((r) => !r.ok && r.name === "distributed.cpp");
+  if (ncclFailed >= 0 && dist.nccl) {
+    const without = compile.filter((_, i) => !isPartOf(compile, i, dist.ncclCompile));
+    const again = await compileUnit("distributed.cpp", without);
+    if (again.ok) {
+      const why = compiled[ncclFailed].err.split("\n").find((l) => /error/.test(l)) ?? "";
+      console.error(
+        `warning: the shim is built without NCCL: distributed.cpp did not compile with it (${why.trim()})`,
       );
+      compiled[ncclFailed] = again;
+      link = dist.link.filter((f) => !dist.ncclLink.includes(f));
     }
-    const args = [
-      "-shared",
-      ...units.map((name) => join(work, `${name}.o`)),
-      "-o",
-      tmp,
-      `-L${libtorch.lib}`,
-      `-Wl,-rpath,${libtorch.lib}`,
-      // CUDA kernels register themselves when libtorch_cuda loads: keep it linked.
-      "-Wl,--no-as-needed",
-      ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
-      ...link,
-      "-ltorch",
-      "-ltorch_cpu",
-      "-lc10",
-      "-lpthread",
-    ];
-    const r = run(cxx, args);
-    if (!r.ok) {
-      throw new Error(`linking the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
-    }
-    Deno.mkdirSync(dir, { recursive: true });
-    writeFileAtomic(out, Deno.readFileSync(tmp));
-    return out;
-  } finally {
-    Deno.removeSync(work, { recursive: true });
   }
+  const failed = compiled.find((r) => !r.ok);
+  if (failed) {
+    throw new Error(
+      `compiling the native shim failed (${cxx} ${failed.args.join(" ")}):\n${failed.err.slice(-4000)}`,
+    );
+  }
+  const args = [
+    "-shared",
+    ...units.map((name) => join(work, `${name}.o`)),
+    "-o",
+    tmp,
+    `-L${libtorch.lib}`,
+    `-Wl,-rpath,${libtorch.lib}`,
+    // CUDA kernels register themselves when libtorch_cuda loads: keep it linked.
+    "-Wl,--no-as-needed",
+    ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
+    ...link,
+    "-ltorch",
+    "-ltorch_cpu",
+    "-lc10",
+    "-lpthread",
+  ];
+  const r = run(cxx, args);
+  if (!r.ok) {
+    throw new Error(`linking the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
+  }
+  writeFileAtomic(out, Deno.readFileSync(tmp));
+  return out;
 }
 
 /** The shim to load: `DINO_SHIM` when set, else a cached or freshly compiled build. */

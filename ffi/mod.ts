@@ -6,7 +6,7 @@
 export { type Device, dispose, type DType, keep, liveTensors, Tensor, tensorsIn, tidy } from "./tensor.ts";
 export { TorchError } from "./library.ts";
 export { findLibtorch, type Libtorch } from "./build.ts";
-export { exists, removeStaleTemporaries, writeFileAtomic } from "./files.ts";
+export { exists, removeStaleTemporaries, stagingFolder, writeFileAtomic } from "./files.ts";
 export * from "./runtime.ts";
 export * from "./ops/creation.ts";
 export * from "./ops/math.ts";

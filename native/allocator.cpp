@@ -4,6 +4,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <malloc.h>
+
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -109,6 +111,10 @@ static double set_cpu_cache(double megabytes) {
   static std::once_flag installed;
   std::call_once(installed, [] { c10::SetCPUAllocator(&caching_allocator, /*priority=*/1); });
   caching_allocator.set_limit(static_cast<size_t>(megabytes * 1024 * 1024));
+#ifdef __GLIBC__
+  // The blocks let go went to malloc, whose heap keeps them once its mmap threshold has grown: hand them back.
+  malloc_trim(0);
+#endif
   return 0;
 }
 
