@@ -89,7 +89,11 @@ function lockedTemporary(
     try {
       make(path);
       file = Deno.openSync(lockFile(path), { write: true, createNew: true });
-      file.lockSync(true);
+      try {
+        file.lockSync(true);
+      } catch {
+        // A file system without locks: written unlocked, and every cleanup keeps it (`inUse`), as it cannot tell.
+      }
       if (Deno.statSync(lockFile(path)).ino === file.statSync().ino) return { path, file };
     } catch (e) {
       file?.close();

@@ -33,7 +33,7 @@ Deno.test("a temporary file or staging folder another live process holds is kept
     const f = Deno.openSync(tmp, { write: true, createNew: true });
     f.lockSync(true);
     console.log("ready");
-    await new Promise(() => {});`;
+    setInterval(() => {}, 1000); // alive until killed`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", script],
     stdout: "piped",
