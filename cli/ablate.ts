@@ -56,7 +56,8 @@ options:
   --epochs N            training epochs of every run (default: the preset's)
   --max-steps N         stop every run after N steps (default: all epochs)
   -h, --help            this help
-Flags after -- are passed to every training run (deno task train --help lists them).`;
+Flags after -- are passed to every training run (deno task train --help lists them), except ablate's
+own: --seed, --epochs, --max-steps and --output-dir go before --, and --eval-linear is always on.`;
 
 function parse(args: string[]) {
   const { own, extra } = splitPassthrough(args);
@@ -77,7 +78,8 @@ function parse(args: string[]) {
         `the variants are ${Object.keys(ABLATIONS).join(", ")}`,
     );
   }
-  // ablate sets these on every run itself: given after --, they would be overridden without a word.
+  // ablate's own flags, one value for every run: after --, they were overridden without a word (or, for the budget,
+  // read where ablate's --epochs and --max-steps are the documented way).
   for (const flag of ["--seed", "--output-dir", "--epochs", "--max-steps", "--eval-linear"]) {
     if (extra.some((a) => a === flag || a.startsWith(`${flag}=`))) {
       throw new UsageError(

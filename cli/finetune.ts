@@ -81,7 +81,8 @@ ${modelHelp(28)}
   --batch-size N            images per step (default ${D.batchSize})
   --lr X                    peak learning rate per 256 images (default ${D.lr}; the step's is lr x batch / 256)
   --min-lr X                the cosine schedule's final rate (default ${D.minLr})
-  --warmup-epochs X         linear warmup, in epochs (default ${D.warmupEpochs}, or --epochs when fewer)
+  --warmup-epochs X         linear warmup, in epochs (default ${D.warmupEpochs}; a shorter run warms up throughout,
+                            never reaching the peak, as DeiT's scheduler does)
   --weight-decay X          AdamW weight decay, not for biases, 1-D weights, cls_token, pos_embed (default ${D.weightDecay})
   --layer-decay X           layer-wise lr decay: each layer's rate is X times the one above (default ${D.layerDecay})
   --smoothing X             label smoothing of the cross-entropy, 0 to < 1 (default ${D.smoothing})
@@ -117,7 +118,7 @@ function parse(args: string[]) {
     "batch-size": { type: "string", default: String(D.batchSize) },
     lr: { type: "string", default: String(D.lr) },
     "min-lr": { type: "string", default: String(D.minLr) },
-    "warmup-epochs": { type: "string" },
+    "warmup-epochs": { type: "string", default: String(D.warmupEpochs) },
     "weight-decay": { type: "string", default: String(D.weightDecay) },
     "layer-decay": { type: "string", default: String(D.layerDecay) },
     smoothing: { type: "string", default: String(D.smoothing) },
@@ -141,11 +142,8 @@ function parse(args: string[]) {
     throw new UsageError(`--device must be auto, cpu or cuda, got "${values.device}"`);
   }
   const epochs = integer("--epochs", values.epochs, 1, 100000);
-  // A short run warms up throughout by default, as DeiT's scheduler does when its warmup outlasts the run.
-  const warmupEpochs = values["warmup-epochs"] === undefined
-    ? Math.min(D.warmupEpochs, epochs)
-    : number("--warmup-epochs", values["warmup-epochs"], { min: 0 });
-  if (warmupEpochs > epochs) throw new UsageError(`--warmup-epochs ${warmupEpochs} exceeds --epochs ${epochs}`);
+  // A warmup longer than the run is DeiT's too: its rate climbs for the whole run (cosineSchedule does the same).
+  const warmupEpochs = number("--warmup-epochs", values["warmup-epochs"], { min: 0 });
   const maxPixels = values["max-image-pixels"];
   return {
     ...modelOptions(values),

@@ -49,15 +49,12 @@ options:
   --data DATA          fmnist, cifar10, cifar100 or an image folder (required)
   --output-dir DIR     where views.png goes (required; made if need be)
   --preset NAME        training preset: ${Object.keys(PRESETS).join(", ")}
-                       (default: fmnist for 28 px images, cifar10 for 32 px, else imagenet-vits16)
+                       (default fmnist, as deno task train's)
   --count N            images to show, 1 to 1024 (default 6)
   --seed N             random seed, >= 0 (default 0)
   --max-image-pixels N largest image (width x height) decoded; larger files are skipped
                        (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help           this help`;
-
-/** The training preset whose views a dataset of `side` px images gets when --preset is not given. */
-const presetFor = (side: number) => side <= 28 ? "fmnist" : side <= 32 ? "cifar10" : "imagenet-vits16";
 
 /** The training settings of `preset` with the training flags given after `--`. */
 function trainingSettings(preset: string, data: string, flags: string[]): Settings {
@@ -86,10 +83,8 @@ function parse(allArgs: string[]) {
   const maxPixels = values["max-image-pixels"];
   return {
     data: values.data,
-    preset: values.preset,
-    // Without --preset, the data's image size picks it: the flags are checked once the data is open.
-    settings: values.preset !== undefined ? trainingSettings(values.preset, values.data, trainFlags) : undefined,
-    trainFlags,
+    // Checked before the data opens; an image folder is then read at the preset's --image-size, as training reads it.
+    settings: trainingSettings(values.preset ?? "fmnist", values.data, trainFlags),
     count: integer("--count", values.count, 1, 1024),
     seed: integer("--seed", values.seed, 0),
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
@@ -140,10 +135,8 @@ export async function main(args: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
-    // An image folder is read at the preset's --image-size, as training reads it.
-    ds = openDataset(o.data, "train", { maxImagePixels: o.maxImagePixels, side: o.settings?.imageSize });
-    const presetName = o.preset ?? presetFor(ds.size);
-    const settings = o.settings ?? trainingSettings(presetName, o.data, o.trainFlags);
+    const { settings } = o;
+    ds = openDataset(o.data, "train", { maxImagePixels: o.maxImagePixels, side: settings.imageSize });
     // The normalisation only round-trips here (the views are drawn as pixels again): the recipe's own constants.
     const recipe = AUGMENT_PRESETS[settings.augmentation];
     const fill = (v: number[]) => v.length === ds!.channels ? v : Array(ds!.channels).fill(v[0]);
@@ -181,7 +174,7 @@ export async function main(args: string[]): Promise<number> {
         throw e;
       }
       console.log(
-        `wrote ${out}: ${B} images x ${2 + cfg.localCropsNumber} views (preset ${presetName}: ` +
+        `wrote ${out}: ${B} images x ${2 + cfg.localCropsNumber} views (preset ${settings.preset}: ` +
           `2 x ${cfg.globalCropsSize} + ${cfg.localCropsNumber} x ${cfg.localCropsSize} px)`,
       );
     } finally {

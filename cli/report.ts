@@ -92,9 +92,11 @@ function parse(args: string[]) {
   }
   const config = readJson(join(v.run, "config.json"));
   if (config && !("outDim" in config)) {
-    const by = "layerDecay" in config ? "deno task finetune" : "nLastBlocks" in config ? "deno task linear" : "";
+    const writer = "layerDecay" in config ? "deno task finetune" : "nLastBlocks" in config ? "deno task linear" : "";
     throw new UsageError(
-      `--run ${v.run} is ${by ? `the output folder of \`${by}\`` : "not a DINO training run's output folder"}: ` +
+      `--run ${v.run} is ${
+        writer ? `the output folder of \`${writer}\`` : "not a DINO training run's output folder"
+      }: ` +
         "report reads the folder of `deno task train` (its --output-dir)",
     );
   }

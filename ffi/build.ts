@@ -235,6 +235,10 @@ export function findLibtorch(): Libtorch {
     for (const exe of pythons()) {
       const r = fromPython(exe);
       if (typeof r !== "string") return r;
+      // As with LIBTORCH (and CXX): a Python the user named that fails is reported, not replaced by another libtorch.
+      if (Deno.env.get("DINO_PYTHON") && way === undefined) {
+        throw new Error(`DINO_PYTHON=${exe} gives no usable libtorch (${r}): fix it, or unset it to search every way`);
+      }
       tried.push(r);
     }
   }
@@ -252,7 +256,10 @@ function findCompiler(): string {
   if (chosen) {
     // A compiler the user named that does not run is a mistake to report, not a reason to build with another one.
     if (run(chosen, ["--version"]).ok) return chosen;
-    throw new Error(`CXX=${chosen} does not run (\`${chosen} --version\` failed): fix it, or unset CXX to use c++`);
+    throw new Error(
+      `CXX=${chosen} does not run (\`${chosen} --version\` failed): CXX names one compiler, without arguments; ` +
+        "fix it, or unset CXX to use c++",
+    );
   }
   const candidates = ["c++", "g++", "clang++"];
   for (const cxx of candidates) {

@@ -47,69 +47,80 @@ export function exists(path: string): boolean {
  * ```
  */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  let tmp = "";
+  const { path: tmp, lock: file } = lockedTemporary(dirname(path), basename(path), false);
+  let done = false;
   try {
-    let file: Deno.FsFile;
-    ({ file, path: tmp } = lockedTemporary(dirname(path), basename(path)));
-    try {
-      let written = 0;
-      while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-      file.syncSync();
-      Deno.renameSync(tmp, path); // before the lock is let go, so that no cleanup takes the file meanwhile
-    } finally {
-      file.close();
-    }
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* nothing to clean */ }
-    throw e;
+    let written = 0;
+    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+    file.syncSync();
+    Deno.renameSync(tmp, path); // before the lock is let go, so that no cleanup takes the file meanwhile
+    done = true;
+  } finally {
+    release(tmp, file, !done);
   }
 }
 
-/** `.<name>.<pid>.<8 hex>.tmp` in `dir`: the names {@linkcode removeStaleTemporaries} looks for. */
+/** A temporary's name, `.<name>.<pid>.<8 hex>.tmp` in `dir`: what {@linkcode removeStaleTemporaries} looks for. */
 function temporaryName(dir: string, name: string): string {
   return join(dir, `.${name}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`);
 }
+const TEMPORARY = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+/** The staging folders of the code before they were locked (`Deno.makeTempDirSync`'s names): left by killed runs. */
+const UNLOCKED_STAGING = /^\.(attention|retrieve|propagate)-\w+\.tmp$/;
+
+/** The lock file inside a staging folder. */
+const LOCK = ".lock";
 
 /**
- * A new file `lockFile(path)` names, opened and locked: the lock, held until the file is closed, marks it in use for
- * {@linkcode removeStaleTemporaries}. Between the file's making and its locking another process's cleanup may take it
- * for a dead one's and remove it: then the path no longer leads to this file, and a new one is made.
+ * The temporaries this process holds. Its own cleanups skip them without opening them: where locks are emulated
+ * with fcntl's (NFS), closing any handle to a file drops the process's lock on it.
  */
-function lockedTemporary(
-  dir: string,
-  name: string,
-  make: (path: string) => void = () => {},
-  lockFile: (path: string) => string = (path) => path,
-): { path: string; file: Deno.FsFile } {
-  for (let attempt = 1;; attempt++) {
-    const path = temporaryName(dir, name);
-    let file: Deno.FsFile | undefined;
+const held = new Set<string>();
+
+/**
+ * A new temporary (a file, or a folder with its lock file) in `dir`, locked until released: made and locked under
+ * a name no cleanup looks at, then renamed into place, so that one a cleanup can see is locked while its process
+ * lives, and its lock is let go however the process ends.
+ */
+function lockedTemporary(dir: string, name: string, folder: boolean): { path: string; lock: Deno.FsFile } {
+  const path = temporaryName(dir, name), making = `${path}.new`;
+  let lock: Deno.FsFile | undefined;
+  try {
+    if (folder) Deno.mkdirSync(making);
+    lock = Deno.openSync(folder ? join(making, LOCK) : making, { read: true, write: true, createNew: true });
     try {
-      make(path);
-      file = Deno.openSync(lockFile(path), { write: true, createNew: true });
-      try {
-        file.lockSync(true);
-      } catch {
-        // A file system without locks: written unlocked, and every cleanup keeps it (`inUse`), as it cannot tell.
-      }
-      if (Deno.statSync(lockFile(path)).ino === file.statSync().ino) return { path, file };
-    } catch (e) {
-      file?.close();
-      // Gone before it was locked, unless the folder itself is missing (an error to report, not to retry).
-      if (!(e instanceof Deno.errors.NotFound) || !exists(dir) || attempt === 10) throw e;
-      continue;
+      lock.lockSync(true);
+    } catch {
+      // A file system without locks: cleanups fall back to the process id in the name.
     }
-    file.close();
-    if (attempt === 10) throw new Error(`${dir}: a temporary file kept being removed before it was locked`);
+    Deno.renameSync(making, path);
+  } catch (e) {
+    lock?.close();
+    try {
+      Deno.removeSync(making, { recursive: true });
+    } catch { /* never made */ }
+    throw e;
+  }
+  held.add(path);
+  return { path, lock };
+}
+
+/** Lets a temporary go: removed first when `remove` (while still locked, so no cleanup races it), then unlocked. */
+function release(path: string, lock: Deno.FsFile, remove: boolean): void {
+  try {
+    if (remove) Deno.removeSync(path, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  } finally {
+    lock.close();
+    held.delete(path);
   }
 }
 
 /**
  * A staging folder in `dir` for files a command writes before moving them into place (`.<name>.<pid>.<hex>.tmp`),
- * marked as in use by a lock held until it is disposed, which removes it. One left by a killed process is removed
- * by the next {@linkcode removeStaleTemporaries} of `dir`.
+ * locked until it is disposed, which removes it (disposing twice is harmless). One left by a killed process is
+ * removed by the next {@linkcode removeStaleTemporaries} of `dir`.
  *
  * @example
  * ```ts
@@ -128,44 +139,51 @@ function lockedTemporary(
  * ```
  */
 export function stagingFolder(dir: string, name: string): { path: string } & Disposable {
-  const { path, file: lock } = lockedTemporary(dir, name, (path) => Deno.mkdirSync(path), (path) => join(path, LOCK));
+  const { path, lock } = lockedTemporary(dir, name, true);
+  let released = false;
   return {
     path,
     [Symbol.dispose]() {
-      lock.close();
-      Deno.removeSync(path, { recursive: true });
+      if (released) return;
+      released = true;
+      release(path, lock, true);
     },
   };
 }
 
-/** The lock file inside a staging folder. */
-const LOCK = ".lock";
-
 /**
- * Whether a live process holds the lock of the temporary `path` (a file, or a staging folder's lock file), the
- * mark of a write in progress. A lock is released when its process ends, however it ends, where the process id in
- * the name may belong to another process by now (as after a restart in a container, where every run is process 1).
+ * The lock of a temporary no live process holds, taken (to be closed once the temporary is removed); undefined
+ * when a live process holds it, or may: where it cannot be opened for another reason than its absence, or where
+ * locks are not to be had and the process id in its name is running (or is this process's, and it is held).
  */
-function inUse(path: string, isFolder: boolean): boolean {
+function claim(dir: string, name: string, isFolder: boolean): Deno.FsFile | "unlocked" | undefined {
+  const path = join(dir, name);
+  if (held.has(path)) return undefined;
+  if (isFolder && UNLOCKED_STAGING.test(name)) return "unlocked";
   let file: Deno.FsFile;
   try {
-    file = Deno.openSync(isFolder ? join(path, LOCK) : path, { read: true });
-  } catch {
-    return false; // a folder without its lock file: its process died making it
+    file = Deno.openSync(isFolder ? join(path, LOCK) : path, { read: true, write: true });
+  } catch (e) {
+    // A folder renamed into place has its lock file: without one, it was emptied by hand or is not ours to judge.
+    return e instanceof Deno.errors.NotFound && isFolder ? "unlocked" : undefined;
   }
+  let free: boolean;
   try {
-    return !file.tryLockSync(true);
+    free = file.tryLockSync(true);
   } catch {
-    return true; // a file system without locks: keep it rather than guess
-  } finally {
-    file.close();
+    const pid = Number(TEMPORARY.exec(name)![1]);
+    free = pid === Deno.pid || !(Deno.build.os === "linux" && exists(`/proc/${pid}`)); // not held: a former life's
   }
+  if (free) return file;
+  file.close();
+  return undefined;
 }
 
 /**
  * Removes the temporary files that {@linkcode writeFileAtomic} left in `dir`
  * when its process was killed mid-write, and the staging folders of
- * {@linkcode stagingFolder} (those still in use are kept); returns their names.
+ * {@linkcode stagingFolder} (those still in use are kept: their process
+ * holds their lock); returns their names.
  *
  * @example
  * ```ts
@@ -189,13 +207,18 @@ export function removeStaleTemporaries(dir: string): string[] {
     return removed;
   }
   for (const e of entries) {
-    if (!(e.isFile || e.isDirectory) || !/^\..+\.\d+\.[0-9a-f]{8}\.tmp$/.test(e.name)) continue;
-    const path = join(dir, e.name);
-    if (inUse(path, e.isDirectory)) continue;
+    const folderToo = e.isDirectory && UNLOCKED_STAGING.test(e.name);
+    if (!(e.isFile || e.isDirectory) || !(TEMPORARY.test(e.name) || folderToo)) continue;
+    const lock = claim(dir, e.name, e.isDirectory);
+    if (lock === undefined) continue;
     try {
-      Deno.removeSync(path, { recursive: true });
+      Deno.removeSync(join(dir, e.name), { recursive: true }); // while locked: no writer can take it meanwhile
       removed.push(e.name);
-    } catch { /* another process removed it first */ }
+    } catch {
+      /* another process removed it first */
+    } finally {
+      if (lock !== "unlocked") lock.close();
+    }
   }
   return removed;
 }

@@ -5,11 +5,11 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <map>
 #include <mutex>
 #include <unordered_map>
-#include <unistd.h>
 
 // Large buffers freed by one op are handed to the next op of the same (rounded) size instead of going back to
 // the OS: where page faults are slow, a fresh 40 MB tensor costs far more than the arithmetic that fills it.
@@ -82,15 +82,19 @@ class CachingCPUAllocator final : public at::Allocator {
     free_.emplace_hint(free_.lower_bound(size), size, p);
     cached_ += size;
   }
-  void set_limit(size_t bytes) {
+  // Returns how many bytes it let go.
+  size_t set_limit(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     limit_ = bytes;
+    size_t freed = 0;
     while (cached_ > limit_ && !free_.empty()) {
       auto last = std::prev(free_.end());  // the largest blocks go first
       c10::free_cpu(last->second);
       cached_ -= last->first;
+      freed += last->first;
       free_.erase(last);
     }
+    return freed;
   }
   double stat(int which) const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -110,10 +114,10 @@ void CachingCPUAllocator::release(void* p) { caching_allocator.give_back(p); }
 static double set_cpu_cache(double megabytes) {
   static std::once_flag installed;
   std::call_once(installed, [] { c10::SetCPUAllocator(&caching_allocator, /*priority=*/1); });
-  caching_allocator.set_limit(static_cast<size_t>(megabytes * 1024 * 1024));
+  [[maybe_unused]] const size_t freed = caching_allocator.set_limit(static_cast<size_t>(megabytes * 1024 * 1024));
 #ifdef __GLIBC__
   // The blocks let go went to malloc, whose heap keeps them once its mmap threshold has grown: hand them back.
-  malloc_trim(0);
+  if (freed > 0) malloc_trim(0);
 #endif
   return 0;
 }

@@ -11,13 +11,18 @@ Deno.test("a temporary file nobody holds is removed even when its name has a liv
   for (const pid of [1, Deno.pid]) {
     Deno.writeTextFileSync(join(dir, `.checkpoint.safetensors.${pid}.0123abcd.tmp`), "half a checkpoint");
   }
-  Deno.mkdirSync(join(dir, `.attention.1.89abcdef.tmp`)); // a staging folder killed before its lock was made
+  Deno.mkdirSync(join(dir, `.attention.1.89abcdef.tmp`)); // a staging folder whose lock file is gone
+  Deno.writeTextFileSync(join(dir, `.attention.1.89abcdef.tmp`, ".lock"), "");
+  Deno.mkdirSync(join(dir, ".retrieve-1412c1d358b2c743.tmp")); // one of the code before staging folders were locked
   Deno.writeTextFileSync(join(dir, "checkpoint.safetensors"), "kept");
+  Deno.mkdirSync(join(dir, ".hidden-folder.tmp")); // not a temporary of ours
   assert.deepEqual(removeStaleTemporaries(dir).sort(), [
     `.attention.1.89abcdef.tmp`,
     `.checkpoint.safetensors.1.0123abcd.tmp`,
     `.checkpoint.safetensors.${Deno.pid}.0123abcd.tmp`,
+    ".retrieve-1412c1d358b2c743.tmp",
   ]);
+  Deno.removeSync(join(dir, ".hidden-folder.tmp"));
   assert.deepEqual(names(dir), ["checkpoint.safetensors"]);
   Deno.removeSync(dir, { recursive: true });
 });
@@ -61,6 +66,12 @@ Deno.test("an atomic write and a staging folder survive a cleanup run while they
     assert.deepEqual(names(stage.path), [".lock", "a.json"]);
     writeFileAtomic(join(dir, "b.json"), new TextEncoder().encode("[]"));
   }
+  assert.deepEqual(names(dir), ["b.json"], "the staging folder removed, no temporary left");
+  // disposing twice, or after someone removed the folder, is harmless
+  const stage = stagingFolder(dir, "propagate");
+  Deno.removeSync(stage.path, { recursive: true });
+  stage[Symbol.dispose]();
+  stage[Symbol.dispose]();
   assert.deepEqual(names(dir), ["b.json"]);
   Deno.removeSync(dir, { recursive: true });
 });

@@ -20,6 +20,12 @@ Deno.test("cosineSchedule matches the official numpy schedule value for value", 
   assert.equal(linspaceAt(0.04, 0.07, 30, 29), 0.07);
 });
 
+Deno.test("a warmup longer than the schedule climbs for its whole length, as DeiT's (timm) scheduler does", () => {
+  // fine-tuning's default 5 warmup epochs in a 1-epoch run of 4 steps: lr = base x it / 19, never the peak
+  const s = cosineSchedule(1, 0, 1, 4, 5);
+  assertClose([0, 1, 2, 3].map(s), [0, 1 / 19, 2 / 19, 3 / 19], 1e-15);
+});
+
 Deno.test("the teacher temperature warms up linearly by epoch, then stays", () => {
   const tau = teacherTempSchedule(0.04, 0.07, 30, 100);
   assertClose([tau(0), tau(15), tau(29), tau(30), tau(99)], [0.04, 0.04 + 0.03 * 15 / 29, 0.07, 0.07, 0.07], 1e-15);

@@ -1,9 +1,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { captured, TINY_VIT_FLAGS } from "./helpers.ts";
-import { exists } from "../ffi/mod.ts";
 import { main as masks } from "../cli/masks.ts";
-import { decodeImage, dispose, Generator, liveTensors, randint, tensor, tidy, toArray, writeImage } from "../mod.ts";
+import {
+  decodeImage,
+  dispose,
+  exists,
+  Generator,
+  liveTensors,
+  randint,
+  tensor,
+  tidy,
+  toArray,
+  writeImage,
+} from "../mod.ts";
 import { attentionMaps, encodeIndexedPng } from "../lib/eval/mod.ts";
 import { loadEvalBackbone, requireViT } from "../lib/weights/mod.ts";
 

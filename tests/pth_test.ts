@@ -15,10 +15,10 @@ import { readWeights } from "../lib/weights/read.ts";
 import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadDino, saveWeights } from "../lib/weights/weights.ts";
-import { assertClose, captured } from "./helpers.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { dinoHyper, initTrainState } from "../lib/training/step.ts";
+import { assertClose, captured } from "./helpers.ts";
 
 const DIR = new URL("./fixtures/pth/", import.meta.url).pathname;
 const fixture = (name: string) => join(DIR, name);

@@ -403,16 +403,32 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
   // The folder is made only now, once the data opened; 10 CIFAR training images, 4 rows.
   const ok = await captured(() => preview(["--data", cifar, "--count", "4", "--output-dir", out]));
   assert.equal(ok.value, 0, ok.err);
-  assert.match(ok.out, /wrote .*views\.png: 4 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 16 px\)/);
+  assert.match(ok.out, /wrote .*views\.png: 4 images x 4 views \(preset fmnist: 2 x 21 \+ 2 x 14 px\)/); // train's default
+  const cifar10 = await captured(() =>
+    preview(["--data", cifar, "--count", "1", "--preset", "cifar10", "--output-dir", out])
+  );
+  assert.match(cifar10.out, /1 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 16 px\)/);
   // The views of the training preset and flags: fmnist's 2 x 21 + 2 x 14, or what the flags after -- make them.
   const fm = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out]));
   assert.match(fm.out, /1 images x 4 views \(preset fmnist: 2 x 21 \+ 2 x 14 px\)/);
   const flags = ["--", "--global-crops-size", "28", "--local-crops-number", "6"];
   const more = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out, ...flags]));
   assert.match(more.out, /1 images x 8 views \(preset fmnist: 2 x 28 \+ 6 x 14 px\)/);
-  // the flags are checked against the preset the data picks (cifar10's patch 4 takes 12 px local crops)
+  // the flags are checked against the preset given (cifar10's patch 4 takes 12 px local crops, fmnist's 7 does not)
   const small = await captured(() =>
-    preview(["--data", cifar, "--count", "1", "--output-dir", out, "--", "--local-crops-size", "12"])
+    preview([
+      "--data",
+      cifar,
+      "--count",
+      "1",
+      "--preset",
+      "cifar10",
+      "--output-dir",
+      out,
+      "--",
+      "--local-crops-size",
+      "12",
+    ])
   );
   assert.match(small.out, /1 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 12 px\)/, small.err);
   assert.ok(t.exists(join(out, "views.png")));

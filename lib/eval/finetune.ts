@@ -66,8 +66,8 @@ import { fitBackbone } from "../weights/weights.ts";
 import { type EvalTransform, extractFeatures } from "./knn.ts";
 import { augmentForLinear, type BestEpoch, evaluateClassifier, type LinearAccuracy, type TrainCrop } from "./linear.ts";
 
-/** The checkpoint format's name, in the metadata. */
-export const FINETUNE_FORMAT = "dino-deno-finetune/1";
+/** The checkpoint format's name, in the metadata: /2 since each epoch's last partial batch is dropped. */
+export const FINETUNE_FORMAT = "dino-deno-finetune/2";
 
 /** The fine-tuning hyperparameters. */
 export interface FinetuneHyper {
@@ -556,6 +556,12 @@ export function loadFinetune(path: string, cfg: BackboneConfig): FinetuneCheckpo
   const { tensors, metadata } = readSafetensors(path);
   const made: Tensor[] = [];
   try {
+    if (metadata.format === "dino-deno-finetune/1") {
+      throw new Error(
+        `${path} was written before each epoch's last partial batch was dropped: its step count does not continue ` +
+          "in this version's schedule; start the fine-tuning again (its backbone still loads in knn, linear, ...)",
+      );
+    }
     if (metadata.format !== FINETUNE_FORMAT) {
       throw new Error(
         `${path} is not a fine-tuning checkpoint (format ${metadata.format ?? "none"}, not ${FINETUNE_FORMAT})`,
