@@ -19,6 +19,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { dirname, resolve } from "node:path";
 import { exists } from "../mod.ts";
 import { BACKBONE_ARCHS, type BackboneArch } from "../lib/model/backbone.ts";
+import { isResNetArch } from "../lib/model/resnet.ts";
 import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import { type Dataset, openDataset } from "../lib/data/mod.ts";
 import type { EvalTransform } from "../lib/eval/knn.ts";
@@ -192,17 +193,25 @@ export function parseTrainArgs(
   try {
     ({ values } = parseArgs({ args: ownArgs(args), options, strict: true, allowPositionals: false }));
   } catch (e) {
+    // An official main_dino.py argument: name this project's flag for it.
+    const official = /^Unknown option '--(\w+)'/.exec(e instanceof Error ? e.message : "")?.[1];
+    const ours = Object.entries(SETTINGS).find(([, d]) => official && d.official === official)?.[0];
+    if (ours) throw new UsageError(`--${official} is the official argument; here it is ${flagOf(ours)}`);
     throw argsError(e);
   }
   if (values.help) return "help";
   const { preset: filePreset, ...file } = typeof values.config === "string" ? readConfig(values.config, readFile) : {};
   const { preset, config: _config, help: _help, ...flags } = values;
   try {
-    return makeSettings(
-      String(preset ?? filePreset ?? "fmnist"),
-      file,
-      Object.fromEntries(Object.entries(flags).map(([k, v]) => [camel(k), v])),
-    );
+    const given = Object.fromEntries(Object.entries(flags).map(([k, v]) => [camel(k), v]));
+    const settings = makeSettings(String(preset ?? filePreset ?? "fmnist"), file, given);
+    // A ViT's shape given for a ResNet would be ignored (as the official code ignores it): say so instead. A --config
+    // file may hold them, as every run's config.json does.
+    const vitOnly = VIT_SHAPE.find((k) => k in given);
+    if (isResNetArch(settings.arch) && vitOnly) {
+      throw new UsageError(`${flagOf(vitOnly)} does not apply to a ResNet (${settings.arch}): drop it`);
+    }
+    return settings;
   } catch (e) {
     const u = usageError(e);
     if (u && e instanceof SettingError && !(e.settings[0] in SETTINGS) && e.settings[0] !== "preset") {
@@ -211,6 +220,9 @@ export function parseTrainArgs(
     throw u ?? e;
   }
 }
+
+/** The settings of a ViT's shape, which a ResNet (its shape its name) does not take. */
+const VIT_SHAPE = ["patchSize", "embedDim", "depth", "numHeads", "dropPathRate"] as const;
 
 /** The datasets `openDataset` knows by name; anything else is a path. */
 export const NAMED = ["fmnist", "cifar10", "cifar100"];
@@ -245,11 +257,16 @@ function ownArgs(args: readonly string[]): string[] {
 export function argsError(e: unknown): UsageError {
   const message = e instanceof Error ? e.message : String(e);
   const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
-  return new UsageError(
-    ambiguous
-      ? `${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`
-      : message.replace(/\. To specify.*$/s, ""),
-  );
+  if (ambiguous) return new UsageError(`${ambiguous[1]} needs a value; write a negative one as ${ambiguous[1]}=-1`);
+  const plain = message.replace(/\. To specify.*$/s, "");
+  // The official scripts' spellings: --weight_decay, and two numbers after one flag (--global_crops_scale 0.14 1).
+  const snake = /^Unknown option '(--\w*_[\w-]*)'/.exec(plain);
+  if (snake) return new UsageError(`${plain}: flags are kebab-case here (${snake[1].replaceAll("_", "-")})`);
+  const number = /^Unexpected argument '(-?[\d.]+(?:e-?\d+)?)'/.exec(plain);
+  if (number) {
+    return new UsageError(`${plain}: a flag of two numbers takes them as one value, as --global-crops-scale 0.14,1`);
+  }
+  return new UsageError(plain);
 }
 
 /**

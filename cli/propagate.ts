@@ -26,12 +26,13 @@
  * ```
  * @module
  */
-import { basename, extname, join } from "node:path";
+import { basename, extname, join, resolve } from "node:path";
 import { imageSize } from "npm:image-size@2.0.2";
 import {
   decodeImage,
   defaultMaxImagePixels,
   dispose,
+  exists,
   stagingFolder,
   type Tensor,
   tidy,
@@ -77,7 +78,8 @@ options:
                                 0 the background, 1, 2, ... the objects (the DAVIS layout) (required)
   --output-dir DIR              where the masks go; made if missing (required)
   --annotations DIR             the true masks, DIR/<frame stem>.png for every frame: prints J, F and J&F
-                                (DAVIS 2017; first and last frames not scored) and writes DIR/scores.json
+                                (DAVIS 2017; first and last frames not scored) and writes them to
+                                scores.json in --output-dir
 ${modelHelp(32)}
   --n-last-frames N             previous frames each frame looks back at, besides the first, 0 to 100 (default 7)
   --size-mask-neighborhood N    half-width in patches of the window labels come from, 0 for none (default 12)
@@ -103,6 +105,14 @@ const FRAME_EXTENSIONS = new Set([
 ]);
 
 /** A folder given by `flag`: it must exist and be a folder. */
+/** --first-mask's path, refused when it is a folder (an existing path only: a missing one is said when read). */
+function maskFile(path: string): string {
+  if (exists(path) && Deno.statSync(path).isDirectory) {
+    throw new UsageError(`--first-mask ${path} is a folder; name the first frame's mask PNG in it`);
+  }
+  return path;
+}
+
 function folder(flag: string, path: string): string {
   let info: Deno.FileInfo;
   try {
@@ -143,7 +153,7 @@ function parse(args: string[]) {
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     weights: weightsFile("--weights", v.weights!),
     frames: folder("--frames", v.frames!),
-    firstMask: v["first-mask"]!,
+    firstMask: maskFile(v["first-mask"]!),
     annotations: v.annotations === undefined ? undefined : folder("--annotations", v.annotations),
     outputDir: v["output-dir"]!,
   };
@@ -157,6 +167,17 @@ function listFrames(dir: string): string[] {
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   if (names.length === 0) {
     throw new UsageError(`--frames ${dir} holds no frames (image files: ${[...FRAME_EXTENSIONS].join(" ")})`);
+  }
+  const byStem = new Map<string, string>();
+  for (const n of names) {
+    const other = byStem.get(stemOf(n));
+    if (other) {
+      throw new UsageError(
+        `--frames ${dir}: ${other} and ${n} are both frame ${stemOf(n)} (their masks would both be ` +
+          `${stemOf(n)}.png); keep one of them`,
+      );
+    }
+    byStem.set(stemOf(n), n);
   }
   return names.map((n) => join(dir, n));
 }
@@ -173,7 +194,12 @@ function sizeOf(flag: string, path: string): [number, number] {
     const { width, height } = imageSize(bytes);
     return [height, width];
   } catch (e) {
-    throw new UsageError(`${flag} ${path}: cannot read its size (${e instanceof Error ? e.message : e})`);
+    const why = e instanceof Error ? e.message : String(e);
+    throw new UsageError(
+      `${flag} ${path}: cannot read its size (${
+        /unsupported file type/.test(why) ? "its bytes are no image format" : why
+      })`,
+    );
   }
 }
 
@@ -197,6 +223,15 @@ function readMask(flag: string, path: string, indexed: boolean): { labels: Tenso
 
 const stemOf = (path: string) => basename(path, extname(path));
 
+/** Whether two paths are one folder (through links too); a folder not made yet is no other's. */
+function sameFolder(a: string, b: string): boolean {
+  try {
+    return Deno.realPathSync(a) === Deno.realPathSync(b);
+  } catch {
+    return resolve(a) === resolve(b);
+  }
+}
+
 /** The scores as printed: J&F, J and F. */
 const line = (s: DavisScores) => `J&F ${s.JF.toFixed(3)} (J ${s.J.toFixed(3)}, F ${s.F.toFixed(3)})`;
 
@@ -213,6 +248,14 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     // Every input is checked before anything is loaded or written.
+    for (const [flag, dir] of [["--frames", o.frames], ["--annotations", o.annotations]] as const) {
+      if (dir !== undefined && sameFolder(dir, o.outputDir)) {
+        throw new UsageError(
+          `--output-dir ${o.outputDir} is the ${flag} folder: the masks (<frame stem>.png) would replace its files; ` +
+            "give another folder",
+        );
+      }
+    }
     const frames = listFrames(o.frames);
     const size = sizeOf("--frames", frames[0]);
     for (const f of frames.slice(1)) {

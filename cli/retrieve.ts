@@ -208,7 +208,12 @@ function listImages(flag: string, root: string): Entry[] {
       e.height = height;
       e.width = width;
     } catch (err) {
-      throw new Error(`${flag} ${e.path}: not a readable image (${err instanceof Error ? err.message : err})`);
+      const why = err instanceof Error ? err.message : String(err);
+      throw new Error(
+        `${flag} ${e.path}: not a readable image (${
+          /unsupported file type/.test(why) ? "its bytes are no image format" : why
+        }): replace it or move it out of the folder`,
+      );
     }
   }
   return out;

@@ -134,7 +134,7 @@ export function openOutput(
     save(state: TrainState, epochsDone: number, atEpochEnd: boolean) {
       const info = { config: s, channels, epoch: epochsDone, normalization: norm, worldSize };
       saveCheckpoint(checkpoint, state, info);
-      if (epochsDone > 0 && epochsDone % s.saveckpFreq === 0 && atEpochEnd) {
+      if (s.saveckpFreq > 0 && epochsDone > 0 && epochsDone % s.saveckpFreq === 0 && atEpochEnd) {
         saveCheckpoint(join(s.outputDir, `checkpoint${String(epochsDone).padStart(4, "0")}.safetensors`), state, info);
       }
     },

@@ -369,7 +369,7 @@ async function train(run: Run, stop: ReturnType<typeof listenForStop>): Promise<
     if (e.type === "step") {
       if (run.group && launcherGone()) stop.adopt(143);
       const why = divergence(e.metrics);
-      if (why) return diverged(why, step - 1, e.epoch, out.checkpoint, log);
+      if (why) return diverged(why, step, e.epoch, out.checkpoint, log);
       log.step(e.epoch, step, e.metrics, Math.min(stopAt, hyper.epochs * perEpoch) - step, e.images);
       await turn();
       // Every rank stops at the same step, when any of them was asked to (or its launcher died).
@@ -516,7 +516,11 @@ function resumption(s: Settings): (ReturnType<typeof loadCheckpoint> & { path: s
     throw new UsageError(
       `${path} was trained with different settings (${
         conflicts.map((c) => `${c.name}: ${JSON.stringify(c.saved)} there, ${JSON.stringify(c.now)} now`).join("; ")
-      }). Use another --output-dir to start a new run.`,
+      }). ${
+        path === own
+          ? "Use another --output-dir to start a new run."
+          : "Resume it with the settings it was started with, or leave out --resume to start a new run."
+      }`,
     );
   }
   return loaded;
@@ -560,7 +564,8 @@ function describeRun(
     : `${s.arch}-like ViT (D ${vit.embedDim}, depth ${vit.depth}, patch ${vit.patchSize})`;
   return `DINO ${s.preset}: ${backbone}, ` +
     `K ${s.outDim}, ${data.name} (${data.length} images), ${s.epochs} epoch(s) x ${itersPerEpoch} steps, ` +
-    `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ${device}` +
+    `batch ${s.batchSize}, 2 x ${s.globalCropsSize} + ${s.localCropsNumber} x ${s.localCropsSize} px crops, ` +
+    `${s.precision}, ${device}` +
     (device === "cuda" && !cudnnEnabled()
       ? ` (cuDNN off${Deno.env.get("DINO_CUDNN") === "0" ? "" : ": start with LD_PRELOAD=libstdc++.so.6 to use it"})`
       : "") +
@@ -573,7 +578,7 @@ function describeRun(
 function diverged(why: string, step: number, epoch: number, checkpoint: string, log: EpochLog): number {
   log.finish();
   console.error(
-    `error: ${why} at step ${step} (epoch ${epoch}); stopping. ` +
+    `error: ${why} at step ${step} (epoch ${epoch + 1}); stopping. ` +
       (exists(checkpoint) ? `The last good checkpoint is kept at ${checkpoint}. ` : "No checkpoint was written. ") +
       `Try a lower ${flagOf("lr")}, a ${flagOf("clipGrad")}, or a longer ${flagOf("warmupEpochs")}.`,
   );

@@ -69,6 +69,7 @@ Deno.test("a tiny end-to-end run trains, checkpoints, logs metrics and reports t
   assert.equal(records.filter((r) => "loss" in r).length, 8); // 256 / 32 steps, logged every step
   const summary = JSON.parse(Deno.readTextFileSync(join(dir, "summary.json")));
   assert.ok(summary.knn_top1.trained >= 0 && summary.knn_top1.raw_pixels > 0);
+  assert.equal(summary.knn_test_images, 60);
 
   const { tensors, metadata } = readSafetensors(join(dir, "checkpoint.safetensors"));
   assert.equal(metadata.step, "8");
@@ -140,11 +141,13 @@ for (
   });
 }
 
-Deno.test("--knn-every 1 logs and records k-NN after each epoch, numbered as the epochs completed", async () => {
+Deno.test("--knn-every 1 logs and records k-NN after each epoch, numbered as the epochs completed; --saveckp-freq 0", async () => {
   const dir = Deno.makeTempDirSync();
   const args = ["--epochs", "2", "--knn-every", "1", "--train-limit", "64", "--test-limit", "20", "--report", "false"];
-  const r = await captured(() => train([...TINY, ...args, "--output-dir", dir]));
+  const r = await captured(() => train([...TINY, ...args, "--saveckp-freq", "0", "--output-dir", dir]));
   assert.equal(r.value, 0, r.err);
+  assert.ok(!t.exists(join(dir, "checkpoint0001.safetensors")), "--saveckp-freq 0 keeps no numbered checkpoint");
+  assert.ok(t.exists(join(dir, "checkpoint.safetensors")), "only the latest");
   assert.deepEqual([...r.out.matchAll(/^epoch (\d+): k-NN top-1 \d+\.\d+%$/gm)].map((m) => Number(m[1])), [1, 2]);
   const records = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
   const curve = records.filter((r) => typeof r.knn_top1 === "number");
@@ -156,6 +159,11 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
   const root = Deno.makeTempDirSync();
   const cases: [string[], RegExp][] = [
     [["--bogus", "1"], /Unknown option '--bogus'/],
+    [["--weight_decay", "0.1"], /--weight_decay is the official argument; here it is --weight-decay/],
+    [["--use_fp16", "true"], /--use_fp16 is the official argument; here it is --precision/],
+    [["--arch", "resnet18", "--patch-size", "4"], /--patch-size does not apply to a ResNet \(resnet18\): drop it/],
+    [["--not_a_flag", "1"], /Unknown option '--not_a_flag': flags are kebab-case here \(--not-a-flag\)/],
+    [["--global-crops-scale", "0.14", "1"], /Unexpected argument '1'.*as one value, as --global-crops-scale 0\.14,1/],
     [["--lr", "fast"], /--lr takes a number, got "fast"/],
     [["--epochs", "2.5"], /--epochs takes an integer/],
     [["--optimizer", "lamb"], /--optimizer must be one of adamw, sgd/],
@@ -209,7 +217,7 @@ Deno.test("--config supplies flags (flags win); resuming with other settings is 
   assert.equal(saved.trainLimit, 64);
   const again = await captured(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
   assert.equal(again.value, 2);
-  assert.match(again.err, /trained with different settings \(lr: 0\.003 there, 0\.01 now/);
+  assert.match(again.err, /trained with different settings \(lr: 0\.003 there, 0\.01 now\)\. Use another --output-dir/);
   Deno.removeSync(dir, { recursive: true });
 });
 
@@ -232,12 +240,19 @@ Deno.test("a non-finite loss stops the run with exit code 1 and keeps the last g
     "0",
     "--min-lr",
     "0",
+    "--log-every",
+    "1",
     "--output-dir",
     dir,
   ];
   const r = await captured(() => train(args));
   assert.equal(r.value, 1, r.out + r.err);
-  assert.match(r.err, /the loss is (NaN|Infinity|-Infinity) at step \d+/);
+  const [, at, epoch] = /the loss is (?:NaN|Infinity|-Infinity) at step (\d+) \(epoch (\d+)/.exec(r.err) ?? [];
+  // the step after the last one logged (every step is, and the diverging one is not), as the progress line numbers it
+  const logged = Deno.readTextFileSync(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => JSON.parse(l))
+    .filter((m) => "loss" in m);
+  assert.equal(Number(at), logged.at(-1).step + 1, r.err);
+  assert.equal(Number(epoch), Math.floor((Number(at) - 1) / 2) + 1, "epochs from 1, 2 steps each");
   assert.match(r.err, /The last good checkpoint is kept/);
   const { metadata, tensors } = readSafetensors(join(dir, "checkpoint.safetensors"));
   assert.ok(Number(metadata.step) >= 2);

@@ -246,6 +246,7 @@ Deno.test("deno task propagate: bad input is one line, exit 2, nothing written",
     [[...base, "--frames", empty, "--first-mask", FIRST], /--frames .* holds no frames/],
     [[...base, "--frames", join(tmp, "nowhere"), "--first-mask", FIRST], /--frames .*nowhere: no such folder/],
     [[...base, "--frames", three, "--first-mask", join(tmp, "none.png")], /--first-mask .*none\.png: no such file/],
+    [[...base, "--frames", three, "--first-mask", partial], /--first-mask .* is a folder; name the first frame's mask/],
     [
       [...base, "--frames", three, "--first-mask", FIRST, "--annotations", partial],
       /--annotations .*00001\.png: no such file/,
@@ -264,6 +265,31 @@ Deno.test("deno task propagate: bad input is one line, exit 2, nothing written",
     assert.ok(!t.exists(join(tmp, "out")), `nothing written for ${args.join(" ")}`);
     assert.equal(t.liveTensors(), before, `no tensor leaked for ${args.join(" ")}`);
   }
+  // The output folder is the frames' (or the annotations'): its masks would replace those files. Refused, unchanged.
+  const own = copyFrames(3);
+  t.tidy(() => t.writeImage(join(own, "00001.png"), t.full([120, 160, 3], 9, { dtype: "u8" })));
+  const ownBefore = [...Deno.readDirSync(own)].map((e) => e.name).sort();
+  for (
+    const [args, message] of [
+      [["--frames", own, "--output-dir", own], /--output-dir .* is the --frames folder: the masks .* would replace/],
+      [
+        ["--frames", three, "--annotations", partial, "--output-dir", partial],
+        /--output-dir .* is the --annotations folder/,
+      ],
+    ] as const
+  ) {
+    const r = await captured(() => propagate([...base, "--first-mask", FIRST, ...args]));
+    assert.equal(r.value, 2, r.err);
+    assert.match(r.err, message);
+  }
+  assert.deepEqual([...Deno.readDirSync(own)].map((e) => e.name).sort(), ownBefore);
+  // Two frames with one stem (00001.jpg and 00001.png) would write one mask over the other: refused up front.
+  const clash = await captured(() =>
+    propagate([...base, "--frames", own, "--first-mask", FIRST, "--output-dir", join(tmp, "clash")])
+  );
+  assert.equal(clash.value, 2, clash.err);
+  assert.match(clash.err, /00001\.jpg and 00001\.png are both frame 00001 .*keep one of them/);
+  assert.ok(!t.exists(join(tmp, "clash")));
   // A frame stb cannot decode: exit 1, and the existing output folder is left as it was.
   const broken = copyFrames(3);
   Deno.writeFileSync(join(broken, "00002.jpg"), Deno.readFileSync(join(FRAMES, "00002.jpg")).subarray(0, 400));

@@ -280,10 +280,10 @@ export const SETTINGS = {
     { resumable: true },
   ),
   seed: int(0, "random seed", "run", { max: Number.MAX_SAFE_INTEGER, official: "seed", range: "nonNegative" }),
-  saveckpFreq: int(20, "also keep a checkpoint every N epochs", "run", {
+  saveckpFreq: int(20, "also keep a checkpoint every N epochs (0: none)", "run", {
     max: 100000,
     official: "saveckp_freq",
-    range: "positive",
+    range: "nonNegative",
     resumable: true,
   }),
   knnEvery: int(0, "k-NN accuracy every N epochs (0: only at the end)", "run", {
