@@ -112,11 +112,12 @@ function parse(args: string[]) {
     ...["--epochs", String(epochs), "--max-steps", String(maxSteps), "--train-limit", String(trainLimit)],
     ...["--seed", String(seed), "--report", "false", ...extra, "--output-dir", dinoDir],
   ];
+  // A ResNet asked for after --: said before the training flags are read (they give it a patch size it would refuse).
+  const arch = extra.flatMap((a, i) => a === "--arch" ? [extra[i + 1]] : a.startsWith("--arch=") ? [a.slice(7)] : [])
+    .at(-1);
+  if (arch?.startsWith("resnet")) throw new UsageError("attention masks need a ViT: drop --arch " + arch);
   const settings = parseTrainArgs(dinoArgs); // a bad passthrough flag is a usage error before anything runs
   if (settings === "help") throw new UsageError("--help is not a training flag here: use deno task masks --help");
-  if (settings.arch.startsWith("resnet")) {
-    throw new UsageError("attention masks need a ViT: drop --arch " + settings.arch);
-  }
   const supervised = {
     fromScratch: true,
     epochs,
