@@ -130,7 +130,7 @@ function imageKey(index: number, path: string): string {
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, undo: (() => void) | undefined;
   let staging: ReturnType<typeof stagingFolder> | undefined;
   const owned: Tensor[] = [];
   try {
@@ -177,7 +177,7 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     staging = stagingFolder(o.outputDir, "attention"); // removed by the next run if this one is killed
-    stage = staging.path;
+    const stage = staging.path;
     const arrays: Record<string, Tensor> = {};
     const listed: { key: string; path: string; height: number; width: number }[] = [];
     const threshold = String(o.threshold);
@@ -229,8 +229,7 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    staging?.[Symbol.dispose]();
-    staging = undefined;
+    staging?.[Symbol.dispose](); // before undo, which may remove the folder it is in
     undo?.();
     return failure(e, "attention");
   } finally {

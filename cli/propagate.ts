@@ -237,7 +237,7 @@ const line = (s: DavisScores) => `J&F ${s.JF.toFixed(3)} (J ${s.J.toFixed(3)}, F
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, undo: (() => void) | undefined;
   let staging: ReturnType<typeof stagingFolder> | undefined;
   let prop: LabelPropagator | undefined;
   const owned: Tensor[] = [];
@@ -300,7 +300,7 @@ export async function main(args: string[]): Promise<number> {
     const C = vit.inChans, P = vit.patchSize;
     const norm: Normalization = model.normalization ?? defaultNormalization(C);
     staging = stagingFolder(o.outputDir, "propagate"); // removed by the next run if this one is killed
-    stage = staging.path;
+    const stage = staging.path;
 
     const features = async (path: string) => {
       const r = await decodeImage(path, {
@@ -396,8 +396,7 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    staging?.[Symbol.dispose]();
-    staging = undefined;
+    staging?.[Symbol.dispose](); // before undo, which may remove the folder it is in
     undo?.();
     return failure(e, "propagate");
   } finally {

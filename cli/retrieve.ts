@@ -296,7 +296,7 @@ const summaryLine = (name: string, s: RetrievalScores, n: number) =>
 
 /** Runs the program; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let model: EvalBackbone | undefined, stage = "", undo: (() => void) | undefined;
+  let model: EvalBackbone | undefined, undo: (() => void) | undefined;
   let staging: ReturnType<typeof stagingFolder> | undefined;
   const owned: Tensor[] = [];
   let whitening: Whitening | undefined;
@@ -418,7 +418,7 @@ export async function main(args: string[]): Promise<number> {
       };
     }
     staging = stagingFolder(o.outputDir, "retrieve"); // removed by the next run if this one is killed
-    stage = staging.path;
+    const stage = staging.path;
     const json = (name: string, value: unknown) =>
       writeFileAtomic(join(stage, name), new TextEncoder().encode(JSON.stringify(value, null, 2)));
     const settings = {
@@ -491,8 +491,7 @@ export async function main(args: string[]): Promise<number> {
     undo = undefined;
     return 0;
   } catch (e) {
-    staging?.[Symbol.dispose]();
-    staging = undefined;
+    staging?.[Symbol.dispose](); // before undo, which may remove the folder it is in
     undo?.();
     return failure(e, "retrieve");
   } finally {

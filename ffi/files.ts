@@ -159,7 +159,6 @@ export function stagingFolder(dir: string, name: string): { path: string } & Dis
 function claim(dir: string, name: string, isFolder: boolean): Deno.FsFile | "unlocked" | undefined {
   const path = join(dir, name);
   if (held.has(path)) return undefined;
-  if (isFolder && UNLOCKED_STAGING.test(name)) return "unlocked";
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(isFolder ? join(path, LOCK) : path, { read: true, write: true });
@@ -207,9 +206,9 @@ export function removeStaleTemporaries(dir: string): string[] {
     return removed;
   }
   for (const e of entries) {
-    const folderToo = e.isDirectory && UNLOCKED_STAGING.test(e.name);
-    if (!(e.isFile || e.isDirectory) || !(TEMPORARY.test(e.name) || folderToo)) continue;
-    const lock = claim(dir, e.name, e.isDirectory);
+    const unlocked = e.isDirectory && UNLOCKED_STAGING.test(e.name);
+    if (!(e.isFile || e.isDirectory) || !(TEMPORARY.test(e.name) || unlocked)) continue;
+    const lock = unlocked ? "unlocked" : claim(dir, e.name, e.isDirectory);
     if (lock === undefined) continue;
     try {
       Deno.removeSync(join(dir, e.name), { recursive: true }); // while locked: no writer can take it meanwhile
