@@ -51,6 +51,7 @@ import {
 import { tensorDataset } from "../lib/data/mod.ts";
 import { attentionJaccards, type JaccardSummary, summarizeJaccards } from "../lib/eval/segmentation.ts";
 import { loadBackbone, loadEvalBackbone } from "../lib/weights/mod.ts";
+import { isResNetArch } from "../lib/model/resnet.ts";
 import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
 import { finishedRun } from "./run_folder.ts";
 import { main as train } from "./train.ts";
@@ -115,7 +116,7 @@ function parse(args: string[]) {
   // A ResNet asked for after --: said before the training flags are read (they give it a patch size it would refuse).
   const arch = extra.flatMap((a, i) => a === "--arch" ? [extra[i + 1]] : a.startsWith("--arch=") ? [a.slice(7)] : [])
     .at(-1);
-  if (arch?.startsWith("resnet")) throw new UsageError("attention masks need a ViT: drop --arch " + arch);
+  if (arch && isResNetArch(arch)) throw new UsageError("attention masks need a ViT: drop --arch " + arch);
   const settings = parseTrainArgs(dinoArgs); // a bad passthrough flag is a usage error before anything runs
   if (settings === "help") throw new UsageError("--help is not a training flag here: use deno task masks --help");
   const supervised = {
@@ -285,12 +286,11 @@ async function whatFeaturesTell(
 }
 
 /** Each network's summary on the held-out images, what its features tell apart, and masks.png. */
-async function evaluate(o: Options): Promise<{
+async function evaluate(o: Options, files: { images: string[]; masks: string[] }): Promise<{
   cfg: ViTConfig;
   rows: (JaccardSummary & Network)[];
   knn?: { photos: number; rows: KnnRow[] };
 }> {
-  const files = heldOut(o.data, o.valLimit);
   const decoded = await decodeImages(files.images, { side: SIZE, channels: 3 });
   const owned: unknown[] = [decoded.images];
   try {
@@ -385,7 +385,7 @@ export async function main(args: string[]): Promise<number> {
       }
       await makeData(o);
     }
-    heldOut(o.data, o.valLimit); // a held-out image without its mask is an error now, not after the training
+    const files = heldOut(o.data, o.valLimit); // a held-out image without its mask is an error now, not after training
     const steps: [string, string, () => boolean, () => Promise<number>][] = [
       ["DINO", o.dinoDir, () => finishedRun(o.dinoDir, o.settings), () => train(o.dinoArgs)],
       [
@@ -407,7 +407,7 @@ export async function main(args: string[]): Promise<number> {
         return code === 2 ? 1 : code;
       }
     }
-    const { rows, knn } = await evaluate(o);
+    const { rows, knn } = await evaluate(o, files);
     const table = markdown(rows, o, knn);
     const json = {
       data: o.data,
