@@ -21,6 +21,7 @@ import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures } from "../lib/eval/knn.ts";
+import { Bar } from "./bar.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 import {
@@ -142,9 +143,12 @@ export async function main(args: string[]): Promise<number> {
     if (ds.channels !== C) {
       throw new UsageError(`--weights ${o.weights} takes ${C}-channel images; --data ${o.data} has ${ds.channels}`);
     }
+    const bar = new Bar("features", ds.length, { unit: "image" });
     const { features, labels, indices } = await extractFeatures(model.backbone, vit, ds, { size, ...norm }, {
       batchSize: o.batchSize,
+      onProgress: (n) => bar.tick(n),
     });
+    bar.finish();
     try {
       const out: Record<string, ReturnType<typeof tensor>> = { features };
       using labelTensor = tensor(BigInt64Array.from(labels, BigInt));

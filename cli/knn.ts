@@ -30,6 +30,7 @@ import {
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { Bar } from "./bar.ts";
 
 const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
 
@@ -98,9 +99,13 @@ export async function main(args: string[]): Promise<number> {
     const vit = model.resnet ?? model.vit;
     let t;
     ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
-    const a = await extractFeatures(model.backbone, vit, train, t, { batchSize: o.batchSize, limit: o.trainLimit });
+    const count = (ds: Dataset, limit: number) => limit > 0 ? Math.min(limit, ds.length) : ds.length;
+    const bar = new Bar("features", count(train, o.trainLimit) + count(test, o.testLimit), { unit: "image" });
+    const pass = (limit: number) => ({ batchSize: o.batchSize, limit, onProgress: (n: number) => bar.tick(n) });
+    const a = await extractFeatures(model.backbone, vit, train, t, pass(o.trainLimit));
     try {
-      const b = await extractFeatures(model.backbone, vit, test, t, { batchSize: o.batchSize, limit: o.testLimit });
+      const b = await extractFeatures(model.backbone, vit, test, t, pass(o.testLimit));
+      bar.finish();
       try {
         console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
         for (const k of o.ks) {

@@ -67,6 +67,14 @@ export function requireBackend(backend: "gloo" | "nccl", processes: string): voi
   );
 }
 
+/** Sinkhorn-Knopp centering needs the whole batch in one process. */
+export function requireCentering(s: Pick<Settings, "centering">): void {
+  if (s.centering !== "sinkhorn") return;
+  throw new UsageError(
+    `${flagOf("centering")} sinkhorn normalises over the batch: it is not supported over several processes`,
+  );
+}
+
 function portFree(port: number): boolean {
   try {
     const listener = Deno.listen({ hostname: "0.0.0.0", port });
@@ -110,13 +118,13 @@ function setsid(): string | undefined {
  */
 export async function launch(args: readonly string[], s: Settings, cuda: boolean): Promise<number> {
   const n = s.nprocPerNode;
+  requireCentering(s);
   requireBackend(resolveBackend(s, cuda && s.device !== "cpu"), `${flagOf("nprocPerNode")} ${n}`);
   if (!portFree(s.masterPort)) {
-    console.error(
-      `error: port ${s.masterPort} is already in use (another run?): the ranks cannot meet there; ` +
+    throw new UsageError(
+      `port ${s.masterPort} is already in use (another run?): the ranks cannot meet there; ` +
         `choose another with ${flagOf("masterPort")}`,
     );
-    return 1;
   }
   const program = new URL("./train.ts", import.meta.url).pathname;
   const cores = navigator.hardwareConcurrency;

@@ -61,7 +61,8 @@ options:
                         checkpoint.safetensors) (required)
   --data DATA           the data the run trained on, when it moved (default: the run's config.json)
   --images N            training images whose attention is shown, 0 to 32 (default 4)
-  --points N            test images in the feature maps, 0 to 20000 (default 2000; t-SNE of the first 500)
+  --points N            test images in the feature maps, 0 to 20000 (default 2000, at most the run's
+                        --test-limit; t-SNE of the first 500)
   --max-image-pixels N  largest image (width x height) a folder decodes
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
@@ -169,7 +170,7 @@ async function testFeatures(
   transform: { size: number; mean: number[]; std: number[] },
 ): Promise<{ features: Float64Array; labels: number[]; dim: number }> {
   const n = Math.min(count, ds.length), rows: Tensor[] = [], labels: number[] = [];
-  const bar = new Bar("features", n, { unit: "image" });
+  const bar = new Bar("report", n, { unit: "image" });
   try {
     for (let start = 0; start < n; start += 256) {
       const indices = Array.from({ length: Math.min(256, n - start) }, (_, i) => start + i);
@@ -241,7 +242,9 @@ export async function main(args: string[]): Promise<number> {
           else notes.push("the network is a ResNet: no attention maps");
         }
         if (test && o.points > 0 && test.length > 0) {
-          const f = await testFeatures(cfg, model.backbone, test, o.points, { size, ...norm });
+          // The run's --test-limit bounds these points as it bounded the k-NN's queries.
+          const limit = typeof config?.testLimit === "number" && config.testLimit > 0 ? config.testLimit : Infinity;
+          const f = await testFeatures(cfg, model.backbone, test, Math.min(o.points, limit), { size, ...norm });
           const n = f.labels.length;
           const maps: FeatureMap[] = [];
           const pc = pca(f.features, n, f.dim, 2);

@@ -50,6 +50,7 @@ import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "..
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState, turnsEvery } from "../lib/training/mod.ts";
 import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
 import { failure, flagOf, noTestSplit, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
+import { Bar } from "./bar.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
 import {
@@ -61,7 +62,7 @@ import {
   type World,
   worldFromEnv,
 } from "../lib/distributed/mod.ts";
-import { launch, requireBackend, resolveBackend } from "./launch.ts";
+import { launch, requireBackend, requireCentering, resolveBackend } from "./launch.ts";
 import { main as runReport } from "./report.ts";
 import { listenForStop } from "./stop.ts";
 
@@ -123,11 +124,7 @@ function joinWorld(s: Settings, world: World | undefined): Dist | number {
   if (!world || world.worldSize === 1) return { rank: 0, localRank: world?.localRank ?? 0, worldSize: 1 };
   let group: ProcessGroup;
   try {
-    if (s.centering === "sinkhorn") {
-      throw new UsageError(
-        `${flagOf("centering")} sinkhorn normalises over the batch: it is not supported over several processes`,
-      );
-    }
+    requireCentering(s);
     const backend = resolveBackend(s, s.device !== "cpu" && cudaAvailable());
     requireBackend(backend, `WORLD_SIZE ${world.worldSize}`);
     group = ProcessGroup.join({
@@ -297,6 +294,14 @@ async function openRun(s: Settings, dist: Dist) {
   } else if (lead && resumed && s.initWeights) {
     console.log(`resuming: ${flagOf("initWeights")} is not used (the checkpoint holds the networks)`);
   }
+  const savedPrecision = resumed?.config.precision;
+  if (lead && savedPrecision && savedPrecision !== s.precision) {
+    console.warn(
+      `warning: ${resumed!.path} was trained in ${savedPrecision}, this run goes on in ${s.precision}` +
+        `${resumed!.state.scaler && s.precision !== "fp16" ? " (its fp16 loss scale is dropped)" : ""}: ` +
+        `pass ${flagOf("precision")} ${savedPrecision} to keep it`,
+    );
+  }
   if (lead && resumed && resumed.worldSize !== dist.worldSize) {
     console.warn(
       `warning: ${resumed.path} was trained by ${resumed.worldSize} process(es), this run has ${dist.worldSize}: ` +
@@ -421,12 +426,22 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
       `memory of ${protocol.train.length}`,
   );
   let r;
+  // Three passes (the trained teacher, the network at init, raw pixels) over both splits.
+  const bar = new Bar("k-NN", 3 * (protocol.train.length + protocol.test.length), { unit: "image" });
   try {
-    r = await evaluateRun(state.teacher.backbone, { ...protocol, net: run.net, seed: s.seed, signal: stop.signal });
+    r = await evaluateRun(state.teacher.backbone, {
+      ...protocol,
+      net: run.net,
+      seed: s.seed,
+      signal: stop.signal,
+      onProgress: (n) => bar.tick(n),
+    });
   } catch (e) {
     if (!stop.code) throw e;
     console.log(`interrupted during the evaluation; the checkpoint at step ${state.step} is kept at ${out.checkpoint}`);
     return stop.code;
+  } finally {
+    bar.finish();
   }
   let linear;
   if (s.evalLinear) {

@@ -202,7 +202,7 @@ Deno.test("bad flags, values and combinations exit with code 2 and write nothing
   Deno.removeSync(root, { recursive: true });
 });
 
-Deno.test("--config supplies flags (flags win); resuming with other settings is refused", async () => {
+Deno.test("--config supplies flags (flags win); resuming with other settings is refused, in another precision warned of", async () => {
   const dir = Deno.makeTempDirSync();
   const config = join(dir, "run.json");
   Deno.writeTextFileSync(
@@ -218,6 +218,15 @@ Deno.test("--config supplies flags (flags win); resuming with other settings is 
   const again = await captured(() => train([...TINY, "--config", config, "--lr", "0.01", "--output-dir", out]));
   assert.equal(again.value, 2);
   assert.match(again.err, /trained with different settings \(lr: 0\.003 there, 0\.01 now\)\. Use another --output-dir/);
+  // The precision may change on resume (it is the same network), but not unannounced.
+  const bf16 = await captured(() =>
+    train([...TINY, "--config", config, "--max-steps", "2", "--precision", "bf16", "--output-dir", out])
+  );
+  assert.equal(bf16.value, 0, bf16.err);
+  assert.match(
+    bf16.err,
+    /warning: .*checkpoint\.safetensors was trained in fp32, this run goes on in bf16: pass --precision fp32/,
+  );
   Deno.removeSync(dir, { recursive: true });
 });
 

@@ -544,7 +544,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a port in use stops the launcher at once, naming the port; a backend the shim lacks is refused",
+  name: "a port in use, Sinkhorn centering or a backend the shim lacks stops the launcher before any rank starts",
   ignore: !gloo,
   async fn() {
     const busy = Deno.listen({ hostname: "0.0.0.0", port: 0 });
@@ -559,11 +559,15 @@ Deno.test({
         "--output-dir",
         "/nonexistent/x",
       ]);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       assert.match(r.err, new RegExp(`port ${port} is already in use .*--master-port`));
     } finally {
       busy.close();
     }
+    const sinkhorn = await run([...TINY, "--nproc-per-node", "2", "--centering", "sinkhorn"]);
+    assert.equal(sinkhorn.code, 2);
+    assert.match(sinkhorn.err, /^error: --centering sinkhorn normalises over the batch/);
+    assert.doesNotMatch(sinkhorn.out + sinkhorn.err, /\[rank \d\]|launching/); // refused before any rank starts
     if (!t.distributedBackends().includes("nccl")) {
       const r = await run([...TINY, "--nproc-per-node", "2", "--dist-backend", "nccl"]);
       assert.equal(r.code, 2);

@@ -3,7 +3,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { knnClassify } from "../lib/eval/knn.ts";
+import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { evaluateRun } from "../lib/eval/report.ts";
+import { tensorDataset } from "../lib/data/dataset.ts";
+import { backboneConfig, dinoConfig, initDino } from "../lib/model/mod.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -28,4 +31,29 @@ Deno.test("weighted k-NN's top-1 and top-5 equal the official knn_classifier's, 
     t.dispose(Object.values(fx));
   }
   assert.equal(t.liveTensors(), before);
+});
+
+Deno.test("the evaluation tells its progress: each batch's images, three passes over both splits in evaluateRun", async () => {
+  using g = new t.Generator(0);
+  using images = t.tidy(() => t.to(t.randint(g, 0, 256, [12, 1, 16, 16]), "u8"));
+  using train = tensorDataset(images, { labels: new Int32Array(12).map((_, i) => i % 2) });
+  using queries = t.tidy(() => t.to(t.randint(g, 0, 256, [5, 1, 16, 16]), "u8"));
+  using test = tensorDataset(queries, { labels: new Int32Array([0, 1, 0, 1, 0]) });
+  const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
+  const trained = initDino(net, g);
+  try {
+    const transform = { size: 16, mean: [0.5], std: [0.5] };
+    const batches: number[] = [];
+    const f = await extractFeatures(trained.backbone, backboneConfig(net), train, transform, {
+      batchSize: 5,
+      onProgress: (n) => batches.push(n),
+    });
+    f.features.dispose();
+    assert.deepEqual(batches, [5, 5, 2]);
+    let seen = 0;
+    await evaluateRun(trained.backbone, { train, test, transform, net, seed: 0, onProgress: (n) => seen += n });
+    assert.equal(seen, 3 * (12 + 5));
+  } finally {
+    t.dispose(trained);
+  }
 });

@@ -137,14 +137,14 @@ Deno.test("deno task report: a self-contained page that draws every chart in hea
   assert.ok(colors.size > 200 && dark > 5000, `${colors.size} colours, ${dark} dark pixels`);
 });
 
-Deno.test("deno task report on a ResNet run: feature maps of the pooled features, no attention, said so", async () => {
-  const run = makeRun({ arch: "resnet18", useBnInHead: true });
+Deno.test("deno task report on a ResNet run: feature maps of the pooled features within its test limit, no attention, said so", async () => {
+  const run = makeRun({ arch: "resnet18", useBnInHead: true, testLimit: 7 });
   const r = await captured(() => report(["--run", run, "--points", "16", "--images", "2"]));
   assert.equal(r.value, 0, r.err);
   const html = Deno.readTextFileSync(join(run, "report.html"));
   assert.match(html, /the network is a ResNet: no attention maps/);
-  assert.match(html, /PCA of 8 test features \(pooled\)/);
-  assert.match(html, /t-SNE of 8 test features/);
+  assert.match(html, /PCA of 7 test features \(pooled\)/); // the run's --test-limit 7
+  assert.match(html, /t-SNE of 7 test features/);
   assert.match(html, /L2-normalised pooled features, on 8 test images/);
 });
 

@@ -161,6 +161,8 @@ export interface FeatureOptions {
   signal?: AbortSignal;
   /** Told of the files that could not be decoded (default: a warning naming the dataset). */
   onSkipped?: (files: string[], firstError: string) => void;
+  /** Told after each batch how many of the dataset's items it held (for a progress display). */
+  onProgress?: (items: number) => void;
 }
 
 /** How images are prepared for feature extraction: centre crop to `size`, scale to [0, 1], normalise. */
@@ -296,6 +298,7 @@ async function rows(
           labels.push(ds.labels ? ds.labels[i] : -1);
           indices.push(i);
         }
+        o.onProgress?.(b.indices.length + b.failed.length);
       } finally {
         b.images.dispose();
         b.labels?.dispose();

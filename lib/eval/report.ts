@@ -54,6 +54,8 @@ export interface KnnProtocol {
   signal?: AbortSignal;
   /** Told of each pass's files that could not be decoded (default: a warning per pass). */
   onSkipped?: (files: string[], firstError: string) => void;
+  /** Told after each batch of every pass how many images it held (for a progress display). */
+  onProgress?: (images: number) => void;
 }
 
 /**
@@ -81,9 +83,10 @@ export async function knnAccuracy(
   vit: BackboneConfig,
   p: KnnProtocol,
 ): Promise<KnnResult> {
-  const a = await extractFeatures(backbone, vit, p.train, p.transform, { signal: p.signal, onSkipped: p.onSkipped });
+  const o = { signal: p.signal, onSkipped: p.onSkipped, onProgress: p.onProgress };
+  const a = await extractFeatures(backbone, vit, p.train, p.transform, o);
   try {
-    const b = await extractFeatures(backbone, vit, p.test, p.transform, { signal: p.signal, onSkipped: p.onSkipped });
+    const b = await extractFeatures(backbone, vit, p.test, p.transform, o);
     try {
       return knnClassify(a.features, a.labels, b.features, b.labels, {
         k: p.k,
@@ -101,7 +104,8 @@ export async function knnAccuracy(
 /**
  * The end-of-run report: the trained teacher's backbone, the same network
  * initialised from the run's `seed` (as the run's student and teacher were),
- * and raw pixels, each by weighted k-NN.
+ * and raw pixels, each by weighted k-NN: three passes over the train and test
+ * images, so `onProgress` counts 3 × (train + test) images in all.
  */
 export async function evaluateRun(
   teacher: BackboneParams,
@@ -118,9 +122,10 @@ export async function evaluateRun(
       dispose(atInit);
     }
   }
-  const pa = await pixelFeatures(o.train, { signal: o.signal, onSkipped: o.onSkipped });
+  const passes = { signal: o.signal, onSkipped: o.onSkipped, onProgress: o.onProgress };
+  const pa = await pixelFeatures(o.train, passes);
   try {
-    const pb = await pixelFeatures(o.test, { signal: o.signal, onSkipped: o.onSkipped });
+    const pb = await pixelFeatures(o.test, passes);
     try {
       const rawPixels = knnClassify(pa.features, pa.labels, pb.features, pb.labels, {
         k: o.k,
