@@ -64,6 +64,7 @@ import {
 } from "./flags.ts";
 import { prepareOutputDir } from "./run_folder.ts";
 import { Bar } from "./bar.ts";
+import { IMAGE_EXTENSIONS, isImageFile } from "../lib/data/folder.ts";
 
 const HELP = `usage: deno task propagate --weights FILE --frames DIR --first-mask PNG --output-dir DIR [options]
 
@@ -90,21 +91,6 @@ ${modelHelp(32)}
                                 (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help                    this help`;
 
-/** The file name extensions read as frames (what stb decodes). */
-const FRAME_EXTENSIONS = new Set([
-  ".jpg",
-  ".jpeg",
-  ".png",
-  ".bmp",
-  ".gif",
-  ".tga",
-  ".psd",
-  ".ppm",
-  ".pgm",
-  ".pnm",
-]);
-
-/** A folder given by `flag`: it must exist and be a folder. */
 /** --first-mask's path, refused when it is a folder (an existing path only: a missing one is said when read). */
 function maskFile(path: string): string {
   if (exists(path) && Deno.statSync(path).isDirectory) {
@@ -113,6 +99,7 @@ function maskFile(path: string): string {
   return path;
 }
 
+/** A folder given by `flag`: it must exist and be a folder. */
 function folder(flag: string, path: string): string {
   let info: Deno.FileInfo;
   try {
@@ -162,11 +149,11 @@ function parse(args: string[]) {
 /** The frames of a folder: its image files, in name order. */
 function listFrames(dir: string): string[] {
   const names = [...Deno.readDirSync(dir)]
-    .filter((e) => !e.name.startsWith(".") && FRAME_EXTENSIONS.has(extname(e.name).toLowerCase()))
+    .filter((e) => !e.name.startsWith(".") && isImageFile(e.name))
     .map((e) => e.name)
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   if (names.length === 0) {
-    throw new UsageError(`--frames ${dir} holds no frames (image files: ${[...FRAME_EXTENSIONS].join(" ")})`);
+    throw new UsageError(`--frames ${dir} holds no frames (image files: ${IMAGE_EXTENSIONS.join(" ")})`);
   }
   const byStem = new Map<string, string>();
   for (const n of names) {

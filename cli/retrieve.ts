@@ -79,6 +79,7 @@ import {
 } from "./flags.ts";
 import { prepareOutputDir } from "./run_folder.ts";
 import { Bar } from "./bar.ts";
+import { IMAGE_EXTENSIONS, isImageFile } from "../lib/data/folder.ts";
 
 const HELP = `usage: deno task retrieve --weights FILE --database DIR --queries DIR --output-dir DIR [options]
 
@@ -106,8 +107,6 @@ ${modelHelp()}
   -h, --help            this help`;
 
 /** The file name extensions read as images (what stb decodes and image-size measures). */
-const IMAGE_EXTENSIONS = new Set([".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".psd", ".ppm", ".pgm", ".pnm"]);
-
 /** Thumbnails on the page: the long side. */
 const THUMBNAIL = 96;
 
@@ -181,7 +180,7 @@ function listImages(flag: string, root: string): Entry[] {
       if (e.name.startsWith(".")) continue;
       const path = join(dir, e.name);
       if (e.isDirectory) walk(path);
-      else if (IMAGE_EXTENSIONS.has(extname(e.name).toLowerCase())) {
+      else if (isImageFile(e.name)) {
         const name = relative(root, path).split(sep).join("/");
         const parts = name.split("/");
         out.push({
@@ -198,7 +197,7 @@ function listImages(flag: string, root: string): Entry[] {
   walk(root);
   if (out.length === 0) {
     throw new UsageError(
-      `${flag} ${root} holds no images (${[...IMAGE_EXTENSIONS].join(" ")}, in it or its subfolders)`,
+      `${flag} ${root} holds no images (${IMAGE_EXTENSIONS.join(" ")}, in it or its subfolders)`,
     );
   }
   out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -39,7 +39,6 @@ import {
   checkReadable,
   type Dataset,
   firstImages,
-  IMAGE_EXTENSIONS,
   openDataset,
   skippedWarning,
   UnreadableDataError,
@@ -496,7 +495,7 @@ function unreadable(e: UnreadableDataError, kept = "nothing was written"): numbe
   const budget = /decoding budget/.test(e.firstError) ? `, or raise ${flagOf("maxImagePixels")}` : "";
   return failure(
     new Error(
-      `${e.message}; ${kept}. The data must be images stb_image reads (${IMAGE_EXTENSIONS.join(" ")}): ` +
+      `${e.message}; ${kept}. The data must be images stb_image reads (JPEG, PNG, BMP, PPM or PGM): ` +
         `fix or remove the unreadable files${budget}, or point ${flagOf("data")} at other data`,
     ),
     "train",

@@ -644,6 +644,18 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
                    std::memcmp(head + 88, "PICT", 4) == 0;
   const bool pnm = head[0] == 'P' && (head[1] == '5' || head[1] == '6');
   const bool png = head[0] == 0x89 && std::memcmp(head + 1, "PNG", 3) == 0;
+  // stb reads a BMP's compression as a signed int, so one with the top bit set passes its checks and decodes
+  // from memory it never wrote: only uncompressed and bit-field BMPs (0 and 3) are given to it.
+  const uint32_t bmp_compression = bmp && (head[14] | head[15] << 8) != 12
+                                       ? uint32_t{head[30]} | head[31] << 8 | head[32] << 16 | uint32_t{head[33]} << 24
+                                       : 0;
+  if (bmp_compression != 0 && bmp_compression != 3) {
+    ::close(fd);
+    std::snprintf(why, kReason,
+                  "a BMP with %s, which this decoder (stb_image) does not read: convert it to PNG",
+                  bmp_compression == 1 || bmp_compression == 2 ? "RLE compression" : "an unknown compression");
+    return;
+  }
   RewrittenBmp rewritten;
   const BmpPalette palette = bmp ? rewrite_bmp_palette(fd, st.st_size, head, &rewritten) : BmpPalette::kAsIs;
   if (palette == BmpPalette::kNone) {
@@ -686,7 +698,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     // Formats that torchvision's ImageFolder lists and stb does not read.
     const char* unread = std::memcmp(head, "RIFF", 4) == 0 && std::memcmp(head + 8, "WEBP", 4) == 0 ? "WebP"
                          : std::memcmp(head, "II*\0", 4) == 0 || std::memcmp(head, "MM\0*", 4) == 0 ? "TIFF"
-                                                                                                    : nullptr;
+                         : head[0] == 'P' && head[1] >= '1' && head[1] <= '4' ? "PNM in its text or 1-bit form (P1-P4)"
+                                                                              : nullptr;
     // stb refuses a PNG of more than 2^24 pixels a side or 2^31 bytes as "too large", a reason that its probes
     // for the other formats then overwrite: the IHDR's size, checked against the budget as for any file.
     const auto be32 = [&](int at) {
@@ -697,6 +710,10 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
                     unread);
     } else if (png && std::memcmp(head + 12, "IHDR", 4) == 0 && be32(16) * be32(20) > max_pixels) {
       over_budget(why, be32(16), be32(20), max_pixels);
+    } else if (png && std::memcmp(head + 12, "IHDR", 4) == 0 && std::max(be32(16), be32(20)) > (1 << 24)) {
+      std::snprintf(why, kReason,
+                    "%.0f x %.0f pixels: a side over 16777216 pixels, which this decoder (stb_image) does not read",
+                    be32(16), be32(20));
     } else {
       std::snprintf(why, kReason, "not a readable image (%s)", stb_reason("unknown format"));
     }

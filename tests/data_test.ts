@@ -131,15 +131,16 @@ Deno.test("CIFAR-10 and CIFAR-100 binary files load with their labels", async ()
   Deno.removeSync(d100, { recursive: true });
 });
 
-Deno.test("image folders: class subfolders or flat, every stb format, corrupt files skipped and named", async () => {
+Deno.test("image folders: class subfolders or flat, torchvision's extensions, corrupt files skipped and named", async () => {
   const root = Deno.makeTempDirSync();
   writeImages(join(root, "cats"), ["a.png", "b.jpg", "c.bmp"], 1);
   writeImages(join(root, "dogs"), ["d.png"], 2);
   Deno.writeFileSync(join(root, "dogs", "broken.jpg"), new Uint8Array([0xff, 0xd8, 0xff, 0, 1, 2]));
   Deno.writeFileSync(join(root, "dogs", "notes.txt"), new TextEncoder().encode("not an image"));
+  Deno.copyFileSync(new URL("./fixtures/images/gif-32colors.gif", import.meta.url), join(root, "dogs", "e.gif"));
   using ds = imageFolder(root, { side: 16 });
   assert.deepEqual(ds.classes, ["cats", "dogs"]);
-  assert.equal(ds.length, 5); // the .txt is not listed
+  assert.equal(ds.length, 5); // neither the .txt nor the .gif is listed (torchvision's IMG_EXTENSIONS)
   assert.deepEqual([...ds.labels!], [0, 0, 0, 1, 1]);
   const b = await ds.load([0, 1, 2, 3, 4]);
   assert.deepEqual(b.images.shape, [4, 3, 16, 16]);
@@ -300,6 +301,14 @@ Deno.test("a class's images in torchvision's order: folders by whole path, each 
   writeImages(join(only, "train", "dog"), ["2.png"], 2);
   using test = openDataset(only, "test", { side: 8 });
   assert.deepEqual([test.classes, [...test.labels!]], [["cat", "dog"], [0, 1]]);
+  // train/ beside a class folder: neither split is guessed (the test split read the root, train/ a class in it).
+  writeImages(join(only, "misc"), ["3.png"], 3);
+  for (const split of ["train", "test"] as const) {
+    assert.throws(
+      () => openDataset(only, split, { side: 8 }),
+      /data .* holds train\/ beside other folders \(misc\): a folder holds either the splits .* or one folder per class/,
+    );
+  }
   Deno.removeSync(root, { recursive: true });
   Deno.removeSync(only, { recursive: true });
 });

@@ -673,9 +673,11 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
   try {
     let files = await batchFiles(c, total);
     if (only !== undefined) files = [files[only]];
-    for (const f of files) Deno.writeFileSync(join(dir, f.name), f.bytes);
-    const paths = files.map((f) => join(dir, f.name));
     const { threads, channels, side, folder, shapes } = plan(c);
+    // A folder lists torchvision's extensions only; stb goes by the bytes, so every file may be named .png there.
+    const named = (name: string) => folder ? `${name}.png` : name;
+    for (const f of files) Deno.writeFileSync(join(dir, named(f.name)), f.bytes);
+    const paths = files.map((f) => join(dir, named(f.name)));
     const problems: string[] = [];
     const decoded = new Set<number>();
     const reasons = new Map<number, string>();

@@ -135,7 +135,7 @@ function hostileFolder(): { dir: string; good: string[]; bad: Record<string, Reg
     "bad-huge-20000x20000.png": png(20_000, 20_000, new Uint8Array(deflateSync(new Uint8Array(100)))),
     "bad-huge-16000000x16000000.png": png(16_000_000, 16_000_000, new Uint8Array(deflateSync(new Uint8Array(10)))),
     "bad-huge-100000x100000.bmp": bmpHeader(100_000, 100_000),
-    "bad-huge-65535x65535.gif": gifHeader(65535, 65535),
+    "bad-huge-65535x65535-gif.png": gifHeader(65535, 65535), // named .png: a folder lists no .gif (torchvision)
     "bad-huge-65535x65535.jpg": jpegHeader(65535, 65535),
     "bad-header-only-100x100.png": concat([png(100, 100).subarray(0, 8 + 25), png(1, 1).subarray(-12)]),
     "bad-truncated.png": goodPng.subarray(0, Math.floor(goodPng.length * 0.6)),
@@ -151,7 +151,7 @@ function hostileFolder(): { dir: string; good: string[]; bad: Record<string, Reg
     // is checked against the budget.
     "bad-huge-16000000x16000000.png": /16000000 x 16000000 = \d+ pixels exceeds the decoding budget/,
     "bad-huge-100000x100000.bmp": /exceeds the decoding budget/,
-    "bad-huge-65535x65535.gif": /exceeds the decoding budget/,
+    "bad-huge-65535x65535-gif.png": /exceeds the decoding budget/,
     "bad-huge-65535x65535.jpg": /exceeds the decoding budget/,
     "bad-header-only-100x100.png": /cannot decode/,
     "bad-truncated.png": /cannot decode/,

@@ -165,6 +165,25 @@ Deno.test("BMP palettes: each pixel is its entry's colour, or past a short palet
   }
 });
 
+Deno.test("a PNG with a side over 2^24 pixels is refused as such, within the pixel budget", async () => {
+  const ihdr = new Uint8Array(13);
+  new DataView(ihdr.buffer).setUint32(0, 2 ** 24 + 1);
+  new DataView(ihdr.buffer).setUint32(4, 1);
+  ihdr.set([8, 0, 0, 0, 0], 8);
+  const dir = Deno.makeTempDirSync();
+  try {
+    const path = join(dir, "wide.png");
+    Deno.writeFileSync(
+      path,
+      concat(fixture("png-gray8.png").subarray(0, 8), pngChunk("IHDR", ihdr), pngChunk("IEND", new Uint8Array())),
+    );
+    const r = await t.decodeImage(path, { side: 4 });
+    assert.match(String(r.reason), /^16777217 x 1 pixels: a side over 16777216 pixels, which this decoder/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 // ---- PNM maximum values ----------------------------------------------------------------------------------------
 
 Deno.test("PNM samples are scaled from 0..maxval to 0..255 (rounded, as PIL), in 8 and 16 bits", async () => {
@@ -343,6 +362,8 @@ function badFiles(dir: string): [string, RegExp][] {
   lzw255[lzw255.indexOf(0x2c) + 10] = 255; // the LZW code size of the first image: at most 12
   const rgb = fixture("png-rgb8.png");
   Deno.mkdirSync(join(dir, "folder.png"));
+  const signedCompression = bmp({ rows: [[200, 7], [3, 0]], bpp: 8, palette: [[1, 2, 3]], header: 40 });
+  signedCompression[33] = 0x80;
   return [
     // failures that stb gives no reason for: it said what its probing for other formats left ("no SOI" for a PNG,
     // "bad png sig" for a JPEG), or whatever an earlier file left on the same thread
@@ -366,7 +387,12 @@ function badFiles(dir: string): [string, RegExp][] {
       /^not a readable image \(unknown image type\)$/,
     ],
     [write("psd-v2.psd", psd), /^not a readable image \(unknown image type\)$/],
-    [join(FIXTURES, "bmp-rle8.bmp"), /^not a readable image \(unknown image type\)$/],
+    // formats that stb does not read, named
+    [join(FIXTURES, "bmp-rle8.bmp"), /^a BMP with RLE compression, which this decoder \(stb_image\) does not read/],
+    [
+      write("ascii.ppm", new TextEncoder().encode("P3\n2 1\n255\n255 0 0 0 255 0\n")),
+      /^PNM in its text or 1-bit form \(P1-P4\), which this decoder \(stb_image\) does not read: convert/,
+    ],
     [
       write("text.png", new TextEncoder().encode("not an image at all")),
       /^not a readable image \(unknown image type\)$/,
@@ -374,6 +400,8 @@ function badFiles(dir: string): [string, RegExp][] {
     [write("empty.jpg", new Uint8Array()), /^not a readable image \(unknown image type\)$/],
     // the shim's own checks
     [write("no-palette.bmp", bmp({ rows: [[1, 2], [3, 0]], bpp: 8, palette: [], header: 40 })), /holds no palette/],
+    // stb reads the compression as signed: with its top bit set it passed, and pixels came from unwritten memory
+    [write("compression-2^31.bmp", signedCompression), /^a BMP with an unknown compression, .*convert it to PNG$/],
     [write("huge-table.jpg", hugeTable), /Huffman table of more than 256 codes/],
     [write("fill-huge-table.jpg", concat(Uint8Array.of(0xff), hugeTable)), /Huffman table of more than 256 codes/],
     [

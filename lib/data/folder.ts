@@ -26,31 +26,37 @@ import { join } from "node:path";
 import { decodeImages, defaultMaxImagePixels, tensor } from "../../ffi/mod.ts";
 import type { Dataset } from "./dataset.ts";
 
-/** File extensions stb_image reads. */
-export const IMAGE_EXTENSIONS = [
-  ".png",
+/**
+ * The file name extensions that torchvision's ImageFolder lists (its `IMG_EXTENSIONS`), so that a folder holds the
+ * same images, in the same order, with the same labels. stb_image reads all but .tif, .tiff and .webp, which are
+ * listed all the same, so that the loader reports each as unreadable (naming the fix) instead of the data set
+ * silently shrinking.
+ */
+export const IMAGE_EXTENSIONS: readonly string[] = [
   ".jpg",
   ".jpeg",
-  ".bmp",
-  ".gif",
-  ".tga",
-  ".psd",
-  ".hdr",
-  ".pic",
-  ".pnm",
+  ".png",
   ".ppm",
+  ".bmp",
   ".pgm",
+  ".tif",
+  ".tiff",
+  ".webp",
 ];
 
 /**
- * Extensions of images that torchvision's ImageFolder takes and stb_image does not read: listed all the same, so
- * that the loader reports each as unreadable (naming the fix) instead of the data set silently shrinking.
+ * Whether a file name ends in one of {@linkcode IMAGE_EXTENSIONS} (in any case).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isImageFile } from "./folder.ts";
+ * assert.deepEqual(["a.JPG", "b.webp", "c.gif", "notes.txt"].map(isImageFile), [true, true, false, false]);
+ * ```
  */
-const UNREAD_EXTENSIONS = [".webp", ".tif", ".tiff"];
-
-function isImage(name: string): boolean {
+export function isImageFile(name: string): boolean {
   const lower = name.toLowerCase();
-  return [...IMAGE_EXTENSIONS, ...UNREAD_EXTENSIONS].some((e) => lower.endsWith(e));
+  return IMAGE_EXTENSIONS.some((e) => lower.endsWith(e));
 }
 
 /** Python's order of strings (by code point), which torchvision sorts classes and files by; JavaScript's `<`
@@ -92,7 +98,10 @@ function imagesUnder(dir: string, ancestors: ReadonlySet<string> = new Set()): s
     if (above.has(real)) return;
     const inside = new Set(above).add(real);
     const entries = list(path);
-    folders.push({ path, files: entries.filter((e) => e.isFile && isImage(e.name)).map((e) => join(path, e.name)) });
+    folders.push({
+      path,
+      files: entries.filter((e) => e.isFile && isImageFile(e.name)).map((e) => join(path, e.name)),
+    });
     for (const e of entries) if (e.isDirectory) walk(join(path, e.name), inside);
   };
   walk(dir, ancestors);
@@ -193,11 +202,12 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
       }
     });
   } else {
-    files.push(...entries.filter((e) => e.isFile && isImage(e.name)).map((e) => join(root, e.name)));
+    files.push(...entries.filter((e) => e.isFile && isImageFile(e.name)).map((e) => join(root, e.name)));
   }
   if (files.length === 0) {
     throw new Error(
-      `image folder ${root} holds no images (${IMAGE_EXTENSIONS.join(" ")}), directly or in class subfolders`,
+      `image folder ${root} holds no images (${IMAGE_EXTENSIONS.join(" ")}, as torchvision's ImageFolder lists), ` +
+        `directly or in class subfolders`,
     );
   }
   const channels = o.channels ?? 3;
