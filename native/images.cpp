@@ -184,9 +184,11 @@ struct Axis {
 };
 static bool plan_axis(int n, double resized, int side, Axis* a) {
   const double k = resized / n;                     // output pixels per source pixel
-  const double offset = std::floor((resized - side) / 2);  // the crop's first pixel in the resized image
+  // The crop's first pixel in the resized image: torchvision's CenterCrop, int(round((resized - side) / 2)), whose
+  // Python round() takes a half to the even neighbour, as nearbyint does in the default rounding mode.
+  const double offset = std::nearbyint((resized - side) / 2);
   const double lo = offset / k, hi = (offset + side) / k;  // the crop in source coordinates
-  // stb's filters (Catmull-Rom up, Mitchell down) reach 2 pixels of the coarser grid; keep a little more.
+  // Catmull-Rom reaches 2 pixels of the coarser grid; keep a little more.
   const double margin = std::ceil(2 * std::max(1.0, 1 / k)) + 2;
   const double first = std::max(0.0, std::floor(lo) - margin), last = std::min<double>(n, std::ceil(hi) + margin);
   if (!(first >= 0 && last > first && last <= n)) return false;
@@ -748,7 +750,9 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     ax = {0, w, static_cast<float>(fw / w), 0.0f};
     ay = {0, h, static_cast<float>(fh / h), 0.0f};
   } else {
-    const double rw = std::max<double>(side, std::round(w * s)), rh = std::max<double>(side, std::round(h * s));
+    // torchvision's Resize(side): the short side to `side`, the long one to int(side * long / short), truncated.
+    const double along = std::floor(static_cast<double>(side) * std::max(w, h) / std::min(w, h));
+    const double rw = w > h ? along : side, rh = w > h ? side : along;
     if (!(rw <= INT_MAX && rh <= INT_MAX)) {
       std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
       return;
@@ -844,10 +848,9 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     stride = static_cast<size_t>(ax.count) * channels;
   }
   tile.resize(static_cast<size_t>(ow) * oh * channels);
-  // A side that keeps its size (scale 1, a whole-pixel shift) is not filtered: stb_image_resize shrinks with a
-  // Mitchell filter, which it uses at scale 1 too, and an image already at its size would come out blurred (PIL
-  // and torchvision return it as it is). Both such sides: the pixels are copied; one: it gets the box filter, which
-  // at scale 1 takes each pixel alone.
+  // Catmull-Rom, the cubic of PIL's BICUBIC (a = -0.5), both ways: stb's default shrinks with Mitchell's, which
+  // blurs. Shrinking widens it by the scale, as PIL's antialiased resize does. A side that keeps its size (scale 1,
+  // a whole-pixel shift) is copied, or gets the box filter, which at scale 1 takes each pixel alone.
   auto kept = [](const Axis& a, int out) {
     return a.scale == 1.0f && a.shift == std::floor(a.shift) && a.shift >= 0 && a.shift + out <= a.count;
   };
@@ -861,8 +864,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   } else {
     const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
                                          STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-                                         STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_DEFAULT,
-                                         keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_DEFAULT, STBIR_COLORSPACE_LINEAR,
+                                         STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
+                                         keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM, STBIR_COLORSPACE_LINEAR,
                                          nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
     if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
   }
@@ -891,7 +894,8 @@ static void decode_caught(const char* path, int side, int channels, double max_p
 }
 
 // Decodes `n` files (NUL-separated paths) on `threads` threads; each image is resized so that its short side is
-// `side` (stb's filtered resize, antialiased when shrinking) and centre-cropped to side x side. A file whose
+// `side` and centre-cropped to side x side, as torchvision's Resize(side) + CenterCrop(side) with bicubic
+// interpolation. A file whose
 // header declares more than `max_pixels` pixels, or that fails in any way, is skipped. Returns [images u8
 // [ok, C, side, side], ok indices i64, failed indices i64, reasons u8 (the failed files' reasons, each ending
 // in a NUL)].

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { evalImages, extractFeatures, knnClassify } from "../lib/eval/knn.ts";
 import { evaluateRun } from "../lib/eval/report.ts";
 import { tensorDataset } from "../lib/data/dataset.ts";
 import { backboneConfig, dinoConfig, initDino } from "../lib/model/mod.ts";
@@ -55,5 +55,47 @@ Deno.test("the evaluation tells its progress: each batch's images, three passes 
     assert.equal(seen, 3 * (12 + 5));
   } finally {
     t.dispose(trained);
+  }
+});
+
+Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the same crop, within a few levels", async () => {
+  const { tensors, metadata } = readSafetensors(join(FIXTURES, "resize.safetensors"));
+  const side = Number(metadata.side), size = side * 224 / 256; // eval_knn.py's 256 and 224, scaled down
+  const names = ["wide", "tall", "half", "even", "square", "small"];
+  const decoded = await t.decodeImages(names.map((n) => join(FIXTURES, "resize", `${n}.png`)), { side, threads: 1 });
+  try {
+    assert.deepEqual(decoded.failed, []);
+    // Unnormalised: pixel values, to compare with torchvision's u8. The rest is the filters' arithmetic (PIL rounds
+    // to u8 between its two passes, in fixed point): at most a few levels at the shapes' sharp edges.
+    const ours = t.tidy(() => t.toArray(evalImages(decoded.images, { size, mean: [0, 0, 0], std: [1, 1, 1] })));
+    const roundHalfEven = (x: number) => Number.isInteger(x) || Math.floor(x) % 2 === 0 ? Math.floor(x) : x + 0.5;
+    names.forEach((name, i) => {
+      const resized = tensors[`${name}.resized`];
+      const [, H, W] = resized.shape, tv = t.toArray(resized);
+      const crop = (top: number, left: number) => {
+        let max = 0, sum = 0;
+        for (let c = 0; c < 3; c++) {
+          for (let y = 0; y < size; y++) {
+            for (let x = 0; x < size; x++) {
+              const d = Math.abs(
+                ours[((i * 3 + c) * size + y) * size + x] * 255 - tv[(c * H + top + y) * W + left + x],
+              );
+              max = Math.max(max, d);
+              sum += d;
+            }
+          }
+        }
+        return { max, mean: sum / (3 * size * size) };
+      };
+      const top = roundHalfEven((H - size) / 2), left = roundHalfEven((W - size) / 2);
+      const same = crop(top, left);
+      assert.ok(same.max <= 8 && same.mean <= 0.2, `${name} (${W} x ${H}): ${JSON.stringify(same)}`);
+      // One pixel off (along the long side, where rounding differed) is far worse: the fixture can tell.
+      const off = H > W ? crop(top + (top > 0 ? -1 : 1), left) : crop(top, left + (left > 0 ? -1 : 1));
+      assert.ok(off.mean > 10 * same.mean && off.max > 50, `${name} one pixel off: ${JSON.stringify(off)}`);
+    });
+  } finally {
+    decoded.images.dispose();
+    t.dispose(Object.values(tensors));
   }
 });

@@ -82,6 +82,10 @@ const MAX_SIDE = 1 << 14;
  * PSD, HDR, PIC, PNM) into one u8 batch. Corrupt, truncated or unsupported
  * files, and files whose header declares more than `maxPixels` pixels, are
  * skipped and reported with their reason, never fatal, whatever the thread count.
+ * Each image is resized and cropped as torchvision's `Resize(side)` +
+ * `CenterCrop(side)` with bicubic interpolation: the long side to
+ * int(side x long / short), the crop's offset rounded half to even, the cubic
+ * of PIL's BICUBIC (Catmull-Rom), widened by the scale when shrinking.
  *
  * @example
  * ```ts
@@ -157,7 +161,7 @@ export interface DecodeImageOptions {
 export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: undefined; reason: string };
 
 /**
- * Decodes one whole image file, its aspect kept: the short side is resized to `side` (stb's filtered resize, as
+ * Decodes one whole image file, its aspect kept: the short side is resized to `side` (the filter of
  * {@linkcode decodeImages}), then each side to its nearest multiple of `multiple`, giving u8 [C, H, W]. Nothing
  * is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
  * elongated that a side would pass 16384) gives its reason instead, never an exception; the same defences

@@ -97,21 +97,8 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   const images = Array.from(Deno.readDirSync(spec)).map((e) => e.name).sort()
     .find((n) => new RegExp(`^${prefix}-images[.-]idx3-ubyte(\\.gz)?$`).test(n));
   if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
-  // The split's own folder, or where there is none the other split's (both splits are then the same). A folder
-  // that holds split folders beside others is refused: read as classes, its train/ would be a class.
-  const splits = ["train", "val", "test"];
-  const present = splits.filter((d) => exists(join(spec, d)));
-  const others = present.length > 0 ? folderClasses(spec).filter((d) => !splits.includes(d)) : [];
-  if (others.length > 0) {
-    throw new SettingError(
-      ["data"],
-      (n) =>
-        `${n("data")} ${spec} holds ${present.map((d) => `${d}/`).join(" and ")} beside other folders (${
-          others.slice(0, 3).join(", ")
-        }${others.length > 3 ? ", ..." : ""}): a folder holds either the splits (train/ and val/ or test/) ` +
-        `or one folder per class; move the others out, or point ${n("data")} at one of its folders`,
-    );
-  }
+  // The split's own folder, or where there is none the other split's (both splits are then the same, as the
+  // training split is train/ whatever lies beside it); the folder itself only where it holds no split folder.
   const own = split === "train" ? ["train"] : ["val", "test"], other = split === "train" ? ["val", "test"] : ["train"];
   const splitDir = [...own, ...other].map((d) => join(spec, d)).find(exists);
   // The validation split's labels index the training split's classes (torchvision opens the two folders apart,

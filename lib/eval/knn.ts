@@ -193,7 +193,9 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
     const S = images.shape[2];
     let x = images;
     if (S > t.size) {
-      const o = Math.floor((S - t.size) / 2);
+      // torchvision's CenterCrop: int(round((S - size) / 2)), Python's round taking a half to the even neighbour.
+      const half = (S - t.size) / 2,
+        o = Number.isInteger(half) || Math.floor(half) % 2 === 0 ? Math.floor(half) : half + 0.5;
       x = narrow(narrow(x, 2, o, t.size), 3, o, t.size);
     }
     const C = x.shape[1];

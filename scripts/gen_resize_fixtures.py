@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""Writes tests/fixtures/resize/: PNG images and what torchvision's evaluation transform makes of them, to check that
+decodeImages + evalImages prepare images as the official eval_knn.py / eval_linear.py do.
+
+Run with Debian's PyTorch: /usr/bin/python3 scripts/gen_resize_fixtures.py
+
+The official evaluation transform is Resize(256, interpolation=3 (bicubic)), CenterCrop(224), ToTensor, Normalize;
+here at a short side of 64 and a crop of 56, the same ratio, to keep the files small. Each image is a smooth
+gradient with sharp-edged shapes and fine stripes, so that a crop one pixel off, or a blurrier filter, shows.
+Sizes are chosen for torchvision's rounding: the long side of the resized image is int(64 * long / short)
+(truncated, where rounding would give one more), and the crop's offset int(round(x)) with Python's round, half to
+even (where flooring would give one less).
+
+Written:
+  resize/<name>.png           the image (RGB, 8 bits)
+  resize.safetensors          <name>.resized: u8 [3, H, W], torchvision's Resize(64, bicubic) of the PNG as PIL
+                              reads it (the crop is the test's, at torchvision's offset and one pixel off)
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms as T
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_fixtures import OUT, save_safetensors  # noqa: E402
+
+SIDE = 64
+# (width, height): 185 x 125 and 125 x 185 truncate 94.72 to 94; 155 x 100 gives 99, a crop offset of 21.5 -> 22;
+# 141 x 100 gives 90, offset 17; 100 x 100 is square; 40 x 28 is enlarged.
+SIZES = {"wide": (185, 125), "tall": (125, 185), "half": (155, 100), "even": (141, 100), "square": (100, 100),
+         "small": (40, 28)}
+
+
+def picture(w, h, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([x / w * 200 + 20, y / h * 180 + 30, (x + y) / (w + h) * 150 + 50], -1)
+    base += 25 * np.sin(x / 3.0)[..., None] * (y > h / 2)[..., None]  # fine stripes in the lower half
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 4)), int(rng.integers(0, h - 4))
+        x1, y1 = x0 + int(rng.integers(3, max(4, w // 3))), y0 + int(rng.integers(3, max(4, h // 3)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)((x0, y0, x1, y1), fill=colour)
+    return img
+
+
+def main():
+    folder = os.path.join(OUT, "resize")
+    os.makedirs(folder, exist_ok=True)
+    resize = T.Resize(SIDE, interpolation=T.InterpolationMode.BICUBIC)
+    tensors = {}
+    for i, (name, (w, h)) in enumerate(SIZES.items()):
+        path = os.path.join(folder, f"{name}.png")
+        picture(w, h, i).save(path, optimize=True)
+        resized = resize(Image.open(path).convert("RGB"))
+        tensors[f"{name}.resized"] = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+    save_safetensors(os.path.join(OUT, "resize.safetensors"), tensors,
+                     {"side": SIDE, "torch": torch.__version__, "torchvision": torchvision.__version__})
+    print(f"wrote {folder}/ and resize.safetensors ({len(SIZES)} images)")
+
+
+if __name__ == "__main__":
+    main()
