@@ -181,6 +181,22 @@ Deno.test("image folders: class subfolders or flat, torchvision's extensions, co
   Deno.removeSync(empty, { recursive: true });
 });
 
+Deno.test("a file or class folder whose name is not UTF-8 is named, with the fix, instead of failing to open", () => {
+  const root = Deno.makeTempDirSync();
+  writeImages(join(root, "good"), ["a.png"], 1);
+  const sh = (script: string) => new Deno.Command("/bin/sh", { args: ["-c", script], cwd: root }).outputSync();
+  assert.ok(sh(`cp good/a.png "good/$(printf 'b\\376.png')"`).success);
+  assert.throws(
+    () => imageFolder(root, { side: 8 }),
+    /good\/b\uFFFD\.png \(\uFFFD marks bytes that are not UTF-8\): its name is not UTF-8, .* rename it in UTF-8/,
+  );
+  Deno.removeSync(join(root, "good"), { recursive: true });
+  writeImages(join(root, "good"), ["a.png"], 1);
+  assert.ok(sh(`mkdir "$(printf 'bad\\377')" && cp good/a.png "$(printf 'bad\\377')/c.png"`).success);
+  assert.throws(() => imageFolder(root, { side: 8 }), /bad\uFFFD \(\uFFFD marks bytes that are not UTF-8\)/);
+  Deno.removeSync(root, { recursive: true });
+});
+
 Deno.test("a validation folder is labelled by the training folder's classes: a missing class shifts no label", () => {
   const root = Deno.makeTempDirSync();
   writeImages(join(root, "train", "cat"), ["1.png"], 1);

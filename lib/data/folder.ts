@@ -70,11 +70,25 @@ function byCodePoint(a: string, b: string): number {
   return a.length - b.length;
 }
 
+/** Throws for an entry whose name Deno could not give as it is (not UTF-8), naming it and the fix. */
+function unreachable(dir: string, name: string): void {
+  try {
+    Deno.lstatSync(join(dir, name));
+  } catch {
+    throw new Error(
+      `${join(dir, name)} (\uFFFD marks bytes that are not UTF-8): its name is not UTF-8, which Deno cannot open; ` +
+        `rename it in UTF-8 (for example: convmv -f latin1 -t utf8 -r --notest ${dir})`,
+    );
+  }
+}
+
 /** A folder's visible entries, sorted by name, with symbolic links resolved to what they point at. */
 function list(dir: string): { name: string; isFile: boolean; isDirectory: boolean }[] {
   return [...Deno.readDirSync(dir)]
     .filter((e) => !e.name.startsWith("."))
     .map((e) => {
+      // Deno gives a name that is not UTF-8 with U+FFFD in place of its bytes: a path that leads nowhere.
+      if (e.name.includes("\uFFFD") && (e.isDirectory || e.isSymlink || isImageFile(e.name))) unreachable(dir, e.name);
       if (!e.isSymlink) return e;
       try {
         const s = Deno.statSync(join(dir, e.name));
