@@ -266,13 +266,24 @@ Deno.test("the loader shuffles per epoch from the seed, batches, drops the last,
   const root = Deno.makeTempDirSync();
   writeImages(root, ["a.png", "b.png"], 3);
   Deno.writeFileSync(join(root, "c.png"), new Uint8Array([1, 2, 3]));
+  Deno.writeFileSync(join(root, "d.png"), new Uint8Array([4, 5, 6]));
+  Deno.writeFileSync(join(root, "e.webp"), new TextEncoder().encode("RIFF\x10\0\0\0WEBPVP8 "));
   using folder = imageFolder(root, { side: 8 });
-  const reports: string[][] = [];
-  for await (const b of batches(folder, 0, { batchSize: 1, shuffle: false, onSkipped: (f) => reports.push(f) })) {
-    b.images.dispose();
-  }
+  const reports: [string[], string][] = [];
+  const order = {
+    batchSize: 2,
+    shuffle: false,
+    dropLast: false,
+    onSkipped: (f: string[], why: string) => reports.push([f, why]),
+  };
+  for await (const b of batches(folder, 0, order)) b.images.dispose();
   assert.equal(reports.length, 1);
-  assert.deepEqual(reports[0].map((p) => p.split("/").pop()), ["c.png"]);
+  assert.deepEqual(reports[0][0].map((p) => p.split("/").pop()), ["c.png", "d.png", "e.webp"]);
+  // Each kind of reason once, with its first file: the WebP's fix is not hidden behind the garbage files' reason.
+  assert.match(
+    reports[0][1],
+    /^\S+\/c\.png: not a readable image \(unknown image type\); \S+\/e\.webp: WebP, .* convert it/,
+  );
   Deno.removeSync(root, { recursive: true });
 });
 

@@ -32,6 +32,8 @@ export interface Batch {
   failed: string[];
   /** The reason the first file failed, or "". */
   firstError: string;
+  /** Why each of `failed` could not be decoded, where the dataset knows. */
+  reasons?: string[];
 }
 
 /** A source of images. */

@@ -250,6 +250,7 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
         indices: kept,
         failed: r.failed.map((f) => f.path),
         firstError: r.firstError,
+        reasons: r.failed.map((f) => f.reason),
       };
     },
     dispose() {},

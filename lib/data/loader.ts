@@ -41,12 +41,13 @@ export interface LoaderOptions {
   rank?: number;
   /** How many ranks share the epoch (default 1: the whole epoch). */
   worldSize?: number;
-  /** Called once per epoch with the files that could not be decoded. */
-  onSkipped?: (files: string[], firstError: string) => void;
+  /** Called once per epoch with the files that could not be decoded, and why (see {@linkcode skippedWarning}). */
+  onSkipped?: (files: string[], why: string) => void;
 }
 
 /**
- * The warning for files that could not be decoded: how many, where (`in epoch 3`), the first reason, the first ten.
+ * The warning for files that could not be decoded: how many, where (`in epoch 3`), why (the first file of each
+ * kind of reason, up to three kinds, as the loader gives it), the first ten.
  *
  * @example
  * ```ts
@@ -58,9 +59,9 @@ export interface LoaderOptions {
  * );
  * ```
  */
-export function skippedWarning(files: readonly string[], firstError: string, where: string): string {
+export function skippedWarning(files: readonly string[], why: string, where: string): string {
   const shown = files.slice(0, 10).join(", ") + (files.length > 10 ? `, and ${files.length - 10} more` : "");
-  return `warning: skipped ${files.length} unreadable image file(s) ${where} (${firstError}): ${shown}`;
+  return `warning: skipped ${files.length} unreadable image file(s) ${where} (${why}): ${shown}`;
 }
 
 /**
@@ -152,7 +153,8 @@ export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): As
   const ahead = Math.max(1, o.prefetch ?? 2);
   const queue: Promise<Batch>[] = [];
   const skipped: string[] = [];
-  let firstError = "";
+  // The first file of each kind of reason (numbers aside), so that a fixable kind is not hidden behind another.
+  const kinds = new Map<string, string>();
   let next = 0;
   const fill = () => {
     while (queue.length < ahead && next < plan.length) queue.push(ds.load(plan[next++]));
@@ -162,18 +164,23 @@ export async function* batches(ds: Dataset, epoch: number, o: LoaderOptions): As
     while (queue.length > 0) {
       const batch = await queue.shift()!;
       fill();
-      if (batch.failed.length > 0) {
-        skipped.push(...batch.failed);
-        firstError ||= batch.firstError;
-      }
+      skipped.push(...batch.failed);
+      const reasons = batch.reasons ?? (batch.firstError ? [batch.firstError] : []);
+      reasons.forEach((reason, k) => {
+        const kind = reason.replace(/\d+/g, "N");
+        if (kinds.size < 3 && !kinds.has(kind)) {
+          kinds.set(kind, batch.reasons ? `${batch.failed[k]}: ${reason}` : reason);
+        }
+      });
       yield batch;
     }
   } finally {
     // An abandoned epoch must not leak the batches already loading.
     for (const p of queue) p.then((b) => [b.images, b.labels].forEach((t) => t?.dispose()), () => {});
     if (skipped.length > 0) {
-      if (o.onSkipped) o.onSkipped(skipped, firstError);
-      else console.warn(skippedWarning(skipped, firstError, `in epoch ${epoch}`));
+      const why = [...kinds.values()].join("; ");
+      if (o.onSkipped) o.onSkipped(skipped, why);
+      else console.warn(skippedWarning(skipped, why, `in epoch ${epoch}`));
     }
   }
 }

@@ -160,7 +160,7 @@ export interface FeatureOptions {
   /** Stops between batches, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
   /** Told of the files that could not be decoded (default: a warning naming the dataset). */
-  onSkipped?: (files: string[], firstError: string) => void;
+  onSkipped?: (files: string[], why: string) => void;
   /** Told after each batch how many of the dataset's items it held (for a progress display). */
   onProgress?: (items: number) => void;
 }

@@ -53,7 +53,7 @@ export interface KnnProtocol {
   /** Stops the evaluation between batches, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
   /** Told of each pass's files that could not be decoded (default: a warning per pass). */
-  onSkipped?: (files: string[], firstError: string) => void;
+  onSkipped?: (files: string[], why: string) => void;
   /** Told after each batch of every pass how many images it held (for a progress display). */
   onProgress?: (images: number) => void;
 }
