@@ -161,6 +161,7 @@ export async function main(args: string[]): Promise<number> {
           size,
           mean: norm.mean,
           std: norm.std,
+          resize: Math.round(size * 256 / 224), // bicubic, short side; for images larger than `size`
           crop: "center",
           range: "[0, 1] then normalised",
         }),

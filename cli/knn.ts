@@ -114,7 +114,8 @@ export async function main(args: string[]): Promise<number> {
             temperature: o.temperature,
             numClasses: train.classes.length,
           });
-          console.log(`  k ${String(k).padStart(3)}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
+          const used = k > a.labels.length ? ` (all ${a.labels.length} of the memory)` : "";
+          console.log(`  k ${String(k).padStart(3)}${used}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
         }
       } finally {
         b.features.dispose();

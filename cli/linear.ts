@@ -75,7 +75,8 @@ ${modelHelp(28)}
   --batch-size N            images per step, 1 to 65536 (default 128) [official: batch_size_per_gpu]
   --lr LR                   learning rate per 256 images, > 0 (default 0.001): the step's is lr x batch / 256,
                             annealed by a cosine to 0 over the epochs
-  --val-freq N              test every N epochs, and after the last (default 1)
+  --val-freq N              test after epochs 1, N+1, 2N+1, ... and the last, as the official
+                            (default 1)
   --seed N                  seed of the classifier's init, the shuffles and the crops (default 0)
   --output-dir DIR          where the classifier, metrics.jsonl and summary.json go (default output/linear)
   --train-limit N           use only the first N training images (default 0: all)
@@ -84,9 +85,10 @@ ${modelHelp(28)}
                             (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help                this help
 
-Images: test images (and cached training features) are centre-cropped to the model's side, after a folder's
-images are resized to side x 256/224 (the official Resize(256) + CenterCrop(224)); fixed-size data (28 px
-Fashion-MNIST, 32 px CIFAR) is used whole. Training crops are RandomResizedCrop scale (0.08, 1) (official), or
+Images: test images (and cached training features) are prepared as the official Resize(256) + CenterCrop(224)
+in the same ratio: resized to side x 256/224 (a folder's are decoded at it; 28 px Fashion-MNIST for a 21 px
+model to 24), then centre-cropped to the model's side; images no larger than the side (32 px CIFAR for a 32 px
+model) are used whole. Training crops are RandomResizedCrop scale (0.08, 1) (official), or
 (0.4, 1) for images under 64 px, and a horizontal flip.`;
 
 const BOOL: Record<string, boolean> = { true: true, false: false, "1": true, "0": false, yes: true, no: false };

@@ -96,7 +96,8 @@ options:
   --top N               neighbours listed per query, 1 to 1000 (default 10)
   --multiscale          retrieval: average the CLS features at scales 1, 1/sqrt 2 and 1/2 (official --multiscale)
   --copy-detection      features CLS + GeM (p = 4) of the patch tokens; a query's true match is the database
-                        image of its file name (stem); query subfolders (attacks) are scored apart
+                        image of its file name (stem); query subfolders (attacks) are scored apart; the
+                        average precision counts each query's 20 nearest (official topk(20))
   --whitening DIR       copy detection: learn a PCA whitening on these images and apply it first
   --map                 require the scores: an error when the folders cannot tell true matches
   --image-size N        retrieval: the long side images are shrunk to (default 224, as PIL's thumbnail);
@@ -106,7 +107,6 @@ ${modelHelp()}
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
 
-/** The file name extensions read as images (what stb decodes and image-size measures). */
 /** Thumbnails on the page: the long side. */
 const THUMBNAIL = 96;
 
@@ -277,15 +277,19 @@ async function thumbnail(e: Entry, maxPixels: number): Promise<PageImage> {
   return { url: `data:image/png;base64,${Buffer.from(png).toString("base64")}`, width: W, height: H };
 }
 
+/** eval_copy_detection.py scores each query's 20 nearest (`topk(20)`): a copy ranked lower adds nothing. */
+const COPY_DETECTION_DEPTH = 20;
+
 /** The scores of a subset of queries (their indices), or undefined when none has a true match. */
 function scoresOf(
   rankings: number[][],
   positives: Set<number>[],
   subset: number[],
+  depth: number,
 ): RetrievalScores | undefined {
   const idx = subset.filter((q) => positives[q].size > 0);
   if (idx.length === 0) return undefined;
-  return retrievalScores(idx.map((q) => rankings[q]), idx.map((q) => positives[q]), [1, 5, 10]);
+  return retrievalScores(idx.map((q) => rankings[q]), idx.map((q) => positives[q]), [1, 5, 10], depth);
 }
 
 const f3 = (x: number) => x.toFixed(3);
@@ -387,11 +391,12 @@ export async function main(args: string[]): Promise<number> {
     let overall: RetrievalScores | undefined;
     if (positives) {
       const all = queries.map((_, q) => q);
-      overall = scoresOf(rankings, positives, all);
+      const depth = o.copy ? COPY_DETECTION_DEPTH : Infinity;
+      overall = scoresOf(rankings, positives, all, depth);
       const groups: Record<string, RetrievalScores> = {};
       const names = [...new Set(queries.map((q) => q.group ?? ""))].filter((g) => g !== "").sort();
       for (const g of names) {
-        const s = scoresOf(rankings, positives, all.filter((q) => queries[q].group === g));
+        const s = scoresOf(rankings, positives, all.filter((q) => queries[q].group === g), depth);
         if (s) groups[g] = s;
       }
       const count = (g?: string) =>

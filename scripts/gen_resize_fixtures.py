@@ -14,7 +14,9 @@ even (where flooring would give one less).
 Written:
   resize/<name>.png           the image (RGB, 8 bits)
   resize.safetensors          <name>.resized: u8 [3, H, W], torchvision's Resize(64, bicubic) of the PNG as PIL
-                              reads it (the crop is the test's, at torchvision's offset and one pixel off)
+                              reads it (the crop is the test's, at torchvision's offset and one pixel off);
+                              fixed28.resized: u8 [1, 24, 24], Resize(24, bicubic) of a 28 x 28 gray image, as
+                              evaluating a 21 px network on Fashion-MNIST's 28 px images takes it
 """
 import os
 import sys
@@ -60,6 +62,11 @@ def main():
         picture(w, h, i).save(path, optimize=True)
         resized = resize(Image.open(path).convert("RGB"))
         tensors[f"{name}.resized"] = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+    # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
+    path = os.path.join(folder, "fixed28.png")
+    picture(28, 28, 99).convert("L").save(path, optimize=True)
+    resized = T.Resize(24, interpolation=T.InterpolationMode.BICUBIC)(Image.open(path))
+    tensors["fixed28.resized"] = torch.from_numpy(np.asarray(resized).copy()).unsqueeze(0)
     save_safetensors(os.path.join(OUT, "resize.safetensors"), tensors,
                      {"side": SIDE, "torch": torch.__version__, "torchvision": torchvision.__version__})
     print(f"wrote {folder}/ and resize.safetensors ({len(SIZES)} images)")

@@ -282,12 +282,13 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   );
   const ck = join(dir, "checkpoint.safetensors");
   const r = await captured(() =>
-    knn(["--checkpoint", ck, "--data", "fmnist", "--train-limit", "200", "--test-limit", "7", "--k", "5,20"])
+    knn(["--checkpoint", ck, "--data", "fmnist", "--train-limit", "200", "--test-limit", "7", "--k", "5,20,300"])
   );
   assert.equal(r.value, 0, r.err);
   assert.match(r.out, /k-NN on 7 test images, memory of 200/);
   assert.match(r.out, /k\s+5: top-1 \d+\.\d+%/);
   assert.match(r.out, /k\s+20: top-1/);
+  assert.match(r.out, /k 300 \(all 200 of the memory\): top-1/);
 
   const out = join(dir, "features.safetensors");
   const e = await captured(() => embed(["--weights", ck, "--data", "fmnist", "--out", out, "--split", "test"]));

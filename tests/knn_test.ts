@@ -94,6 +94,16 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
       const off = H > W ? crop(top + (top > 0 ? -1 : 1), left) : crop(top, left + (left > 0 ? -1 : 1));
       assert.ok(off.mean > 10 * same.mean && off.max > 50, `${name} one pixel off: ${JSON.stringify(off)}`);
     });
+    // Images of a fixed size larger than the network's (Fashion-MNIST's 28 px for 21): Resize(24) + CenterCrop(21).
+    const fixed = await t.decodeImages([join(FIXTURES, "resize", "fixed28.png")], { side: 28, channels: 1 });
+    const small = t.tidy(() => t.toArray(evalImages(fixed.images, { size: 21, mean: [0], std: [1] })));
+    fixed.images.dispose();
+    const tv = t.toArray(tensors["fixed28.resized"]);
+    let max = 0;
+    for (let y = 0; y < 21; y++) {
+      for (let x = 0; x < 21; x++) max = Math.max(max, Math.abs(small[y * 21 + x] * 255 - tv[(y + 2) * 24 + x + 2]));
+    }
+    assert.ok(max <= 1.5, `28 px to 21: ${max} levels from torchvision`); // offset int(round(1.5)) = 2
   } finally {
     decoded.images.dispose();
     t.dispose(Object.values(tensors));

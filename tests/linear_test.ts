@@ -136,7 +136,7 @@ Deno.test("training: SGD momentum, CosineAnnealingLR and cross-entropy steps mat
   assert.equal(t.liveTensors(), before, "tensors leaked");
 });
 
-Deno.test("the loop: a seed gives the same classifier, every tensor freed, an aborted loop stops", async () => {
+Deno.test("the loop: a seed gives the same classifier, every tensor freed, an aborted loop stops, --val-freq as the official", async () => {
   const before = t.liveTensors();
   const features = F.features_n2_avg;
   const run = async (seed: number, signal?: AbortSignal) => {
@@ -163,6 +163,21 @@ Deno.test("the loop: a seed gives the same classifier, every tensor freed, an ab
   const stop = new AbortController();
   stop.abort(new Error("stop"));
   await assert.rejects(run(0, stop.signal), /stop/);
+  // --val-freq 3 over 5 epochs tests epochs 0, 3 and 4, as eval_linear.py's `epoch % val_freq == 0 or last`.
+  const tested: number[] = [];
+  {
+    using g = new t.Generator(0);
+    let state = initLinearState(features.shape[1], TRAIN.labels, g);
+    const set = { features, labels };
+    for await (
+      const e of linearLoop(state, { train: set, test: set, epochs: 5, batchSize: 8, lr: 8, seed: 0, valFreq: 3 })
+    ) {
+      state = e.state;
+      if (e.type === "epoch" && e.test) tested.push(e.epoch);
+    }
+    t.dispose(state);
+  }
+  assert.deepEqual(tested, [0, 3, 4]);
   assert.equal(t.liveTensors(), before, "tensors leaked");
 });
 

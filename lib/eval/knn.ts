@@ -19,16 +19,19 @@
  */
 import {
   cat,
+  clamp,
   div,
   exp,
   expand,
   gather,
+  interpolate,
   matmul,
   mul,
   narrow,
   noGrad,
   oneHot,
   reshape,
+  round,
   sort,
   sub,
   sum,
@@ -176,7 +179,10 @@ export interface EvalTransform {
 }
 
 /**
- * u8 [B, C, S, S] images to normalised f32 [B, C, size, size] (a centre crop when S > size).
+ * u8 [B, C, S, S] images to normalised f32 [B, C, size, size], as the official evaluation's `Resize(256)` +
+ * `CenterCrop(224)` in the same ratio: images larger than `size` are resized (bicubic, antialiased, rounded to
+ * u8 as PIL's are) to a side of round(size x 256 / 224) unless they have it already (image folders are decoded
+ * at that side), then centre-cropped to `size`; images of `size` or smaller are used whole.
  *
  * @example
  * ```ts
@@ -186,12 +192,19 @@ export interface EvalTransform {
  * using images = full([1, 1, 32, 32], 255, { dtype: "u8" });
  * using x = tidy(() => evalImages(images, { size: 28, mean: [0.5], std: [0.5] })); // centre 28 x 28
  * assert.deepEqual([x.dtype, x.shape, new Set(toArray(x))], ["f32", [1, 1, 28, 28], new Set([1])]); // (1 - 0.5) / 0.5
+ * using fmnist = full([1, 1, 28, 28], 255, { dtype: "u8" });
+ * using y = tidy(() => evalImages(fmnist, { size: 21, mean: [0], std: [1] })); // 28 -> 24, centre 21 x 21
+ * assert.deepEqual([y.shape, new Set(toArray(y))], [[1, 1, 21, 21], new Set([1])]);
  * ```
  */
 export function evalImages(images: Tensor, t: EvalTransform): Tensor {
   return tidy(() => {
-    const S = images.shape[2];
-    let x = images;
+    let x = to(images, "f32");
+    const resized = Math.round(t.size * 256 / 224);
+    if (x.shape[2] > t.size && x.shape[2] !== resized) {
+      x = round(clamp(interpolate(x, { size: [resized, resized], mode: "bicubic", antialias: true }), 0, 255));
+    }
+    const S = x.shape[2];
     if (S > t.size) {
       // torchvision's CenterCrop: int(round((S - size) / 2)), Python's round taking a half to the even neighbour.
       const half = (S - t.size) / 2,
@@ -201,7 +214,7 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
     const C = x.shape[1];
     const m = tensor(new Float32Array(t.mean), { shape: [1, C, 1, 1], device: x.device });
     const s = tensor(new Float32Array(t.std), { shape: [1, C, 1, 1], device: x.device });
-    return div(sub(div(to(x, "f32"), 255), m), s);
+    return div(sub(div(x, 255), m), s);
   });
 }
 

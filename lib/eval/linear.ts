@@ -473,7 +473,7 @@ export interface LinearLoopOptions {
   lr: number;
   /** The seed of the shuffles and the augmentation. */
   seed: number;
-  /** Test every this many epochs, and after the last (official `val_freq`, 1). */
+  /** Test after epochs 0, N, 2N, ... (counted from 0) and the last (official `val_freq`, 1). */
   valFreq?: number;
   /** Stops between steps, throwing the signal's reason, once it is aborted. */
   signal?: AbortSignal;
@@ -624,7 +624,8 @@ export async function* linearLoop(state: LinearState, o: LinearLoopOptions): Asy
       }
     }
     let test: LinearAccuracy | undefined;
-    if ((epoch + 1) % valFreq === 0 || epoch === o.epochs - 1) {
+    // eval_linear.py's `epoch % val_freq == 0 or epoch == epochs - 1`: the first epoch is always tested.
+    if (epoch % valFreq === 0 || epoch === o.epochs - 1) {
       test = evaluateClassifier(state.classifier, o.test.features, o.test.labels);
       if (!best || test.top1 > best.top1) best = { epoch, top1: test.top1, top5: test.top5 };
     }

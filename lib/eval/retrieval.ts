@@ -339,7 +339,9 @@ export interface RetrievalScores {
  * The official `utils.compute_map` (revisited Oxford and Paris) without junk images: for each query, its
  * ranking (database indices, most similar first) and the set of its positives give its average precision
  * ({@linkcode averagePrecision}) and its precision at each k, where k is capped at the rank of its last positive
- * (min(k, last), the official definition); queries without positives are left out of the means.
+ * (min(k, last), the official definition); queries without positives are left out of the means. With a
+ * `depth`, only each ranking's first `depth` count, as eval_copy_detection.py scores its `topk(20)`: a positive
+ * ranked lower adds nothing to the average precision.
  *
  * @example
  * ```ts
@@ -347,16 +349,19 @@ export interface RetrievalScores {
  * import { retrievalScores } from "./retrieval.ts";
  * const s = retrievalScores([[2, 0, 1], [0, 1, 2]], [new Set([0]), new Set()], [1, 2]);
  * assert.deepEqual([s.map, s.precision, s.firstHit], [0.25, [0, 0.5], [1, -1]]);
+ * assert.equal(retrievalScores([[2, 0, 1]], [new Set([0])], [1], 1).map, 0); // the positive is past depth 1
  * ```
  */
 export function retrievalScores(
   rankings: readonly (readonly number[])[],
   positives: readonly ReadonlySet<number>[],
   ks: readonly number[] = [1, 5, 10],
+  depth = Infinity,
 ): RetrievalScores {
   if (rankings.length !== positives.length) {
     throw new RangeError(`retrievalScores: ${rankings.length} rankings but ${positives.length} sets of positives`);
   }
+  if (depth < Infinity) rankings = rankings.map((r) => r.slice(0, depth));
   const aps: number[] = [], precisions: number[][] = [], firstHit: number[] = [];
   let sum = 0, counted = 0;
   const prSum = ks.map(() => 0);
