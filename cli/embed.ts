@@ -20,7 +20,7 @@
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { extractFeatures } from "../lib/eval/knn.ts";
+import { evalResizeSide, extractFeatures } from "../lib/eval/knn.ts";
 import { Bar } from "./bar.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
@@ -136,7 +136,8 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     ds = openDataset(o.data, o.split, {
-      side: Math.max(size, Math.round(size * 256 / 224)),
+      side: evalResizeSide(size),
+      crop: size,
       channels: C as 1 | 3,
       maxImagePixels: o.maxImagePixels,
     });
@@ -147,8 +148,7 @@ export async function main(args: string[]): Promise<number> {
     const { features, labels, indices } = await extractFeatures(model.backbone, vit, ds, { size, ...norm }, {
       batchSize: o.batchSize,
       onProgress: (n) => bar.tick(n),
-    });
-    bar.finish();
+    }).finally(() => bar.finish());
     try {
       const out: Record<string, ReturnType<typeof tensor>> = { features };
       using labelTensor = tensor(BigInt64Array.from(labels, BigInt));
@@ -161,7 +161,7 @@ export async function main(args: string[]): Promise<number> {
           size,
           mean: norm.mean,
           std: norm.std,
-          resize: Math.round(size * 256 / 224), // bicubic, short side; for images larger than `size`
+          resize: evalResizeSide(size), // the short side, bicubic, for images larger than `size`
           crop: "center",
           range: "[0, 1] then normalised",
         }),

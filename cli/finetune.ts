@@ -231,7 +231,13 @@ export async function main(args: string[]): Promise<number> {
     const { weights, data: dataName, resume: _, ...rest } = o;
     const cfg = model.resnet ?? model.vit;
     let transform;
-    ({ train, test, transform } = openEvalSplits("--weights", o.weights, model, o, "fine-tuning"));
+    ({ train, test, transform } = openEvalSplits(
+      "--weights",
+      o.weights,
+      model,
+      { ...o, augmentTrain: true },
+      "fine-tuning",
+    ));
     const size = transform.size;
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
     const labels = numLabels(

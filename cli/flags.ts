@@ -22,7 +22,7 @@ import { BACKBONE_ARCHS, type BackboneArch } from "../lib/model/backbone.ts";
 import { isResNetArch } from "../lib/model/resnet.ts";
 import { type EvalBackbone, loadEvalBackbone } from "../lib/weights/pretrained.ts";
 import { type Dataset, openDataset } from "../lib/data/mod.ts";
-import type { EvalTransform } from "../lib/eval/knn.ts";
+import { evalResizeSide, type EvalTransform } from "../lib/eval/knn.ts";
 import { defaultNormalization } from "../lib/eval/attention.ts";
 import {
   type Group,
@@ -422,16 +422,17 @@ export interface EvalSplits {
 }
 
 /**
- * Opens `data`'s labelled train and test splits for `model` (decoded at 256/224 of the evaluation side, as the
- * official resize + centre crop), after checking `--image-size` against the patch size, the channels against the
- * weights and the images' side against the evaluation side. `what` names the evaluation in the message for
- * unlabelled data. On any failure the splits are closed again.
+ * Opens `data`'s labelled train and test splits for `model` (a folder's images decoded as the official
+ * `Resize(256)` + `CenterCrop(224)`, in that ratio to the evaluation side; with `augmentTrain`, the training
+ * images as the resized square, for random crops), after checking `--image-size` against the patch size, the
+ * channels against the weights and the images' side against the evaluation side. `what` names the evaluation in
+ * the message for unlabelled data. On any failure the splits are closed again.
  */
 export function openEvalSplits(
   flag: string,
   weights: string,
   model: EvalBackbone,
-  o: { data: string; imageSize?: number; maxImagePixels: number },
+  o: { data: string; imageSize?: number; maxImagePixels: number; augmentTrain?: boolean },
   what: string,
 ): EvalSplits {
   const cfg = model.resnet ?? model.vit;
@@ -440,11 +441,12 @@ export function openEvalSplits(
     throw new UsageError(`--image-size ${size} is not a multiple of the model's patch size ${model.vit.patchSize}`);
   }
   const opening = {
-    side: Math.max(size, Math.round(size * 256 / 224)),
+    side: evalResizeSide(size),
+    crop: size,
     channels: cfg.inChans as 1 | 3,
     maxImagePixels: o.maxImagePixels,
   };
-  const train = openDataset(o.data, "train", opening);
+  const train = openDataset(o.data, "train", o.augmentTrain ? { ...opening, crop: undefined } : opening);
   let test: Dataset | undefined;
   try {
     test = openDataset(o.data, "test", opening);

@@ -101,27 +101,27 @@ export async function main(args: string[]): Promise<number> {
     ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
     const count = (ds: Dataset, limit: number) => limit > 0 ? Math.min(limit, ds.length) : ds.length;
     const bar = new Bar("features", count(train, o.trainLimit) + count(test, o.testLimit), { unit: "image" });
-    const pass = (limit: number) => ({ batchSize: o.batchSize, limit, onProgress: (n: number) => bar.tick(n) });
-    const a = await extractFeatures(model.backbone, vit, train, t, pass(o.trainLimit));
+    const features: Awaited<ReturnType<typeof extractFeatures>>[] = [];
     try {
-      const b = await extractFeatures(model.backbone, vit, test, t, pass(o.testLimit));
+      for (const [ds, limit] of [[train, o.trainLimit], [test, o.testLimit]] as const) {
+        const onProgress = (n: number) => bar.tick(n);
+        features.push(await extractFeatures(model.backbone, vit, ds, t, { batchSize: o.batchSize, limit, onProgress }));
+      }
       bar.finish();
-      try {
-        console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
-        for (const k of o.ks) {
-          const r = knnClassify(a.features, a.labels, b.features, b.labels, {
-            k,
-            temperature: o.temperature,
-            numClasses: train.classes.length,
-          });
-          const used = k > a.labels.length ? ` (all ${a.labels.length} of the memory)` : "";
-          console.log(`  k ${String(k).padStart(3)}${used}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
-        }
-      } finally {
-        b.features.dispose();
+      const [a, b] = features;
+      console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
+      for (const k of o.ks) {
+        const r = knnClassify(a.features, a.labels, b.features, b.labels, {
+          k,
+          temperature: o.temperature,
+          numClasses: train.classes.length,
+        });
+        const used = k > a.labels.length ? ` (all ${a.labels.length} of the memory)` : "";
+        console.log(`  k ${String(k).padStart(3)}${used}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
       }
     } finally {
-      a.features.dispose();
+      bar.finish(); // before an error's message
+      dispose(features.map((f) => f.features));
     }
     return 0;
   } catch (e) {

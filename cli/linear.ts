@@ -86,10 +86,10 @@ ${modelHelp(28)}
   -h, --help                this help
 
 Images: test images (and cached training features) are prepared as the official Resize(256) + CenterCrop(224)
-in the same ratio: resized to side x 256/224 (a folder's are decoded at it; 28 px Fashion-MNIST for a 21 px
-model to 24), then centre-cropped to the model's side; images no larger than the side (32 px CIFAR for a 32 px
-model) are used whole. Training crops are RandomResizedCrop scale (0.08, 1) (official), or
-(0.4, 1) for images under 64 px, and a horizontal flip.`;
+in the same ratio: resized to side x 256/224 (28 px Fashion-MNIST for a 21 px model to 24), then centre-cropped
+to the model's side; images no larger than the side (32 px CIFAR for a 32 px model) are used whole. Training
+crops are RandomResizedCrop scale (0.08, 1) (official), or (0.4, 1) for images under 64 px, and a horizontal
+flip, of a folder's images resized to side x 256/224 and centre-cropped to a square.`;
 
 const BOOL: Record<string, boolean> = { true: true, false: false, "1": true, "0": false, yes: true, no: false };
 
@@ -207,7 +207,13 @@ export async function main(args: string[]): Promise<number> {
       throw new UsageError(`--n-last-blocks ${spec.nLastBlocks} exceeds the ${model.vit.depth} blocks of ${o.weights}`);
     }
     let transform;
-    ({ train, test, transform } = openEvalSplits("--weights", o.weights, model, o, "linear evaluation"));
+    ({ train, test, transform } = openEvalSplits(
+      "--weights",
+      o.weights,
+      model,
+      { ...o, augmentTrain: !o.cachedFeatures },
+      "linear evaluation",
+    ));
     const size = transform.size, norm = { mean: transform.mean, std: transform.std };
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
     created = prepareOutputDir(o.outputDir);

@@ -170,7 +170,7 @@ async function testFeatures(
   transform: { size: number; mean: number[]; std: number[] },
 ): Promise<{ features: Float64Array; labels: number[]; dim: number }> {
   const n = Math.min(count, ds.length), rows: Tensor[] = [], labels: number[] = [];
-  const bar = new Bar("report", n, { unit: "image" });
+  const bar = new Bar("feature maps", n, { unit: "image" });
   try {
     for (let start = 0; start < n; start += 256) {
       const indices = Array.from({ length: Math.min(256, n - start) }, (_, i) => start + i);

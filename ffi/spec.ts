@@ -195,7 +195,7 @@ export const symbols = {
   ema_into: scalar(T, T, F),
   mul_into: scalar(T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
-  decode_images: { parameters: [CTX, "buffer", I, I, I, I, F], result: "pointer", nonblocking: true },
+  decode_images: { parameters: [CTX, "buffer", I, I, I, I, I, F], result: "pointer", nonblocking: true },
   decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),
   // augmentation (augment.cpp): a batch's views in one call, on its own threads; the nonblocking twin overlaps a step

@@ -14,6 +14,7 @@
 #include "shim.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
@@ -617,11 +618,12 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
 }
 
 // Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
-// centre crop (side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
+// centre crop (out_side x out_side; 0: side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
 // image, resized so that its short side is `side` (aspect kept), then each side to its nearest multiple of
 // `multiple` (at least one). Its width and height are written to `out_w` and `out_h`; `tile` is sized here.
 static void decode_one(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
-                       char* why, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr) {
+                       char* why, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr, int out_side = 0) {
+  if (out_side == 0) out_side = side;
   // Declared first, so that it ends last: whatever stb still holds when this function leaves, by a return or an
   // exception, is freed.
   StbArena arena(static_cast<size_t>(kHeaderBytes));
@@ -655,7 +657,10 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     ::close(fd);
     std::snprintf(why, kReason,
                   "a BMP with %s, which this decoder (stb_image) does not read: convert it to PNG",
-                  bmp_compression == 1 || bmp_compression == 2 ? "RLE compression" : "an unknown compression");
+                  bmp_compression == 1 || bmp_compression == 2 ? "RLE compression"
+                  : bmp_compression == 4                       ? "a JPEG inside"
+                  : bmp_compression == 5                       ? "a PNG inside"
+                                                               : "an unknown compression");
     return;
   }
   RewrittenBmp rewritten;
@@ -700,7 +705,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     // Formats that torchvision's ImageFolder lists and stb does not read.
     const char* unread = std::memcmp(head, "RIFF", 4) == 0 && std::memcmp(head + 8, "WEBP", 4) == 0 ? "WebP"
                          : std::memcmp(head, "II*\0", 4) == 0 || std::memcmp(head, "MM\0*", 4) == 0 ? "TIFF"
-                         : head[0] == 'P' && head[1] >= '1' && head[1] <= '4' ? "PNM in its text or 1-bit form (P1-P4)"
+                         : head[0] == 'P' && head[1] >= '1' && head[1] <= '4' && std::isspace(head[2])
+                             ? "PNM in its text or 1-bit form (P1-P4)"
                                                                               : nullptr;
     // stb refuses a PNG of more than 2^24 pixels a side or 2^31 bytes as "too large", a reason that its probes
     // for the other formats then overwrite: the IHDR's size, checked against the budget as for any file.
@@ -735,7 +741,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.
   const double s = static_cast<double>(side) / std::min(w, h);
   Axis ax, ay;
-  int ow = side, oh = side;
+  int ow = out_side, oh = out_side;
   if (multiple > 0) {
     // The whole image, each side snapped to a multiple: the output is bounded by kMaxSide on both sides.
     auto snap = [&](double x) { return std::max<double>(multiple, std::round(x / multiple) * multiple); };
@@ -757,7 +763,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
       return;
     }
-    if (!plan_axis(w, rw, side, &ax) || !plan_axis(h, rh, side, &ay)) {
+    if (!plan_axis(w, rw, out_side, &ax) || !plan_axis(h, rh, out_side, &ay)) {
       std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
       return;
     }
@@ -875,9 +881,10 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
 
 // decode_one with every failure, an exception included, as the file's reason (printable): safe on any thread.
 static void decode_caught(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
-                          char* reason, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr) noexcept {
+                          char* reason, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr,
+                          int crop = 0) noexcept {
   try {
-    decode_one(path, side, channels, max_pixels, tile, reason, multiple, out_w, out_h);
+    decode_one(path, side, channels, max_pixels, tile, reason, multiple, out_w, out_h, crop);
   } catch (const StbAssert& e) {
     std::snprintf(reason, kReason, "cannot decode (%s)", e.what());
   } catch (const std::bad_alloc&) {
@@ -894,20 +901,20 @@ static void decode_caught(const char* path, int side, int channels, double max_p
 }
 
 // Decodes `n` files (NUL-separated paths) on `threads` threads; each image is resized so that its short side is
-// `side` and centre-cropped to side x side, as torchvision's Resize(side) + CenterCrop(side) with bicubic
-// interpolation. A file whose
-// header declares more than `max_pixels` pixels, or that fails in any way, is skipped. Returns [images u8
-// [ok, C, side, side], ok indices i64, failed indices i64, reasons u8 (the failed files' reasons, each ending
-// in a NUL)].
-static std::vector<at::Tensor> decode_images(const char* paths, int n, int side, int channels, int threads,
+// `side` and centre-cropped to crop x crop, as torchvision's Resize(side) + CenterCrop(crop) with bicubic
+// interpolation. A file whose header declares more than `max_pixels` pixels, or that fails in any way, is skipped.
+// Returns [images u8 [ok, C, crop, crop], ok indices i64, failed indices i64, reasons u8 (the failed files'
+// reasons, each ending in a NUL)].
+static std::vector<at::Tensor> decode_images(const char* paths, int n, int side, int crop, int channels, int threads,
                                              double max_pixels) {
   if (n < 0) throw std::runtime_error("decode count must be >= 0");
   if (side <= 0 || side > kMaxSide) throw std::runtime_error("decode side must be in 1.." + std::to_string(kMaxSide));
+  if (crop <= 0 || crop > side) throw std::runtime_error("decode crop must be in 1..side (" + std::to_string(side) + ")");
   if (channels != 1 && channels != 3) throw std::runtime_error("decode channels must be 1 or 3");
   if (!(max_pixels >= 1)) throw std::runtime_error("the image pixel budget must be a number >= 1");
   std::vector<const char*> files;
   for (const char* p = paths; static_cast<int>(files.size()) < n; p += std::strlen(p) + 1) files.push_back(p);
-  auto out = at::empty({n, channels, side, side}, at::kByte);
+  auto out = at::empty({n, channels, crop, crop}, at::kByte);
   uint8_t* base = out.data_ptr<uint8_t>();
   std::vector<char> why(static_cast<size_t>(n) * kReason, 0);
   std::atomic<int> next{0};
@@ -917,13 +924,13 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
     std::vector<uint8_t> tile;
     for (int i; (i = next++) < n;) {
       char* reason = why.data() + static_cast<size_t>(i) * kReason;
-      decode_caught(files[i], side, channels, max_pixels, tile, reason);
-      uint8_t* dst = base + static_cast<size_t>(i) * channels * side * side;
+      decode_caught(files[i], side, channels, max_pixels, tile, reason, 0, nullptr, nullptr, crop);
+      uint8_t* dst = base + static_cast<size_t>(i) * channels * crop * crop;
       for (int ch = 0; !reason[0] && ch < channels; ch++)
-        for (int y = 0; y < side; y++)
-          for (int x = 0; x < side; x++)
-            dst[(static_cast<size_t>(ch) * side + y) * side + x] =
-                tile[(static_cast<size_t>(y) * side + x) * channels + ch];
+        for (int y = 0; y < crop; y++)
+          for (int x = 0; x < crop; x++)
+            dst[(static_cast<size_t>(ch) * crop + y) * crop + x] =
+                tile[(static_cast<size_t>(y) * crop + x) * channels + ch];
     }
   };
   on_threads(threads, n, work);
@@ -995,7 +1002,7 @@ static double write_image(const char* path, const at::Tensor& image, int format,
   return 0;
 }
 #else
-static std::vector<at::Tensor> decode_images(const char*, int, int, int, int, double) {
+static std::vector<at::Tensor> decode_images(const char*, int, int, int, int, int, double) {
   throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
 }
 static std::vector<at::Tensor> decode_image(const char*, int, int, int, double) {
@@ -1007,8 +1014,8 @@ static double write_image(const char*, const at::Tensor&, int, int) {
 #endif
 
 // Both are called nonblocking, to overlap a step: in the background (see in_background).
-LIST(decode_images, (const char* paths, int n, int side, int channels, int threads, double max_pixels),
-     in_background([&] { return decode_images(paths, n, side, channels, threads, max_pixels); }))
+LIST(decode_images, (const char* paths, int n, int side, int crop, int channels, int threads, double max_pixels),
+     in_background([&] { return decode_images(paths, n, side, crop, channels, threads, max_pixels); }))
 LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels),
      in_background([&] { return decode_image(path, side, multiple, channels, max_pixels); }))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))

@@ -14,7 +14,8 @@ even (where flooring would give one less).
 Written:
   resize/<name>.png           the image (RGB, 8 bits)
   resize.safetensors          <name>.resized: u8 [3, H, W], torchvision's Resize(64, bicubic) of the PNG as PIL
-                              reads it (the crop is the test's, at torchvision's offset and one pixel off);
+                              reads it (for the test's crops one pixel off); <name>.cropped: CenterCrop(56) of it;
+                              <name>.cropped96: Resize(110) + CenterCrop(96), the ratio at another size;
                               fixed28.resized: u8 [1, 24, 24], Resize(24, bicubic) of a 28 x 28 gray image, as
                               evaluating a 21 px network on Fashion-MNIST's 28 px images takes it
 """
@@ -33,8 +34,10 @@ from gen_fixtures import OUT, save_safetensors  # noqa: E402
 SIDE = 64
 # (width, height): 185 x 125 and 125 x 185 truncate 94.72 to 94; 155 x 100 gives 99, a crop offset of 21.5 -> 22;
 # 141 x 100 gives 90, offset 17; 100 x 100 is square; 40 x 28 is enlarged.
+# At 110 and 96 (eval sizes of a 96 px network), 150 x 100 gives 165 and an offset of 34.5 -> 34, where cropping
+# 110 first (27.5 -> 28) and then 96 (7) would give 35.
 SIZES = {"wide": (185, 125), "tall": (125, 185), "half": (155, 100), "even": (141, 100), "square": (100, 100),
-         "small": (40, 28)}
+         "small": (40, 28), "odd": (150, 100)}
 
 
 def picture(w, h, seed):
@@ -60,8 +63,12 @@ def main():
     for i, (name, (w, h)) in enumerate(SIZES.items()):
         path = os.path.join(folder, f"{name}.png")
         picture(w, h, i).save(path, optimize=True)
-        resized = resize(Image.open(path).convert("RGB"))
-        tensors[f"{name}.resized"] = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+        image = Image.open(path).convert("RGB")
+        u8 = lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # noqa: E731
+        resized = resize(image)
+        tensors[f"{name}.resized"] = u8(resized)
+        tensors[f"{name}.cropped"] = u8(T.CenterCrop(SIDE * 224 // 256)(resized))
+        tensors[f"{name}.cropped96"] = u8(T.CenterCrop(96)(T.Resize(110, interpolation=T.InterpolationMode.BICUBIC)(image)))
     # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
     path = os.path.join(folder, "fixed28.png")
     picture(28, 28, 99).convert("L").save(path, optimize=True)

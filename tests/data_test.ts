@@ -333,6 +333,16 @@ Deno.test("a class's images in torchvision's order: folders by whole path, each 
   writeImages(join(only, "misc"), ["3.png"], 3);
   using beside = openDataset(only, "test", { side: 8 });
   assert.deepEqual([beside.name, beside.classes], [test.name, ["cat", "dog"]]);
+  // A folder of classes, one of them named "test": the classes, for both splits.
+  const classes = Deno.makeTempDirSync();
+  for (const [c, shade] of [["cat", 1], ["dog", 2], ["test", 3]] as const) {
+    writeImages(join(classes, c), ["1.png"], shade);
+  }
+  for (const split of ["train", "test"] as const) {
+    using ds = openDataset(classes, split, { side: 8 });
+    assert.deepEqual(ds.classes, ["cat", "dog", "test"], split);
+  }
+  Deno.removeSync(classes, { recursive: true });
   Deno.removeSync(root, { recursive: true });
   Deno.removeSync(only, { recursive: true });
 });

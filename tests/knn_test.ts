@@ -60,42 +60,48 @@ Deno.test("the evaluation tells its progress: each batch's images, three passes 
 
 Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the same crop, within a few levels", async () => {
   const { tensors, metadata } = readSafetensors(join(FIXTURES, "resize.safetensors"));
-  const side = Number(metadata.side), size = side * 224 / 256; // eval_knn.py's 256 and 224, scaled down
-  const names = ["wide", "tall", "half", "even", "square", "small"];
-  const decoded = await t.decodeImages(names.map((n) => join(FIXTURES, "resize", `${n}.png`)), { side, threads: 1 });
-  try {
-    assert.deepEqual(decoded.failed, []);
-    // Unnormalised: pixel values, to compare with torchvision's u8. The rest is the filters' arithmetic (PIL rounds
-    // to u8 between its two passes, in fixed point): at most a few levels at the shapes' sharp edges.
-    const ours = t.tidy(() => t.toArray(evalImages(decoded.images, { size, mean: [0, 0, 0], std: [1, 1, 1] })));
-    const roundHalfEven = (x: number) => Number.isInteger(x) || Math.floor(x) % 2 === 0 ? Math.floor(x) : x + 0.5;
-    names.forEach((name, i) => {
-      const resized = tensors[`${name}.resized`];
-      const [, H, W] = resized.shape, tv = t.toArray(resized);
-      const crop = (top: number, left: number) => {
-        let max = 0, sum = 0;
-        for (let c = 0; c < 3; c++) {
-          for (let y = 0; y < size; y++) {
-            for (let x = 0; x < size; x++) {
-              const d = Math.abs(
-                ours[((i * 3 + c) * size + y) * size + x] * 255 - tv[(c * H + top + y) * W + left + x],
-              );
-              max = Math.max(max, d);
-              sum += d;
-            }
-          }
+  const names = ["wide", "tall", "half", "even", "square", "small", "odd"];
+  const paths = names.map((n) => join(FIXTURES, "resize", `${n}.png`));
+  /** Max and mean |ours - torchvision| in levels of 255, ours [n, C, S, S] and want u8 [C, H, W] at (top, left). */
+  const distance = (ours: number[], i: number, want: t.Tensor, top = 0, left = 0) => {
+    const [C, H, W] = want.shape, S = Math.sqrt(ours.length / names.length / C), tv = t.toArray(want);
+    let max = 0, sum = 0;
+    for (let c = 0; c < C; c++) {
+      for (let y = 0; y < S; y++) {
+        for (let x = 0; x < S; x++) {
+          const d = Math.abs(ours[((i * C + c) * S + y) * S + x] - tv[(c * H + top + y) * W + left + x]);
+          max = Math.max(max, d);
+          sum += d;
         }
-        return { max, mean: sum / (3 * size * size) };
-      };
-      const top = roundHalfEven((H - size) / 2), left = roundHalfEven((W - size) / 2);
-      const same = crop(top, left);
-      assert.ok(same.max <= 8 && same.mean <= 0.2, `${name} (${W} x ${H}): ${JSON.stringify(same)}`);
-      // One pixel off (along the long side, where rounding differed) is far worse: the fixture can tell.
-      const off = H > W ? crop(top + (top > 0 ? -1 : 1), left) : crop(top, left + (left > 0 ? -1 : 1));
-      assert.ok(off.mean > 10 * same.mean && off.max > 50, `${name} one pixel off: ${JSON.stringify(off)}`);
-    });
+      }
+    }
+    return { max, mean: sum / (C * S * S) };
+  };
+  const side = Number(metadata.side), size = side * 224 / 256; // eval_knn.py's 256 and 224, scaled down
+  try {
+    for (const [resize, crop, key] of [[side, size, "cropped"], [110, 96, "cropped96"]] as const) {
+      const r = await t.decodeImages(paths, { side: resize, crop, threads: 1 });
+      assert.deepEqual(r.failed, []);
+      const ours = t.toArray(r.images);
+      r.images.dispose();
+      names.forEach((name, i) => {
+        // The rest is the filters' arithmetic (PIL rounds to u8 between its two passes, in fixed point): at most a
+        // few levels at the shapes' sharp edges.
+        const same = distance(ours, i, tensors[`${name}.${key}`]);
+        assert.ok(same.max <= 12 && same.mean <= 0.2, `${name} at ${resize} / ${crop}: ${JSON.stringify(same)}`);
+        if (key !== "cropped") return;
+        // One pixel off (along the long side, where rounding differed) is far worse: the fixture can tell.
+        const resized = tensors[`${name}.resized`], [, H, W] = resized.shape;
+        const top = (H - crop) / 2, left = (W - crop) / 2;
+        const off = H > W
+          ? distance(ours, i, resized, Math.round(top) + (top >= 1 ? -1 : 1), Math.round(left))
+          : distance(ours, i, resized, Math.round(top), Math.round(left) + (left >= 1 ? -1 : 1));
+        assert.ok(off.mean > 10 * same.mean && off.max > 50, `${name} one pixel off: ${JSON.stringify(off)}`);
+      });
+    }
     // Images of a fixed size larger than the network's (Fashion-MNIST's 28 px for 21): Resize(24) + CenterCrop(21).
     const fixed = await t.decodeImages([join(FIXTURES, "resize", "fixed28.png")], { side: 28, channels: 1 });
+    assert.deepEqual(fixed.failed, []);
     const small = t.tidy(() => t.toArray(evalImages(fixed.images, { size: 21, mean: [0], std: [1] })));
     fixed.images.dispose();
     const tv = t.toArray(tensors["fixed28.resized"]);
@@ -103,9 +109,8 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
     for (let y = 0; y < 21; y++) {
       for (let x = 0; x < 21; x++) max = Math.max(max, Math.abs(small[y * 21 + x] * 255 - tv[(y + 2) * 24 + x + 2]));
     }
-    assert.ok(max <= 1.5, `28 px to 21: ${max} levels from torchvision`); // offset int(round(1.5)) = 2
+    assert.ok(max <= 1.5, `28 px to 21: ${max} levels from torchvision`); // CenterCrop's int(round(1.5)) = 2
   } finally {
-    decoded.images.dispose();
     t.dispose(Object.values(tensors));
   }
 });

@@ -170,6 +170,30 @@ Deno.test("deno task retrieve --copy-detection: mild attacks find their original
   assert.match(r.out, /whitening learned on 36 image\(s\)/);
 });
 
+Deno.test("copy detection scores each query's 20 nearest, as the official topk(20): a match ranked lower adds nothing", async () => {
+  const root = Deno.makeTempDirSync();
+  const database = join(root, "database"), queries = join(root, "queries");
+  Deno.mkdirSync(database);
+  Deno.mkdirSync(queries);
+  const picture = join(COPIES, "database", "dis00.jpg");
+  // 24 exact copies of the query's pixels under other names rank first; its true match (its name) is another picture.
+  for (let i = 0; i < 24; i++) Deno.copyFileSync(picture, join(database, `copy${String(i).padStart(2, "0")}.jpg`));
+  Deno.copyFileSync(join(COPIES, "database", "dis01.jpg"), join(database, "q.jpg"));
+  Deno.copyFileSync(picture, join(queries, "q.jpg"));
+  const out = join(root, "out");
+  try {
+    const r = await captured(() =>
+      retrieve([...BASE, "--copy-detection", "--database", database, "--queries", queries, "--output-dir", out])
+    );
+    assert.equal(r.value, 0, r.err);
+    const scores = JSON.parse(Deno.readTextFileSync(join(out, "scores.json")));
+    assert.equal(scores.per_query[0].first_match_rank, 25);
+    assert.equal(scores.map, 0); // past the 20 nearest; over the full ranking it would be 1/25
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
 /** How many database images no query lists among its neighbours (they get no thumbnail). */
 function countUnused(nb: { queries: { neighbours: { image: string }[] }[] }): number {
   const shown = new Set(nb.queries.flatMap((q) => q.neighbours.map((n) => n.image)));

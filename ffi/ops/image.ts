@@ -49,8 +49,10 @@ export function defaultMaxImagePixels(): number {
 
 /** Options of {@linkcode decodeImages}. */
 export interface DecodeOptions {
-  /** The short side every image is resized to, before a centre crop to side x side. */
+  /** The short side every image is resized to, before a centre crop to crop x crop. */
   side: number;
+  /** The side of the centre crop, at most `side` (default `side`). */
+  crop?: number;
   /** 3 (RGB, the default) or 1 (grayscale). */
   channels?: 1 | 3;
   /** Decoding threads (default: the machine's cores). */
@@ -64,7 +66,7 @@ export interface DecodeOptions {
 
 /** What {@linkcode decodeImages} returns. */
 export interface Decoded {
-  /** u8 [ok, C, side, side], in the order of the files that decoded. */
+  /** u8 [ok, C, crop, crop], in the order of the files that decoded. */
   images: Tensor;
   /** Indices (into the input list) of the files in `images`. */
   ok: number[];
@@ -83,7 +85,7 @@ const MAX_SIDE = 1 << 14;
  * files, and files whose header declares more than `maxPixels` pixels, are
  * skipped and reported with their reason, never fatal, whatever the thread count.
  * Each image is resized and cropped as torchvision's `Resize(side)` +
- * `CenterCrop(side)` with bicubic interpolation: the long side to
+ * `CenterCrop(crop)` with bicubic interpolation: the long side to
  * int(side x long / short), the crop's offset rounded half to even, the cubic
  * of PIL's BICUBIC (Catmull-Rom), widened by the scale when shrinking.
  *
@@ -104,10 +106,13 @@ const MAX_SIDE = 1 << 14;
  * ```
  */
 export async function decodeImages(paths: readonly string[], o: DecodeOptions): Promise<Decoded> {
-  const { side, channels = 3, threads = navigator.hardwareConcurrency } = o;
+  const { side, crop = o.side, channels = 3, threads = navigator.hardwareConcurrency } = o;
   const maxPixels = o.maxPixels ?? defaultMaxImagePixels();
   if (!Number.isInteger(side) || side < 1 || side > MAX_SIDE) {
     throw new RangeError(`decodeImages: side must be an integer in 1..${MAX_SIDE}, got ${side}`);
+  }
+  if (!Number.isInteger(crop) || crop < 1 || crop > side) {
+    throw new RangeError(`decodeImages: crop must be an integer in 1..side (${side}), got ${crop}`);
   }
   if (channels !== 1 && channels !== 3) throw new RangeError(`decodeImages: channels must be 1 or 3, got ${channels}`);
   if (!Number.isInteger(threads) || threads < 1) {
@@ -127,7 +132,16 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
     at += p.length;
   }
   const c = newContext();
-  const list = await native.decode_images(c, buf, paths.length, side, channels, Math.min(threads, 256), maxPixels);
+  const list = await native.decode_images(
+    c,
+    buf,
+    paths.length,
+    side,
+    crop,
+    channels,
+    Math.min(threads, 256),
+    maxPixels,
+  );
   const [images, ok, skipped, why] = wrapList(list, "decodeImages", c);
   try {
     const reasons = new TextDecoder().decode(data(why)).split("\0");

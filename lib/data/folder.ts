@@ -142,8 +142,10 @@ export function folderClasses(root: string): string[] {
 
 /** Options of {@linkcode imageFolder}. */
 export interface FolderOptions {
-  /** The side images are resized (short side) and centre-cropped to. */
+  /** The side images are resized to (short side), then centre-cropped to `crop`. */
   side: number;
+  /** The side of the centre crop, at most `side` (default `side`): an evaluation's Resize(256) + CenterCrop(224). */
+  crop?: number;
   /** 3 (RGB, default) or 1 (grayscale). */
   channels?: 1 | 3;
   /** Decoding threads (default: the machine's cores). */
@@ -234,11 +236,12 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
     length: files.length,
     classes,
     channels,
-    size: o.side,
+    size: o.crop ?? o.side,
     labels,
     async load(indices) {
       const r = await decodeImages(indices.map((i) => files[i]), {
         side: o.side,
+        crop: o.crop,
         channels,
         threads: o.threads,
         maxPixels,

@@ -22,8 +22,10 @@ import { exists } from "../../ffi/mod.ts";
 
 /** Options of {@linkcode openDataset} for image folders. */
 export interface OpenOptions {
-  /** Side images of a folder are resized and cropped to (default 256; ignored for fixed-size datasets). */
+  /** Side images of a folder are resized to (short side; default 256; ignored for fixed-size datasets). */
   side?: number;
+  /** Side of the centre crop of a folder's images, at most `side` (default `side`). */
+  crop?: number;
   /** Channels to decode a folder's images to (default 3). */
   channels?: 1 | 3;
   /** The largest image (width x height) a folder decodes; larger files are skipped (see {@linkcode imageFolder}). */
@@ -97,16 +99,23 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   const images = Array.from(Deno.readDirSync(spec)).map((e) => e.name).sort()
     .find((n) => new RegExp(`^${prefix}-images[.-]idx3-ubyte(\\.gz)?$`).test(n));
   if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
-  // The split's own folder, or where there is none the other split's (both splits are then the same, as the
-  // training split is train/ whatever lies beside it); the folder itself only where it holds no split folder.
-  const own = split === "train" ? ["train"] : ["val", "test"], other = split === "train" ? ["val", "test"] : ["train"];
-  const splitDir = [...own, ...other].map((d) => join(spec, d)).find(exists);
+  // A folder with train/ holds the splits: the test split is val/ or test/, else train/ itself. Without train/,
+  // val/ or test/ serve both splits only where the folder holds nothing else, since a folder of classes may have
+  // one named "val" or "test"; otherwise the folder itself is both.
+  const at = (names: string[]) => names.map((d) => join(spec, d)).find(exists);
+  const splitsOnly = () => folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
+  const splitDir = at(["train"])
+    ? at(split === "train" ? ["train"] : ["val", "test", "train"])
+    : splitsOnly()
+    ? at(["val", "test"])
+    : undefined;
   // The validation split's labels index the training split's classes (torchvision opens the two folders apart,
   // so that a class missing from val/ would shift every label after it).
   const trainDir = join(spec, "train");
   const classes = split === "test" && splitDir && exists(trainDir) ? folderClasses(trainDir) : [];
   return imageFolder(splitDir ?? spec, {
     side: o.side ?? 256,
+    crop: o.crop,
     channels: o.channels,
     maxImagePixels: o.maxImagePixels,
     classes: classes.length > 0 ? classes : undefined,

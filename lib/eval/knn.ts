@@ -170,7 +170,7 @@ export interface FeatureOptions {
 
 /** How images are prepared for feature extraction: centre crop to `size`, scale to [0, 1], normalise. */
 export interface EvalTransform {
-  /** The side the model sees (a centre crop of larger images). */
+  /** The side the model sees: larger images are resized to {@linkcode evalResizeSide} of it, then centre-cropped. */
   size: number;
   /** Per-channel mean of the normalisation. */
   mean: number[];
@@ -179,7 +179,22 @@ export interface EvalTransform {
 }
 
 /**
- * u8 [B, C, S, S] images to normalised f32 [B, C, size, size], as the official evaluation's `Resize(256)` +
+ * The side images are resized to before the centre crop to `size`: 256 for 224, as the official evaluations'
+ * `Resize(256)` + `CenterCrop(224)`, in that ratio for other sizes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { evalResizeSide } from "./knn.ts";
+ * assert.deepEqual([224, 96, 21].map(evalResizeSide), [256, 110, 24]);
+ * ```
+ */
+export function evalResizeSide(size: number): number {
+  return Math.max(size, Math.round(size * 256 / 224));
+}
+
+/**
+ * u8 [B, C, S, S] images to normalised f32 [B, C, size, size] ([B, C, S, S] when S <= size), as the official evaluation's `Resize(256)` +
  * `CenterCrop(224)` in the same ratio: images larger than `size` are resized (bicubic, antialiased, rounded to
  * u8 as PIL's are) to a side of round(size x 256 / 224) unless they have it already (image folders are decoded
  * at that side), then centre-cropped to `size`; images of `size` or smaller are used whole.
@@ -199,10 +214,12 @@ export interface EvalTransform {
  */
 export function evalImages(images: Tensor, t: EvalTransform): Tensor {
   return tidy(() => {
-    let x = to(images, "f32");
-    const resized = Math.round(t.size * 256 / 224);
+    let x = images;
+    const resized = evalResizeSide(t.size);
     if (x.shape[2] > t.size && x.shape[2] !== resized) {
-      x = round(clamp(interpolate(x, { size: [resized, resized], mode: "bicubic", antialias: true }), 0, 255));
+      x = round(
+        clamp(interpolate(to(x, "f32"), { size: [resized, resized], mode: "bicubic", antialias: true }), 0, 255),
+      );
     }
     const S = x.shape[2];
     if (S > t.size) {
@@ -214,7 +231,7 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
     const C = x.shape[1];
     const m = tensor(new Float32Array(t.mean), { shape: [1, C, 1, 1], device: x.device });
     const s = tensor(new Float32Array(t.std), { shape: [1, C, 1, 1], device: x.device });
-    return div(sub(div(x, 255), m), s);
+    return div(sub(div(to(x, "f32"), 255), m), s);
   });
 }
 

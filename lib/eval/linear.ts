@@ -535,7 +535,7 @@ function labelTensor(labels: ArrayLike<number>, device: Tensor["device"]): Tenso
 
 /**
  * Trains the classifier for `epochs`, yielding an event after every step and at the end of every epoch (with
- * the test result every `valFreq` epochs and after the last). The batch order and the augmentation depend only
+ * the test result after epochs 0, `valFreq`, 2 `valFreq`, ... and the last). The batch order and the augmentation depend only
  * on the seed and the epoch.
  *
  * Ownership, as the training loop's: the loop owns the state it is given and every state it makes, and disposes
