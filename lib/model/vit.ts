@@ -36,6 +36,7 @@ import {
   indexSelect,
   interpolate,
   layerNorm,
+  matmul,
   mul,
   normal,
   ones,
@@ -55,7 +56,7 @@ import {
   unsqueeze,
   zeros,
 } from "../../ffi/mod.ts";
-import { fp32, lowConv2d, type LowDtype, lowDtype, lowLinear, lowMatmul, type Precision } from "./precision.ts";
+import { fp32, low, lowConv2d, type LowDtype, lowDtype, lowLinear, lowMatmul, type Precision } from "./precision.ts";
 
 /** The shape of a ViT. */
 export interface ViTConfig {
@@ -332,10 +333,14 @@ export function attention(
   const headDim = C / numHeads;
   const [qAll, k, v] = projectHeads(p.qkv, x, numHeads, dt); // [B, h, N, d] each
   const q = clsOnly ? slice(qAll, 2, 0, 1) : qAll; // [B, h, Q, d]
-  const scores = lowMatmul(q, transpose(k, -2, -1), dt); // [B, h, Q, N]
+  // libtorch 1.13's bf16 batched product of one query row by a few tokens is not correctly rounded (up to 0.2 off,
+  // where the full rows' product is right): the CLS row's products run in fp32 on the low operands, rounded after.
+  const product = (a: Tensor, b: Tensor) =>
+    clsOnly && dt !== undefined ? low(matmul(fp32(low(a, dt)), fp32(low(b, dt))), dt) : lowMatmul(a, b, dt);
+  const scores = product(q, transpose(k, -2, -1)); // [B, h, Q, N]
   // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
   const [attn, attnLow] = scaledSoftmax(scores, headDim ** -0.5, { low: dt !== undefined }); // [B, h, Q, N]
-  const mixed = reshape(transpose(lowMatmul(attnLow ?? attn, v, dt), 1, 2), [B, q.shape[2], C]); // [B, Q, D]
+  const mixed = reshape(transpose(product(attnLow ?? attn, v), 1, 2), [B, q.shape[2], C]); // [B, Q, D]
   return { out: lowLinear(mixed, p.proj.weight, p.proj.bias, dt), attn };
 }
 
