@@ -62,7 +62,7 @@ import {
   weightsFile,
 } from "./flags.ts";
 import { clock, EpochBar, epochLine } from "./progress.ts";
-import { EpochRecords, prepareOutputDir } from "./run_folder.ts";
+import { EpochRecords, prepareOutputDir, refuseOtherRun } from "./run_folder.ts";
 import { listenForStop } from "./stop.ts";
 
 const D = FINETUNE_DEFAULTS;
@@ -245,6 +245,7 @@ export async function main(args: string[]): Promise<number> {
       Int32Array.from({ length: queries.length }, (_, i) => queries.labels![i]),
       data.classes.length,
     );
+    refuseOtherRun(o.outputDir, "finetune");
     created = prepareOutputDir(o.outputDir);
     const norm = { mean: transform.mean, std: transform.std };
     const config = { weights, data: dataName, ...rest, labels, imageSize: size, normalization: norm };

@@ -52,7 +52,7 @@ import {
   weightsFile,
 } from "./flags.ts";
 import { clock, EpochBar, epochLine } from "./progress.ts";
-import { EpochRecords, prepareOutputDir } from "./run_folder.ts";
+import { EpochRecords, prepareOutputDir, refuseOtherRun } from "./run_folder.ts";
 import { listenForStop } from "./stop.ts";
 
 const HELP = `usage: deno task linear --weights FILE --data DATA [options]
@@ -216,6 +216,7 @@ export async function main(args: string[]): Promise<number> {
     ));
     const size = transform.size, norm = { mean: transform.mean, std: transform.std };
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
+    refuseOtherRun(o.outputDir, "linear");
     created = prepareOutputDir(o.outputDir);
     const dim = featureDim(vit, spec);
     const what = model.vit

@@ -50,6 +50,7 @@ import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
 import type { BackboneConfig, BackboneParams } from "../lib/model/backbone.ts";
 import { failure, integer, parseFlags, UsageError } from "./flags.ts";
 import { Bar } from "./bar.ts";
+import { runKind } from "./run_folder.ts";
 
 const HELP = `usage: deno task report --run DIR [options]
 
@@ -91,12 +92,11 @@ function parse(args: string[]) {
   if (!exists(join(v.run, "metrics.jsonl"))) {
     throw new UsageError(`--run ${v.run} holds no metrics.jsonl: not a training run's output folder`);
   }
-  const config = readJson(join(v.run, "config.json"));
-  if (config && !("outDim" in config)) {
-    const writer = "layerDecay" in config ? "deno task finetune" : "nLastBlocks" in config ? "deno task linear" : "";
+  const config = readJson(join(v.run, "config.json")), kind = runKind(v.run);
+  if (config && kind !== "train") {
     throw new UsageError(
       `--run ${v.run} is ${
-        writer ? `the output folder of \`${writer}\`` : "not a DINO training run's output folder"
+        kind ? `the output folder of \`deno task ${kind}\`` : "not a DINO training run's output folder"
       }: ` +
         "report reads the folder of `deno task train` (its --output-dir)",
     );

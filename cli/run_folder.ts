@@ -35,6 +35,55 @@ export function prepareOutputDir(dir: string): { undo(): void } {
   return { undo: () => top && Deno.removeSync(top, { recursive: true }) };
 }
 
+/** The commands whose output folders tell themselves apart by their config.json. */
+export type RunKind = "train" | "linear" | "finetune";
+
+/**
+ * Which command's run a folder holds, by the settings its config.json records (undefined: no config.json, or
+ * one that is not JSON or none of these).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { runKind } from "./run_folder.ts";
+ * const dir = Deno.makeTempDirSync();
+ * assert.equal(runKind(dir), undefined);
+ * Deno.writeTextFileSync(join(dir, "config.json"), JSON.stringify({ nLastBlocks: 4 }));
+ * assert.equal(runKind(dir), "linear");
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function runKind(dir: string): RunKind | undefined {
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(Deno.readTextFileSync(join(dir, "config.json")));
+  } catch {
+    return undefined;
+  }
+  if (typeof config !== "object" || config === null) return undefined;
+  return "outDim" in config
+    ? "train"
+    : "layerDecay" in config
+    ? "finetune"
+    : "nLastBlocks" in config
+    ? "linear"
+    : undefined;
+}
+
+/**
+ * Refuses an output folder that holds another command's run: writing there would replace its checkpoint and
+ * records.
+ */
+export function refuseOtherRun(dir: string, kind: RunKind): void {
+  const other = runKind(dir);
+  if (other === undefined || other === kind) return;
+  throw new UsageError(
+    `--output-dir ${dir} holds a run of \`deno task ${other}\` (config.json, checkpoint.safetensors), which ` +
+      `\`deno task ${kind}\` would overwrite: choose another folder, for example ${join(dir, kind)}`,
+  );
+}
+
 /**
  * Rewrites the metrics.jsonl at `path`, where there is one, with the records `keep` accepts; a line cut short by a
  * crash goes too.

@@ -328,11 +328,13 @@ Deno.test("a class's images in torchvision's order: folders by whole path, each 
   writeImages(join(only, "train", "dog"), ["2.png"], 2);
   using test = openDataset(only, "test", { side: 8 });
   assert.deepEqual([test.classes, [...test.labels!]], [["cat", "dog"], [0, 1]]);
-  // train/ beside another folder (val_masks/, misc/): still both splits (the test split read the folder itself, with
-  // train/ one of its classes).
+  // train/ beside another folder and no val/: a folder of classes, one named "train", for both splits (the test
+  // split read the folder itself while the training split read train/ alone, dropping the other classes).
   writeImages(join(only, "misc"), ["3.png"], 3);
-  using beside = openDataset(only, "test", { side: 8 });
-  assert.deepEqual([beside.name, beside.classes], [test.name, ["cat", "dog"]]);
+  for (const split of ["train", "test"] as const) {
+    using beside = openDataset(only, split, { side: 8 });
+    assert.deepEqual(beside.classes, ["misc", "train"], split);
+  }
   // A folder of classes, one of them named "test": the classes, for both splits.
   const classes = Deno.makeTempDirSync();
   for (const [c, shade] of [["cat", 1], ["dog", 2], ["test", 3]] as const) {
@@ -342,6 +344,12 @@ Deno.test("a class's images in torchvision's order: folders by whole path, each 
     using ds = openDataset(classes, split, { side: 8 });
     assert.deepEqual(ds.classes, ["cat", "dog", "test"], split);
   }
+  // train/ and val/ beside other folders (val_masks/): the splits.
+  for (const [d, f] of [["train/cat", "1.png"], ["val/cat", "2.png"], ["val_masks", "3.png"]]) {
+    writeImages(join(classes, d), [f], 4);
+  }
+  using val = openDataset(classes, "test", { side: 8 });
+  assert.deepEqual([val.length, val.classes], [1, ["cat"]]);
   Deno.removeSync(classes, { recursive: true });
   Deno.removeSync(root, { recursive: true });
   Deno.removeSync(only, { recursive: true });

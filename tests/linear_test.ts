@@ -299,6 +299,18 @@ Deno.test("deno task linear: bad input is one line naming the fix, exit 2, nothi
     assert.match(r.err, /\(see 'deno task linear --help'\)$/m);
     assert.ok(!t.exists(out), `${args.join(" ")} wrote ${out}`);
   }
+  // A training run's folder: its checkpoint and records would be replaced.
+  const run = join(dir, "run");
+  Deno.mkdirSync(run);
+  Deno.writeTextFileSync(join(run, "config.json"), JSON.stringify({ outDim: 64 }));
+  Deno.writeTextFileSync(join(run, "checkpoint.safetensors"), "the run's");
+  const r = await captured(() => linear([...base.slice(0, 6), "--output-dir", run]));
+  assert.equal(r.value, 2, r.err);
+  assert.match(
+    r.err,
+    /--output-dir .*run holds a run of `deno task train` .* choose another folder, for example .*run\/linear/,
+  );
+  assert.equal(Deno.readTextFileSync(join(run, "checkpoint.safetensors")), "the run's");
   Deno.removeSync(dir, { recursive: true });
 });
 

@@ -99,16 +99,17 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   const images = Array.from(Deno.readDirSync(spec)).map((e) => e.name).sort()
     .find((n) => new RegExp(`^${prefix}-images[.-]idx3-ubyte(\\.gz)?$`).test(n));
   if (images) return idxDataset(join(spec, images), idxLabels(join(spec, images)), undefined, `idx-${split}`);
-  // A folder with train/ holds the splits: the test split is val/ or test/, else train/ itself. Without train/,
-  // val/ or test/ serve both splits only where the folder holds nothing else, since a folder of classes may have
-  // one named "val" or "test"; otherwise the folder itself is both.
+  // A folder holds the splits where it has train/ beside val/ or test/, or nothing but split folders: the test split
+  // is then val/ or test/, else train/. Otherwise its subfolders are classes for both splits (as ImageFolder reads
+  // a folder), since a folder of classes may have one named "train", "val" or "test".
   const at = (names: string[]) => names.map((d) => join(spec, d)).find(exists);
-  const splitsOnly = () => folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
-  const splitDir = at(["train"])
-    ? at(split === "train" ? ["train"] : ["val", "test", "train"])
-    : splitsOnly()
-    ? at(["val", "test"])
-    : undefined;
+  const splits = at(["val", "test"]) && at(["train"]) ||
+    folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
+  const splitDir = !splits
+    ? undefined
+    : split === "train"
+    ? at(["train", "val", "test"])
+    : at(["val", "test", "train"]);
   // The validation split's labels index the training split's classes (torchvision opens the two folders apart,
   // so that a class missing from val/ would shift every label after it).
   const trainDir = join(spec, "train");
