@@ -51,9 +51,9 @@ function named(folder: string, what: string, source: string): string {
 }
 
 /**
- * The dataset a spec names, for `split`. A folder with `train/` and `val/` (or `test/`) subfolders uses them as
- * the splits, the validation split labelled by the training split's classes; any other image folder is the same
- * for both splits.
+ * The dataset a spec names, for `split`. A folder with `train/` and `val/` (or `test/`) subfolders, or with nothing
+ * but split folders, uses them as the splits, the validation split labelled by the training split's classes; any
+ * other image folder is the same for both splits, its subfolders the classes.
  *
  * @example
  * ```ts
