@@ -79,9 +79,11 @@ if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !exists("/usr/inclu
   optional.push("libgloo-dev");
 }
 if (![Deno.env.get("CXX"), "c++", "g++", "clang++"].some((c) => c && ok(c, ["--version"]))) missing.push("g++");
-if (values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
-  missing.push("dataset-fashion-mnist");
-}
+// Fashion-MNIST is the default data, not the only one: without root it is named, and a command given other --data
+// runs (one given fmnist says the same when it opens it).
+const data = values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+  ? ["dataset-fashion-mnist"]
+  : [];
 if (values.browser && !ok("chromium", ["--version"])) missing.push("chromium");
 // scripts/gen_objects.py pastes the items on the photos scikit-image ships, with numpy, PIL and scipy (its dependencies).
 if (
@@ -98,6 +100,11 @@ if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
       `(--nproc-per-node > 1); to have it: sudo apt-get install ${optional.join(" ")}`,
   );
 } else missing.push(...optional);
+if (data.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
+  console.error(
+    `setup: Fashion-MNIST (the default --data fmnist) is missing; to have it: sudo apt-get install ${data.join(" ")}`,
+  );
+} else missing.push(...data);
 if (missing.length > 0) {
   const cmd = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
   if (!hasDpkg || !ok("apt-get", ["--version"])) {
