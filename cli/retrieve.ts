@@ -238,14 +238,19 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
   const r = await decodeImage(e.path, { side, channels: C, maxPixels: x.maxPixels });
   if (!r.image) throw new Error(`${flag} ${e.path}: ${r.reason}`);
   using image = r.image;
-  return tidy(() => {
-    let input = normalizeImage(image, x.norm); // [1, C, H, W]
-    if (input.shape[2] !== h || input.shape[3] !== w) {
-      input = interpolate(input, { size: [h, w], mode: "bicubic", antialias: true });
-    }
-    if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);
-    return x.multiscale ? multiScaleFeatures(backbone, vit, input) : clsFeatures(backbone, vit, input);
-  });
+  try {
+    return tidy(() => {
+      let input = normalizeImage(image, x.norm); // [1, C, H, W]
+      if (input.shape[2] !== h || input.shape[3] !== w) {
+        input = interpolate(input, { size: [h, w], mode: "bicubic", antialias: true });
+      }
+      if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);
+      return x.multiscale ? multiScaleFeatures(backbone, vit, input) : clsFeatures(backbone, vit, input);
+    });
+  } catch (err) {
+    // Such as an image too elongated for a patch at this size: which file it is.
+    throw new Error(`${flag} ${e.path}: ${err instanceof Error ? err.message : err}`);
+  }
 }
 
 /** The features [N, D] of a list of images, with a progress bar. */

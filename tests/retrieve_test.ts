@@ -284,5 +284,14 @@ Deno.test("deno task retrieve: bad input is one line, exit 2 (usage) or 1 (undec
   assert.equal(r.value, 1, r.err);
   assert.match(r.err, /^error: --queries .*cut\.jpg: /);
   assert.deepEqual(tree(existing), ["keep.txt"]);
+  // An image so elongated that its short side is under a patch at this size: named too.
+  const thin = join(tmp, "thin");
+  Deno.mkdirSync(join(thin, "img00"), { recursive: true });
+  t.tidy(() => t.writeImage(join(thin, "img00", "strip.png"), t.full([600, 10, 3], 128, { dtype: "u8" })));
+  const s = await captured(() =>
+    retrieve([...BASE, "--database", database, "--queries", thin, "--image-size", "64", "--output-dir", existing])
+  );
+  assert.equal(s.value, 1, s.err);
+  assert.match(s.err, /^error: --queries .*strip\.png: an image of \d+ x 64 pixels is smaller than one patch/);
   assert.equal(t.liveTensors(), before);
 });
