@@ -483,7 +483,10 @@ export function openEvalSplits(
  */
 export function noTestSplit(data: string, what: string): string {
   return `warning: --data ${data} has no separate test split (train/ and val/ folders): ${what} is measured on the ` +
-    "training images themselves";
+    "training images themselves" +
+    (what === "k-NN"
+      ? ", each of which finds itself in the memory (at k 1, 100%): a measure of fit, not of transfer"
+      : "");
 }
 
 /**
