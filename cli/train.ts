@@ -301,6 +301,15 @@ async function openRun(s: Settings, dist: Dist) {
         `pass ${flagOf("precision")} ${savedPrecision} to keep it`,
     );
   }
+  if (lead && s.globalCropsSize > data.size) {
+    const folder = data.name.startsWith("folder:")
+      ? `: raise ${flagOf("imageSize")}, the side a folder is read at`
+      : "";
+    console.warn(
+      `warning: the global crops (${s.globalCropsSize} px) are larger than the images (${data.size} px), ` +
+        `so every crop is enlarged${folder}`,
+    );
+  }
   if (lead && resumed && resumed.worldSize !== dist.worldSize) {
     console.warn(
       `warning: ${resumed.path} was trained by ${resumed.worldSize} process(es), this run has ${dist.worldSize}: ` +

@@ -612,8 +612,8 @@ static const char* stb_load_reason(const char* fallback) {
 // Why a file of w x h pixels is not decoded.
 static void over_budget(char* why, double w, double h, double max_pixels) {
   std::snprintf(why, kReason,
-                "%.0f x %.0f = %.0f pixels exceeds the decoding budget of %.0f (raise DINO_MAX_IMAGE_PIXELS or "
-                "maxImagePixels to read it)",
+                "%.0f x %.0f = %.0f pixels exceeds the decoding budget of %.0f (raise it to read it: "
+                "--max-image-pixels, maxImagePixels in the API, or DINO_MAX_IMAGE_PIXELS)",
                 w, h, w * h, max_pixels);
 }
 

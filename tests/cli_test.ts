@@ -230,6 +230,33 @@ Deno.test("--config supplies flags (flags win); resuming with other settings is 
   Deno.removeSync(dir, { recursive: true });
 });
 
+Deno.test("global crops larger than the images are warned of: every crop would be enlarged", async () => {
+  const dir = Deno.makeTempDirSync();
+  const r = await captured(() =>
+    train([
+      ...TINY,
+      "--global-crops-size",
+      "35",
+      "--max-steps",
+      "1",
+      "--train-limit",
+      "64",
+      "--test-limit",
+      "20",
+      "--report",
+      "false",
+      "--output-dir",
+      dir,
+    ])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(
+    r.err,
+    /warning: the global crops \(35 px\) are larger than the images \(28 px\), so every crop is enlarged\n/,
+  );
+  Deno.removeSync(dir, { recursive: true });
+});
+
 Deno.test("a non-finite loss stops the run with exit code 1 and keeps the last good checkpoint", async () => {
   const dir = Deno.makeTempDirSync();
   // 2 steps per epoch; warmup holds the lr near 0 in epoch 0, then a huge lr blows the weights up.
