@@ -459,7 +459,9 @@ export function openEvalSplits(
       throw new UsageError(`--data ${o.data} has ${train.size} px images, smaller than ${size}: pass --image-size`);
     }
     if (!train.labels || !test.labels) {
-      throw new Error(`${what} needs labelled images: this data has none (use a folder with one subfolder per class)`);
+      throw new Error(
+        `${what} needs labelled images: ${unlabelled(train, test)} (use a folder with one subfolder per class)`,
+      );
     }
     if (train.name === test.name) console.warn(noTestSplit(o.data, what));
     const norm = model.normalization ?? defaultNormalization(cfg.inChans);
@@ -469,6 +471,22 @@ export function openEvalSplits(
     test?.dispose();
     throw e;
   }
+}
+
+/**
+ * Which of two splits have no labels, for a message.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { unlabelled } from "./flags.ts";
+ * const split = (name: string, labels?: Int32Array) => ({ name, labels });
+ * assert.equal(unlabelled(split("folder:a/train", new Int32Array(1)), split("folder:a/val")), "folder:a/val has no labels");
+ * ```
+ */
+export function unlabelled(train: Pick<Dataset, "name" | "labels">, test: Pick<Dataset, "name" | "labels">): string {
+  const none = [...new Set([train, test].filter((d) => !d.labels).map((d) => d.name))];
+  return `${none.join(" and ")} ha${none.length === 1 ? "s" : "ve"} no labels`;
 }
 
 /**

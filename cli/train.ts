@@ -48,7 +48,16 @@ import { type BackboneConfig, backboneConfig, isResNetConfig } from "../lib/mode
 import { augmentConfig, networkConfig, resumeConflicts, type Settings } from "../lib/settings/mod.ts";
 import { dinoHyper, divergence, initTrainState, trainLoop, type TrainState, turnsEvery } from "../lib/training/mod.ts";
 import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
-import { failure, flagOf, noTestSplit, parseTrainArgs, trainHelp, UsageError, weightsFile } from "./flags.ts";
+import {
+  failure,
+  flagOf,
+  noTestSplit,
+  parseTrainArgs,
+  trainHelp,
+  unlabelled,
+  UsageError,
+  weightsFile,
+} from "./flags.ts";
 import { Bar } from "./bar.ts";
 import { clock, EpochLog } from "./progress.ts";
 import { openOutput, prepareOutputDir } from "./run_folder.ts";
@@ -425,7 +434,9 @@ async function report(run: Run, stop: ReturnType<typeof listenForStop>): Promise
   if (!run.lead) return 0; // rank 0 evaluates and reports
   const trainSeconds = (performance.now() - run.started) / 1000;
   if (!run.labelled) {
-    console.log(`${run.data.name} has no labels: k-NN evaluation skipped. Checkpoint: ${out.checkpoint}`);
+    console.log(
+      `k-NN evaluation skipped: ${unlabelled(run.data, protocol.test)}. Checkpoint: ${out.checkpoint}`,
+    );
     if (s.report) await writeRunReport(s.outputDir);
     return 0;
   }
