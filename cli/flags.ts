@@ -502,9 +502,7 @@ export function unlabelled(train: Pick<Dataset, "name" | "labels">, test: Pick<D
 export function noTestSplit(data: string, what: string): string {
   return `warning: --data ${data} has no separate test split (train/ and val/ folders): ${what} is measured on the ` +
     "training images themselves" +
-    (what === "k-NN"
-      ? ", each of which finds itself in the memory (at k 1, 100%): a measure of fit, not of transfer"
-      : "");
+    (what === "k-NN" ? ", each left out of the memory for its own query (leave-one-out)" : "");
 }
 
 /**

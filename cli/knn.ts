@@ -29,7 +29,7 @@ import {
 } from "./flags.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { extractFeatures, knnClassify, selfRows } from "../lib/eval/knn.ts";
 import { Bar } from "./bar.ts";
 
 const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
@@ -115,8 +115,10 @@ export async function main(args: string[]): Promise<number> {
           k,
           temperature: o.temperature,
           numClasses: train.classes.length,
+          exclude: train.name === test.name ? selfRows(a.indices, b.indices) : undefined, // each leaves itself out
         });
-        const used = k > a.labels.length ? ` (all ${a.labels.length} of the memory)` : "";
+        const memory = a.labels.length - (train.name === test.name ? 1 : 0);
+        const used = k > memory ? ` (all ${memory} of the memory)` : "";
         console.log(`  k ${String(k).padStart(3)}${used}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
       }
     } finally {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { evalImages, extractFeatures, knnClassify } from "../lib/eval/knn.ts";
+import { evalImages, extractFeatures, knnClassify, selfRows } from "../lib/eval/knn.ts";
 import { evaluateRun } from "../lib/eval/report.ts";
 import { tensorDataset } from "../lib/data/dataset.ts";
 import { backboneConfig, dinoConfig, initDino } from "../lib/model/mod.ts";
@@ -113,4 +113,22 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
   } finally {
     t.dispose(Object.values(tensors));
   }
+});
+
+Deno.test("k-NN over the memory's own images leaves each out of its own neighbours (leave-one-out)", () => {
+  // Two tight pairs of opposite classes: each image's nearest other is of the other class.
+  using memory = t.tensor([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]]);
+  const labels = new Int32Array([0, 1, 0, 1]);
+  const indices = new Int32Array([0, 1, 2, 3]);
+  assert.equal(knnClassify(memory, labels, memory, labels, { k: 1 }).top1, 100); // each finds itself
+  const exclude = selfRows(indices, indices);
+  assert.deepEqual([...exclude], [0, 1, 2, 3]);
+  assert.equal(knnClassify(memory, labels, memory, labels, { k: 1, exclude }).top1, 0);
+  // k beyond the others: all three of them
+  assert.equal(knnClassify(memory, labels, memory, labels, { k: 10, exclude }).images, 4);
+  using one = t.tensor([[1, 0]]);
+  assert.throws(
+    () => knnClassify(one, new Int32Array([0]), one, new Int32Array([0]), { exclude: new Int32Array([0]) }),
+    /no image besides the test image itself/,
+  );
 });

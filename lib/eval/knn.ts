@@ -65,6 +65,11 @@ export interface KnnOptions {
   numClasses?: number;
   /** Test images per similarity block (500). */
   chunk?: number;
+  /**
+   * For each test image, a memory row to leave out of its neighbours (-1: none): the image itself, where the test
+   * images are the memory's (see {@linkcode selfRows}), so that none finds itself.
+   */
+  exclude?: Int32Array;
 }
 
 /** What {@linkcode knnClassify} measured. */
@@ -106,7 +111,10 @@ export function knnClassify(
   if (trainLabels.some((l) => l < 0) || testLabels.some((l) => l < 0)) {
     throw new Error("k-NN needs labelled images: this data has none (use a folder with one subfolder per class)");
   }
-  const k = Math.min(o.k ?? 20, train.shape[0]);
+  const exclude = o.exclude;
+  if (exclude && exclude.length !== testLabels.length) throw new Error("k-NN: one excluded row per test image");
+  const k = Math.min(o.k ?? 20, train.shape[0] - (exclude?.some((r) => r >= 0) ? 1 : 0));
+  if (k < 1) throw new Error("k-NN: the memory holds no image besides the test image itself");
   const T = o.temperature ?? 0.07;
   let maxLabel = 0;
   for (const l of trainLabels) maxLabel = Math.max(maxLabel, l);
@@ -123,7 +131,9 @@ export function knnClassify(
         tidy(() => {
           const n = Math.min(chunk, testLabels.length - start);
           const sim = matmul(narrow(queries, 0, start, n), memory); // [n, N]
-          const { values, indices } = topk(sim, k, 1); // [n, k]
+          const wide = exclude ? Math.min(k + 1, train.shape[0]) : k; // one more, to leave one out
+          let { values, indices } = topk(sim, wide, 1); // [n, wide]
+          if (exclude) ({ values, indices } = leaveOut(values, indices, exclude.subarray(start, start + n), k));
           const neighbours = gather(expand(unsqueeze(labels, 0), [n, -1]), 1, indices); // [n, k]
           const votes = mul(to(oneHot(neighbours, C), "f32"), unsqueeze(exp(div(values, T)), 2)); // [n, k, C]
           // The classes by votes as the official code ranks them (a descending sort, not topk: ties in the same
@@ -142,6 +152,45 @@ export function knnClassify(
   );
   const total = testLabels.length;
   return { top1: (100 * top1) / total, top5: (100 * top5) / total, images: total };
+}
+
+/** The k of k + 1 neighbours [n, k + 1] other than each row's excluded one (the last where it is not among them). */
+function leaveOut(
+  values: Tensor,
+  indices: Tensor,
+  exclude: Int32Array,
+  k: number,
+): { values: Tensor; indices: Tensor } {
+  const [n, width] = values.shape, v = toArray(values), ix = toArray(indices);
+  const keptValues = new Float32Array(n * k), keptIndices = new BigInt64Array(n * k);
+  for (let i = 0; i < n; i++) {
+    let out = 0;
+    for (let j = 0; j < width && out < k; j++) {
+      if (Number(ix[i * width + j]) === exclude[i]) continue;
+      keptValues[i * k + out] = v[i * width + j];
+      keptIndices[i * k + out++] = BigInt(ix[i * width + j]);
+    }
+  }
+  return {
+    values: tensor(keptValues, { shape: [n, k], device: values.device }),
+    indices: tensor(keptIndices, { shape: [n, k], device: values.device }),
+  };
+}
+
+/**
+ * For each test row, the memory row of the same dataset item (-1: none): what {@linkcode knnClassify} leaves out
+ * when the test images are the memory's own (a data set without a test split).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { selfRows } from "./knn.ts";
+ * assert.deepEqual([...selfRows(new Int32Array([0, 2, 3]), new Int32Array([3, 1, 0]))], [2, -1, 0]);
+ * ```
+ */
+export function selfRows(memoryIndices: Int32Array, testIndices: Int32Array): Int32Array {
+  const row = new Map([...memoryIndices].map((item, r) => [item, r]));
+  return testIndices.map((item) => row.get(item) ?? -1);
 }
 
 /** The rows of {@linkcode extractFeatures} and {@linkcode pixelFeatures}: one per image that could be read. */

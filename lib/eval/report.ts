@@ -28,7 +28,15 @@ import { dispose, Generator } from "../../ffi/mod.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { backboneConfig, type DinoConfig, initDino } from "../model/dino.ts";
 import type { BackboneConfig, BackboneParams } from "../model/backbone.ts";
-import { type EvalTransform, extractFeatures, knnClassify, type KnnResult, pixelFeatures } from "./knn.ts";
+import {
+  type EvalTransform,
+  extractFeatures,
+  type Features,
+  knnClassify,
+  type KnnResult,
+  pixelFeatures,
+  selfRows,
+} from "./knn.ts";
 
 /** Top-1 and top-5 accuracy, in percent. */
 export interface Accuracy {
@@ -88,17 +96,24 @@ export async function knnAccuracy(
   try {
     const b = await extractFeatures(backbone, vit, p.test, p.transform, o);
     try {
-      return knnClassify(a.features, a.labels, b.features, b.labels, {
-        k: p.k,
-        temperature: p.temperature,
-        numClasses: p.train.classes.length,
-      });
+      return classify(a, b, p);
     } finally {
       b.features.dispose();
     }
   } finally {
     a.features.dispose();
   }
+}
+
+/** Weighted k-NN of the test features by the memory's; test images that are the memory's own leave themselves out. */
+function classify(memory: Features, queries: Features, p: KnnProtocol): KnnResult {
+  const same = p.train.name === p.test.name;
+  return knnClassify(memory.features, memory.labels, queries.features, queries.labels, {
+    k: p.k,
+    temperature: p.temperature,
+    numClasses: p.train.classes.length,
+    exclude: same ? selfRows(memory.indices, queries.indices) : undefined,
+  });
 }
 
 /**
@@ -127,11 +142,7 @@ export async function evaluateRun(
   try {
     const pb = await pixelFeatures(o.test, passes);
     try {
-      const rawPixels = knnClassify(pa.features, pa.labels, pb.features, pb.labels, {
-        k: o.k,
-        temperature: o.temperature,
-        numClasses: o.train.classes.length,
-      });
+      const rawPixels = classify(pa, pb, o);
       return { trained, init, rawPixels };
     } finally {
       pb.features.dispose();
