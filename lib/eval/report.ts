@@ -12,14 +12,16 @@
  * import { evaluateRun } from "./report.ts";
  * using g = new Generator(0);
  * using images = tidy(() => to(randint(g, 0, 256, [12, 1, 16, 16]), "u8"));
- * using data = tensorDataset(images, { labels: new Int32Array(12).map((_, i) => i % 2) });
+ * const labels = new Int32Array(12).map((_, i) => i % 2);
+ * using data = tensorDataset(images, { labels });
+ * using copies = tensorDataset(images, { labels, name: "copies" }); // a test split of the same pixels
  * const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
  * const trained = initDino(net, g);
  * const r = await evaluateRun(trained.backbone, {
- *   net, seed: 0, train: data, test: data, transform: { size: 16, mean: [0.5], std: [0.25] }, k: 3,
+ *   net, seed: 0, train: data, test: copies, transform: { size: 16, mean: [0.5], std: [0.25] }, k: 3,
  * });
  * assert.deepEqual(Object.keys(r), ["trained", "init", "rawPixels"]);
- * assert.equal(r.rawPixels.top1, 100); // each test image is its own nearest neighbour
+ * assert.equal(r.rawPixels.top1, 100); // each test image's copy in the memory is its nearest neighbour
  * dispose(trained);
  * ```
  * @module
