@@ -52,6 +52,7 @@ import {
   dataSpec,
   failure,
   integer,
+  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
@@ -240,6 +241,12 @@ export async function main(args: string[]): Promise<number> {
     ));
     const size = transform.size;
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
+    for (
+      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
+    ) {
+      const warning = limitWarning(ds, limit, flag);
+      if (warning) console.warn(warning);
+    }
     const labels = numLabels(
       Int32Array.from({ length: data.length }, (_, i) => data.labels![i]),
       Int32Array.from({ length: queries.length }, (_, i) => queries.labels![i]),

@@ -474,6 +474,32 @@ export function openEvalSplits(
 }
 
 /**
+ * The warning for a `--train-limit` or `--test-limit` whose first images of an image folder (which lists its
+ * images class by class) hold fewer of its classes than it has, or undefined.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { limitWarning } from "./flags.ts";
+ * const ds = { name: "folder:photos", length: 4, classes: ["a", "b"], labels: new Int32Array([0, 0, 1, 1]) };
+ * assert.match(limitWarning(ds, 2, "--train-limit")!, /the first 2 images \(--train-limit\) hold 1 of the 2 classes/);
+ * assert.equal(limitWarning(ds, 3, "--train-limit"), undefined);
+ * ```
+ */
+export function limitWarning(
+  ds: Pick<Dataset, "name" | "length" | "classes" | "labels">,
+  limit: number,
+  flag: string,
+): string | undefined {
+  const folder = ds.name.startsWith("folder:"); // data sets such as Fashion-MNIST mix their classes
+  if (!folder || !(limit > 0 && limit < ds.length) || !ds.labels || ds.classes.length < 2) return undefined;
+  const held = new Set(ds.labels.subarray(0, limit)).size;
+  if (held >= ds.classes.length) return undefined;
+  return `warning: the first ${limit} images (${flag}) hold ${held} of the ${ds.classes.length} classes ` +
+    "(a folder lists its images class by class)";
+}
+
+/**
  * Which of two splits have no labels, for a message.
  *
  * @example

@@ -18,6 +18,7 @@ import {
   dataSpec,
   failure,
   integer,
+  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
@@ -99,6 +100,12 @@ export async function main(args: string[]): Promise<number> {
     const vit = model.resnet ?? model.vit;
     let t;
     ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
+    for (
+      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
+    ) {
+      const warning = limitWarning(ds, limit, flag);
+      if (warning) console.warn(warning);
+    }
     const count = (ds: Dataset, limit: number) => limit > 0 ? Math.min(limit, ds.length) : ds.length;
     const bar = new Bar("features", count(train, o.trainLimit) + count(test, o.testLimit), { unit: "image" });
     const features: Awaited<ReturnType<typeof extractFeatures>>[] = [];

@@ -43,6 +43,7 @@ import {
   dataSpec,
   failure,
   integer,
+  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
@@ -216,6 +217,12 @@ export async function main(args: string[]): Promise<number> {
     ));
     const size = transform.size, norm = { mean: transform.mean, std: transform.std };
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
+    for (
+      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
+    ) {
+      const warning = limitWarning(ds, limit, flag);
+      if (warning) console.warn(warning);
+    }
     refuseOtherRun(o.outputDir, "linear");
     created = prepareOutputDir(o.outputDir);
     const dim = featureDim(vit, spec);

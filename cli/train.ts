@@ -51,6 +51,7 @@ import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
 import {
   failure,
   flagOf,
+  limitWarning,
   noTestSplit,
   parseTrainArgs,
   trainHelp,
@@ -209,6 +210,12 @@ async function openRun(s: Settings, dist: Dist) {
     return failure(e, "train");
   }
   const data = firstImages(train, s.trainLimit), queries = firstImages(test, s.testLimit);
+  for (
+    const [ds, limit, flag] of [[train, s.trainLimit, "--train-limit"], [test, s.testLimit, "--test-limit"]] as const
+  ) {
+    const warning = limitWarning(ds, limit, flag);
+    if (lead && warning) console.warn(warning);
+  }
   // Each rank takes its shard of an epoch: the images over the ranks, padded to a multiple of their number.
   const itersPerEpoch = Math.floor(Math.ceil(data.length / dist.worldSize) / s.batchSize);
   const mismatch = itersPerEpoch === 0
