@@ -238,6 +238,12 @@ Deno.test("deno task linear: cached features, end to end: classifier, metrics, s
   assert.deepEqual(tensors["linear.weight"].shape, [2, 96]);
   assert.deepEqual([metadata.epoch, metadata.n_last_blocks, metadata.avgpool_patchtokens], ["3", "2", "false"]);
   t.dispose(tensors);
+  // The first 6 training images of a folder are of its first class alone: said.
+  const limited = await captured(() =>
+    linear([...args, "--cached-features", "--train-limit", "6", "--output-dir", join(dir, "limited")])
+  );
+  assert.equal(limited.value, 0, limited.err);
+  assert.match(limited.err, /warning: the first 6 images \(--train-limit\) hold 1 of the 2 classes/);
   Deno.removeSync(dir, { recursive: true });
 });
 
