@@ -135,10 +135,16 @@ async function attentionRows(
   ds: Dataset,
   count: number,
   norm: { mean: number[]; std: number[] },
+  notes: string[],
 ): Promise<AttentionRow[]> {
   const n = Math.min(count, ds.length);
   const indices = Array.from({ length: n }, (_, i) => Math.floor((i * ds.length) / n));
   const batch = await ds.load(indices);
+  if (batch.failed.length > 0) {
+    notes.push(
+      `${batch.failed.length} of the ${n} images chosen for attention maps could not be read: ${batch.firstError}`,
+    );
+  }
   try {
     const labels = batch.labels ? toArray(batch.labels).map(Number) : undefined;
     return batch.indices.map((index, i) =>
@@ -168,13 +174,17 @@ async function testFeatures(
   ds: Dataset,
   count: number,
   transform: { size: number; mean: number[]; std: number[] },
+  notes: string[],
 ): Promise<{ features: Float64Array; labels: number[]; dim: number }> {
   const n = Math.min(count, ds.length), rows: Tensor[] = [], labels: number[] = [];
+  let unread = 0, firstError = "";
   const bar = new Bar("feature maps", n, { unit: "image" });
   try {
     for (let start = 0; start < n; start += 256) {
       const indices = Array.from({ length: Math.min(256, n - start) }, (_, i) => start + i);
       const batch = await ds.load(indices);
+      unread += batch.failed.length;
+      firstError ||= batch.firstError;
       try {
         rows.push(tidy(() => clsFeatures(backbone, cfg, evalImages(batch.images, transform))));
         const l = batch.labels ? toArray(batch.labels).map(Number) : batch.indices.map(() => -1);
@@ -186,6 +196,9 @@ async function testFeatures(
       bar.tick(indices.length);
     }
     bar.finish();
+    if (unread > 0) {
+      notes.push(`${unread} of the ${n} test images for the feature maps could not be read: ${firstError}`);
+    }
     const all = tidy(() => toArray(cat(rows, 0)));
     return { features: Float64Array.from(all), labels, dim: cfg.embedDim };
   } finally {
@@ -238,13 +251,14 @@ export async function main(args: string[]): Promise<number> {
           );
         }
         if (train && o.images > 0) {
-          if (model.vit) report.attention = await attentionRows(model.vit, model.backbone, train, o.images, norm);
-          else notes.push("the network is a ResNet: no attention maps");
+          if (model.vit) {
+            report.attention = await attentionRows(model.vit, model.backbone, train, o.images, norm, notes);
+          } else notes.push("the network is a ResNet: no attention maps");
         }
         if (test && o.points > 0 && test.length > 0) {
           // The run's --test-limit bounds these points as it bounded the k-NN's queries.
           const limit = typeof config?.testLimit === "number" && config.testLimit > 0 ? config.testLimit : Infinity;
-          const f = await testFeatures(cfg, model.backbone, test, Math.min(o.points, limit), { size, ...norm });
+          const f = await testFeatures(cfg, model.backbone, test, Math.min(o.points, limit), { size, ...norm }, notes);
           const n = f.labels.length;
           const maps: FeatureMap[] = [];
           const pc = pca(f.features, n, f.dim, 2);

@@ -185,3 +185,18 @@ Deno.test("deno task report: bad flags and folders are one line, exit 2", async 
     assert.ok(!t.exists(join(tmp, "report.html")) && !t.exists(join(tmp, "finetune", "report.html")));
   }
 });
+
+Deno.test("report notes the images it could not read for the attention maps and the feature maps", async () => {
+  const run = makeRun();
+  const data = join(run, "..", "data");
+  Deno.writeTextFileSync(join(data, "train", "circles", "000.png"), "not an image"); // the first training image
+  Deno.writeTextFileSync(join(data, "val", "circles", "000.jpg"), "not an image either");
+  const r = await captured(() => report(["--run", run, "--points", "16", "--images", "2"]));
+  assert.equal(r.value, 0, r.err);
+  const html = Deno.readTextFileSync(join(run, "report.html"));
+  assert.match(
+    html,
+    /1 of the 2 images chosen for attention maps could not be read: \S+000\.png: not a readable image/,
+  );
+  assert.match(html, /1 of the 9 test images for the feature maps could not be read: \S+000\.jpg/);
+});
