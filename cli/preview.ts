@@ -35,6 +35,7 @@ import {
 } from "../mod.ts";
 import { AUGMENT_PRESETS, dinoViews, toPixels } from "../lib/augment/mod.ts";
 import { openDataset } from "../lib/data/open.ts";
+import { skippedWarning } from "../lib/data/loader.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { augmentConfig, PRESETS, type Settings } from "../lib/settings/mod.ts";
 import { failure, integer, parseFlags, parseTrainArgs, splitPassthrough, UsageError } from "./flags.ts";
@@ -146,6 +147,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       const B = batch.images.shape[0], C = ds.channels;
       if (B === 0) throw new Error(`none of the first ${n} image(s) of ${o.data} could be read (${batch.firstError})`);
+      if (B < n) console.warn(skippedWarning(batch.failed, batch.firstError, `among the first ${n}, so ${B} rows`));
       using g = new Generator(o.seed);
       using grid = tidy(() => {
         const G = cfg.globalCropsSize, gap = 2;
