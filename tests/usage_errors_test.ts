@@ -351,7 +351,7 @@ Deno.test("embed: bad invocations each give one line, exit code 2 or 1, and writ
 });
 
 Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and write nothing", async () => {
-  const { root, file, empty, cifar, broken } = inputs();
+  const { root, file, empty, cifar, broken, unlabelled } = inputs();
   const base = ["--data", "fmnist"];
   const out = join(root, "views", "deeper");
   const cases: Case[] = [
@@ -413,6 +413,11 @@ Deno.test("preview: bad invocations each give one line, exit code 2 or 1, and wr
   );
   assert.match(cifar10.out, /1 images x 8 views \(preset cifar10: 2 x 32 \+ 6 x 16 px\)/);
   // The views of the training preset and flags: fmnist's 2 x 21 + 2 x 14, or what the flags after -- make them.
+  // An unreadable image among the first: fewer rows, said.
+  Deno.copyFileSync(join(unlabelled, "1.png"), join(broken, "2.png"));
+  const short = await captured(() => preview(["--data", broken, "--count", "2", "--output-dir", out]));
+  assert.equal(short.value, 0, short.err);
+  assert.match(short.err, /warning: skipped 1 unreadable image file\(s\) among the first 2, so 1 rows \(.*1\.png: /);
   const fm = await captured(() => preview(["--data", "fmnist", "--count", "1", "--output-dir", out]));
   assert.match(fm.out, /1 images x 4 views \(preset fmnist: 2 x 21 \+ 2 x 14 px\)/);
   const flags = ["--", "--global-crops-size", "28", "--local-crops-number", "6"];
