@@ -52,7 +52,6 @@ import {
   dataSpec,
   failure,
   integer,
-  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
@@ -60,6 +59,7 @@ import {
   openEvalSplits,
   parseFlags,
   UsageError,
+  warnLimits,
   weightsFile,
 } from "./flags.ts";
 import { clock, EpochBar, epochLine } from "./progress.ts";
@@ -241,12 +241,7 @@ export async function main(args: string[]): Promise<number> {
     ));
     const size = transform.size;
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
-    for (
-      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
-    ) {
-      const warning = limitWarning(ds, limit, flag);
-      if (warning) console.warn(warning);
-    }
+    warnLimits(train, test, o);
     const labels = numLabels(
       Int32Array.from({ length: data.length }, (_, i) => data.labels![i]),
       Int32Array.from({ length: queries.length }, (_, i) => queries.labels![i]),

@@ -493,10 +493,20 @@ export function limitWarning(
 ): string | undefined {
   const folder = ds.name.startsWith("folder:"); // data sets such as Fashion-MNIST mix their classes
   if (!folder || !(limit > 0 && limit < ds.length) || !ds.labels || ds.classes.length < 2) return undefined;
-  const held = new Set(ds.labels.subarray(0, limit)).size;
-  if (held >= ds.classes.length) return undefined;
-  return `warning: the first ${limit} images (${flag}) hold ${held} of the ${ds.classes.length} classes ` +
+  const held = new Set(ds.labels.subarray(0, limit)).size, all = new Set(ds.labels).size; // val/ may lack a class
+  if (held >= all) return undefined;
+  return `warning: the first ${limit} images (${flag}) hold ${held} of the ${all} classes ` +
     "(a folder lists its images class by class)";
+}
+
+/** Prints {@linkcode limitWarning}'s warnings for the training and test splits. */
+export function warnLimits(train: Dataset, test: Dataset, o: { trainLimit: number; testLimit: number }): void {
+  for (
+    const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
+  ) {
+    const warning = limitWarning(ds, limit, flag);
+    if (warning) console.warn(warning);
+  }
 }
 
 /**

@@ -18,7 +18,6 @@ import {
   dataSpec,
   failure,
   integer,
-  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
@@ -26,6 +25,7 @@ import {
   openEvalSplits,
   parseFlags,
   UsageError,
+  warnLimits,
   weightsFile,
 } from "./flags.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
@@ -35,7 +35,8 @@ import { Bar } from "./bar.ts";
 
 const HELP = `usage: deno task knn --checkpoint FILE --data DATA [options]
 
-Weighted k-NN (cosine similarity, votes exp(sim / T)) of the CLS features after the final norm.
+Weighted k-NN (cosine similarity, votes exp(sim / T)) of the CLS features after the final norm. Data without a
+test split (no val/ or test/ folder) is classified leave-one-out: each image is left out of its own neighbours.
 
 options:
   --checkpoint FILE     a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
@@ -100,12 +101,7 @@ export async function main(args: string[]): Promise<number> {
     const vit = model.resnet ?? model.vit;
     let t;
     ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
-    for (
-      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
-    ) {
-      const warning = limitWarning(ds, limit, flag);
-      if (warning) console.warn(warning);
-    }
+    warnLimits(train, test, o);
     const count = (ds: Dataset, limit: number) => limit > 0 ? Math.min(limit, ds.length) : ds.length;
     const bar = new Bar("features", count(train, o.trainLimit) + count(test, o.testLimit), { unit: "image" });
     const features: Awaited<ReturnType<typeof extractFeatures>>[] = [];

@@ -43,13 +43,13 @@ import {
   dataSpec,
   failure,
   integer,
-  limitWarning,
   loadModel,
   MODEL_FLAGS,
   modelHelp,
   modelOptions,
   openEvalSplits,
   UsageError,
+  warnLimits,
   weightsFile,
 } from "./flags.ts";
 import { clock, EpochBar, epochLine } from "./progress.ts";
@@ -217,12 +217,7 @@ export async function main(args: string[]): Promise<number> {
     ));
     const size = transform.size, norm = { mean: transform.mean, std: transform.std };
     const data = firstImages(train, o.trainLimit), queries = firstImages(test, o.testLimit);
-    for (
-      const [ds, limit, flag] of [[train, o.trainLimit, "--train-limit"], [test, o.testLimit, "--test-limit"]] as const
-    ) {
-      const warning = limitWarning(ds, limit, flag);
-      if (warning) console.warn(warning);
-    }
+    warnLimits(train, test, o);
     refuseOtherRun(o.outputDir, "linear");
     created = prepareOutputDir(o.outputDir);
     const dim = featureDim(vit, spec);

@@ -249,7 +249,7 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
     });
   } catch (err) {
     // Such as an image too elongated for a patch at this size: which file it is.
-    throw new Error(`${flag} ${e.path}: ${err instanceof Error ? err.message : err}`);
+    throw new Error(`${flag} ${e.path}: ${err instanceof Error ? err.message : err}`, { cause: err });
   }
 }
 

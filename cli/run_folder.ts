@@ -79,7 +79,7 @@ export function refuseOtherRun(dir: string, kind: RunKind): void {
   const other = runKind(dir);
   if (other === undefined || other === kind) return;
   throw new UsageError(
-    `--output-dir ${dir} holds a run of \`deno task ${other}\` (config.json, checkpoint.safetensors), which ` +
+    `--output-dir ${dir} holds a run of \`deno task ${other}\` (its config.json says so), whose files ` +
       `\`deno task ${kind}\` would overwrite: choose another folder, for example ${join(dir, kind)}`,
   );
 }

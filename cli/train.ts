@@ -51,12 +51,12 @@ import { loadCheckpoint, moveTree, startFrom } from "../lib/weights/mod.ts";
 import {
   failure,
   flagOf,
-  limitWarning,
   noTestSplit,
   parseTrainArgs,
   trainHelp,
   unlabelled,
   UsageError,
+  warnLimits,
   weightsFile,
 } from "./flags.ts";
 import { Bar } from "./bar.ts";
@@ -210,12 +210,7 @@ async function openRun(s: Settings, dist: Dist) {
     return failure(e, "train");
   }
   const data = firstImages(train, s.trainLimit), queries = firstImages(test, s.testLimit);
-  for (
-    const [ds, limit, flag] of [[train, s.trainLimit, "--train-limit"], [test, s.testLimit, "--test-limit"]] as const
-  ) {
-    const warning = limitWarning(ds, limit, flag);
-    if (lead && warning) console.warn(warning);
-  }
+  if (lead) warnLimits(train, test, s);
   // Each rank takes its shard of an epoch: the images over the ranks, padded to a multiple of their number.
   const itersPerEpoch = Math.floor(Math.ceil(data.length / dist.worldSize) / s.batchSize);
   const mismatch = itersPerEpoch === 0
@@ -285,6 +280,7 @@ async function openRun(s: Settings, dist: Dist) {
     transform: { size: s.globalCropsSize, ...norm },
     k: s.knnK,
     temperature: s.knnTemperature,
+    leaveOneOut: train.name === test.name, // no test split: each image is left out of its own neighbours
     onSkipped: (files: string[], why: string) => {
       const fresh = files.filter((f) => !told.has(f));
       fresh.forEach((f) => told.add(f));
@@ -519,11 +515,10 @@ async function writeRunReport(dir: string): Promise<void> {
 
 /** Every image read was unreadable: a one-line error naming the fix (exit code 1). */
 function unreadable(e: UnreadableDataError, kept = "nothing was written"): number {
-  const budget = /decoding budget/.test(e.firstError) ? `, or raise ${flagOf("maxImagePixels")}` : "";
   return failure(
     new Error(
       `${e.message}; ${kept}. The data must be images stb_image reads (JPEG, PNG, BMP, PPM or PGM): ` +
-        `fix or remove the unreadable files${budget}, or point ${flagOf("data")} at other data`,
+        `fix or remove the unreadable files, or point ${flagOf("data")} at other data`,
     ),
     "train",
   );

@@ -1,12 +1,12 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
  * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
- * `--data`, Chromium with `--browser`, scikit-image's photos and the Python
+ * `--data` or `--default-data`, Chromium with `--browser`, scikit-image's photos and the Python
  * that `scripts/gen_objects.py` needs with `--objects`), and Gloo's headers for distributed training (`libgloo-dev`, with
  * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
  * command and exits 1 (for Gloo alone it only says what distributed training
- * needs, and goes on: the shim builds without it). Then it builds the native
- * shim (cached).
+ * needs, and goes on: the shim builds without it; so for Fashion-MNIST with `--default-data`, the default `--data`
+ * of the commands that take another). Then it builds the native shim (cached).
  *
  * @example
  * ```sh
@@ -22,6 +22,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     data: { type: "boolean", default: false },
+    "default-data": { type: "boolean", default: false },
     browser: { type: "boolean", default: false },
     objects: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -29,9 +30,11 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: deno run -A scripts/setup.ts [--data] [--browser] [--objects]\n  --data     also install Fashion-MNIST\n" +
-      "  --browser  also install Chromium (the report page's headless test)\n" +
-      "  --objects  also install scikit-image's photos, numpy, PIL and scipy (deno task masks makes its data with them)",
+    "usage: deno run -A scripts/setup.ts [--data | --default-data] [--browser] [--objects]\n" +
+      "  --data          also install Fashion-MNIST\n" +
+      "  --default-data  the same, but without root only say so (it is the commands' default --data, not the only one)\n" +
+      "  --browser       also install Chromium (the report page's headless test)\n" +
+      "  --objects       also install scikit-image's photos, numpy, PIL and scipy (deno task masks makes its data with them)",
   );
   Deno.exit(0);
 }
@@ -79,11 +82,11 @@ if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !exists("/usr/inclu
   optional.push("libgloo-dev");
 }
 if (![Deno.env.get("CXX"), "c++", "g++", "clang++"].some((c) => c && ok(c, ["--version"]))) missing.push("g++");
-// Fashion-MNIST is the default data, not the only one: without root it is named, and a command given other --data
-// runs (one given fmnist says the same when it opens it).
-const data = values.data && !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-  ? ["dataset-fashion-mnist"]
-  : [];
+const fashionMissing = !exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+if (values.data && fashionMissing) missing.push("dataset-fashion-mnist");
+// The default data, not the only one: without root it is named, and a command given other --data runs (one given
+// fmnist says the same when it opens it).
+const data = values["default-data"] && !values.data && fashionMissing ? ["dataset-fashion-mnist"] : [];
 if (values.browser && !ok("chromium", ["--version"])) missing.push("chromium");
 // scripts/gen_objects.py pastes the items on the photos scikit-image ships, with numpy, PIL and scipy (its dependencies).
 if (
@@ -102,7 +105,8 @@ if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
 } else missing.push(...optional);
 if (data.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
   console.error(
-    `setup: Fashion-MNIST (the default --data fmnist) is missing; to have it: sudo apt-get install ${data.join(" ")}`,
+    `setup: Fashion-MNIST (the default --data fmnist) is missing; to have it: sudo apt-get install ${data.join(" ")} ` +
+      "(or pass another --data: an image folder, IDX files or CIFAR)",
   );
 } else missing.push(...data);
 if (missing.length > 0) {

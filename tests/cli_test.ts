@@ -376,6 +376,8 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   const self = await captured(() => knn(["--checkpoint", official, "--arch", "vit_tiny", "--data", photos]));
   assert.equal(self.value, 0, self.err);
   assert.match(self.err, /warning: --data \S+ has no separate test split .*: k-NN is measured on the training images/);
+  // leave-one-out: each of the two images has the other alone as its memory, of the other class
+  assert.match(self.out, /k {2}20 \(all 1 of the memory\): top-1 0\.00%/);
   // Every file unreadable: exit 1 and nothing written (the batches of nothing once made an empty file).
   Deno.removeSync(out);
   const none = await captured(() => embed([...official2, "--data", unreadable]));

@@ -284,6 +284,12 @@ Deno.test("deno task finetune: from DINO weights and from scratch, metrics and c
     assert.match(bad.err, message);
     assert.ok(!t.exists(out), "nothing written");
   }
+  // The training run's own folder: its checkpoint would be replaced.
+  const before = Deno.readFileSync(ck);
+  const into = await captured(() => finetune([...base, "--output-dir", join(dir, "run")]));
+  assert.equal(into.value, 2, into.err);
+  assert.match(into.err, /--output-dir .*run holds a run of `deno task train` .*would overwrite/);
+  assert.deepEqual(Deno.readFileSync(ck), before);
   Deno.removeSync(dir, { recursive: true });
 });
 

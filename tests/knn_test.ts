@@ -124,8 +124,12 @@ Deno.test("k-NN over the memory's own images leaves each out of its own neighbou
   const exclude = selfRows(indices, indices);
   assert.deepEqual([...exclude], [0, 1, 2, 3]);
   assert.equal(knnClassify(memory, labels, memory, labels, { k: 1, exclude }).top1, 0);
-  // k beyond the others: all three of them
-  assert.equal(knnClassify(memory, labels, memory, labels, { k: 10, exclude }).images, 4);
+  // k beyond the others: all three of them (two of the other class, one of its own, nearer ones weighing more)
+  const all = knnClassify(memory, labels, memory, labels, { k: 10, exclude });
+  assert.deepEqual([all.top1, all.top5, all.images], [0, 100, 4]);
+  // Rows past the first block, and a row with none to leave out (-1), in blocks of one
+  const mixed = knnClassify(memory, labels, memory, labels, { k: 1, exclude: new Int32Array([0, 1, -1, 3]), chunk: 1 });
+  assert.equal(mixed.top1, 25); // the third finds itself
   using one = t.tensor([[1, 0]]);
   assert.throws(
     () => knnClassify(one, new Int32Array([0]), one, new Int32Array([0]), { exclude: new Int32Array([0]) }),

@@ -11,6 +11,7 @@ import * as t from "../mod.ts";
 import { captured, onTestDevice, testDevice } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { dinoConfig, multiCropForward } from "../lib/model/dino.ts";
+import { attention, initViT, vitConfig } from "../lib/model/vit.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
 import { type DinoHyper, dinoHyper, initTrainState, type TrainState, trainStep } from "../lib/training/step.ts";
 import { lossScaler } from "../lib/training/scaler.ts";
@@ -354,5 +355,27 @@ Deno.test("a scaled reduced-precision step on the test device (fp16 on CUDA, bf1
   assert.ok(Math.abs(r.metrics.loss - f.metrics.loss) <= 2 ** -8 * f.metrics.loss, "loss");
   for (const x of t.tensorsIn(r.state)) assert.equal(x.dtype === "i64" ? "f32" : x.dtype, "f32");
   t.dispose([f.state, s0, v, r.state]);
+  assert.equal(t.liveTensors(), before);
+});
+
+Deno.test("in bf16 the CLS-only attention row equals the full attention's CLS row (few tokens, small batches)", () => {
+  // libtorch 1.13's bf16 product of one query row by a few tokens is not correctly rounded (measured: up to 1.8e-4 off
+  // in these probabilities when the CLS row's products ran in bf16; 0.2 in the scores of other shapes).
+  const before = t.liveTensors();
+  using g = new t.Generator(3);
+  for (const [D, H, N] of [[64, 2, 5], [192, 3, 17], [128, 4, 10]]) {
+    const vit = vitConfig("vit_tiny", { imgSize: 16, patchSize: 8, inChans: 1, depth: 1, embedDim: D, numHeads: H });
+    const p = initViT(vit, g);
+    t.tidy(() => {
+      for (const B of [1, 3, 16]) {
+        const x = t.to(t.randn(g, [B, N, D]), "bf16"); // [B, 1 + patches, D], as norm1 gives it
+        const full = t.select(attention(p.blocks[0].attn, x, H, "bf16").attn, 2, 0); // [B, h, N]
+        const cls = t.select(attention(p.blocks[0].attn, x, H, "bf16", true).attn, 2, 0);
+        const d = Math.max(...t.toArray(t.abs(t.sub(full, cls))) as number[]);
+        assert.ok(d <= 1e-6, `D ${D}, ${H} heads, ${N} tokens, batch ${B}: ${d}`);
+      }
+    });
+    t.dispose(p);
+  }
   assert.equal(t.liveTensors(), before);
 });

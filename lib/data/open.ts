@@ -102,7 +102,8 @@ export function openDataset(spec: string, split: "train" | "test", o: OpenOption
   // A folder holds the splits where it has train/ beside val/ or test/, or nothing but split folders: the test split
   // is then val/ or test/, else train/. Otherwise its subfolders are classes for both splits (as ImageFolder reads
   // a folder), since a folder of classes may have one named "train", "val" or "test".
-  const at = (names: string[]) => names.map((d) => join(spec, d)).find(exists);
+  const at = (names: string[]) =>
+    names.map((d) => join(spec, d)).find((d) => exists(d) && Deno.statSync(d).isDirectory);
   const splits = at(["val", "test"]) && at(["train"]) ||
     folderClasses(spec).every((d) => ["train", "val", "test"].includes(d));
   const splitDir = !splits

@@ -14,7 +14,7 @@
  * using images = tidy(() => to(randint(g, 0, 256, [12, 1, 16, 16]), "u8"));
  * const labels = new Int32Array(12).map((_, i) => i % 2);
  * using data = tensorDataset(images, { labels });
- * using copies = tensorDataset(images, { labels, name: "copies" }); // a test split of the same pixels
+ * using copies = tensorDataset(images, { labels }); // a test split of the same pixels
  * const net = dinoConfig({ arch: "vit_tiny", imgSize: 16, patchSize: 8, depth: 1, inChans: 1, outDim: 32 });
  * const trained = initDino(net, g);
  * const r = await evaluateRun(trained.backbone, {
@@ -22,6 +22,10 @@
  * });
  * assert.deepEqual(Object.keys(r), ["trained", "init", "rawPixels"]);
  * assert.equal(r.rawPixels.top1, 100); // each test image's copy in the memory is its nearest neighbour
+ * const own = await evaluateRun(trained.backbone, {
+ *   net, seed: 0, train: data, test: data, transform: { size: 16, mean: [0.5], std: [0.25] }, k: 3, leaveOneOut: true,
+ * });
+ * assert.ok(own.rawPixels.top1 < 100); // each left out of its own neighbours: noise has no nearer image of its class
  * dispose(trained);
  * ```
  * @module
@@ -66,6 +70,11 @@ export interface KnnProtocol {
   onSkipped?: (files: string[], why: string) => void;
   /** Told after each batch of every pass how many images it held (for a progress display). */
   onProgress?: (images: number) => void;
+  /**
+   * The test images are the memory's own (a data set without a test split): each is left out of its own
+   * neighbours, matched by dataset item (see {@linkcode selfRows}).
+   */
+  leaveOneOut?: boolean;
 }
 
 /**
@@ -107,14 +116,13 @@ export async function knnAccuracy(
   }
 }
 
-/** Weighted k-NN of the test features by the memory's; test images that are the memory's own leave themselves out. */
+/** Weighted k-NN of the test features by the memory's, leave-one-out where the protocol says so. */
 function classify(memory: Features, queries: Features, p: KnnProtocol): KnnResult {
-  const same = p.train.name === p.test.name;
   return knnClassify(memory.features, memory.labels, queries.features, queries.labels, {
     k: p.k,
     temperature: p.temperature,
     numClasses: p.train.classes.length,
-    exclude: same ? selfRows(memory.indices, queries.indices) : undefined,
+    exclude: p.leaveOneOut ? selfRows(memory.indices, queries.indices) : undefined,
   });
 }
 

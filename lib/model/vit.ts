@@ -320,7 +320,8 @@ function projectHeads(p: LinearParams, x: Tensor, numHeads: number, dt?: LowDtyp
 /**
  * Multi-head self-attention: the output [B, Q, D] and the attention weights [B, heads, Q, N], where the
  * queries are every token (Q = N) or, with `clsOnly`, the CLS token alone (Q = 1). With a low dtype `dt`,
- * the projections and both products run in it (the output too) and the softmax in fp32.
+ * the projections and both products run in it (the output too; in bf16, the CLS row's products in fp32 on the
+ * bf16 operands, rounded after) and the softmax in fp32.
  */
 export function attention(
   p: BlockParams["attn"],
@@ -336,7 +337,7 @@ export function attention(
   // libtorch 1.13's bf16 batched product of one query row by a few tokens is not correctly rounded (up to 0.2 off,
   // where the full rows' product is right): the CLS row's products run in fp32 on the low operands, rounded after.
   const product = (a: Tensor, b: Tensor) =>
-    clsOnly && dt !== undefined ? low(matmul(fp32(low(a, dt)), fp32(low(b, dt))), dt) : lowMatmul(a, b, dt);
+    clsOnly && dt === "bf16" ? low(matmul(fp32(low(a, dt)), fp32(low(b, dt))), dt) : lowMatmul(a, b, dt);
   const scores = product(q, transpose(k, -2, -1)); // [B, h, Q, N]
   // softmax(scores / sqrt(d)) in fp32, and with a low dtype its copy in it for the product with the values
   const [attn, attnLow] = scaledSoftmax(scores, headDim ** -0.5, { low: dt !== undefined }); // [B, h, Q, N]
