@@ -29,7 +29,7 @@ import {
   weightsFile,
 } from "./flags.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
-import type { Dataset } from "../lib/data/dataset.ts";
+import { type Dataset, firstImages } from "../lib/data/mod.ts";
 import { extractFeatures, knnClassify, selfRows } from "../lib/eval/knn.ts";
 import { Bar } from "./bar.ts";
 
@@ -102,25 +102,26 @@ export async function main(args: string[]): Promise<number> {
     let t;
     ({ train, test, transform: t } = openEvalSplits("--checkpoint", o.checkpoint, model, o, "k-NN"));
     warnLimits(train, test, o);
-    const count = (ds: Dataset, limit: number) => limit > 0 ? Math.min(limit, ds.length) : ds.length;
-    const bar = new Bar("features", count(train, o.trainLimit) + count(test, o.testLimit), { unit: "image" });
+    const splits = [firstImages(train, o.trainLimit), firstImages(test, o.testLimit)];
+    const bar = new Bar("features", splits[0].length + splits[1].length, { unit: "image" });
     const features: Awaited<ReturnType<typeof extractFeatures>>[] = [];
     try {
-      for (const [ds, limit] of [[train, o.trainLimit], [test, o.testLimit]] as const) {
+      for (const ds of splits) {
         const onProgress = (n: number) => bar.tick(n);
-        features.push(await extractFeatures(model.backbone, vit, ds, t, { batchSize: o.batchSize, limit, onProgress }));
+        features.push(await extractFeatures(model.backbone, vit, ds, t, { batchSize: o.batchSize, onProgress }));
       }
       bar.finish();
-      const [a, b] = features;
+      const [a, b] = features, same = train.name === test.name;
+      const exclude = same ? selfRows(a.indices, b.indices) : undefined; // each leaves itself out
+      const memory = a.labels.length - (same ? 1 : 0);
       console.log(`k-NN on ${b.labels.length} test images, memory of ${a.labels.length} (T ${o.temperature}):`);
       for (const k of o.ks) {
         const r = knnClassify(a.features, a.labels, b.features, b.labels, {
           k,
           temperature: o.temperature,
           numClasses: train.classes.length,
-          exclude: train.name === test.name ? selfRows(a.indices, b.indices) : undefined, // each leaves itself out
+          exclude,
         });
-        const memory = a.labels.length - (train.name === test.name ? 1 : 0);
         const used = k > memory ? ` (all ${memory} of the memory)` : "";
         console.log(`  k ${String(k).padStart(3)}${used}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%`);
       }

@@ -50,7 +50,7 @@ import type { ViTConfig, ViTParams } from "../lib/model/vit.ts";
 import type { BackboneConfig, BackboneParams } from "../lib/model/backbone.ts";
 import { failure, integer, parseFlags, UsageError } from "./flags.ts";
 import { Bar } from "./bar.ts";
-import { runKind } from "./run_folder.ts";
+import { configKind } from "./run_folder.ts";
 
 const HELP = `usage: deno task report --run DIR [options]
 
@@ -92,7 +92,7 @@ function parse(args: string[]) {
   if (!exists(join(v.run, "metrics.jsonl"))) {
     throw new UsageError(`--run ${v.run} holds no metrics.jsonl: not a training run's output folder`);
   }
-  const config = readJson(join(v.run, "config.json")), kind = runKind(v.run);
+  const config = readJson(join(v.run, "config.json")), kind = configKind(config);
   if (config && kind !== "train") {
     throw new UsageError(
       `--run ${v.run} is ${

@@ -55,12 +55,15 @@ export type RunKind = "train" | "linear" | "finetune";
  * ```
  */
 export function runKind(dir: string): RunKind | undefined {
-  let config: Record<string, unknown>;
   try {
-    config = JSON.parse(Deno.readTextFileSync(join(dir, "config.json")));
+    return configKind(JSON.parse(Deno.readTextFileSync(join(dir, "config.json"))));
   } catch {
     return undefined;
   }
+}
+
+/** Which command wrote a run's config.json, by the settings it records (undefined: none of these). */
+export function configKind(config: unknown): RunKind | undefined {
   if (typeof config !== "object" || config === null) return undefined;
   return "outDim" in config
     ? "train"
