@@ -13,8 +13,10 @@
  * `<output-dir>/<index>.<stem>/`: `img.png` (the image as the network saw it), `attn-head<j>.png`,
  * `mask_th<threshold>_head<j>.png` (the official names) and `grid.png`.
  *
- * Images are resized so that the short side is `--image-size` (aspect kept), then each side to its nearest
- * multiple of the patch size, and normalised as the weights were trained (the checkpoint's normalisation, else
+ * Images are prepared as the official script prepares them (`attentionImage`): torchvision's `Resize` with PIL's
+ * bilinear filter, to a short side of `--image-size N` (aspect kept; the default, 480) or to `--image-size H,W`
+ * (the official default is 480,480, which squashes a non-square image), then cut at the bottom and right to
+ * multiples of the patch size; and normalised as the weights were trained (the checkpoint's normalisation, else
  * ImageNet's; 0.5 / 0.5 for 1-channel weights without one). They are decoded with the weights' channels
  * (grayscale for a Fashion-MNIST checkpoint).
  *
@@ -42,7 +44,13 @@ import {
   writeFileAtomic,
   writeImage,
 } from "../mod.ts";
-import { attentionMaps, defaultNormalization, type Normalization, renderAttention } from "../lib/eval/attention.ts";
+import {
+  attentionImage,
+  attentionMaps,
+  defaultNormalization,
+  type Normalization,
+  renderAttention,
+} from "../lib/eval/attention.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import {
@@ -69,8 +77,9 @@ options:
   --image PATH          an image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM); repeat for more (required)
   --output-dir DIR      where the pictures and attention.safetensors go; made if missing (required)
 ${modelHelp()}
-  --image-size N        the short side images are resized to, 1 to 8192 (default 480); each side is
-                        then made the nearest multiple of the patch size
+  --image-size N|H,W    the short side images are resized to (aspect kept), or their height and width,
+                        1 to 8192 (default 480; the official default squashes to 480,480); PIL's
+                        bilinear filter, then the bottom and right cut to multiples of the patch size
   --threshold T         the share of each head's attention its mask keeps, in (0, 1] (default 0.6)
   --max-image-pixels N  largest image (width x height) decoded
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
@@ -90,6 +99,14 @@ function imageFile(path: string): string {
   if (info.isDirectory) throw new UsageError(`--image ${path} is a folder; name image files`);
   if (!info.isFile) throw new UsageError(`--image ${path} is not a regular file`);
   return path;
+}
+
+/** `--image-size`: one number (the short side) or `H,W`, as the official `--image_size` takes one or two. */
+function imageSize(v: string): number | [number, number] {
+  const parts = v.split(",");
+  if (parts.length === 1) return integer("--image-size", v, 1, 8192);
+  if (parts.length !== 2) throw new UsageError(`--image-size takes N (the short side) or H,W, got "${v}"`);
+  return [integer("--image-size", parts[0].trim(), 1, 8192), integer("--image-size", parts[1].trim(), 1, 8192)];
 }
 
 function parse(args: string[]) {
@@ -113,7 +130,7 @@ function parse(args: string[]) {
   const maxPixels = v["max-image-pixels"];
   return {
     ...modelOptions(v),
-    imageSize: integer("--image-size", v["image-size"], 1, 8192),
+    imageSize: imageSize(v["image-size"]),
     threshold,
     maxImagePixels: maxPixels === undefined ? defaultMaxImagePixels() : integer("--max-image-pixels", maxPixels, 1),
     weights: weightsFile("--weights", v.weights),
@@ -155,16 +172,19 @@ export async function main(args: string[]): Promise<number> {
     // Every image decodes before anything is computed or written.
     const images: Tensor[] = [];
     for (const path of o.images) {
-      const r = await decodeImage(path, {
-        side: o.imageSize,
-        multiple: P,
-        channels: C as 1 | 3,
-        maxPixels: o.maxImagePixels,
-      });
+      const r = await decodeImage(path, { channels: C as 1 | 3, maxPixels: o.maxImagePixels }); // its own size
       if (!r.image) throw new Error(`--image ${path}: ${r.reason}`);
-      images.push(r.image);
-      owned.push(r.image);
-      const [, H, W] = r.image.shape;
+      let image: Tensor;
+      try {
+        image = attentionImage(r.image, o.imageSize, P);
+      } catch (e) {
+        throw new UsageError(`--image ${path}: ${e instanceof Error ? e.message : e} (--image-size)`);
+      } finally {
+        r.image.dispose();
+      }
+      images.push(image);
+      owned.push(image);
+      const [, H, W] = image.shape;
       const tokens = (H / P) * (W / P) + 1;
       const bytes = vit.numHeads * tokens * tokens * 4;
       if (bytes > MAX_ATTENTION_BYTES) {

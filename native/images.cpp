@@ -738,6 +738,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     over_budget(why, w, h, max_pixels);
     return;
   }
+  const bool as_is = side == 0;  // decode_image's "its own size": no resampling
+  if (as_is) side = std::min(w, h);
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.
   const double s = static_cast<double>(side) / std::min(w, h);
   Axis ax, ay;
@@ -747,8 +749,13 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     auto snap = [&](double x) { return std::max<double>(multiple, std::round(x / multiple) * multiple); };
     const double fw = snap(w * s), fh = snap(h * s);
     if (!(fw <= kMaxSide && fh <= kMaxSide)) {
-      std::snprintf(why, kReason, "%d x %d resized to a short side of %d would be %.0f x %.0f, past the largest side %d",
-                    w, h, side, fw, fh, kMaxSide);
+      if (as_is) {
+        std::snprintf(why, kReason, "%d x %d has a side past the largest side %d decoded whole", w, h, kMaxSide);
+      } else {
+        std::snprintf(why, kReason,
+                      "%d x %d resized to a short side of %d would be %.0f x %.0f, past the largest side %d", w, h,
+                      side, fw, fh, kMaxSide);
+      }
       return;
     }
     ow = static_cast<int>(fw);
@@ -950,11 +957,11 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
   if (!reasons.empty()) std::memcpy(reasons_t.data_ptr(), reasons.data(), reasons.size());
   return {bad.empty() ? out : out.index_select(0, good_t), good_t, bad_t, reasons_t};
 }
-// Decodes one whole file, its aspect kept (decode_one with `multiple` >= 1): [image u8 [C, H, W], reason u8]; when
-// the file cannot be decoded the image is empty and the reason (no NUL) says why.
+// Decodes one whole file, its aspect kept (decode_one with `multiple` >= 1; `side` 0: its own size): [image u8
+// [C, H, W], reason u8]; when the file cannot be decoded the image is empty and the reason (no NUL) says why.
 static std::vector<at::Tensor> decode_image(const char* path, int side, int multiple, int channels,
                                             double max_pixels) {
-  if (side <= 0 || side > kMaxSide) throw std::runtime_error("decode side must be in 1.." + std::to_string(kMaxSide));
+  if (side < 0 || side > kMaxSide) throw std::runtime_error("decode side must be in 0.." + std::to_string(kMaxSide));
   if (multiple <= 0 || multiple > kMaxSide) {
     throw std::runtime_error("decode multiple must be in 1.." + std::to_string(kMaxSide));
   }

@@ -17,7 +17,10 @@ Written:
                               reads it (for the test's crops one pixel off); <name>.cropped: CenterCrop(56) of it;
                               <name>.cropped96: Resize(110) + CenterCrop(96), the ratio at another size;
                               fixed28.resized: u8 [1, 24, 24], Resize(24, bicubic) of a 28 x 28 gray image, as
-                              evaluating a 21 px network on Fashion-MNIST's 28 px images takes it
+                              evaluating a 21 px network on Fashion-MNIST's 28 px images takes it;
+                              <name>.attention: visualize_attention.py's preparation, Resize(40) (its default
+                              filter, bilinear) then img[:, :h - h % 8, :w - w % 8] (patch 8), and
+                              <name>.attention_hw: the same with Resize((44, 70)) (the official --image_size H W)
 """
 import os
 import sys
@@ -69,6 +72,10 @@ def main():
         tensors[f"{name}.resized"] = u8(resized)
         tensors[f"{name}.cropped"] = u8(T.CenterCrop(SIDE * 224 // 256)(resized))
         tensors[f"{name}.cropped96"] = u8(T.CenterCrop(96)(T.Resize(110, interpolation=T.InterpolationMode.BICUBIC)(image)))
+        for key, size in (("attention", 40), ("attention_hw", (44, 70))):
+            resized = u8(T.Resize(size)(image))  # visualize_attention.py: Resize(args.image_size), bilinear
+            h, w = resized.shape[1] - resized.shape[1] % 8, resized.shape[2] - resized.shape[2] % 8
+            tensors[f"{name}.{key}"] = resized[:, :h, :w].contiguous()
     # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
     path = os.path.join(folder, "fixed28.png")
     picture(28, 28, 99).convert("L").save(path, optimize=True)

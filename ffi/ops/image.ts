@@ -161,8 +161,9 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
 
 /** Options of {@linkcode decodeImage}. */
 export interface DecodeImageOptions {
-  /** The short side the image is resized to, its aspect kept (before each side is snapped to `multiple`). */
-  side: number;
+  /** The short side the image is resized to, its aspect kept (before each side is snapped to `multiple`); by
+   * default the image's own size, not resampled. */
+  side?: number;
   /** Each side of the result is the nearest multiple of this, at least one (default 1: no snapping). */
   multiple?: number;
   /** 3 (RGB, the default) or 1 (grayscale). */
@@ -176,8 +177,8 @@ export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: und
 
 /**
  * Decodes one whole image file, its aspect kept: the short side is resized to `side` (the filter of
- * {@linkcode decodeImages}), then each side to its nearest multiple of `multiple`, giving u8 [C, H, W]. Nothing
- * is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
+ * {@linkcode decodeImages}; without `side`, the image keeps its own size), then each side to its nearest multiple
+ * of `multiple`, giving u8 [C, H, W]. Nothing is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
  * elongated that a side would pass 16384) gives its reason instead, never an exception; the same defences
  * against hostile files apply as in {@linkcode decodeImages}. Decoding runs off the JavaScript thread.
  *
@@ -191,14 +192,16 @@ export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: und
  * const r = await decodeImage(path, { side: 60, multiple: 8 }); // 60 x 100, then to multiples of 8
  * assert.deepEqual(r.image?.shape, [3, 64, 104]);
  * r.image?.dispose();
+ * using whole = (await decodeImage(path)).image; // its own size, pixel for pixel
+ * assert.deepEqual(whole?.shape, [3, 30, 50]);
  * assert.match((await decodeImage(path + ".missing", { side: 60 })).reason ?? "", /cannot open/);
  * Deno.removeSync(path);
  * ```
  */
-export async function decodeImage(path: string, o: DecodeImageOptions): Promise<DecodedImage> {
+export async function decodeImage(path: string, o: DecodeImageOptions = {}): Promise<DecodedImage> {
   const { side, multiple = 1, channels = 3 } = o;
   const maxPixels = o.maxPixels ?? defaultMaxImagePixels();
-  for (const [name, v] of [["side", side], ["multiple", multiple]] as const) {
+  for (const [name, v] of [["side", side ?? 1], ["multiple", multiple]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > MAX_SIDE) {
       throw new RangeError(`decodeImage: ${name} must be an integer in 1..${MAX_SIDE}, got ${v}`);
     }
@@ -209,7 +212,8 @@ export async function decodeImage(path: string, o: DecodeImageOptions): Promise<
   }
   if (path.includes("\0")) throw new TypeError(`decodeImage: the path holds a NUL character: ${JSON.stringify(path)}`);
   const c = newContext();
-  const list = await native.decode_image(c, new TextEncoder().encode(path + "\0"), side, multiple, channels, maxPixels);
+  const path0 = new TextEncoder().encode(path + "\0");
+  const list = await native.decode_image(c, path0, side ?? 0, multiple, channels, maxPixels); // 0: its own size
   const [image, why] = wrapList(list, "decodeImage", c);
   try {
     if (why.shape[0] === 0) return { image };

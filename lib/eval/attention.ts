@@ -39,6 +39,7 @@ import {
   gather,
   gt,
   indexSelect,
+  interpolate,
   mean,
   minimum,
   mul,
@@ -221,6 +222,63 @@ export interface AttentionOptions {
   normalization?: Normalization;
   /** The share of each head's attention mass its mask keeps, in (0, 1] (default 0.6, as the DINO paper). */
   threshold?: number;
+}
+
+/**
+ * The size torchvision's `Resize(size)` gives an image of `height` x `width`: with one number the short side
+ * becomes it and the long side int(size * long / short); with [height, width], exactly that.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resizedSize } from "./attention.ts";
+ * assert.deepEqual(resizedSize(427, 640, 480), [480, 719]); // int(719.43)
+ * assert.deepEqual(resizedSize(427, 640, [480, 480]), [480, 480]);
+ * ```
+ */
+export function resizedSize(height: number, width: number, size: number | readonly [number, number]): [number, number] {
+  if (typeof size !== "number") return [size[0], size[1]];
+  const long = Math.trunc((size * Math.max(height, width)) / Math.min(height, width));
+  return width <= height ? [long, size] : [size, long];
+}
+
+/**
+ * An image as the official `visualize_attention.py` prepares it, u8 [C, H, W] in and out: torchvision's
+ * `Resize(size)` (see {@linkcode resizedSize}) with its default filter, PIL's antialiased bilinear (here
+ * libtorch's, which follows PIL's, rounded to 8 bits after the horizontal and after the vertical pass as PIL
+ * does), then the bottom rows and right columns past the last multiple of the patch size cut off.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { full, tidy } from "../../mod.ts";
+ * import { attentionImage } from "./attention.ts";
+ * using photo = full([3, 427, 640], 128, { dtype: "u8" });
+ * const shape = tidy(() => attentionImage(photo, 480, 16).shape); // 480 x 719, cut to 480 x 704
+ * assert.deepEqual(shape, [3, 480, 704]);
+ * ```
+ */
+export function attentionImage(image: Tensor, size: number | readonly [number, number], patchSize: number): Tensor {
+  if (image.ndim !== 3 || image.dtype !== "u8") {
+    throw new TypeError(`attentionImage takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
+  }
+  const [, H, W] = image.shape;
+  const [h, w] = resizedSize(H, W, size);
+  const rows = h - (h % patchSize), cols = w - (w % patchSize);
+  if (rows === 0 || cols === 0) {
+    throw new RangeError(
+      `a ${W} x ${H} image resized to ${w} x ${h} is smaller than one patch (${patchSize} pixels) on a side: ` +
+        "give a larger image size",
+    );
+  }
+  return tidy(() => {
+    const pass = (x: Tensor, to8: [number, number]) =>
+      to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode: "bilinear", antialias: true }), 0, 255)), "u8");
+    let x = unsqueeze(image, 0); // [1, C, H, W]
+    if (w !== W) x = pass(x, [H, w]);
+    if (h !== H) x = pass(x, [h, w]);
+    return slice(slice(select(x, 0, 0), 1, 0, rows), 2, 0, cols);
+  });
 }
 
 /** The arrays of one image: what {@linkcode attentionMaps} returns. */
