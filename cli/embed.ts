@@ -4,7 +4,7 @@
  * `features` [N, D], `indices` [N] (each row's item of the split, in its
  * order: unreadable files leave no row) and, when known, `labels` [N]. The
  * metadata records the preprocessing (size, mean, std), the weights and the
- * split.
+ * split, and for an image folder `files`: each row's file, relative to it.
  *
  * Exit codes: 0 written, 1 a run-time failure (unreadable data), 2 a bad flag,
  * value, path or weights file (one line on stderr). `--out` is checked before
@@ -17,6 +17,7 @@
  * ```
  * @module
  */
+import { relative } from "node:path";
 import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
@@ -41,7 +42,8 @@ import {
 const HELP = `usage: deno task embed --weights FILE --data DATA --out FILE [options]
 
 Writes features [N, D] (CLS after the final norm), indices [N] (each row's item of the split: unreadable files
-leave no row) and labels [N] of a dataset split.
+leave no row) and labels [N] of a dataset split; for an image folder, the metadata's "files" names each row's file
+(a JSON list, relative to --data).
 
 options:
   --weights FILE        a checkpoint of this project, or official weights (.pth as published, or .safetensors) (required)
@@ -170,10 +172,12 @@ export async function main(args: string[]): Promise<number> {
         data: o.data,
         split: o.split,
         classes: JSON.stringify(ds.classes),
+        ...(ds.files ? { files: JSON.stringify(Array.from(indices, (i) => relative(o.data, ds!.files![i]))) } : {}),
         [model.resnet ? "resnet" : "vit"]: JSON.stringify(vit),
       });
       const labelled = ds.labels ? `, labels [${labels.length}]` : "";
-      console.log(`wrote ${o.out}: features [${features.shape}], indices [${indices.length}]${labelled}`);
+      const named = ds.files ? ", files (metadata)" : "";
+      console.log(`wrote ${o.out}: features [${features.shape}], indices [${indices.length}]${labelled}${named}`);
     } finally {
       features.dispose();
     }

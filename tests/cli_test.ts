@@ -368,6 +368,7 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   assert.equal(some.value, 0, some.err);
   const h = readSafetensors(out);
   assert.deepEqual([h.tensors.features.shape, t.toArray(h.tensors.indices)], [[2, 192], [0, 2]]);
+  assert.deepEqual(JSON.parse(h.metadata.files), ["a.png", "c.png"]);
   t.dispose(h.tensors);
   // Class folders without train/ and val/: k-NN says that it measures the training images themselves.
   for (const c of ["a", "b"]) Deno.mkdirSync(join(photos, c));

@@ -50,6 +50,8 @@ export interface Dataset extends Disposable {
   readonly size: number;
   /** Every item's label (-1 when unknown), or undefined when unlabeled. */
   readonly labels: Int32Array | undefined;
+  /** Every item's file, for datasets of one file an image (image folders); undefined otherwise. */
+  readonly files?: readonly string[];
   /** Loads the items at `indices`. */
   load(indices: readonly number[]): Promise<Batch>;
   /** Frees the dataset's tensors. */

@@ -182,6 +182,7 @@ export interface FolderOptions {
  * }
  * using ds = imageFolder(dir, { side: 4 });
  * assert.deepEqual([ds.classes, [...ds.labels!]], [["cat", "dog"], [0, 0, 1]]);
+ * assert.deepEqual(ds.files, ["cat/1.png", "cat/2.png", "dog/1.png"].map((f) => join(dir, f)));
  * Deno.removeSync(dir, { recursive: true });
  * ```
  */
@@ -238,6 +239,7 @@ export function imageFolder(root: string, o: FolderOptions): Dataset {
     channels,
     size: o.crop ?? o.side,
     labels,
+    files,
     async load(indices) {
       const r = await decodeImages(indices.map((i) => files[i]), {
         side: o.side,
