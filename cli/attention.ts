@@ -9,7 +9,7 @@
  * - `<index>.<stem>.masks`: u8 [heads, H, W], 1 inside the head's mask
  *
  * where `<index>` is the image's place among the `--image` flags (from 0) and `<stem>` its file name without
- * the extension (characters other than letters, digits, `_` and `-` made `_`). The pictures go to
+ * the extension (characters other than letters and digits of any script, `_` and `-` made `_`). The pictures go to
  * `<output-dir>/<index>.<stem>/`: `img.png` (the image as the network saw it), `attn-head<j>.png`,
  * `mask_th<threshold>_head<j>.png` (the official names) and `grid.png`.
  *
@@ -141,7 +141,7 @@ function parse(args: string[]) {
 
 /** `<index>.<stem>`: the image's name in the outputs. */
 function imageKey(index: number, path: string): string {
-  const stem = basename(path, extname(path)).replace(/[^A-Za-z0-9_-]/g, "_");
+  const stem = basename(path, extname(path)).replace(/[^\p{L}\p{N}_-]/gu, "_");
   return `${index}.${stem || "image"}`;
 }
 

@@ -175,19 +175,33 @@ Deno.test("deno task attention: a 1-channel checkpoint of this project (its norm
   saveCheckpoint(ckpt, state, { config, channels: 1, epoch: 1, normalization: { mean: [0.286], std: [0.353] } });
   t.dispose(state);
   const before = t.liveTensors();
+  const named = join(tmp, "sandale é.png"); // letters of any script stay in the outputs' names
+  Deno.copyFileSync(RGB, named);
   for (const key of ["teacher", "student"]) {
     const dir = join(tmp, key);
     const r = await captured(() =>
-      attention(["--weights", ckpt, "--checkpoint-key", key, "--image", RGB, "--image-size", "28", "--output-dir", dir])
+      attention([
+        "--weights",
+        ckpt,
+        "--checkpoint-key",
+        key,
+        "--image",
+        named,
+        "--image-size",
+        "28",
+        "--output-dir",
+        dir,
+      ])
     );
     assert.equal(r.value, 0, r.err);
+    assert.ok(t.exists(join(dir, "0.sandale_é", "grid.png")));
     const { tensors, metadata } = readSafetensors(join(dir, "attention.safetensors"));
-    const a = tensors["0.png-rgb8.attentions"];
+    const a = tensors["0.sandale_é.attentions"];
     assert.equal(Math.min(a.shape[1], a.shape[2]), 28); // already a multiple of the patch size 7
     assert.equal(a.shape[0], networkConfig(config, 1).vit!.numHeads);
     assert.deepEqual(JSON.parse(metadata.normalization), { mean: [0.286], std: [0.353] });
     t.dispose(tensors);
-    assert.match(r.out, /0\.png-rgb8: \d+ x \d+, \d+ heads/);
+    assert.match(r.out, /0\.sandale_é: \d+ x \d+, \d+ heads/);
   }
   const bad = await captured(() =>
     attention(["--weights", ckpt, "--checkpoint-key", "bogus", "--image", RGB, "--output-dir", join(tmp, "bad")])
