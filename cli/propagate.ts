@@ -9,8 +9,10 @@
  * similarity), F (contour accuracy) and J&F are printed per object and on average, beside those of copying the
  * first mask to every frame, and saved to `<output-dir>/scores.json`.
  *
- * Frames are read in name order, resized so that the short side is `--image-size` (aspect kept, each side then
- * the nearest multiple of the patch size) and normalised as the weights were trained.
+ * Frames are read in name order and prepared as the official `read_frame` does (`davisFrame`): the short side
+ * resized to `--image-size` (480) and the long side to the multiple of 64 below its share, with OpenCV's bilinear
+ * filter, then cut at the bottom and right to multiples of the patch size; and normalised as the weights were
+ * trained.
  *
  * Exit codes: 0 written, 1 a run-time failure (a frame stb cannot decode), 2 a bad flag, value, path, weights
  * file or input (frames of different sizes, a mask whose size differs from the frames', a mask PNG without a
@@ -49,7 +51,7 @@ import {
   type Palette,
   resizeLabels,
 } from "../lib/eval/masks.ts";
-import { LabelPropagator, labelsFromSoft, oneHotLabels, patchFeatures } from "../lib/eval/propagate.ts";
+import { davisFrame, LabelPropagator, labelsFromSoft, oneHotLabels, patchFeatures } from "../lib/eval/propagate.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   failure,
@@ -85,8 +87,8 @@ ${modelHelp(32)}
   --n-last-frames N             previous frames each frame looks back at, besides the first, 0 to 100 (default 7)
   --size-mask-neighborhood N    half-width in patches of the window labels come from, 0 for none (default 12)
   --topk N                      largest affinities kept per patch, 1 to 1000 (default 5)
-  --image-size N                short side the frames are resized to, 1 to 8192 (default 480); each side is
-                                then the nearest multiple of the patch size
+  --image-size N                short side the frames are resized to, 1 to 8192 (default 480); the long
+                                side is floored to a multiple of 64, as the official read_frame does
   --max-image-pixels N          largest frame (width x height) decoded
                                 (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help                    this help`;
@@ -244,6 +246,12 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     const frames = listFrames(o.frames);
+    if (o.annotations && frames.length < 3) {
+      throw new UsageError(
+        `--annotations: DAVIS scores neither the first frame nor the last, and --frames ${o.frames} has ` +
+          `${frames.length}: give 3 frames or more, or drop --annotations`,
+      );
+    }
     const size = sizeOf("--frames", frames[0]);
     for (const f of frames.slice(1)) {
       const s = sizeOf("--frames", f);
@@ -263,7 +271,11 @@ export async function main(args: string[]): Promise<number> {
           `give the first frame's mask at the frames' size`,
       );
     }
-    const classes = toArray(first.labels).reduce((m, v) => Math.max(m, v), 0) + 1;
+    const labelsOfFirst = toArray(first.labels);
+    const classes = labelsOfFirst.reduce((m, v) => Math.max(m, v), 0) + 1;
+    // DAVIS's objects: 1 to the largest label other than 255 (void), which the official script propagates as a label
+    const objects = labelsOfFirst.reduce((m, v) => v === 255 ? m : Math.max(m, v), 0);
+    const voidNote = classes === 256 ? " and void (255), propagated as a label as the official script does" : "";
     const truths: Tensor[] = [];
     if (o.annotations) {
       for (const f of frames) {
@@ -290,14 +302,16 @@ export async function main(args: string[]): Promise<number> {
     const stage = staging.path;
 
     const features = async (path: string) => {
-      const r = await decodeImage(path, {
-        side: o.imageSize,
-        multiple: P,
-        channels: C as 1 | 3,
-        maxPixels: o.maxImagePixels,
-      });
+      const r = await decodeImage(path, { channels: C as 1 | 3, maxPixels: o.maxImagePixels }); // its own size
       if (!r.image) throw new Error(`--frames ${path}: ${r.reason}`);
-      using image = r.image;
+      using decoded = r.image;
+      let image: Tensor;
+      try {
+        image = davisFrame(decoded, o.imageSize, P);
+      } catch (e) {
+        throw new UsageError(`--frames ${path}: ${e instanceof Error ? e.message : e} (--image-size)`);
+      }
+      using _image = image;
       const [, H, W] = image.shape;
       return { f: tidy(() => patchFeatures(backbone, vit, normalizeImage(image, norm))), h: H / P, w: W / P };
     };
@@ -323,7 +337,7 @@ export async function main(args: string[]): Promise<number> {
       });
       console.log(
         `${frames.length} frames of ${shown(size)}, seen at ${shown([h * P, w * P])} (${w} x ${h} patches of ${P}); ` +
-          `${classes - 1} object(s)`,
+          `${objects} object(s)${voidNote}`,
       );
     }
     for (const path of frames.slice(1)) {

@@ -20,11 +20,15 @@ Written:
                               evaluating a 21 px network on Fashion-MNIST's 28 px images takes it;
                               <name>.attention: visualize_attention.py's preparation, Resize(40) (its default
                               filter, bilinear) then img[:, :h - h % 8, :w - w % 8] (patch 8), and
-                              <name>.attention_hw: the same with Resize((44, 70)) (the official --image_size H W)
+                              <name>.attention_hw: the same with Resize((44, 70)) (the official --image_size H W);
+                              <name>.davis: eval_video_segmentation.py's read_frame at a short side of 100 (its
+                              480, scaled down): cv2.imread, cv2.resize to the long side floored to a multiple of
+                              64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
 """
 import os
 import sys
 
+import cv2
 import numpy as np
 import torch
 import torchvision
@@ -58,6 +62,22 @@ def picture(w, h, seed):
     return img
 
 
+DAVIS_SIDE = 100
+
+
+def read_frame_u8(path, side):
+    """eval_video_segmentation.py's read_frame up to its float conversion: the u8 RGB frame it resizes."""
+    img = cv2.imread(path)
+    ori_h, ori_w, _ = img.shape
+    if ori_h > ori_w:
+        tw = side
+        th = int(((side * ori_h) / ori_w // 64) * 64)
+    else:
+        th = side
+        tw = int(((side * ori_w) / ori_h // 64) * 64)
+    return np.ascontiguousarray(cv2.resize(img, (tw, th))[:, :, ::-1])
+
+
 def main():
     folder = os.path.join(OUT, "resize")
     os.makedirs(folder, exist_ok=True)
@@ -76,6 +96,7 @@ def main():
             resized = u8(T.Resize(size)(image))  # visualize_attention.py: Resize(args.image_size), bilinear
             h, w = resized.shape[1] - resized.shape[1] % 8, resized.shape[2] - resized.shape[2] % 8
             tensors[f"{name}.{key}"] = resized[:, :h, :w].contiguous()
+        tensors[f"{name}.davis"] = torch.from_numpy(read_frame_u8(path, DAVIS_SIDE)).permute(2, 0, 1).contiguous()
     # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
     path = os.path.join(folder, "fixed28.png")
     picture(28, 28, 99).convert("L").save(path, optimize=True)

@@ -8,6 +8,8 @@ import * as t from "../mod.ts";
 import { assertClose, captured } from "./helpers.ts";
 import { main as propagate } from "../cli/propagate.ts";
 import {
+  davisFrame,
+  davisFrameSize,
   LabelPropagator,
   labelsFromSoft,
   neighborhoodMask,
@@ -69,6 +71,34 @@ Deno.test("propagation equals the official eval_video_segmentation.py loop on th
   assert.equal(t.liveTensors(), before);
 });
 
+Deno.test("frames are prepared as the official read_frame: cv2.resize to the long side floored to 64, within a level", async () => {
+  const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
+  try {
+    for (const name of ["wide", "tall", "half", "even", "square", "small", "odd"]) {
+      const decoded = await t.decodeImage(join(FIXTURES, "resize", `${name}.png`));
+      assert.ok(decoded.image, decoded.reason);
+      using image = decoded.image;
+      const want = tensors[`${name}.davis`];
+      const [, H, W] = image.shape;
+      assert.deepEqual(davisFrameSize(H, W, 100), want.shape.slice(1), name);
+      using got = davisFrame(image, 100, 1);
+      const a = t.toArray(got), b = t.toArray(want);
+      const diff = a.map((v, i) => Math.abs(v - b[i]));
+      const mean = diff.reduce((x, y) => x + y, 0) / diff.length;
+      // OpenCV's weights are fixed point (11 bits): a rounding one level off now and then (means 0-0.10 here).
+      assert.ok(Math.max(...diff) <= 1 && mean < 0.15, `${name}: max ${Math.max(...diff)}, mean ${mean}`);
+      using cut = davisFrame(image, 100, 7); // the patch embedding's stride leaves the rest out
+      assert.deepEqual(cut.shape.slice(1), want.shape.slice(1).map((n) => n - (n % 7)));
+      assert.deepEqual(
+        t.toArray(cut),
+        t.tidy(() => t.toArray(t.slice(t.slice(got, 1, 0, cut.shape[1]), 2, 0, cut.shape[2]))),
+      );
+    }
+  } finally {
+    t.dispose(tensors);
+  }
+});
+
 Deno.test("J and F equal the official davis2017-evaluation db_eval_iou and f_measure", () => {
   const before = t.liveTensors();
   const { tensors: fx } = readSafetensors(join(FIXTURES, "propagate.safetensors"));
@@ -101,6 +131,19 @@ Deno.test("boundaryMap, neighborhoodMask and davisScores on hand-made cases", ()
     const a = t.tensor([[1, 1, 0, 2]], { dtype: "u8" });
     const s = davisScores([a, a, a, a], [a, a, a, a]);
     assert.deepEqual([s.frames, s.objects.map((o) => o.object), s.J, s.F, s.JF], [[1, 2], [1, 2], 1, 1, 1]);
+    // PIL's NEAREST picks, summed a step at a time: 854 -> 53 takes 426 at 26 where (26 + 0.5) 854 / 53 is 427
+    const row = t.reshape(t.arange(0, 854), [1, 854]);
+    assert.deepEqual(t.toArray(resizeLabels(row, 1, 53)).slice(24, 29), [394, 410, 426, 443, 459]);
+    assert.deepEqual(t.toArray(resizeLabels(t.reshape(t.arange(0, 104), [1, 104]), 1, 100)).slice(10, 14), [
+      10,
+      11,
+      12,
+      14,
+    ]);
+    // 255 in a true mask counts as background, as the official semi-supervised evaluation passes no void masks
+    const truth = t.tensor([[1, 255, 0, 2]], { dtype: "u8" }), pred = t.tensor([[1, 1, 0, 2]], { dtype: "u8" });
+    assert.equal(davisScores([pred, pred, pred], [truth, truth, truth]).objects[0].J, 0.5);
+    assert.throws(() => davisScores([a, a], [a, a]), /a video of 2 frame\(s\) has none to score/);
   });
 });
 
@@ -244,6 +287,11 @@ Deno.test("deno task propagate: bad input is one line, exit 2, nothing written",
     ],
     [[...base, "--frames", three, "--first-mask", join(FRAMES, "00000.jpg")], /not a readable PNG/],
     [[...base, "--frames", empty, "--first-mask", FIRST], /--frames .* holds no frames/],
+    [
+      [...base, "--frames", copyFrames(2), "--first-mask", FIRST, "--annotations", ANNOTATIONS],
+      /--annotations: DAVIS scores neither the first frame nor the last, and --frames .* has 2: give 3 frames or more/,
+    ],
+    [[...base, "--frames", three, "--first-mask", FIRST, "--image-size", "4"], /smaller than one patch \(8 pixels\)/],
     [[...base, "--frames", join(tmp, "nowhere"), "--first-mask", FIRST], /--frames .*nowhere: no such folder/],
     [[...base, "--frames", three, "--first-mask", join(tmp, "none.png")], /--first-mask .*none\.png: no such file/],
     [[...base, "--frames", three, "--first-mask", partial], /--first-mask .* is a folder; name the first frame's mask/],

@@ -200,7 +200,8 @@ export function encodeIndexedPng(labels: Tensor, palette: Palette): Uint8Array<A
 
 /**
  * Resizes a label map [h, w] (any dtype) to [H, W] as PIL's `Image.resize(size, Image.NEAREST)`: output pixel
- * (y, x) takes input pixel (floor((y + 0.5) h / H), floor((x + 0.5) w / W)). No label is blended.
+ * (y, x) takes input pixel (about (y + 0.5) h / H, (x + 0.5) w / W, truncated: summed a step at a time from the
+ * first centre in double, as PIL does, so that every pick is PIL's). No label is blended.
  *
  * @example
  * ```ts
@@ -220,8 +221,13 @@ export function resizeLabels(labels: Tensor, H: number, W: number): Tensor {
   const [h, w] = labels.shape;
   if (h === H && w === W) return tidy(() => add(labels, 0));
   const index = (n: number, N: number) => {
-    const scale = n / N;
-    return tensor(BigInt64Array.from({ length: N }, (_, i) => BigInt(Math.min(n - 1, Math.floor((i + 0.5) * scale)))));
+    // PIL (ImagingScaleAffine) adds the step to the first centre one output pixel at a time, in double, and
+    // truncates: (i + 0.5) n / N computed at once lands on the other side of a whole number now and then (854 to 53
+    // at 26).
+    const step = n / N, picks = new BigInt64Array(N);
+    let at = step * 0.5;
+    for (let i = 0; i < N; i++, at += step) picks[i] = BigInt(Math.min(n - 1, Math.trunc(at)));
+    return tensor(picks);
   };
   return tidy(() => indexSelect(indexSelect(labels, 0, index(h, H)), 1, index(w, W)));
 }
@@ -405,9 +411,10 @@ export interface DavisScores {
 
 /**
  * The DAVIS 2017 semi-supervised scores of a segmented video: `predictions` and `truths` are u8 [H, W] label
- * maps, one per frame; the objects are the labels 1 to the largest label of the first true mask; 255 in a true
- * mask is void (left out of both scores); the first frame (given) and the last are not scored, as the official
- * evaluation. Videos of fewer than 3 frames score every frame.
+ * maps, one per frame; the objects are the labels 1 to the largest label of the first true mask (other than
+ * 255); the first frame (given) and the last are not scored, so a video needs 3 frames at least. As the official
+ * semi-supervised evaluation (`_evaluate_semisupervised(..., None, ...)`), 255 in a true mask (void) counts as
+ * background: a prediction there is a false positive.
  *
  * @example
  * ```ts
@@ -427,7 +434,12 @@ export function davisScores(predictions: readonly Tensor[], truths: readonly Ten
     );
   }
   const T = truths.length;
-  const frames = T < 3 ? [...Array(T).keys()] : Array.from({ length: T - 2 }, (_, i) => i + 1);
+  if (T < 3) {
+    throw new RangeError(
+      `davisScores: DAVIS scores neither the first frame nor the last, so a video of ${T} frame(s) has none to score`,
+    );
+  }
+  const frames = Array.from({ length: T - 2 }, (_, i) => i + 1);
   const first = toArray(truths[0]).filter((v) => v !== 255);
   const count = first.reduce((m, v) => Math.max(m, v), 0);
   const objects: ObjectScores[] = [];
@@ -435,11 +447,8 @@ export function davisScores(predictions: readonly Tensor[], truths: readonly Ten
   for (let object = 1; object <= count; object++) {
     const JPerFrame: number[] = [], FPerFrame: number[] = [];
     for (const f of frames) {
-      tidy(() => {
-        const voids = eq(truths[f], 255);
-        JPerFrame.push(regionSimilarity(predictions[f], truths[f], object, voids));
-        FPerFrame.push(contourAccuracy(predictions[f], truths[f], object, voids));
-      });
+      JPerFrame.push(regionSimilarity(predictions[f], truths[f], object));
+      FPerFrame.push(contourAccuracy(predictions[f], truths[f], object));
     }
     objects.push({
       object,

@@ -50,6 +50,7 @@ import {
   norm,
   oneHot,
   reshape,
+  round,
   select,
   slice,
   stack,
@@ -78,6 +79,64 @@ export interface PropagationOptions {
 
 /** The official defaults of {@linkcode PropagationOptions}. */
 export const PROPAGATION_DEFAULTS: Required<PropagationOptions> = { nLastFrames: 7, neighborhood: 12, topk: 5 };
+
+/**
+ * The size the official `read_frame` resizes a `height` x `width` frame to, [height, width]: the short side `size`
+ * (480 there), the long side size * long / short floored to a multiple of 64; a square frame is a landscape one
+ * (its width floored). Where the long side would come out 0 (under 64 pixels, the official script fails) it is
+ * floored to a whole pixel instead.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { davisFrameSize } from "./propagate.ts";
+ * assert.deepEqual(davisFrameSize(480, 854, 480), [480, 832]); // DAVIS 480p: 854 -> 832
+ * assert.deepEqual(davisFrameSize(1080, 1920, 480), [480, 832]); // 853.3 -> 832
+ * assert.deepEqual(davisFrameSize(480, 480, 480), [480, 448]);
+ * ```
+ */
+export function davisFrameSize(height: number, width: number, size: number): [number, number] {
+  const long = (size * (height > width ? height : width)) / (height > width ? width : height);
+  const floored = long >= 64 ? Math.floor(long / 64) * 64 : Math.floor(long);
+  return height > width ? [floored, size] : [size, floored];
+}
+
+/**
+ * A frame as the official `read_frame` prepares it, u8 [C, H, W] in and out: resized to
+ * {@linkcode davisFrameSize} with OpenCV's default bilinear filter (half-pixel centres, no antialiasing: here
+ * libtorch's, rounded to 8 bits as OpenCV's u8 result), then cut at the bottom and right to multiples of the
+ * patch size, the pixels that the official patch embedding's stride leaves out.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { full, tidy } from "../../mod.ts";
+ * import { davisFrame } from "./propagate.ts";
+ * using frame = full([3, 480, 854], 90, { dtype: "u8" });
+ * assert.deepEqual(tidy(() => davisFrame(frame, 480, 7).shape), [3, 476, 826]); // 480 x 832, cut to multiples of 7
+ * ```
+ */
+export function davisFrame(image: Tensor, size: number, patchSize: number): Tensor {
+  if (image.ndim !== 3 || image.dtype !== "u8") {
+    throw new TypeError(`davisFrame takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
+  }
+  const [, H, W] = image.shape;
+  const [h, w] = davisFrameSize(H, W, size);
+  const rows = h - (h % patchSize), cols = w - (w % patchSize);
+  if (rows === 0 || cols === 0) {
+    throw new RangeError(
+      `a ${W} x ${H} frame resized to ${w} x ${h} is smaller than one patch (${patchSize} pixels) on a side: ` +
+        "give a larger image size",
+    );
+  }
+  return tidy(() => {
+    let x = unsqueeze(image, 0); // [1, C, H, W]
+    if (h !== H || w !== W) {
+      x = to(round(clamp(interpolate(to(x, "f32"), { size: [h, w], mode: "bilinear" }), 0, 255)), "u8");
+    }
+    return slice(slice(select(x, 0, 0), 1, 0, rows), 2, 0, cols);
+  });
+}
 
 /**
  * The last block's patch tokens of one image (after the final norm, CLS dropped), as the official
