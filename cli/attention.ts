@@ -50,6 +50,7 @@ import {
   defaultNormalization,
   type Normalization,
   renderAttention,
+  resizedSize,
 } from "../lib/eval/attention.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
@@ -141,7 +142,7 @@ function parse(args: string[]) {
 
 /** `<index>.<stem>`: the image's name in the outputs. */
 function imageKey(index: number, path: string): string {
-  const stem = basename(path, extname(path)).replace(/[^\p{L}\p{N}_-]/gu, "_");
+  const stem = basename(path, extname(path)).normalize("NFC").replace(/[^\p{L}\p{M}\p{N}_-]/gu, "_");
   return `${index}.${stem || "image"}`;
 }
 
@@ -176,25 +177,26 @@ export async function main(args: string[]): Promise<number> {
       if (!r.image) throw new Error(`--image ${path}: ${r.reason}`);
       let image: Tensor;
       try {
+        // The attention's size is known before the resize: a sliver of an image at 480 would be a huge one.
+        const [h, w] = resizedSize(r.image.shape[1], r.image.shape[2], o.imageSize);
+        const tokens = Math.floor(h / P) * Math.floor(w / P) + 1;
+        const bytes = vit.numHeads * tokens * tokens * 4;
+        if (bytes > MAX_ATTENTION_BYTES) {
+          throw new UsageError(
+            `--image ${path} at ${w} x ${h} is ${tokens - 1} patches: its attention needs ${
+              (bytes / 2 ** 30).toFixed(1)
+            } GiB; lower --image-size (now ${o.imageSize})`,
+          );
+        }
         image = attentionImage(r.image, o.imageSize, P);
       } catch (e) {
-        throw new UsageError(`--image ${path}: ${e instanceof Error ? e.message : e} (--image-size)`);
+        if (!(e instanceof RangeError)) throw e;
+        throw new UsageError(`--image ${path}: ${e.message} (--image-size)`);
       } finally {
         r.image.dispose();
       }
       images.push(image);
       owned.push(image);
-      const [, H, W] = image.shape;
-      const tokens = (H / P) * (W / P) + 1;
-      const bytes = vit.numHeads * tokens * tokens * 4;
-      if (bytes > MAX_ATTENTION_BYTES) {
-        throw new UsageError(
-          `--image ${path} at ${W} x ${H} is ${tokens - 1} patches: its attention needs ${
-            (bytes / 2 ** 30).toFixed(1)
-          } GiB; ` +
-            `lower --image-size (now ${o.imageSize})`,
-        );
-      }
     }
     staging = stagingFolder(o.outputDir, "attention"); // removed by the next run if this one is killed
     const stage = staging.path;

@@ -16,8 +16,9 @@
  *
  * Exit codes: 0 written, 1 a run-time failure (a frame stb cannot decode), 2 a bad flag, value, path, weights
  * file or input (frames of different sizes, a mask whose size differs from the frames', a mask PNG without a
- * palette, a folder without frames, a missing annotation): one line on stderr. Every input is checked before the
- * weights load, and nothing is written on any error: the files are made in a temporary folder and moved into
+ * palette, a folder without frames, a missing annotation, fewer than 3 frames with `--annotations`, an
+ * `--image-size` at which a frame is smaller than a patch): one line on stderr. Every input is checked before the
+ * weights load (the size against the patch size just after), and nothing is written on any error: the files are made in a temporary folder and moved into
  * place at the end.
  *
  * @example
@@ -51,7 +52,14 @@ import {
   type Palette,
   resizeLabels,
 } from "../lib/eval/masks.ts";
-import { davisFrame, LabelPropagator, labelsFromSoft, oneHotLabels, patchFeatures } from "../lib/eval/propagate.ts";
+import {
+  davisFrame,
+  davisFrameSize,
+  LabelPropagator,
+  labelsFromSoft,
+  oneHotLabels,
+  patchFeatures,
+} from "../lib/eval/propagate.ts";
 import type { EvalBackbone } from "../lib/weights/pretrained.ts";
 import {
   failure,
@@ -297,6 +305,13 @@ export async function main(args: string[]): Promise<number> {
     }
     const { vit, backbone } = model;
     const C = vit.inChans, P = vit.patchSize;
+    const seen = davisFrameSize(size[0], size[1], o.imageSize);
+    if (Math.min(...seen) < P || Math.max(...seen) > 16384) {
+      throw new UsageError(
+        `--image-size ${o.imageSize}: the ${shown(size)} frames would be seen at ${shown(seen)}, ` +
+          `${Math.min(...seen) < P ? `smaller than one patch (${P} pixels)` : "past the largest side 16384"} on a side`,
+      );
+    }
     const norm: Normalization = model.normalization ?? defaultNormalization(C);
     staging = stagingFolder(o.outputDir, "propagate"); // removed by the next run if this one is killed
     const stage = staging.path;
@@ -309,7 +324,8 @@ export async function main(args: string[]): Promise<number> {
       try {
         image = davisFrame(decoded, o.imageSize, P);
       } catch (e) {
-        throw new UsageError(`--frames ${path}: ${e instanceof Error ? e.message : e} (--image-size)`);
+        if (!(e instanceof RangeError)) throw e;
+        throw new UsageError(`--frames ${path}: ${e.message} (--image-size)`);
       }
       using _image = image;
       const [, H, W] = image.shape;

@@ -748,14 +748,10 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     // The whole image, each side snapped to a multiple: the output is bounded by kMaxSide on both sides.
     auto snap = [&](double x) { return std::max<double>(multiple, std::round(x / multiple) * multiple); };
     const double fw = snap(w * s), fh = snap(h * s);
-    if (!(fw <= kMaxSide && fh <= kMaxSide)) {
-      if (as_is) {
-        std::snprintf(why, kReason, "%d x %d has a side past the largest side %d decoded whole", w, h, kMaxSide);
-      } else {
-        std::snprintf(why, kReason,
-                      "%d x %d resized to a short side of %d would be %.0f x %.0f, past the largest side %d", w, h,
-                      side, fw, fh, kMaxSide);
-      }
+    // Bounded by the resize's largest side; an image kept as it is, by the pixel budget alone (a panorama).
+    if (!as_is && !(fw <= kMaxSide && fh <= kMaxSide)) {
+      std::snprintf(why, kReason, "%d x %d resized to a short side of %d would be %.0f x %.0f, past the largest side %d",
+                    w, h, side, fw, fh, kMaxSide);
       return;
     }
     ow = static_cast<int>(fw);

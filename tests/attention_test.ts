@@ -218,6 +218,8 @@ Deno.test("deno task attention: bad input is one line, exit 2 (usage) or 1 (unde
   Deno.writeFileSync(corrupt, Deno.readFileSync(RGB).subarray(0, 60)); // a PNG cut inside its first chunk
   const notImage = join(tmp, "notes.png");
   Deno.writeTextFileSync(notImage, "not an image at all");
+  const sliver = join(tmp, "sliver.png");
+  t.tidy(() => t.writeImage(sliver, t.full([200, 2, 3], 60, { dtype: "u8" })));
   const base = ["--weights", WEIGHTS, "--arch", "vit_tiny"];
   const cases: [string[], number, RegExp][] = [
     [[...base, "--image", join(tmp, "missing.png")], 2, /--image .*missing\.png: no such file/],
@@ -230,6 +232,8 @@ Deno.test("deno task attention: bad input is one line, exit 2 (usage) or 1 (unde
     [[...base, "--image", RGB, "--image-size", "0"], 2, /--image-size must be between 1 and 8192/],
     [[...base, "--image", RGB, "--image-size", "40,50,60"], 2, /--image-size takes N \(the short side\) or H,W/],
     [[...base, "--image", RGB, "--image-size", "4,40"], 2, /png-rgb8\.png: .* smaller than one patch \(8 pixels\)/],
+    // a sliver: 2 x 200 at a short side of 480 is 48000 x 480, refused before it is resized
+    [[...base, "--image", sliver], 2, /sliver\.png at 480 x 48000 is 360000 patches: .* GiB; lower --image-size/],
     [["--weights", WEIGHTS, "--image", RGB], 2, /--arch/],
     [[...base], 2, /--image is required/],
     [["--weights", join(tmp, "none.safetensors"), "--image", RGB], 2, /no such file/],

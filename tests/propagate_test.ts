@@ -245,7 +245,7 @@ Deno.test("deno task propagate: the synthetic video's objects are followed (J&F 
   const scores = JSON.parse(Deno.readTextFileSync(join(dir, "scores.json")));
   const { propagation: p, copy_first_mask: c } = scores;
   assert.deepEqual([p.objects.length, p.frames.length], [2, 14]);
-  // Measured: J&F 0.867 with this random RGB ViT; copying the first mask: 0.087.
+  // Measured: J&F 0.825 with this random RGB ViT; copying the first mask: 0.087.
   assert.ok(p.JF > 0.75 && c.JF < 0.15, `J&F ${p.JF} vs copying ${c.JF}`);
   for (const o of p.objects) assert.ok(o.J > 0.7 && o.F > 0.7, `object ${o.object}: J ${o.J}, F ${o.F}`);
   assert.match(r.out, /propagation: J&F 0\.\d{3} \(J 0\.\d{3}, F 0\.\d{3}\) over 14 scored frame/);
@@ -291,7 +291,10 @@ Deno.test("deno task propagate: bad input is one line, exit 2, nothing written",
       [...base, "--frames", copyFrames(2), "--first-mask", FIRST, "--annotations", ANNOTATIONS],
       /--annotations: DAVIS scores neither the first frame nor the last, and --frames .* has 2: give 3 frames or more/,
     ],
-    [[...base, "--frames", three, "--first-mask", FIRST, "--image-size", "4"], /smaller than one patch \(8 pixels\)/],
+    [
+      [...base, "--frames", three, "--first-mask", FIRST, "--image-size", "4"],
+      /seen at 5 x 4, smaller than one patch \(8 pixels\)/,
+    ],
     [[...base, "--frames", join(tmp, "nowhere"), "--first-mask", FIRST], /--frames .*nowhere: no such folder/],
     [[...base, "--frames", three, "--first-mask", join(tmp, "none.png")], /--first-mask .*none\.png: no such file/],
     [[...base, "--frames", three, "--first-mask", partial], /--first-mask .* is a folder; name the first frame's mask/],

@@ -161,8 +161,10 @@ export async function decodeImages(paths: readonly string[], o: DecodeOptions): 
 
 /** Options of {@linkcode decodeImage}. */
 export interface DecodeImageOptions {
-  /** The short side the image is resized to, its aspect kept (before each side is snapped to `multiple`); by
-   * default the image's own size, not resampled. */
+  /**
+   * The short side the image is resized to, its aspect kept (before each side is snapped to `multiple`); by default
+   * the image's own (with `multiple` 1, the pixels as they are).
+   */
   side?: number;
   /** Each side of the result is the nearest multiple of this, at least one (default 1: no snapping). */
   multiple?: number;

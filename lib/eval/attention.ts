@@ -224,6 +224,9 @@ export interface AttentionOptions {
   threshold?: number;
 }
 
+/** The largest side {@linkcode attentionImage} resizes to (as decoding's). */
+export const MAX_RESIZED_SIDE = 16384;
+
 /**
  * The size torchvision's `Resize(size)` gives an image of `height` x `width`: with one number the short side
  * becomes it and the long side int(size * long / short); with [height, width], exactly that.
@@ -271,9 +274,17 @@ export function attentionImage(image: Tensor, size: number | readonly [number, n
         "give a larger image size",
     );
   }
+  if (h > MAX_RESIZED_SIDE || w > MAX_RESIZED_SIDE) {
+    throw new RangeError(
+      `a ${W} x ${H} image resized to ${w} x ${h} passes the largest side ${MAX_RESIZED_SIDE}: give a smaller size`,
+    );
+  }
   return tidy(() => {
+    // Each pass in its own scope: its f32 copies go before the next pass (an 89 MP photo's are 1 GB).
     const pass = (x: Tensor, to8: [number, number]) =>
-      to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode: "bilinear", antialias: true }), 0, 255)), "u8");
+      tidy(() =>
+        to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode: "bilinear", antialias: true }), 0, 255)), "u8")
+      );
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (w !== W) x = pass(x, [H, w]);
     if (h !== H) x = pass(x, [h, w]);

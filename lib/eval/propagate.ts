@@ -129,6 +129,11 @@ export function davisFrame(image: Tensor, size: number, patchSize: number): Tens
         "give a larger image size",
     );
   }
+  if (h > 16384 || w > 16384) {
+    throw new RangeError(
+      `a ${W} x ${H} frame resized to ${w} x ${h} passes the largest side 16384: give a smaller size`,
+    );
+  }
   return tidy(() => {
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (h !== H || w !== W) {
