@@ -47,7 +47,7 @@ import {
   toArray,
   writeFileAtomic,
 } from "../mod.ts";
-import { defaultNormalization, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
+import { defaultNormalization, type Normalization, normalizeImage, pilResize } from "../lib/eval/attention.ts";
 import {
   applyWhitening,
   clsFeatures,
@@ -234,11 +234,18 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
   const { vit, backbone } = x;
   const C = vit.inChans as 1 | 3;
   const [h, w] = x.copy ? [x.imageSize, x.imageSize] : thumbnailSize(e.height, e.width, x.imageSize);
-  const side = x.copy ? x.imageSize : Math.min(h, w);
-  const r = await decodeImage(e.path, { side, channels: C, maxPixels: x.maxPixels });
+  // Copy detection's Resize((S, S), bicubic) is PIL's from the image's own size (pilResize); retrieval's thumbnail
+  // (PIL's Lanczos) has no such twin here: the short side by stb's cubic, the rest bicubically below.
+  const r = await decodeImage(e.path, {
+    side: x.copy ? undefined : Math.min(h, w),
+    channels: C,
+    maxPixels: x.maxPixels,
+  });
   if (!r.image) throw new Error(`${flag} ${e.path}: ${r.reason}`);
-  using image = r.image;
+  using decoded = r.image;
   try {
+    using resized = x.copy ? pilResize(decoded, [h, w], "bicubic") : undefined;
+    const image = resized ?? decoded;
     return tidy(() => {
       let input = normalizeImage(image, x.norm); // [1, C, H, W]
       if (input.shape[2] !== h || input.shape[3] !== w) {

@@ -12,6 +12,7 @@ import {
   clsAttention,
   IMAGENET_NORMALIZATION,
   normalizeImage,
+  pilResize,
 } from "../lib/eval/attention.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
@@ -70,16 +71,17 @@ Deno.test("the maps and masks equal the official visualize_attention.py on the s
   assert.equal(t.liveTensors(), before, "no tensor leaked");
 });
 
-Deno.test("images are prepared as visualize_attention.py: Resize (PIL's bilinear) then cut to the patch, within 2 levels", async () => {
+Deno.test("images are prepared as visualize_attention.py (Resize, PIL's bilinear, then cut to the patch) and eval_copy_detection.py (Resize((S, S)), bicubic), within 2 levels", async () => {
   const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
   try {
     for (const name of ["wide", "tall", "half", "even", "square", "small", "odd"]) {
       const decoded = await t.decodeImage(join(FIXTURES, "resize", `${name}.png`)); // its own size
       assert.ok(decoded.image, decoded.reason);
       using image = decoded.image;
-      for (const [key, size] of [["attention", 40], ["attention_hw", [44, 70]]] as const) {
+      for (const [key, size] of [["attention", 40], ["attention_hw", [44, 70]], ["copy", [48, 48]]] as const) {
         const want = tensors[`${name}.${key}`];
-        const got = attentionImage(image, size, 8);
+        // copy detection's Resize((S, S), bicubic) is pilResize itself; attention's adds the cut to the patch
+        const got = key === "copy" ? pilResize(image, size, "bicubic") : attentionImage(image, size, 8);
         try {
           assert.deepEqual(got.shape, want.shape, `${name} ${key}`);
           const a = t.toArray(got), b = t.toArray(want);

@@ -262,11 +262,37 @@ export function resizedSize(height: number, width: number, size: number | readon
  * ```
  */
 export function attentionImage(image: Tensor, size: number | readonly [number, number], patchSize: number): Tensor {
+  const [h, w] = resizedSize(image.shape[1], image.shape[2], size);
+  const [rows, cols] = patchCut("attentionImage", image, [h, w], patchSize);
+  return tidy(() => slice(slice(pilResize(image, [h, w], "bilinear"), 1, 0, rows), 2, 0, cols));
+}
+
+/**
+ * The rows and columns that a ViT's patch embedding reads of an image resized to `size` ([height, width]): each
+ * cut to a multiple of the patch size, as the official scripts cut them. Checks that `image` is u8 [C, H, W] and
+ * that the resized image holds a patch and is at most {@linkcode MAX_RESIZED_SIDE} a side (a `RangeError` saying
+ * so; `caller` names the function in errors).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { zeros } from "../../mod.ts";
+ * import { patchCut } from "./attention.ts";
+ * using image = zeros([3, 427, 640], { dtype: "u8" });
+ * assert.deepEqual(patchCut("example", image, [480, 719], 16), [480, 704]);
+ * assert.throws(() => patchCut("example", image, [480, 12], 16), /smaller than one patch/);
+ * ```
+ */
+export function patchCut(
+  caller: string,
+  image: Tensor,
+  size: readonly [number, number],
+  patchSize: number,
+): [number, number] {
   if (image.ndim !== 3 || image.dtype !== "u8") {
-    throw new TypeError(`attentionImage takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
+    throw new TypeError(`${caller} takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
   }
-  const [, H, W] = image.shape;
-  const [h, w] = resizedSize(H, W, size);
+  const [, H, W] = image.shape, [h, w] = size;
   const rows = h - (h % patchSize), cols = w - (w % patchSize);
   if (rows === 0 || cols === 0) {
     throw new RangeError(
@@ -279,16 +305,37 @@ export function attentionImage(image: Tensor, size: number | readonly [number, n
       `a ${W} x ${H} image resized to ${w} x ${h} passes the largest side ${MAX_RESIZED_SIDE}: give a smaller size`,
     );
   }
+  return [rows, cols];
+}
+
+/**
+ * PIL's `Image.resize(size, BILINEAR or BICUBIC)` of a u8 [C, H, W] image to [height, width] (torchvision's `Resize`
+ * on a PIL image): the antialiased filter, horizontal pass first, each pass rounded to 8 bits as PIL's are; here
+ * libtorch's `_upsample_*_aa`, which follows PIL's weights in f32 (PIL's are fixed point: a level apart now and then).
+ * A side that keeps its length is not resampled.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
+ * import { pilResize } from "./attention.ts";
+ * using row = tensor([[[0, 100, 200, 250]]], { dtype: "u8" }); // [1, 1, 4]
+ * assert.deepEqual(tidy(() => toArray(pilResize(row, [1, 2], "bilinear"))), [71, 207]); // PIL: 71, 207
+ * ```
+ */
+export function pilResize(image: Tensor, size: readonly [number, number], mode: "bilinear" | "bicubic"): Tensor {
+  if (image.ndim !== 3 || image.dtype !== "u8") {
+    throw new TypeError(`pilResize takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
+  }
+  const [, H, W] = image.shape, [h, w] = size;
   return tidy(() => {
     // Each pass in its own scope: its f32 copies go before the next pass (an 89 MP photo's are 1 GB).
     const pass = (x: Tensor, to8: [number, number]) =>
-      tidy(() =>
-        to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode: "bilinear", antialias: true }), 0, 255)), "u8")
-      );
+      tidy(() => to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode, antialias: true }), 0, 255)), "u8"));
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (w !== W) x = pass(x, [H, w]);
     if (h !== H) x = pass(x, [h, w]);
-    return slice(slice(select(x, 0, 0), 1, 0, rows), 2, 0, cols);
+    return select(x, 0, 0);
   });
 }
 

@@ -66,6 +66,7 @@ import {
   zeros,
 } from "../../ffi/mod.ts";
 import { intermediateLayers, type ViTConfig, type ViTParams } from "../model/vit.ts";
+import { patchCut } from "./attention.ts";
 
 /** The settings of label propagation (the official flags' defaults). */
 export interface PropagationOptions {
@@ -117,23 +118,9 @@ export function davisFrameSize(height: number, width: number, size: number): [nu
  * ```
  */
 export function davisFrame(image: Tensor, size: number, patchSize: number): Tensor {
-  if (image.ndim !== 3 || image.dtype !== "u8") {
-    throw new TypeError(`davisFrame takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
-  }
   const [, H, W] = image.shape;
   const [h, w] = davisFrameSize(H, W, size);
-  const rows = h - (h % patchSize), cols = w - (w % patchSize);
-  if (rows === 0 || cols === 0) {
-    throw new RangeError(
-      `a ${W} x ${H} frame resized to ${w} x ${h} is smaller than one patch (${patchSize} pixels) on a side: ` +
-        "give a larger image size",
-    );
-  }
-  if (h > 16384 || w > 16384) {
-    throw new RangeError(
-      `a ${W} x ${H} frame resized to ${w} x ${h} passes the largest side 16384: give a smaller size`,
-    );
-  }
+  const [rows, cols] = patchCut("davisFrame", image, [h, w], patchSize);
   return tidy(() => {
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (h !== H || w !== W) {
