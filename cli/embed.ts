@@ -4,7 +4,8 @@
  * `features` [N, D], `indices` [N] (each row's item of the split, in its
  * order: unreadable files leave no row) and, when known, `labels` [N]. The
  * metadata records the preprocessing (size, mean, std), the weights and the
- * split, and for an image folder `files`: each row's file, relative to it.
+ * split, and for an image folder `files`: each row's file, relative to it (past 16 MiB of names, the file
+ * `<out>.files.json`, named by `files_json`).
  *
  * Exit codes: 0 written, 1 a run-time failure (unreadable data), 2 a bad flag,
  * value, path or weights file (one line on stderr). `--out` is checked before
@@ -17,8 +18,8 @@
  * ```
  * @module
  */
-import { relative } from "node:path";
-import { defaultMaxImagePixels, dispose, tensor } from "../mod.ts";
+import { basename, relative } from "node:path";
+import { defaultMaxImagePixels, dispose, exists, tensor, writeFileAtomic } from "../mod.ts";
 import { openDataset } from "../lib/data/open.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { evalResizeSide, extractFeatures } from "../lib/eval/knn.ts";
@@ -58,6 +59,30 @@ ${modelHelp()}
   --max-image-pixels N  largest image (width x height) decoded; larger files are skipped
                         (default: env DINO_MAX_IMAGE_PIXELS, else 89478485)
   -h, --help            this help`;
+
+/** The largest list of file names kept in the safetensors header, whose readers refuse headers of 100 MB. */
+export const MAX_FILES_METADATA = 16 * 2 ** 20;
+
+/**
+ * Where the rows' file names go: the metadata's `files` (a JSON list), or, past `limit` bytes (a folder of a few
+ * hundred thousand images), the file `<out>.files.json`, which the metadata's `files_json` names.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { filesMetadata } from "./embed.ts";
+ * assert.deepEqual(filesMetadata("f.safetensors", ["a/1.png"]), { files: '["a/1.png"]' });
+ * ```
+ */
+export function filesMetadata(out: string, names: string[], limit = MAX_FILES_METADATA): Record<string, string> {
+  const json = new TextEncoder().encode(JSON.stringify(names)), aside = `${out}.files.json`;
+  if (json.length <= limit) {
+    if (exists(aside)) Deno.removeSync(aside); // a previous run's list, no longer this file's
+    return { files: JSON.stringify(names) };
+  }
+  writeFileAtomic(aside, json);
+  return { files_json: basename(aside) };
+}
 
 /** Comma-separated finite numbers, one per channel (1 or 3). */
 function numbers(flag: string, v: string): number[] {
@@ -158,6 +183,7 @@ export async function main(args: string[]): Promise<number> {
       // Which item of the split each row is: unreadable files leave no row.
       using indexTensor = tensor(BigInt64Array.from(indices, BigInt));
       out.indices = indexTensor;
+      const names = ds.files ? filesMetadata(o.out, Array.from(indices, (i) => relative(o.data, ds!.files![i]))) : {};
       writeSafetensors(o.out, out, {
         preprocessing: JSON.stringify({
           size,
@@ -172,11 +198,11 @@ export async function main(args: string[]): Promise<number> {
         data: o.data,
         split: o.split,
         classes: JSON.stringify(ds.classes),
-        ...(ds.files ? { files: JSON.stringify(Array.from(indices, (i) => relative(o.data, ds!.files![i]))) } : {}),
+        ...names,
         [model.resnet ? "resnet" : "vit"]: JSON.stringify(vit),
       });
       const labelled = ds.labels ? `, labels [${labels.length}]` : "";
-      const named = ds.files ? ", files (metadata)" : "";
+      const named = names.files_json ? `, files (${o.out}.files.json)` : names.files ? ", files (metadata)" : "";
       console.log(`wrote ${o.out}: features [${features.shape}], indices [${indices.length}]${labelled}${named}`);
     } finally {
       features.dispose();

@@ -4,7 +4,7 @@ import * as t from "../mod.ts";
 import { captured, TINY_VIT_FLAGS } from "./helpers.ts";
 import { main as train } from "../cli/train.ts";
 import { main as knn } from "../cli/knn.ts";
-import { main as embed } from "../cli/embed.ts";
+import { filesMetadata, main as embed } from "../cli/embed.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { loadDino, saveWeights } from "../lib/weights/weights.ts";
 import { networkConfig, presetSettings, SETTINGS, type Settings } from "../lib/settings/mod.ts";
@@ -369,6 +369,12 @@ Deno.test("knn evaluates a checkpoint on fewer than 100 test images; embed write
   const h = readSafetensors(out);
   assert.deepEqual([h.tensors.features.shape, t.toArray(h.tensors.indices)], [[2, 192], [0, 2]]);
   assert.deepEqual(JSON.parse(h.metadata.files), ["a.png", "c.png"]);
+  // Past the limit (16 MiB; 10 bytes here) the names go beside the file, which the metadata names.
+  const many = filesMetadata(out, ["a.png", "c.png"], 10);
+  assert.deepEqual(many, { files_json: "features.safetensors.files.json" });
+  assert.deepEqual(JSON.parse(Deno.readTextFileSync(`${out}.files.json`)), ["a.png", "c.png"]);
+  assert.deepEqual(filesMetadata(out, ["a.png"]), { files: '["a.png"]' });
+  assert.ok(!t.exists(`${out}.files.json`), "a later run's metadata removes the earlier list");
   t.dispose(h.tensors);
   // Class folders without train/ and val/: k-NN says that it measures the training images themselves.
   for (const c of ["a", "b"]) Deno.mkdirSync(join(photos, c));
