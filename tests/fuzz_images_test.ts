@@ -8,9 +8,9 @@
 // (tests/fuzz_helpers.ts), through decodeImages and through the folder dataset, on 1 and 2 threads; the first
 // batch is the seeds as they are, the files that crashed or hung the process before (knownFiles) and valid strips
 // of extreme aspect ratios. Every file also goes through the single-image decoder decodeImage (the whole image,
-// its aspect kept, each side snapped to a multiple: `deno task attention`) with two of a few short sides and
-// multiples per batch, from 1 x 1 to 224 x multiples of 16; it must decode to that shape or give a one-line
-// reason, the same reason as decodeImages unless the reason is the resize's (a side past 16384).
+// its aspect kept, each side snapped to a multiple, or at its own size as `deno task attention` decodes) with two
+// of a few short sides and multiples per batch, from 1 x 1 to 224 x multiples of 16; it must decode to that shape
+// or give a one-line reason, the same reason as decodeImages unless the reason is the resize's (a side past 16384).
 //
 // DINO_FUZZ_CASES=5000 deno test -A tests/fuzz_images_test.ts decodes more files (the default is 2000).
 import assert from "node:assert/strict";
@@ -598,7 +598,7 @@ async function batchFiles(c: number, total: number): Promise<FuzzFile[]> {
 
 /** How a case decodes: threads, channels, side, and whether through the folder dataset. */
 function plan(c: number): { threads: number; channels: 1 | 3; side: number; folder: boolean; shapes: Shape[] } {
-  if (c === 0) return { threads: 2, channels: 3, side: 8, folder: false, shapes: [[1, 1], [8, 8]] };
+  if (c === 0) return { threads: 2, channels: 3, side: 8, folder: false, shapes: [[0, 1], [1, 1], [8, 8]] };
   const r = new Rng(FUZZ_SEED + 1, c);
   const s = new Rng(FUZZ_SEED + 2, c);
   return {
@@ -610,9 +610,12 @@ function plan(c: number): { threads: number; channels: 1 | 3; side: number; fold
   };
 }
 
-/** decodeImage's [short side, multiple]: none where side / multiple is a half (rounding could go either way). */
+/**
+ * decodeImage's [short side, multiple]: none where side / multiple is a half (rounding could go either way); side 0
+ * is none given, the image at its own size (as `attention`, `propagate` and copy detection decode).
+ */
 type Shape = [side: number, multiple: number];
-const SHAPES: Shape[] = [[1, 1], [3, 1], [5, 1], [8, 8], [13, 4], [16, 16], [30, 16], [32, 8], [224, 16]];
+const SHAPES: Shape[] = [[0, 1], [1, 1], [3, 1], [5, 1], [8, 8], [13, 4], [16, 16], [30, 16], [32, 8], [224, 16]];
 /** The largest side decodeImage gives. */
 const MAX_SIDE = 16384;
 /** decodeImage's reasons that come from the resize it plans, not from the file's decoding. */
@@ -620,6 +623,7 @@ const PLANNING = /too elongated|cannot be resized to a short side|past the large
 
 /** [width, height] that decodeImage gives a w x h image at this shape, as the shim computes it. */
 function fitted(w: number, h: number, [side, multiple]: Shape): [number, number] {
+  if (side === 0) return [w, h];
   const s = side / Math.min(w, h);
   const snap = (x: number) => Math.max(multiple, Math.round(x / multiple) * multiple);
   return [snap(w * s), snap(h * s)];
@@ -732,7 +736,7 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
     for (const [i, f] of files.entries()) {
       for (const shape of shapes) {
         const [s, multiple] = shape;
-        const r = await decodeImage(paths[i], { side: s, multiple, channels, maxPixels: MAX_PIXELS });
+        const r = await decodeImage(paths[i], { side: s || undefined, multiple, channels, maxPixels: MAX_PIXELS });
         const what = `${f.name} (${f.kind}) through decodeImage at side ${s}, multiple ${multiple}`;
         const batchWhy = reasons.get(i), batchOk = decoded.has(i);
         const planned = batchWhy !== undefined && PLANNING.test(batchWhy);
@@ -743,7 +747,7 @@ async function runCase(c: number, total: number, only?: number): Promise<Record<
             const short = Math.max(multiple, Math.round(s / multiple) * multiple);
             if (
               r.image.ndim !== 3 || ch !== channels || h % multiple !== 0 || w % multiple !== 0 ||
-              Math.min(h, w) !== short || Math.max(h, w) > MAX_SIDE
+              (s > 0 && (Math.min(h, w) !== short || Math.max(h, w) > MAX_SIDE))
             ) {
               problems.push(`${what} gave an image of shape [${r.image.shape}]`);
             }
@@ -860,7 +864,7 @@ if (isFuzzChild()) {
   const only = Deno.args[4] === undefined ? undefined : Number(Deno.args[4]);
   await childMain((i) => only === undefined ? runCase(i, FILES) : runCase(only, FILES, i));
 } else {
-  Deno.test(`image fuzz: the ${SEEDS.length} seed images and ${FILES} mutated ones are each decoded or skipped with a one-line reason, on 1 and 2 threads, and through decodeImage at two shapes each, without a crash, abort, hang or runaway memory`, async () => {
+  Deno.test(`image fuzz: the ${SEEDS.length} seed images and ${FILES} mutated ones are each decoded or skipped with a one-line reason, on 1 and 2 threads, and through decodeImage at two shapes each (the seeds at three, their own size among them), without a crash, abort, hang or runaway memory`, async () => {
     const t0 = performance.now();
     const root = Deno.makeTempDirSync({ prefix: "fuzz_images" });
     const env = { ...ENV, DINO_FUZZ_IMAGES_DIR: root };
