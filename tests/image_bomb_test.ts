@@ -170,6 +170,8 @@ interface ChildReport {
   skipped: string[];
   firstError: string;
   reasons: Record<string, string>;
+  /** decodeImage of each file at its own size (as `attention` decodes): "W x H", or the reason. */
+  whole: Record<string, string>;
   hwmKb: number;
 }
 
@@ -181,12 +183,19 @@ async function child(dir: string, threads: number, side: number): Promise<void> 
   const batch = await ds.load(all);
   const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
   const r = await t.decodeImages(files.map((f) => join(dir, f)), { side, threads });
+  const whole: Record<string, string> = {};
+  for (const f of files) {
+    const one = await t.decodeImage(join(dir, f));
+    whole[f] = one.image ? `${one.image.shape[2]} x ${one.image.shape[1]}` : one.reason;
+    one.image?.dispose();
+  }
   const report: ChildReport = {
     shape: batch.images.shape as number[],
     loaded: batch.indices.map((i) => files[i]),
     skipped: batch.failed.map(base),
     firstError: batch.firstError,
     reasons: Object.fromEntries(r.failed.map((f) => [base(f.path), f.reason])),
+    whole,
     hwmKb: Number(Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/)![1]),
   };
   t.dispose([batch.images, r.images]);
@@ -239,6 +248,19 @@ for (const threads of [1, 2]) {
       assert.match(r.firstError, /^\/.*bad-\S+: .+/);
       assert.deepEqual(Object.keys(r.reasons).sort(), Object.keys(bad).sort());
       for (const [name, why] of Object.entries(bad)) assert.match(r.reasons[name], why, name);
+      // Decoded whole, the same files are refused for the same reasons, but for the resize's: a 16,000,000 x 1 strip
+      // is 16 MP, within the budget, so whole it decodes, or, its data cut short, is refused for that, not its size.
+      for (const name of Object.keys(bad)) {
+        if (!/too elongated|cannot be resized/.test(r.reasons[name])) {
+          assert.equal(r.whole[name], r.reasons[name], name);
+        } else {assert.match(
+            r.whole[name],
+            /^16000000 x 1$|^cannot decode \(not enough pixels\)$/,
+            `${name}: ${r.whole[name]}`,
+          );}
+      }
+      assert.equal(r.whole["good-strip-100000x1.png"], "100000 x 1");
+      for (const name of good) assert.match(r.whole[name], /^\d+ x \d+$/, name);
       assert.ok(r.hwmKb < 2 * 1024 * 1024, `peak resident memory ${r.hwmKb >> 10} MiB`);
     } finally {
       Deno.removeSync(dir, { recursive: true });
