@@ -309,10 +309,10 @@ export function patchCut(
 }
 
 /**
- * PIL's `Image.resize(size, BILINEAR or BICUBIC)` of a u8 [C, H, W] image to [height, width] (torchvision's `Resize`
- * on a PIL image): the antialiased filter, horizontal pass first, each pass rounded to 8 bits as PIL's are; here
- * libtorch's `_upsample_*_aa`, which follows PIL's weights in f32 (PIL's are fixed point: a level apart now and then).
- * A side that keeps its length is not resampled.
+ * PIL's `Image.resize(size, BILINEAR or BICUBIC)` of u8 images, [C, H, W] or a batch [B, C, H, W], to [height,
+ * width] (torchvision's `Resize` on a PIL image): the antialiased filter, horizontal pass first, each pass rounded to
+ * 8 bits as PIL's are (halves up, as its fixed point); here libtorch's `_upsample_*_aa`, which follows PIL's weights
+ * in f32 (PIL's are fixed point: a level apart now and then). A side that keeps its length is not resampled.
  *
  * @example
  * ```ts
@@ -324,18 +324,21 @@ export function patchCut(
  * ```
  */
 export function pilResize(image: Tensor, size: readonly [number, number], mode: "bilinear" | "bicubic"): Tensor {
-  if (image.ndim !== 3 || image.dtype !== "u8") {
-    throw new TypeError(`pilResize takes a u8 [C, H, W] image, got ${image.dtype} [${image.shape}]`);
+  if (!(image.ndim === 3 || image.ndim === 4) || image.dtype !== "u8") {
+    throw new TypeError(`pilResize takes u8 [C, H, W] or [B, C, H, W] images, got ${image.dtype} [${image.shape}]`);
   }
-  const [, H, W] = image.shape, [h, w] = size;
+  const [H, W] = image.shape.slice(-2), [h, w] = size;
   return tidy(() => {
     // Each pass in its own scope: its f32 copies go before the next pass (an 89 MP photo's are 1 GB).
     const pass = (x: Tensor, to8: [number, number]) =>
-      tidy(() => to(round(clamp(interpolate(to(x, "f32"), { size: to8, mode, antialias: true }), 0, 255)), "u8"));
-    let x = unsqueeze(image, 0); // [1, C, H, W]
+      tidy(() => {
+        const y = interpolate(to(x, "f32"), { size: to8, mode, antialias: true });
+        return to(clamp(floor(add(y, 0.5)), 0, 255), "u8");
+      });
+    let x = image.ndim === 3 ? unsqueeze(image, 0) : reshape(image, image.shape); // [B, C, H, W], a new handle
     if (w !== W) x = pass(x, [H, w]);
     if (h !== H) x = pass(x, [h, w]);
-    return select(x, 0, 0);
+    return image.ndim === 3 ? select(x, 0, 0) : x;
   });
 }
 

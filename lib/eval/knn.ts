@@ -19,19 +19,16 @@
  */
 import {
   cat,
-  clamp,
   div,
   exp,
   expand,
   gather,
-  interpolate,
   matmul,
   mul,
   narrow,
   noGrad,
   oneHot,
   reshape,
-  round,
   sort,
   sub,
   sum,
@@ -46,6 +43,7 @@ import {
   unsqueeze,
 } from "../../ffi/mod.ts";
 import { l2Normalize } from "../model/head.ts";
+import { pilResize } from "./attention.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches, skippedWarning } from "../data/loader.ts";
 import { type BackboneConfig, backboneDevice, backboneFeatures, type BackboneParams } from "../model/backbone.ts";
@@ -244,8 +242,7 @@ export function evalResizeSide(size: number): number {
 
 /**
  * u8 [B, C, S, S] images to normalised f32 [B, C, size, size] ([B, C, S, S] when S <= size), as the official evaluation's `Resize(256)` +
- * `CenterCrop(224)` in the same ratio: images larger than `size` are resized (bicubic, antialiased, rounded to
- * u8 as PIL's are) to a side of round(size x 256 / 224) unless they have it already (image folders are decoded
+ * `CenterCrop(224)` in the same ratio: images larger than `size` are resized (bicubic, as PIL: `pilResize`) to a side of round(size x 256 / 224) unless they have it already (image folders are decoded
  * at that side), then centre-cropped to `size`; images of `size` or smaller are used whole.
  *
  * @example
@@ -266,9 +263,7 @@ export function evalImages(images: Tensor, t: EvalTransform): Tensor {
     let x = images;
     const resized = evalResizeSide(t.size);
     if (x.shape[2] > t.size && x.shape[2] !== resized) {
-      x = round(
-        clamp(interpolate(to(x, "f32"), { size: [resized, resized], mode: "bicubic", antialias: true }), 0, 255),
-      );
+      x = pilResize(x, [resized, resized], "bicubic");
     }
     const S = x.shape[2];
     if (S > t.size) {

@@ -38,6 +38,7 @@ import {
   div,
   exp,
   expand,
+  floor,
   gt,
   interpolate,
   keep,
@@ -50,7 +51,6 @@ import {
   norm,
   oneHot,
   reshape,
-  round,
   select,
   slice,
   stack,
@@ -124,7 +124,8 @@ export function davisFrame(image: Tensor, size: number, patchSize: number): Tens
   return tidy(() => {
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (h !== H || w !== W) {
-      x = to(round(clamp(interpolate(to(x, "f32"), { size: [h, w], mode: "bilinear" }), 0, 255)), "u8");
+      // OpenCV's u8 result: its fixed point rounds halves up
+      x = to(clamp(floor(add(interpolate(to(x, "f32"), { size: [h, w], mode: "bilinear" }), 0.5)), 0, 255), "u8");
     }
     return slice(slice(select(x, 0, 0), 1, 0, rows), 2, 0, cols);
   });
