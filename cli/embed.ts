@@ -65,23 +65,25 @@ export const MAX_FILES_METADATA = 16 * 2 ** 20;
 
 /**
  * Where the rows' file names go: the metadata's `files` (a JSON list), or, past `limit` bytes (a folder of a few
- * hundred thousand images), the file `<out>.files.json`, which the metadata's `files_json` names.
+ * hundred thousand images), the file `<out>.files.json` (`aside`, its bytes), which the metadata's `files_json`
+ * names. Pure: the command writes the file.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { filesMetadata } from "./embed.ts";
- * assert.deepEqual(filesMetadata("f.safetensors", ["a/1.png"]), { files: '["a/1.png"]' });
+ * assert.deepEqual(filesMetadata("f.safetensors", ["a/1.png"]), { metadata: { files: '["a/1.png"]' } });
+ * assert.deepEqual(filesMetadata("f.safetensors", ["a/1.png"], 4).metadata, { files_json: "f.safetensors.files.json" });
  * ```
  */
-export function filesMetadata(out: string, names: string[], limit = MAX_FILES_METADATA): Record<string, string> {
-  const json = new TextEncoder().encode(JSON.stringify(names)), aside = `${out}.files.json`;
-  if (json.length <= limit) {
-    if (exists(aside)) Deno.removeSync(aside); // a previous run's list, no longer this file's
-    return { files: JSON.stringify(names) };
-  }
-  writeFileAtomic(aside, json);
-  return { files_json: basename(aside) };
+export function filesMetadata(
+  out: string,
+  names: string[],
+  limit = MAX_FILES_METADATA,
+): { metadata: Record<string, string>; aside?: Uint8Array } {
+  const json = JSON.stringify(names), bytes = new TextEncoder().encode(json);
+  if (bytes.length <= limit) return { metadata: { files: json } };
+  return { metadata: { files_json: basename(`${out}.files.json`) }, aside: bytes };
 }
 
 /** Comma-separated finite numbers, one per channel (1 or 3). */
@@ -183,7 +185,13 @@ export async function main(args: string[]): Promise<number> {
       // Which item of the split each row is: unreadable files leave no row.
       using indexTensor = tensor(BigInt64Array.from(indices, BigInt));
       out.indices = indexTensor;
-      const names = ds.files ? filesMetadata(o.out, Array.from(indices, (i) => relative(o.data, ds!.files![i]))) : {};
+      const names = ds.files
+        ? filesMetadata(o.out, Array.from(indices, (i) => relative(o.data, ds!.files![i])))
+        : { metadata: {} };
+      // The list beside the file first, so that the features never name a list that is not there; an earlier run's
+      // list goes only once the new file is in place.
+      const aside = `${o.out}.files.json`;
+      if (names.aside) writeFileAtomic(aside, names.aside);
       writeSafetensors(o.out, out, {
         preprocessing: JSON.stringify({
           size,
@@ -198,11 +206,12 @@ export async function main(args: string[]): Promise<number> {
         data: o.data,
         split: o.split,
         classes: JSON.stringify(ds.classes),
-        ...names,
+        ...names.metadata,
         [model.resnet ? "resnet" : "vit"]: JSON.stringify(vit),
       });
+      if (!names.aside && exists(aside)) Deno.removeSync(aside); // an earlier run's list, not this file's
       const labelled = ds.labels ? `, labels [${labels.length}]` : "";
-      const named = names.files_json ? `, files (${o.out}.files.json)` : names.files ? ", files (metadata)" : "";
+      const named = names.aside ? `, files (${aside})` : ds.files ? ", files (metadata)" : "";
       console.log(`wrote ${o.out}: features [${features.shape}], indices [${indices.length}]${labelled}${named}`);
     } finally {
       features.dispose();

@@ -100,6 +100,16 @@ Deno.test("images are prepared as visualize_attention.py (Resize, PIL's bilinear
   }
 });
 
+Deno.test("pilResize rounds halves up as PIL's fixed point, on one image and on a batch", () => {
+  t.tidy(() => {
+    // [1, 0] shrunk to one pixel by the antialiased bilinear is 0.5: PIL gives 1 (libtorch's round, 0)
+    assert.deepEqual(t.toArray(pilResize(t.tensor([[[1, 0]]], { dtype: "u8" }), [1, 1], "bilinear")), [1]);
+    const batch = t.tensor([[[[1, 0]]], [[[3, 0]]]], { dtype: "u8" }); // [2, 1, 1, 2]: 0.5 and 1.5
+    const out = pilResize(batch, [1, 1], "bilinear");
+    assert.deepEqual([out.shape, t.toArray(out)], [[2, 1, 1, 1], [1, 2]]);
+  });
+});
+
 Deno.test("deno task attention: pictures and arrays for two PNGs, equal to the library's, nothing leaked", async () => {
   const dir = join(Deno.makeTempDirSync(), "out"); // made by the command
   const before = t.liveTensors();

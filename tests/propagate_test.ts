@@ -99,6 +99,17 @@ Deno.test("frames are prepared as the official read_frame: cv2.resize to the lon
   }
 });
 
+Deno.test("davisFrame rounds halves up as OpenCV's fixed point", () => {
+  t.tidy(() => {
+    // 2 x 128 to 1 x 64 (the long side floored to 64 at a short side of 1): each pixel the mean of a 2 x 2 block,
+    // here 0.5 everywhere: OpenCV gives 1 (libtorch's round, 0)
+    const frame = t.cat([t.ones([1, 1, 128], { dtype: "u8" }), t.zeros([1, 1, 128], { dtype: "u8" })], 1);
+    const out = davisFrame(frame, 1, 1);
+    assert.deepEqual(out.shape, [1, 1, 64]);
+    assert.ok(t.toArray(out).every((v) => v === 1));
+  });
+});
+
 Deno.test("J and F equal the official davis2017-evaluation db_eval_iou and f_measure", () => {
   const before = t.liveTensors();
   const { tensors: fx } = readSafetensors(join(FIXTURES, "propagate.safetensors"));

@@ -224,7 +224,7 @@ export interface AttentionOptions {
   threshold?: number;
 }
 
-/** The largest side {@linkcode attentionImage} resizes to (as decoding's). */
+/** The largest side an image is resized to for a patch grid ({@linkcode patchCut}; as decoding's). */
 export const MAX_RESIZED_SIDE = 16384;
 
 /**
