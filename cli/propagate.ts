@@ -42,7 +42,7 @@ import {
   toArray,
   writeFileAtomic,
 } from "../mod.ts";
-import { defaultNormalization, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
+import { defaultNormalization, MAX_RESIZED_SIDE, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
 import {
   type DavisScores,
   davisScores,
@@ -306,10 +306,12 @@ export async function main(args: string[]): Promise<number> {
     const { vit, backbone } = model;
     const C = vit.inChans, P = vit.patchSize;
     const seen = davisFrameSize(size[0], size[1], o.imageSize);
-    if (Math.min(...seen) < P || Math.max(...seen) > 16384) {
+    if (Math.min(...seen) < P || Math.max(...seen) > MAX_RESIZED_SIDE) {
       throw new UsageError(
         `--image-size ${o.imageSize}: the ${shown(size)} frames would be seen at ${shown(seen)}, ` +
-          `${Math.min(...seen) < P ? `smaller than one patch (${P} pixels)` : "past the largest side 16384"} on a side`,
+          `${
+            Math.min(...seen) < P ? `smaller than one patch (${P} pixels)` : `past the largest side ${MAX_RESIZED_SIDE}`
+          } on a side`,
       );
     }
     const norm: Normalization = model.normalization ?? defaultNormalization(C);

@@ -132,6 +132,32 @@ export function relativeL2(a: Tensor, b: Tensor): number {
 }
 
 /**
+ * The largest and the mean absolute difference of two images' pixels (same shape), in levels: how far a resize is
+ * from its reference's.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dispose, tensor } from "../mod.ts";
+ * import { pixelDistance } from "./helpers.ts";
+ * const [a, b] = [tensor([1, 2, 3, 4], { dtype: "u8" }), tensor([1, 2, 3, 6], { dtype: "u8" })];
+ * assert.deepEqual(pixelDistance(a, b), { max: 2, mean: 0.5 });
+ * dispose([a, b]);
+ * ```
+ */
+export function pixelDistance(a: Tensor, b: Tensor): { max: number; mean: number } {
+  if (a.shape.join() !== b.shape.join()) throw new Error(`shapes [${a.shape}] and [${b.shape}] differ`);
+  const x = toArray(a), y = toArray(b);
+  let max = 0, sum = 0;
+  for (let i = 0; i < x.length; i++) {
+    const d = Math.abs(x[i] - y[i]);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / x.length };
+}
+
+/**
  * The network flags of a tiny ViT for tests of the training program (width 32, one block, a small head): its
  * code paths in seconds.
  *

@@ -309,6 +309,22 @@ export function patchCut(
 }
 
 /**
+ * Resampled f32 pixel values to u8 as PIL's and OpenCV's fixed point rounds them: halves up, clamped to [0, 255]
+ * (libtorch's `round` takes halves to even).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensor, tidy, toArray } from "../../mod.ts";
+ * import { roundToU8 } from "./attention.ts";
+ * assert.deepEqual(tidy(() => toArray(roundToU8(tensor([0.5, 1.5, 2.49, -3, 300])))), [1, 2, 2, 0, 255]);
+ * ```
+ */
+export function roundToU8(x: Tensor): Tensor {
+  return tidy(() => to(clamp(floor(add(x, 0.5)), 0, 255), "u8"));
+}
+
+/**
  * PIL's `Image.resize(size, BILINEAR or BICUBIC)` of u8 images, [C, H, W] or a batch [B, C, H, W], to [height,
  * width] (torchvision's `Resize` on a PIL image): the antialiased filter, horizontal pass first, each pass rounded to
  * 8 bits as PIL's are (halves up, as its fixed point); here libtorch's `_upsample_*_aa`, which follows PIL's weights
@@ -331,10 +347,7 @@ export function pilResize(image: Tensor, size: readonly [number, number], mode: 
   return tidy(() => {
     // Each pass in its own scope: its f32 copies go before the next pass (an 89 MP photo's are 1 GB).
     const pass = (x: Tensor, to8: [number, number]) =>
-      tidy(() => {
-        const y = interpolate(to(x, "f32"), { size: to8, mode, antialias: true });
-        return to(clamp(floor(add(y, 0.5)), 0, 255), "u8");
-      });
+      tidy(() => roundToU8(interpolate(to(x, "f32"), { size: to8, mode, antialias: true })));
     let x = image.ndim === 3 ? unsqueeze(image, 0) : reshape(image, image.shape); // [B, C, H, W], a new handle
     if (w !== W) x = pass(x, [H, w]);
     if (h !== H) x = pass(x, [h, w]);

@@ -38,7 +38,6 @@ import {
   div,
   exp,
   expand,
-  floor,
   gt,
   interpolate,
   keep,
@@ -66,7 +65,7 @@ import {
   zeros,
 } from "../../ffi/mod.ts";
 import { intermediateLayers, type ViTConfig, type ViTParams } from "../model/vit.ts";
-import { patchCut } from "./attention.ts";
+import { patchCut, roundToU8 } from "./attention.ts";
 
 /** The settings of label propagation (the official flags' defaults). */
 export interface PropagationOptions {
@@ -124,8 +123,7 @@ export function davisFrame(image: Tensor, size: number, patchSize: number): Tens
   return tidy(() => {
     let x = unsqueeze(image, 0); // [1, C, H, W]
     if (h !== H || w !== W) {
-      // OpenCV's u8 result: its fixed point rounds halves up
-      x = to(clamp(floor(add(interpolate(to(x, "f32"), { size: [h, w], mode: "bilinear" }), 0.5)), 0, 255), "u8");
+      x = roundToU8(interpolate(to(x, "f32"), { size: [h, w], mode: "bilinear" })); // OpenCV's u8 result
     }
     return slice(slice(select(x, 0, 0), 1, 0, rows), 2, 0, cols);
   });
