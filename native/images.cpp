@@ -175,29 +175,125 @@ static constexpr int kMaxSide = 1 << 14;
 // Room for one file's reason; written with snprintf, so recording a failure never allocates.
 static constexpr size_t kReason = 256;
 
-// What one axis of a resize-then-centre-crop reads: the source rows (or columns) [first, first + count) and
-// stb_image_resize's scale and offset that map the crop's `side` output pixels onto them. The resized length
-// is computed in double and never materialised: only the crop is resampled, so no intermediate is larger than
-// the source plus a filter margin, however extreme the aspect ratio.
+// What one axis of stb's resize reads (decode_image's whole-image path): the source pixels [first, first + count)
+// and stb_image_resize's scale and offset that map the output onto them.
 struct Axis {
   int first, count;
   float scale, shift;
 };
-static bool plan_axis(int n, double resized, int side, Axis* a) {
-  const double k = resized / n;                     // output pixels per source pixel
-  // The crop's first pixel in the resized image: torchvision's CenterCrop, int(round((resized - side) / 2)), whose
-  // Python round() takes a half to the even neighbour, as nearbyint does in the default rounding mode.
-  const double offset = std::nearbyint((resized - side) / 2);
-  const double lo = offset / k, hi = (offset + side) / k;  // the crop in source coordinates
-  // Catmull-Rom reaches 2 pixels of the coarser grid; keep a little more.
-  const double margin = std::ceil(2 * std::max(1.0, 1 / k)) + 2;
-  const double first = std::max(0.0, std::floor(lo) - margin), last = std::min<double>(n, std::ceil(hi) + margin);
-  if (!(first >= 0 && last > first && last <= n)) return false;
-  a->first = static_cast<int>(first);
-  a->count = static_cast<int>(last - first);
-  a->scale = static_cast<float>(k);
-  a->shift = static_cast<float>(offset - first * k);
+
+// One axis of torchvision's Resize(side) + CenterCrop(crop) on a PIL image, as Pillow's antialiased resampling
+// (libImaging/Resample.c) computes it: the filter's weights in double for each output pixel, normalised, then to
+// fixed point with 22 fractional bits; each pass sums in integers from a half and clips to 8 bits. Only the crop's
+// output pixels are planned, so no intermediate is larger than the source plus a filter margin, however extreme
+// the aspect ratio; the pixels are PIL's, whose two passes are exact integer arithmetic.
+struct Taps {
+  int first = 0, count = 0;  // the source pixels read: [first, first + count)
+  int ksize = 0;             // weights per output pixel
+  bool copy = false;         // the axis keeps its size: PIL skips its pass
+  std::vector<int> lo, n;    // per output pixel: its first source pixel (from `first`) and how many it sums
+  std::vector<int32_t> k;    // per output pixel, ksize weights
+};
+static constexpr int kPilPrecision = 32 - 8 - 2;  // Resample.c's PRECISION_BITS
+
+// PIL's BICUBIC (a = -0.5), support 2.
+static double pil_bicubic(double x) {
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// The taps of output pixels [offset, offset + crop) of an axis of `n` source pixels resized to `resized`, where
+// offset is torchvision's CenterCrop: int(round((resized - crop) / 2)), Python's round taking a half to the even
+// neighbour, as nearbyint does in the default rounding mode.
+static bool plan_taps(int n, int64_t resized, int crop, Taps* t) {
+  if (n <= 0 || resized < crop || crop <= 0 || resized > INT_MAX) return false;
+  const int offset = static_cast<int>(std::nearbyint((static_cast<double>(resized) - crop) / 2));
+  t->lo.assign(crop, 0);
+  t->n.assign(crop, 0);
+  if (resized == n) {  // Pillow resizes only the axes whose size changes
+    t->copy = true;
+    t->first = offset;
+    t->count = crop;
+    t->ksize = 1;
+    for (int i = 0; i < crop; i++) t->lo[i] = i, t->n[i] = 1;
+    return true;
+  }
+  const double scale = static_cast<double>(static_cast<float>(n)) / static_cast<double>(resized);
+  const double filterscale = std::max(1.0, scale), support = 2.0 * filterscale, ss = 1.0 / filterscale;
+  const double ksize = std::ceil(support) * 2 + 1;
+  if (!(ksize <= (1 << 20))) return false;
+  t->ksize = static_cast<int>(ksize);
+  t->k.assign(static_cast<size_t>(crop) * t->ksize, 0);
+  std::vector<int> xmin(crop);
+  std::vector<double> w(t->ksize);
+  int first = INT_MAX, last = 0;
+  for (int i = 0; i < crop; i++) {
+    const double center = (offset + i + 0.5) * scale;
+    const int lo = std::max(0, static_cast<int>(center - support + 0.5));
+    const int hi = std::min(n, static_cast<int>(center + support + 0.5));
+    if (hi <= lo || hi - lo > t->ksize) return false;
+    double sum = 0.0;
+    for (int x = 0; x < hi - lo; x++) sum += w[x] = pil_bicubic((x + lo - center + 0.5) * ss);
+    for (int x = 0; x < hi - lo; x++) {
+      const double v = (sum != 0.0 ? w[x] / sum : w[x]) * (1 << kPilPrecision);
+      t->k[static_cast<size_t>(i) * t->ksize + x] = static_cast<int32_t>(v < 0 ? -0.5 + v : 0.5 + v);
+    }
+    xmin[i] = lo;
+    t->n[i] = hi - lo;
+    first = std::min(first, lo);
+    last = std::max(last, hi);
+  }
+  t->first = first;
+  t->count = last - first;
+  for (int i = 0; i < crop; i++) t->lo[i] = xmin[i] - first;
   return true;
+}
+
+static inline uint8_t pil_clip8(int32_t v) {
+  return v <= 0 ? 0 : v >= (255 << kPilPrecision) ? 255 : static_cast<uint8_t>(v >> kPilPrecision);
+}
+
+// PIL's two passes, horizontal then vertical, over the source pixels the taps read (`src` at their first, rows of
+// `stride` bytes, `channels` interleaved) into `dst` (tx.lo.size() x ty.lo.size() x channels).
+static void pil_resample(const uint8_t* src, size_t stride, int channels, const Taps& tx, const Taps& ty,
+                         uint8_t* dst) {
+  const int ow = static_cast<int>(tx.lo.size()), oh = static_cast<int>(ty.lo.size());
+  const size_t row = static_cast<size_t>(ow) * channels;
+  std::vector<uint8_t> mid(row * ty.count);
+  for (int y = 0; y < ty.count; y++) {
+    const uint8_t* in = src + y * stride;
+    uint8_t* out = mid.data() + y * row;
+    for (int x = 0; x < ow; x++) {
+      const uint8_t* p = in + static_cast<size_t>(tx.lo[x]) * channels;
+      if (tx.copy) {
+        std::copy(p, p + channels, out + static_cast<size_t>(x) * channels);
+        continue;
+      }
+      const int32_t* k = tx.k.data() + static_cast<size_t>(x) * tx.ksize;
+      for (int c = 0; c < channels; c++) {
+        int32_t acc = 1 << (kPilPrecision - 1);
+        for (int j = 0; j < tx.n[x]; j++) acc += p[j * channels + c] * k[j];
+        out[static_cast<size_t>(x) * channels + c] = pil_clip8(acc);
+      }
+    }
+  }
+  for (int y = 0; y < oh; y++) {
+    const uint8_t* in = mid.data() + ty.lo[y] * row;
+    uint8_t* out = dst + y * row;
+    if (ty.copy) {
+      std::copy(in, in + row, out);
+      continue;
+    }
+    const int32_t* k = ty.k.data() + static_cast<size_t>(y) * ty.ksize;
+    for (size_t i = 0; i < row; i++) {
+      int32_t acc = 1 << (kPilPrecision - 1);
+      for (int j = 0; j < ty.n[y]; j++) acc += in[j * row + i] * k[j];
+      out[i] = pil_clip8(acc);
+    }
+  }
 }
 
 using File = std::unique_ptr<FILE, int (*)(FILE*)>;
@@ -742,7 +838,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   if (as_is) side = std::min(w, h);
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.
   const double s = static_cast<double>(side) / std::min(w, h);
-  Axis ax, ay;
+  Axis ax, ay;  // the source pixels read, and for the whole image stb's resize
+  Taps tx, ty;   // a crop: PIL's resampling
   int ow = out_side, oh = out_side;
   if (multiple > 0) {
     // The whole image, each side snapped to a multiple: the output is bounded by kMaxSide on both sides.
@@ -766,10 +863,12 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
       return;
     }
-    if (!plan_axis(w, rw, out_side, &ax) || !plan_axis(h, rh, out_side, &ay)) {
+    if (!plan_taps(w, static_cast<int64_t>(rw), out_side, &tx) || !plan_taps(h, static_cast<int64_t>(rh), out_side, &ty)) {
       std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
       return;
     }
+    ax = {tx.first, tx.count, 1.0f, 0.0f};
+    ay = {ty.first, ty.count, 1.0f, 0.0f};
   }
   if (stbi_is_hdr_from_file(f.get())) {
     const HdrData data = hdr_data(f.get(), st.st_size, w, h);
@@ -857,26 +956,30 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     stride = static_cast<size_t>(ax.count) * channels;
   }
   tile.resize(static_cast<size_t>(ow) * oh * channels);
-  // Catmull-Rom, the cubic of PIL's BICUBIC (a = -0.5), both ways: stb's default shrinks with Mitchell's, which
-  // blurs. Shrinking widens it by the scale, as PIL's antialiased resize does. A side that keeps its size (scale 1,
-  // a whole-pixel shift) is copied, or gets the box filter, which at scale 1 takes each pixel alone.
-  auto kept = [](const Axis& a, int out) {
-    return a.scale == 1.0f && a.shift == std::floor(a.shift) && a.shift >= 0 && a.shift + out <= a.count;
-  };
-  const bool keep_x = kept(ax, ow), keep_y = kept(ay, oh);
-  if (keep_x && keep_y) {
-    const size_t x0 = static_cast<size_t>(ax.shift), y0 = static_cast<size_t>(ay.shift);
-    const size_t row = static_cast<size_t>(ow) * channels;
-    for (int y = 0; y < oh; y++) {
-      std::memcpy(tile.data() + y * row, crop + (y0 + y) * stride + x0 * channels, row);
-    }
+  if (multiple == 0) {
+    pil_resample(crop, stride, channels, tx, ty, tile.data());
   } else {
-    const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
-                                         STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-                                         STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
-                                         keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM, STBIR_COLORSPACE_LINEAR,
-                                         nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
-    if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
+    // The whole image: Catmull-Rom, the cubic of PIL's BICUBIC (a = -0.5), both ways (stb's default shrinks with
+    // Mitchell's, which blurs), widened by the scale when shrinking. A side that keeps its size is copied, or gets
+    // the box filter, which at scale 1 takes each pixel alone.
+    auto kept = [](const Axis& a, int out) {
+      return a.scale == 1.0f && a.shift == std::floor(a.shift) && a.shift >= 0 && a.shift + out <= a.count;
+    };
+    const bool keep_x = kept(ax, ow), keep_y = kept(ay, oh);
+    if (keep_x && keep_y) {
+      const size_t x0 = static_cast<size_t>(ax.shift), y0 = static_cast<size_t>(ay.shift);
+      const size_t row = static_cast<size_t>(ow) * channels;
+      for (int y = 0; y < oh; y++) {
+        std::memcpy(tile.data() + y * row, crop + (y0 + y) * stride + x0 * channels, row);
+      }
+    } else {
+      const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
+                                           STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
+                                           STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
+                                           keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
+                                           STBIR_COLORSPACE_LINEAR, nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
+      if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
+    }
   }
   if (out_w) *out_w = ow;
   if (out_h) *out_h = oh;

@@ -86,8 +86,9 @@ const MAX_SIDE = 1 << 14;
  * skipped and reported with their reason, never fatal, whatever the thread count.
  * Each image is resized and cropped as torchvision's `Resize(side)` +
  * `CenterCrop(crop)` with bicubic interpolation: the long side to
- * int(side x long / short), the crop's offset rounded half to even, the cubic
- * of PIL's BICUBIC (Catmull-Rom), widened by the scale when shrinking.
+ * int(side x long / short), the crop's offset rounded half to even, and PIL's
+ * antialiased BICUBIC resampling in its own fixed point: a PNG gives the
+ * pixels torchvision gives, to the level.
  *
  * @example
  * ```ts
@@ -178,8 +179,8 @@ export interface DecodeImageOptions {
 export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: undefined; reason: string };
 
 /**
- * Decodes one whole image file, its aspect kept: the short side is resized to `side` (the filter of
- * {@linkcode decodeImages}; without `side`, the image keeps its own size), then each side to its nearest multiple
+ * Decodes one whole image file, its aspect kept: the short side is resized to `side` (bicubic: Catmull-Rom,
+ * PIL's cubic, widened by the scale when shrinking; without `side`, the image keeps its own size), then each side to its nearest multiple
  * of `multiple`, giving u8 [C, H, W]. Nothing is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
  * elongated that a side would pass 16384) gives its reason instead, never an exception; the same defences
  * against hostile files apply as in {@linkcode decodeImages}. Decoding runs off the JavaScript thread.
