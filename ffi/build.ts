@@ -532,6 +532,20 @@ function isPartOf(flags: string[], i: number, part: string[]): boolean {
   return false;
 }
 
+/**
+ * libjpeg's version (from its `jconfig.h`) where its headers and its library are installed (Debian:
+ * libjpeg62-turbo-dev), else undefined.
+ */
+function jpegBuild(): string | undefined {
+  const include = ["/usr/include", "/usr/local/include"].find((d) => exists(join(d, "jpeglib.h")));
+  const libs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
+  if (!include || !libs.some((d) => exists(join(d, "libjpeg.so")))) return undefined;
+  const config = [join(include, "jconfig.h"), ...libs.map((d) => join(include, d.split("/").pop()!, "jconfig.h"))]
+    .find((p) => exists(p));
+  const text = config ? Deno.readTextFileSync(config) : "";
+  return /LIBJPEG_TURBO_VERSION\s+(\S+)/.exec(text)?.[1] ?? /JPEG_LIB_VERSION\s+(\d+)/.exec(text)?.[1] ?? "libjpeg";
+}
+
 /** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
 export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<string> {
   const sources = await readSources();
@@ -547,6 +561,9 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   hash.update(JSON.stringify(dist));
   hash.update("openmp with GCC"); // shims built before openmpFlags ran their kernels on one thread
   if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
+  // JPEGs are decoded with libjpeg, as PIL decodes them, where its headers and library are (else with stb's own).
+  const jpeg = jpegBuild();
+  hash.update(JSON.stringify(jpeg));
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
   if (exists(out)) return out;
@@ -567,6 +584,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
     ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
     ...(stb ? ["-DDINO_STB"] : []),
+    ...(stb && jpeg ? ["-DDINO_JPEG"] : []),
     ...dist.compile,
     ...includeFlags(libtorch.include, defaultIncludes(cxx)),
   ];
@@ -610,6 +628,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     "-Wl,--no-as-needed",
     ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
     ...link,
+    ...(stb && jpeg ? ["-ljpeg"] : []),
     "-ltorch",
     "-ltorch_cpu",
     "-lc10",

@@ -1,6 +1,8 @@
-// Images in and out, through stb (libstb-dev's headers): a threaded batch decoder (square centre crops), a one-file
-// decoder that keeps the whole image and its aspect, and a PNG/JPEG writer. Without stb (DINO_STB undefined) the entry
-// points exist and report how to get it.
+// Images in and out, through stb (libstb-dev's headers) and libjpeg: a threaded batch decoder (square centre crops,
+// resampled as PIL resamples), a one-file decoder that keeps the whole image and its aspect, and a PNG/JPEG writer.
+// JPEGs are decoded with libjpeg where the shim is built with it (DINO_JPEG, libjpeg-dev's headers), as PIL decodes
+// them; the other formats, and JPEGs without it, with stb. Without stb (DINO_STB undefined) the entry points exist and
+// report how to get it.
 //
 // Files are hostile input: decoding never throws out of a worker thread, never allocates for an image whose
 // header declares more pixels than the caller's budget, and never sizes anything from unchecked arithmetic. No
@@ -25,6 +27,13 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifdef DINO_JPEG
+#include <csetjmp>
+// jpeglib.h needs FILE and size_t declared before it (cstdio, cstddef above).
+#include <jerror.h>
+#include <jpeglib.h>
+#endif
 
 #ifdef DINO_STB
 // ---- stb, compiled into the shim -------------------------------------------------------------------------------
@@ -713,6 +722,128 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
                 w, h, w * h, max_pixels);
 }
 
+#ifdef DINO_JPEG
+// ---- JPEG through libjpeg(-turbo), as PIL reads it -------------------------------------------------------------
+//
+// torchvision's ImageFolder opens files with PIL, whose JPEG decoder is libjpeg(-turbo) at its defaults (the slow
+// exact integer DCT, fancy upsampling): decoding with the same library gives the same pixels, where stb's decoder
+// (its own IDCT and upsampling) is 1-3 levels off. As PIL: three components are RGB (YCbCr converted by libjpeg),
+// one is gray, four are CMYK, inverted ("assume adobe conventions", whatever the file's Adobe marker says) and
+// converted to RGB with Pillow's cmyk2rgb; a file that ends before its end-of-image marker is refused ("image file
+// is truncated"), other warnings are ignored. libjpeg reports errors by calling error_exit, which longjmps back to
+// decode_jpeg: no C++ object with a destructor lives in the frames it crosses.
+namespace {
+struct JpegErrors {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  bool ended = false;  // the data ran out (JWRN_JPEG_EOF)
+  bool scans = false;  // past kMaxJpegScans
+  char message[JMSG_LENGTH_MAX] = {0};
+};
+// A progressive JPEG of many tiny scans costs a pass over the image each: libjpeg-turbo's advice for untrusted files
+// is to cap them (valid files have about 10).
+constexpr int kMaxJpegScans = 1000;
+
+void jpeg_failed(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+void jpeg_message(j_common_ptr c, int level) {
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  if (level < 0) {
+    e->pub.num_warnings++;
+    if (e->pub.msg_code == JWRN_JPEG_EOF) e->ended = true;
+  }
+}
+void jpeg_progress(j_common_ptr c) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (d->input_scan_number > kMaxJpegScans) {
+    reinterpret_cast<JpegErrors*>(c->err)->scans = true;
+    std::snprintf(reinterpret_cast<JpegErrors*>(c->err)->message, JMSG_LENGTH_MAX, "more than %d scans", kMaxJpegScans);
+    std::longjmp(reinterpret_cast<JpegErrors*>(c->err)->jump, 1);
+  }
+}
+}  // namespace
+
+// What decode_jpeg made of a file: its pixels (HWC, `comp` of 1 or 3 channels).
+struct JpegImage {
+  int w = 0, h = 0, comp = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<uint8_t> cmyk;  // a row of a CMYK file as libjpeg gives it
+};
+
+// Decodes the JPEG `f` (read from its start) into `out`, or writes why not into `why`: over the pixel budget
+// (checked on the header, before any pixel is allocated), corrupt, truncated, or needing more of libjpeg's working
+// memory than stb may take for a file of its size.
+static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
+  jpeg_decompress_struct cinfo;
+  JpegErrors errors;
+  jpeg_progress_mgr progress;
+  cinfo.err = jpeg_std_error(&errors.pub);
+  errors.pub.error_exit = jpeg_failed;
+  errors.pub.emit_message = jpeg_message;
+  progress.progress_monitor = jpeg_progress;
+  if (setjmp(errors.jump)) {
+    if (errors.ended) {
+      std::snprintf(why, kReason, "cannot decode (a truncated JPEG: %s)", errors.message);
+    } else if (errors.scans) {
+      std::snprintf(why, kReason, "cannot decode (a JPEG of %s, a decompression bomb?)", errors.message);
+    } else {
+      std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: %s)", errors.message);
+    }
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  jpeg_create_decompress(&cinfo);
+  cinfo.progress = &progress;
+  cinfo.mem->max_memory_to_use = static_cast<long>(kHeaderBytes);
+  jpeg_stdio_src(&cinfo, f);
+  jpeg_read_header(&cinfo, TRUE);
+  const double pixels = static_cast<double>(cinfo.image_width) * cinfo.image_height;
+  if (pixels > max_pixels) {
+    over_budget(why, cinfo.image_width, cinfo.image_height, max_pixels);
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  cinfo.mem->max_memory_to_use = static_cast<long>(std::min(kHeaderBytes + kBytesPerPixel * pixels, 1e18));
+  const int n = cinfo.num_components;
+  if (n != 1 && n != 3 && n != 4) {
+    std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  cinfo.out_color_space = n == 1 ? JCS_GRAYSCALE : n == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_start_decompress(&cinfo);
+  const size_t row = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
+  out->w = static_cast<int>(cinfo.output_width);
+  out->h = static_cast<int>(cinfo.output_height);
+  out->comp = n == 4 ? 3 : n;
+  out->pixels.resize(static_cast<size_t>(out->w) * out->h * out->comp);
+  if (n == 4) out->cmyk.resize(row);
+  while (cinfo.output_scanline < cinfo.output_height && !errors.ended) {
+    uint8_t* dst = out->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * out->w * out->comp;
+    JSAMPROW rows[1] = {n == 4 ? out->cmyk.data() : dst};
+    jpeg_read_scanlines(&cinfo, rows, 1);
+    if (n != 4) continue;
+    const uint8_t* cmyk = out->cmyk.data();
+    for (size_t x = 0; x < row / 4; x++) {  // Pillow's "CMYK;I" unpacking, then its cmyk2rgb
+      const int k = cmyk[4 * x + 3];       // inverted twice: 255 - (255 - k)
+      for (int c = 0; c < 3; c++) {
+        const int v = (255 - cmyk[4 * x + c]) * k + 128;  // MULDIV255(255 - in, 255 - in_k) with nk = k
+        dst[3 * x + c] = static_cast<uint8_t>(std::clamp(k - (((v >> 8) + v) >> 8), 0, 255));
+      }
+    }
+  }
+  // Up to the end-of-image marker: PIL refuses a file without one as truncated.
+  if (!errors.ended) jpeg_finish_decompress(&cinfo);
+  if (errors.ended) {
+    std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its end-of-image marker)");
+  }
+  jpeg_destroy_decompress(&cinfo);
+}
+#endif
+
 // Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
 // centre crop (out_side x out_side; 0: side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
 // image, resized so that its short side is `side` (aspect kept), then each side to its nearest multiple of
@@ -794,10 +925,37 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
                        : pnm                                                     ? "corrupt PNM data"
                        : std::memcmp(head, "#?", 2) == 0                         ? "corrupt HDR data"
                                                                                  : "corrupt data";
+  // A JPEG (its SOI after any 0xff fill bytes, as stb takes it; PIL takes none) is decoded by libjpeg, as PIL's is,
+  // from its SOI. Its size is first read as stb reads it, so that a header alone declaring too many pixels is
+  // refused for that, as other formats are.
+  int fill = 0;
+  while (fill < 80 && head[fill] == 0xff) fill++;
+#ifdef DINO_JPEG
+  const bool jpeg = fill > 0 && head[fill] == 0xd8;
+#else
+  const bool jpeg = false;
+#endif
+  JpegImage jpeg_image;
   clear_stb_reason();
   rewritten.pos = 0;
-  if (!(callbacks ? stbi_info_from_callbacks(&kRewrittenIo, &rewritten, &w, &h, &comp)
-                  : stbi_info_from_file(f.get(), &w, &h, &comp))) {
+  if (jpeg && stbi_info_from_file(f.get(), &w, &h, &comp) && static_cast<double>(w) * h > max_pixels) {
+    over_budget(why, w, h, max_pixels);
+    return;
+  }
+  if (jpeg) {
+#ifdef DINO_JPEG
+    if (std::fseek(f.get(), fill - 1, SEEK_SET) != 0) {
+      std::snprintf(why, kReason, "cannot read: %s", std::strerror(errno));
+      return;
+    }
+    decode_jpeg(f.get(), max_pixels, &jpeg_image, why);
+#endif
+    if (why[0]) return;
+    w = jpeg_image.w;
+    h = jpeg_image.h;
+    comp = jpeg_image.comp;
+  } else if (!(callbacks ? stbi_info_from_callbacks(&kRewrittenIo, &rewritten, &w, &h, &comp)
+                         : stbi_info_from_file(f.get(), &w, &h, &comp))) {
     // Formats that torchvision's ImageFolder lists and stb does not read.
     const char* unread = std::memcmp(head, "RIFF", 4) == 0 && std::memcmp(head + 8, "WEBP", 4) == 0 ? "WebP"
                          : std::memcmp(head, "II*\0", 4) == 0 || std::memcmp(head, "MM\0*", 4) == 0 ? "TIFF"
@@ -870,77 +1028,85 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     ax = {tx.first, tx.count, 1.0f, 0.0f};
     ay = {ty.first, ty.count, 1.0f, 0.0f};
   }
-  if (stbi_is_hdr_from_file(f.get())) {
-    const HdrData data = hdr_data(f.get(), st.st_size, w, h);
-    if (std::fseek(f.get(), 0, SEEK_SET) != 0 || data == HdrData::kEndless) {
-      std::snprintf(why, kReason, "cannot decode (the file ends inside a run-length encoded scanline)");
-      return;
-    }
-    if (data == HdrData::kTruncated) {
-      std::snprintf(why, kReason, "cannot decode (the file ends inside its pixels)");
-      return;
-    }
-  }
-  // The channels asked of stb. It converts them itself, except colour to gray (its luma weights are not PIL's) and
-  // where stb 2.27 gets that wrong: a PIC that fails to decode is converted anyway, from a null buffer, and a 16-bit
-  // PNM is converted as if it had 8-bit samples (CVE-2021-42716, reading past its buffer); those are decoded in their
-  // own channels and converted below.
-  // A 16-bit PNM is read in 16 bits, to be scaled by its maximum value below.
-  const bool pnm16 = pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get());
-  const int pnm_max = pnm ? pnm_max_value(fd, st.st_size) : 0;
-  const int req = pic ? 4 : pnm16 || (channels == 1 && comp >= 3) ? comp : channels;
-  arena.cap = static_cast<size_t>(std::min(kHeaderBytes + kBytesPerPixel * pixels, static_cast<double>(SIZE_MAX)));
-  int dw = 0, dh = 0;
-  clear_stb_reason();
-  rewritten.pos = 0;
+  // The pixels (HWC, `req` channels), then converted to `channels` below.
+  int req = 0;
   Pixels img(nullptr, &stbi_image_free);
-  std::unique_ptr<stbi_us, void (*)(void*)> wide(nullptr, &stbi_image_free);
-  if (pnm16) {
-    wide.reset(stbi_load_from_file_16(f.get(), &dw, &dh, &comp, req));
+  std::vector<uint8_t> scaled;
+  const stbi_uc* decoded = nullptr;
+  if (jpeg) {
+    req = jpeg_image.comp;
+    decoded = jpeg_image.pixels.data();
   } else {
-    img.reset(callbacks ? stbi_load_from_callbacks(&kRewrittenIo, &rewritten, &dw, &dh, &comp, req)
-                        : stbi_load_from_file(f.get(), &dw, &dh, &comp, req));
-  }
-  if (!img && !wide) {
-    if (arena.refused) {
-      std::snprintf(why, kReason,
-                    "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
-                    static_cast<double>(arena.cap) / (1 << 20), w, h);
-    } else {
-      unsigned char type[4];
-      if (!png || !is_unknown_png_chunk(stbi_failure_reason())) {
-        std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));
-      } else if (png_unknown_chunk(fd, st.st_size, type)) {
-        const auto shown = [](unsigned char c) { return c < 0x20 || c >= 0x7f ? '?' : static_cast<char>(c); };
-        std::snprintf(why, kReason, "cannot decode (%c%c%c%c PNG chunk not known)", shown(type[0]), shown(type[1]),
-                      shown(type[2]), shown(type[3]));
-      } else {
-        std::snprintf(why, kReason, "cannot decode (%s)", format);
+    if (stbi_is_hdr_from_file(f.get())) {
+      const HdrData data = hdr_data(f.get(), st.st_size, w, h);
+      if (std::fseek(f.get(), 0, SEEK_SET) != 0 || data == HdrData::kEndless) {
+        std::snprintf(why, kReason, "cannot decode (the file ends inside a run-length encoded scanline)");
+        return;
+      }
+      if (data == HdrData::kTruncated) {
+        std::snprintf(why, kReason, "cannot decode (the file ends inside its pixels)");
+        return;
       }
     }
-    return;
-  }
-  if (dw != w || dh != h) {
-    std::snprintf(why, kReason, "decoded %d x %d but the header said %d x %d", dw, dh, w, h);
-    return;
-  }
-  // A PNM's samples, from 0..maxval to 0..255 (rounded, as PIL scales them; a sample past maxval is 255).
-  const stbi_uc* decoded = img.get();
-  std::vector<uint8_t> scaled;
-  if (pnm && (wide || pnm_max != 255)) {
-    const int max = pnm_max > 0 ? pnm_max : wide ? 65535 : 255;
-    std::vector<uint8_t> lut(static_cast<size_t>(max) + 1);
-    for (int v = 0; v <= max; v++) lut[v] = static_cast<uint8_t>((2 * 255 * v + max) / (2 * max));
-    const size_t n = static_cast<size_t>(w) * h * req;
-    if (wide) {
-      scaled.resize(n);
-      // stb 2.27 copies the samples as they are stored, most significant byte first, into its 16-bit integers.
-      const auto* bytes = reinterpret_cast<const uint8_t*>(wide.get());
-      for (size_t i = 0; i < n; i++) scaled[i] = lut[std::min<int>((bytes[2 * i] << 8) | bytes[2 * i + 1], max)];
-      wide.reset();
-      decoded = scaled.data();
+    // The channels asked of stb. It converts them itself, except colour to gray (its luma weights are not PIL's) and
+    // where stb 2.27 gets that wrong: a PIC that fails to decode is converted anyway, from a null buffer, and a 16-bit
+    // PNM is converted as if it had 8-bit samples (CVE-2021-42716, reading past its buffer); those are decoded in their
+    // own channels and converted below.
+    // A 16-bit PNM is read in 16 bits, to be scaled by its maximum value below.
+    const bool pnm16 = pnm && comp >= 1 && comp <= 4 && stbi_is_16_bit_from_file(f.get());
+    const int pnm_max = pnm ? pnm_max_value(fd, st.st_size) : 0;
+    req = pic ? 4 : pnm16 || (channels == 1 && comp >= 3) ? comp : channels;
+    arena.cap = static_cast<size_t>(std::min(kHeaderBytes + kBytesPerPixel * pixels, static_cast<double>(SIZE_MAX)));
+    int dw = 0, dh = 0;
+    clear_stb_reason();
+    rewritten.pos = 0;
+    std::unique_ptr<stbi_us, void (*)(void*)> wide(nullptr, &stbi_image_free);
+    if (pnm16) {
+      wide.reset(stbi_load_from_file_16(f.get(), &dw, &dh, &comp, req));
     } else {
-      for (size_t i = 0; i < n; i++) img.get()[i] = lut[std::min<int>(img.get()[i], max)];
+      img.reset(callbacks ? stbi_load_from_callbacks(&kRewrittenIo, &rewritten, &dw, &dh, &comp, req)
+                          : stbi_load_from_file(f.get(), &dw, &dh, &comp, req));
+    }
+    if (!img && !wide) {
+      if (arena.refused) {
+        std::snprintf(why, kReason,
+                      "cannot decode: it needs more than %.0f MiB, more than a %d x %d image can (a decompression bomb?)",
+                      static_cast<double>(arena.cap) / (1 << 20), w, h);
+      } else {
+        unsigned char type[4];
+        if (!png || !is_unknown_png_chunk(stbi_failure_reason())) {
+          std::snprintf(why, kReason, "cannot decode (%s)", stb_load_reason(format));
+        } else if (png_unknown_chunk(fd, st.st_size, type)) {
+          const auto shown = [](unsigned char c) { return c < 0x20 || c >= 0x7f ? '?' : static_cast<char>(c); };
+          std::snprintf(why, kReason, "cannot decode (%c%c%c%c PNG chunk not known)", shown(type[0]), shown(type[1]),
+                        shown(type[2]), shown(type[3]));
+        } else {
+          std::snprintf(why, kReason, "cannot decode (%s)", format);
+        }
+      }
+      return;
+    }
+    if (dw != w || dh != h) {
+      std::snprintf(why, kReason, "decoded %d x %d but the header said %d x %d", dw, dh, w, h);
+      return;
+    }
+    // A PNM's samples, from 0..maxval to 0..255 (rounded, as PIL scales them; a sample past maxval is 255).
+    decoded = img.get();
+    if (pnm && (wide || pnm_max != 255)) {
+      const int max = pnm_max > 0 ? pnm_max : wide ? 65535 : 255;
+      std::vector<uint8_t> lut(static_cast<size_t>(max) + 1);
+      for (int v = 0; v <= max; v++) lut[v] = static_cast<uint8_t>((2 * 255 * v + max) / (2 * max));
+      const size_t n = static_cast<size_t>(w) * h * req;
+      if (wide) {
+        scaled.resize(n);
+        // stb 2.27 copies the samples as they are stored, most significant byte first, into its 16-bit integers.
+        const auto* bytes = reinterpret_cast<const uint8_t*>(wide.get());
+        for (size_t i = 0; i < n; i++) scaled[i] = lut[std::min<int>((bytes[2 * i] << 8) | bytes[2 * i + 1], max)];
+        wide.reset();
+        decoded = scaled.data();
+      } else {
+        for (size_t i = 0; i < n; i++) img.get()[i] = lut[std::min<int>(img.get()[i], max)];
+      }
     }
   }
   size_t stride = static_cast<size_t>(w) * req;

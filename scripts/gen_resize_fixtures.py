@@ -25,6 +25,10 @@ Written:
                               <name>.davis: eval_video_segmentation.py's read_frame at a short side of 100 (its
                               480, scaled down): cv2.imread, cv2.resize to the long side floored to a multiple of
                               64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
+  resize/<name>-<kind>.jpg    some of the pictures as JPEGs as PIL writes them: 4:2:0, 4:2:2 and 4:4:4 chroma,
+                              progressive, gray and CMYK
+  resize.safetensors          <file>.whole: u8 [3, H, W], the JPEG as PIL decodes it (libjpeg) and converts it to RGB;
+                              <file>.cropped: Resize(64, bicubic) + CenterCrop(56) of that
 """
 import os
 import sys
@@ -83,12 +87,12 @@ def main():
     folder = os.path.join(OUT, "resize")
     os.makedirs(folder, exist_ok=True)
     resize = T.Resize(SIDE, interpolation=T.InterpolationMode.BICUBIC)
+    u8 = lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # noqa: E731
     tensors = {}
     for i, (name, (w, h)) in enumerate(SIZES.items()):
         path = os.path.join(folder, f"{name}.png")
         picture(w, h, i).save(path, optimize=True)
         image = Image.open(path).convert("RGB")
-        u8 = lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # noqa: E731
         resized = resize(image)
         tensors[f"{name}.resized"] = u8(resized)
         tensors[f"{name}.cropped"] = u8(T.CenterCrop(SIDE * 224 // 256)(resized))
@@ -100,6 +104,19 @@ def main():
         # eval_copy_detection.py: Resize((imsize, imsize), interpolation=3), the image squashed to a square
         tensors[f"{name}.copy"] = u8(T.Resize((48, 48), interpolation=T.InterpolationMode.BICUBIC)(image))
         tensors[f"{name}.davis"] = torch.from_numpy(read_frame_u8(path, DAVIS_SIDE)).permute(2, 0, 1).contiguous()
+    # JPEGs: torchvision's ImageFolder decodes them with PIL, that is libjpeg at its defaults.
+    jpegs = {"wide-420.jpg": ("wide", dict(quality=85)), "tall-444.jpg": ("tall", dict(quality=90, subsampling=0)),
+             "small-422.jpg": ("small", dict(quality=75, subsampling=1)),
+             "odd-progressive.jpg": ("odd", dict(quality=80, progressive=True)),
+             "half-gray.jpg": ("half", dict(quality=85)), "even-cmyk.jpg": ("even", dict(quality=90))}
+    for file, (name, options) in jpegs.items():
+        image = Image.open(os.path.join(folder, f"{name}.png"))
+        image = image.convert("L") if "gray" in file else image.convert("CMYK") if "cmyk" in file else image
+        path = os.path.join(folder, file)
+        image.save(path, **options)
+        decoded = Image.open(path).convert("RGB")
+        tensors[f"{file}.whole"] = u8(decoded)
+        tensors[f"{file}.cropped"] = u8(T.CenterCrop(SIDE * 224 // 256)(resize(decoded)))
     # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
     path = os.path.join(folder, "fixed28.png")
     picture(28, 28, 99).convert("L").save(path, optimize=True)

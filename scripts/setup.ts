@@ -1,6 +1,6 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
- * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
+ * libtorch, OpenBLAS, stb, libjpeg and a C++ compiler (and Fashion-MNIST with
  * `--data` or `--default-data`, Chromium with `--browser`, scikit-image's photos and the Python
  * that `scripts/gen_objects.py` needs with `--objects`), and Gloo's headers for distributed training (`libgloo-dev`, with
  * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
@@ -75,6 +75,8 @@ if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !installed("libopen
   missing.push("libopenblas0-pthread");
 }
 if (!exists("/usr/include/stb/stb_image.h")) missing.push("libstb-dev");
+// JPEGs are decoded with libjpeg, as PIL decodes them (without it, with stb's decoder: 1-3 levels from PIL's pixels).
+if (!exists("/usr/include/jpeglib.h")) missing.push("libjpeg-dev");
 // Distributed training (c10d's ProcessGroupGloo) compiles against Gloo's headers, which Debian's libtorch-dev does
 // not depend on. Optional: without them the shim builds with no distributed engine.
 const optional: string[] = [];

@@ -115,6 +115,35 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
   }
 });
 
+Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converted as Pillow does): whole and through the evaluation crop, pixel for pixel", async () => {
+  const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
+  const files = [
+    "wide-420.jpg",
+    "tall-444.jpg",
+    "small-422.jpg",
+    "odd-progressive.jpg",
+    "half-gray.jpg",
+    "even-cmyk.jpg",
+  ];
+  // Without libjpeg's headers (libjpeg-dev) the shim decodes JPEGs with stb's own decoder, 1-3 levels off (more for
+  // CMYK): this test then names the fix.
+  const fix = "is libjpeg-dev installed? (deno run -A scripts/setup.ts installs it; the shim rebuilds)";
+  try {
+    for (const file of files) {
+      const path = join(FIXTURES, "resize", file);
+      const whole = await t.decodeImage(path);
+      assert.ok(whole.image, `${file}: ${whole.reason}`);
+      using image = whole.image;
+      assert.deepEqual(t.toArray(image), t.toArray(tensors[`${file}.whole`]), `${file} at its own size: ${fix}`);
+      const r = await t.decodeImages([path], { side: 64, crop: 56, threads: 1 });
+      using cropped = r.images;
+      assert.deepEqual(t.toArray(cropped), t.toArray(tensors[`${file}.cropped`]), `${file} at 64 / 56: ${fix}`);
+    }
+  } finally {
+    t.dispose(Object.values(tensors));
+  }
+});
+
 Deno.test("k-NN over the memory's own images leaves each out of its own neighbours (leave-one-out)", () => {
   // Two tight pairs of opposite classes: each image's nearest other is of the other class.
   using memory = t.tensor([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]]);

@@ -80,8 +80,8 @@ export interface Decoded {
 const MAX_SIDE = 1 << 14;
 
 /**
- * Decodes image files (every format stb_image reads: PNG, JPEG, BMP, GIF, TGA,
- * PSD, HDR, PIC, PNM) into one u8 batch. Corrupt, truncated or unsupported
+ * Decodes image files (JPEG with libjpeg, as PIL decodes it; PNG, BMP, GIF,
+ * TGA, PSD, HDR, PIC and PNM with stb_image) into one u8 batch. Corrupt, truncated or unsupported
  * files, and files whose header declares more than `maxPixels` pixels, are
  * skipped and reported with their reason, never fatal, whatever the thread count.
  * Each image is resized and cropped as torchvision's `Resize(side)` +
