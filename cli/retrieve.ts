@@ -40,6 +40,7 @@ import {
   dispose,
   interpolate,
   permute,
+  pilResize,
   sort,
   stagingFolder,
   type Tensor,
@@ -47,7 +48,7 @@ import {
   toArray,
   writeFileAtomic,
 } from "../mod.ts";
-import { defaultNormalization, type Normalization, normalizeImage, pilResize } from "../lib/eval/attention.ts";
+import { defaultNormalization, type Normalization, normalizeImage } from "../lib/eval/attention.ts";
 import {
   applyWhitening,
   clsFeatures,

@@ -35,6 +35,125 @@
 #include <jpeglib.h>
 #endif
 
+// ---- PIL's resampling ---------------------------------------------------------------------------------------------
+
+// One axis of torchvision's Resize(side) + CenterCrop(crop) on a PIL image, as Pillow's antialiased resampling
+// (libImaging/Resample.c) computes it: the filter's weights in double for each output pixel, normalised, then to
+// fixed point with 22 fractional bits; each pass sums in integers from a half and clips to 8 bits. Only the crop's
+// output pixels are planned, so no intermediate is larger than the source plus a filter margin, however extreme
+// the aspect ratio; the pixels are PIL's, whose two passes are exact integer arithmetic.
+struct Taps {
+  int first = 0, count = 0;  // the source pixels read: [first, first + count)
+  int ksize = 0;             // weights per output pixel
+  bool copy = false;         // the axis keeps its size: PIL skips its pass
+  std::vector<int> lo, n;    // per output pixel: its first source pixel (from `first`) and how many it sums
+  std::vector<int32_t> k;    // per output pixel, ksize weights
+};
+static constexpr int kPilPrecision = 32 - 8 - 2;  // Resample.c's PRECISION_BITS
+
+// PIL's filters: BILINEAR (support 1) and BICUBIC (a = -0.5, support 2).
+enum class PilFilter { kBilinear, kBicubic };
+static double pil_filter(PilFilter f, double x) {
+  if (x < 0.0) x = -x;
+  if (f == PilFilter::kBilinear) return x < 1.0 ? 1.0 - x : 0.0;
+  constexpr double a = -0.5;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// The taps of output pixels [offset, offset + crop) of an axis of `n` source pixels resized to `resized` with
+// `filter`, where offset is torchvision's CenterCrop: int(round((resized - crop) / 2)), Python's round taking a half
+// to the even neighbour, as nearbyint does in the default rounding mode.
+static bool plan_taps(int n, int64_t resized, int crop, PilFilter filter, Taps* t) {
+  if (n <= 0 || resized < crop || crop <= 0 || resized > INT_MAX) return false;
+  const int offset = static_cast<int>(std::nearbyint((static_cast<double>(resized) - crop) / 2));
+  t->lo.assign(crop, 0);
+  t->n.assign(crop, 0);
+  if (resized == n) {  // Pillow resizes only the axes whose size changes
+    t->copy = true;
+    t->first = offset;
+    t->count = crop;
+    t->ksize = 1;
+    for (int i = 0; i < crop; i++) t->lo[i] = i, t->n[i] = 1;
+    return true;
+  }
+  const double scale = static_cast<double>(static_cast<float>(n)) / static_cast<double>(resized);
+  const double filterscale = std::max(1.0, scale), ss = 1.0 / filterscale;
+  const double support = (filter == PilFilter::kBilinear ? 1.0 : 2.0) * filterscale;
+  const double ksize = std::ceil(support) * 2 + 1;
+  if (!(ksize <= (1 << 20))) return false;
+  t->ksize = static_cast<int>(ksize);
+  t->k.assign(static_cast<size_t>(crop) * t->ksize, 0);
+  std::vector<int> xmin(crop);
+  std::vector<double> w(t->ksize);
+  int first = INT_MAX, last = 0;
+  for (int i = 0; i < crop; i++) {
+    const double center = (offset + i + 0.5) * scale;
+    const int lo = std::max(0, static_cast<int>(center - support + 0.5));
+    const int hi = std::min(n, static_cast<int>(center + support + 0.5));
+    if (hi <= lo || hi - lo > t->ksize) return false;
+    double sum = 0.0;
+    for (int x = 0; x < hi - lo; x++) sum += w[x] = pil_filter(filter, (x + lo - center + 0.5) * ss);
+    for (int x = 0; x < hi - lo; x++) {
+      const double v = (sum != 0.0 ? w[x] / sum : w[x]) * (1 << kPilPrecision);
+      t->k[static_cast<size_t>(i) * t->ksize + x] = static_cast<int32_t>(v < 0 ? -0.5 + v : 0.5 + v);
+    }
+    xmin[i] = lo;
+    t->n[i] = hi - lo;
+    first = std::min(first, lo);
+    last = std::max(last, hi);
+  }
+  t->first = first;
+  t->count = last - first;
+  for (int i = 0; i < crop; i++) t->lo[i] = xmin[i] - first;
+  return true;
+}
+
+static inline uint8_t pil_clip8(int32_t v) {
+  return v <= 0 ? 0 : v >= (255 << kPilPrecision) ? 255 : static_cast<uint8_t>(v >> kPilPrecision);
+}
+
+// PIL's two passes, horizontal then vertical, over the source pixels the taps read (`src` at their first, rows of
+// `stride` bytes, `channels` interleaved) into `dst` (tx.lo.size() x ty.lo.size() x channels).
+static void pil_resample(const uint8_t* src, size_t stride, int channels, const Taps& tx, const Taps& ty,
+                         uint8_t* dst) {
+  const int ow = static_cast<int>(tx.lo.size()), oh = static_cast<int>(ty.lo.size());
+  const size_t row = static_cast<size_t>(ow) * channels;
+  std::vector<uint8_t> mid(row * ty.count);
+  for (int y = 0; y < ty.count; y++) {
+    const uint8_t* in = src + y * stride;
+    uint8_t* out = mid.data() + y * row;
+    for (int x = 0; x < ow; x++) {
+      const uint8_t* p = in + static_cast<size_t>(tx.lo[x]) * channels;
+      if (tx.copy) {
+        std::copy(p, p + channels, out + static_cast<size_t>(x) * channels);
+        continue;
+      }
+      const int32_t* k = tx.k.data() + static_cast<size_t>(x) * tx.ksize;
+      for (int c = 0; c < channels; c++) {
+        int32_t acc = 1 << (kPilPrecision - 1);
+        for (int j = 0; j < tx.n[x]; j++) acc += p[j * channels + c] * k[j];
+        out[static_cast<size_t>(x) * channels + c] = pil_clip8(acc);
+      }
+    }
+  }
+  for (int y = 0; y < oh; y++) {
+    const uint8_t* in = mid.data() + ty.lo[y] * row;
+    uint8_t* out = dst + y * row;
+    if (ty.copy) {
+      std::copy(in, in + row, out);
+      continue;
+    }
+    const int32_t* k = ty.k.data() + static_cast<size_t>(y) * ty.ksize;
+    for (size_t i = 0; i < row; i++) {
+      int32_t acc = 1 << (kPilPrecision - 1);
+      for (int j = 0; j < ty.n[y]; j++) acc += in[j * row + i] * k[j];
+      out[i] = pil_clip8(acc);
+    }
+  }
+}
+
 #ifdef DINO_STB
 // ---- stb, compiled into the shim -------------------------------------------------------------------------------
 //
@@ -190,120 +309,6 @@ struct Axis {
   int first, count;
   float scale, shift;
 };
-
-// One axis of torchvision's Resize(side) + CenterCrop(crop) on a PIL image, as Pillow's antialiased resampling
-// (libImaging/Resample.c) computes it: the filter's weights in double for each output pixel, normalised, then to
-// fixed point with 22 fractional bits; each pass sums in integers from a half and clips to 8 bits. Only the crop's
-// output pixels are planned, so no intermediate is larger than the source plus a filter margin, however extreme
-// the aspect ratio; the pixels are PIL's, whose two passes are exact integer arithmetic.
-struct Taps {
-  int first = 0, count = 0;  // the source pixels read: [first, first + count)
-  int ksize = 0;             // weights per output pixel
-  bool copy = false;         // the axis keeps its size: PIL skips its pass
-  std::vector<int> lo, n;    // per output pixel: its first source pixel (from `first`) and how many it sums
-  std::vector<int32_t> k;    // per output pixel, ksize weights
-};
-static constexpr int kPilPrecision = 32 - 8 - 2;  // Resample.c's PRECISION_BITS
-
-// PIL's BICUBIC (a = -0.5), support 2.
-static double pil_bicubic(double x) {
-  constexpr double a = -0.5;
-  if (x < 0.0) x = -x;
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0.0;
-}
-
-// The taps of output pixels [offset, offset + crop) of an axis of `n` source pixels resized to `resized`, where
-// offset is torchvision's CenterCrop: int(round((resized - crop) / 2)), Python's round taking a half to the even
-// neighbour, as nearbyint does in the default rounding mode.
-static bool plan_taps(int n, int64_t resized, int crop, Taps* t) {
-  if (n <= 0 || resized < crop || crop <= 0 || resized > INT_MAX) return false;
-  const int offset = static_cast<int>(std::nearbyint((static_cast<double>(resized) - crop) / 2));
-  t->lo.assign(crop, 0);
-  t->n.assign(crop, 0);
-  if (resized == n) {  // Pillow resizes only the axes whose size changes
-    t->copy = true;
-    t->first = offset;
-    t->count = crop;
-    t->ksize = 1;
-    for (int i = 0; i < crop; i++) t->lo[i] = i, t->n[i] = 1;
-    return true;
-  }
-  const double scale = static_cast<double>(static_cast<float>(n)) / static_cast<double>(resized);
-  const double filterscale = std::max(1.0, scale), support = 2.0 * filterscale, ss = 1.0 / filterscale;
-  const double ksize = std::ceil(support) * 2 + 1;
-  if (!(ksize <= (1 << 20))) return false;
-  t->ksize = static_cast<int>(ksize);
-  t->k.assign(static_cast<size_t>(crop) * t->ksize, 0);
-  std::vector<int> xmin(crop);
-  std::vector<double> w(t->ksize);
-  int first = INT_MAX, last = 0;
-  for (int i = 0; i < crop; i++) {
-    const double center = (offset + i + 0.5) * scale;
-    const int lo = std::max(0, static_cast<int>(center - support + 0.5));
-    const int hi = std::min(n, static_cast<int>(center + support + 0.5));
-    if (hi <= lo || hi - lo > t->ksize) return false;
-    double sum = 0.0;
-    for (int x = 0; x < hi - lo; x++) sum += w[x] = pil_bicubic((x + lo - center + 0.5) * ss);
-    for (int x = 0; x < hi - lo; x++) {
-      const double v = (sum != 0.0 ? w[x] / sum : w[x]) * (1 << kPilPrecision);
-      t->k[static_cast<size_t>(i) * t->ksize + x] = static_cast<int32_t>(v < 0 ? -0.5 + v : 0.5 + v);
-    }
-    xmin[i] = lo;
-    t->n[i] = hi - lo;
-    first = std::min(first, lo);
-    last = std::max(last, hi);
-  }
-  t->first = first;
-  t->count = last - first;
-  for (int i = 0; i < crop; i++) t->lo[i] = xmin[i] - first;
-  return true;
-}
-
-static inline uint8_t pil_clip8(int32_t v) {
-  return v <= 0 ? 0 : v >= (255 << kPilPrecision) ? 255 : static_cast<uint8_t>(v >> kPilPrecision);
-}
-
-// PIL's two passes, horizontal then vertical, over the source pixels the taps read (`src` at their first, rows of
-// `stride` bytes, `channels` interleaved) into `dst` (tx.lo.size() x ty.lo.size() x channels).
-static void pil_resample(const uint8_t* src, size_t stride, int channels, const Taps& tx, const Taps& ty,
-                         uint8_t* dst) {
-  const int ow = static_cast<int>(tx.lo.size()), oh = static_cast<int>(ty.lo.size());
-  const size_t row = static_cast<size_t>(ow) * channels;
-  std::vector<uint8_t> mid(row * ty.count);
-  for (int y = 0; y < ty.count; y++) {
-    const uint8_t* in = src + y * stride;
-    uint8_t* out = mid.data() + y * row;
-    for (int x = 0; x < ow; x++) {
-      const uint8_t* p = in + static_cast<size_t>(tx.lo[x]) * channels;
-      if (tx.copy) {
-        std::copy(p, p + channels, out + static_cast<size_t>(x) * channels);
-        continue;
-      }
-      const int32_t* k = tx.k.data() + static_cast<size_t>(x) * tx.ksize;
-      for (int c = 0; c < channels; c++) {
-        int32_t acc = 1 << (kPilPrecision - 1);
-        for (int j = 0; j < tx.n[x]; j++) acc += p[j * channels + c] * k[j];
-        out[static_cast<size_t>(x) * channels + c] = pil_clip8(acc);
-      }
-    }
-  }
-  for (int y = 0; y < oh; y++) {
-    const uint8_t* in = mid.data() + ty.lo[y] * row;
-    uint8_t* out = dst + y * row;
-    if (ty.copy) {
-      std::copy(in, in + row, out);
-      continue;
-    }
-    const int32_t* k = ty.k.data() + static_cast<size_t>(y) * ty.ksize;
-    for (size_t i = 0; i < row; i++) {
-      int32_t acc = 1 << (kPilPrecision - 1);
-      for (int j = 0; j < ty.n[y]; j++) acc += in[j * row + i] * k[j];
-      out[i] = pil_clip8(acc);
-    }
-  }
-}
 
 using File = std::unique_ptr<FILE, int (*)(FILE*)>;
 using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
@@ -1021,7 +1026,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
       return;
     }
-    if (!plan_taps(w, static_cast<int64_t>(rw), out_side, &tx) || !plan_taps(h, static_cast<int64_t>(rh), out_side, &ty)) {
+    if (!plan_taps(w, static_cast<int64_t>(rw), out_side, PilFilter::kBicubic, &tx) ||
+        !plan_taps(h, static_cast<int64_t>(rh), out_side, PilFilter::kBicubic, &ty)) {
       std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
       return;
     }
@@ -1291,3 +1297,41 @@ LIST(decode_images, (const char* paths, int n, int side, int crop, int channels,
 LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels),
      in_background([&] { return decode_image(path, side, multiple, channels, max_pixels); }))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))
+
+// PIL's Image.resize((w, h), BILINEAR or BICUBIC) of u8 images [..., H, W], each plane alone as PIL resamples each
+// band: the same pixels.
+static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int64_t mode) {
+  if (image.scalar_type() != at::kByte || image.dim() < 2) {
+    throw std::runtime_error("pil_resize takes u8 [..., H, W] images, got " +
+                             std::string(at::toString(image.scalar_type())) + " " + c10::str(image.sizes()));
+  }
+  if (mode != 0 && mode != 1) throw std::runtime_error("pil_resize mode must be 0 (bilinear) or 1 (bicubic)");
+  const int64_t H = image.size(-2), W = image.size(-1);
+  if (H < 1 || W < 1 || H > INT_MAX || W > INT_MAX) {
+    throw std::runtime_error("pil_resize needs an image of at least 1 x 1, got " + c10::str(image.sizes()));
+  }
+  if (h < 1 || w < 1 || h > (1 << 20) || w > (1 << 20)) {
+    throw std::runtime_error("pil_resize size must be in 1..1048576, got " + std::to_string(h) + " x " + std::to_string(w));
+  }
+  const PilFilter filter = mode == 0 ? PilFilter::kBilinear : PilFilter::kBicubic;
+  Taps tx, ty;
+  if (!plan_taps(static_cast<int>(W), w, static_cast<int>(w), filter, &tx) ||
+      !plan_taps(static_cast<int>(H), h, static_cast<int>(h), filter, &ty)) {
+    throw std::runtime_error("pil_resize cannot resize " + c10::str(image.sizes()) + " to " + std::to_string(h) + " x " +
+                             std::to_string(w));
+  }
+  auto x = image.to(at::kCPU).contiguous();
+  auto sizes = image.sizes().vec();
+  sizes[sizes.size() - 2] = h;
+  sizes[sizes.size() - 1] = w;
+  auto out = at::empty(sizes, x.options());
+  const int64_t planes = x.numel() / (H * W);
+  const uint8_t* src = x.data_ptr<uint8_t>();
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  for (int64_t p = 0; p < planes; p++) {
+    pil_resample(src + p * H * W + static_cast<int64_t>(ty.first) * W + tx.first, static_cast<size_t>(W), 1, tx, ty,
+                 dst + p * h * w);
+  }
+  return out.to(image.device());
+}
+TENSOR(pil_resize, (T image, int h, int w, int mode), pil_resize(*image, h, w, mode))

@@ -108,7 +108,7 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
     for (let y = 0; y < 21; y++) {
       for (let x = 0; x < 21; x++) max = Math.max(max, Math.abs(small[y * 21 + x] * 255 - tv[(y + 2) * 24 + x + 2]));
     }
-    // PIL's pixels (CenterCrop's int(round(1.5)) = 2): pilResize's two passes, rounded halves up, are PIL's here
+    // PIL's pixels (CenterCrop's int(round(1.5)) = 2): pilResize is PIL's resampling
     assert.ok(max <= 1e-3, `28 px to 21: ${max} levels from torchvision`);
   } finally {
     t.dispose(Object.values(tensors));

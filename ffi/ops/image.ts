@@ -20,7 +20,7 @@
  * @module
  */
 import { checked, ctx, native, newContext } from "../library.ts";
-import { type Tensor, wrapList } from "../tensor.ts";
+import { type Tensor, wrap, wrapList } from "../tensor.ts";
 import { data, toArray } from "./creation.ts";
 
 /** The default pixel budget of {@linkcode decodeImages}: PIL's decompression-bomb limit. */
@@ -270,4 +270,34 @@ export function writeImage(path: string, image: Tensor, quality = 95): void {
     native.write_image(ctx, new TextEncoder().encode(path + "\0"), image.ptr, jpeg ? 1 : 0, quality),
     "writeImage",
   );
+}
+
+/**
+ * PIL's `Image.resize((width, height), BILINEAR or BICUBIC)` of u8 images [..., H, W] to [..., height, width]
+ * (torchvision's `Resize` on a PIL image): Pillow's antialiased resampling as its `Resample.c` computes it (weights
+ * in double, 22-bit fixed point, the horizontal pass first, each clipped to 8 bits; a side that keeps its length is
+ * not resampled), each [H, W] plane alone as PIL resamples each band: the same pixels as PIL. Runs on the CPU; the
+ * result is on the image's device.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pilResize, tensor, toArray } from "../mod.ts";
+ * using row = tensor([[[0, 100, 200, 250]]], { dtype: "u8" }); // [1, 1, 4]
+ * using half = pilResize(row, [1, 2], "bilinear");
+ * assert.deepEqual(toArray(half), [71, 207]); // PIL: 71, 207
+ * ```
+ */
+export function pilResize(image: Tensor, size: readonly [number, number], mode: "bilinear" | "bicubic"): Tensor {
+  if (image.dtype !== "u8" || image.ndim < 2) {
+    throw new TypeError(`pilResize takes u8 [..., H, W] images, got ${image.dtype} [${image.shape}]`);
+  }
+  const [h, w] = size;
+  if (![h, w].every((n) => Number.isInteger(n) && n >= 1)) {
+    throw new RangeError(`pilResize: size must be two integers >= 1, got [${size}]`);
+  }
+  if (mode !== "bilinear" && mode !== "bicubic") {
+    throw new RangeError(`pilResize: mode must be "bilinear" or "bicubic", got ${mode}`);
+  }
+  return wrap(native.pil_resize(ctx, image.ptr, h, w, mode === "bilinear" ? 0 : 1), "pilResize");
 }

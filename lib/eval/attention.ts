@@ -39,13 +39,13 @@ import {
   gather,
   gt,
   indexSelect,
-  interpolate,
   mean,
   minimum,
   mul,
   noGrad,
   pad,
   permute,
+  pilResize,
   reshape,
   round,
   select,
@@ -247,9 +247,9 @@ export function resizedSize(height: number, width: number, size: number | readon
 
 /**
  * An image as the official `visualize_attention.py` prepares it, u8 [C, H, W] in and out: torchvision's
- * `Resize(size)` (see {@linkcode resizedSize}) with its default filter, PIL's antialiased bilinear (here
- * libtorch's, which follows PIL's, rounded to 8 bits after the horizontal and after the vertical pass as PIL
- * does), then the bottom rows and right columns past the last multiple of the patch size cut off.
+ * `Resize(size)` (see {@linkcode resizedSize}) with its default filter, PIL's antialiased bilinear
+ * ({@linkcode pilResize}: PIL's pixels), then the bottom rows and right columns past the last multiple of the patch
+ * size cut off.
  *
  * @example
  * ```ts
@@ -322,37 +322,6 @@ export function patchCut(
  */
 export function roundToU8(x: Tensor): Tensor {
   return tidy(() => to(clamp(floor(add(x, 0.5)), 0, 255), "u8"));
-}
-
-/**
- * PIL's `Image.resize(size, BILINEAR or BICUBIC)` of u8 images, [C, H, W] or a batch [B, C, H, W], to [height,
- * width] (torchvision's `Resize` on a PIL image): the antialiased filter, horizontal pass first, each pass rounded to
- * 8 bits as PIL's are (halves up, as its fixed point); here libtorch's `_upsample_*_aa`, which follows PIL's weights
- * in f32 (PIL's are fixed point: a level apart now and then). A side that keeps its length is not resampled.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { tensor, tidy, toArray } from "../../mod.ts";
- * import { pilResize } from "./attention.ts";
- * using row = tensor([[[0, 100, 200, 250]]], { dtype: "u8" }); // [1, 1, 4]
- * assert.deepEqual(tidy(() => toArray(pilResize(row, [1, 2], "bilinear"))), [71, 207]); // PIL: 71, 207
- * ```
- */
-export function pilResize(image: Tensor, size: readonly [number, number], mode: "bilinear" | "bicubic"): Tensor {
-  if (!(image.ndim === 3 || image.ndim === 4) || image.dtype !== "u8") {
-    throw new TypeError(`pilResize takes u8 [C, H, W] or [B, C, H, W] images, got ${image.dtype} [${image.shape}]`);
-  }
-  const [H, W] = image.shape.slice(-2), [h, w] = size;
-  return tidy(() => {
-    // Each pass in its own scope: its f32 copies go before the next pass (an 89 MP photo's are 1 GB).
-    const pass = (x: Tensor, to8: [number, number]) =>
-      tidy(() => roundToU8(interpolate(to(x, "f32"), { size: to8, mode, antialias: true })));
-    let x = image.ndim === 3 ? unsqueeze(image, 0) : reshape(image, image.shape); // [B, C, H, W], a new handle
-    if (w !== W) x = pass(x, [H, w]);
-    if (h !== H) x = pass(x, [h, w]);
-    return image.ndim === 3 ? select(x, 0, 0) : x;
-  });
 }
 
 /** The arrays of one image: what {@linkcode attentionMaps} returns. */

@@ -28,6 +28,7 @@ import {
   narrow,
   noGrad,
   oneHot,
+  pilResize,
   reshape,
   sort,
   sub,
@@ -43,7 +44,6 @@ import {
   unsqueeze,
 } from "../../ffi/mod.ts";
 import { l2Normalize } from "../model/head.ts";
-import { pilResize } from "./attention.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { batches, skippedWarning } from "../data/loader.ts";
 import { type BackboneConfig, backboneDevice, backboneFeatures, type BackboneParams } from "../model/backbone.ts";
