@@ -20,7 +20,7 @@
  * ImageNet's; 0.5 / 0.5 for 1-channel weights without one). They are decoded with the weights' channels
  * (grayscale for a Fashion-MNIST checkpoint).
  *
- * Exit codes: 0 written, 1 a run-time failure (an image stb cannot decode), 2 a bad flag, value, path or
+ * Exit codes: 0 written, 1 a run-time failure (an image that cannot be decoded), 2 a bad flag, value, path or
  * weights file (one line on stderr). Every image path is checked before the weights load, and nothing is
  * written on any error: the files are made in a temporary folder and moved into place at the end.
  *

@@ -14,7 +14,7 @@
  * filter, then cut at the bottom and right to multiples of the patch size; and normalised as the weights were
  * trained.
  *
- * Exit codes: 0 written, 1 a run-time failure (a frame stb cannot decode), 2 a bad flag, value, path, weights
+ * Exit codes: 0 written, 1 a run-time failure (a frame that cannot be decoded), 2 a bad flag, value, path, weights
  * file or input (frames of different sizes, a mask whose size differs from the frames', a mask PNG without a
  * palette, a folder without frames, a missing annotation, fewer than 3 frames with `--annotations`, an
  * `--image-size` at which a frame is smaller than a patch): one line on stderr. Every input is checked before the

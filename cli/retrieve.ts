@@ -15,7 +15,7 @@
  *   that folder's images (official: 20,000 random photos) is applied first. True matches: the database image
  *   of the query's file name (its stem); the queries' subfolders (one per attack) get their own scores.
  *
- * Exit codes: 0 written, 1 a run-time failure (an image stb cannot decode), 2 a bad flag, value, path, weights
+ * Exit codes: 0 written, 1 a run-time failure (an image that cannot be decoded), 2 a bad flag, value, path, weights
  * file or input (an empty folder, `--map` without what tells true matches): one line on stderr. Nothing is
  * written on any error: the files are made in a temporary folder and moved into place at the end.
  *
@@ -38,7 +38,6 @@ import {
   decodeImage,
   defaultMaxImagePixels,
   dispose,
-  interpolate,
   permute,
   pilResize,
   sort,
@@ -234,24 +233,22 @@ interface Extractor {
 async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tensor> {
   const { vit, backbone } = x;
   const C = vit.inChans as 1 | 3;
-  const [h, w] = x.copy ? [x.imageSize, x.imageSize] : thumbnailSize(e.height, e.width, x.imageSize);
-  // Copy detection's Resize((S, S), bicubic) is PIL's from the image's own size (pilResize); retrieval's thumbnail
-  // (PIL's Lanczos) has no such twin here: the short side by stb's cubic, the rest bicubically below.
-  const r = await decodeImage(e.path, {
-    side: x.copy ? undefined : Math.min(h, w),
-    channels: C,
-    maxPixels: x.maxPixels,
-  });
+  // Both from the image's own size, as PIL: copy detection's Resize((S, S), bicubic), retrieval's
+  // thumbnail((S, S), ANTIALIAS), that is Image.resize with LANCZOS and a reducing gap of 2.
+  const r = await decodeImage(e.path, { channels: C, maxPixels: x.maxPixels });
   if (!r.image) throw new Error(`${flag} ${e.path}: ${r.reason}`);
   using decoded = r.image;
   try {
-    using resized = x.copy ? pilResize(decoded, [h, w], "bicubic") : undefined;
+    const [, H, W] = decoded.shape;
+    const [h, w] = x.copy ? [x.imageSize, x.imageSize] : thumbnailSize(H, W, x.imageSize);
+    using resized = H === h && W === w
+      ? undefined
+      : x.copy
+      ? pilResize(decoded, [h, w], "bicubic")
+      : pilResize(decoded, [h, w], "lanczos", { reducingGap: 2 });
     const image = resized ?? decoded;
     return tidy(() => {
-      let input = normalizeImage(image, x.norm); // [1, C, H, W]
-      if (input.shape[2] !== h || input.shape[3] !== w) {
-        input = interpolate(input, { size: [h, w], mode: "bicubic", antialias: true });
-      }
+      const input = normalizeImage(image, x.norm); // [1, C, H, W]
       if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);
       return x.multiscale ? multiScaleFeatures(backbone, vit, input) : clsFeatures(backbone, vit, input);
     });

@@ -517,7 +517,7 @@ async function writeRunReport(dir: string): Promise<void> {
 function unreadable(e: UnreadableDataError, kept = "nothing was written"): number {
   return failure(
     new Error(
-      `${e.message}; ${kept}. The data must be images stb_image reads (JPEG, PNG, BMP, PPM or PGM): ` +
+      `${e.message}; ${kept}. The data must be images the shim reads (JPEG, PNG, BMP, PPM or PGM): ` +
         `fix or remove the unreadable files, or point ${flagOf("data")} at other data`,
     ),
     "train",

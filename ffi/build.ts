@@ -534,14 +534,21 @@ function isPartOf(flags: string[], i: number, part: string[]): boolean {
 
 /**
  * libjpeg's version (from its `jconfig.h`) where its headers and its library are installed (Debian:
- * libjpeg62-turbo-dev), else undefined.
+ * libjpeg-dev), else undefined. The compiler's default folders, searched as it searches them; a build that then
+ * fails to compile or link with it is retried without it.
  */
 function jpegBuild(): string | undefined {
-  const include = ["/usr/include", "/usr/local/include"].find((d) => exists(join(d, "jpeglib.h")));
-  const libs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
-  if (!include || !libs.some((d) => exists(join(d, "libjpeg.so")))) return undefined;
-  const config = [join(include, "jconfig.h"), ...libs.map((d) => join(include, d.split("/").pop()!, "jconfig.h"))]
-    .find((p) => exists(p));
+  const include = ["/usr/local/include", "/usr/include"].find((d) => exists(join(d, "jpeglib.h")));
+  if (!include) return undefined;
+  let arch: string[] = [];
+  try {
+    arch = [...Deno.readDirSync("/usr/lib")].filter((e) => e.isDirectory && /-linux-gnu/.test(e.name)).map((e) =>
+      e.name
+    );
+  } catch { /* no multiarch folders */ }
+  const libs = ["/usr/local/lib", ...arch.map((a) => `/usr/lib/${a}`), "/usr/lib64", "/usr/lib"];
+  if (!libs.some((d) => exists(join(d, "libjpeg.so")))) return undefined;
+  const config = [join(include, "jconfig.h"), ...arch.map((a) => join(include, a, "jconfig.h"))].find((p) => exists(p));
   const text = config ? Deno.readTextFileSync(config) : "";
   return /LIBJPEG_TURBO_VERSION\s+(\S+)/.exec(text)?.[1] ?? /JPEG_LIB_VERSION\s+(\d+)/.exec(text)?.[1] ?? "libjpeg";
 }
@@ -563,7 +570,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
   // JPEGs are decoded with libjpeg, as PIL decodes them, where its headers and library are (else with stb's own).
   const jpeg = jpegBuild();
-  hash.update(JSON.stringify(jpeg));
+  hash.update(jpeg ?? "no-libjpeg");
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
   if (exists(out)) return out;
@@ -611,13 +618,29 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
       link = dist.link.filter((f) => !dist.ncclLink.includes(f));
     }
   }
+  // libjpeg's headers that the compiler cannot use (another sysroot, a mismatched version): JPEGs through stb.
+  let jpegLink = stb && jpeg ? ["-ljpeg"] : [];
+  const withoutJpeg = async (why: string) => {
+    const again = await compileUnit("images.cpp", compile.filter((f) => f !== "-DDINO_JPEG"));
+    if (!again.ok) return false;
+    console.error(`warning: the shim decodes JPEGs with stb, not libjpeg as PIL does: ${why.trim()}`);
+    compiled[units.indexOf("images.cpp")] = again;
+    jpegLink = [];
+    return true;
+  };
+  const jpegFailed = compiled.find((r) => !r.ok && r.name === "images.cpp");
+  if (jpegFailed && jpegLink.length > 0) {
+    await withoutJpeg(
+      `images.cpp did not compile with it (${jpegFailed.err.split("\n").find((l) => /error/.test(l))})`,
+    );
+  }
   const failed = compiled.find((r) => !r.ok);
   if (failed) {
     throw new Error(
       `compiling the native shim failed (${cxx} ${failed.args.join(" ")}):\n${failed.err.slice(-4000)}`,
     );
   }
-  const args = [
+  const linkArgs = () => [
     "-shared",
     ...units.map((name) => join(work, `${name}.o`)),
     "-o",
@@ -628,13 +651,18 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     "-Wl,--no-as-needed",
     ...(libtorch.cuda ? ["-ltorch_cuda", "-lc10_cuda"] : []),
     ...link,
-    ...(stb && jpeg ? ["-ljpeg"] : []),
+    ...jpegLink,
     "-ltorch",
     "-ltorch_cpu",
     "-lc10",
     "-lpthread",
   ];
-  const r = run(cxx, args);
+  let args = linkArgs();
+  let r = run(cxx, args);
+  if (!r.ok && jpegLink.length > 0 && /jpeg/.test(r.err) && await withoutJpeg("it did not link with -ljpeg")) {
+    args = linkArgs();
+    r = run(cxx, args);
+  }
   if (!r.ok) {
     throw new Error(`linking the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
   }

@@ -198,7 +198,7 @@ export const symbols = {
   decode_images: { parameters: [CTX, "buffer", I, I, I, I, I, F], result: "pointer", nonblocking: true },
   decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),
-  pil_resize: tensor(T, I, I, I),
+  pil_resize: tensor(T, I, I, I, F),
   // augmentation (augment.cpp): a batch's views in one call, on its own threads; the nonblocking twin overlaps a step
   augment_views: list(T, "buffer", I, ...INTS, "buffer", I, I),
   augment_views_async: {

@@ -51,9 +51,16 @@ struct Taps {
 };
 static constexpr int kPilPrecision = 32 - 8 - 2;  // Resample.c's PRECISION_BITS
 
-// PIL's filters: BILINEAR (support 1) and BICUBIC (a = -0.5, support 2).
-enum class PilFilter { kBilinear, kBicubic };
+// PIL's filters: BILINEAR (support 1), BICUBIC (a = -0.5, support 2) and LANCZOS (support 3).
+enum class PilFilter { kBilinear, kBicubic, kLanczos };
+static double pil_support(PilFilter f) { return f == PilFilter::kBilinear ? 1.0 : f == PilFilter::kBicubic ? 2.0 : 3.0; }
+static double pil_sinc(double x) {
+  if (x == 0.0) return 1.0;
+  x = x * M_PI;
+  return std::sin(x) / x;
+}
 static double pil_filter(PilFilter f, double x) {
+  if (f == PilFilter::kLanczos) return -3.0 <= x && x < 3.0 ? pil_sinc(x) * pil_sinc(x / 3) : 0.0;
   if (x < 0.0) x = -x;
   if (f == PilFilter::kBilinear) return x < 1.0 ? 1.0 - x : 0.0;
   constexpr double a = -0.5;
@@ -62,15 +69,16 @@ static double pil_filter(PilFilter f, double x) {
   return 0.0;
 }
 
-// The taps of output pixels [offset, offset + crop) of an axis of `n` source pixels resized to `resized` with
-// `filter`, where offset is torchvision's CenterCrop: int(round((resized - crop) / 2)), Python's round taking a half
-// to the even neighbour, as nearbyint does in the default rounding mode.
-static bool plan_taps(int n, int64_t resized, int crop, PilFilter filter, Taps* t) {
-  if (n <= 0 || resized < crop || crop <= 0 || resized > INT_MAX) return false;
+// The taps of output pixels [offset, offset + crop) of an axis of `n` source pixels, of which the box [in0, in1)
+// (PIL's float box; [0, n) for the whole axis) is resized to `resized` with `filter`, where offset is torchvision's
+// CenterCrop: int(round((resized - crop) / 2)), Python's round taking a half to the even neighbour, as nearbyint
+// does in the default rounding mode.
+static bool plan_taps(int n, float in0, float in1, int64_t resized, int crop, PilFilter filter, Taps* t) {
+  if (n <= 0 || resized < crop || crop <= 0 || resized > INT_MAX || !(in0 >= 0 && in1 > in0 && in1 <= n)) return false;
   const int offset = static_cast<int>(std::nearbyint((static_cast<double>(resized) - crop) / 2));
   t->lo.assign(crop, 0);
   t->n.assign(crop, 0);
-  if (resized == n) {  // Pillow resizes only the axes whose size changes
+  if (resized == n && in0 == 0 && in1 == resized) {  // Pillow resamples only the axes whose size or box changes
     t->copy = true;
     t->first = offset;
     t->count = crop;
@@ -78,9 +86,9 @@ static bool plan_taps(int n, int64_t resized, int crop, PilFilter filter, Taps* 
     for (int i = 0; i < crop; i++) t->lo[i] = i, t->n[i] = 1;
     return true;
   }
-  const double scale = static_cast<double>(static_cast<float>(n)) / static_cast<double>(resized);
+  const double scale = static_cast<double>(in1 - in0) / static_cast<double>(resized);
   const double filterscale = std::max(1.0, scale), ss = 1.0 / filterscale;
-  const double support = (filter == PilFilter::kBilinear ? 1.0 : 2.0) * filterscale;
+  const double support = pil_support(filter) * filterscale;
   const double ksize = std::ceil(support) * 2 + 1;
   if (!(ksize <= (1 << 20))) return false;
   t->ksize = static_cast<int>(ksize);
@@ -89,7 +97,7 @@ static bool plan_taps(int n, int64_t resized, int crop, PilFilter filter, Taps* 
   std::vector<double> w(t->ksize);
   int first = INT_MAX, last = 0;
   for (int i = 0; i < crop; i++) {
-    const double center = (offset + i + 0.5) * scale;
+    const double center = in0 + (offset + i + 0.5) * scale;
     const int lo = std::max(0, static_cast<int>(center - support + 0.5));
     const int hi = std::min(n, static_cast<int>(center + support + 0.5));
     if (hi <= lo || hi - lo > t->ksize) return false;
@@ -727,6 +735,13 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
                 w, h, w * h, max_pixels);
 }
 
+// What decode_jpeg made of a file: its pixels (HWC, `comp` of 1 or 3 channels).
+struct JpegImage {
+  int w = 0, h = 0, comp = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<uint8_t> cmyk;  // a row of a CMYK file as libjpeg gives it
+};
+
 #ifdef DINO_JPEG
 // ---- JPEG through libjpeg(-turbo), as PIL reads it -------------------------------------------------------------
 //
@@ -734,15 +749,17 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
 // exact integer DCT, fancy upsampling): decoding with the same library gives the same pixels, where stb's decoder
 // (its own IDCT and upsampling) is 1-3 levels off. As PIL: three components are RGB (YCbCr converted by libjpeg),
 // one is gray, four are CMYK, inverted ("assume adobe conventions", whatever the file's Adobe marker says) and
-// converted to RGB with Pillow's cmyk2rgb; a file that ends before its end-of-image marker is refused ("image file
-// is truncated"), other warnings are ignored. libjpeg reports errors by calling error_exit, which longjmps back to
-// decode_jpeg: no C++ object with a destructor lives in the frames it crosses.
+// converted to RGB with Pillow's cmyk2rgb; a file whose data ends before its last row is refused ("image file is
+// truncated"; one that lacks only its end-of-image marker after the last row decodes, as in PIL), other warnings
+// are ignored. libjpeg reports errors by calling error_exit, which longjmps back to decode_jpeg: no C++ object with
+// a destructor lives in the frames it crosses, and what the handler reads is volatile or libjpeg's.
 namespace {
 struct JpegErrors {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
-  bool ended = false;  // the data ran out (JWRN_JPEG_EOF)
-  bool scans = false;  // past kMaxJpegScans
+  volatile bool rows_done = false;  // every row decoded: the data may end before the end-of-image marker
+  volatile bool cut = false;        // the data ran out before that (JWRN_JPEG_EOF)
+  volatile bool scans = false;      // past kMaxJpegScans
   char message[JMSG_LENGTH_MAX] = {0};
 };
 // A progressive JPEG of many tiny scans costs a pass over the image each: libjpeg-turbo's advice for untrusted files
@@ -758,31 +775,24 @@ void jpeg_message(j_common_ptr c, int level) {
   auto* e = reinterpret_cast<JpegErrors*>(c->err);
   if (level < 0) {
     e->pub.num_warnings++;
-    if (e->pub.msg_code == JWRN_JPEG_EOF) e->ended = true;
+    if (e->pub.msg_code == JWRN_JPEG_EOF && !e->rows_done) e->cut = true;
   }
 }
 void jpeg_progress(j_common_ptr c) {
-  auto* d = reinterpret_cast<j_decompress_ptr>(c);
-  if (d->input_scan_number > kMaxJpegScans) {
-    reinterpret_cast<JpegErrors*>(c->err)->scans = true;
-    std::snprintf(reinterpret_cast<JpegErrors*>(c->err)->message, JMSG_LENGTH_MAX, "more than %d scans", kMaxJpegScans);
-    std::longjmp(reinterpret_cast<JpegErrors*>(c->err)->jump, 1);
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  if (reinterpret_cast<j_decompress_ptr>(c)->input_scan_number > kMaxJpegScans) {
+    e->scans = true;
+    std::snprintf(e->message, JMSG_LENGTH_MAX, "more than %d scans", kMaxJpegScans);
+    std::longjmp(e->jump, 1);
   }
 }
 }  // namespace
 
-// What decode_jpeg made of a file: its pixels (HWC, `comp` of 1 or 3 channels).
-struct JpegImage {
-  int w = 0, h = 0, comp = 0;
-  std::vector<uint8_t> pixels;
-  std::vector<uint8_t> cmyk;  // a row of a CMYK file as libjpeg gives it
-};
-
-// Decodes the JPEG `f` (read from its start) into `out`, or writes why not into `why`: over the pixel budget
+// Decodes the JPEG `f` (read from its position) into `out`, or writes why not into `why`: over the pixel budget
 // (checked on the header, before any pixel is allocated), corrupt, truncated, or needing more of libjpeg's working
 // memory than stb may take for a file of its size.
 static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
-  jpeg_decompress_struct cinfo;
+  jpeg_decompress_struct cinfo{};  // zeroed: an error inside jpeg_create_decompress leaves nothing to destroy
   JpegErrors errors;
   jpeg_progress_mgr progress;
   cinfo.err = jpeg_std_error(&errors.pub);
@@ -790,10 +800,16 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
   errors.pub.emit_message = jpeg_message;
   progress.progress_monitor = jpeg_progress;
   if (setjmp(errors.jump)) {
-    if (errors.ended) {
+    const int code = errors.pub.msg_code;
+    if (errors.cut) {
       std::snprintf(why, kReason, "cannot decode (a truncated JPEG: %s)", errors.message);
     } else if (errors.scans) {
       std::snprintf(why, kReason, "cannot decode (a JPEG of %s, a decompression bomb?)", errors.message);
+    } else if (code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY) {
+      std::snprintf(why, kReason,
+                    "cannot decode: it needs more than %.0f MiB, more than a %u x %u image can (a decompression bomb?)",
+                    cinfo.mem ? static_cast<double>(cinfo.mem->max_memory_to_use) / (1 << 20) : 0.0, cinfo.image_width,
+                    cinfo.image_height);
     } else {
       std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: %s)", errors.message);
     }
@@ -806,27 +822,37 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
   jpeg_stdio_src(&cinfo, f);
   jpeg_read_header(&cinfo, TRUE);
   const double pixels = static_cast<double>(cinfo.image_width) * cinfo.image_height;
+  const int n = cinfo.num_components;
   if (pixels > max_pixels) {
     over_budget(why, cinfo.image_width, cinfo.image_height, max_pixels);
+  } else if (n != 1 && n != 3 && n != 4) {
+    std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
+  }
+  if (why[0]) {
     jpeg_destroy_decompress(&cinfo);
     return;
   }
   cinfo.mem->max_memory_to_use = static_cast<long>(std::min(kHeaderBytes + kBytesPerPixel * pixels, 1e18));
-  const int n = cinfo.num_components;
-  if (n != 1 && n != 3 && n != 4) {
-    std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
+  cinfo.out_color_space = n == 1 ? JCS_GRAYSCALE : n == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_calc_output_dimensions(&cinfo);
+  if (cinfo.output_components != n) {
+    std::snprintf(why, kReason, "cannot decode (libjpeg gives %d components for %d)", cinfo.output_components, n);
     jpeg_destroy_decompress(&cinfo);
     return;
   }
-  cinfo.out_color_space = n == 1 ? JCS_GRAYSCALE : n == 3 ? JCS_RGB : JCS_CMYK;
+  const size_t row = static_cast<size_t>(cinfo.output_width) * n;
+  try {  // before libjpeg's own allocations grow: a bad_alloc here must not leak them
+    out->w = static_cast<int>(cinfo.output_width);
+    out->h = static_cast<int>(cinfo.output_height);
+    out->comp = n == 4 ? 3 : n;
+    out->pixels.resize(static_cast<size_t>(out->w) * out->h * out->comp);
+    if (n == 4) out->cmyk.resize(row);
+  } catch (...) {
+    jpeg_destroy_decompress(&cinfo);
+    throw;
+  }
   jpeg_start_decompress(&cinfo);
-  const size_t row = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
-  out->w = static_cast<int>(cinfo.output_width);
-  out->h = static_cast<int>(cinfo.output_height);
-  out->comp = n == 4 ? 3 : n;
-  out->pixels.resize(static_cast<size_t>(out->w) * out->h * out->comp);
-  if (n == 4) out->cmyk.resize(row);
-  while (cinfo.output_scanline < cinfo.output_height && !errors.ended) {
+  while (cinfo.output_scanline < cinfo.output_height && !errors.cut) {
     uint8_t* dst = out->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * out->w * out->comp;
     JSAMPROW rows[1] = {n == 4 ? out->cmyk.data() : dst};
     jpeg_read_scanlines(&cinfo, rows, 1);
@@ -840,10 +866,11 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
       }
     }
   }
-  // Up to the end-of-image marker: PIL refuses a file without one as truncated.
-  if (!errors.ended) jpeg_finish_decompress(&cinfo);
-  if (errors.ended) {
-    std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its end-of-image marker)");
+  if (errors.cut) {
+    std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its last row)");
+  } else {
+    errors.rows_done = true;
+    jpeg_finish_decompress(&cinfo);  // up to the end-of-image marker; a file without one still decodes, as in PIL
   }
   jpeg_destroy_decompress(&cinfo);
 }
@@ -1026,8 +1053,8 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%d x %d is too elongated to resize to a short side of %d", w, h, side);
       return;
     }
-    if (!plan_taps(w, static_cast<int64_t>(rw), out_side, PilFilter::kBicubic, &tx) ||
-        !plan_taps(h, static_cast<int64_t>(rh), out_side, PilFilter::kBicubic, &ty)) {
+    if (!plan_taps(w, 0, static_cast<float>(w), static_cast<int64_t>(rw), out_side, PilFilter::kBicubic, &tx) ||
+        !plan_taps(h, 0, static_cast<float>(h), static_cast<int64_t>(rh), out_side, PilFilter::kBicubic, &ty)) {
       std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
       return;
     }
@@ -1298,25 +1325,55 @@ LIST(decode_image, (const char* path, int side, int multiple, int channels, doub
      in_background([&] { return decode_image(path, side, multiple, channels, max_pixels); }))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))
 
-// PIL's Image.resize((w, h), BILINEAR or BICUBIC) of u8 images [..., H, W], each plane alone as PIL resamples each
-// band: the same pixels.
-static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int64_t mode) {
+// Pillow's Image.reduce((fx, fy)) of one u8 plane (Reduce.c): each fx x fy block (smaller at the right and bottom
+// edges) averaged in its fixed point, ((sum + n / 2) * floor(2^32 / (256 n) in float)) >> 24 for a block of n pixels.
+static std::vector<uint8_t> pil_reduce(const uint8_t* src, int W, int H, int fx, int fy) {
+  const int rw = (W + fx - 1) / fx, rh = (H + fy - 1) / fy;
+  std::vector<uint8_t> out(static_cast<size_t>(rw) * rh);
+  for (int y = 0; y < rh; y++) {
+    const int y0 = y * fy, y1 = std::min(H, y0 + fy);
+    for (int x = 0; x < rw; x++) {
+      const int x0 = x * fx, x1 = std::min(W, x0 + fx);
+      const uint32_t n = static_cast<uint32_t>((y1 - y0) * (x1 - x0));
+      const auto multiplier = static_cast<uint32_t>(4294967296.0f / static_cast<float>(256u * n));
+      uint32_t sum = n / 2;
+      for (int yy = y0; yy < y1; yy++)
+        for (int xx = x0; xx < x1; xx++) sum += src[static_cast<size_t>(yy) * W + xx];
+      out[static_cast<size_t>(y) * rw + x] = static_cast<uint8_t>((sum * multiplier) >> 24);
+    }
+  }
+  return out;
+}
+
+// PIL's Image.resize((w, h), BILINEAR, BICUBIC or LANCZOS, reducing_gap=gap) of u8 images [..., H, W], each plane
+// alone as PIL resamples each band: with a gap (> 0; thumbnail()'s is 2), an axis shrunk by at least twice the gap
+// is first reduced by int(H / h / gap) (Image.reduce), the rest resampled from the reduced image's box, as
+// Image.resize does. The same pixels as PIL.
+static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int64_t mode, double gap) {
   if (image.scalar_type() != at::kByte || image.dim() < 2) {
     throw std::runtime_error("pil_resize takes u8 [..., H, W] images, got " +
                              std::string(at::toString(image.scalar_type())) + " " + c10::str(image.sizes()));
   }
-  if (mode != 0 && mode != 1) throw std::runtime_error("pil_resize mode must be 0 (bilinear) or 1 (bicubic)");
+  if (mode < 0 || mode > 2) throw std::runtime_error("pil_resize mode must be 0 (bilinear), 1 (bicubic) or 2 (lanczos)");
+  if (!(gap == 0 || gap >= 1)) throw std::runtime_error("pil_resize reducing gap must be 0 (none) or >= 1");
   const int64_t H = image.size(-2), W = image.size(-1);
-  if (H < 1 || W < 1 || H > INT_MAX || W > INT_MAX) {
+  if (H < 1 || W < 1 || H > INT_MAX / 2 || W > INT_MAX / 2) {
     throw std::runtime_error("pil_resize needs an image of at least 1 x 1, got " + c10::str(image.sizes()));
   }
   if (h < 1 || w < 1 || h > (1 << 20) || w > (1 << 20)) {
     throw std::runtime_error("pil_resize size must be in 1..1048576, got " + std::to_string(h) + " x " + std::to_string(w));
   }
-  const PilFilter filter = mode == 0 ? PilFilter::kBilinear : PilFilter::kBicubic;
+  const PilFilter filter = mode == 0 ? PilFilter::kBilinear : mode == 1 ? PilFilter::kBicubic : PilFilter::kLanczos;
+  // Image.resize: factor = int(W / w / gap) or 1, in Python's floats; the box shrinks with the image.
+  const int fx = gap > 0 ? std::max(1, static_cast<int>(static_cast<double>(W) / w / gap)) : 1;
+  const int fy = gap > 0 ? std::max(1, static_cast<int>(static_cast<double>(H) / h / gap)) : 1;
+  const bool reduce = fx > 1 || fy > 1;
+  const int rw = static_cast<int>((W + fx - 1) / fx), rh = static_cast<int>((H + fy - 1) / fy);
+  const float bw = reduce ? static_cast<float>(static_cast<double>(W) / fx) : static_cast<float>(W);
+  const float bh = reduce ? static_cast<float>(static_cast<double>(H) / fy) : static_cast<float>(H);
   Taps tx, ty;
-  if (!plan_taps(static_cast<int>(W), w, static_cast<int>(w), filter, &tx) ||
-      !plan_taps(static_cast<int>(H), h, static_cast<int>(h), filter, &ty)) {
+  if (!plan_taps(rw, 0, bw, w, static_cast<int>(w), filter, &tx) ||
+      !plan_taps(rh, 0, bh, h, static_cast<int>(h), filter, &ty)) {
     throw std::runtime_error("pil_resize cannot resize " + c10::str(image.sizes()) + " to " + std::to_string(h) + " x " +
                              std::to_string(w));
   }
@@ -1329,9 +1386,15 @@ static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int6
   const uint8_t* src = x.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
   for (int64_t p = 0; p < planes; p++) {
-    pil_resample(src + p * H * W + static_cast<int64_t>(ty.first) * W + tx.first, static_cast<size_t>(W), 1, tx, ty,
+    const uint8_t* plane = src + p * H * W;
+    std::vector<uint8_t> reduced;
+    if (reduce) {
+      reduced = pil_reduce(plane, static_cast<int>(W), static_cast<int>(H), fx, fy);
+      plane = reduced.data();
+    }
+    pil_resample(plane + static_cast<int64_t>(ty.first) * rw + tx.first, static_cast<size_t>(rw), 1, tx, ty,
                  dst + p * h * w);
   }
   return out.to(image.device());
 }
-TENSOR(pil_resize, (T image, int h, int w, int mode), pil_resize(*image, h, w, mode))
+TENSOR(pil_resize, (T image, int h, int w, int mode, double gap), pil_resize(*image, h, w, mode, gap))

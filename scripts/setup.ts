@@ -1,12 +1,12 @@
 /**
  * Installs what the project needs from Debian's packages when it is missing:
- * libtorch, OpenBLAS, stb, libjpeg and a C++ compiler (and Fashion-MNIST with
+ * libtorch, OpenBLAS, stb and a C++ compiler (and Fashion-MNIST with
  * `--data` or `--default-data`, Chromium with `--browser`, scikit-image's photos and the Python
- * that `scripts/gen_objects.py` needs with `--objects`), and Gloo's headers for distributed training (`libgloo-dev`, with
- * Debian's libtorch). As root it runs apt-get; otherwise it prints the exact
- * command and exits 1 (for Gloo alone it only says what distributed training
- * needs, and goes on: the shim builds without it; so for Fashion-MNIST with `--default-data`, the default `--data`
- * of the commands that take another). Then it builds the native shim (cached).
+ * that `scripts/gen_objects.py` needs with `--objects`), Gloo's headers for distributed training (`libgloo-dev`, with
+ * Debian's libtorch) and libjpeg's, to decode JPEGs as PIL does (`libjpeg-dev`). As root it runs apt-get; otherwise
+ * it prints the exact command and exits 1 (for Gloo and libjpeg alone it only says what they give, and goes on: the
+ * shim builds without them; so for Fashion-MNIST with `--default-data`, the default `--data` of the commands that take
+ * another). Then it builds the native shim (cached).
  *
  * @example
  * ```sh
@@ -75,8 +75,6 @@ if (hasDpkg && (!libtorchOk || installed("libtorch-dev")) && !installed("libopen
   missing.push("libopenblas0-pthread");
 }
 if (!exists("/usr/include/stb/stb_image.h")) missing.push("libstb-dev");
-// JPEGs are decoded with libjpeg, as PIL decodes them (without it, with stb's decoder: 1-3 levels from PIL's pixels).
-if (!exists("/usr/include/jpeglib.h")) missing.push("libjpeg-dev");
 // Distributed training (c10d's ProcessGroupGloo) compiles against Gloo's headers, which Debian's libtorch-dev does
 // not depend on. Optional: without them the shim builds with no distributed engine.
 const optional: string[] = [];
@@ -105,6 +103,16 @@ if (optional.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
       `(--nproc-per-node > 1); to have it: sudo apt-get install ${optional.join(" ")}`,
   );
 } else missing.push(...optional);
+// JPEGs are decoded with libjpeg, as PIL decodes them. Optional: without it, with stb's decoder.
+if (!exists("/usr/include/jpeglib.h") && !exists("/usr/local/include/jpeglib.h")) {
+  if (hasDpkg && isRoot && ok("apt-get", ["--version"])) missing.push("libjpeg-dev");
+  else {
+    console.error(
+      "setup: libjpeg's headers are missing: JPEGs decode with stb's decoder, 1-3 levels of 255 from PIL's pixels; " +
+        "to decode them as PIL does: sudo apt-get install libjpeg-dev",
+    );
+  }
+}
 if (data.length > 0 && (!isRoot || !ok("apt-get", ["--version"]))) {
   console.error(
     `setup: Fashion-MNIST (the default --data fmnist) is missing; to have it: sudo apt-get install ${data.join(" ")} ` +

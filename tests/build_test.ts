@@ -126,3 +126,23 @@ Deno.test("the compiler's own header folders are not passed again (GCC's #includ
   assert.deepEqual(includeFlags([`${dir}/include`], defaults), []);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("native/images.cpp compiles without libjpeg (JPEGs through stb) and without stb (no decoding)", async () => {
+  const { findLibtorch, includeFlags } = await import("../ffi/build.ts");
+  const libtorch = findLibtorch();
+  for (const defines of [["-DDINO_STB"], []]) {
+    const r = await new Deno.Command("c++", {
+      args: [
+        "-std=gnu++17",
+        "-fsyntax-only",
+        `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
+        ...defines,
+        ...includeFlags(libtorch.include, new Set(["/usr/include", "/usr/local/include"])),
+        new URL("../native/images.cpp", import.meta.url).pathname,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(r.success, `${defines}: ${new TextDecoder().decode(r.stderr)}`);
+  }
+});

@@ -1,5 +1,5 @@
 /**
- * Image files in and out, through stb in the native shim. Decoding runs on
+ * Image files in and out, through libjpeg and stb in the native shim. Decoding runs on
  * native threads through a nonblocking FFI call, so JavaScript (and the
  * training step) keeps running while a batch decodes.
  *
@@ -80,8 +80,9 @@ export interface Decoded {
 const MAX_SIDE = 1 << 14;
 
 /**
- * Decodes image files (JPEG with libjpeg, as PIL decodes it; PNG, BMP, GIF,
- * TGA, PSD, HDR, PIC and PNM with stb_image) into one u8 batch. Corrupt, truncated or unsupported
+ * Decodes image files (JPEG with libjpeg, as PIL decodes it, or with stb_image
+ * where the shim is built without libjpeg's headers; PNG, BMP, GIF, TGA, PSD,
+ * HDR, PIC and PNM with stb_image) into one u8 batch. Corrupt, truncated or unsupported
  * files, and files whose header declares more than `maxPixels` pixels, are
  * skipped and reported with their reason, never fatal, whatever the thread count.
  * Each image is resized and cropped as torchvision's `Resize(side)` +
@@ -272,12 +273,17 @@ export function writeImage(path: string, image: Tensor, quality = 95): void {
   );
 }
 
+/** A filter of {@linkcode pilResize}: PIL's `BILINEAR`, `BICUBIC` or `LANCZOS` (`ANTIALIAS`). */
+export type PilFilter = "bilinear" | "bicubic" | "lanczos";
+const PIL_FILTERS: Record<PilFilter, number> = { bilinear: 0, bicubic: 1, lanczos: 2 };
+
 /**
- * PIL's `Image.resize((width, height), BILINEAR or BICUBIC)` of u8 images [..., H, W] to [..., height, width]
- * (torchvision's `Resize` on a PIL image): Pillow's antialiased resampling as its `Resample.c` computes it (weights
- * in double, 22-bit fixed point, the horizontal pass first, each clipped to 8 bits; a side that keeps its length is
- * not resampled), each [H, W] plane alone as PIL resamples each band: the same pixels as PIL. Runs on the CPU; the
- * result is on the image's device.
+ * PIL's `Image.resize((width, height), filter, reducing_gap=reducingGap)` of u8 images [..., H, W] to
+ * [..., height, width] (torchvision's `Resize` on a PIL image; with `reducingGap` 2 and LANCZOS, the official
+ * retrieval's `thumbnail`): Pillow's antialiased resampling as its `Resample.c` computes it (weights in double,
+ * 22-bit fixed point, the horizontal pass first, each clipped to 8 bits; a side that keeps its length is not
+ * resampled), after `Image.reduce` where the gap calls for it, each [H, W] plane alone as PIL resamples each band:
+ * the same pixels as PIL. Runs on the CPU; the result is on the image's device.
  *
  * @example
  * ```ts
@@ -288,16 +294,23 @@ export function writeImage(path: string, image: Tensor, quality = 95): void {
  * assert.deepEqual(toArray(half), [71, 207]); // PIL: 71, 207
  * ```
  */
-export function pilResize(image: Tensor, size: readonly [number, number], mode: "bilinear" | "bicubic"): Tensor {
+export function pilResize(
+  image: Tensor,
+  size: readonly [number, number],
+  filter: PilFilter,
+  o: { reducingGap?: number } = {},
+): Tensor {
   if (image.dtype !== "u8" || image.ndim < 2) {
     throw new TypeError(`pilResize takes u8 [..., H, W] images, got ${image.dtype} [${image.shape}]`);
   }
   const [h, w] = size;
-  if (![h, w].every((n) => Number.isInteger(n) && n >= 1)) {
-    throw new RangeError(`pilResize: size must be two integers >= 1, got [${size}]`);
+  if (![h, w].every((n) => Number.isInteger(n) && n >= 1 && n <= 1 << 20)) {
+    throw new RangeError(`pilResize: size must be two integers in 1..1048576, got [${size}]`);
   }
-  if (mode !== "bilinear" && mode !== "bicubic") {
-    throw new RangeError(`pilResize: mode must be "bilinear" or "bicubic", got ${mode}`);
+  if (!Object.hasOwn(PIL_FILTERS, filter)) {
+    throw new RangeError(`pilResize: filter must be "bilinear", "bicubic" or "lanczos", got ${filter}`);
   }
-  return wrap(native.pil_resize(ctx, image.ptr, h, w, mode === "bilinear" ? 0 : 1), "pilResize");
+  const gap = o.reducingGap ?? 0;
+  if (!(gap === 0 || gap >= 1)) throw new RangeError(`pilResize: reducingGap must be >= 1, got ${gap}`);
+  return wrap(native.pil_resize(ctx, image.ptr, h, w, PIL_FILTERS[filter], gap), "pilResize");
 }

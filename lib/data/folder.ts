@@ -1,7 +1,8 @@
 /**
  * An image folder: one subfolder per class (as torchvision's ImageFolder), or
- * a flat folder of unlabeled images. Files are decoded in the native shim with
- * stb_image on native threads, resized to a short side and centre-cropped;
+ * a flat folder of unlabeled images. Files are decoded in the native shim on
+ * native threads (JPEGs with libjpeg, as PIL decodes them; the rest with
+ * stb_image), resized to a short side and centre-cropped as PIL resizes;
  * unreadable files, and files larger than the pixel budget, are skipped and
  * reported.
  *
@@ -28,7 +29,7 @@ import type { Dataset } from "./dataset.ts";
 
 /**
  * The file name extensions that torchvision's ImageFolder lists (its `IMG_EXTENSIONS`), so that a folder holds the
- * same images, in the same order, with the same labels. stb_image reads all but .tif, .tiff and .webp, which are
+ * same images, in the same order, with the same labels. The shim reads all but .tif, .tiff and .webp, which are
  * listed all the same, so that the loader reports each as unreadable (naming the fix) instead of the data set
  * silently shrinking.
  */
