@@ -22,6 +22,7 @@ Written:
                               filter, bilinear) then img[:, :h - h % 8, :w - w % 8] (patch 8), and
                               <name>.attention_hw: the same with Resize((44, 70)) (the official --image_size H W);
                               <name>.copy: eval_copy_detection.py's Resize((48, 48), bicubic) (its 320 x 320);
+                              <name>.thumb40, .thumb20: eval_image_retrieval.py's thumbnail((S, S), ANTIALIAS);
                               <name>.davis: eval_video_segmentation.py's read_frame at a short side of 100 (its
                               480, scaled down): cv2.imread, cv2.resize to the long side floored to a multiple of
                               64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
@@ -101,6 +102,12 @@ def main():
             resized = u8(T.Resize(size)(image))  # visualize_attention.py: Resize(args.image_size), bilinear
             h, w = resized.shape[1] - resized.shape[1] % 8, resized.shape[2] - resized.shape[2] % 8
             tensors[f"{name}.{key}"] = resized[:, :h, :w].contiguous()
+        # eval_image_retrieval.py: img.thumbnail((imsize, imsize), Image.ANTIALIAS) on the RGB image (LANCZOS, reducing
+        # gap 2: Image.reduce by 2 or 4 first here)
+        for side in (40, 20):
+            thumb = image.copy()
+            thumb.thumbnail((side, side), Image.LANCZOS)
+            tensors[f"{name}.thumb{side}"] = u8(thumb)
         # eval_copy_detection.py: Resize((imsize, imsize), interpolation=3), the image squashed to a square
         tensors[f"{name}.copy"] = u8(T.Resize((48, 48), interpolation=T.InterpolationMode.BICUBIC)(image))
         tensors[f"{name}.davis"] = torch.from_numpy(read_frame_u8(path, DAVIS_SIDE)).permute(2, 0, 1).contiguous()
