@@ -14,6 +14,7 @@ import {
   normalizeImage,
 } from "../lib/eval/attention.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
+import { thumbnailSize } from "../lib/eval/retrieval.ts";
 import { loadEvalBackbone, requireViT } from "../lib/weights/pretrained.ts";
 import { saveCheckpoint } from "../lib/weights/checkpoint.ts";
 import { makeSettings, networkConfig } from "../lib/settings/mod.ts";
@@ -70,24 +71,28 @@ Deno.test("the maps and masks equal the official visualize_attention.py on the s
   assert.equal(t.liveTensors(), before, "no tensor leaked");
 });
 
-Deno.test("images are prepared as visualize_attention.py (Resize, PIL's bilinear, then cut to the patch) and eval_copy_detection.py (Resize((S, S)), bicubic), pixel for pixel", async () => {
+Deno.test("images are prepared as visualize_attention.py (Resize, PIL's bilinear, then cut to the patch), eval_copy_detection.py (Resize((S, S)), bicubic) and eval_image_retrieval.py (thumbnail((S, S), ANTIALIAS): LANCZOS after Image.reduce), pixel for pixel", async () => {
   const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
   try {
     for (const name of ["wide", "tall", "half", "even", "square", "small", "odd"]) {
       const decoded = await t.decodeImage(join(FIXTURES, "resize", `${name}.png`)); // its own size
       assert.ok(decoded.image, decoded.reason);
       using image = decoded.image;
-      for (const [key, size] of [["attention", 40], ["attention_hw", [44, 70]], ["copy", [48, 48]]] as const) {
+      const [, H, W] = image.shape;
+      const prepared = {
+        attention: () => attentionImage(image, 40, 8),
+        attention_hw: () => attentionImage(image, [44, 70], 8),
+        copy: () => t.pilResize(image, [48, 48], "bicubic"),
+        // reduced by int(W / w / 2) first (2 or 4 here, an odd last row or column averaged alone), as PIL
+        thumb40: () => t.pilResize(image, thumbnailSize(H, W, 40), "lanczos", { reducingGap: 2 }),
+        thumb20: () => t.pilResize(image, thumbnailSize(H, W, 20), "lanczos", { reducingGap: 2 }),
+      };
+      for (const [key, prepare] of Object.entries(prepared)) {
         const want = tensors[`${name}.${key}`];
-        // copy detection's Resize((S, S), bicubic) is pilResize itself; attention's adds the cut to the patch
-        const got = key === "copy" ? t.pilResize(image, size, "bicubic") : attentionImage(image, size, 8);
-        try {
-          assert.deepEqual(got.shape, want.shape, `${name} ${key}`);
-          // PIL's own fixed point (libtorch's antialiased f32 filters were a level off now and then)
-          assert.deepEqual(pixelDistance(got, want), { max: 0, mean: 0 }, `${name} ${key}`);
-        } finally {
-          got.dispose();
-        }
+        using got = prepare();
+        assert.deepEqual(got.shape, want.shape, `${name} ${key}`);
+        // PIL's own fixed point (libtorch's antialiased f32 filters were a level off now and then)
+        assert.deepEqual(pixelDistance(got, want), { max: 0, mean: 0 }, `${name} ${key}`);
       }
     }
   } finally {

@@ -16,7 +16,6 @@ import {
   multiScaleFeatures,
   rankingRows,
   retrievalScores,
-  thumbnailSize,
 } from "../lib/eval/retrieval.ts";
 import { symmetricEigen } from "../lib/eval/eigen.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
@@ -77,28 +76,6 @@ Deno.test("retrieval and copy-detection features, whitening, similarities and mA
     Deno.removeSync(path);
   }
   assert.equal(t.liveTensors(), before);
-});
-
-Deno.test("retrieval's images are eval_image_retrieval.py's thumbnail((S, S), ANTIALIAS): LANCZOS after Image.reduce, pixel for pixel", async () => {
-  const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
-  try {
-    for (const name of ["wide", "tall", "half", "even", "square", "small", "odd"]) {
-      const decoded = await t.decodeImage(join(FIXTURES, "resize", `${name}.png`)); // its own size
-      assert.ok(decoded.image, decoded.reason);
-      using image = decoded.image;
-      const [, H, W] = image.shape;
-      for (const side of [40, 20]) {
-        const want = tensors[`${name}.thumb${side}`];
-        const [h, w] = thumbnailSize(H, W, side);
-        assert.deepEqual([h, w], want.shape.slice(1), `${name} at ${side}: PIL's size`);
-        // reduced by int(W / w / 2) first (2 or 4 here, the odd last row and column averaged alone), as PIL
-        using got = t.pilResize(image, [h, w], "lanczos", { reducingGap: 2 });
-        assert.deepEqual(t.toArray(got), t.toArray(want), `${name} at ${side}`);
-      }
-    }
-  } finally {
-    t.dispose(tensors);
-  }
 });
 
 Deno.test("symmetricEigen: A = V diag(d) Vᵀ, VᵀV = I, ascending, on random and rank-deficient matrices", () => {
