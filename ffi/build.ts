@@ -532,25 +532,30 @@ function isPartOf(flags: string[], i: number, part: string[]): boolean {
   return false;
 }
 
+/** Where libjpeg's headers and library are, from one install, and its version (from `jconfig.h`). */
+interface JpegBuild {
+  include: string;
+  lib: string;
+  version: string;
+}
+
 /**
- * libjpeg's version (from its `jconfig.h`) where its headers and its library are installed (Debian:
- * libjpeg-dev), else undefined. The compiler's default folders, searched as it searches them; a build that then
- * fails to compile or link with it is retried without it.
+ * libjpeg where its headers and its library are installed under one prefix (Debian: libjpeg-dev; `/usr/local`
+ * first), else undefined. A build that then fails to compile or link with it is retried without it.
  */
-function jpegBuild(): string | undefined {
-  const include = ["/usr/local/include", "/usr/include"].find((d) => exists(join(d, "jpeglib.h")));
-  if (!include) return undefined;
-  let arch: string[] = [];
-  try {
-    arch = [...Deno.readDirSync("/usr/lib")].filter((e) => e.isDirectory && /-linux-gnu/.test(e.name)).map((e) =>
-      e.name
-    );
-  } catch { /* no multiarch folders */ }
-  const libs = ["/usr/local/lib", ...arch.map((a) => `/usr/lib/${a}`), "/usr/lib64", "/usr/lib"];
-  if (!libs.some((d) => exists(join(d, "libjpeg.so")))) return undefined;
-  const config = [join(include, "jconfig.h"), ...arch.map((a) => join(include, a, "jconfig.h"))].find((p) => exists(p));
-  const text = config ? Deno.readTextFileSync(config) : "";
-  return /LIBJPEG_TURBO_VERSION\s+(\S+)/.exec(text)?.[1] ?? /JPEG_LIB_VERSION\s+(\d+)/.exec(text)?.[1] ?? "libjpeg";
+function jpegBuild(): JpegBuild | undefined {
+  const multiarch = `${Deno.build.arch}-linux-gnu`; // Debian's folder for this machine's libraries and jconfig.h
+  for (const prefix of ["/usr/local", "/usr"]) {
+    const include = join(prefix, "include");
+    const lib = [join(prefix, "lib", multiarch), join(prefix, "lib64"), join(prefix, "lib")]
+      .find((d) => exists(join(d, "libjpeg.so")));
+    if (!exists(join(include, "jpeglib.h")) || !lib) continue;
+    const config = [join(include, "jconfig.h"), join(include, multiarch, "jconfig.h")].find((p) => exists(p));
+    const text = config ? Deno.readTextFileSync(config) : "";
+    const version = /LIBJPEG_TURBO_VERSION\s+(\S+)/.exec(text)?.[1] ?? /JPEG_LIB_VERSION\s+(\d+)/.exec(text)?.[1];
+    return { include, lib, version: version ?? "libjpeg" };
+  }
+  return undefined;
 }
 
 /** Compiles the shim for `libtorch` unless a cached build exists; returns its path. */
@@ -570,10 +575,15 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   if (stb) { for (const h of stbHeaders) hash.update(Deno.readFileSync(h)); }
   // JPEGs are decoded with libjpeg, as PIL decodes them, where its headers and library are (else with stb's own).
   const jpeg = jpegBuild();
-  hash.update(jpeg ?? "no-libjpeg");
+  hash.update(jpeg ? JSON.stringify(jpeg) : "no-libjpeg");
   const dir = cacheDir();
   const out = join(dir, `shim-${libtorch.version}-${hash.digest("hex").slice(0, 16)}.so`);
-  if (exists(out)) return out;
+  // A build that fell back to stb for JPEGs says so each time it is loaded, not only when it was built.
+  const fallback = `${out}.warning`;
+  if (exists(out)) {
+    if (exists(fallback)) console.error(Deno.readTextFileSync(fallback).trim());
+    return out;
+  }
 
   const cxx = findCompiler();
   // The build's folder sits in the cache, locked while in use: an interrupted build's is removed by the next one.
@@ -591,6 +601,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     `-D_GLIBCXX_USE_CXX11_ABI=${libtorch.abi}`,
     ...(libtorch.cuda ? ["-DDINO_CUDA"] : []),
     ...(stb ? ["-DDINO_STB"] : []),
+    // (no -I: both prefixes' include folders are the compiler's own, /usr/local's first, as searched above)
     ...(stb && jpeg ? ["-DDINO_JPEG"] : []),
     ...dist.compile,
     ...includeFlags(libtorch.include, defaultIncludes(cxx)),
@@ -619,20 +630,21 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
     }
   }
   // libjpeg's headers that the compiler cannot use (another sysroot, a mismatched version): JPEGs through stb.
-  let jpegLink = stb && jpeg ? ["-ljpeg"] : [];
+  let jpegLink = stb && jpeg ? [`-L${jpeg.lib}`, "-ljpeg"] : [];
+  let jpegWarning = "";
   const withoutJpeg = async (why: string) => {
     const again = await compileUnit("images.cpp", compile.filter((f) => f !== "-DDINO_JPEG"));
     if (!again.ok) return false;
-    console.error(`warning: the shim decodes JPEGs with stb, not libjpeg as PIL does: ${why.trim()}`);
+    jpegWarning = `warning: the shim decodes JPEGs with stb, not with libjpeg as PIL does: ${why}`;
+    console.error(jpegWarning);
     compiled[units.indexOf("images.cpp")] = again;
     jpegLink = [];
     return true;
   };
   const jpegFailed = compiled.find((r) => !r.ok && r.name === "images.cpp");
-  if (jpegFailed && jpegLink.length > 0) {
-    await withoutJpeg(
-      `images.cpp did not compile with it (${jpegFailed.err.split("\n").find((l) => /error/.test(l))})`,
-    );
+  if (jpegFailed && jpegLink.length > 0 && /jpeg|jconfig|jmorecfg/i.test(jpegFailed.err)) {
+    const line = jpegFailed.err.split("\n").find((l) => /error/.test(l))?.trim() ?? "";
+    await withoutJpeg(`images.cpp did not compile with ${jpeg!.include}/jpeglib.h (${line})`);
   }
   const failed = compiled.find((r) => !r.ok);
   if (failed) {
@@ -659,13 +671,14 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   ];
   let args = linkArgs();
   let r = run(cxx, args);
-  if (!r.ok && jpegLink.length > 0 && /jpeg/.test(r.err) && await withoutJpeg("it did not link with -ljpeg")) {
+  if (!r.ok && jpegLink.length > 0 && /jpeg/.test(r.err) && await withoutJpeg(`it did not link with ${jpeg!.lib}`)) {
     args = linkArgs();
     r = run(cxx, args);
   }
   if (!r.ok) {
     throw new Error(`linking the native shim failed (${cxx} ${args.join(" ")}):\n${r.err.slice(-4000)}`);
   }
+  if (jpegWarning) writeFileAtomic(fallback, new TextEncoder().encode(jpegWarning));
   writeFileAtomic(out, Deno.readFileSync(tmp));
   return out;
 }

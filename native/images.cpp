@@ -805,7 +805,12 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
       std::snprintf(why, kReason, "cannot decode (a truncated JPEG: %s)", errors.message);
     } else if (errors.scans) {
       std::snprintf(why, kReason, "cannot decode (a JPEG of %s, a decompression bomb?)", errors.message);
-    } else if (code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY) {
+    } else if (code == JERR_BAD_LIB_VERSION || code == JERR_BAD_STRUCT_SIZE) {
+      std::snprintf(why, kReason,
+                    "cannot decode: the shim was built with other libjpeg headers than the library it loaded (%s): "
+                    "reinstall libjpeg-dev, or remove the one in /usr/local",
+                    errors.message);
+    } else if ((code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY) && cinfo.mem && cinfo.image_width) {
       std::snprintf(why, kReason,
                     "cannot decode: it needs more than %.0f MiB, more than a %u x %u image can (a decompression bomb?)",
                     cinfo.mem ? static_cast<double>(cinfo.mem->max_memory_to_use) / (1 << 20) : 0.0, cinfo.image_width,
@@ -1358,7 +1363,8 @@ static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int6
   if (!(gap == 0 || gap >= 1)) throw std::runtime_error("pil_resize reducing gap must be 0 (none) or >= 1");
   const int64_t H = image.size(-2), W = image.size(-1);
   if (H < 1 || W < 1 || H > INT_MAX / 2 || W > INT_MAX / 2) {
-    throw std::runtime_error("pil_resize needs an image of at least 1 x 1, got " + c10::str(image.sizes()));
+    throw std::runtime_error("pil_resize takes sides of 1 to " + std::to_string(INT_MAX / 2) + " pixels, got " +
+                             c10::str(image.sizes()));
   }
   if (h < 1 || w < 1 || h > (1 << 20) || w > (1 << 20)) {
     throw std::runtime_error("pil_resize size must be in 1..1048576, got " + std::to_string(h) + " x " + std::to_string(w));
@@ -1367,6 +1373,12 @@ static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int6
   // Image.resize: factor = int(W / w / gap) or 1, in Python's floats; the box shrinks with the image.
   const int fx = gap > 0 ? std::max(1, static_cast<int>(static_cast<double>(W) / w / gap)) : 1;
   const int fy = gap > 0 ? std::max(1, static_cast<int>(static_cast<double>(H) / h / gap)) : 1;
+  // Reduce.c's fixed point holds blocks of up to 2^23 pixels (Pillow's own arithmetic overflows past them).
+  if (static_cast<int64_t>(fx) * fy > (1 << 23)) {
+    throw std::runtime_error("pil_resize cannot shrink " + c10::str(image.sizes()) + " to " + std::to_string(h) + " x " +
+                             std::to_string(w) + " with a reducing gap of " + std::to_string(gap) +
+                             " (blocks of over 2^23 pixels): give a larger size or a larger gap");
+  }
   const bool reduce = fx > 1 || fy > 1;
   const int rw = static_cast<int>((W + fx - 1) / fx), rh = static_cast<int>((H + fy - 1) / fy);
   const float bw = reduce ? static_cast<float>(static_cast<double>(W) / fx) : static_cast<float>(W);

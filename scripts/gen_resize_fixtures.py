@@ -22,7 +22,8 @@ Written:
                               filter, bilinear) then img[:, :h - h % 8, :w - w % 8] (patch 8), and
                               <name>.attention_hw: the same with Resize((44, 70)) (the official --image_size H W);
                               <name>.copy: eval_copy_detection.py's Resize((48, 48), bicubic) (its 320 x 320);
-                              <name>.thumb40, .thumb20: eval_image_retrieval.py's thumbnail((S, S), ANTIALIAS);
+                              <name>.thumb40, .thumb20: eval_image_retrieval.py's thumbnail((S, S), ANTIALIAS)
+                              (also of strip.png, 1001 x 31);
                               <name>.davis: eval_video_segmentation.py's read_frame at a short side of 100 (its
                               480, scaled down): cv2.imread, cv2.resize to the long side floored to a multiple of
                               64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
@@ -103,7 +104,7 @@ def main():
             h, w = resized.shape[1] - resized.shape[1] % 8, resized.shape[2] - resized.shape[2] % 8
             tensors[f"{name}.{key}"] = resized[:, :h, :w].contiguous()
         # eval_image_retrieval.py: img.thumbnail((imsize, imsize), Image.ANTIALIAS) on the RGB image (LANCZOS, reducing
-        # gap 2: Image.reduce by 2 or 4 first here)
+        # gap 2: Image.reduce by 2 x 2, 3 x 3 or 4 x 4 first for some here)
         for side in (40, 20):
             thumb = image.copy()
             thumb.thumbnail((side, side), Image.LANCZOS)
@@ -111,6 +112,14 @@ def main():
         # eval_copy_detection.py: Resize((imsize, imsize), interpolation=3), the image squashed to a square
         tensors[f"{name}.copy"] = u8(T.Resize((48, 48), interpolation=T.InterpolationMode.BICUBIC)(image))
         tensors[f"{name}.davis"] = torch.from_numpy(read_frame_u8(path, DAVIS_SIDE)).permute(2, 0, 1).contiguous()
+    # A strip whose thumbnails reduce by blocks of other widths than heights, larger than 5, with a remainder on both
+    # axes (25 x 15 at 20, 12 x 15 at 40: Reduce.c's general case and its corners).
+    path = os.path.join(folder, "strip.png")
+    picture(1001, 31, 77).save(path, optimize=True)
+    for side in (40, 20):
+        thumb = Image.open(path).convert("RGB")
+        thumb.thumbnail((side, side), Image.LANCZOS)
+        tensors[f"strip.thumb{side}"] = u8(thumb)
     # JPEGs: torchvision's ImageFolder decodes them with PIL, that is libjpeg at its defaults.
     jpegs = {"wide-420.jpg": ("wide", dict(quality=85)), "tall-444.jpg": ("tall", dict(quality=90, subsampling=0)),
              "small-422.jpg": ("small", dict(quality=75, subsampling=1)),

@@ -139,6 +139,27 @@ Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converte
       using cropped = r.images;
       assert.deepEqual(t.toArray(cropped), t.toArray(tensors[`${file}.cropped`]), `${file} at 64 / 56: ${fix}`);
     }
+    // Where the data ends, as Pillow 9.4 reads it: without its end-of-image marker a file is truncated (libjpeg reads
+    // ahead of the last row's codes, and finds the end); with bytes after its data and no marker, all rows decode.
+    const dir = Deno.makeTempDirSync();
+    try {
+      const bytes = Deno.readFileSync(join(FIXTURES, "resize", "wide-420.jpg"));
+      assert.deepEqual([...bytes.subarray(-2)], [0xff, 0xd9]);
+      const noMarker = join(dir, "no-marker.jpg"), trailing = join(dir, "trailing.jpg");
+      Deno.writeFileSync(noMarker, bytes.subarray(0, -2));
+      Deno.writeFileSync(
+        trailing,
+        new Uint8Array([...bytes.subarray(0, -2), ...Array.from({ length: 64 }, (_, i) => i + 1)]),
+      );
+      const cut = await t.decodeImage(noMarker);
+      assert.match(cut.reason ?? "", /^cannot decode \(a truncated JPEG/);
+      const whole = await t.decodeImage(trailing);
+      assert.ok(whole.image, whole.reason);
+      using image = whole.image;
+      assert.deepEqual(t.toArray(image), t.toArray(tensors["wide-420.jpg.whole"]));
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
   } finally {
     t.dispose(Object.values(tensors));
   }

@@ -298,7 +298,10 @@ export function pilResize(
   image: Tensor,
   size: readonly [number, number],
   filter: PilFilter,
-  o: { reducingGap?: number } = {},
+  o: {
+    /** PIL's `reducing_gap`: 0 (the default) for none, as `Image.resize`'s; `thumbnail` passes 2. */
+    reducingGap?: number;
+  } = {},
 ): Tensor {
   if (image.dtype !== "u8" || image.ndim < 2) {
     throw new TypeError(`pilResize takes u8 [..., H, W] images, got ${image.dtype} [${image.shape}]`);
@@ -311,6 +314,6 @@ export function pilResize(
     throw new RangeError(`pilResize: filter must be "bilinear", "bicubic" or "lanczos", got ${filter}`);
   }
   const gap = o.reducingGap ?? 0;
-  if (!(gap === 0 || gap >= 1)) throw new RangeError(`pilResize: reducingGap must be >= 1, got ${gap}`);
+  if (!(gap === 0 || gap >= 1)) throw new RangeError(`pilResize: reducingGap must be 0 (none) or >= 1, got ${gap}`);
   return wrap(native.pil_resize(ctx, image.ptr, h, w, PIL_FILTERS[filter], gap), "pilResize");
 }
