@@ -241,12 +241,10 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
   try {
     const [, H, W] = decoded.shape;
     const [h, w] = x.copy ? [x.imageSize, x.imageSize] : thumbnailSize(H, W, x.imageSize);
-    using resized = H === h && W === w
-      ? undefined
-      : x.copy
+    // (at its own size, a copy: PIL leaves such an image as it is)
+    using image = x.copy
       ? pilResize(decoded, [h, w], "bicubic")
       : pilResize(decoded, [h, w], "lanczos", { reducingGap: 2 });
-    const image = resized ?? decoded;
     return tidy(() => {
       const input = normalizeImage(image, x.norm); // [1, C, H, W]
       if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);

@@ -813,7 +813,7 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
     } else if ((code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY) && cinfo.mem && cinfo.image_width) {
       std::snprintf(why, kReason,
                     "cannot decode: it needs more than %.0f MiB, more than a %u x %u image can (a decompression bomb?)",
-                    cinfo.mem ? static_cast<double>(cinfo.mem->max_memory_to_use) / (1 << 20) : 0.0, cinfo.image_width,
+                    static_cast<double>(cinfo.mem->max_memory_to_use) / (1 << 20), cinfo.image_width,
                     cinfo.image_height);
     } else {
       std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: %s)", errors.message);
@@ -1380,9 +1380,9 @@ static at::Tensor pil_resize(const at::Tensor& image, int64_t h, int64_t w, int6
                              " (blocks of over 2^23 pixels): give a larger size or a larger gap");
   }
   const bool reduce = fx > 1 || fy > 1;
+  // The reduced image and the box of it that is resampled (the whole image when nothing is reduced).
   const int rw = static_cast<int>((W + fx - 1) / fx), rh = static_cast<int>((H + fy - 1) / fy);
-  const float bw = reduce ? static_cast<float>(static_cast<double>(W) / fx) : static_cast<float>(W);
-  const float bh = reduce ? static_cast<float>(static_cast<double>(H) / fy) : static_cast<float>(H);
+  const auto bw = static_cast<float>(static_cast<double>(W) / fx), bh = static_cast<float>(static_cast<double>(H) / fy);
   Taps tx, ty;
   if (!plan_taps(rw, 0, bw, w, static_cast<int>(w), filter, &tx) ||
       !plan_taps(rh, 0, bh, h, static_cast<int>(h), filter, &ty)) {
