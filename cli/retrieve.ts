@@ -227,15 +227,20 @@ interface Extractor {
   multiscale: boolean;
   imageSize: number;
   maxPixels: number;
+  /** Retrieval decodes truncated JPEGs, as its official loader sets PIL's `LOAD_TRUNCATED_IMAGES`. */
+  loadTruncated: boolean;
 }
 
-/** One image's features [1, D]: decoded with the network's channels, resized as the mode says, normalised. */
-async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tensor> {
+/**
+ * One image's features [1, D]: decoded with the network's channels, resized as the mode says, normalised; and
+ * whether it was a truncated JPEG.
+ */
+async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<{ row: Tensor; truncated: boolean }> {
   const { vit, backbone } = x;
   const C = vit.inChans as 1 | 3;
   // Both from the image's own size, as PIL: copy detection's Resize((S, S), bicubic), retrieval's
   // thumbnail((S, S), ANTIALIAS), that is Image.resize with LANCZOS and a reducing gap of 2.
-  const r = await decodeImage(e.path, { channels: C, maxPixels: x.maxPixels });
+  const r = await decodeImage(e.path, { channels: C, maxPixels: x.maxPixels, loadTruncated: x.loadTruncated });
   if (!r.image) throw new Error(`${flag} ${e.path}: ${r.reason}`);
   using decoded = r.image;
   try {
@@ -245,27 +250,32 @@ async function imageFeatures(flag: string, e: Entry, x: Extractor): Promise<Tens
     using image = x.copy
       ? pilResize(decoded, [h, w], "bicubic")
       : pilResize(decoded, [h, w], "lanczos", { reducingGap: 2 });
-    return tidy(() => {
+    const row = tidy(() => {
       const input = normalizeImage(image, x.norm); // [1, C, H, W]
       if (x.copy) return copyDetectionFeatures(backbone as ViTParams, vit as ViTConfig, input);
       return x.multiscale ? multiScaleFeatures(backbone, vit, input) : clsFeatures(backbone, vit, input);
     });
+    return { row, truncated: r.truncated };
   } catch (err) {
     // Such as an image too elongated for a patch at this size: which file it is.
     throw new Error(`${flag} ${e.path}: ${err instanceof Error ? err.message : err}`, { cause: err });
   }
 }
 
-/** The features [N, D] of a list of images, with a progress bar. */
+/** The features [N, D] of a list of images, with a progress bar; a warning names the truncated JPEGs among them. */
 async function features(flag: string, label: string, entries: Entry[], x: Extractor): Promise<Tensor> {
   const rows: Tensor[] = [];
+  const truncated: string[] = [];
   const bar = new Bar(label, entries.length, { unit: "image" });
   try {
     for (const e of entries) {
-      rows.push(await imageFeatures(flag, e, x));
+      const r = await imageFeatures(flag, e, x);
+      rows.push(r.row);
+      if (r.truncated) truncated.push(e.path);
       bar.tick();
     }
     bar.finish();
+    if (truncated.length > 0) console.warn(truncatedWarning(flag, truncated));
     return tidy(() => cat(rows, 0));
   } finally {
     bar.finish();
@@ -273,10 +283,26 @@ async function features(flag: string, label: string, entries: Entry[], x: Extrac
   }
 }
 
+/**
+ * The warning for the truncated JPEGs of `flag`'s folder that retrieval decoded, as the official loader does.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { truncatedWarning } from "./retrieve.ts";
+ * assert.match(truncatedWarning("--database", ["db/a.jpg"]), /^warning: --database: 1 truncated JPEG .* db\/a\.jpg$/);
+ * ```
+ */
+export function truncatedWarning(flag: string, paths: readonly string[]): string {
+  const shown = paths.slice(0, 5).join(", ") + (paths.length > 5 ? `, and ${paths.length - 5} more` : "");
+  return `warning: ${flag}: ${paths.length} truncated JPEG${paths.length === 1 ? "" : "s"} decoded as the official ` +
+    `retrieval loader decodes them (PIL's LOAD_TRUNCATED_IMAGES: the missing part mid-gray): ${shown}`;
+}
+
 /** An image's RGB thumbnail (long side {@linkcode THUMBNAIL} at most) as a data: URL of a PNG. */
-async function thumbnail(e: Entry, maxPixels: number): Promise<PageImage> {
+async function thumbnail(e: Entry, maxPixels: number, loadTruncated: boolean): Promise<PageImage> {
   const [h, w] = thumbnailSize(e.height, e.width, THUMBNAIL);
-  const r = await decodeImage(e.path, { side: Math.min(h, w), channels: 3, maxPixels });
+  const r = await decodeImage(e.path, { side: Math.min(h, w), channels: 3, maxPixels, loadTruncated });
   if (!r.image) throw new Error(`${e.path}: ${r.reason}`);
   using image = r.image;
   const [, H, W] = image.shape;
@@ -362,6 +388,7 @@ export async function main(args: string[]): Promise<number> {
       multiscale: o.multiscale,
       imageSize: o.imageSize,
       maxPixels: o.maxImagePixels,
+      loadTruncated: !o.copy,
     };
     const start = performance.now();
     let db = await features("--database", "database", database, x);
@@ -460,7 +487,7 @@ export async function main(args: string[]): Promise<number> {
     // The page: every query with its neighbours' thumbnails, each image inlined once.
     const thumbs: Record<string, PageImage> = {};
     const thumb = async (key: string, e: Entry) => {
-      thumbs[key] ??= await thumbnail(e, o.maxImagePixels);
+      thumbs[key] ??= await thumbnail(e, o.maxImagePixels, !o.copy);
       return key;
     };
     const page: PageQuery[] = [];

@@ -196,7 +196,7 @@ export const symbols = {
   mul_into: scalar(T, T),
   // images (stb); decoding runs on its own threads, off the JavaScript thread
   decode_images: { parameters: [CTX, "buffer", I, I, I, I, I, F], result: "pointer", nonblocking: true },
-  decode_image: { parameters: [CTX, "buffer", I, I, I, F], result: "pointer", nonblocking: true },
+  decode_image: { parameters: [CTX, "buffer", I, I, I, F, I], result: "pointer", nonblocking: true },
   write_image: scalar("buffer", T, I, I),
   pil_resize: tensor(T, I, I, I, F),
   // augmentation (augment.cpp): a batch's views in one call, on its own threads; the nonblocking twin overlaps a step

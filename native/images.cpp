@@ -738,6 +738,7 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
 // What decode_jpeg made of a file: its pixels (HWC, `comp` of 1 or 3 channels).
 struct JpegImage {
   int w = 0, h = 0, comp = 0;
+  bool truncated = false;  // its data ended early and it was decoded as PIL's LOAD_TRUNCATED_IMAGES decodes it
   std::vector<uint8_t> pixels;
   std::vector<uint8_t> cmyk;  // a row of a CMYK file as libjpeg gives it
 };
@@ -759,7 +760,9 @@ struct JpegErrors {
   std::jmp_buf jump;
   volatile bool rows_done = false;  // every row decoded: the data may end before the end-of-image marker
   volatile bool cut = false;        // the data ran out before that (JWRN_JPEG_EOF)
+  bool load_truncated = false;      // then decode on, as PIL with LOAD_TRUNCATED_IMAGES
   volatile bool scans = false;      // past kMaxJpegScans
+  volatile bool ended_early = false;  // the data ran out, and (load_truncated) libjpeg went on as at its end
   char message[JMSG_LENGTH_MAX] = {0};
 };
 // A progressive JPEG of many tiny scans costs a pass over the image each: libjpeg-turbo's advice for untrusted files
@@ -775,7 +778,7 @@ void jpeg_message(j_common_ptr c, int level) {
   auto* e = reinterpret_cast<JpegErrors*>(c->err);
   if (level < 0) {
     e->pub.num_warnings++;
-    if (e->pub.msg_code == JWRN_JPEG_EOF && !e->rows_done) e->cut = true;
+    if (e->pub.msg_code == JWRN_JPEG_EOF && !e->rows_done) (e->load_truncated ? e->ended_early : e->cut) = true;
   }
 }
 void jpeg_progress(j_common_ptr c) {
@@ -791,9 +794,10 @@ void jpeg_progress(j_common_ptr c) {
 // Decodes the JPEG `f` (read from its position) into `out`, or writes why not into `why`: over the pixel budget
 // (checked on the header, before any pixel is allocated), corrupt, truncated, or needing more of libjpeg's working
 // memory than stb may take for a file of its size.
-static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
+static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, bool load_truncated) {
   jpeg_decompress_struct cinfo{};  // zeroed: an error inside jpeg_create_decompress leaves nothing to destroy
   JpegErrors errors;
+  errors.load_truncated = load_truncated;
   jpeg_progress_mgr progress;
   cinfo.err = jpeg_std_error(&errors.pub);
   errors.pub.error_exit = jpeg_failed;
@@ -876,6 +880,7 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
   } else {
     errors.rows_done = true;
     jpeg_finish_decompress(&cinfo);  // up to the end-of-image marker; a file without one still decodes, as in PIL
+    out->truncated = errors.ended_early;
   }
   jpeg_destroy_decompress(&cinfo);
 }
@@ -884,9 +889,13 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why) {
 // Decodes one file into `tile` (HWC), or writes why it cannot into `why`. With `multiple` 0 the tile is the
 // centre crop (out_side x out_side; 0: side x side) of the image resized to a short side of `side`; with `multiple` >= 1 it is the whole
 // image, resized so that its short side is `side` (aspect kept), then each side to its nearest multiple of
-// `multiple` (at least one). Its width and height are written to `out_w` and `out_h`; `tile` is sized here.
+// `multiple` (at least one). Its width and height are written to `out_w` and `out_h`; `tile` is sized here. With
+// `truncated`, a JPEG whose data ends early decodes as PIL decodes it under ImageFile.LOAD_TRUNCATED_IMAGES (libjpeg
+// given an end-of-image marker where the data ends: the missing blocks mid-gray, a progressive file from the scans it
+// has), and `*truncated` says whether it did; without it, such a file is refused, as PIL refuses it by default.
 static void decode_one(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
-                       char* why, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr, int out_side = 0) {
+                       char* why, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr, int out_side = 0,
+                       bool* truncated = nullptr) {
   if (out_side == 0) out_side = side;
   // Declared first, so that it ends last: whatever stb still holds when this function leaves, by a return or an
   // exception, is freed.
@@ -985,9 +994,10 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "cannot read: %s", std::strerror(errno));
       return;
     }
-    decode_jpeg(f.get(), max_pixels, &jpeg_image, why);
+    decode_jpeg(f.get(), max_pixels, &jpeg_image, why, truncated != nullptr);
 #endif
     if (why[0]) return;
+    if (truncated) *truncated = jpeg_image.truncated;
     w = jpeg_image.w;
     h = jpeg_image.h;
     comp = jpeg_image.comp;
@@ -1192,9 +1202,9 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
 // decode_one with every failure, an exception included, as the file's reason (printable): safe on any thread.
 static void decode_caught(const char* path, int side, int channels, double max_pixels, std::vector<uint8_t>& tile,
                           char* reason, int multiple = 0, int* out_w = nullptr, int* out_h = nullptr,
-                          int crop = 0) noexcept {
+                          int crop = 0, bool* truncated = nullptr) noexcept {
   try {
-    decode_one(path, side, channels, max_pixels, tile, reason, multiple, out_w, out_h, crop);
+    decode_one(path, side, channels, max_pixels, tile, reason, multiple, out_w, out_h, crop, truncated);
   } catch (const StbAssert& e) {
     std::snprintf(reason, kReason, "cannot decode (%s)", e.what());
   } catch (const std::bad_alloc&) {
@@ -1261,27 +1271,33 @@ static std::vector<at::Tensor> decode_images(const char* paths, int n, int side,
   return {bad.empty() ? out : out.index_select(0, good_t), good_t, bad_t, reasons_t};
 }
 // Decodes one whole file, its aspect kept (decode_one with `multiple` >= 1; `side` 0: its own size): [image u8
-// [C, H, W], reason u8]; when the file cannot be decoded the image is empty and the reason (no NUL) says why.
-static std::vector<at::Tensor> decode_image(const char* path, int side, int multiple, int channels,
-                                            double max_pixels) {
+// [C, H, W], reason u8, truncated u8 [1]]; when the file cannot be decoded the image is empty and the reason (no NUL)
+// says why. With `load_truncated` 1, truncated JPEGs decode as in PIL under LOAD_TRUNCATED_IMAGES, and `truncated`
+// says whether this one was.
+static std::vector<at::Tensor> decode_image(const char* path, int side, int multiple, int channels, double max_pixels,
+                                            int load_truncated) {
   if (side < 0 || side > kMaxSide) throw std::runtime_error("decode side must be in 0.." + std::to_string(kMaxSide));
   if (multiple <= 0 || multiple > kMaxSide) {
     throw std::runtime_error("decode multiple must be in 1.." + std::to_string(kMaxSide));
   }
   if (channels != 1 && channels != 3) throw std::runtime_error("decode channels must be 1 or 3");
   if (!(max_pixels >= 1)) throw std::runtime_error("the image pixel budget must be a number >= 1");
+  if (load_truncated != 0 && load_truncated != 1) throw std::runtime_error("decode load_truncated must be 0 or 1");
   std::vector<uint8_t> tile;
   char reason[kReason] = {0};
   int w = 0, h = 0;
-  decode_caught(path, side, channels, max_pixels, tile, reason, multiple, &w, &h);
+  bool truncated = false;
+  decode_caught(path, side, channels, max_pixels, tile, reason, multiple, &w, &h, 0,
+                load_truncated ? &truncated : nullptr);
   const size_t n = strnlen(reason, kReason - 1);
   auto why = at::empty({static_cast<int64_t>(n)}, at::kByte);
+  auto cut = at::full({1}, truncated ? 1 : 0, at::kByte);
   if (n) {
     std::memcpy(why.data_ptr(), reason, n);
-    return {at::empty({0}, at::kByte), why};
+    return {at::empty({0}, at::kByte), why, cut};
   }
   auto hwc = at::from_blob(tile.data(), {h, w, channels}, at::kByte);
-  return {hwc.permute({2, 0, 1}).clone(at::MemoryFormat::Contiguous), why};  // a copy: tile is freed on return
+  return {hwc.permute({2, 0, 1}).clone(at::MemoryFormat::Contiguous), why, cut};  // a copy: tile is freed on return
 }
 // Writes an HWC u8 image as PNG (format 0) or JPEG (format 1). The shape is checked before stb sees it: stb
 // trusts its arguments and computes buffer sizes in int.
@@ -1315,7 +1331,7 @@ static double write_image(const char* path, const at::Tensor& image, int format,
 static std::vector<at::Tensor> decode_images(const char*, int, int, int, int, int, double) {
   throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
 }
-static std::vector<at::Tensor> decode_image(const char*, int, int, int, double) {
+static std::vector<at::Tensor> decode_image(const char*, int, int, int, double, int) {
   throw std::runtime_error("the shim was built without stb: install libstb-dev (apt-get install libstb-dev) and rebuild");
 }
 static double write_image(const char*, const at::Tensor&, int, int) {
@@ -1326,8 +1342,8 @@ static double write_image(const char*, const at::Tensor&, int, int) {
 // Both are called nonblocking, to overlap a step: in the background (see in_background).
 LIST(decode_images, (const char* paths, int n, int side, int crop, int channels, int threads, double max_pixels),
      in_background([&] { return decode_images(paths, n, side, crop, channels, threads, max_pixels); }))
-LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels),
-     in_background([&] { return decode_image(path, side, multiple, channels, max_pixels); }))
+LIST(decode_image, (const char* path, int side, int multiple, int channels, double max_pixels, int load_truncated),
+     in_background([&] { return decode_image(path, side, multiple, channels, max_pixels, load_truncated); }))
 SCALAR(write_image, (const char* path, T image, int format, int quality), write_image(path, *image, format, quality))
 
 // Pillow's Image.reduce((fx, fy)) of one u8 plane (Reduce.c): each fx x fy block (smaller at the right and bottom

@@ -29,7 +29,9 @@ Written:
                               64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
   resize/<name>-<kind>.jpg    some of the pictures as JPEGs as PIL writes them: 4:2:0, 4:2:2 and 4:4:4 chroma,
                               progressive, gray and CMYK
-  resize.safetensors          <file>.whole: u8 [3, H, W], the JPEG as PIL decodes it (libjpeg) and converts it to RGB;
+  resize/<name>-<kind>-cut.jpg  three of them cut at 60% of their bytes (4:2:0, progressive, CMYK)
+  resize.safetensors          <file>.whole: u8 [3, H, W], the JPEG as PIL decodes it (libjpeg) and converts it to RGB
+                              (a cut one under ImageFile.LOAD_TRUNCATED_IMAGES, as eval_image_retrieval.py sets it);
                               <file>.cropped: Resize(64, bicubic) + CenterCrop(56) of that
 """
 import os
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as T
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_fixtures import OUT, save_safetensors  # noqa: E402
@@ -133,6 +135,19 @@ def main():
         decoded = Image.open(path).convert("RGB")
         tensors[f"{file}.whole"] = u8(decoded)
         tensors[f"{file}.cropped"] = u8(T.CenterCrop(SIDE * 224 // 256)(resize(decoded)))
+    # Truncated JPEGs, as the official retrieval loader reads them: PIL refuses them unless LOAD_TRUNCATED_IMAGES is
+    # set, and then gives libjpeg an end-of-image marker where the data ends.
+    for file in ("wide-420.jpg", "odd-progressive.jpg", "even-cmyk.jpg"):
+        with open(os.path.join(folder, file), "rb") as f:
+            data = f.read()
+        cut = file.replace(".jpg", "-cut.jpg")
+        with open(os.path.join(folder, cut), "wb") as f:
+            f.write(data[: len(data) * 3 // 5])
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            tensors[f"{cut}.whole"] = u8(Image.open(os.path.join(folder, cut)).convert("RGB"))
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
     # Data of a fixed size (Fashion-MNIST's 28 px, gray) for a 21 px network: Resize(24) before CenterCrop(21).
     path = os.path.join(folder, "fixed28.png")
     picture(28, 28, 99).convert("L").save(path, optimize=True)

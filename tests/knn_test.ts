@@ -115,7 +115,7 @@ Deno.test("evaluation images are torchvision's Resize(bicubic) + CenterCrop: the
   }
 });
 
-Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converted as Pillow does): whole and through the evaluation crop, pixel for pixel", async () => {
+Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converted as Pillow does): whole and through the evaluation crop, pixel for pixel; truncated ones refused, or under loadTruncated as PIL's LOAD_TRUNCATED_IMAGES", async () => {
   const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
   const files = [
     "wide-420.jpg",
@@ -160,6 +160,20 @@ Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converte
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
+    // Cut at 60% of their bytes: refused by default, as PIL refuses them; under loadTruncated, PIL's pixels with
+    // LOAD_TRUNCATED_IMAGES (the official retrieval loader's setting), the missing blocks mid-gray.
+    for (const file of ["wide-420-cut.jpg", "odd-progressive-cut.jpg", "even-cmyk-cut.jpg"]) {
+      const path = join(FIXTURES, "resize", file);
+      assert.match((await t.decodeImage(path)).reason ?? "", /^cannot decode \(a truncated JPEG/, file);
+      const r = await t.decodeImage(path, { loadTruncated: true });
+      assert.ok(r.image, `${file}: ${r.reason}`);
+      using image = r.image;
+      assert.equal(r.truncated, true, file);
+      assert.deepEqual(t.toArray(image), t.toArray(tensors[`${file}.whole`]), `${file} truncated: ${fix}`);
+    }
+    const intact = await t.decodeImage(join(FIXTURES, "resize", "wide-420.jpg"), { loadTruncated: true });
+    assert.equal(intact.truncated, false);
+    intact.image?.dispose();
   } finally {
     t.dispose(Object.values(tensors));
   }

@@ -231,6 +231,29 @@ Deno.test("deno task retrieve: class subfolders give mAP and precision at k; --m
   assert.match(r.out, /all queries: mAP \d\.\d{3}, mP@1 1\.000/);
 });
 
+Deno.test("deno task retrieve decodes a truncated JPEG as the official retrieval loader (PIL's LOAD_TRUNCATED_IMAGES), naming it in a warning; copy detection refuses it", async () => {
+  const tmp = Deno.makeTempDirSync();
+  const { database, queries } = classFolders(tmp, 2);
+  const bytes = Deno.readFileSync(join(COPIES, "queries", "blur", "img00.jpg"));
+  Deno.writeFileSync(join(queries, "img00", "cut.jpg"), bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+  const before = t.liveTensors();
+  const out = join(tmp, "out");
+  const r = await captured(() =>
+    retrieve([...BASE, "--database", database, "--queries", queries, "--output-dir", out])
+  );
+  assert.equal(r.value, 0, r.err);
+  assert.match(r.err, /warning: --queries: 1 truncated JPEG decoded as the official retrieval loader .*cut\.jpg/);
+  const ranked = JSON.parse(Deno.readTextFileSync(join(out, "neighbours.json")));
+  assert.ok(JSON.stringify(ranked).includes("cut.jpg"), "the truncated query is ranked");
+  const copies = join(tmp, "copies");
+  const c = await captured(() =>
+    retrieve([...BASE, "--copy-detection", "--database", database, "--queries", queries, "--output-dir", copies])
+  );
+  assert.equal(c.value, 1, c.err);
+  assert.match(c.err, /^error: --queries .*cut\.jpg: cannot decode \(a truncated JPEG/);
+  assert.equal(t.liveTensors(), before);
+});
+
 Deno.test("deno task retrieve: bad input is one line, exit 2 (usage) or 1 (undecodable image), nothing written", async () => {
   const tmp = Deno.makeTempDirSync();
   const { database, queries } = classFolders(tmp, 2);
@@ -268,7 +291,8 @@ Deno.test("deno task retrieve: bad input is one line, exit 2 (usage) or 1 (undec
     assert.match(r.err, message);
     assert.ok(!t.exists(join(tmp, "out")), `nothing written for ${args.join(" ")}`);
   }
-  // An image cut short: exit 1 naming it; an existing output folder is left as it was.
+  // An image cut short inside its header (retrieval decodes one cut in its data): exit 1 naming it; an existing output
+  // folder is left as it was.
   const broken = join(tmp, "broken");
   Deno.mkdirSync(join(broken, "img00"), { recursive: true });
   Deno.writeFileSync(

@@ -174,10 +174,22 @@ export interface DecodeImageOptions {
   channels?: 1 | 3;
   /** The largest image (width x height, as its header declares) decoded (default: {@linkcode defaultMaxImagePixels}). */
   maxPixels?: number;
+  /**
+   * Decode a JPEG whose data ends early as PIL does under `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which the
+   * official retrieval loader sets): libjpeg is given an end-of-image marker where the data ends, so the missing
+   * blocks come out mid-gray and a progressive file from the scans it has; the result says `truncated`. By default
+   * such a file is refused, as PIL refuses it. (JPEGs only, and only with the shim's libjpeg.)
+   */
+  loadTruncated?: boolean;
 }
 
-/** What {@linkcode decodeImage} returns: the image, or why the file cannot be decoded. */
-export type DecodedImage = { image: Tensor; reason?: undefined } | { image?: undefined; reason: string };
+/**
+ * What {@linkcode decodeImage} returns: the image (with `truncated` when it was a truncated JPEG decoded under
+ * `loadTruncated`), or why the file cannot be decoded.
+ */
+export type DecodedImage =
+  | { image: Tensor; reason?: undefined; truncated: boolean }
+  | { image?: undefined; reason: string; truncated?: undefined };
 
 /**
  * Decodes one whole image file, its aspect kept: the short side is resized to `side` (bicubic: Catmull-Rom,
@@ -217,14 +229,16 @@ export async function decodeImage(path: string, o: DecodeImageOptions = {}): Pro
   if (path.includes("\0")) throw new TypeError(`decodeImage: the path holds a NUL character: ${JSON.stringify(path)}`);
   const c = newContext();
   const path0 = new TextEncoder().encode(path + "\0");
-  const list = await native.decode_image(c, path0, side ?? 0, multiple, channels, maxPixels); // 0: its own size
-  const [image, why] = wrapList(list, "decodeImage", c);
+  const load = o.loadTruncated ? 1 : 0;
+  const list = await native.decode_image(c, path0, side ?? 0, multiple, channels, maxPixels, load); // 0: its own size
+  const [image, why, cut] = wrapList(list, "decodeImage", c);
   try {
-    if (why.shape[0] === 0) return { image };
+    if (why.shape[0] === 0) return { image, truncated: data(cut)[0] === 1 };
     image.dispose();
     return { reason: new TextDecoder().decode(data(why)) };
   } finally {
     why.dispose();
+    cut.dispose();
   }
 }
 
