@@ -296,7 +296,7 @@ async function features(flag: string, label: string, entries: Entry[], x: Extrac
 export function truncatedWarning(flag: string, paths: readonly string[]): string {
   const shown = paths.slice(0, 5).join(", ") + (paths.length > 5 ? `, and ${paths.length - 5} more` : "");
   return `warning: ${flag}: ${paths.length} truncated JPEG${paths.length === 1 ? "" : "s"} decoded as the official ` +
-    `retrieval loader decodes them (PIL's LOAD_TRUNCATED_IMAGES: the missing part mid-gray): ${shown}`;
+    `retrieval loader decodes them (PIL's LOAD_TRUNCATED_IMAGES: what is missing mid-gray or black): ${shown}`;
 }
 
 /** An image's RGB thumbnail (long side {@linkcode THUMBNAIL} at most) as a data: URL of a PNG. */

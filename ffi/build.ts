@@ -565,7 +565,7 @@ export async function buildShim(libtorch: Libtorch = cachedLibtorch()): Promise<
   for (const [name, text] of sources) hash.update(name).update("\0").update(text).update("\0");
   // Image decoding needs stb's headers: its implementations are compiled into native/images.cpp (not linked
   // from libstb), so installing or upgrading them must give a new build.
-  const stbHeaders = ["stb_image.h", "stb_image_resize.h", "stb_image_write.h"].map((h) => `/usr/include/stb/${h}`);
+  const stbHeaders = ["stb_image.h", "stb_image_write.h"].map((h) => `/usr/include/stb/${h}`);
   const stb = stbHeaders.every((h) => exists(h));
   hash.update(JSON.stringify(libtorch)).update(stb ? "stb" : "no-stb");
   // The distributed engine is compiled in where Gloo's (or NCCL's) headers are: installing them gives a new build.

@@ -283,13 +283,10 @@ void* stb_realloc(void* p, size_t size) {
 }  // namespace
 
 #define STBI_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image.h", __LINE__, #x))
-#define STBIR_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image_resize.h", __LINE__, #x))
 #define STBIW_ASSERT(x) ((x) ? (void)0 : stb_assert_failed("stb_image_write.h", __LINE__, #x))
 #define STBI_MALLOC(size) stb_malloc(size)
 #define STBI_REALLOC(p, size) stb_realloc(p, size)
 #define STBI_FREE(p) stb_free(p)
-#define STBIR_MALLOC(size, context) ((void)(context), stb_malloc(size))
-#define STBIR_FREE(p, context) ((void)(context), stb_free(p))
 #define STBIW_MALLOC(size) stb_malloc(size)
 #define STBIW_REALLOC(p, size) stb_realloc(p, size)
 #define STBIW_FREE(p) stb_free(p)
@@ -297,13 +294,10 @@ void* stb_realloc(void* p, size_t size) {
 // budget bounds the area; this bounds a side, and still reads a 16,000,000 x 1 strip.
 #define STBI_MAX_DIMENSIONS (1 << 24)
 #define STB_IMAGE_STATIC
-#define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_RESIZE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image.h>
-#include <stb/stb_image_resize.h>
 #include <stb/stb_image_write.h>
 
 // The largest side decode_images resizes to: each image of the batch [n, C, side, side] is then up to 805 MB.
@@ -311,20 +305,13 @@ static constexpr int kMaxSide = 1 << 14;
 // Room for one file's reason; written with snprintf, so recording a failure never allocates.
 static constexpr size_t kReason = 256;
 
-// What one axis of stb's resize reads (decode_image's whole-image path): the source pixels [first, first + count)
-// and stb_image_resize's scale and offset that map the output onto them.
-struct Axis {
-  int first, count;
-  float scale, shift;
-};
-
 using File = std::unique_ptr<FILE, int (*)(FILE*)>;
 using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
 
 // What stb may allocate for one file: this much while it reads the header, and this much more per pixel that the
 // header declares for the rest. A valid file takes at most about 32 bytes a pixel: 28 measured for an interlaced
 // 16-bit RGBA PNG of noise (inflated rows in a buffer grown by doubling, the image, an interlace pass), 15 for
-// HDR, 12 for a progressive JPEG or a GIF, under 10 for the rest; stb_image_resize adds little.
+// HDR, 12 for a progressive JPEG or a GIF, under 10 for the rest.
 static constexpr double kHeaderBytes = 64.0 * (1 << 20);
 static constexpr double kBytesPerPixel = 48;
 
@@ -738,9 +725,9 @@ static void over_budget(char* why, double w, double h, double max_pixels) {
 // What decode_jpeg made of a file: its pixels (HWC, `comp` of 1 or 3 channels).
 struct JpegImage {
   int w = 0, h = 0, comp = 0;
-  bool truncated = false;  // its data ended early and it was decoded as PIL's LOAD_TRUNCATED_IMAGES decodes it
+  bool truncated = false;  // cut short or broken, and decoded as PIL decodes it under LOAD_TRUNCATED_IMAGES
   std::vector<uint8_t> pixels;
-  std::vector<uint8_t> cmyk;  // a row of a CMYK file as libjpeg gives it
+  std::vector<uint8_t> line;  // a row as libjpeg gives it
 };
 
 #ifdef DINO_JPEG
@@ -750,36 +737,39 @@ struct JpegImage {
 // exact integer DCT, fancy upsampling): decoding with the same library gives the same pixels, where stb's decoder
 // (its own IDCT and upsampling) is 1-3 levels off. As PIL: three components are RGB (YCbCr converted by libjpeg),
 // one is gray, four are CMYK, inverted ("assume adobe conventions", whatever the file's Adobe marker says) and
-// converted to RGB with Pillow's cmyk2rgb; a file whose data ends before its last row is refused ("image file is
-// truncated"; one that lacks only its end-of-image marker after the last row decodes, as in PIL), other warnings
-// are ignored. libjpeg reports errors by calling error_exit, which longjmps back to decode_jpeg: no C++ object with
-// a destructor lives in the frames it crosses, and what the handler reads is volatile or libjpeg's.
+// converted to RGB with Pillow's cmyk2rgb. Where the data ends, and what an error leaves, is PIL's too, because
+// libjpeg is driven as Pillow's decoder drives it (ImageFile.load and JpegDecode.c): a suspending source fed the file
+// in reads of 64 KiB after what it has not consumed, the header read, decompression started, the rows read one at a
+// time and the decompression finished, each step resumed where it suspended for more data. A file whose data runs
+// out before that is done is refused ("image file is truncated"); whether one that lacks only its end-of-image
+// marker is done depends on where libjpeg's reading ahead ends, as in PIL. libjpeg reports errors by calling
+// error_exit, which longjmps back to decode_jpeg: no C++ object with a destructor lives in the frames it crosses,
+// and what is changed after the setjmp and read after the jump is volatile or reached through a pointer.
+//
+// Under PIL's ImageFile.LOAD_TRUNCATED_IMAGES (`load_truncated`), as JpegImagePlugin.load_read does, an end-of-image
+// marker is fed once where the data ends, and then the decoding stops where it is; an error stops it too. The rows
+// decoded are kept and the others are as Pillow's fresh image leaves them: zeros, black, or for a CMYK file white
+// (cmyk2rgb of zeros).
 namespace {
 struct JpegErrors {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
-  volatile bool rows_done = false;  // every row decoded: the data may end before the end-of-image marker
-  volatile bool cut = false;        // the data ran out before that (JWRN_JPEG_EOF)
-  bool load_truncated = false;      // then decode on, as PIL with LOAD_TRUNCATED_IMAGES
-  volatile bool scans = false;      // past kMaxJpegScans
-  volatile bool ended_early = false;  // the data ran out, and (load_truncated) libjpeg went on as at its end
+  volatile bool scans = false;  // past kMaxJpegScans
   char message[JMSG_LENGTH_MAX] = {0};
 };
 // A progressive JPEG of many tiny scans costs a pass over the image each: libjpeg-turbo's advice for untrusted files
 // is to cap them (valid files have about 10).
 constexpr int kMaxJpegScans = 1000;
+// ImageFile.MAXBLOCK: PIL's reads, whose size decides where libjpeg's reading ahead meets the end of the data.
+constexpr size_t kPilBlock = 65536;
 
 void jpeg_failed(j_common_ptr c) {
   auto* e = reinterpret_cast<JpegErrors*>(c->err);
   (*c->err->format_message)(c, e->message);
   std::longjmp(e->jump, 1);
 }
-void jpeg_message(j_common_ptr c, int level) {
-  auto* e = reinterpret_cast<JpegErrors*>(c->err);
-  if (level < 0) {
-    e->pub.num_warnings++;
-    if (e->pub.msg_code == JWRN_JPEG_EOF && !e->rows_done) (e->load_truncated ? e->ended_early : e->cut) = true;
-  }
+void jpeg_quiet(j_common_ptr c, int level) {
+  if (level < 0) c->err->num_warnings++;
 }
 void jpeg_progress(j_common_ptr c) {
   auto* e = reinterpret_cast<JpegErrors*>(c->err);
@@ -789,24 +779,86 @@ void jpeg_progress(j_common_ptr c) {
     std::longjmp(e->jump, 1);
   }
 }
+
+// Pillow's jpeg_buffer_src: libjpeg reads the buffer it is given and suspends at its end; a skip past it is kept
+// for the next buffer.
+struct PilSource {
+  jpeg_source_mgr pub;
+  long skip = 0;
+};
+void pil_source_nothing(j_decompress_ptr) {}
+boolean pil_source_suspend(j_decompress_ptr) { return FALSE; }
+void pil_source_skip(j_decompress_ptr c, long n) {
+  auto* s = reinterpret_cast<PilSource*>(c->src);
+  if (n > static_cast<long>(s->pub.bytes_in_buffer)) {
+    s->skip = n - static_cast<long>(s->pub.bytes_in_buffer);
+    s->pub.next_input_byte += s->pub.bytes_in_buffer;
+    s->pub.bytes_in_buffer = 0;
+  } else {
+    s->pub.bytes_in_buffer -= n;
+    s->pub.next_input_byte += n;
+    s->skip = 0;
+  }
+}
+
+// What the decoding loop keeps between the calls that feed it: reached through a pointer across the longjmp.
+struct PilFeed {
+  std::vector<uint8_t> held;  // the bytes libjpeg has not consumed, then the next read
+  volatile int stage = 1;     // JpegDecode.c's state: 1 header, 2 start, 3 rows, 4 finish, 5 done
+  volatile int rows = 0;      // rows decoded
+  bool ended = false;         // load_truncated: the end-of-image marker was fed where the data ended
+};
+
+// Whether PIL's JpegImagePlugin can open the file: it reads each header segment whole, up to and including the first
+// start-of-scan segment, and raises ("Truncated File Read") where the file ends first. `f` is at the SOI; it is left
+// there.
+bool pil_header_complete(FILE* f) {
+  const long start = std::ftell(f);
+  bool complete = false;
+  if (std::fgetc(f) == 0xff && std::fgetc(f) == 0xd8) {
+    for (;;) {
+      int c = std::fgetc(f);
+      if (c == EOF) break;
+      if (c != 0xff) continue;  // junk between segments, skipped as PIL skips it
+      do c = std::fgetc(f); while (c == 0xff);
+      if (c == EOF) break;
+      if (c == 0 || c == 0x01 || (c >= 0xd0 && c <= 0xd9)) continue;  // no length: TEM, RSTn, SOI, EOI
+      const int hi = std::fgetc(f), lo = std::fgetc(f);
+      if (lo == EOF) break;
+      const long length = (hi << 8 | lo) - 2;
+      if (length < 0 || std::fseek(f, length - 1, SEEK_CUR) != 0 || std::fgetc(f) == EOF) break;  // ends inside
+      if (c == 0xda) {
+        complete = true;
+        break;
+      }
+    }
+  }
+  std::fseek(f, start, SEEK_SET);
+  return complete;
+}
 }  // namespace
 
 // Decodes the JPEG `f` (read from its position) into `out`, or writes why not into `why`: over the pixel budget
-// (checked on the header, before any pixel is allocated), corrupt, truncated, or needing more of libjpeg's working
-// memory than stb may take for a file of its size.
+// (checked on the header, before any pixel is allocated), corrupt, truncated (unless `load_truncated`: then
+// `out->truncated` says it was cut short or broken, and what was decoded is kept), or needing more of libjpeg's
+// working memory than stb may take for a file of its size.
 static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, bool load_truncated) {
   jpeg_decompress_struct cinfo{};  // zeroed: an error inside jpeg_create_decompress leaves nothing to destroy
   JpegErrors errors;
-  errors.load_truncated = load_truncated;
   jpeg_progress_mgr progress;
+  PilSource source;
+  PilFeed feed;
+  PilFeed* const state = &feed;
   cinfo.err = jpeg_std_error(&errors.pub);
   errors.pub.error_exit = jpeg_failed;
-  errors.pub.emit_message = jpeg_message;
+  errors.pub.emit_message = jpeg_quiet;
   progress.progress_monitor = jpeg_progress;
   if (setjmp(errors.jump)) {
     const int code = errors.pub.msg_code;
-    if (errors.cut) {
-      std::snprintf(why, kReason, "cannot decode (a truncated JPEG: %s)", errors.message);
+    const bool memory = code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY;
+    if (load_truncated && state->stage >= 2 && !errors.scans && !memory) {
+      // Past the header, PIL keeps what the rows hold (LOAD_TRUNCATED_IMAGES silences the error).
+      out->truncated = true;
     } else if (errors.scans) {
       std::snprintf(why, kReason, "cannot decode (a JPEG of %s, a decompression bomb?)", errors.message);
     } else if (code == JERR_BAD_LIB_VERSION || code == JERR_BAD_STRUCT_SIZE) {
@@ -814,7 +866,7 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
                     "cannot decode: the shim was built with other libjpeg headers than the library it loaded (%s): "
                     "reinstall libjpeg-dev, or remove the one in /usr/local",
                     errors.message);
-    } else if ((code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY) && cinfo.mem && cinfo.image_width) {
+    } else if (memory && cinfo.mem && cinfo.image_width) {
       std::snprintf(why, kReason,
                     "cannot decode: it needs more than %.0f MiB, more than a %u x %u image can (a decompression bomb?)",
                     static_cast<double>(cinfo.mem->max_memory_to_use) / (1 << 20), cinfo.image_width,
@@ -825,62 +877,117 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     jpeg_destroy_decompress(&cinfo);
     return;
   }
+  if (!pil_header_complete(f)) {
+    std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends inside its header)");
+    return;
+  }
   jpeg_create_decompress(&cinfo);
   cinfo.progress = &progress;
   cinfo.mem->max_memory_to_use = static_cast<long>(kHeaderBytes);
-  jpeg_stdio_src(&cinfo, f);
-  jpeg_read_header(&cinfo, TRUE);
-  const double pixels = static_cast<double>(cinfo.image_width) * cinfo.image_height;
-  const int n = cinfo.num_components;
-  if (pixels > max_pixels) {
-    over_budget(why, cinfo.image_width, cinfo.image_height, max_pixels);
-  } else if (n != 1 && n != 3 && n != 4) {
-    std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
-  }
-  if (why[0]) {
-    jpeg_destroy_decompress(&cinfo);
-    return;
-  }
-  cinfo.mem->max_memory_to_use = static_cast<long>(std::min(kHeaderBytes + kBytesPerPixel * pixels, 1e18));
-  cinfo.out_color_space = n == 1 ? JCS_GRAYSCALE : n == 3 ? JCS_RGB : JCS_CMYK;
-  jpeg_calc_output_dimensions(&cinfo);
-  if (cinfo.output_components != n) {
-    std::snprintf(why, kReason, "cannot decode (libjpeg gives %d components for %d)", cinfo.output_components, n);
-    jpeg_destroy_decompress(&cinfo);
-    return;
-  }
-  const size_t row = static_cast<size_t>(cinfo.output_width) * n;
-  try {  // before libjpeg's own allocations grow: a bad_alloc here must not leak them
-    out->w = static_cast<int>(cinfo.output_width);
-    out->h = static_cast<int>(cinfo.output_height);
-    out->comp = n == 4 ? 3 : n;
-    out->pixels.resize(static_cast<size_t>(out->w) * out->h * out->comp);
-    if (n == 4) out->cmyk.resize(row);
-  } catch (...) {
-    jpeg_destroy_decompress(&cinfo);
-    throw;
-  }
-  jpeg_start_decompress(&cinfo);
-  while (cinfo.output_scanline < cinfo.output_height && !errors.cut) {
-    uint8_t* dst = out->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * out->w * out->comp;
-    JSAMPROW rows[1] = {n == 4 ? out->cmyk.data() : dst};
-    jpeg_read_scanlines(&cinfo, rows, 1);
-    if (n != 4) continue;
-    const uint8_t* cmyk = out->cmyk.data();
-    for (size_t x = 0; x < row / 4; x++) {  // Pillow's "CMYK;I" unpacking, then its cmyk2rgb
-      const int k = cmyk[4 * x + 3];       // inverted twice: 255 - (255 - k)
-      for (int c = 0; c < 3; c++) {
-        const int v = (255 - cmyk[4 * x + c]) * k + 128;  // MULDIV255(255 - in, 255 - in_k) with nk = k
-        dst[3 * x + c] = static_cast<uint8_t>(std::clamp(k - (((v >> 8) + v) >> 8), 0, 255));
+  source.pub.init_source = pil_source_nothing;
+  source.pub.fill_input_buffer = pil_source_suspend;
+  source.pub.skip_input_data = pil_source_skip;
+  source.pub.resync_to_restart = jpeg_resync_to_restart;
+  source.pub.term_source = pil_source_nothing;
+  source.pub.bytes_in_buffer = 0;
+  cinfo.src = &source.pub;
+  int n = 0;
+  size_t row = 0;
+  while (state->stage < 5) {
+    // ImageFile.load's loop: a read of 64 KiB after what is held; at the end of the file, under
+    // LOAD_TRUNCATED_IMAGES, an end-of-image marker once (load_read), then the end.
+    const size_t held = state->held.size();
+    state->held.resize(held + kPilBlock);
+    const size_t got = std::fread(state->held.data() + held, 1, kPilBlock, f);
+    state->held.resize(held + got);
+    if (got == 0 && load_truncated && !state->ended) {
+      state->ended = true;
+      out->truncated = true;
+      state->held.push_back(0xff);
+      state->held.push_back(0xd9);
+    } else if (got == 0 && load_truncated) {
+      out->truncated = true;
+      break;
+    } else if (got == 0) {
+      std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its image does)");
+      jpeg_destroy_decompress(&cinfo);
+      return;
+    }
+    source.pub.next_input_byte = state->held.data();
+    source.pub.bytes_in_buffer = state->held.size();
+    if (source.skip > 0) {
+      pil_source_skip(&cinfo, source.skip);
+      if (source.skip > 0) {
+        state->held.clear();
+        continue;
       }
     }
-  }
-  if (errors.cut) {
-    std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its last row)");
-  } else {
-    errors.rows_done = true;
-    jpeg_finish_decompress(&cinfo);  // up to the end-of-image marker; a file without one still decodes, as in PIL
-    out->truncated = errors.ended_early;
+    if (state->stage == 1) {
+      int header = JPEG_HEADER_TABLES_ONLY;
+      while (header == JPEG_HEADER_TABLES_ONLY) header = jpeg_read_header(&cinfo, FALSE);
+      if (header == JPEG_HEADER_OK) {
+        const double pixels = static_cast<double>(cinfo.image_width) * cinfo.image_height;
+        n = cinfo.num_components;
+        if (pixels > max_pixels) {
+          over_budget(why, cinfo.image_width, cinfo.image_height, max_pixels);
+        } else if (n != 1 && n != 3 && n != 4) {
+          std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
+        }
+        if (why[0]) {
+          jpeg_destroy_decompress(&cinfo);
+          return;
+        }
+        cinfo.mem->max_memory_to_use = static_cast<long>(std::min(kHeaderBytes + kBytesPerPixel * pixels, 1e18));
+        cinfo.out_color_space = n == 1 ? JCS_GRAYSCALE : n == 3 ? JCS_RGB : JCS_CMYK;
+        jpeg_calc_output_dimensions(&cinfo);
+        if (cinfo.output_components != n) {
+          std::snprintf(why, kReason, "cannot decode (libjpeg gives %d components for %d)", cinfo.output_components,
+                        n);
+          jpeg_destroy_decompress(&cinfo);
+          return;
+        }
+        row = static_cast<size_t>(cinfo.output_width) * n;
+        try {  // before libjpeg's own allocations grow: a bad_alloc here must not leak them
+          out->w = static_cast<int>(cinfo.output_width);
+          out->h = static_cast<int>(cinfo.output_height);
+          out->comp = n == 4 ? 3 : n;
+          // As Pillow's fresh image: zeros, which a CMYK image's conversion makes white.
+          out->pixels.assign(static_cast<size_t>(out->w) * out->h * out->comp, n == 4 ? 255 : 0);
+          out->line.resize(row);
+        } catch (...) {
+          jpeg_destroy_decompress(&cinfo);
+          throw;
+        }
+        state->stage = 2;
+      }
+    }
+    if (state->stage == 2 && jpeg_start_decompress(&cinfo)) state->stage = 3;
+    while (state->stage == 3 && state->rows < out->h) {
+      // A row goes to the image once it is whole, as Pillow's shuffle copies it.
+      uint8_t* dst = out->pixels.data() + static_cast<size_t>(state->rows) * out->w * out->comp;
+      JSAMPROW rows[1] = {out->line.data()};
+      if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) break;
+      state->rows = state->rows + 1;
+      if (n != 4) {
+        std::memcpy(dst, out->line.data(), row);
+        continue;
+      }
+      const uint8_t* cmyk = out->line.data();
+      for (size_t x = 0; x < row / 4; x++) {  // Pillow's "CMYK;I" unpacking, then its cmyk2rgb
+        const int k = cmyk[4 * x + 3];       // inverted twice: 255 - (255 - k)
+        for (int c = 0; c < 3; c++) {
+          const int v = (255 - cmyk[4 * x + c]) * k + 128;  // MULDIV255(255 - in, 255 - in_k) with nk = k
+          dst[3 * x + c] = static_cast<uint8_t>(std::clamp(k - (((v >> 8) + v) >> 8), 0, 255));
+        }
+      }
+    }
+    if (state->stage == 3 && state->rows == out->h) state->stage = 4;
+    if (state->stage == 4) {
+      jpeg_finish_decompress(&cinfo);  // suspended or not: every row is in (JpegDecode.c's state 4)
+      state->stage = 5;
+      break;
+    }
+    state->held.erase(state->held.begin(), state->held.begin() + (source.pub.next_input_byte - state->held.data()));
   }
   jpeg_destroy_decompress(&cinfo);
 }
@@ -1043,8 +1150,7 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
   if (as_is) side = std::min(w, h);
   // Short side to `side`: the resized long side, in double, must stay within stb's int coordinates.
   const double s = static_cast<double>(side) / std::min(w, h);
-  Axis ax, ay;  // the source pixels read, and for the whole image stb's resize
-  Taps tx, ty;   // a crop: PIL's resampling
+  Taps tx, ty;  // PIL's resampling of each axis, and the source pixels it reads
   int ow = out_side, oh = out_side;
   if (multiple > 0) {
     // The whole image, each side snapped to a multiple: the output is bounded by kMaxSide on both sides.
@@ -1058,8 +1164,12 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     }
     ow = static_cast<int>(fw);
     oh = static_cast<int>(fh);
-    ax = {0, w, static_cast<float>(fw / w), 0.0f};
-    ay = {0, h, static_cast<float>(fh / h), 0.0f};
+    // As PIL's Image.resize((ow, oh), BICUBIC): the crop's resampling, over the whole image.
+    if (!plan_taps(w, 0, static_cast<float>(w), ow, ow, PilFilter::kBicubic, &tx) ||
+        !plan_taps(h, 0, static_cast<float>(h), oh, oh, PilFilter::kBicubic, &ty)) {
+      std::snprintf(why, kReason, "%d x %d cannot be resized to %d x %d", w, h, ow, oh);
+      return;
+    }
   } else {
     // torchvision's Resize(side): the short side to `side`, the long one to int(side * long / short), truncated.
     const double along = std::floor(static_cast<double>(side) * std::max(w, h) / std::min(w, h));
@@ -1073,8 +1183,6 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
       std::snprintf(why, kReason, "%d x %d cannot be resized to a short side of %d", w, h, side);
       return;
     }
-    ax = {tx.first, tx.count, 1.0f, 0.0f};
-    ay = {ty.first, ty.count, 1.0f, 0.0f};
   }
   // The pixels (HWC, `req` channels), then converted to `channels` below.
   int req = 0;
@@ -1158,42 +1266,23 @@ static void decode_one(const char* path, int side, int channels, double max_pixe
     }
   }
   size_t stride = static_cast<size_t>(w) * req;
-  const stbi_uc* crop = decoded + static_cast<size_t>(ay.first) * stride + static_cast<size_t>(ax.first) * req;
+  const stbi_uc* crop = decoded + static_cast<size_t>(ty.first) * stride + static_cast<size_t>(tx.first) * req;
   std::vector<uint8_t> converted;
-  if (req != channels) {  // only the crop's pixels are converted
-    converted.resize(static_cast<size_t>(ax.count) * ay.count * channels);
-    for (int y = 0; y < ay.count; y++) {
-      convert_channels(crop + y * stride, req, channels, ax.count,
-                       converted.data() + static_cast<size_t>(y) * ax.count * channels);
+  if (req != channels) {  // only the pixels read are converted
+    converted.resize(static_cast<size_t>(tx.count) * ty.count * channels);
+    for (int y = 0; y < ty.count; y++) {
+      convert_channels(crop + y * stride, req, channels, tx.count,
+                       converted.data() + static_cast<size_t>(y) * tx.count * channels);
     }
     crop = converted.data();
-    stride = static_cast<size_t>(ax.count) * channels;
+    stride = static_cast<size_t>(tx.count) * channels;
   }
   tile.resize(static_cast<size_t>(ow) * oh * channels);
-  if (multiple == 0) {
-    pil_resample(crop, stride, channels, tx, ty, tile.data());
+  if (tx.copy && ty.copy) {  // kept as it is (a side that keeps its size is not resampled, as in PIL)
+    const size_t row = static_cast<size_t>(ow) * channels;
+    for (int y = 0; y < oh; y++) std::memcpy(tile.data() + y * row, crop + y * stride, row);
   } else {
-    // The whole image: Catmull-Rom, the cubic of PIL's BICUBIC (a = -0.5), both ways (stb's default shrinks with
-    // Mitchell's, which blurs), widened by the scale when shrinking. A side that keeps its size is copied, or gets
-    // the box filter, which at scale 1 takes each pixel alone.
-    auto kept = [](const Axis& a, int out) {
-      return a.scale == 1.0f && a.shift == std::floor(a.shift) && a.shift >= 0 && a.shift + out <= a.count;
-    };
-    const bool keep_x = kept(ax, ow), keep_y = kept(ay, oh);
-    if (keep_x && keep_y) {
-      const size_t x0 = static_cast<size_t>(ax.shift), y0 = static_cast<size_t>(ay.shift);
-      const size_t row = static_cast<size_t>(ow) * channels;
-      for (int y = 0; y < oh; y++) {
-        std::memcpy(tile.data() + y * row, crop + (y0 + y) * stride + x0 * channels, row);
-      }
-    } else {
-      const int ok = stbir_resize_subpixel(crop, ax.count, ay.count, static_cast<int>(stride), tile.data(), ow, oh, 0,
-                                           STBIR_TYPE_UINT8, channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-                                           STBIR_EDGE_CLAMP, keep_x ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
-                                           keep_y ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM,
-                                           STBIR_COLORSPACE_LINEAR, nullptr, ax.scale, ay.scale, ax.shift, ay.shift);
-      if (!ok) std::snprintf(why, kReason, "resize failed (out of memory?)");
-    }
+    pil_resample(crop, stride, channels, tx, ty, tile.data());
   }
   if (out_w) *out_w = ow;
   if (out_h) *out_h = oh;

@@ -24,6 +24,7 @@ Written:
                               <name>.copy: eval_copy_detection.py's Resize((48, 48), bicubic) (its 320 x 320);
                               <name>.thumb40, .thumb20: eval_image_retrieval.py's thumbnail((S, S), ANTIALIAS)
                               (also of strip.png, 1001 x 31);
+                              <name>.side40: Image.resize to a short side of 40, BICUBIC (decodeImage's side);
                               <name>.davis: eval_video_segmentation.py's read_frame at a short side of 100 (its
                               480, scaled down): cv2.imread, cv2.resize to the long side floored to a multiple of
                               64 (OpenCV's default bilinear), as RGB u8 [3, H, W] (needs python3-opencv)
@@ -34,6 +35,7 @@ Written:
                               (a cut one under ImageFile.LOAD_TRUNCATED_IMAGES, as eval_image_retrieval.py sets it);
                               <file>.cropped: Resize(64, bicubic) + CenterCrop(56) of that
 """
+import math
 import os
 import sys
 
@@ -114,6 +116,12 @@ def main():
         # eval_copy_detection.py: Resize((imsize, imsize), interpolation=3), the image squashed to a square
         tensors[f"{name}.copy"] = u8(T.Resize((48, 48), interpolation=T.InterpolationMode.BICUBIC)(image))
         tensors[f"{name}.davis"] = torch.from_numpy(read_frame_u8(path, DAVIS_SIDE)).permute(2, 0, 1).contiguous()
+        # decodeImage(path, { side: 40 }) (the pages' thumbnails): Image.resize to a short side of 40, BICUBIC, each
+        # side rounded half up as C's round
+        W, H = image.size
+        scale = 40 / min(W, H)
+        tensors[f"{name}.side40"] = u8(image.resize((math.floor(W * scale + 0.5), math.floor(H * scale + 0.5)),
+                                                     Image.BICUBIC))
     # A strip whose thumbnails reduce by blocks of other widths than heights, larger than 5, with a remainder on both
     # axes (25 x 15 at 20, 12 x 15 at 40: Reduce.c's general case and its corners).
     path = os.path.join(folder, "strip.png")

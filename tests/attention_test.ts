@@ -71,6 +71,22 @@ Deno.test("the maps and masks equal the official visualize_attention.py on the s
   assert.equal(t.liveTensors(), before, "no tensor leaked");
 });
 
+Deno.test("decodeImage with a side resizes the whole image as PIL's Image.resize((w, h), BICUBIC), pixel for pixel", async () => {
+  const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
+  try {
+    for (const name of ["wide", "tall", "half", "even", "square", "small", "odd"]) {
+      const r = await t.decodeImage(join(FIXTURES, "resize", `${name}.png`), { side: 40 });
+      assert.ok(r.image, r.reason);
+      using image = r.image;
+      const want = tensors[`${name}.side40`];
+      assert.deepEqual(image.shape, want.shape, name);
+      assert.deepEqual(pixelDistance(image, want), { max: 0, mean: 0 }, name);
+    }
+  } finally {
+    t.dispose(Object.values(tensors));
+  }
+});
+
 Deno.test("images are prepared as visualize_attention.py (Resize, PIL's bilinear, then cut to the patch), eval_copy_detection.py (Resize((S, S)), bicubic) and eval_image_retrieval.py (thumbnail((S, S), ANTIALIAS): LANCZOS after Image.reduce), pixel for pixel", async () => {
   const { tensors } = readSafetensors(join(FIXTURES, "resize.safetensors"));
   try {

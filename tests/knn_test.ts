@@ -139,8 +139,8 @@ Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converte
       using cropped = r.images;
       assert.deepEqual(t.toArray(cropped), t.toArray(tensors[`${file}.cropped`]), `${file} at 64 / 56: ${fix}`);
     }
-    // Where the data ends, as Pillow 9.4 reads it: without its end-of-image marker a file is truncated (libjpeg reads
-    // ahead of the last row's codes, and finds the end); with bytes after its data and no marker, all rows decode.
+    // Where the data ends, as Pillow 9.4 reads it: without its end-of-image marker this file is truncated (libjpeg
+    // reads ahead of the last row's codes, and finds the end); with bytes after its data and no marker, all rows decode.
     const dir = Deno.makeTempDirSync();
     try {
       const bytes = Deno.readFileSync(join(FIXTURES, "resize", "wide-420.jpg"));

@@ -192,11 +192,12 @@ export type DecodedImage =
   | { image?: undefined; reason: string; truncated?: undefined };
 
 /**
- * Decodes one whole image file, its aspect kept: the short side is resized to `side` (bicubic: Catmull-Rom,
- * PIL's cubic, widened by the scale when shrinking; without `side`, the image keeps its own size), then each side to its nearest multiple
- * of `multiple`, giving u8 [C, H, W]. Nothing is cropped. A file that cannot be decoded (missing, corrupt, unsupported, over the pixel budget, or so
- * elongated that a side would pass 16384) gives its reason instead, never an exception; the same defences
- * against hostile files apply as in {@linkcode decodeImages}. Decoding runs off the JavaScript thread.
+ * Decodes one whole image file, its aspect kept, giving u8 [C, H, W]: without `side` at its own size, pixel for
+ * pixel; with `side`, resized as PIL's `Image.resize((w, h), BICUBIC)` to the size whose short side is `side`, each
+ * side then snapped to its nearest multiple of `multiple`. Nothing is cropped. A file that cannot be decoded (missing,
+ * corrupt, unsupported, over the pixel budget, or so elongated that a side would pass 16384) gives its reason
+ * instead, never an exception; the same defences against hostile files apply as in {@linkcode decodeImages}.
+ * Decoding runs off the JavaScript thread.
  *
  * @example
  * ```ts
