@@ -762,6 +762,7 @@ struct JpegErrors {
 constexpr int kMaxJpegScans = 1000;
 // ImageFile.MAXBLOCK: PIL's reads, whose size decides where libjpeg's reading ahead meets the end of the data.
 constexpr size_t kPilBlock = 65536;
+constexpr size_t kMaxJpegHeld = kPilBlock + (1 << 20);
 
 void jpeg_failed(j_common_ptr c) {
   auto* e = reinterpret_cast<JpegErrors*>(c->err);
@@ -801,20 +802,27 @@ void pil_source_skip(j_decompress_ptr c, long n) {
   }
 }
 
+// What PIL's JpegImagePlugin reads of the header: whether it opens the file (it reads each segment whole, up to and
+// including the first start-of-scan segment, and raises "Truncated File Read" where the file ends first), and the
+// size and components its frame header declares (the image PIL makes, zeros, before libjpeg reads anything).
+struct PilHeader {
+  bool complete = false;
+  int w = 0, h = 0, components = 0;
+};
 // What the decoding loop keeps between the calls that feed it: reached through a pointer across the longjmp.
 struct PilFeed {
   std::vector<uint8_t> held;  // the bytes libjpeg has not consumed, then the next read
   volatile int stage = 1;     // JpegDecode.c's state: 1 header, 2 start, 3 rows, 4 finish, 5 done
   volatile int rows = 0;      // rows decoded
   bool ended = false;         // load_truncated: the end-of-image marker was fed where the data ended
+  PilHeader header;           // what PIL's parser read
 };
 
-// Whether PIL's JpegImagePlugin can open the file: it reads each header segment whole, up to and including the first
-// start-of-scan segment, and raises ("Truncated File Read") where the file ends first. `f` is at the SOI; it is left
-// there.
-bool pil_header_complete(FILE* f) {
+// `f` is at the SOI; it is left there.
+PilHeader pil_header(FILE* f) {
   const long start = std::ftell(f);
-  bool complete = false;
+  PilHeader header;
+  bool& complete = header.complete;
   if (std::fgetc(f) == 0xff && std::fgetc(f) == 0xd8) {
     for (;;) {
       int c = std::fgetc(f);
@@ -826,7 +834,17 @@ bool pil_header_complete(FILE* f) {
       const int hi = std::fgetc(f), lo = std::fgetc(f);
       if (lo == EOF) break;
       const long length = (hi << 8 | lo) - 2;
-      if (length < 0 || std::fseek(f, length - 1, SEEK_CUR) != 0 || std::fgetc(f) == EOF) break;  // ends inside
+      const bool frame = c >= 0xc0 && c <= 0xcf && c != 0xc4 && c != 0xc8 && c != 0xcc;
+      if (frame && length >= 6 && header.components == 0) {  // P, Y, X, Nf: PIL's size and mode
+        const int p = std::fgetc(f), y1 = std::fgetc(f), y0 = std::fgetc(f), x1 = std::fgetc(f), x0 = std::fgetc(f);
+        const int nf = std::fgetc(f);
+        if (p == EOF || nf == EOF) break;
+        header = {false, x1 << 8 | x0, y1 << 8 | y0, nf};
+        if (length > 6 && (std::fseek(f, length - 7, SEEK_CUR) != 0 || std::fgetc(f) == EOF)) break;
+        continue;
+      }
+      // A length under 2 skips nothing, as PIL's _safe_read and libjpeg's skip_variable take it.
+      if (length > 0 && (std::fseek(f, length - 1, SEEK_CUR) != 0 || std::fgetc(f) == EOF)) break;  // ends inside
       if (c == 0xda) {
         complete = true;
         break;
@@ -834,7 +852,7 @@ bool pil_header_complete(FILE* f) {
     }
   }
   std::fseek(f, start, SEEK_SET);
-  return complete;
+  return header;
 }
 }  // namespace
 
@@ -847,8 +865,12 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
   JpegErrors errors;
   jpeg_progress_mgr progress;
   PilSource source;
-  PilFeed feed;
-  PilFeed* const state = &feed;
+  // On the heap, so that what the loop changes after the setjmp is in memory when the longjmp comes back.
+  const auto state = std::make_unique<PilFeed>();
+  // Destroys the decompressor on every way out, an exception included (a second destroy does nothing).
+  const std::unique_ptr<jpeg_decompress_struct, void (*)(jpeg_decompress_struct*)> destroy(&cinfo,
+                                                                                            jpeg_destroy_decompress);
+  const PilHeader& header = state->header;
   cinfo.err = jpeg_std_error(&errors.pub);
   errors.pub.error_exit = jpeg_failed;
   errors.pub.emit_message = jpeg_quiet;
@@ -856,9 +878,20 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
   if (setjmp(errors.jump)) {
     const int code = errors.pub.msg_code;
     const bool memory = code == JERR_NO_BACKING_STORE || code == JERR_OUT_OF_MEMORY;
+    const bool pil_mode = header.components == 1 || header.components == 3 || header.components == 4;
     if (load_truncated && state->stage >= 2 && !errors.scans && !memory) {
       // Past the header, PIL keeps what the rows hold (LOAD_TRUNCATED_IMAGES silences the error).
       out->truncated = true;
+    } else if (load_truncated && state->stage == 1 && !memory && pil_mode && header.w > 0 && header.h > 0) {
+      // Where libjpeg refuses the header that PIL's parser took, PIL keeps the image it made: zeros of the frame's
+      // size (within the budget checked on that size before), white once a CMYK one is converted.
+      jpeg_destroy_decompress(&cinfo);
+      out->w = header.w;
+      out->h = header.h;
+      out->comp = header.components == 4 ? 3 : header.components;
+      out->pixels.assign(static_cast<size_t>(out->w) * out->h * out->comp, header.components == 4 ? 255 : 0);
+      out->truncated = true;
+      return;
     } else if (errors.scans) {
       std::snprintf(why, kReason, "cannot decode (a JPEG of %s, a decompression bomb?)", errors.message);
     } else if (code == JERR_BAD_LIB_VERSION || code == JERR_BAD_STRUCT_SIZE) {
@@ -877,7 +910,8 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     jpeg_destroy_decompress(&cinfo);
     return;
   }
-  if (!pil_header_complete(f)) {
+  state->header = pil_header(f);
+  if (!header.complete) {
     std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends inside its header)");
     return;
   }
@@ -900,6 +934,18 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     state->held.resize(held + kPilBlock);
     const size_t got = std::fread(state->held.data() + held, 1, kPilBlock, f);
     state->held.resize(held + got);
+    if (got == 0 && std::ferror(f)) {
+      std::snprintf(why, kReason, "cannot read: %s", std::strerror(errno));
+      jpeg_destroy_decompress(&cinfo);
+      return;
+    }
+    // A valid file leaves less than a segment (64 KiB) and a group of blocks unread; a run of fill bytes that libjpeg
+    // never consumes would hold the file in memory and be scanned again at each read.
+    if (state->held.size() > kMaxJpegHeld) {
+      std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: over 1 MiB that libjpeg does not consume)");
+      jpeg_destroy_decompress(&cinfo);
+      return;
+    }
     if (got == 0 && load_truncated && !state->ended) {
       state->ended = true;
       out->truncated = true;

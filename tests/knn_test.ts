@@ -171,6 +171,24 @@ Deno.test("JPEGs decode as PIL decodes them (libjpeg; CMYK inverted and converte
       assert.equal(r.truncated, true, file);
       assert.deepEqual(t.toArray(image), t.toArray(tensors[`${file}.whole`]), `${file} truncated: ${fix}`);
     }
+    // A header that PIL's parser takes and libjpeg refuses (a quantization table index of 5): under loadTruncated,
+    // PIL's fresh image, all zeros.
+    const broken = Deno.makeTempFileSync({ suffix: ".jpg" });
+    try {
+      const bytes = Deno.readFileSync(join(FIXTURES, "resize", "wide-420.jpg"));
+      const dqt = bytes.findIndex((b, i) => b === 0xff && bytes[i + 1] === 0xdb);
+      bytes[dqt + 4] = 0x05;
+      Deno.writeFileSync(broken, bytes);
+      assert.match((await t.decodeImage(broken)).reason ?? "", /corrupt JPEG data: Bogus DQT index 5/);
+      const r = await t.decodeImage(broken, { loadTruncated: true });
+      assert.ok(r.image, r.reason);
+      using image = r.image;
+      assert.equal(r.truncated, true);
+      assert.deepEqual(image.shape, tensors["wide-420.jpg.whole"].shape);
+      assert.ok((t.data(image) as Uint8Array).every((v) => v === 0), "all zeros");
+    } finally {
+      Deno.removeSync(broken);
+    }
     const intact = await t.decodeImage(join(FIXTURES, "resize", "wide-420.jpg"), { loadTruncated: true });
     assert.equal(intact.truncated, false);
     intact.image?.dispose();

@@ -175,10 +175,13 @@ export interface DecodeImageOptions {
   /** The largest image (width x height, as its header declares) decoded (default: {@linkcode defaultMaxImagePixels}). */
   maxPixels?: number;
   /**
-   * Decode a JPEG whose data ends early as PIL does under `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which the
-   * official retrieval loader sets): libjpeg is given an end-of-image marker where the data ends, so the missing
-   * blocks come out mid-gray and a progressive file from the scans it has; the result says `truncated`. By default
-   * such a file is refused, as PIL refuses it. (JPEGs only, and only with the shim's libjpeg.)
+   * Decode a JPEG whose data ends early, or breaks after its header, as PIL does under
+   * `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which the official retrieval loader sets): libjpeg is given an
+   * end-of-image marker once where the data ends, so the missing blocks come out mid-gray and a progressive file from
+   * the scans it has; rows the decoding never reaches (it stopped short, or on an error) are black (white for CMYK),
+   * all of them where libjpeg refuses a header that PIL's parser takes. The result says `truncated`. By default such
+   * a file is refused, as PIL refuses it. (JPEGs only, and only with the shim's libjpeg; the decompression-bomb caps
+   * still refuse.)
    */
   loadTruncated?: boolean;
 }
