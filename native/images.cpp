@@ -907,7 +907,6 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     } else {
       std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: %s)", errors.message);
     }
-    jpeg_destroy_decompress(&cinfo);
     return;
   }
   state->header = pil_header(f);
@@ -936,14 +935,12 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     state->held.resize(held + got);
     if (got == 0 && std::ferror(f)) {
       std::snprintf(why, kReason, "cannot read: %s", std::strerror(errno));
-      jpeg_destroy_decompress(&cinfo);
       return;
     }
     // A valid file leaves less than a segment (64 KiB) and a group of blocks unread; a run of fill bytes that libjpeg
     // never consumes would hold the file in memory and be scanned again at each read.
     if (state->held.size() > kMaxJpegHeld) {
       std::snprintf(why, kReason, "cannot decode (corrupt JPEG data: over 1 MiB that libjpeg does not consume)");
-      jpeg_destroy_decompress(&cinfo);
       return;
     }
     if (got == 0 && load_truncated && !state->ended) {
@@ -956,7 +953,6 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
       break;
     } else if (got == 0) {
       std::snprintf(why, kReason, "cannot decode (a truncated JPEG: the file ends before its image does)");
-      jpeg_destroy_decompress(&cinfo);
       return;
     }
     source.pub.next_input_byte = state->held.data();
@@ -980,7 +976,6 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
           std::snprintf(why, kReason, "cannot decode (a JPEG of %d components; PIL reads 1, 3 or 4)", n);
         }
         if (why[0]) {
-          jpeg_destroy_decompress(&cinfo);
           return;
         }
         cinfo.mem->max_memory_to_use = static_cast<long>(std::min(kHeaderBytes + kBytesPerPixel * pixels, 1e18));
@@ -989,21 +984,15 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
         if (cinfo.output_components != n) {
           std::snprintf(why, kReason, "cannot decode (libjpeg gives %d components for %d)", cinfo.output_components,
                         n);
-          jpeg_destroy_decompress(&cinfo);
           return;
         }
         row = static_cast<size_t>(cinfo.output_width) * n;
-        try {  // before libjpeg's own allocations grow: a bad_alloc here must not leak them
-          out->w = static_cast<int>(cinfo.output_width);
-          out->h = static_cast<int>(cinfo.output_height);
-          out->comp = n == 4 ? 3 : n;
-          // As Pillow's fresh image: zeros, which a CMYK image's conversion makes white.
-          out->pixels.assign(static_cast<size_t>(out->w) * out->h * out->comp, n == 4 ? 255 : 0);
-          out->line.resize(row);
-        } catch (...) {
-          jpeg_destroy_decompress(&cinfo);
-          throw;
-        }
+        out->w = static_cast<int>(cinfo.output_width);
+        out->h = static_cast<int>(cinfo.output_height);
+        out->comp = n == 4 ? 3 : n;
+        // As Pillow's fresh image: zeros, which a CMYK image's conversion makes white.
+        out->pixels.assign(static_cast<size_t>(out->w) * out->h * out->comp, n == 4 ? 255 : 0);
+        out->line.resize(row);
         state->stage = 2;
       }
     }
@@ -1035,7 +1024,6 @@ static void decode_jpeg(FILE* f, double max_pixels, JpegImage* out, char* why, b
     }
     state->held.erase(state->held.begin(), state->held.begin() + (source.pub.next_input_byte - state->held.data()));
   }
-  jpeg_destroy_decompress(&cinfo);
 }
 #endif
 
